@@ -1,0 +1,294 @@
+//! The engine: evaluates a rule file against one batch in a single scan.
+//!
+//! [`Engine::evaluate`] opens the batch with DataFusion, compiles every check
+//! into expressions over aggregates ([`compile`]), plans them as **one**
+//! `Aggregate → Projection` over **one** Parquet scan (only the columns the
+//! rules use are read), runs it under a bounded memory pool, and turns the one
+//! resulting row into verdicts ([`verdict`]). The engine knows nothing about
+//! where batches come from or where reports go.
+
+mod compile;
+mod verdict;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::utils::find_aggregate_exprs;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, col};
+use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
+
+use crate::report::BatchReport;
+use crate::rules::RuleFile;
+
+pub use compile::{Compiled, CompiledRules, is_string};
+
+/// Engine errors. Input errors are the user's (a missing or corrupt file);
+/// `Internal` means a bug in driftwatch or DataFusion.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The input could not be opened or read as Parquet.
+    #[error("{path}: cannot read Parquet input: {reason}")]
+    Input {
+        /// The input path.
+        path: String,
+        /// One-line reason.
+        reason: String,
+    },
+    /// The engine could not be set up.
+    #[error("cannot set up the query engine: {source}")]
+    Setup {
+        /// The DataFusion error.
+        source: DataFusionError,
+    },
+    /// A plan that should have worked did not.
+    #[error("internal error evaluating {path}: {reason} (this is a bug; please report it)")]
+    Internal {
+        /// The input path.
+        path: String,
+        /// One-line reason.
+        reason: String,
+    },
+}
+
+/// A `Result` whose error is an [`EngineError`].
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Resource settings for evaluation.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Memory DataFusion may use for evaluation, in bytes (default: 1 GiB).
+    pub memory_limit: Option<usize>,
+    /// Parallelism of a scan (default: the number of cores).
+    pub target_partitions: Option<usize>,
+}
+
+/// Default memory pool size: plenty for aggregates over sketches, small
+/// enough for a sidecar.
+pub const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
+
+/// Evaluates rule files against batches.
+pub struct Engine {
+    ctx: SessionContext,
+}
+
+/// The planned form of one evaluation, before execution.
+struct Planned {
+    physical: Arc<dyn ExecutionPlan>,
+    compiled: CompiledRules,
+}
+
+const AGG_PREFIX: &str = "__driftwatch_agg_";
+const OUT_PREFIX: &str = "__driftwatch_out_";
+
+impl Engine {
+    /// A new engine with its own memory pool.
+    pub fn new(options: &EngineOptions) -> Result<Self> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(options.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT), 1.0)
+            .build_arc()
+            .map_err(|source| EngineError::Setup { source })?;
+        let mut config = SessionConfig::new().with_information_schema(false);
+        if let Some(n) = options.target_partitions {
+            config = config.with_target_partitions(n.max(1));
+        }
+        Ok(Self {
+            ctx: SessionContext::new_with_config_rt(config, runtime),
+        })
+    }
+
+    /// Evaluates `rules` against the Parquet batch at `path`. Never fails:
+    /// an unreadable batch becomes a report with `error` set, and checks that
+    /// cannot run on this batch become `status: error` verdicts.
+    pub async fn evaluate(
+        &self,
+        path: &Path,
+        source: &str,
+        rules: &RuleFile,
+        now: DateTime<Utc>,
+    ) -> BatchReport {
+        let rules_name = rules.path.display().to_string();
+        let planned = match self.plan(path, rules).await {
+            Ok(p) => p,
+            Err(e) => {
+                return BatchReport::failed(
+                    source.to_string(),
+                    rules.dataset.clone(),
+                    rules_name,
+                    e.to_string(),
+                );
+            }
+        };
+        let values = match self.execute(path, &planned).await {
+            Ok(v) => v,
+            Err(e) => {
+                return BatchReport::failed(
+                    source.to_string(),
+                    rules.dataset.clone(),
+                    rules_name,
+                    e.to_string(),
+                );
+            }
+        };
+        verdict::build_report(source, rules, &planned.compiled, &values, now)
+    }
+
+    /// The physical plan `evaluate` would run, as text (for `EXPLAIN`-style tests and debugging).
+    pub async fn explain(&self, path: &Path, rules: &RuleFile) -> Result<String> {
+        let planned = self.plan(path, rules).await?;
+        Ok(displayable(planned.physical.as_ref()).indent(true).to_string())
+    }
+
+    async fn open(&self, path: &Path) -> Result<DataFrame> {
+        let location = path.to_string_lossy();
+        // Any extension: the caller decided this file is a batch.
+        let options = ParquetReadOptions::default().file_extension("");
+        self.ctx
+            .read_parquet(location.as_ref(), options)
+            .await
+            .map_err(|e| EngineError::Input {
+                path: path.display().to_string(),
+                reason: compile::one_line(&e.strip_backtrace()),
+            })
+    }
+
+    async fn plan(&self, path: &Path, rules: &RuleFile) -> Result<Planned> {
+        let df = self.open(path).await?;
+        let schema = df.schema().clone();
+        let scan = df.into_unoptimized_plan();
+        let mut compiled = compile::compile(&self.ctx, &schema, rules);
+        match self.physical(&scan, &compiled.outputs).await {
+            Ok(physical) => return Ok(Planned { physical, compiled }),
+            Err(whole) => {
+                // Some check type-checked but does not plan. Find the culprits
+                // one by one, report them as errors and plan the rest.
+                let mut any = false;
+                for (check, slot) in rules.checks.iter().zip(compiled.checks.iter_mut()) {
+                    if matches!(slot, Compiled::Invalid(_) | Compiled::Schema(_)) {
+                        continue;
+                    }
+                    let (outputs, _) = compile::compile_single(&self.ctx, &schema, check);
+                    if let Err(e) = self.physical(&scan, &outputs).await {
+                        *slot = Compiled::Invalid(format!(
+                            "{}: {}",
+                            check.location,
+                            compile::one_line(&e.strip_backtrace())
+                        ));
+                        any = true;
+                    }
+                }
+                if !any {
+                    return Err(EngineError::Internal {
+                        path: path.display().to_string(),
+                        reason: compile::one_line(&whole.strip_backtrace()),
+                    });
+                }
+            }
+        }
+        // Rebuild without the invalid checks.
+        let mut valid = rules.clone();
+        let keep: Vec<bool> = compiled
+            .checks
+            .iter()
+            .map(|c| !matches!(c, Compiled::Invalid(_)))
+            .collect();
+        let mut it = keep.iter();
+        valid.checks.retain(|_| *it.next().unwrap_or(&false));
+        let rebuilt = compile::compile(&self.ctx, &schema, &valid);
+        let physical = self
+            .physical(&scan, &rebuilt.outputs)
+            .await
+            .map_err(|e| EngineError::Internal {
+                path: path.display().to_string(),
+                reason: compile::one_line(&e.strip_backtrace()),
+            })?;
+        // Merge: invalid slots stay, valid ones take the rebuilt indices.
+        let mut rebuilt_checks = rebuilt.checks.into_iter();
+        let checks = compiled
+            .checks
+            .into_iter()
+            .map(|c| match c {
+                Compiled::Invalid(m) => Compiled::Invalid(m),
+                _ => rebuilt_checks
+                    .next()
+                    .unwrap_or_else(|| Compiled::Invalid("internal: check lost".to_string())),
+            })
+            .collect();
+        Ok(Planned {
+            physical,
+            compiled: CompiledRules {
+                outputs: rebuilt.outputs,
+                checks,
+                rows: rebuilt.rows,
+            },
+        })
+    }
+
+    /// Plans `outputs` as one aggregate over the scan, then a projection.
+    async fn physical(
+        &self,
+        scan: &LogicalPlan,
+        outputs: &[Expr],
+    ) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+        let aggregates = find_aggregate_exprs(outputs.iter());
+        let index: HashMap<&Expr, usize> =
+            aggregates.iter().enumerate().map(|(i, e)| (e, i)).collect();
+        let projections = outputs
+            .iter()
+            .enumerate()
+            .map(|(k, output)| {
+                let rebased = output
+                    .clone()
+                    .transform_down(|e| match index.get(&e) {
+                        Some(i) => Ok(Transformed::new(
+                            col(format!("{AGG_PREFIX}{i}")),
+                            true,
+                            TreeNodeRecursion::Jump,
+                        )),
+                        None => Ok(Transformed::no(e)),
+                    })?
+                    .data;
+                Ok(rebased.alias(format!("{OUT_PREFIX}{k}")))
+            })
+            .collect::<Result<Vec<_>, DataFusionError>>()?;
+        let aliased = aggregates
+            .iter()
+            .enumerate()
+            .map(|(i, e)| e.clone().alias(format!("{AGG_PREFIX}{i}")));
+        let plan = LogicalPlanBuilder::from(scan.clone())
+            .aggregate(Vec::<Expr>::new(), aliased)?
+            .project(projections)?
+            .build()?;
+        self.ctx.state().create_physical_plan(&plan).await
+    }
+
+    async fn execute(&self, path: &Path, planned: &Planned) -> Result<Vec<ScalarValue>> {
+        let batches = collect(planned.physical.clone(), self.ctx.task_ctx())
+            .await
+            .map_err(|e| EngineError::Input {
+                path: path.display().to_string(),
+                reason: compile::one_line(&e.strip_backtrace()),
+            })?;
+        let batch = batches
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .ok_or_else(|| EngineError::Internal {
+                path: path.display().to_string(),
+                reason: "the aggregate returned no row".to_string(),
+            })?;
+        (0..batch.num_columns())
+            .map(|i| {
+                ScalarValue::try_from_array(batch.column(i), 0).map_err(|e| EngineError::Internal {
+                    path: path.display().to_string(),
+                    reason: compile::one_line(&e.strip_backtrace()),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,126 @@
+//! Inputs of a one-shot check: expanding PATH arguments into batch files and
+//! matching each file to the rule files that apply to it.
+//!
+//! A PATH may be a file (taken as given, whatever its extension) or a
+//! directory (searched recursively for `*.parquet`, skipping hidden and
+//! `_`-prefixed entries such as `_SUCCESS`, `_temporary/` and `.crc` files,
+//! which writers leave beside their data). Rule files' `match` globs are
+//! matched against the path relative to the PATH argument a file came from; a
+//! file given by name matches by its file name.
+
+use std::path::{Path, PathBuf};
+
+use crate::rules::RuleFile;
+
+/// Errors expanding inputs: the user's (a path that does not exist).
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// A PATH argument could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// One batch file to check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    /// The file.
+    pub path: PathBuf,
+    /// The path relative to the PATH argument it came from (its file name
+    /// when the argument was the file itself); what `match` globs see.
+    pub relative: PathBuf,
+}
+
+impl Input {
+    /// How the input is named in reports: the path as found.
+    pub fn display(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// Expands PATH arguments into input files, in a deterministic order.
+pub fn expand(paths: &[PathBuf]) -> Result<Vec<Input>, InputError> {
+    let mut inputs = Vec::new();
+    for root in paths {
+        let meta = std::fs::metadata(root).map_err(|source| InputError::Read {
+            path: root.clone(),
+            source,
+        })?;
+        if meta.is_dir() {
+            let mut found = Vec::new();
+            walk(root, &mut found)?;
+            found.sort();
+            for path in found {
+                let relative = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
+                inputs.push(Input { path, relative });
+            }
+        } else {
+            let relative = root
+                .file_name()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.clone());
+            inputs.push(Input {
+                path: root.clone(),
+                relative,
+            });
+        }
+    }
+    Ok(inputs)
+}
+
+fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> Result<(), InputError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| InputError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for entry in entries {
+        let entry = entry.map_err(|source| InputError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name.starts_with('_') {
+            continue;
+        }
+        let file_type = entry.file_type().map_err(|source| InputError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        if file_type.is_dir() {
+            walk(&path, found)?;
+        } else if name.to_ascii_lowercase().ends_with(".parquet") {
+            found.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Which rule files apply to each input. With `single` (a rules *file* was
+/// given) every input is checked against it; otherwise by `match` glob.
+/// Returns (input, rule file index) pairs in input order, and unmatched inputs.
+pub fn assign<'a>(
+    inputs: &'a [Input],
+    rules: &[RuleFile],
+    single: bool,
+) -> (Vec<(&'a Input, usize)>, Vec<&'a Input>) {
+    let mut pairs = Vec::new();
+    let mut unmatched = Vec::new();
+    for input in inputs {
+        let before = pairs.len();
+        for (i, rule_file) in rules.iter().enumerate() {
+            if single || rule_file.matches(&input.relative) {
+                pairs.push((input, i));
+            }
+        }
+        if pairs.len() == before {
+            unmatched.push(input);
+        }
+    }
+    (pairs, unmatched)
+}

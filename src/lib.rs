@@ -1,0 +1,32 @@
+//! driftwatch: a streaming data-quality and drift agent.
+//!
+//! Declarative rules (YAML) are evaluated against Parquet batches in a single
+//! DataFusion scan per batch; the result is a [`report::Report`] that
+//! renderers and sinks consume.
+//!
+//! # Layout
+//!
+//! The flow reads left to right: inputs → engine → report → outputs.
+//!
+//! - [`rules`]: the rule-file language. Parses YAML with source spans and
+//!   validates everything that can be known without data, so every error names
+//!   `file:line:col`. Pure logic, no DataFusion plans.
+//! - [`engine`]: compiles a rule file into one aggregate plan over one Parquet
+//!   scan, runs it under a bounded memory pool, and turns the single result row
+//!   into verdicts. Knows nothing of where batches come from.
+//! - [`report`]: the report value, its versioned JSON form, and the terminal
+//!   table. Read-only consumers of engine results.
+//! - [`inputs`]: expands the paths given to `check` into batches and matches
+//!   each against the rule files' `match` globs.
+//! - [`check`]: the one-shot `driftwatch check`: inputs × rule files → report.
+//! - [`demo`]: a deterministic generator of flights-shaped Parquet batches,
+//!   used by `driftwatch demo`, the benchmarks' data generator and tests.
+//! - `cli` (binary only): argument parsing, exit codes; the only place that
+//!   uses `anyhow`.
+
+pub mod check;
+pub mod demo;
+pub mod engine;
+pub mod inputs;
+pub mod report;
+pub mod rules;

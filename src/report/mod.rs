@@ -1,0 +1,156 @@
+//! The result of evaluating batches: the [`Report`] types, their versioned JSON
+//! form, and the terminal table.
+//!
+//! A report is a plain value: the engine produces it, sinks and renderers only
+//! read it. The JSON shape is documented in `docs/report.md`; bump
+//! [`REPORT_VERSION`] on any incompatible change. Fields that do not apply are
+//! written as `null`, never omitted, so consumers can rely on every key.
+
+mod table;
+
+use serde::Serialize;
+
+pub use table::render_table;
+
+use crate::rules::Severity;
+
+/// Version of the JSON report schema (`docs/report.md`).
+pub const REPORT_VERSION: u32 = 1;
+
+/// The output of one `driftwatch check` run: a report per (input, dataset).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Schema version of this document.
+    pub version: u32,
+    /// One entry per input and matching rule file.
+    pub reports: Vec<BatchReport>,
+    /// Inputs no rule file matched.
+    pub unmatched: Vec<String>,
+}
+
+impl Report {
+    /// A report with the current schema version.
+    pub fn new(reports: Vec<BatchReport>, unmatched: Vec<String>) -> Self {
+        Self {
+            version: REPORT_VERSION,
+            reports,
+            unmatched,
+        }
+    }
+
+    /// The process exit code for CI: 2 when an input or a rule could not be
+    /// evaluated (or nothing was checked), 1 when an error-severity check
+    /// failed, 0 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        let broken = self.reports.iter().any(|r| {
+            r.error.is_some() || r.checks.iter().any(|c| c.status == CheckStatus::Error)
+        });
+        if broken || self.reports.is_empty() {
+            2
+        } else if self.reports.iter().any(|r| !r.passed) {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// The verdicts for one batch (a file) against one rule file.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchReport {
+    /// The input path, as given or found under a given folder.
+    pub source: String,
+    /// The dataset of the rule file.
+    pub dataset: String,
+    /// The rule file.
+    pub rules: String,
+    /// Rows in the batch; null when it could not be read.
+    pub rows: Option<u64>,
+    /// False only when an error-severity check fails or errors, or the batch could not be read.
+    pub passed: bool,
+    /// Why the batch could not be evaluated at all (unreadable or corrupt input).
+    pub error: Option<String>,
+    /// One verdict per check, in rule-file order.
+    pub checks: Vec<CheckResult>,
+}
+
+impl BatchReport {
+    /// A report for a batch that could not be evaluated.
+    pub fn failed(source: String, dataset: String, rules: String, error: String) -> Self {
+        Self {
+            source,
+            dataset,
+            rules,
+            rows: None,
+            passed: false,
+            error: Some(error),
+            checks: Vec::new(),
+        }
+    }
+
+    /// Computes `passed` from the checks.
+    pub fn with_passed_from_checks(mut self) -> Self {
+        self.passed = self.error.is_none()
+            && !self.checks.iter().any(|c| {
+                c.severity == Severity::Error && c.status != CheckStatus::Pass
+            });
+        self
+    }
+}
+
+/// A check's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    /// Within its bounds and tolerance.
+    Pass,
+    /// Outside them.
+    Fail,
+    /// Could not be evaluated (e.g. an unknown column); the message says why and where.
+    Error,
+}
+
+impl std::fmt::Display for CheckStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CheckStatus::Pass => "pass",
+            CheckStatus::Fail => "fail",
+            CheckStatus::Error => "error",
+        })
+    }
+}
+
+/// The verdict of one check on one batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    /// The check's stable name.
+    pub name: String,
+    /// The check kind (`not_null`, `range`, …).
+    pub kind: String,
+    /// The column, for single-column checks.
+    pub column: Option<String>,
+    /// `error` or `warn`.
+    pub severity: Severity,
+    /// `pass`, `fail` or `error`.
+    pub status: CheckStatus,
+    /// Row-level checks: rows that violate the check.
+    pub failing_rows: Option<u64>,
+    /// Rows the check considered (those passing its `where`).
+    pub rows_considered: Option<u64>,
+    /// Row-level checks: `failing_rows / rows_considered`; null with 0 rows.
+    pub fraction: Option<f64>,
+    /// Batch-level checks: the observed value (row count, metric value,
+    /// newest timestamp, column types). Null for row-level checks.
+    pub observed: serde_json::Value,
+    /// What the check compares against: bounds, value set, pattern, tolerance.
+    pub expected: serde_json::Value,
+    /// A one-line explanation when the check fails or errors, or to note NaN/inf.
+    pub message: Option<String>,
+}
+
+/// A JSON number for a float, or null for NaN and infinities (JSON has none).
+pub fn json_f64(value: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(value)
+        .map(serde_json::Value::Number)
+        .unwrap_or(serde_json::Value::Null)
+}

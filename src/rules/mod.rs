@@ -1,0 +1,342 @@
+//! Rule files: the declarative checks a user writes, validated into a model
+//! the engine can compile.
+//!
+//! The flow is `YAML text → spec (serde, with spans) → RuleFile (validated)`.
+//! Everything that can be known without data is checked here, with the file,
+//! line and column of the offending rule: YAML syntax, unknown keys, a check
+//! with zero or two kinds, SQL that does not parse, a bad regex, a bad
+//! duration, an unknown type name, duplicate check names. Errors that need the
+//! data's schema (an unknown column, a regex on an integer) are found by the
+//! engine, which still names the rule's location because every [`Check`]
+//! carries its [`SourceLocation`].
+//!
+//! This module does no I/O beyond reading the rule files and knows nothing of
+//! DataFusion plans.
+
+mod duration;
+mod parse;
+pub mod spec;
+mod types;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::GlobMatcher;
+use serde::Serialize;
+
+pub use duration::{format_duration, parse_duration};
+pub use parse::{load_rules, parse_rule_file};
+pub use spec::LiteralSpec as Literal;
+pub use types::{LogicalType, TimeZoneSpec, describe_arrow_type};
+
+/// Errors in rule files: always the user's to fix, always with a location.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    /// The rule file or folder could not be read.
+    #[error("{}: cannot read rules: {source}", path.display())]
+    Read {
+        /// The file or folder.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The folder holds no rule files.
+    #[error("{}: no rule files (*.yaml, *.yml) found", path.display())]
+    NoRuleFiles {
+        /// The folder.
+        path: PathBuf,
+    },
+    /// A rule is invalid; `location` says where.
+    #[error("{location}: {message}")]
+    Invalid {
+        /// Where the offending rule is.
+        location: SourceLocation,
+        /// A one-line reason.
+        message: String,
+    },
+}
+
+/// A `Result` whose error is a [`RuleError`].
+pub type Result<T, E = RuleError> = std::result::Result<T, E>;
+
+/// A place in a rule file: `file:line:col`, 1-based.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceLocation {
+    /// The rule file.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: u64,
+    /// 1-based column.
+    pub column: u64,
+}
+
+impl fmt::Display for SourceLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// A validated rule file.
+#[derive(Debug, Clone)]
+pub struct RuleFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// The dataset name.
+    pub dataset: String,
+    /// The `match` glob as written (or the default).
+    pub match_glob: String,
+    /// The compiled `match` glob.
+    pub matcher: GlobMatcher,
+    /// The checks, in file order.
+    pub checks: Vec<Check>,
+}
+
+impl RuleFile {
+    /// Whether a path relative to the watched root (or `check` PATH) matches this file's glob.
+    pub fn matches(&self, relative: &Path) -> bool {
+        self.matcher.is_match(relative)
+    }
+}
+
+/// Whether a failure fails the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Fails the batch.
+    Error,
+    /// Reported only.
+    Warn,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Error => "error",
+            Severity::Warn => "warn",
+        })
+    }
+}
+
+/// How many failing rows a row-level check tolerates. Both limits apply when
+/// both are given; with neither, no failing row is tolerated.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct Tolerance {
+    /// Largest tolerated number of failing rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_count: Option<u64>,
+    /// Largest tolerated fraction of failing rows among the rows considered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_fraction: Option<f64>,
+}
+
+impl Tolerance {
+    /// Whether `failing` out of `considered` rows is within tolerance.
+    /// Exactly at a limit passes. Zero rows considered always passes.
+    pub fn allows(&self, failing: u64, considered: u64) -> bool {
+        if considered == 0 {
+            return true;
+        }
+        let count_ok = match (self.max_count, self.max_fraction) {
+            (None, None) => failing == 0,
+            (Some(max), _) => failing <= max,
+            (None, Some(_)) => true,
+        };
+        let fraction_ok = match self.max_fraction {
+            // Compare as integers where possible so that "exactly at the limit"
+            // is not at the mercy of float rounding: failing <= f * considered.
+            Some(f) => (failing as f64) <= f * (considered as f64) * (1.0 + 4.0 * f64::EPSILON),
+            None => true,
+        };
+        count_ok && fraction_ok
+    }
+}
+
+/// A piece of user SQL and where it was written.
+#[derive(Debug, Clone)]
+pub struct SqlText {
+    /// The SQL as written.
+    pub text: String,
+    /// Where it was written.
+    pub location: SourceLocation,
+}
+
+/// One validated check.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// Stable, unique within its file.
+    pub name: String,
+    /// What it checks.
+    pub kind: CheckKind,
+    /// Whether a failure fails the batch.
+    pub severity: Severity,
+    /// Tolerance for row-level checks.
+    pub tolerance: Tolerance,
+    /// Optional `where` filter.
+    pub filter: Option<SqlText>,
+    /// Optional description.
+    pub description: Option<String>,
+    /// Where the check starts in its rule file.
+    pub location: SourceLocation,
+}
+
+/// The kinds of check and their arguments.
+#[derive(Debug, Clone)]
+pub enum CheckKind {
+    /// Rows where `column` is null fail.
+    NotNull {
+        /// The column.
+        column: String,
+    },
+    /// Non-null rows outside `[min, max]` fail; NaN always fails.
+    Range {
+        /// The column.
+        column: String,
+        /// Inclusive lower bound.
+        min: Option<Literal>,
+        /// Inclusive upper bound.
+        max: Option<Literal>,
+    },
+    /// Non-null rows not in `values` fail.
+    AcceptedValues {
+        /// The column.
+        column: String,
+        /// The accepted values.
+        values: Vec<Literal>,
+    },
+    /// Non-null rows not matching `pattern` fail.
+    Regex {
+        /// The column.
+        column: String,
+        /// The pattern, known to compile.
+        pattern: String,
+    },
+    /// Non-null rows beyond the first occurrence of their value fail.
+    Unique {
+        /// The column.
+        column: String,
+    },
+    /// The number of rows considered must be within bounds.
+    RowCount {
+        /// Inclusive lower bound.
+        min: Option<u64>,
+        /// Inclusive upper bound.
+        max: Option<u64>,
+    },
+    /// The batch's columns and types.
+    Schema {
+        /// Expected columns, in name order.
+        columns: Vec<(String, LogicalType)>,
+        /// Whether unlisted columns are allowed.
+        allow_extra: bool,
+    },
+    /// The newest value of `column` must be at most `max_age` old.
+    Freshness {
+        /// A timestamp or date column.
+        column: String,
+        /// The largest allowed age.
+        max_age: Duration,
+    },
+    /// A row fails when the predicate is false (null passes).
+    Expr {
+        /// The predicate.
+        predicate: SqlText,
+    },
+    /// An aggregate expression compared with bounds.
+    Metric {
+        /// The aggregate expression.
+        expression: SqlText,
+        /// Inclusive lower bound.
+        min: Option<f64>,
+        /// Inclusive upper bound.
+        max: Option<f64>,
+    },
+}
+
+impl CheckKind {
+    /// The kind's name as written in rule files and reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CheckKind::NotNull { .. } => "not_null",
+            CheckKind::Range { .. } => "range",
+            CheckKind::AcceptedValues { .. } => "accepted_values",
+            CheckKind::Regex { .. } => "regex",
+            CheckKind::Unique { .. } => "unique",
+            CheckKind::RowCount { .. } => "row_count",
+            CheckKind::Schema { .. } => "schema",
+            CheckKind::Freshness { .. } => "freshness",
+            CheckKind::Expr { .. } => "expr",
+            CheckKind::Metric { .. } => "metric",
+        }
+    }
+
+    /// The single column the check is about, if there is one.
+    pub fn column(&self) -> Option<&str> {
+        match self {
+            CheckKind::NotNull { column }
+            | CheckKind::Range { column, .. }
+            | CheckKind::AcceptedValues { column, .. }
+            | CheckKind::Regex { column, .. }
+            | CheckKind::Unique { column }
+            | CheckKind::Freshness { column, .. } => Some(column),
+            CheckKind::RowCount { .. }
+            | CheckKind::Schema { .. }
+            | CheckKind::Expr { .. }
+            | CheckKind::Metric { .. } => None,
+        }
+    }
+
+    /// Whether the check counts failing rows (and so has a tolerance).
+    pub fn is_row_level(&self) -> bool {
+        matches!(
+            self,
+            CheckKind::NotNull { .. }
+                | CheckKind::Range { .. }
+                | CheckKind::AcceptedValues { .. }
+                | CheckKind::Regex { .. }
+                | CheckKind::Unique { .. }
+                | CheckKind::Expr { .. }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tolerance_exactly_at_the_limit_passes() {
+        let t = Tolerance {
+            max_count: None,
+            max_fraction: Some(0.05),
+        };
+        assert!(t.allows(5, 100));
+        assert!(!t.allows(6, 100));
+        // 0.1 * 30 is 3.0000000000000004 in binary; 3 of 30 must still pass.
+        let t = Tolerance {
+            max_count: None,
+            max_fraction: Some(0.1),
+        };
+        assert!(t.allows(3, 30));
+        assert!(!t.allows(4, 30));
+    }
+
+    #[test]
+    fn tolerance_defaults_to_zero_failing_rows() {
+        let t = Tolerance::default();
+        assert!(t.allows(0, 10));
+        assert!(!t.allows(1, 10));
+        assert!(t.allows(0, 0));
+    }
+
+    #[test]
+    fn both_limits_must_hold() {
+        let t = Tolerance {
+            max_count: Some(2),
+            max_fraction: Some(0.5),
+        };
+        assert!(t.allows(2, 4));
+        assert!(!t.allows(3, 100));
+        assert!(!t.allows(2, 3));
+    }
+}

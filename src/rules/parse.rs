@@ -1,0 +1,434 @@
+//! Reading and validating rule files: spec → [`RuleFile`], with locations.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::Token;
+use globset::GlobBuilder;
+use serde_saphyr::{Location, Spanned};
+
+use super::spec::{CheckSpec, RuleFileSpec, SeveritySpec};
+use super::{
+    Check, CheckKind, LogicalType, Result, RuleError, RuleFile, Severity, SourceLocation, SqlText,
+    Tolerance, parse_duration,
+};
+
+/// The glob used when a rule file has no `match`.
+pub const DEFAULT_MATCH: &str = "**/*.parquet";
+
+/// Loads one rule file, or every `*.yaml`/`*.yml` file in a folder (sorted by
+/// name, not recursive). Dataset names must be unique across the folder.
+pub fn load_rules(path: &Path) -> Result<Vec<RuleFile>> {
+    let meta = std::fs::metadata(path).map_err(|source| RuleError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let files: Vec<PathBuf> = if meta.is_dir() {
+        let mut files = Vec::new();
+        let entries = std::fs::read_dir(path).map_err(|source| RuleError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        for entry in entries {
+            let entry = entry.map_err(|source| RuleError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let file = entry.path();
+            let is_yaml = file
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"));
+            let hidden = file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.'));
+            if is_yaml && !hidden && file.is_file() {
+                files.push(file);
+            }
+        }
+        files.sort();
+        if files.is_empty() {
+            return Err(RuleError::NoRuleFiles {
+                path: path.to_path_buf(),
+            });
+        }
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+
+    let mut rule_files = Vec::with_capacity(files.len());
+    let mut datasets: HashSet<String> = HashSet::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|source| RuleError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        let rules = parse_rule_file(&file, &text)?;
+        if !datasets.insert(rules.dataset.clone()) {
+            return Err(RuleError::Invalid {
+                location: SourceLocation {
+                    file: file.clone(),
+                    line: 1,
+                    column: 1,
+                },
+                message: format!(
+                    "dataset `{}` is already defined by another rule file in this folder",
+                    rules.dataset
+                ),
+            });
+        }
+        rule_files.push(rules);
+    }
+    Ok(rule_files)
+}
+
+/// Parses and validates the text of one rule file; `path` is used for locations.
+pub fn parse_rule_file(path: &Path, text: &str) -> Result<RuleFile> {
+    let spec: RuleFileSpec = serde_saphyr::from_str(text).map_err(|err| {
+        let location = err
+            .location()
+            .filter(|l| l.line() > 0)
+            .map(|l| at(path, l))
+            .unwrap_or_else(|| SourceLocation {
+                file: path.to_path_buf(),
+                line: 1,
+                column: 1,
+            });
+        RuleError::Invalid {
+            location,
+            message: yaml_message(&err),
+        }
+    })?;
+
+    let file_start = SourceLocation {
+        file: path.to_path_buf(),
+        line: 1,
+        column: 1,
+    };
+    if spec.dataset.trim().is_empty() {
+        return Err(invalid(file_start, "`dataset` must not be empty"));
+    }
+    let match_glob = spec
+        .match_glob
+        .clone()
+        .unwrap_or_else(|| DEFAULT_MATCH.to_string());
+    let matcher = GlobBuilder::new(&match_glob)
+        .literal_separator(true)
+        .build()
+        .map_err(|e| invalid(file_start.clone(), format!("bad `match` glob: {e}")))?
+        .compile_matcher();
+
+    let mut checks = Vec::with_capacity(spec.checks.len());
+    let mut names: HashSet<String> = HashSet::new();
+    for (index, spanned) in spec.checks.into_iter().enumerate() {
+        let location = at(path, spanned.referenced);
+        let check = validate_check(path, index + 1, spanned.value, location.clone())?;
+        if !names.insert(check.name.clone()) {
+            return Err(invalid(
+                location,
+                format!(
+                    "duplicate check name `{}`; give one of them a distinct `name`",
+                    check.name
+                ),
+            ));
+        }
+        checks.push(check);
+    }
+    Ok(RuleFile {
+        path: path.to_path_buf(),
+        dataset: spec.dataset,
+        match_glob,
+        matcher,
+        checks,
+    })
+}
+
+fn validate_check(
+    path: &Path,
+    position: usize,
+    spec: CheckSpec,
+    location: SourceLocation,
+) -> Result<Check> {
+    let CheckSpec {
+        not_null,
+        range,
+        accepted_values,
+        regex,
+        unique,
+        row_count,
+        schema,
+        freshness,
+        expr,
+        metric,
+        between,
+        name,
+        severity,
+        max_fraction,
+        max_count,
+        where_,
+        description,
+    } = spec;
+
+    let given: Vec<&str> = [
+        ("not_null", not_null.is_some()),
+        ("range", range.is_some()),
+        ("accepted_values", accepted_values.is_some()),
+        ("regex", regex.is_some()),
+        ("unique", unique.is_some()),
+        ("row_count", row_count.is_some()),
+        ("schema", schema.is_some()),
+        ("freshness", freshness.is_some()),
+        ("expr", expr.is_some()),
+        ("metric", metric.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, present)| present.then_some(k))
+    .collect();
+    match given.len() {
+        0 => {
+            return Err(invalid(
+                location,
+                "a check needs one kind: not_null, range, accepted_values, regex, unique, \
+                 row_count, schema, freshness, expr or metric",
+            ));
+        }
+        1 => {}
+        _ => {
+            return Err(invalid(
+                location,
+                format!(
+                    "a check has exactly one kind, found {}; split it into separate checks",
+                    given.join(" and ")
+                ),
+            ));
+        }
+    }
+
+    let kind = if let Some(column) = not_null {
+        CheckKind::NotNull {
+            column: non_empty_column(column, &location)?,
+        }
+    } else if let Some(r) = range {
+        if r.min.is_none() && r.max.is_none() {
+            return Err(invalid(location, "`range` needs `min`, `max` or both"));
+        }
+        CheckKind::Range {
+            column: non_empty_column(r.column, &location)?,
+            min: r.min,
+            max: r.max,
+        }
+    } else if let Some(a) = accepted_values {
+        if a.values.is_empty() {
+            return Err(invalid(location, "`accepted_values` needs at least one value"));
+        }
+        CheckKind::AcceptedValues {
+            column: non_empty_column(a.column, &location)?,
+            values: a.values,
+        }
+    } else if let Some(r) = regex {
+        let pattern_at = at(path, r.pattern.referenced);
+        regex::Regex::new(&r.pattern.value).map_err(|e| {
+            invalid(
+                pattern_at,
+                format!("bad regex: {}", one_line(&e.to_string())),
+            )
+        })?;
+        CheckKind::Regex {
+            column: non_empty_column(r.column, &location)?,
+            pattern: r.pattern.value,
+        }
+    } else if let Some(column) = unique {
+        CheckKind::Unique {
+            column: non_empty_column(column, &location)?,
+        }
+    } else if let Some(b) = row_count {
+        if b.min.is_none() && b.max.is_none() {
+            return Err(invalid(location, "`row_count` needs `min`, `max` or both"));
+        }
+        if let (Some(lo), Some(hi)) = (b.min, b.max)
+            && lo > hi
+        {
+            return Err(invalid(location, format!("`row_count`: min {lo} > max {hi}")));
+        }
+        CheckKind::RowCount {
+            min: b.min,
+            max: b.max,
+        }
+    } else if let Some(s) = schema {
+        let mut columns = Vec::with_capacity(s.columns.len());
+        for (column, type_name) in s.columns {
+            let ty = LogicalType::parse(&type_name)
+                .map_err(|e| invalid(location.clone(), format!("column `{column}`: {e}")))?;
+            columns.push((column, ty));
+        }
+        CheckKind::Schema {
+            columns,
+            allow_extra: s.allow_extra,
+        }
+    } else if let Some(f) = freshness {
+        let max_age = parse_duration(&f.max_age)
+            .map_err(|e| invalid(location.clone(), format!("`max_age`: {e}")))?;
+        CheckKind::Freshness {
+            column: non_empty_column(f.column, &location)?,
+            max_age,
+        }
+    } else if let Some(predicate) = expr {
+        CheckKind::Expr {
+            predicate: sql_text(path, predicate, "expr")?,
+        }
+    } else if let Some(expression) = metric {
+        let [min, max] = between.ok_or_else(|| {
+            invalid(
+                location.clone(),
+                "`metric` needs `between: [min, max]` (use ~ for an open end)",
+            )
+        })?;
+        if min.is_none() && max.is_none() {
+            return Err(invalid(location, "`between` needs at least one bound"));
+        }
+        for bound in [min, max].into_iter().flatten() {
+            if bound.is_nan() {
+                return Err(invalid(location, "`between` bounds must be numbers, not NaN"));
+            }
+        }
+        if let (Some(lo), Some(hi)) = (min, max)
+            && lo > hi
+        {
+            return Err(invalid(location, format!("`between`: {lo} > {hi}")));
+        }
+        CheckKind::Metric {
+            expression: sql_text(path, expression, "metric")?,
+            min,
+            max,
+        }
+    } else {
+        unreachable!("exactly one kind was checked above")
+    };
+
+    if between.is_some() && !matches!(kind, CheckKind::Metric { .. }) {
+        return Err(invalid(location, "`between` applies only to `metric` checks"));
+    }
+    if (max_fraction.is_some() || max_count.is_some()) && !kind.is_row_level() {
+        return Err(invalid(
+            location,
+            format!(
+                "`max_fraction`/`max_count` apply only to row-level checks, not `{}`",
+                kind.name()
+            ),
+        ));
+    }
+    if let Some(f) = max_fraction
+        && !(0.0..=1.0).contains(&f)
+    {
+        return Err(invalid(location, format!("`max_fraction` must be in [0, 1], got {f}")));
+    }
+    let filter = match where_ {
+        Some(w) => {
+            if matches!(kind, CheckKind::Schema { .. }) {
+                return Err(invalid(location, "`where` does not apply to `schema` checks"));
+            }
+            Some(sql_text(path, w, "where")?)
+        }
+        None => None,
+    };
+
+    let name = match name {
+        Some(n) if n.trim().is_empty() => {
+            return Err(invalid(location, "`name` must not be empty"));
+        }
+        Some(n) => n,
+        None => match kind.column() {
+            Some(column) => format!("{}_{}", kind.name(), column),
+            None if matches!(kind, CheckKind::Expr { .. } | CheckKind::Metric { .. }) => {
+                format!("{}_{position}", kind.name())
+            }
+            None => kind.name().to_string(),
+        },
+    };
+
+    Ok(Check {
+        name,
+        kind,
+        severity: match severity {
+            None | Some(SeveritySpec::Error) => Severity::Error,
+            Some(SeveritySpec::Warn) => Severity::Warn,
+        },
+        tolerance: Tolerance {
+            max_count,
+            max_fraction,
+        },
+        filter,
+        description,
+        location,
+    })
+}
+
+/// Checks that user SQL is exactly one expression (so nothing can be appended
+/// to the plan) and keeps it with its location.
+fn sql_text(path: &Path, spanned: Spanned<String>, key: &str) -> Result<SqlText> {
+    let location = at(path, spanned.referenced);
+    let text = spanned.value;
+    if text.trim().is_empty() {
+        return Err(invalid(location, format!("`{key}` must not be empty")));
+    }
+    let dialect = GenericDialect {};
+    let mut parser = Parser::new(&dialect)
+        .try_with_sql(&text)
+        .map_err(|e| invalid(location.clone(), format!("`{key}`: SQL does not parse: {e}")))?;
+    parser
+        .parse_expr()
+        .map_err(|e| invalid(location.clone(), format!("`{key}`: SQL does not parse: {e}")))?;
+    let next = parser.peek_token();
+    if next.token != Token::EOF {
+        return Err(invalid(
+            location,
+            format!(
+                "`{key}`: expected one SQL expression, found more after it: `{}`",
+                next.token
+            ),
+        ));
+    }
+    Ok(SqlText { text, location })
+}
+
+fn non_empty_column(column: String, location: &SourceLocation) -> Result<String> {
+    if column.is_empty() {
+        Err(invalid(location.clone(), "column name must not be empty"))
+    } else {
+        Ok(column)
+    }
+}
+
+fn at(path: &Path, location: Location) -> SourceLocation {
+    SourceLocation {
+        file: path.to_path_buf(),
+        line: location.line().max(1),
+        column: location.column().max(1),
+    }
+}
+
+fn invalid(location: SourceLocation, message: impl Into<String>) -> RuleError {
+    RuleError::Invalid {
+        location,
+        message: message.into(),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// serde-saphyr's message without its own "at line …" suffix or snippet.
+fn yaml_message(err: &serde_saphyr::Error) -> String {
+    let text = err.without_snippet().to_string();
+    let first = text.lines().next().unwrap_or_default();
+    let trimmed = match first.rfind(" at line ") {
+        Some(i) => &first[..i],
+        None => first,
+    };
+    one_line(trimmed)
+}

@@ -1,0 +1,170 @@
+//! The rule file exactly as a user writes it: the serde model of the YAML.
+//!
+//! These structs are the *surface syntax*. They derive `Deserialize` (with
+//! `deny_unknown_fields`, so a typo is an error, never a silently ignored key)
+//! and `JsonSchema` (so `driftwatch rules schema` gives editors completion).
+//! Values whose errors we must point at are wrapped in [`Spanned`] to keep
+//! their line and column. Turning this into the validated model the engine
+//! uses is the job of [`super::parse`]; nothing here interprets meaning.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// One rule file: the checks that apply to one dataset.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFileSpec {
+    /// A name for the dataset, used in reports and telemetry.
+    pub dataset: String,
+    /// Which files this rule file applies to: a glob relative to the watched
+    /// root (or to the PATH given to `driftwatch check`). Default: `**/*.parquet`.
+    #[serde(rename = "match", default)]
+    pub match_glob: Option<String>,
+    /// The checks, evaluated together in one scan of each batch.
+    #[serde(default)]
+    #[schemars(with = "Vec<CheckSpec>")]
+    pub checks: Vec<Spanned<CheckSpec>>,
+}
+
+/// One check. Exactly one of the check kinds (`not_null`, `range`,
+/// `accepted_values`, `regex`, `unique`, `row_count`, `schema`, `freshness`,
+/// `expr`, `metric`) must be given, plus any of the common keys.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSpec {
+    /// Fails rows where the column is null.
+    pub not_null: Option<String>,
+    /// Fails non-null rows outside `[min, max]` (NaN is outside every range).
+    pub range: Option<RangeSpec>,
+    /// Fails non-null rows whose value is not in the list.
+    pub accepted_values: Option<AcceptedValuesSpec>,
+    /// Fails non-null string values that do not match the pattern.
+    pub regex: Option<RegexSpec>,
+    /// Fails every non-null row beyond the first occurrence of its value.
+    pub unique: Option<String>,
+    /// Fails the batch when its row count is outside `[min, max]`.
+    pub row_count: Option<BoundsSpec>,
+    /// Fails the batch when columns are missing, of the wrong type, or (with
+    /// `allow_extra: false`) unexpected.
+    pub schema: Option<SchemaSpec>,
+    /// Fails the batch when the newest timestamp in the column is older than `max_age`.
+    pub freshness: Option<FreshnessSpec>,
+    /// A row-level SQL predicate (DataFusion SQL); a row fails when it is false.
+    #[schemars(with = "Option<String>")]
+    pub expr: Option<Spanned<String>>,
+    /// An aggregate SQL expression, e.g. `avg(arr_delay)`; compared with `between`.
+    #[schemars(with = "Option<String>")]
+    pub metric: Option<Spanned<String>>,
+    /// Bounds for `metric`: `[min, max]`, either may be null (`~`) for open.
+    pub between: Option<[Option<f64>; 2]>,
+
+    /// A stable name for the check; default derived from its kind and column.
+    pub name: Option<String>,
+    /// `error` (default) fails the batch; `warn` is reported but never fails it.
+    pub severity: Option<SeveritySpec>,
+    /// Row-level checks: the largest fraction of failing rows that still passes.
+    pub max_fraction: Option<f64>,
+    /// Row-level checks: the largest number of failing rows that still passes.
+    pub max_count: Option<u64>,
+    /// A SQL predicate selecting the rows the check considers.
+    #[serde(rename = "where")]
+    #[schemars(rename = "where", with = "Option<String>")]
+    pub where_: Option<Spanned<String>>,
+    /// Free text shown beside the check in reports.
+    pub description: Option<String>,
+}
+
+/// Severity as written.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SeveritySpec {
+    /// A failure fails the batch (exit code 1 in `check`).
+    Error,
+    /// A failure is reported but does not fail the batch.
+    Warn,
+}
+
+/// A literal value in a rule: a number, a string or a boolean.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum LiteralSpec {
+    /// A boolean.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A floating-point number.
+    Float(f64),
+    /// A string (also used for dates and timestamps, e.g. `"2024-01-01"`).
+    Text(String),
+}
+
+/// Arguments of `range`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RangeSpec {
+    /// The column to check.
+    pub column: String,
+    /// Inclusive lower bound (optional).
+    pub min: Option<LiteralSpec>,
+    /// Inclusive upper bound (optional).
+    pub max: Option<LiteralSpec>,
+}
+
+/// Arguments of `accepted_values`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptedValuesSpec {
+    /// The column to check.
+    pub column: String,
+    /// The allowed values.
+    pub values: Vec<LiteralSpec>,
+}
+
+/// Arguments of `regex`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegexSpec {
+    /// The (string) column to check.
+    pub column: String,
+    /// A regular expression (Rust `regex` syntax); unanchored unless you write `^`/`$`.
+    #[schemars(with = "String")]
+    pub pattern: Spanned<String>,
+}
+
+/// Inclusive bounds; either may be omitted.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BoundsSpec {
+    /// Inclusive lower bound.
+    pub min: Option<u64>,
+    /// Inclusive upper bound.
+    pub max: Option<u64>,
+}
+
+/// Arguments of `schema`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaSpec {
+    /// Expected columns and their logical types (see rules/README.md for the names).
+    pub columns: BTreeMap<String, String>,
+    /// Whether columns not listed are allowed (default true).
+    #[serde(default = "default_true")]
+    pub allow_extra: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Arguments of `freshness`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FreshnessSpec {
+    /// A timestamp or date column.
+    pub column: String,
+    /// The oldest the newest value may be, e.g. `36h`, `90m`, `2d`, `1h30m`.
+    pub max_age: String,
+}
