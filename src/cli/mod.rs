@@ -21,7 +21,11 @@ use driftwatch::{demo, inputs, rules};
 const EXIT_USAGE: i32 = 2;
 
 #[derive(Parser)]
-#[command(name = "driftwatch", version, about = "Data-quality rules and drift checks for Parquet batches, in one scan.")]
+#[command(
+    name = "driftwatch",
+    version,
+    about = "Data-quality rules and drift checks for Parquet batches, in one scan."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -77,6 +81,9 @@ struct CheckArgs {
     /// Memory available to evaluation, e.g. `512MiB` or `2GiB` (default 1GiB).
     #[arg(long, value_parser = parse_bytes)]
     memory_limit: Option<usize>,
+    /// Print the physical plan of each evaluation (one scan, one aggregate) instead of running it.
+    #[arg(long)]
+    explain: bool,
 }
 
 #[derive(clap::Args)]
@@ -99,15 +106,22 @@ fn parse_bytes(text: &str) -> Result<usize, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let n: usize = number.parse().map_err(|_| format!("`{text}`: expected e.g. 512MiB"))?;
+    let n: usize = number
+        .parse()
+        .map_err(|_| format!("`{text}`: expected e.g. 512MiB"))?;
     let scale: usize = match unit.trim() {
         "" | "B" => 1,
         "KiB" | "K" | "KB" => 1 << 10,
         "MiB" | "M" | "MB" => 1 << 20,
         "GiB" | "G" | "GB" => 1 << 30,
-        other => return Err(format!("`{text}`: unknown unit `{other}` (use B, KiB, MiB, GiB)")),
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}` (use B, KiB, MiB, GiB)"
+            ));
+        }
     };
-    n.checked_mul(scale).ok_or_else(|| format!("`{text}`: too large"))
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("`{text}`: too large"))
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -168,6 +182,18 @@ async fn check(args: CheckArgs) -> Result<i32> {
         memory_limit: args.memory_limit,
         target_partitions: None,
     })?;
+    if args.explain {
+        let (pairs, _) = inputs::assign(&inputs, &rule_files, single);
+        for (input, i) in pairs {
+            let plan = engine.explain(&input.path, &rule_files[i]).await?;
+            println!(
+                "{} × {}:\n{plan}",
+                input.display(),
+                rule_files[i].path.display()
+            );
+        }
+        return Ok(0);
+    }
     let now = args.now.unwrap_or_else(Utc::now);
     let report = run_check(&engine, &inputs, &rule_files, single, now).await;
     emit(&report, args.format, args.output.as_deref())?;

@@ -1,8 +1,9 @@
 //! A deterministic generator of flights-shaped Parquet data.
 //!
-//! The columns mirror the nycflights13 `flights` table (as in
-//! `../shared/data/flights/`) plus a unique `row_id`: integers with nulls,
-//! short strings, floats, a UTC timestamp — 20 columns. Values come from a
+//! The columns mirror the nycflights13 `flights` table as stored in
+//! `../shared/data/flights/` (every number an int64, with nulls for cancelled
+//! flights; short strings; a UTC timestamp) plus a unique `row_id`: 20
+//! columns, with realistic value distributions. Values come from a
 //! seeded SplitMix64 stream, so the same [`FlightsSpec`] always writes the same
 //! file. [`Defects`] plants rule failures at exact, known rates so demos and
 //! tests can show failing checks.
@@ -11,10 +12,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
-    TimestampMicrosecondBuilder,
-};
+use arrow::array::{ArrayRef, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Datelike, Utc};
@@ -45,8 +43,7 @@ pub enum DemoError {
 
 /// The 16 carrier codes of the flights data.
 pub const CARRIERS: [&str; 16] = [
-    "9E", "AA", "AS", "B6", "DL", "EV", "F9", "FL", "HA", "MQ", "OO", "UA", "US", "VX", "WN",
-    "YV",
+    "9E", "AA", "AS", "B6", "DL", "EV", "F9", "FL", "HA", "MQ", "OO", "UA", "US", "VX", "WN", "YV",
 ];
 
 /// The three New York origins.
@@ -60,7 +57,7 @@ const DESTS: [(&str, f64); 20] = [
     ("BOS", 187.0),
     ("MCO", 944.0),
     ("CLT", 541.0),
-    ("SFO", 2586.0),
+    ("PIT", 335.0),
     ("FLL", 1069.0),
     ("MIA", 1089.0),
     ("DCA", 213.0),
@@ -68,7 +65,7 @@ const DESTS: [(&str, f64); 20] = [
     ("DFW", 1372.0),
     ("RDU", 427.0),
     ("TPA", 1005.0),
-    ("DEN", 1620.0),
+    ("CLE", 419.0),
     ("IAH", 1416.0),
     ("MSP", 1020.0),
     ("PBI", 1035.0),
@@ -130,24 +127,24 @@ pub fn flights_schema() -> SchemaRef {
     let utc: Arc<str> = Arc::from("UTC");
     Arc::new(Schema::new(vec![
         Field::new("row_id", DataType::Int64, false),
-        Field::new("year", DataType::Int32, true),
-        Field::new("month", DataType::Int32, true),
-        Field::new("day", DataType::Int32, true),
-        Field::new("dep_time", DataType::Int32, true),
-        Field::new("sched_dep_time", DataType::Int32, true),
-        Field::new("dep_delay", DataType::Float64, true),
-        Field::new("arr_time", DataType::Int32, true),
-        Field::new("sched_arr_time", DataType::Int32, true),
-        Field::new("arr_delay", DataType::Float64, true),
+        Field::new("year", DataType::Int64, true),
+        Field::new("month", DataType::Int64, true),
+        Field::new("day", DataType::Int64, true),
+        Field::new("dep_time", DataType::Int64, true),
+        Field::new("sched_dep_time", DataType::Int64, true),
+        Field::new("dep_delay", DataType::Int64, true),
+        Field::new("arr_time", DataType::Int64, true),
+        Field::new("sched_arr_time", DataType::Int64, true),
+        Field::new("arr_delay", DataType::Int64, true),
         Field::new("carrier", DataType::Utf8, true),
-        Field::new("flight", DataType::Int32, true),
+        Field::new("flight", DataType::Int64, true),
         Field::new("tailnum", DataType::Utf8, true),
         Field::new("origin", DataType::Utf8, true),
         Field::new("dest", DataType::Utf8, true),
-        Field::new("air_time", DataType::Float64, true),
-        Field::new("distance", DataType::Float64, true),
-        Field::new("hour", DataType::Float64, true),
-        Field::new("minute", DataType::Float64, true),
+        Field::new("air_time", DataType::Int64, true),
+        Field::new("distance", DataType::Int64, true),
+        Field::new("hour", DataType::Int64, true),
+        Field::new("minute", DataType::Int64, true),
         Field::new(
             "time_hour",
             DataType::Timestamp(TimeUnit::Microsecond, Some(utc)),
@@ -185,24 +182,24 @@ pub fn flights_batch(spec: &FlightsSpec, offset: u64, len: usize) -> Result<Reco
     // Each batch reseeds from (seed, offset) so batches can be made independently.
     let mut rng = Rng(spec.seed ^ offset.wrapping_mul(0xD1B5_4A32_D192_ED03));
     let mut row_id = Int64Builder::with_capacity(len);
-    let mut year = Int32Builder::with_capacity(len);
-    let mut month = Int32Builder::with_capacity(len);
-    let mut day = Int32Builder::with_capacity(len);
-    let mut dep_time = Int32Builder::with_capacity(len);
-    let mut sched_dep_time = Int32Builder::with_capacity(len);
-    let mut dep_delay = Float64Builder::with_capacity(len);
-    let mut arr_time = Int32Builder::with_capacity(len);
-    let mut sched_arr_time = Int32Builder::with_capacity(len);
-    let mut arr_delay = Float64Builder::with_capacity(len);
+    let mut year = Int64Builder::with_capacity(len);
+    let mut month = Int64Builder::with_capacity(len);
+    let mut day = Int64Builder::with_capacity(len);
+    let mut dep_time = Int64Builder::with_capacity(len);
+    let mut sched_dep_time = Int64Builder::with_capacity(len);
+    let mut dep_delay = Int64Builder::with_capacity(len);
+    let mut arr_time = Int64Builder::with_capacity(len);
+    let mut sched_arr_time = Int64Builder::with_capacity(len);
+    let mut arr_delay = Int64Builder::with_capacity(len);
     let mut carrier = StringBuilder::with_capacity(len, len * 2);
-    let mut flight = Int32Builder::with_capacity(len);
+    let mut flight = Int64Builder::with_capacity(len);
     let mut tailnum = StringBuilder::with_capacity(len, len * 6);
     let mut origin = StringBuilder::with_capacity(len, len * 3);
     let mut dest = StringBuilder::with_capacity(len, len * 3);
-    let mut air_time = Float64Builder::with_capacity(len);
-    let mut distance = Float64Builder::with_capacity(len);
-    let mut hour = Float64Builder::with_capacity(len);
-    let mut minute = Float64Builder::with_capacity(len);
+    let mut air_time = Int64Builder::with_capacity(len);
+    let mut distance = Int64Builder::with_capacity(len);
+    let mut hour = Int64Builder::with_capacity(len);
+    let mut minute = Int64Builder::with_capacity(len);
     let mut time_hour = TimestampMicrosecondBuilder::with_capacity(len).with_timezone("UTC");
 
     let start_us = spec.start.timestamp_micros();
@@ -219,16 +216,16 @@ pub fn flights_batch(spec: &FlightsSpec, offset: u64, len: usize) -> Result<Reco
         let hour_offset = rng.below(span) as i64;
         let ts_us = start_us + hour_offset * 3_600_000_000;
         let ts = DateTime::from_timestamp_micros(ts_us).unwrap_or_default();
-        year.append_value(ts.year());
-        month.append_value(ts.month() as i32);
-        day.append_value(ts.day() as i32);
+        year.append_value(i64::from(ts.year()));
+        month.append_value(i64::from(ts.month()));
+        day.append_value(i64::from(ts.day()));
         time_hour.append_value(ts_us);
 
-        let sched_h = 5 + rng.below(19) as i32; // 05..23
-        let sched_m = (rng.below(12) * 5) as i32;
+        let sched_h = 5 + rng.below(19) as i64; // 05..23
+        let sched_m = (rng.below(12) * 5) as i64;
         sched_dep_time.append_value(sched_h * 100 + sched_m);
-        hour.append_value(f64::from(sched_h));
-        minute.append_value(f64::from(sched_m));
+        hour.append_value(sched_h);
+        minute.append_value(sched_m);
 
         let (dest_code, dest_miles) = DESTS[rng.below(DESTS.len() as u64) as usize];
         dest.append_value(dest_code);
@@ -237,21 +234,21 @@ pub fn flights_batch(spec: &FlightsSpec, offset: u64, len: usize) -> Result<Reco
         } else {
             dest_miles
         };
-        distance.append_value(miles);
+        distance.append_value(miles as i64);
         let block = (dest_miles / 8.0).round();
-        let sched_arr = (sched_h * 60 + sched_m + block as i32 + 30) % 1440;
+        let sched_arr = (sched_h * 60 + sched_m + block as i64 + 30) % 1440;
         sched_arr_time.append_value((sched_arr / 60) * 100 + sched_arr % 60);
 
         let cancelled = rng.unit() < 0.025;
         let u = rng.unit();
         let delay = if u < 0.6 {
-            -(rng.below(11) as f64)
+            -(rng.below(11) as i64)
         } else if u < 0.9 {
-            rng.below(31) as f64
+            rng.below(31) as i64
         } else if u < 0.99 {
-            30.0 + rng.below(150) as f64
+            30 + rng.below(150) as i64
         } else {
-            180.0 + rng.below(420) as f64
+            180 + rng.below(420) as i64
         };
         if cancelled {
             dep_time.append_null();
@@ -260,22 +257,22 @@ pub fn flights_batch(spec: &FlightsSpec, offset: u64, len: usize) -> Result<Reco
             arr_delay.append_null();
             air_time.append_null();
         } else {
-            let dep = (sched_h * 60 + sched_m + delay as i32).rem_euclid(1440);
+            let dep = (sched_h * 60 + sched_m + delay).rem_euclid(1440);
             dep_time.append_value((dep / 60) * 100 + dep % 60);
             if hits(d.null_dep_delay_every, index) {
                 dep_delay.append_null();
             } else {
                 dep_delay.append_value(delay);
             }
-            let arrival_delay = delay + rng.below(31) as f64 - 15.0;
-            let arr = (sched_arr + arrival_delay as i32).rem_euclid(1440);
+            let arrival_delay = delay + rng.below(31) as i64 - 15;
+            let arr = (sched_arr + arrival_delay).rem_euclid(1440);
             arr_time.append_value((arr / 60) * 100 + arr % 60);
             arr_delay.append_value(arrival_delay);
-            air_time.append_value((block * 0.85).round().max(20.0));
+            air_time.append_value(((block * 0.85).round() as i64).max(20));
         }
 
         carrier.append_value(CARRIERS[rng.below(CARRIERS.len() as u64) as usize]);
-        flight.append_value(1 + rng.below(6000) as i32);
+        flight.append_value(1 + rng.below(6000) as i64);
         if hits(d.bad_tailnum_every, index) {
             tailnum.append_value("n-bad");
         } else if rng.unit() < 0.007 {

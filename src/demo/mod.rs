@@ -20,7 +20,7 @@ dataset: flights
 match: "flights/**/*.parquet"
 checks:
   - schema:
-      columns: { row_id: int64, dep_delay: float64, carrier: utf8, time_hour: timestamp(UTC) }
+      columns: { row_id: int64, dep_delay: int64, carrier: utf8, time_hour: timestamp(UTC) }
       allow_extra: true
   - row_count: { min: 1000, max: 5000000 }
   - unique: row_id
@@ -79,8 +79,20 @@ pub fn prepare(root: &Path, now: DateTime<Utc>) -> Result<DemoFiles, DemoError> 
 
     let day = |days_ago: i64| now - Duration::hours(24 * days_ago + 30);
     let batches = [
-        ("2013-01-01.parquet", 1, 20_000u64, Defects::default(), day(1)),
-        ("2013-01-02.parquet", 20_001, 20_000, Defects::default(), day(0)),
+        (
+            "2013-01-01.parquet",
+            1,
+            20_000u64,
+            Defects::default(),
+            day(1),
+        ),
+        (
+            "2013-01-02.parquet",
+            20_001,
+            20_000,
+            Defects::default(),
+            day(0),
+        ),
         (
             "2013-01-03-broken.parquet",
             40_001,

@@ -21,7 +21,7 @@ use datafusion::logical_expr::{Expr, ExprSchemable, lit};
 use datafusion::prelude::{SessionContext, cast};
 use datafusion::scalar::ScalarValue;
 
-use crate::rules::{Check, CheckKind, Literal, RuleFile, SqlText};
+use crate::rules::{Check, CheckKind, Literal, RuleFile, SourceLocation, SqlText};
 
 /// Where to find a check's numbers among the plan's outputs.
 #[derive(Debug, Clone)]
@@ -78,6 +78,34 @@ pub struct CompiledRules {
     pub rows: usize,
 }
 
+/// Why a check cannot run, and where to point: the check itself, or a piece
+/// of its SQL (which has its own location).
+enum Problem {
+    AtCheck(String),
+    At(SourceLocation, String),
+}
+
+impl From<String> for Problem {
+    fn from(message: String) -> Self {
+        Problem::AtCheck(message)
+    }
+}
+
+impl From<&str> for Problem {
+    fn from(message: &str) -> Self {
+        Problem::AtCheck(message.to_string())
+    }
+}
+
+impl Problem {
+    fn render(self, check: &Check) -> Compiled {
+        match self {
+            Problem::AtCheck(m) => Compiled::Invalid(format!("{}: {m}", check.location)),
+            Problem::At(at, m) => Compiled::Invalid(format!("{at}: {m}")),
+        }
+    }
+}
+
 struct Outputs {
     exprs: Vec<Expr>,
     index: HashMap<Expr, usize>,
@@ -106,8 +134,7 @@ pub fn compile(ctx: &SessionContext, schema: &DFSchema, rules: &RuleFile) -> Com
         .checks
         .iter()
         .map(|check| {
-            compile_check(ctx, schema, check, &mut outputs)
-                .unwrap_or_else(|message| Compiled::Invalid(format!("{}: {message}", check.location)))
+            compile_check(ctx, schema, check, &mut outputs).unwrap_or_else(|p| p.render(check))
         })
         .collect();
     CompiledRules {
@@ -127,8 +154,8 @@ pub fn compile_single(
         exprs: Vec::new(),
         index: HashMap::new(),
     };
-    let compiled = compile_check(ctx, schema, check, &mut outputs)
-        .unwrap_or_else(|message| Compiled::Invalid(format!("{}: {message}", check.location)));
+    let compiled =
+        compile_check(ctx, schema, check, &mut outputs).unwrap_or_else(|p| p.render(check));
     (outputs.exprs, compiled)
 }
 
@@ -137,7 +164,7 @@ fn compile_check(
     schema: &DFSchema,
     check: &Check,
     outputs: &mut Outputs,
-) -> Result<Compiled, String> {
+) -> Result<Compiled, Problem> {
     let filter = match &check.filter {
         Some(sql) => Some(row_predicate(ctx, schema, sql, "where")?),
         None => None,
@@ -198,7 +225,9 @@ fn compile_check(
                 .iter()
                 .map(|v| set_literal(v, &data_type, column))
                 .collect::<Result<Vec<_>, _>>()?;
-            let failing = outputs.add(counted(Some(c.clone().is_not_null().and(c.in_list(list, true)))));
+            let failing = outputs.add(counted(Some(
+                c.clone().is_not_null().and(c.in_list(list, true)),
+            )));
             Compiled::RowLevel {
                 failing,
                 considered,
@@ -208,10 +237,10 @@ fn compile_check(
             let c = column_expr(schema, column)?;
             let data_type = column_type(schema, column)?;
             if !is_string(&data_type) {
-                return Err(format!(
+                return Err(Problem::AtCheck(format!(
                     "`regex` needs a string column, but `{column}` is {}",
                     crate::rules::describe_arrow_type(&data_type)
-                ));
+                )));
             }
             let matches = regexp_like(c.clone(), lit(pattern.as_str()), None);
             let failing = outputs.add(counted(Some(c.is_not_null().and(!matches))));
@@ -242,16 +271,13 @@ fn compile_check(
                 data_type,
                 DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
             ) {
-                return Err(format!(
+                return Err(Problem::AtCheck(format!(
                     "`freshness` needs a timestamp or date column, but `{column}` is {}",
                     crate::rules::describe_arrow_type(&data_type)
-                ));
+                )));
             }
             let newest = outputs.add(with_filter(max(c), filter.clone()));
-            Compiled::Freshness {
-                newest,
-                considered,
-            }
+            Compiled::Freshness { newest, considered }
         }
         CheckKind::Expr { predicate } => {
             let p = row_predicate(ctx, schema, predicate, "expr")?;
@@ -265,16 +291,18 @@ fn compile_check(
         CheckKind::Metric { expression, .. } => {
             let e = parse(ctx, schema, expression, "metric")?;
             if find_aggregate_exprs([&e]).is_empty() {
-                return Err(format!(
+                return Err(Problem::AtCheck(format!(
                     "`metric` must be an aggregate expression such as `avg(x)`, got `{}`",
                     expression.text
-                ));
+                )));
             }
             let data_type = e
                 .get_type(schema)
                 .map_err(|err| format!("`metric`: {}", one_line(&err.to_string())))?;
             if !(data_type.is_numeric() || data_type == DataType::Null) {
-                return Err(format!("`metric` must be numeric, but it is {data_type}"));
+                return Err(Problem::AtCheck(format!(
+                    "`metric` must be numeric, but it is {data_type}"
+                )));
             }
             let filtered = inject_filter(e, filter.clone())?;
             let value = outputs.add(cast(filtered, DataType::Float64));
@@ -319,29 +347,39 @@ fn row_predicate(
     schema: &DFSchema,
     sql: &SqlText,
     key: &str,
-) -> Result<Expr, String> {
+) -> Result<Expr, Problem> {
+    let at = |m: String| Problem::At(sql.location.clone(), m);
     let e = parse(ctx, schema, sql, key)?;
     if !find_aggregate_exprs([&e]).is_empty() {
-        return Err(format!(
+        return Err(at(format!(
             "`{key}` is evaluated per row and cannot contain aggregates; use `metric` for `{}`",
             sql.text
-        ));
+        )));
     }
     let data_type = e
         .get_type(schema)
-        .map_err(|err| format!("`{key}`: {}", one_line(&err.to_string())))?;
+        .map_err(|err| at(format!("`{key}`: {}", one_line(&err.to_string()))))?;
     if !matches!(data_type, DataType::Boolean | DataType::Null) {
-        return Err(format!(
+        return Err(at(format!(
             "`{key}` must be a boolean predicate, but `{}` is {data_type}",
             sql.text
-        ));
+        )));
     }
     Ok(e)
 }
 
-fn parse(ctx: &SessionContext, schema: &DFSchema, sql: &SqlText, key: &str) -> Result<Expr, String> {
-    ctx.parse_sql_expr(&sql.text, schema)
-        .map_err(|e| format!("`{key}`: {}", one_line(&e.strip_backtrace())))
+fn parse(
+    ctx: &SessionContext,
+    schema: &DFSchema,
+    sql: &SqlText,
+    key: &str,
+) -> Result<Expr, Problem> {
+    ctx.parse_sql_expr(&sql.text, schema).map_err(|e| {
+        Problem::At(
+            sql.location.clone(),
+            format!("`{key}`: {}", one_line(&e.strip_backtrace())),
+        )
+    })
 }
 
 fn column_expr(schema: &DFSchema, column: &str) -> Result<Expr, String> {
@@ -365,9 +403,15 @@ fn unknown_column(schema: &DFSchema, column: &str) -> String {
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
     let mut message = format!("unknown column `{column}`");
     if let Some(close) = names.iter().find(|n| n.eq_ignore_ascii_case(column)) {
-        message.push_str(&format!(" (did you mean `{close}`? names are case-sensitive)"));
+        message.push_str(&format!(
+            " (did you mean `{close}`? names are case-sensitive)"
+        ));
     }
-    let listed = names.iter().take(30).map(|n| format!("`{n}`")).collect::<Vec<_>>();
+    let listed = names
+        .iter()
+        .take(30)
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>();
     message.push_str(&format!("; the batch has {}", listed.join(", ")));
     if names.len() > 30 {
         message.push_str(&format!(" and {} more", names.len() - 30));
@@ -504,9 +548,13 @@ fn schema_verdict(
     SchemaVerdict { observed, problems }
 }
 
-/// DataFusion error text on one line.
+/// DataFusion error text on one line, without the internal `?table?` qualifier.
 pub fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
+    text.replace("\"?table?\".", "")
+        .replace("?table?.", "")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The Float64 value of a scalar, if it is a number.

@@ -142,7 +142,9 @@ impl Engine {
     /// The physical plan `evaluate` would run, as text (for `EXPLAIN`-style tests and debugging).
     pub async fn explain(&self, path: &Path, rules: &RuleFile) -> Result<String> {
         let planned = self.plan(path, rules).await?;
-        Ok(displayable(planned.physical.as_ref()).indent(true).to_string())
+        Ok(displayable(planned.physical.as_ref())
+            .indent(true)
+            .to_string())
     }
 
     async fn open(&self, path: &Path) -> Result<DataFrame> {
@@ -201,13 +203,13 @@ impl Engine {
         let mut it = keep.iter();
         valid.checks.retain(|_| *it.next().unwrap_or(&false));
         let rebuilt = compile::compile(&self.ctx, &schema, &valid);
-        let physical = self
-            .physical(&scan, &rebuilt.outputs)
-            .await
-            .map_err(|e| EngineError::Internal {
-                path: path.display().to_string(),
-                reason: compile::one_line(&e.strip_backtrace()),
-            })?;
+        let physical =
+            self.physical(&scan, &rebuilt.outputs)
+                .await
+                .map_err(|e| EngineError::Internal {
+                    path: path.display().to_string(),
+                    reason: compile::one_line(&e.strip_backtrace()),
+                })?;
         // Merge: invalid slots stay, valid ones take the rebuilt indices.
         let mut rebuilt_checks = rebuilt.checks.into_iter();
         let checks = compiled
@@ -275,13 +277,14 @@ impl Engine {
                 path: path.display().to_string(),
                 reason: compile::one_line(&e.strip_backtrace()),
             })?;
-        let batch = batches
-            .iter()
-            .find(|b| b.num_rows() > 0)
-            .ok_or_else(|| EngineError::Internal {
-                path: path.display().to_string(),
-                reason: "the aggregate returned no row".to_string(),
-            })?;
+        let batch =
+            batches
+                .iter()
+                .find(|b| b.num_rows() > 0)
+                .ok_or_else(|| EngineError::Internal {
+                    path: path.display().to_string(),
+                    reason: "the aggregate returned no row".to_string(),
+                })?;
         (0..batch.num_columns())
             .map(|i| {
                 ScalarValue::try_from_array(batch.column(i), 0).map_err(|e| EngineError::Internal {

@@ -197,7 +197,8 @@ fn verdict(
                 Some(ts) => {
                     result.observed = json!(ts.to_rfc3339());
                     let age = now.signed_duration_since(ts);
-                    let limit = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+                    let limit =
+                        chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
                     if age > limit {
                         result.status = CheckStatus::Fail;
                         result.message = Some(format!(

@@ -42,9 +42,10 @@ impl Report {
     /// evaluated (or nothing was checked), 1 when an error-severity check
     /// failed, 0 otherwise.
     pub fn exit_code(&self) -> i32 {
-        let broken = self.reports.iter().any(|r| {
-            r.error.is_some() || r.checks.iter().any(|c| c.status == CheckStatus::Error)
-        });
+        let broken = self
+            .reports
+            .iter()
+            .any(|r| r.error.is_some() || r.checks.iter().any(|c| c.status == CheckStatus::Error));
         if broken || self.reports.is_empty() {
             2
         } else if self.reports.iter().any(|r| !r.passed) {
@@ -91,9 +92,10 @@ impl BatchReport {
     /// Computes `passed` from the checks.
     pub fn with_passed_from_checks(mut self) -> Self {
         self.passed = self.error.is_none()
-            && !self.checks.iter().any(|c| {
-                c.severity == Severity::Error && c.status != CheckStatus::Pass
-            });
+            && !self
+                .checks
+                .iter()
+                .any(|c| c.severity == Severity::Error && c.status != CheckStatus::Pass);
         self
     }
 }

@@ -30,7 +30,11 @@ pub fn render_table(report: &Report, color: bool) -> String {
     let (checks, failing) = report.reports.iter().fold((0, 0), |(n, f), r| {
         (
             n + r.checks.len(),
-            f + r.checks.iter().filter(|c| c.status != CheckStatus::Pass).count(),
+            f + r
+                .checks
+                .iter()
+                .filter(|c| c.status != CheckStatus::Pass)
+                .count(),
         )
     });
     let _ = writeln!(
@@ -94,7 +98,9 @@ fn render_batch(out: &mut String, batch: &BatchReport, color: bool) {
             ]
         })
         .collect();
-    let header = ["STATUS", "SEVERITY", "CHECK", "FAILING", "OBSERVED", "EXPECTED"];
+    let header = [
+        "STATUS", "SEVERITY", "CHECK", "FAILING", "OBSERVED", "EXPECTED",
+    ];
     let mut widths = header.map(str::len);
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row.iter()) {

@@ -20,7 +20,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             digits.push(ch);
         } else if ch.is_whitespace() {
             if !digits.is_empty() {
-                return Err(format!("`{text}`: a number must be followed by a unit (s, m, h, d, w)"));
+                return Err(format!(
+                    "`{text}`: a number must be followed by a unit (s, m, h, d, w)"
+                ));
             }
         } else {
             let unit: u64 = match ch {
@@ -94,7 +96,16 @@ mod tests {
 
     #[test]
     fn rejects_what_it_cannot_read_exactly() {
-        for bad in ["", "36", "h", "1.5h", "1x", "-1h", "1 h", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "36",
+            "h",
+            "1.5h",
+            "1x",
+            "-1h",
+            "1 h",
+            "99999999999999999999s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
     }

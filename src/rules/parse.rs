@@ -223,7 +223,10 @@ fn validate_check(
         }
     } else if let Some(a) = accepted_values {
         if a.values.is_empty() {
-            return Err(invalid(location, "`accepted_values` needs at least one value"));
+            return Err(invalid(
+                location,
+                "`accepted_values` needs at least one value",
+            ));
         }
         CheckKind::AcceptedValues {
             column: non_empty_column(a.column, &location)?,
@@ -252,7 +255,10 @@ fn validate_check(
         if let (Some(lo), Some(hi)) = (b.min, b.max)
             && lo > hi
         {
-            return Err(invalid(location, format!("`row_count`: min {lo} > max {hi}")));
+            return Err(invalid(
+                location,
+                format!("`row_count`: min {lo} > max {hi}"),
+            ));
         }
         CheckKind::RowCount {
             min: b.min,
@@ -292,7 +298,10 @@ fn validate_check(
         }
         for bound in [min, max].into_iter().flatten() {
             if bound.is_nan() {
-                return Err(invalid(location, "`between` bounds must be numbers, not NaN"));
+                return Err(invalid(
+                    location,
+                    "`between` bounds must be numbers, not NaN",
+                ));
             }
         }
         if let (Some(lo), Some(hi)) = (min, max)
@@ -310,7 +319,10 @@ fn validate_check(
     };
 
     if between.is_some() && !matches!(kind, CheckKind::Metric { .. }) {
-        return Err(invalid(location, "`between` applies only to `metric` checks"));
+        return Err(invalid(
+            location,
+            "`between` applies only to `metric` checks",
+        ));
     }
     if (max_fraction.is_some() || max_count.is_some()) && !kind.is_row_level() {
         return Err(invalid(
@@ -324,12 +336,18 @@ fn validate_check(
     if let Some(f) = max_fraction
         && !(0.0..=1.0).contains(&f)
     {
-        return Err(invalid(location, format!("`max_fraction` must be in [0, 1], got {f}")));
+        return Err(invalid(
+            location,
+            format!("`max_fraction` must be in [0, 1], got {f}"),
+        ));
     }
     let filter = match where_ {
         Some(w) => {
             if matches!(kind, CheckKind::Schema { .. }) {
-                return Err(invalid(location, "`where` does not apply to `schema` checks"));
+                return Err(invalid(
+                    location,
+                    "`where` does not apply to `schema` checks",
+                ));
             }
             Some(sql_text(path, w, "where")?)
         }
@@ -376,12 +394,18 @@ fn sql_text(path: &Path, spanned: Spanned<String>, key: &str) -> Result<SqlText>
         return Err(invalid(location, format!("`{key}` must not be empty")));
     }
     let dialect = GenericDialect {};
-    let mut parser = Parser::new(&dialect)
-        .try_with_sql(&text)
-        .map_err(|e| invalid(location.clone(), format!("`{key}`: SQL does not parse: {e}")))?;
-    parser
-        .parse_expr()
-        .map_err(|e| invalid(location.clone(), format!("`{key}`: SQL does not parse: {e}")))?;
+    let mut parser = Parser::new(&dialect).try_with_sql(&text).map_err(|e| {
+        invalid(
+            location.clone(),
+            format!("`{key}`: SQL does not parse: {e}"),
+        )
+    })?;
+    parser.parse_expr().map_err(|e| {
+        invalid(
+            location.clone(),
+            format!("`{key}`: SQL does not parse: {e}"),
+        )
+    })?;
     let next = parser.peek_token();
     if next.token != Token::EOF {
         return Err(invalid(

@@ -156,8 +156,7 @@ impl LogicalType {
                     (TimeZoneSpec::Any, _) => true,
                     (TimeZoneSpec::None, tz) => tz.is_none(),
                     (TimeZoneSpec::Zone(want), Some(have)) => {
-                        want.eq_ignore_ascii_case(have)
-                            || (is_utc(want) && is_utc(have))
+                        want.eq_ignore_ascii_case(have) || (is_utc(want) && is_utc(have))
                     }
                     (TimeZoneSpec::Zone(_), None) => false,
                 },

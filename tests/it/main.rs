@@ -1,0 +1,12 @@
+//! The integration tests, in one binary to save link time.
+//!
+//! Every test writes real Parquet files (or uses the demo generator) and runs
+//! the real engine or the real `driftwatch` binary.
+
+mod checks;
+mod cli;
+mod common;
+mod edge_cases;
+mod errors;
+mod golden;
+mod one_scan;
