@@ -6,6 +6,7 @@
 mod checks;
 mod cli;
 mod common;
+mod docs;
 mod edge_cases;
 mod errors;
 mod golden;

@@ -1,0 +1,53 @@
+//! The documentation's examples are real: they parse and match the code.
+
+use std::path::Path;
+
+use driftwatch::demo::DEMO_RULES;
+use driftwatch::rules::load_rules;
+
+use crate::common::{NOW, driftwatch, fixture};
+
+#[test]
+fn shipped_example_rules_are_the_demo_rules_and_valid() {
+    let shipped = std::fs::read_to_string("rules/flights.yaml").unwrap();
+    assert_eq!(
+        shipped, DEMO_RULES,
+        "rules/flights.yaml must stay equal to the demo's rules"
+    );
+    let files = load_rules(Path::new("rules")).unwrap();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].checks.len(), 13);
+}
+
+fn keys(value: &serde_json::Value) -> Vec<String> {
+    value.as_object().unwrap().keys().cloned().collect()
+}
+
+#[test]
+fn report_doc_example_has_the_shape_of_a_real_report() {
+    let doc = std::fs::read_to_string("docs/report.md").unwrap();
+    let start = doc.find("```json\n").unwrap() + "```json\n".len();
+    let end = start + doc[start..].find("\n```").unwrap();
+    let example: serde_json::Value = serde_json::from_str(&doc[start..end]).unwrap();
+
+    let f = fixture();
+    let rules = f.dir.path().join("rules.yaml");
+    std::fs::write(&rules, "dataset: t\nchecks:\n  - not_null: id\n").unwrap();
+    let out = driftwatch(&[
+        "check",
+        f.data.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "--format",
+        "json",
+        "--now",
+        NOW,
+    ]);
+    let real: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(keys(&example), keys(&real));
+    assert_eq!(example["version"], real["version"]);
+    assert_eq!(keys(&example["reports"][0]), keys(&real["reports"][0]));
+    for check in example["reports"][0]["checks"].as_array().unwrap() {
+        assert_eq!(keys(check), keys(&real["reports"][0]["checks"][0]));
+    }
+}
