@@ -315,7 +315,9 @@ fn validate_check(
             max,
         }
     } else {
-        unreachable!("exactly one kind was checked above")
+        // Not reachable: exactly one kind was found above. Kept as an error,
+        // not a panic, so a future kind added to the list but not here fails loudly but safely.
+        return Err(invalid(location, "internal error: check kind not handled"));
     };
 
     if between.is_some() && !matches!(kind, CheckKind::Metric { .. }) {

@@ -53,3 +53,23 @@ checks:
         assert!(!scan.contains(unused), "{scan}");
     }
 }
+
+#[tokio::test]
+async fn schema_and_row_count_alone_are_answered_from_parquet_metadata() {
+    let f = fixture();
+    let rules = parse_rule_file(
+        Path::new("rules.yaml"),
+        "dataset: t\nchecks:\n  - row_count: { min: 1 }\n  - schema: { columns: { id: int64 } }\n",
+    )
+    .unwrap();
+    let engine = Engine::new(&EngineOptions::default()).unwrap();
+    let plan = engine.explain(&f.data, &rules).await.unwrap();
+    // The row count comes from the footer's statistics: no data scan at all.
+    assert!(!plan.contains("DataSourceExec"), "{plan}");
+    assert!(!plan.contains("AggregateExec"), "{plan}");
+    let report = engine
+        .evaluate(&f.data, "data.parquet", &rules, crate::common::now())
+        .await;
+    assert_eq!(report.rows, Some(10));
+    assert!(report.passed);
+}
