@@ -262,16 +262,47 @@ fn bounds_text(min: Option<f64>, max: Option<f64>) -> String {
 }
 
 /// The instant of a timestamp or date scalar. Timestamps without a time zone
-/// are taken as UTC (documented in rules/README.md).
+/// are taken as UTC (documented in rules/README.md). Each unit converts
+/// directly, so second- and millisecond-precision values far from 1970 (beyond
+/// the ±292 years nanoseconds can hold) still work.
 fn to_utc(value: &ScalarValue) -> Option<DateTime<Utc>> {
-    let nanos: i64 = match value {
-        ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1_000_000_000)?,
-        ScalarValue::TimestampMillisecond(Some(v), _) => v.checked_mul(1_000_000)?,
-        ScalarValue::TimestampMicrosecond(Some(v), _) => v.checked_mul(1_000)?,
-        ScalarValue::TimestampNanosecond(Some(v), _) => *v,
-        ScalarValue::Date32(Some(days)) => i64::from(*days).checked_mul(86_400_000_000_000)?,
-        ScalarValue::Date64(Some(ms)) => ms.checked_mul(1_000_000)?,
-        _ => return None,
-    };
-    Some(Utc.timestamp_nanos(nanos))
+    match value {
+        ScalarValue::TimestampSecond(Some(v), _) => DateTime::from_timestamp(*v, 0),
+        ScalarValue::TimestampMillisecond(Some(v), _) => DateTime::from_timestamp_millis(*v),
+        ScalarValue::TimestampMicrosecond(Some(v), _) => DateTime::from_timestamp_micros(*v),
+        ScalarValue::TimestampNanosecond(Some(v), _) => Some(Utc.timestamp_nanos(*v)),
+        ScalarValue::Date32(Some(days)) => {
+            DateTime::from_timestamp(i64::from(*days).checked_mul(86_400)?, 0)
+        }
+        ScalarValue::Date64(Some(ms)) => DateTime::from_timestamp_millis(*ms),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_timestamp_unit_and_date_converts() {
+        let expect = |v: ScalarValue, text: &str| {
+            assert_eq!(to_utc(&v).map(|t| t.to_rfc3339()), Some(text.to_string()), "{v:?}");
+        };
+        expect(ScalarValue::Date32(Some(19_844)), "2024-05-01T00:00:00+00:00");
+        expect(ScalarValue::Date64(Some(1_714_521_600_000)), "2024-05-01T00:00:00+00:00");
+        expect(
+            ScalarValue::TimestampSecond(Some(253_402_300_799), None),
+            "9999-12-31T23:59:59+00:00",
+        );
+        expect(
+            ScalarValue::TimestampMillisecond(Some(1_714_521_600_123), Some("UTC".into())),
+            "2024-05-01T00:00:00.123+00:00",
+        );
+        expect(
+            ScalarValue::TimestampNanosecond(Some(1), None),
+            "1970-01-01T00:00:00.000000001+00:00",
+        );
+        assert_eq!(to_utc(&ScalarValue::TimestampSecond(None, None)), None);
+        assert_eq!(to_utc(&ScalarValue::Int64(Some(1))), None);
+    }
 }
