@@ -14,6 +14,9 @@
 //! - [`engine`]: compiles a rule file into one aggregate plan over one Parquet
 //!   scan, runs it under a bounded memory pool, and turns the single result row
 //!   into verdicts. Knows nothing of where batches come from.
+//! - [`profile`]: column profiles — counts, moments, exact values while few,
+//!   a deterministic quantile sketch, frequencies, HLL — mergeable and stored as
+//!   versioned reference files. Pure logic.
 //! - [`report`]: the report value, its versioned JSON form, and the terminal
 //!   table. Read-only consumers of engine results.
 //! - [`inputs`]: expands the paths given to `check` into batches and matches
@@ -28,5 +31,6 @@ pub mod check;
 pub mod demo;
 pub mod engine;
 pub mod inputs;
+pub mod profile;
 pub mod report;
 pub mod rules;

@@ -1,0 +1,173 @@
+//! Category frequencies: exact while the number of distinct values stays at or
+//! under a limit, then the heavy hitters plus an "other" count.
+//!
+//! Past the limit the summary is a Misra–Gries sketch with `limit` counters,
+//! merged as Agarwal et al. ("Mergeable summaries", 2012): add the counters,
+//! subtract the `(limit+1)`-th largest count from all, drop the non-positive.
+//! Every kept count then underestimates the true count by at most
+//! `error_bound()` = `(n − Σ kept) / (limit + 1)`; a value not kept occurred
+//! at most that many times. Ties are broken by value, so the result depends
+//! only on the multiset of inputs and the merge order used by the caller.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Default number of distinct values kept exactly.
+pub const DEFAULT_LIMIT: usize = 1000;
+
+/// Frequencies of non-null values, keyed by their text form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Frequencies {
+    /// Most distinct values kept.
+    pub limit: usize,
+    /// Non-null values counted.
+    pub n: u64,
+    /// Whether `items` holds every value with its exact count.
+    pub exact: bool,
+    /// The kept values and their (exact, or lower-bound) counts.
+    pub items: BTreeMap<String, u64>,
+}
+
+impl Default for Frequencies {
+    fn default() -> Self {
+        Self::new(DEFAULT_LIMIT)
+    }
+}
+
+impl Frequencies {
+    /// An empty summary keeping up to `limit` (at least 1) values exactly.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit: limit.max(1),
+            n: 0,
+            exact: true,
+            items: BTreeMap::new(),
+        }
+    }
+
+    /// Counts `count` occurrences of `value`.
+    pub fn add(&mut self, value: &str, count: u64) {
+        if count == 0 {
+            return;
+        }
+        self.n += count;
+        match self.items.get_mut(value) {
+            Some(c) => *c += count,
+            None => {
+                self.items.insert(value.to_string(), count);
+                if self.items.len() > self.limit {
+                    self.reduce();
+                }
+            }
+        }
+    }
+
+    /// Merges another summary (the smaller limit wins, so bounds stay valid).
+    pub fn merge(&mut self, other: &Frequencies) {
+        self.limit = self.limit.min(other.limit);
+        self.n += other.n;
+        self.exact &= other.exact;
+        for (value, count) in &other.items {
+            *self.items.entry(value.clone()).or_insert(0) += count;
+        }
+        if self.items.len() > self.limit {
+            self.reduce();
+        }
+    }
+
+    /// Misra–Gries reduction: subtract the (limit+1)-th largest count from all.
+    fn reduce(&mut self) {
+        self.exact = false;
+        let mut counts: Vec<u64> = self.items.values().copied().collect();
+        counts.sort_unstable_by(|a, b| b.cmp(a));
+        let cut = counts.get(self.limit).copied().unwrap_or(0);
+        self.items.retain(|_, c| {
+            *c -= cut.min(*c);
+            *c > 0
+        });
+    }
+
+    /// Count of values not in `items` (all values when nothing is kept).
+    pub fn other(&self) -> u64 {
+        self.n.saturating_sub(self.items.values().sum())
+    }
+
+    /// Largest possible undercount of any value; 0 while exact.
+    pub fn error_bound(&self) -> u64 {
+        if self.exact {
+            0
+        } else {
+            self.other() / (self.limit as u64 + 1)
+        }
+    }
+
+    /// Distinct values kept.
+    pub fn distinct_kept(&self) -> usize {
+        self.items.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn exact_under_the_limit() {
+        let mut f = Frequencies::new(3);
+        for v in ["a", "b", "a", "c", "a"] {
+            f.add(v, 1);
+        }
+        assert!(f.exact);
+        assert_eq!(f.items.get("a"), Some(&3));
+        assert_eq!((f.n, f.other(), f.error_bound()), (5, 0, 0));
+    }
+
+    #[test]
+    fn heavy_hitters_past_the_limit() {
+        let mut f = Frequencies::new(2);
+        f.add("hot", 100);
+        for i in 0..50 {
+            f.add(&format!("cold{i}"), 1);
+        }
+        assert!(!f.exact);
+        let hot = *f.items.get("hot").unwrap();
+        assert!(hot <= 100 && 100 - hot <= f.error_bound(), "{hot} {}", f.error_bound());
+        assert_eq!(f.n, 150);
+        assert_eq!(f.other() + f.items.values().sum::<u64>(), 150);
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_exact_under_the_limit_and_bounded_past_it(
+            values in proptest::collection::vec(0u8..40, 0..400),
+            cut in 0usize..400,
+            limit in 1usize..60,
+        ) {
+            let cut = cut.min(values.len());
+            let mut a = Frequencies::new(limit);
+            let mut b = Frequencies::new(limit);
+            values[..cut].iter().for_each(|v| a.add(&v.to_string(), 1));
+            values[cut..].iter().for_each(|v| b.add(&v.to_string(), 1));
+            let mut ab = a.clone(); ab.merge(&b);
+            let mut ba = b.clone(); ba.merge(&a);
+            prop_assert_eq!(&ab, &ba);
+            let mut truth: BTreeMap<String, u64> = BTreeMap::new();
+            values.iter().for_each(|v| *truth.entry(v.to_string()).or_insert(0) += 1);
+            prop_assert_eq!(ab.n, values.len() as u64);
+            if truth.len() <= limit {
+                prop_assert!(ab.exact);
+                prop_assert_eq!(&ab.items, &truth);
+            }
+            // Agarwal et al.: undercount ≤ (n − Σ kept) / (k + 1) for every value.
+            for (value, true_count) in &truth {
+                let kept = ab.items.get(value).copied().unwrap_or(0);
+                prop_assert!(kept <= *true_count);
+                prop_assert!(true_count - kept <= ab.error_bound(), "{} {} {}", value, kept, ab.error_bound());
+            }
+            let json = serde_json::to_string(&ab).unwrap();
+            prop_assert_eq!(serde_json::from_str::<Frequencies>(&json).unwrap(), ab);
+        }
+    }
+}

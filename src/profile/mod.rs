@@ -1,0 +1,476 @@
+//! Column profiles: compact, mergeable, serializable summaries of a column,
+//! from which drift is computed without the raw data.
+//!
+//! A [`ColumnProfile`] keeps counts (rows, nulls, NaN, ±inf), min/max, mergeable
+//! [`Moments`] (mean, variance), the exact sorted values while the column has
+//! at most [`EXACT_LIMIT`] finite values (so small samples get exact tests), a
+//! deterministic [`QuantileSketch`] with a documented rank-error bound,
+//! [`Frequencies`] (exact up to a cardinality limit, then heavy hitters plus
+//! "other"), and an HLL [`DistinctSketch`]. A [`DatasetProfile`] is a set of
+//! column profiles, stored as a versioned JSON file (a reference baseline).
+//!
+//! Profiles are values: `merge` is commutative, associative (exactly for
+//! counts, within the documented bounds for sketches), and the same input gives
+//! the same profile. This module is pure logic: no DataFusion, no Arrow, no
+//! I/O beyond reading and writing profile files.
+
+mod distinct;
+mod frequencies;
+mod moments;
+mod quantiles;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use distinct::DistinctSketch;
+pub use frequencies::Frequencies;
+pub use moments::Moments;
+pub use quantiles::QuantileSketch;
+
+/// Finite values kept exactly per column before only the sketch remains.
+/// Matches scipy's limit for exact two-sample KS p-values.
+pub const EXACT_LIMIT: usize = 10_000;
+
+/// The profile file format's name, written in every file.
+pub const PROFILE_FORMAT: &str = "driftwatch-profile";
+
+/// The profile file format's version; readers refuse other versions.
+pub const PROFILE_VERSION: u32 = 1;
+
+/// Errors reading or writing profile files: the user's (a wrong or damaged
+/// file) unless stated otherwise.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// The file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a readable profile.
+    #[error("{}: not a driftwatch profile: {reason}", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The file is a profile of another format version.
+    #[error("{}: profile format version {found} is not supported (this driftwatch reads version {PROFILE_VERSION}); rebuild it with `driftwatch baseline`", path.display())]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// The version found.
+        found: u32,
+    },
+    /// Two profiles of incompatible columns were merged.
+    #[error("cannot merge profiles of column `{column}`: {reason}")]
+    Incompatible {
+        /// The column.
+        column: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A `Result` whose error is a [`ProfileError`].
+pub type Result<T, E = ProfileError> = std::result::Result<T, E>;
+
+/// How a column is profiled and tested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnKind {
+    /// Numbers: moments, quantiles, exact values; frequencies while few distinct.
+    Numeric,
+    /// Strings and booleans: frequencies.
+    Categorical,
+}
+
+/// Numeric statistics of a column's non-null values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NumericStats {
+    /// NaN values (not in moments, quantiles or exact values).
+    pub nan: u64,
+    /// `+inf` values.
+    pub pos_inf: u64,
+    /// `-inf` values.
+    pub neg_inf: u64,
+    /// Smallest finite value.
+    pub min: Option<f64>,
+    /// Largest finite value.
+    pub max: Option<f64>,
+    /// Moments of the finite values.
+    pub moments: Moments,
+    /// All finite values, sorted, while there are at most [`EXACT_LIMIT`]; then null.
+    pub exact_values: Option<Vec<f64>>,
+    /// Quantile sketch of the finite values.
+    pub sketch: QuantileSketch,
+}
+
+impl Default for NumericStats {
+    fn default() -> Self {
+        Self {
+            nan: 0,
+            pos_inf: 0,
+            neg_inf: 0,
+            min: None,
+            max: None,
+            moments: Moments::default(),
+            exact_values: Some(Vec::new()),
+            sketch: QuantileSketch::default(),
+        }
+    }
+}
+
+/// The profile of one column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColumnProfile {
+    /// Numeric or categorical.
+    pub kind: ColumnKind,
+    /// The column's logical type when profiled (e.g. `int64`, `utf8`).
+    pub data_type: String,
+    /// Rows seen, nulls included.
+    pub count: u64,
+    /// Null rows.
+    pub nulls: u64,
+    /// Numeric statistics (numeric columns only).
+    pub numeric: Option<NumericStats>,
+    /// Value frequencies: categories, or a numeric column's values (as text)
+    /// while it has few distinct values.
+    pub frequencies: Frequencies,
+    /// Distinct-count estimate of non-null values.
+    pub distinct: DistinctSketch,
+}
+
+impl ColumnProfile {
+    /// An empty profile of the given kind and logical type.
+    pub fn new(kind: ColumnKind, data_type: impl Into<String>) -> Self {
+        Self {
+            kind,
+            data_type: data_type.into(),
+            count: 0,
+            nulls: 0,
+            numeric: (kind == ColumnKind::Numeric).then(NumericStats::default),
+            frequencies: Frequencies::default(),
+            distinct: DistinctSketch::new(),
+        }
+    }
+
+    /// Counts a null.
+    pub fn update_null(&mut self) {
+        self.count += 1;
+        self.nulls += 1;
+    }
+
+    /// Adds a number (numeric columns; ignored on categorical ones).
+    pub fn update_f64(&mut self, value: f64) {
+        let Some(stats) = self.numeric.as_mut() else {
+            return;
+        };
+        self.count += 1;
+        self.distinct.update_f64(value);
+        if value.is_nan() {
+            stats.nan += 1;
+            self.frequencies.add("NaN", 1);
+            return;
+        }
+        if value.is_infinite() {
+            if value > 0.0 {
+                stats.pos_inf += 1;
+            } else {
+                stats.neg_inf += 1;
+            }
+            self.frequencies.add(if value > 0.0 { "inf" } else { "-inf" }, 1);
+            return;
+        }
+        let value = if value == 0.0 { 0.0 } else { value };
+        stats.min = Some(stats.min.map_or(value, |m| m.min(value)));
+        stats.max = Some(stats.max.map_or(value, |m| m.max(value)));
+        stats.moments.update(value);
+        stats.sketch.update(value);
+        if let Some(exact) = stats.exact_values.as_mut() {
+            if exact.len() < EXACT_LIMIT {
+                let at = exact.partition_point(|&v| v <= value);
+                exact.insert(at, value);
+            } else {
+                stats.exact_values = None;
+            }
+        }
+        self.frequencies.add(&value.to_string(), 1);
+    }
+
+    /// Adds a category (categorical columns; ignored on numeric ones).
+    pub fn update_str(&mut self, value: &str) {
+        if self.kind != ColumnKind::Categorical {
+            return;
+        }
+        self.count += 1;
+        self.distinct.update_str(value);
+        self.frequencies.add(value, 1);
+    }
+
+    /// Merges another profile of the same column.
+    pub fn merge(&mut self, other: &ColumnProfile, column: &str) -> Result<()> {
+        if self.kind != other.kind {
+            return Err(ProfileError::Incompatible {
+                column: column.to_string(),
+                reason: format!("{:?} vs {:?}", self.kind, other.kind),
+            });
+        }
+        self.count += other.count;
+        self.nulls += other.nulls;
+        self.frequencies.merge(&other.frequencies);
+        self.distinct.merge(&other.distinct);
+        if let (Some(a), Some(b)) = (self.numeric.as_mut(), other.numeric.as_ref()) {
+            a.nan += b.nan;
+            a.pos_inf += b.pos_inf;
+            a.neg_inf += b.neg_inf;
+            a.min = min_opt(a.min, b.min, f64::min);
+            a.max = min_opt(a.max, b.max, f64::max);
+            a.moments.merge(&b.moments);
+            a.sketch.merge(&b.sketch);
+            a.exact_values = match (a.exact_values.take(), b.exact_values.as_ref()) {
+                (Some(x), Some(y)) if x.len() + y.len() <= EXACT_LIMIT => Some(merge_sorted(&x, y)),
+                _ => None,
+            };
+        }
+        Ok(())
+    }
+
+    /// Non-null values.
+    pub fn non_null(&self) -> u64 {
+        self.count - self.nulls
+    }
+}
+
+fn min_opt(a: Option<f64>, b: Option<f64>, pick: fn(f64, f64) -> f64) -> Option<f64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(pick(x, y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+fn merge_sorted(a: &[f64], b: &[f64]) -> Vec<f64> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i].total_cmp(&b[j]).is_le() {
+            out.push(a[i]);
+            i += 1;
+        } else {
+            out.push(b[j]);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
+/// A reference baseline: the profiles of a dataset's columns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetProfile {
+    /// Always [`PROFILE_FORMAT`].
+    pub format: String,
+    /// [`PROFILE_VERSION`] when written by this driftwatch.
+    pub version: u32,
+    /// The dataset.
+    pub dataset: String,
+    /// Rows profiled.
+    pub rows: u64,
+    /// The batches profiled, in merge order.
+    pub sources: Vec<String>,
+    /// Column profiles by name.
+    pub columns: BTreeMap<String, ColumnProfile>,
+}
+
+impl DatasetProfile {
+    /// An empty profile of a dataset.
+    pub fn new(dataset: impl Into<String>) -> Self {
+        Self {
+            format: PROFILE_FORMAT.to_string(),
+            version: PROFILE_VERSION,
+            dataset: dataset.into(),
+            rows: 0,
+            sources: Vec::new(),
+            columns: BTreeMap::new(),
+        }
+    }
+
+    /// Merges another profile of the same dataset. A column in only one of them
+    /// keeps its profile (its counts then cover only the batches that had it).
+    pub fn merge(&mut self, other: &DatasetProfile) -> Result<()> {
+        self.rows += other.rows;
+        self.sources.extend(other.sources.iter().cloned());
+        for (name, column) in &other.columns {
+            match self.columns.get_mut(name) {
+                Some(mine) => mine.merge(column, name)?,
+                None => {
+                    self.columns.insert(name.clone(), column.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the profile as pretty JSON.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| ProfileError::Format {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        std::fs::write(path, text + "\n").map_err(|source| ProfileError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Reads a profile, checking its format and version.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_json(path, &text)
+    }
+
+    /// Parses a profile from JSON text; `path` is for messages.
+    pub fn from_json(path: &Path, text: &str) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Header {
+            format: Option<String>,
+            version: Option<u32>,
+        }
+        let format_error = |reason: String| ProfileError::Format {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let header: Header =
+            serde_json::from_str(text).map_err(|e| format_error(e.to_string()))?;
+        if header.format.as_deref() != Some(PROFILE_FORMAT) {
+            return Err(format_error(format!("missing `\"format\": \"{PROFILE_FORMAT}\"`")));
+        }
+        match header.version {
+            Some(PROFILE_VERSION) => {}
+            Some(found) => {
+                return Err(ProfileError::Version {
+                    path: path.to_path_buf(),
+                    found,
+                });
+            }
+            None => return Err(format_error("missing `version`".to_string())),
+        }
+        serde_json::from_str(text).map_err(|e| format_error(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn numeric(values: &[Option<f64>]) -> ColumnProfile {
+        let mut p = ColumnProfile::new(ColumnKind::Numeric, "float64");
+        for v in values {
+            match v {
+                Some(x) => p.update_f64(*x),
+                None => p.update_null(),
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn counts_special_values_apart() {
+        let p = numeric(&[Some(1.0), None, Some(f64::NAN), Some(f64::INFINITY), Some(-0.0), Some(3.0)]);
+        let s = p.numeric.as_ref().unwrap();
+        assert_eq!((p.count, p.nulls, s.nan, s.pos_inf, s.neg_inf), (6, 1, 1, 1, 0));
+        assert_eq!((s.min, s.max), (Some(0.0), Some(3.0)));
+        assert_eq!(s.exact_values.as_deref(), Some(&[0.0, 1.0, 3.0][..]));
+        assert_eq!(s.moments.n, 3);
+        assert_eq!(p.frequencies.items.get("NaN"), Some(&1));
+        assert_eq!(p.frequencies.items.get("0"), Some(&1));
+    }
+
+    #[test]
+    fn exact_values_stop_past_the_limit() {
+        let values: Vec<Option<f64>> = (0..=EXACT_LIMIT).map(|i| Some(i as f64)).collect();
+        let p = numeric(&values);
+        assert_eq!(p.numeric.unwrap().exact_values, None);
+    }
+
+    #[test]
+    fn profile_file_round_trips_and_checks_its_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.profile");
+        let mut d = DatasetProfile::new("flights");
+        d.rows = 3;
+        d.sources.push("a.parquet".into());
+        d.columns.insert("x".into(), numeric(&[Some(1.0), None, Some(2.0)]));
+        let mut c = ColumnProfile::new(ColumnKind::Categorical, "utf8");
+        c.update_str("EWR");
+        d.columns.insert("origin".into(), c);
+        d.write(&path).unwrap();
+        assert_eq!(DatasetProfile::read(&path).unwrap(), d);
+
+        let text = std::fs::read_to_string(&path).unwrap().replace("\"version\": 1", "\"version\": 99");
+        let e = DatasetProfile::from_json(&path, &text).unwrap_err().to_string();
+        assert!(e.contains("profile format version 99 is not supported"), "{e}");
+        let e = DatasetProfile::from_json(&path, "{\"a\": 1}").unwrap_err().to_string();
+        assert!(e.contains("not a driftwatch profile"), "{e}");
+        assert!(DatasetProfile::from_json(&path, "not json").is_err());
+    }
+
+    fn opt_values() -> impl Strategy<Value = Vec<Option<f64>>> {
+        proptest::collection::vec(
+            prop_oneof![
+                8 => (-1e4f64..1e4).prop_map(|v| Some((v * 100.0).round() / 100.0)),
+                1 => Just(None),
+                1 => Just(Some(f64::NAN)),
+                1 => Just(Some(f64::INFINITY)),
+            ],
+            0..300,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Merging profiles of parts equals the profile of the whole: exactly for
+        /// counts, extremes, exact values and frequencies; within 1e-9 for moments.
+        #[test]
+        fn merge_of_parts_equals_profile_of_whole(values in opt_values(), cut in 0usize..300) {
+            let cut = cut.min(values.len());
+            let whole = numeric(&values);
+            let (a, b) = (numeric(&values[..cut]), numeric(&values[cut..]));
+            for (first, second) in [(&a, &b), (&b, &a)] {
+                let mut merged = first.clone();
+                merged.merge(second, "x").unwrap();
+                prop_assert_eq!((merged.count, merged.nulls), (whole.count, whole.nulls));
+                let (m, w) = (merged.numeric.as_ref().unwrap(), whole.numeric.as_ref().unwrap());
+                prop_assert_eq!((m.nan, m.pos_inf, m.neg_inf), (w.nan, w.pos_inf, w.neg_inf));
+                prop_assert_eq!((m.min, m.max), (w.min, w.max));
+                prop_assert_eq!(&m.exact_values, &w.exact_values);
+                prop_assert_eq!(m.moments.n, w.moments.n);
+                prop_assert!((m.moments.mean - w.moments.mean).abs() <= 1e-9 * w.moments.mean.abs().max(1.0));
+                prop_assert_eq!(&merged.frequencies, &whole.frequencies);
+                prop_assert_eq!(merged.distinct.estimate(), whole.distinct.estimate());
+            }
+        }
+
+        #[test]
+        fn serialization_round_trips(values in opt_values()) {
+            let mut d = DatasetProfile::new("t");
+            d.columns.insert("x".into(), numeric(&values));
+            let text = serde_json::to_string(&d).unwrap();
+            let back = DatasetProfile::from_json(Path::new("mem"), &text).unwrap();
+            // NaN is not equal to itself, but the profile stores no NaN values.
+            prop_assert_eq!(back, d);
+        }
+    }
+}
