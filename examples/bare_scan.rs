@@ -23,7 +23,9 @@ async fn main() -> anyhow::Result<()> {
     let mut only: Option<Vec<String>> = None;
     while let Some(arg) = args.next() {
         if arg == "--columns" {
-            only = args.next().map(|s| s.split(',').map(str::to_string).collect());
+            only = args
+                .next()
+                .map(|s| s.split(',').map(str::to_string).collect());
         }
     }
     let config = SessionConfig::new().set_bool("datafusion.execution.collect_statistics", false);
@@ -43,7 +45,11 @@ async fn main() -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .join(", ");
     let started = Instant::now();
-    let batches = ctx.sql(&format!("SELECT {select} FROM t")).await?.collect().await?;
+    let batches = ctx
+        .sql(&format!("SELECT {select} FROM t"))
+        .await?
+        .collect()
+        .await?;
     let elapsed = started.elapsed();
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     eprintln!(

@@ -17,6 +17,9 @@
 //! - [`profile`]: column profiles — counts, moments, exact values while few,
 //!   a deterministic quantile sketch, frequencies, HLL — mergeable and stored as
 //!   versioned reference files. Pure logic.
+//! - [`drift`]: the statistical drift tests (ks, chisquare, z, wasserstein,
+//!   jensenshannon, …) as pure functions over samples or counts, checked
+//!   against scipy reference values. No DataFusion, no I/O.
 //! - [`report`]: the report value, its versioned JSON form, and the terminal
 //!   table. Read-only consumers of engine results.
 //! - [`inputs`]: expands the paths given to `check` into batches and matches
@@ -29,6 +32,7 @@
 
 pub mod check;
 pub mod demo;
+pub mod drift;
 pub mod engine;
 pub mod inputs;
 pub mod profile;

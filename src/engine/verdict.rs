@@ -286,10 +286,20 @@ mod tests {
     #[test]
     fn every_timestamp_unit_and_date_converts() {
         let expect = |v: ScalarValue, text: &str| {
-            assert_eq!(to_utc(&v).map(|t| t.to_rfc3339()), Some(text.to_string()), "{v:?}");
+            assert_eq!(
+                to_utc(&v).map(|t| t.to_rfc3339()),
+                Some(text.to_string()),
+                "{v:?}"
+            );
         };
-        expect(ScalarValue::Date32(Some(19_844)), "2024-05-01T00:00:00+00:00");
-        expect(ScalarValue::Date64(Some(1_714_521_600_000)), "2024-05-01T00:00:00+00:00");
+        expect(
+            ScalarValue::Date32(Some(19_844)),
+            "2024-05-01T00:00:00+00:00",
+        );
+        expect(
+            ScalarValue::Date64(Some(1_714_521_600_000)),
+            "2024-05-01T00:00:00+00:00",
+        );
         expect(
             ScalarValue::TimestampSecond(Some(253_402_300_799), None),
             "9999-12-31T23:59:59+00:00",

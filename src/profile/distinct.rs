@@ -43,8 +43,7 @@ impl PartialEq for DistinctSketch {
 impl DistinctSketch {
     /// An empty sketch.
     pub fn new() -> Self {
-        let sketch = HllSketch::new(LG_K, HllType::Hll8)
-            .unwrap_or_else(|_| unreachable_config());
+        let sketch = HllSketch::new(LG_K, HllType::Hll8).unwrap_or_else(|_| unreachable_config());
         Self { sketch }
     }
 
@@ -104,7 +103,9 @@ impl<'de> Deserialize<'de> for DistinctSketch {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let hex = String::deserialize(deserializer)?;
         if hex.len() % 2 != 0 || !hex.is_ascii() {
-            return Err(serde::de::Error::custom("HLL sketch: odd-length or non-ASCII hex"));
+            return Err(serde::de::Error::custom(
+                "HLL sketch: odd-length or non-ASCII hex",
+            ));
         }
         let bytes = (0..hex.len())
             .step_by(2)

@@ -133,7 +133,11 @@ mod tests {
         }
         assert!(!f.exact);
         let hot = *f.items.get("hot").unwrap();
-        assert!(hot <= 100 && 100 - hot <= f.error_bound(), "{hot} {}", f.error_bound());
+        assert!(
+            hot <= 100 && 100 - hot <= f.error_bound(),
+            "{hot} {}",
+            f.error_bound()
+        );
         assert_eq!(f.n, 150);
         assert_eq!(f.other() + f.items.values().sum::<u64>(), 150);
     }

@@ -184,7 +184,8 @@ impl ColumnProfile {
             } else {
                 stats.neg_inf += 1;
             }
-            self.frequencies.add(if value > 0.0 { "inf" } else { "-inf" }, 1);
+            self.frequencies
+                .add(if value > 0.0 { "inf" } else { "-inf" }, 1);
             return;
         }
         let value = if value == 0.0 { 0.0 } else { value };
@@ -350,10 +351,11 @@ impl DatasetProfile {
             path: path.to_path_buf(),
             reason,
         };
-        let header: Header =
-            serde_json::from_str(text).map_err(|e| format_error(e.to_string()))?;
+        let header: Header = serde_json::from_str(text).map_err(|e| format_error(e.to_string()))?;
         if header.format.as_deref() != Some(PROFILE_FORMAT) {
-            return Err(format_error(format!("missing `\"format\": \"{PROFILE_FORMAT}\"`")));
+            return Err(format_error(format!(
+                "missing `\"format\": \"{PROFILE_FORMAT}\"`"
+            )));
         }
         match header.version {
             Some(PROFILE_VERSION) => {}
@@ -387,9 +389,19 @@ mod tests {
 
     #[test]
     fn counts_special_values_apart() {
-        let p = numeric(&[Some(1.0), None, Some(f64::NAN), Some(f64::INFINITY), Some(-0.0), Some(3.0)]);
+        let p = numeric(&[
+            Some(1.0),
+            None,
+            Some(f64::NAN),
+            Some(f64::INFINITY),
+            Some(-0.0),
+            Some(3.0),
+        ]);
         let s = p.numeric.as_ref().unwrap();
-        assert_eq!((p.count, p.nulls, s.nan, s.pos_inf, s.neg_inf), (6, 1, 1, 1, 0));
+        assert_eq!(
+            (p.count, p.nulls, s.nan, s.pos_inf, s.neg_inf),
+            (6, 1, 1, 1, 0)
+        );
         assert_eq!((s.min, s.max), (Some(0.0), Some(3.0)));
         assert_eq!(s.exact_values.as_deref(), Some(&[0.0, 1.0, 3.0][..]));
         assert_eq!(s.moments.n, 3);
@@ -411,17 +423,27 @@ mod tests {
         let mut d = DatasetProfile::new("flights");
         d.rows = 3;
         d.sources.push("a.parquet".into());
-        d.columns.insert("x".into(), numeric(&[Some(1.0), None, Some(2.0)]));
+        d.columns
+            .insert("x".into(), numeric(&[Some(1.0), None, Some(2.0)]));
         let mut c = ColumnProfile::new(ColumnKind::Categorical, "utf8");
         c.update_str("EWR");
         d.columns.insert("origin".into(), c);
         d.write(&path).unwrap();
         assert_eq!(DatasetProfile::read(&path).unwrap(), d);
 
-        let text = std::fs::read_to_string(&path).unwrap().replace("\"version\": 1", "\"version\": 99");
-        let e = DatasetProfile::from_json(&path, &text).unwrap_err().to_string();
-        assert!(e.contains("profile format version 99 is not supported"), "{e}");
-        let e = DatasetProfile::from_json(&path, "{\"a\": 1}").unwrap_err().to_string();
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("\"version\": 1", "\"version\": 99");
+        let e = DatasetProfile::from_json(&path, &text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("profile format version 99 is not supported"),
+            "{e}"
+        );
+        let e = DatasetProfile::from_json(&path, "{\"a\": 1}")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a driftwatch profile"), "{e}");
         assert!(DatasetProfile::from_json(&path, "not json").is_err());
     }

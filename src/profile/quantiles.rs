@@ -133,7 +133,11 @@ impl QuantileSketch {
                 let mut items = std::mem::take(&mut self.levels[h]);
                 items.sort_by(f64::total_cmp);
                 // An odd item out stays at this level, so weight is conserved.
-                let keep_back = if items.len() % 2 == 1 { items.pop() } else { None };
+                let keep_back = if items.len() % 2 == 1 {
+                    items.pop()
+                } else {
+                    None
+                };
                 let offset = (self.compactions[h] % 2) as usize;
                 self.compactions[h] += 1;
                 let promoted: Vec<f64> = items.iter().skip(offset).step_by(2).copied().collect();
@@ -167,7 +171,9 @@ impl QuantileSketch {
             .levels
             .iter()
             .enumerate()
-            .map(|(h, level)| level.iter().filter(|&&v| v <= x).count() as u64 * (1u64 << h.min(63)))
+            .map(|(h, level)| {
+                level.iter().filter(|&&v| v <= x).count() as u64 * (1u64 << h.min(63))
+            })
             .sum();
         (weight as f64 / self.n as f64).clamp(0.0, 1.0)
     }
