@@ -9,13 +9,15 @@
 //! names the rule's location; the other checks still run.
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use arrow::datatypes::DataType;
 use datafusion::common::DFSchema;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::functions::math::expr_fn::isnan;
 use datafusion::functions::regex::expr_fn::regexp_like;
-use datafusion::functions_aggregate::expr_fn::{count, count_distinct, max};
+use datafusion::functions_aggregate::expr_fn::{count, max};
+use datafusion::logical_expr::AggregateUDF;
 use datafusion::logical_expr::utils::find_aggregate_exprs;
 use datafusion::logical_expr::{Expr, ExprSchemable, lit};
 use datafusion::prelude::{SessionContext, cast};
@@ -77,6 +79,9 @@ pub struct CompiledRules {
     /// Output index of the batch's total row count.
     pub rows: usize,
 }
+
+/// The duplicate-counting aggregate behind `unique`.
+static DUPLICATES: LazyLock<AggregateUDF> = LazyLock::new(super::duplicates::Duplicates::udaf);
 
 /// Why a check cannot run, and where to point: the check itself, or a piece
 /// of its SQL (which has its own location).
@@ -251,9 +256,8 @@ fn compile_check(
         }
         CheckKind::Unique { column } => {
             let c = column_expr(schema, column)?;
-            let non_null = with_filter(count(c.clone()), filter.clone());
-            let distinct = with_filter(count_distinct(c), filter.clone());
-            let failing = outputs.add(non_null - distinct);
+            // count(c) - count(DISTINCT c), computed by one parallel-friendly UDAF.
+            let failing = outputs.add(with_filter(DUPLICATES.call(vec![c]), filter.clone()));
             Compiled::RowLevel {
                 failing,
                 considered,

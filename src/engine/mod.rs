@@ -8,6 +8,7 @@
 //! where batches come from or where reports go.
 
 mod compile;
+mod duplicates;
 mod verdict;
 
 use std::collections::HashMap;
