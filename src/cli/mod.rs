@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use driftwatch::check::run_check;
-use driftwatch::engine::{Engine, EngineOptions};
+use driftwatch::engine::{Engine, EngineOptions, ProfileRequest};
+use driftwatch::profile::DatasetProfile;
 use driftwatch::report::{Report, render_table};
 use driftwatch::{demo, inputs, rules};
 
@@ -42,6 +43,24 @@ enum Command {
     },
     /// Generate demo batches and rules, check them, and show the report.
     Demo(DemoArgs),
+    /// Build a reference profile (baseline) of every supported column from Parquet files.
+    Baseline(BaselineArgs),
+}
+
+#[derive(clap::Args)]
+struct BaselineArgs {
+    /// Parquet files or folders (searched recursively for *.parquet).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// A rule file, or a folder of rule files matched by their `match` globs.
+    #[arg(long)]
+    rules: PathBuf,
+    /// The profile file to write; a folder (one `<dataset>.profile` each) when several datasets match.
+    #[arg(long)]
+    output: PathBuf,
+    /// Memory available to evaluation, e.g. `512MiB` or `2GiB` (default 1GiB).
+    #[arg(long, value_parser = parse_bytes)]
+    memory_limit: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -162,7 +181,91 @@ fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Demo(args) => runtime()?.block_on(run_demo(args)),
+        Command::Baseline(args) => runtime()?.block_on(baseline(args)),
     }
+}
+
+async fn baseline(args: BaselineArgs) -> Result<i32> {
+    let rule_files = rules::load_rules(&args.rules)?;
+    let single = std::fs::metadata(&args.rules)
+        .with_context(|| format!("{}", args.rules.display()))?
+        .is_file();
+    let inputs = inputs::expand(&args.paths)?;
+    let engine = Engine::new(&EngineOptions {
+        memory_limit: args.memory_limit,
+        target_partitions: None,
+    })?;
+    let (pairs, unmatched) = inputs::assign(&inputs, &rule_files, single);
+    for input in &unmatched {
+        eprintln!(
+            "unmatched (no rule file's `match` applies): {}",
+            input.display()
+        );
+    }
+    if pairs.is_empty() {
+        eprintln!("error: nothing was profiled (no input matched a rule file)");
+        return Ok(2);
+    }
+    // Merge per dataset in input order, so the same inputs give the same file.
+    let mut profiles: std::collections::BTreeMap<String, DatasetProfile> = Default::default();
+    let mut failed = false;
+    for (input, i) in pairs {
+        let evaluation = engine
+            .evaluate_with_profiles(
+                &input.path,
+                &input.display(),
+                &rule_files[i],
+                Utc::now(),
+                &ProfileRequest::AllSupported,
+            )
+            .await;
+        if let Some(error) = &evaluation.report.error {
+            eprintln!("error: {error}");
+            failed = true;
+            continue;
+        }
+        let Some(profile) = evaluation.profile else {
+            eprintln!(
+                "warning: {}: no column of a supported type to profile",
+                input.display()
+            );
+            continue;
+        };
+        match profiles.get_mut(&rule_files[i].dataset) {
+            Some(existing) => existing.merge(&profile)?,
+            None => {
+                profiles.insert(rule_files[i].dataset.clone(), profile);
+            }
+        }
+    }
+    if failed {
+        eprintln!("error: some inputs could not be read; no profile written");
+        return Ok(2);
+    }
+    let into_folder = profiles.len() > 1 || args.output.is_dir();
+    if into_folder {
+        std::fs::create_dir_all(&args.output)
+            .with_context(|| format!("cannot create {}", args.output.display()))?;
+    }
+    for (dataset, profile) in &profiles {
+        let path = if into_folder {
+            args.output.join(format!("{dataset}.profile"))
+        } else {
+            args.output.clone()
+        };
+        profile.write(&path)?;
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "wrote {}: dataset {}, {} rows from {} batch(es), {} column(s), {} bytes",
+            path.display(),
+            dataset,
+            profile.rows,
+            profile.sources.len(),
+            profile.columns.len(),
+            size
+        );
+    }
+    Ok(0)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -185,7 +288,9 @@ async fn check(args: CheckArgs) -> Result<i32> {
     if args.explain {
         let (pairs, _) = inputs::assign(&inputs, &rule_files, single);
         for (input, i) in pairs {
-            let plan = engine.explain(&input.path, &rule_files[i]).await?;
+            let plan = engine
+                .explain(&input.path, &rule_files[i], &ProfileRequest::None)
+                .await?;
             println!(
                 "{} × {}:\n{plan}",
                 input.display(),

@@ -78,10 +78,30 @@ pub struct CompiledRules {
     pub checks: Vec<Compiled>,
     /// Output index of the batch's total row count.
     pub rows: usize,
+    /// Profiled columns and the output index of each one's profile.
+    pub profiles: Vec<(String, usize)>,
+}
+
+/// Which columns to profile alongside the checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ProfileRequest {
+    /// None: checks only.
+    #[default]
+    None,
+    /// Every column of a supported type (numbers, strings, booleans).
+    AllSupported,
+    /// These columns (unknown or unsupported ones are skipped and reported by the caller).
+    Columns(Vec<String>),
 }
 
 /// The duplicate-counting aggregate behind `unique`.
 static DUPLICATES: LazyLock<AggregateUDF> = LazyLock::new(super::duplicates::Duplicates::udaf);
+
+/// The profiling aggregates.
+static PROFILE_NUMERIC: LazyLock<AggregateUDF> =
+    LazyLock::new(|| super::profiler::Profiler::udaf(crate::profile::ColumnKind::Numeric));
+static PROFILE_CATEGORICAL: LazyLock<AggregateUDF> =
+    LazyLock::new(|| super::profiler::Profiler::udaf(crate::profile::ColumnKind::Categorical));
 
 /// Why a check cannot run, and where to point: the check itself, or a piece
 /// of its SQL (which has its own location).
@@ -128,8 +148,13 @@ impl Outputs {
     }
 }
 
-/// Compiles every check of `rules` against `schema`.
-pub fn compile(ctx: &SessionContext, schema: &DFSchema, rules: &RuleFile) -> CompiledRules {
+/// Compiles every check of `rules` against `schema`, plus the requested profiles.
+pub fn compile(
+    ctx: &SessionContext,
+    schema: &DFSchema,
+    rules: &RuleFile,
+    request: &ProfileRequest,
+) -> CompiledRules {
     let mut outputs = Outputs {
         exprs: Vec::new(),
         index: HashMap::new(),
@@ -142,10 +167,33 @@ pub fn compile(ctx: &SessionContext, schema: &DFSchema, rules: &RuleFile) -> Com
             compile_check(ctx, schema, check, &mut outputs).unwrap_or_else(|p| p.render(check))
         })
         .collect();
+    let wanted: Vec<&str> = match request {
+        ProfileRequest::None => Vec::new(),
+        ProfileRequest::AllSupported => schema.fields().iter().map(|f| f.name().as_str()).collect(),
+        ProfileRequest::Columns(columns) => columns.iter().map(String::as_str).collect(),
+    };
+    let mut profiles = Vec::new();
+    for name in wanted {
+        let Ok(field) = schema.field_with_unqualified_name(name) else {
+            continue;
+        };
+        let Some(kind) = super::profiler::profile_kind(field.data_type()) else {
+            continue;
+        };
+        let Ok(column) = column_expr(schema, name) else {
+            continue;
+        };
+        let udaf = match kind {
+            crate::profile::ColumnKind::Numeric => &*PROFILE_NUMERIC,
+            crate::profile::ColumnKind::Categorical => &*PROFILE_CATEGORICAL,
+        };
+        profiles.push((name.to_string(), outputs.add(udaf.call(vec![column]))));
+    }
     CompiledRules {
         outputs: outputs.exprs,
         checks,
         rows,
+        profiles,
     }
 }
 

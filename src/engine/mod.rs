@@ -9,6 +9,7 @@
 
 mod compile;
 mod duplicates;
+mod profiler;
 mod verdict;
 
 use std::collections::HashMap;
@@ -28,7 +29,19 @@ use datafusion::scalar::ScalarValue;
 use crate::report::BatchReport;
 use crate::rules::RuleFile;
 
-pub use compile::{Compiled, CompiledRules, is_string};
+pub use compile::{Compiled, CompiledRules, ProfileRequest, is_string};
+pub use profiler::profile_kind;
+
+use crate::profile::{ColumnProfile, DatasetProfile};
+
+/// A batch's verdicts and, when requested, its column profiles.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// The verdicts.
+    pub report: BatchReport,
+    /// The profiles of the requested columns (None when the batch could not be read).
+    pub profile: Option<DatasetProfile>,
+}
 
 /// Engine errors. Input errors are the user's (a missing or corrupt file);
 /// `Internal` means a bug in driftwatch or DataFusion.
@@ -114,35 +127,93 @@ impl Engine {
         rules: &RuleFile,
         now: DateTime<Utc>,
     ) -> BatchReport {
-        let rules_name = rules.path.display().to_string();
-        let planned = match self.plan(path, rules).await {
+        self.evaluate_with_profiles(path, source, rules, now, &ProfileRequest::None)
+            .await
+            .report
+    }
+
+    /// Like [`Engine::evaluate`], also profiling the requested columns in the
+    /// same scan.
+    pub async fn evaluate_with_profiles(
+        &self,
+        path: &Path,
+        source: &str,
+        rules: &RuleFile,
+        now: DateTime<Utc>,
+        request: &ProfileRequest,
+    ) -> Evaluation {
+        let failed = |e: EngineError| Evaluation {
+            report: BatchReport::failed(
+                source.to_string(),
+                rules.dataset.clone(),
+                rules.path.display().to_string(),
+                e.to_string(),
+            ),
+            profile: None,
+        };
+        let planned = match self.plan(path, rules, request).await {
             Ok(p) => p,
-            Err(e) => {
-                return BatchReport::failed(
-                    source.to_string(),
-                    rules.dataset.clone(),
-                    rules_name,
-                    e.to_string(),
-                );
-            }
+            Err(e) => return failed(e),
         };
         let values = match self.execute(path, &planned).await {
             Ok(v) => v,
-            Err(e) => {
-                return BatchReport::failed(
-                    source.to_string(),
-                    rules.dataset.clone(),
-                    rules_name,
-                    e.to_string(),
-                );
-            }
+            Err(e) => return failed(e),
         };
-        verdict::build_report(source, rules, &planned.compiled, &values, now)
+        let profile = match self.collect_profiles(path, source, rules, &planned.compiled, &values) {
+            Ok(p) => p,
+            Err(e) => return failed(e),
+        };
+        Evaluation {
+            report: verdict::build_report(source, rules, &planned.compiled, &values, now),
+            profile,
+        }
+    }
+
+    fn collect_profiles(
+        &self,
+        path: &Path,
+        source: &str,
+        rules: &RuleFile,
+        compiled: &CompiledRules,
+        values: &[ScalarValue],
+    ) -> Result<Option<DatasetProfile>> {
+        if compiled.profiles.is_empty() {
+            return Ok(None);
+        }
+        let mut profile = DatasetProfile::new(rules.dataset.clone());
+        profile.sources.push(source.to_string());
+        profile.rows = match values.get(compiled.rows) {
+            Some(ScalarValue::Int64(Some(n))) => u64::try_from(*n).unwrap_or(0),
+            _ => 0,
+        };
+        for (column, index) in &compiled.profiles {
+            let bytes = match values.get(*index) {
+                Some(ScalarValue::LargeBinary(Some(b))) => b,
+                other => {
+                    return Err(EngineError::Internal {
+                        path: path.display().to_string(),
+                        reason: format!("profile of `{column}` missing: {other:?}"),
+                    });
+                }
+            };
+            let column_profile: ColumnProfile =
+                serde_json::from_slice(bytes).map_err(|e| EngineError::Internal {
+                    path: path.display().to_string(),
+                    reason: format!("profile of `{column}`: {e}"),
+                })?;
+            profile.columns.insert(column.clone(), column_profile);
+        }
+        Ok(Some(profile))
     }
 
     /// The physical plan `evaluate` would run, as text (for `EXPLAIN`-style tests and debugging).
-    pub async fn explain(&self, path: &Path, rules: &RuleFile) -> Result<String> {
-        let planned = self.plan(path, rules).await?;
+    pub async fn explain(
+        &self,
+        path: &Path,
+        rules: &RuleFile,
+        request: &ProfileRequest,
+    ) -> Result<String> {
+        let planned = self.plan(path, rules, request).await?;
         Ok(displayable(planned.physical.as_ref())
             .indent(true)
             .to_string())
@@ -161,11 +232,16 @@ impl Engine {
             })
     }
 
-    async fn plan(&self, path: &Path, rules: &RuleFile) -> Result<Planned> {
+    async fn plan(
+        &self,
+        path: &Path,
+        rules: &RuleFile,
+        request: &ProfileRequest,
+    ) -> Result<Planned> {
         let df = self.open(path).await?;
         let schema = df.schema().clone();
         let scan = df.into_unoptimized_plan();
-        let mut compiled = compile::compile(&self.ctx, &schema, rules);
+        let mut compiled = compile::compile(&self.ctx, &schema, rules, request);
         match self.physical(&scan, &compiled.outputs).await {
             Ok(physical) => return Ok(Planned { physical, compiled }),
             Err(whole) => {
@@ -203,7 +279,7 @@ impl Engine {
             .collect();
         let mut it = keep.iter();
         valid.checks.retain(|_| *it.next().unwrap_or(&false));
-        let rebuilt = compile::compile(&self.ctx, &schema, &valid);
+        let rebuilt = compile::compile(&self.ctx, &schema, &valid, request);
         let physical =
             self.physical(&scan, &rebuilt.outputs)
                 .await
@@ -229,6 +305,7 @@ impl Engine {
                 outputs: rebuilt.outputs,
                 checks,
                 rows: rebuilt.rows,
+                profiles: rebuilt.profiles,
             },
         })
     }

@@ -33,6 +33,11 @@ pub use quantiles::QuantileSketch;
 /// Matches scipy's limit for exact two-sample KS p-values.
 pub const EXACT_LIMIT: usize = 10_000;
 
+/// Distinct finite values of a numeric column counted exactly (for the
+/// categorical-style tests Evidently uses on numeric columns with few values);
+/// past it, only the sketch describes the distribution.
+pub const SMALL_DOMAIN_LIMIT: usize = 1000;
+
 /// The profile file format's name, written in every file.
 pub const PROFILE_FORMAT: &str = "driftwatch-profile";
 
@@ -105,8 +110,13 @@ pub struct NumericStats {
     pub max: Option<f64>,
     /// Moments of the finite values.
     pub moments: Moments,
-    /// All finite values, sorted, while there are at most [`EXACT_LIMIT`]; then null.
+    /// All finite values while there are at most [`EXACT_LIMIT`]; then null.
+    /// Sorted after [`ColumnProfile::finish`] (profiles are always finished
+    /// before they are stored or merged).
     pub exact_values: Option<Vec<f64>>,
+    /// `(value, count)` of each distinct finite value, sorted by value, while
+    /// there are at most [`SMALL_DOMAIN_LIMIT`]; then null.
+    pub small_domain: Option<Vec<(f64, u64)>>,
     /// Quantile sketch of the finite values.
     pub sketch: QuantileSketch,
 }
@@ -121,6 +131,7 @@ impl Default for NumericStats {
             max: None,
             moments: Moments::default(),
             exact_values: Some(Vec::new()),
+            small_domain: Some(Vec::new()),
             sketch: QuantileSketch::default(),
         }
     }
@@ -139,8 +150,8 @@ pub struct ColumnProfile {
     pub nulls: u64,
     /// Numeric statistics (numeric columns only).
     pub numeric: Option<NumericStats>,
-    /// Value frequencies: categories, or a numeric column's values (as text)
-    /// while it has few distinct values.
+    /// Category frequencies (categorical columns; empty for numeric ones,
+    /// which keep [`NumericStats::small_domain`] instead).
     pub frequencies: Frequencies,
     /// Distinct-count estimate of non-null values.
     pub distinct: DistinctSketch,
@@ -175,7 +186,6 @@ impl ColumnProfile {
         self.distinct.update_f64(value);
         if value.is_nan() {
             stats.nan += 1;
-            self.frequencies.add("NaN", 1);
             return;
         }
         if value.is_infinite() {
@@ -184,8 +194,6 @@ impl ColumnProfile {
             } else {
                 stats.neg_inf += 1;
             }
-            self.frequencies
-                .add(if value > 0.0 { "inf" } else { "-inf" }, 1);
             return;
         }
         let value = if value == 0.0 { 0.0 } else { value };
@@ -195,13 +203,26 @@ impl ColumnProfile {
         stats.sketch.update(value);
         if let Some(exact) = stats.exact_values.as_mut() {
             if exact.len() < EXACT_LIMIT {
-                let at = exact.partition_point(|&v| v <= value);
-                exact.insert(at, value);
+                exact.push(value);
             } else {
                 stats.exact_values = None;
             }
         }
-        self.frequencies.add(&value.to_string(), 1);
+        if let Some(domain) = stats.small_domain.as_mut() {
+            match domain.binary_search_by(|(v, _)| v.total_cmp(&value)) {
+                Ok(i) => domain[i].1 += 1,
+                Err(_) if domain.len() >= SMALL_DOMAIN_LIMIT => stats.small_domain = None,
+                Err(i) => domain.insert(i, (value, 1)),
+            }
+        }
+    }
+
+    /// Puts the profile in canonical form (sorts exact values). Call before
+    /// comparing, storing or merging; [`ColumnProfile::merge`] does it itself.
+    pub fn finish(&mut self) {
+        if let Some(exact) = self.numeric.as_mut().and_then(|s| s.exact_values.as_mut()) {
+            exact.sort_by(f64::total_cmp);
+        }
     }
 
     /// Adds a category (categorical columns; ignored on numeric ones).
@@ -222,6 +243,7 @@ impl ColumnProfile {
                 reason: format!("{:?} vs {:?}", self.kind, other.kind),
             });
         }
+        self.finish();
         self.count += other.count;
         self.nulls += other.nulls;
         self.frequencies.merge(&other.frequencies);
@@ -235,7 +257,15 @@ impl ColumnProfile {
             a.moments.merge(&b.moments);
             a.sketch.merge(&b.sketch);
             a.exact_values = match (a.exact_values.take(), b.exact_values.as_ref()) {
-                (Some(x), Some(y)) if x.len() + y.len() <= EXACT_LIMIT => Some(merge_sorted(&x, y)),
+                (Some(x), Some(y)) if x.len() + y.len() <= EXACT_LIMIT => {
+                    let mut y = y.clone();
+                    y.sort_by(f64::total_cmp);
+                    Some(merge_sorted(&x, &y))
+                }
+                _ => None,
+            };
+            a.small_domain = match (a.small_domain.take(), b.small_domain.as_ref()) {
+                (Some(x), Some(y)) => merge_domains(&x, y),
                 _ => None,
             };
         }
@@ -254,6 +284,45 @@ fn min_opt(a: Option<f64>, b: Option<f64>, pick: fn(f64, f64) -> f64) -> Option<
         (x, None) => x,
         (None, y) => y,
     }
+}
+
+/// Merges two sorted `(value, count)` lists; `None` past [`SMALL_DOMAIN_LIMIT`].
+fn merge_domains(a: &[(f64, u64)], b: &[(f64, u64)]) -> Option<Vec<(f64, u64)>> {
+    let mut out: Vec<(f64, u64)> = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    loop {
+        let next = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) => match x.0.total_cmp(&y.0) {
+                std::cmp::Ordering::Less => {
+                    i += 1;
+                    *x
+                }
+                std::cmp::Ordering::Greater => {
+                    j += 1;
+                    *y
+                }
+                std::cmp::Ordering::Equal => {
+                    i += 1;
+                    j += 1;
+                    (x.0, x.1 + y.1)
+                }
+            },
+            (Some(x), None) => {
+                i += 1;
+                *x
+            }
+            (None, Some(y)) => {
+                j += 1;
+                *y
+            }
+            (None, None) => break,
+        };
+        out.push(next);
+        if out.len() > SMALL_DOMAIN_LIMIT {
+            return None;
+        }
+    }
+    Some(out)
 }
 
 fn merge_sorted(a: &[f64], b: &[f64]) -> Vec<f64> {
@@ -321,7 +390,12 @@ impl DatasetProfile {
 
     /// Writes the profile as pretty JSON.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| ProfileError::Format {
+        let mut finished = self.clone();
+        finished
+            .columns
+            .values_mut()
+            .for_each(ColumnProfile::finish);
+        let text = serde_json::to_string_pretty(&finished).map_err(|e| ProfileError::Format {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
@@ -384,6 +458,7 @@ mod tests {
                 None => p.update_null(),
             }
         }
+        p.finish();
         p
     }
 
@@ -405,15 +480,20 @@ mod tests {
         assert_eq!((s.min, s.max), (Some(0.0), Some(3.0)));
         assert_eq!(s.exact_values.as_deref(), Some(&[0.0, 1.0, 3.0][..]));
         assert_eq!(s.moments.n, 3);
-        assert_eq!(p.frequencies.items.get("NaN"), Some(&1));
-        assert_eq!(p.frequencies.items.get("0"), Some(&1));
+        assert_eq!(
+            s.small_domain.as_deref(),
+            Some(&[(0.0, 1), (1.0, 1), (3.0, 1)][..])
+        );
+        assert_eq!(p.frequencies.n, 0);
     }
 
     #[test]
     fn exact_values_stop_past_the_limit() {
         let values: Vec<Option<f64>> = (0..=EXACT_LIMIT).map(|i| Some(i as f64)).collect();
         let p = numeric(&values);
-        assert_eq!(p.numeric.unwrap().exact_values, None);
+        let s = p.numeric.unwrap();
+        assert_eq!(s.exact_values, None);
+        assert_eq!(s.small_domain, None);
     }
 
     #[test]
@@ -478,6 +558,7 @@ mod tests {
                 prop_assert_eq!((m.nan, m.pos_inf, m.neg_inf), (w.nan, w.pos_inf, w.neg_inf));
                 prop_assert_eq!((m.min, m.max), (w.min, w.max));
                 prop_assert_eq!(&m.exact_values, &w.exact_values);
+                prop_assert_eq!(&m.small_domain, &w.small_domain);
                 prop_assert_eq!(m.moments.n, w.moments.n);
                 prop_assert!((m.moments.mean - w.moments.mean).abs() <= 1e-9 * w.moments.mean.abs().max(1.0));
                 prop_assert_eq!(&merged.frequencies, &whole.frequencies);

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use driftwatch::engine::{Engine, EngineOptions};
+use driftwatch::engine::{Engine, EngineOptions, ProfileRequest};
 use driftwatch::rules::parse_rule_file;
 
 use crate::common::fixture;
@@ -33,7 +33,10 @@ checks:
     .unwrap();
     assert_eq!(rules.checks.len(), 10);
     let engine = Engine::new(&EngineOptions::default()).unwrap();
-    let plan = engine.explain(&f.data, &rules).await.unwrap();
+    let plan = engine
+        .explain(&f.data, &rules, &ProfileRequest::None)
+        .await
+        .unwrap();
     let count = |needle: &str| plan.lines().filter(|l| l.contains(needle)).count();
     assert_eq!(count("DataSourceExec"), 1, "{plan}");
     // One aggregate: either a single-stage one, or one partial stage per
@@ -63,7 +66,10 @@ async fn schema_and_row_count_alone_are_answered_from_parquet_metadata() {
     )
     .unwrap();
     let engine = Engine::new(&EngineOptions::default()).unwrap();
-    let plan = engine.explain(&f.data, &rules).await.unwrap();
+    let plan = engine
+        .explain(&f.data, &rules, &ProfileRequest::None)
+        .await
+        .unwrap();
     // The row count comes from the footer's statistics: no data scan at all.
     assert!(!plan.contains("DataSourceExec"), "{plan}");
     assert!(!plan.contains("AggregateExec"), "{plan}");
