@@ -103,6 +103,10 @@ struct CheckArgs {
     /// Print the physical plan of each evaluation (one scan, one aggregate) instead of running it.
     #[arg(long)]
     explain: bool,
+    /// A reference profile (from `driftwatch baseline`) to test drift against;
+    /// overrides the rule files' `drift.reference`.
+    #[arg(long)]
+    reference: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -300,7 +304,15 @@ async fn check(args: CheckArgs) -> Result<i32> {
         return Ok(0);
     }
     let now = args.now.unwrap_or_else(Utc::now);
-    let report = run_check(&engine, &inputs, &rule_files, single, now).await;
+    let report = run_check(
+        &engine,
+        &inputs,
+        &rule_files,
+        single,
+        now,
+        args.reference.as_deref(),
+    )
+    .await;
     emit(&report, args.format, args.output.as_deref())?;
     if report.reports.is_empty() {
         eprintln!("error: nothing was checked (no input matched a rule file)");
@@ -343,7 +355,7 @@ async fn run_demo(args: DemoArgs) -> Result<i32> {
     let rule_files = rules::load_rules(&files.rules)?;
     let inputs = inputs::expand(std::slice::from_ref(&files.data))?;
     let engine = Engine::new(&EngineOptions::default())?;
-    let report = run_check(&engine, &inputs, &rule_files, false, now).await;
+    let report = run_check(&engine, &inputs, &rule_files, false, now, None).await;
     emit(&report, args.format, None)?;
     if matches!(args.format, Format::Table) {
         println!();

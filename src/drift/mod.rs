@@ -20,6 +20,8 @@
 //! - [`distance`]: `wasserstein` (normed) and `energy` over raw samples.
 //! - [`location`]: two-sided `mannw` (Mann–Whitney U) and Welch's `t_test`.
 //! - [`cvm`]: `cramer_von_mises`, exact for small samples as scipy.
+//! - [`compare`]: a batch profile against a reference profile: test choice,
+//!   exact or sketched path, multiple-testing correction, dataset drift.
 //! - [`anderson`]: two-sample Anderson–Darling with scipy's interpolated,
 //!   capped p-value.
 //!
@@ -39,6 +41,7 @@
 pub mod anderson;
 pub mod binned;
 pub mod categorical;
+pub mod compare;
 pub mod cvm;
 pub mod distance;
 pub mod ks;
@@ -104,7 +107,7 @@ impl std::fmt::Display for Side {
 pub type Result<T> = std::result::Result<T, DriftError>;
 
 /// The drift tests, named as in Evidently so rule files read the same.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TestKind {
     Ks,
@@ -124,6 +127,26 @@ pub enum TestKind {
 }
 
 impl TestKind {
+    /// The test's name as written in rule files and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            TestKind::Ks => "ks",
+            TestKind::Chisquare => "chisquare",
+            TestKind::Z => "z",
+            TestKind::Wasserstein => "wasserstein",
+            TestKind::Psi => "psi",
+            TestKind::Jensenshannon => "jensenshannon",
+            TestKind::KlDiv => "kl_div",
+            TestKind::Hellinger => "hellinger",
+            TestKind::Tvd => "tvd",
+            TestKind::Anderson => "anderson",
+            TestKind::CramerVonMises => "cramer_von_mises",
+            TestKind::Mannw => "mannw",
+            TestKind::Energy => "energy",
+            TestKind::TTest => "t_test",
+        }
+    }
+
     /// True for tests whose outcome is a p-value (drift when it is small);
     /// false for distances (drift when the distance is large).
     pub fn is_p_value_test(self) -> bool {

@@ -30,6 +30,7 @@ pub fn build_report(
         passed: true,
         error: None,
         checks,
+        drift: None,
     }
     .with_passed_from_checks()
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 pub use table::render_table;
 
+pub use crate::drift::compare::{ColumnDrift, DriftReport};
 use crate::rules::Severity;
 
 /// Version of the JSON report schema (`docs/report.md`).
@@ -42,10 +43,11 @@ impl Report {
     /// evaluated (or nothing was checked), 1 when an error-severity check
     /// failed, 0 otherwise.
     pub fn exit_code(&self) -> i32 {
-        let broken = self
-            .reports
-            .iter()
-            .any(|r| r.error.is_some() || r.checks.iter().any(|c| c.status == CheckStatus::Error));
+        let broken = self.reports.iter().any(|r| {
+            r.error.is_some()
+                || r.checks.iter().any(|c| c.status == CheckStatus::Error)
+                || r.drift.as_ref().is_some_and(|d| d.error.is_some())
+        });
         if broken || self.reports.is_empty() {
             2
         } else if self.reports.iter().any(|r| !r.passed) {
@@ -73,6 +75,8 @@ pub struct BatchReport {
     pub error: Option<String>,
     /// One verdict per check, in rule-file order.
     pub checks: Vec<CheckResult>,
+    /// Drift against the reference profile; null when no reference applies.
+    pub drift: Option<DriftReport>,
 }
 
 impl BatchReport {
@@ -86,12 +90,19 @@ impl BatchReport {
             passed: false,
             error: Some(error),
             checks: Vec::new(),
+            drift: None,
         }
     }
 
     /// Computes `passed` from the checks.
     pub fn with_passed_from_checks(mut self) -> Self {
+        // Dataset drift (or a drift section that could not be computed) fails
+        // the batch unless the rule file gives drift `severity: warn`.
+        let drift_failed = self.drift.as_ref().is_some_and(|d| {
+            d.severity == Severity::Error && (d.dataset_drift || d.error.is_some())
+        });
         self.passed = self.error.is_none()
+            && !drift_failed
             && !self
                 .checks
                 .iter()

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{BatchReport, CheckResult, CheckStatus, Report};
+use super::{BatchReport, CheckResult, CheckStatus, DriftReport, Report};
 
 const RED: &str = "\x1b[31m";
 const YELLOW: &str = "\x1b[33m";
@@ -133,6 +133,107 @@ fn render_batch(out: &mut String, batch: &BatchReport, color: bool) {
             && let Some(message) = &check.message
         {
             let _ = writeln!(out, "      ↳ {message}");
+        }
+    }
+    if let Some(drift) = &batch.drift {
+        render_drift(out, drift, color);
+    }
+}
+
+fn render_drift(out: &mut String, drift: &DriftReport, color: bool) {
+    if let Some(error) = &drift.error {
+        let _ = writeln!(
+            out,
+            "  {}",
+            paint(&format!("drift error: {error}"), RED, color)
+        );
+        return;
+    }
+    let share = drift
+        .drifted_share
+        .map_or_else(|| "-".to_string(), |s| format!("{s:.2}"));
+    let verdict = if drift.dataset_drift {
+        paint(
+            "DATASET DRIFT",
+            if drift.severity == crate::rules::Severity::Warn {
+                YELLOW
+            } else {
+                RED
+            },
+            color,
+        )
+    } else {
+        paint("no dataset drift", GREEN, color)
+    };
+    let _ = writeln!(
+        out,
+        "  drift vs {}: {} (drifted share {} / threshold {:.2}, correction {}, severity {})",
+        drift.reference,
+        verdict,
+        share,
+        drift.drift_share_threshold,
+        drift.correction,
+        drift.severity
+    );
+    let mut columns: Vec<_> = drift.columns.iter().collect();
+    columns.sort_by_key(|c| !c.drifted);
+    let num = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |x| format!("{x:.4}"));
+    let rows: Vec<[String; 6]> = columns
+        .iter()
+        .map(|c| {
+            [
+                if c.drifted {
+                    "drift".into()
+                } else {
+                    "ok".into()
+                },
+                c.column.clone(),
+                c.test
+                    .map_or_else(|| "-".to_string(), |t| t.name().to_string()),
+                num(c.statistic),
+                num(c.p_value_adjusted.or(c.p_value)),
+                num(c.threshold),
+            ]
+        })
+        .collect();
+    let header = [
+        "DRIFT",
+        "COLUMN",
+        "TEST",
+        "STATISTIC",
+        "P-VALUE",
+        "THRESHOLD",
+    ];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(cell.chars().count()).min(40);
+        }
+    }
+    let mut line = String::from("    ");
+    for (h, w) in header.iter().zip(widths) {
+        let _ = write!(line, "{h:<w$}  ");
+    }
+    let _ = writeln!(out, "{}", line.trim_end());
+    for (row, column) in rows.iter().zip(&columns) {
+        let mut line = String::from("    ");
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            let padded = format!("{:<w$}", truncate(cell, w));
+            if i == 0 {
+                let _ = write!(
+                    line,
+                    "{}  ",
+                    paint(&padded, if column.drifted { RED } else { GREEN }, color)
+                );
+            } else {
+                let _ = write!(line, "{padded}  ");
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+        if let Some(message) = &column.message
+            && (column.drifted || column.test.is_none())
+        {
+            let _ = writeln!(out, "        ↳ {message}");
         }
     }
 }

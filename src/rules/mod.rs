@@ -90,6 +90,49 @@ pub struct RuleFile {
     pub matcher: GlobMatcher,
     /// The checks, in file order.
     pub checks: Vec<Check>,
+    /// The `drift:` section, if any.
+    pub drift: Option<DriftConfig>,
+}
+
+pub use spec::CorrectionSpec as Correction;
+
+/// The validated `drift:` section.
+#[derive(Debug, Clone)]
+pub struct DriftConfig {
+    /// The reference profile, resolved against the rule file's folder.
+    pub reference: Option<PathBuf>,
+    /// Columns to test (None: every supported column of the reference).
+    pub columns: Option<Vec<String>>,
+    /// Per-column test and threshold overrides.
+    pub overrides:
+        std::collections::BTreeMap<String, (Option<crate::drift::TestKind>, Option<f64>)>,
+    /// Share of drifted columns that makes the dataset drifted.
+    pub drift_share: f64,
+    /// Multiple-testing correction.
+    pub correction: Correction,
+    /// Whether dataset drift fails the batch.
+    pub severity: Severity,
+    /// Where the section starts.
+    pub location: SourceLocation,
+}
+
+impl DriftConfig {
+    /// The settings used when only `check --reference` asks for drift.
+    pub fn defaults(rule_file: &Path) -> Self {
+        Self {
+            reference: None,
+            columns: None,
+            overrides: Default::default(),
+            drift_share: 0.5,
+            correction: Correction::None,
+            severity: Severity::Error,
+            location: SourceLocation {
+                file: rule_file.to_path_buf(),
+                line: 1,
+                column: 1,
+            },
+        }
+    }
 }
 
 impl RuleFile {

@@ -9,10 +9,10 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 use globset::GlobBuilder;
 use serde_saphyr::{Location, Spanned};
 
-use super::spec::{CheckSpec, RuleFileSpec, SeveritySpec};
+use super::spec::{CheckSpec, DriftSpec, RuleFileSpec, SeveritySpec};
 use super::{
-    Check, CheckKind, LogicalType, Result, RuleError, RuleFile, Severity, SourceLocation, SqlText,
-    Tolerance, parse_duration,
+    Check, CheckKind, Correction, DriftConfig, LogicalType, Result, RuleError, RuleFile, Severity,
+    SourceLocation, SqlText, Tolerance, parse_duration,
 };
 
 /// The glob used when a rule file has no `match`.
@@ -138,12 +138,61 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<RuleFile> {
         }
         checks.push(check);
     }
+    let drift = match spec.drift {
+        Some(section) => Some(validate_drift(path, section)?),
+        None => None,
+    };
     Ok(RuleFile {
         path: path.to_path_buf(),
         dataset: spec.dataset,
         match_glob,
         matcher,
         checks,
+        drift,
+    })
+}
+
+fn validate_drift(path: &Path, section: Spanned<DriftSpec>) -> Result<DriftConfig> {
+    let location = at(path, section.referenced);
+    let spec = section.value;
+    let drift_share = spec.drift_share.unwrap_or(0.5);
+    if !(drift_share > 0.0 && drift_share <= 1.0) {
+        return Err(invalid(
+            location,
+            format!("`drift_share` must be in (0, 1], got {drift_share}"),
+        ));
+    }
+    let mut overrides = std::collections::BTreeMap::new();
+    for (column, o) in spec.overrides {
+        if let Some(t) = o.threshold
+            && !(t.is_finite() && t >= 0.0)
+        {
+            return Err(invalid(
+                location,
+                format!("`overrides.{column}.threshold` must be a non-negative number, got {t}"),
+            ));
+        }
+        overrides.insert(column, (o.test, o.threshold));
+    }
+    let reference = spec.reference.map(|r| {
+        let r = PathBuf::from(r);
+        if r.is_absolute() {
+            r
+        } else {
+            path.parent().unwrap_or(Path::new("")).join(r)
+        }
+    });
+    Ok(DriftConfig {
+        reference,
+        columns: spec.columns,
+        overrides,
+        drift_share,
+        correction: spec.correction.unwrap_or(Correction::None),
+        severity: match spec.severity {
+            None | Some(SeveritySpec::Error) => Severity::Error,
+            Some(SeveritySpec::Warn) => Severity::Warn,
+        },
+        location,
     })
 }
 

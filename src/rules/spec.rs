@@ -27,6 +27,51 @@ pub struct RuleFileSpec {
     #[serde(default)]
     #[schemars(with = "Vec<CheckSpec>")]
     pub checks: Vec<Spanned<CheckSpec>>,
+    /// Drift tests of this dataset's batches against a reference profile.
+    #[schemars(with = "Option<DriftSpec>")]
+    pub drift: Option<Spanned<DriftSpec>>,
+}
+
+/// The `drift:` section.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DriftSpec {
+    /// A profile file written by `driftwatch baseline`, relative to this rule
+    /// file (`check --reference` overrides it).
+    pub reference: Option<String>,
+    /// Columns to test; default: every column of a supported type in the reference.
+    pub columns: Option<Vec<String>>,
+    /// Per-column test and threshold, instead of the default choice.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, DriftOverrideSpec>,
+    /// Dataset drift when the share of drifted columns is at least this (default 0.5).
+    pub drift_share: Option<f64>,
+    /// Multiple-testing correction of p-value tests: `none` (default), `bonferroni`, `fdr_bh`.
+    pub correction: Option<CorrectionSpec>,
+    /// `error` (default): dataset drift fails the batch; `warn`: reported only.
+    pub severity: Option<SeveritySpec>,
+}
+
+/// A per-column drift test override.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DriftOverrideSpec {
+    /// The test to use.
+    pub test: Option<crate::drift::TestKind>,
+    /// Its threshold (p-value for tests, distance for distances).
+    pub threshold: Option<f64>,
+}
+
+/// Multiple-testing correction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CorrectionSpec {
+    /// No correction.
+    None,
+    /// Bonferroni: p × m.
+    Bonferroni,
+    /// Benjamini–Hochberg false discovery rate.
+    FdrBh,
 }
 
 /// One check. Exactly one of the check kinds (`not_null`, `range`,

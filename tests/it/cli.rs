@@ -119,7 +119,7 @@ fn json_report_has_every_field_even_when_null() {
     assert_eq!(
         keys,
         [
-            "source", "dataset", "rules", "rows", "passed", "error", "checks"
+            "source", "dataset", "rules", "rows", "passed", "error", "checks", "drift"
         ]
     );
     let c = r["checks"][0].as_object().unwrap();

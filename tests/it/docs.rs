@@ -50,4 +50,35 @@ fn report_doc_example_has_the_shape_of_a_real_report() {
     for check in example["reports"][0]["checks"].as_array().unwrap() {
         assert_eq!(keys(check), keys(&real["reports"][0]["checks"][0]));
     }
+    // The example's drift section has the keys the code writes.
+    let drift = &example["reports"][0]["drift"];
+    assert_eq!(
+        keys(drift),
+        [
+            "reference",
+            "dataset_drift",
+            "drifted_share",
+            "drift_share_threshold",
+            "correction",
+            "severity",
+            "error",
+            "columns"
+        ]
+    );
+    for column in drift["columns"].as_array().unwrap() {
+        assert_eq!(
+            keys(column),
+            [
+                "column",
+                "type",
+                "test",
+                "statistic",
+                "p_value",
+                "p_value_adjusted",
+                "threshold",
+                "drifted",
+                "message"
+            ]
+        );
+    }
 }

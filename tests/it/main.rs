@@ -8,6 +8,7 @@ mod checks;
 mod cli;
 mod common;
 mod docs;
+mod drift;
 mod edge_cases;
 mod errors;
 mod golden;

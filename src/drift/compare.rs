@@ -1,0 +1,691 @@
+//! Comparing a batch's profile with a reference profile: choosing each
+//! column's test, running it on what the profiles hold, correcting p-values
+//! for multiple tests, and deciding dataset drift.
+//!
+//! **Exact and sketched paths.** When both profiles still hold a column's
+//! exact values (at most 10,000 finite values each), sample tests run on them
+//! and match scipy exactly. Otherwise `ks` and `wasserstein` run on the
+//! quantile sketches' weighted points: the KS statistic is then within
+//! `ε_ref + ε_cur` (the sketches' rank-error bounds, given in the message) of
+//! the exact one, and its p-value uses the asymptotic Kolmogorov distribution
+//! (scipy's `ks_2samp(method='asymp')`). Tests that need raw samples
+//! (`anderson`, `cramer_von_mises`, `mannw`, `energy`, `t_test`) are reported
+//! as not applicable on the sketched path.
+//!
+//! **Binning.** Categorical columns, and numeric columns whose profiles still
+//! count every distinct value (at most 1,000), get one bin per value, like
+//! Evidently. Other numeric columns are binned by the reference's deciles
+//! (from its sketch). Evidently instead bins numeric columns equal-width over
+//! both samples pooled, so numeric `psi`/`jensenshannon` values differ from
+//! Evidently's there; the default test for such columns is `wasserstein`
+//! anyway.
+//!
+//! **Edge cases** get a defined answer: a column missing from the batch, a
+//! type change, or a batch column with no finite value is *drifted* with a
+//! message and no statistic; an empty batch or a reference without values for
+//! a column is *not tested* (`drifted: false`, message) and does not count in
+//! the drifted share.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{
+    ColumnKind as TestColumnKind, TestKind, TestOutcome, chisquare, default_test,
+    default_threshold, hellinger, is_drift, jensenshannon, kl_div, kolmogorov_two_sided_sf, psi,
+    tvd, z_test,
+};
+use crate::profile::{ColumnKind, ColumnProfile, DatasetProfile};
+use crate::rules::{Correction, DriftConfig, Severity};
+
+/// The drift verdict of one column.
+#[derive(Debug, Clone, Serialize)]
+pub struct ColumnDrift {
+    /// The column.
+    pub column: String,
+    /// `numeric` or `categorical`.
+    #[serde(rename = "type")]
+    pub column_type: String,
+    /// The test run; null when none could be.
+    pub test: Option<TestKind>,
+    /// The test statistic (the distance for distance tests); null when not computed or infinite.
+    pub statistic: Option<f64>,
+    /// The p-value (p-value tests only).
+    pub p_value: Option<f64>,
+    /// The p-value after the multiple-testing correction (null without one).
+    pub p_value_adjusted: Option<f64>,
+    /// The threshold the statistic or p-value was compared with.
+    pub threshold: Option<f64>,
+    /// Whether the column drifted.
+    pub drifted: bool,
+    /// Notes: the path taken (sketched), edge cases, infinite statistics.
+    pub message: Option<String>,
+    /// Whether this column counts in the drifted share.
+    #[serde(skip)]
+    pub tested: bool,
+}
+
+/// The drift section of a batch report.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftReport {
+    /// The reference profile file.
+    pub reference: String,
+    /// Whether the dataset drifted (share of drifted columns ≥ threshold).
+    pub dataset_drift: bool,
+    /// Drifted columns / tested columns; null when none was tested.
+    pub drifted_share: Option<f64>,
+    /// The `drift_share` threshold.
+    pub drift_share_threshold: f64,
+    /// `none`, `bonferroni` or `fdr_bh`.
+    pub correction: String,
+    /// `error` or `warn`.
+    pub severity: Severity,
+    /// Why drift could not be computed at all (e.g. an unreadable reference).
+    pub error: Option<String>,
+    /// One entry per column, in name order.
+    pub columns: Vec<ColumnDrift>,
+}
+
+impl DriftReport {
+    /// A drift section for a reference that could not be used.
+    pub fn failed(reference: String, config: &DriftConfig, error: String) -> Self {
+        Self {
+            reference,
+            dataset_drift: false,
+            drifted_share: None,
+            drift_share_threshold: config.drift_share,
+            correction: correction_name(config.correction).to_string(),
+            severity: config.severity,
+            error: Some(error),
+            columns: Vec::new(),
+        }
+    }
+}
+
+fn correction_name(c: Correction) -> &'static str {
+    match c {
+        Correction::None => "none",
+        Correction::Bonferroni => "bonferroni",
+        Correction::FdrBh => "fdr_bh",
+    }
+}
+
+/// Compares `current` with `reference` under `config`.
+pub fn compare(
+    reference_name: &str,
+    reference: &DatasetProfile,
+    current: &DatasetProfile,
+    config: &DriftConfig,
+) -> DriftReport {
+    let columns: Vec<String> = match &config.columns {
+        Some(c) => c.clone(),
+        None => reference.columns.keys().cloned().collect(),
+    };
+    let mut results: Vec<ColumnDrift> = columns
+        .iter()
+        .map(|name| {
+            let overrides = config.overrides.get(name).copied().unwrap_or((None, None));
+            column_drift(
+                name,
+                reference.columns.get(name),
+                current.columns.get(name),
+                overrides,
+                current.rows,
+            )
+        })
+        .collect();
+    apply_correction(&mut results, config.correction);
+    let tested = results.iter().filter(|c| c.tested).count();
+    let drifted = results.iter().filter(|c| c.tested && c.drifted).count();
+    let drifted_share = (tested > 0).then(|| drifted as f64 / tested as f64);
+    DriftReport {
+        reference: reference_name.to_string(),
+        dataset_drift: drifted_share.is_some_and(|s| s >= config.drift_share),
+        drifted_share,
+        drift_share_threshold: config.drift_share,
+        correction: correction_name(config.correction).to_string(),
+        severity: config.severity,
+        error: None,
+        columns: results,
+    }
+}
+
+fn untested(name: &str, column_type: &str, drifted: bool, message: String) -> ColumnDrift {
+    ColumnDrift {
+        column: name.to_string(),
+        column_type: column_type.to_string(),
+        test: None,
+        statistic: None,
+        p_value: None,
+        p_value_adjusted: None,
+        threshold: None,
+        drifted,
+        message: Some(message),
+        tested: drifted,
+    }
+}
+
+fn kind_name(kind: ColumnKind) -> &'static str {
+    match kind {
+        ColumnKind::Numeric => "numeric",
+        ColumnKind::Categorical => "categorical",
+    }
+}
+
+fn column_drift(
+    name: &str,
+    reference: Option<&ColumnProfile>,
+    current: Option<&ColumnProfile>,
+    (test_override, threshold_override): (Option<TestKind>, Option<f64>),
+    current_rows: u64,
+) -> ColumnDrift {
+    let Some(reference) = reference else {
+        return untested(
+            name,
+            "unknown",
+            false,
+            "not in the reference profile".to_string(),
+        );
+    };
+    let type_name = kind_name(reference.kind);
+    if current_rows == 0 {
+        return untested(
+            name,
+            type_name,
+            false,
+            "empty batch: not tested".to_string(),
+        );
+    }
+    let Some(current) = current else {
+        return untested(
+            name,
+            type_name,
+            true,
+            "column missing in the batch (or of an unprofiled type)".to_string(),
+        );
+    };
+    if current.kind != reference.kind {
+        return untested(
+            name,
+            type_name,
+            true,
+            format!(
+                "type changed from {} ({}) to {} ({})",
+                type_name,
+                reference.data_type,
+                kind_name(current.kind),
+                current.data_type
+            ),
+        );
+    }
+    let (ref_n, cur_n) = (values_counted(reference), values_counted(current));
+    if ref_n == 0 {
+        return untested(
+            name,
+            type_name,
+            false,
+            "the reference has no non-null value: not tested".to_string(),
+        );
+    }
+    if cur_n == 0 {
+        return untested(
+            name,
+            type_name,
+            true,
+            "no non-null (finite) value in the batch".to_string(),
+        );
+    }
+    let distinct = distinct_union(reference, current);
+    let test_kind = test_override.unwrap_or_else(|| {
+        let k = match reference.kind {
+            ColumnKind::Numeric => TestColumnKind::Numerical,
+            ColumnKind::Categorical => TestColumnKind::Categorical,
+        };
+        default_test(k, ref_n, distinct)
+    });
+    let threshold = threshold_override.unwrap_or_else(|| default_threshold(test_kind));
+    let mut result = ColumnDrift {
+        column: name.to_string(),
+        column_type: type_name.to_string(),
+        test: Some(test_kind),
+        statistic: None,
+        p_value: None,
+        p_value_adjusted: None,
+        threshold: Some(threshold),
+        drifted: false,
+        message: None,
+        tested: true,
+    };
+    match run_test(test_kind, reference, current) {
+        Ok((outcome, note)) => {
+            result.drifted = is_drift(test_kind, &outcome, threshold);
+            result.p_value = outcome.p_value;
+            if outcome.statistic.is_finite() {
+                result.statistic = Some(outcome.statistic);
+                result.message = note;
+            } else {
+                result.message = Some(match note {
+                    Some(n) => format!("statistic is {}; {n}", outcome.statistic),
+                    None => format!(
+                        "statistic is {} (a category absent from the reference)",
+                        outcome.statistic
+                    ),
+                });
+            }
+        }
+        Err(message) => {
+            result.tested = false;
+            result.message = Some(message);
+        }
+    }
+    result
+}
+
+/// Finite non-null values (numeric) or non-null values (categorical).
+fn values_counted(p: &ColumnProfile) -> u64 {
+    match (&p.kind, &p.numeric) {
+        (ColumnKind::Numeric, Some(s)) => s.moments.n,
+        _ => p.frequencies.n,
+    }
+}
+
+/// Distinct values of both sides together; "many" (1001) once a side stopped counting.
+fn distinct_union(a: &ColumnProfile, b: &ColumnProfile) -> u64 {
+    match (a.kind, &a.numeric, &b.numeric) {
+        (ColumnKind::Numeric, Some(x), Some(y)) => match (&x.small_domain, &y.small_domain) {
+            (Some(dx), Some(dy)) => {
+                let mut values: Vec<f64> = dx.iter().chain(dy.iter()).map(|(v, _)| *v).collect();
+                values.sort_by(f64::total_cmp);
+                values.dedup_by(|p, q| p.total_cmp(q).is_eq());
+                values.len() as u64
+            }
+            _ => 1001,
+        },
+        _ => {
+            if !a.frequencies.exact || !b.frequencies.exact {
+                return 1001;
+            }
+            let mut keys: Vec<&String> = a
+                .frequencies
+                .items
+                .keys()
+                .chain(b.frequencies.items.keys())
+                .collect();
+            keys.sort();
+            keys.dedup();
+            keys.len() as u64
+        }
+    }
+}
+
+/// Category (or small numeric domain) counts keyed by text.
+fn counts(p: &ColumnProfile) -> Option<BTreeMap<String, u64>> {
+    match (&p.kind, &p.numeric) {
+        (ColumnKind::Numeric, Some(s)) => s
+            .small_domain
+            .as_ref()
+            .map(|d| d.iter().map(|(v, c)| (v.to_string(), *c)).collect()),
+        _ => Some(p.frequencies.items.clone()),
+    }
+}
+
+/// Numeric counts keyed in value order (for one-bin-per-value binning).
+fn numeric_domain_bins(a: &ColumnProfile, b: &ColumnProfile) -> Option<(Vec<f64>, Vec<f64>)> {
+    let (da, db) = (
+        a.numeric.as_ref()?.small_domain.as_ref()?,
+        b.numeric.as_ref()?.small_domain.as_ref()?,
+    );
+    let mut values: Vec<f64> = da.iter().chain(db.iter()).map(|(v, _)| *v).collect();
+    values.sort_by(f64::total_cmp);
+    values.dedup_by(|p, q| p.total_cmp(q).is_eq());
+    let lookup = |d: &[(f64, u64)], v: f64| {
+        d.binary_search_by(|(x, _)| x.total_cmp(&v))
+            .map_or(0.0, |i| d[i].1 as f64)
+    };
+    Some((
+        values.iter().map(|&v| lookup(da, v)).collect(),
+        values.iter().map(|&v| lookup(db, v)).collect(),
+    ))
+}
+
+/// Sorted `(value, weight)` points describing a numeric distribution.
+type Points = Vec<(f64, f64)>;
+
+/// Aligned bin weights of both sides, and a note on how they were binned.
+type Bins = (Vec<f64>, Vec<f64>, Option<String>);
+
+/// A numeric distribution's weighted points, whether they are exact, and
+/// their rank-error bound.
+fn points(p: &ColumnProfile) -> Option<(Points, bool, f64)> {
+    let s = p.numeric.as_ref()?;
+    if let Some(exact) = &s.exact_values {
+        let mut v = exact.clone();
+        v.sort_by(f64::total_cmp);
+        return Some((v.into_iter().map(|x| (x, 1.0)).collect(), true, 0.0));
+    }
+    let items = s.sketch.weighted_items();
+    Some((
+        items.into_iter().map(|(v, w)| (v, w as f64)).collect(),
+        false,
+        s.sketch.rank_error_bound(),
+    ))
+}
+
+/// Empirical CDFs of two weighted point sets evaluated on their merged support:
+/// returns (x, F_a(x), F_b(x)) for each distinct x.
+fn merged_cdfs(a: &[(f64, f64)], b: &[(f64, f64)]) -> Vec<(f64, f64, f64)> {
+    let (ta, tb) = (
+        a.iter().map(|p| p.1).sum::<f64>(),
+        b.iter().map(|p| p.1).sum::<f64>(),
+    );
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j, mut ca, mut cb) = (0, 0, 0.0, 0.0);
+    while i < a.len() || j < b.len() {
+        let x = match (a.get(i), b.get(j)) {
+            (Some(p), Some(q)) => p.0.min(q.0),
+            (Some(p), None) => p.0,
+            (None, Some(q)) => q.0,
+            (None, None) => break,
+        };
+        while i < a.len() && a[i].0 <= x {
+            ca += a[i].1;
+            i += 1;
+        }
+        while j < b.len() && b[j].0 <= x {
+            cb += b[j].1;
+            j += 1;
+        }
+        out.push((x, ca / ta, cb / tb));
+    }
+    out
+}
+
+fn samples(p: &ColumnProfile) -> Option<Vec<f64>> {
+    let mut v = p.numeric.as_ref()?.exact_values.clone()?;
+    v.sort_by(f64::total_cmp);
+    Some(v)
+}
+
+type Outcome = Result<(TestOutcome, Option<String>), String>;
+
+fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) -> Outcome {
+    let err = |e: super::DriftError| e.to_string();
+    match kind {
+        TestKind::Ks | TestKind::Wasserstein if reference.kind == ColumnKind::Numeric => {
+            if let (Some(r), Some(c)) = (samples(reference), samples(current)) {
+                let outcome = if kind == TestKind::Ks {
+                    super::ks(&r, &c).map_err(err)?
+                } else {
+                    super::wasserstein(&r, &c).map_err(err)?
+                };
+                return Ok((outcome, None));
+            }
+            let (Some((pa, _, ea)), Some((pb, _, eb))) = (points(reference), points(current))
+            else {
+                return Err("no numeric values".to_string());
+            };
+            let cdfs = merged_cdfs(&pa, &pb);
+            let bound = ea + eb;
+            if kind == TestKind::Ks {
+                let d = cdfs
+                    .iter()
+                    .map(|(_, fa, fb)| (fa - fb).abs())
+                    .fold(0.0, f64::max);
+                let (n1, n2) = (
+                    values_counted(reference) as f64,
+                    values_counted(current) as f64,
+                );
+                let en = (n1 * n2 / (n1 + n2)).round() as u64;
+                let p = kolmogorov_two_sided_sf(en, d).clamp(0.0, 1.0);
+                Ok((
+                    TestOutcome {
+                        statistic: d,
+                        p_value: Some(p),
+                    },
+                    Some(format!(
+                        "sketched: D within ±{bound:.4} of the exact value; asymptotic p-value"
+                    )),
+                ))
+            } else {
+                let w: f64 = cdfs
+                    .windows(2)
+                    .map(|w| (w[0].1 - w[0].2).abs() * (w[1].0 - w[0].0))
+                    .sum();
+                let std = reference
+                    .numeric
+                    .as_ref()
+                    .and_then(|s| s.moments.std_population())
+                    .unwrap_or(0.0)
+                    .max(0.001);
+                Ok((
+                    TestOutcome {
+                        statistic: w / std,
+                        p_value: None,
+                    },
+                    Some(format!("sketched: CDFs within ±{bound:.4} in rank")),
+                ))
+            }
+        }
+        TestKind::Chisquare | TestKind::Z => {
+            let (Some(r), Some(c)) = (counts(reference), counts(current)) else {
+                return Err(format!(
+                    "`{}` needs the value counts, which the profile no longer holds (over 1,000 distinct values)",
+                    kind.name()
+                ));
+            };
+            let (_, rc, cc) = super::align_counts(&r, &c);
+            let outcome = if kind == TestKind::Chisquare {
+                chisquare(&rc, &cc).map_err(err)?
+            } else {
+                z_test(&rc, &cc).map_err(err)?
+            };
+            Ok((outcome, None))
+        }
+        TestKind::Jensenshannon
+        | TestKind::Psi
+        | TestKind::KlDiv
+        | TestKind::Hellinger
+        | TestKind::Tvd => {
+            let (rb, cb, note) = binned(reference, current)?;
+            let f = match kind {
+                TestKind::Jensenshannon => jensenshannon,
+                TestKind::Psi => psi,
+                TestKind::KlDiv => kl_div,
+                TestKind::Hellinger => hellinger,
+                _ => tvd,
+            };
+            Ok((f(&rb, &cb).map_err(err)?, note))
+        }
+        TestKind::Anderson
+        | TestKind::CramerVonMises
+        | TestKind::Mannw
+        | TestKind::Energy
+        | TestKind::TTest
+        | TestKind::Ks
+        | TestKind::Wasserstein => {
+            let (Some(r), Some(c)) = (samples(reference), samples(current)) else {
+                return Err(format!(
+                    "`{}` needs both sides' exact numeric values (at most 10,000 each); use ks, wasserstein or a binned test",
+                    kind.name()
+                ));
+            };
+            let outcome = match kind {
+                TestKind::Anderson => super::anderson(&r, &c),
+                TestKind::CramerVonMises => super::cramer_von_mises(&r, &c),
+                TestKind::Mannw => super::mannw(&r, &c),
+                TestKind::Energy => super::energy(&r, &c),
+                TestKind::TTest => super::t_test(&r, &c),
+                TestKind::Ks => super::ks(&r, &c),
+                _ => super::wasserstein(&r, &c),
+            }
+            .map_err(err)?;
+            Ok((outcome, None))
+        }
+    }
+}
+
+/// Aligned bins: one per value where value counts exist, else reference deciles.
+fn binned(reference: &ColumnProfile, current: &ColumnProfile) -> Result<Bins, String> {
+    if reference.kind == ColumnKind::Categorical {
+        let (_, r, c) =
+            super::categorical_bins(&reference.frequencies.items, &current.frequencies.items);
+        return Ok((r, c, None));
+    }
+    if let Some((r, c)) = numeric_domain_bins(reference, current) {
+        return Ok((r, c, None));
+    }
+    let (Some((pa, _, _)), Some((pb, _, _))) = (points(reference), points(current)) else {
+        return Err("no numeric values".to_string());
+    };
+    let sketch = &reference
+        .numeric
+        .as_ref()
+        .ok_or("no numeric values")?
+        .sketch;
+    let mut edges: Vec<f64> = (1..10)
+        .filter_map(|i| sketch.quantile(f64::from(i) / 10.0))
+        .collect();
+    edges.dedup_by(|a, b| a.total_cmp(b).is_eq());
+    let bins = |p: &[(f64, f64)]| {
+        let mut out = vec![0.0; edges.len() + 1];
+        for (x, w) in p {
+            let i = edges.partition_point(|e| e < x);
+            out[i] += w;
+        }
+        out
+    };
+    Ok((
+        bins(&pa),
+        bins(&pb),
+        Some("binned by reference deciles".to_string()),
+    ))
+}
+
+/// Adjusts p-values of p-value tests and re-decides drift on the adjusted values.
+fn apply_correction(results: &mut [ColumnDrift], correction: Correction) {
+    if correction == Correction::None {
+        return;
+    }
+    let idx: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.tested && r.p_value.is_some())
+        .map(|(i, _)| i)
+        .collect();
+    let m = idx.len() as f64;
+    let adjusted: Vec<f64> = match correction {
+        Correction::Bonferroni => idx
+            .iter()
+            .map(|&i| (results[i].p_value.unwrap_or(1.0) * m).min(1.0))
+            .collect(),
+        _ => {
+            // Benjamini–Hochberg: p_(k) · m / k, made monotone from the largest rank down.
+            let mut order: Vec<usize> = (0..idx.len()).collect();
+            order.sort_by(|&a, &b| {
+                let pa = results[idx[a]].p_value.unwrap_or(1.0);
+                let pb = results[idx[b]].p_value.unwrap_or(1.0);
+                pa.total_cmp(&pb)
+            });
+            let mut adj = vec![1.0; idx.len()];
+            let mut running = 1.0f64;
+            for (rank, &o) in order.iter().enumerate().rev() {
+                let p = results[idx[o]].p_value.unwrap_or(1.0);
+                running = running.min(p * m / (rank as f64 + 1.0));
+                adj[o] = running.min(1.0);
+            }
+            adj
+        }
+    };
+    for (k, &i) in idx.iter().enumerate() {
+        let r = &mut results[i];
+        r.p_value_adjusted = Some(adjusted[k]);
+        if let (Some(test), Some(threshold)) = (r.test, r.threshold) {
+            let outcome = TestOutcome {
+                statistic: r.statistic.unwrap_or(0.0),
+                p_value: Some(adjusted[k]),
+            };
+            r.drifted = is_drift(test, &outcome, threshold);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numeric(values: &[f64]) -> ColumnProfile {
+        let mut p = ColumnProfile::new(ColumnKind::Numeric, "float64");
+        values.iter().for_each(|&v| p.update_f64(v));
+        p.finish();
+        p
+    }
+
+    #[test]
+    fn bh_and_bonferroni_match_their_definitions() {
+        let mk = |p: f64| ColumnDrift {
+            column: String::new(),
+            column_type: "numeric".into(),
+            test: Some(TestKind::Ks),
+            statistic: Some(0.1),
+            p_value: Some(p),
+            p_value_adjusted: None,
+            threshold: Some(0.05),
+            drifted: false,
+            message: None,
+            tested: true,
+        };
+        let mut r = vec![mk(0.01), mk(0.04), mk(0.03), mk(0.5)];
+        apply_correction(&mut r, Correction::FdrBh);
+        // statsmodels multipletests(method='fdr_bh'): [0.04, 0.05333, 0.05333, 0.5]
+        let adj: Vec<f64> = r.iter().map(|c| c.p_value_adjusted.unwrap()).collect();
+        let want = [0.04, 0.16 / 3.0, 0.16 / 3.0, 0.5];
+        for (a, w) in adj.iter().zip(want) {
+            assert!((a - w).abs() < 1e-12, "{adj:?}");
+        }
+        assert_eq!(
+            r.iter().map(|c| c.drifted).collect::<Vec<_>>(),
+            [true, false, false, false]
+        );
+        let mut r = vec![mk(0.01), mk(0.04), mk(0.5)];
+        apply_correction(&mut r, Correction::Bonferroni);
+        let adj: Vec<f64> = r.iter().map(|c| c.p_value_adjusted.unwrap()).collect();
+        for (a, w) in adj.iter().zip([0.03, 0.12, 1.0]) {
+            assert!((a - w).abs() < 1e-12, "{adj:?}");
+        }
+    }
+
+    #[test]
+    fn sketched_ks_is_within_the_bound_of_the_exact_statistic() {
+        let a: Vec<f64> = (0..30_000).map(|i| f64::from(i % 997)).collect();
+        let b: Vec<f64> = (0..25_000).map(|i| f64::from(i % 991) + 20.0).collect();
+        let (pa, pb) = (numeric(&a), numeric(&b));
+        assert!(pa.numeric.as_ref().unwrap().exact_values.is_none());
+        let (outcome, note) = run_test(TestKind::Ks, &pa, &pb).unwrap();
+        let mut sa = a.clone();
+        sa.sort_by(f64::total_cmp);
+        let mut sb = b.clone();
+        sb.sort_by(f64::total_cmp);
+        let exact = super::super::ks(&sa, &sb).unwrap();
+        let bound = pa.numeric.as_ref().unwrap().sketch.rank_error_bound()
+            + pb.numeric.as_ref().unwrap().sketch.rank_error_bound();
+        assert!(
+            (outcome.statistic - exact.statistic).abs() <= bound,
+            "{} vs {} ± {bound}",
+            outcome.statistic,
+            exact.statistic
+        );
+        assert!(note.unwrap().starts_with("sketched"));
+    }
+
+    #[test]
+    fn exact_path_equals_the_sample_test() {
+        let a: Vec<f64> = (0..500).map(|i| f64::from(i) * 0.37 % 50.0).collect();
+        let b: Vec<f64> = (0..400).map(|i| f64::from(i) * 0.41 % 55.0).collect();
+        let (outcome, note) = run_test(TestKind::Ks, &numeric(&a), &numeric(&b)).unwrap();
+        let (mut sa, mut sb) = (a.clone(), b.clone());
+        sa.sort_by(f64::total_cmp);
+        sb.sort_by(f64::total_cmp);
+        assert_eq!(outcome, super::super::ks(&sa, &sb).unwrap());
+        assert_eq!(note, None);
+    }
+}

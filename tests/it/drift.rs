@@ -1,0 +1,418 @@
+//! `check --reference` and the rule file's `drift:` section, end to end:
+//! baseline → profile file → check with a drift section, exit codes, edge cases.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use serde_json::Value;
+
+use crate::common::{driftwatch, text, write_parquet};
+
+/// `x`: `n` values evenly spread over `[shift, shift + 1000)` (shuffled).
+fn xs(n: usize, shift: f64) -> Vec<f64> {
+    (0..n)
+        .map(|i| shift + ((i as f64 * 7919.0) % n as f64) * 1000.0 / n as f64)
+        .collect()
+}
+
+/// `x` as [`xs`]; `cat`: the given categories and counts; `small`: `i % 200`.
+fn batch(n: usize, shift: f64, cats: &[(&str, usize)], with_small: bool) -> RecordBatch {
+    let x = xs(n, shift);
+    let mut cat: Vec<&str> = Vec::with_capacity(n);
+    for (value, count) in cats {
+        cat.extend(std::iter::repeat_n(*value, *count));
+    }
+    cat.resize(n, cats.last().map_or("a", |c| c.0));
+    let mut fields = vec![
+        Field::new("x", DataType::Float64, true),
+        Field::new("cat", DataType::Utf8, true),
+    ];
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(Float64Array::from(x)),
+        Arc::new(StringArray::from(cat)),
+    ];
+    if with_small {
+        fields.push(Field::new("small", DataType::Int64, true));
+        columns.push(Arc::new(Int64Array::from(
+            (0..n as i64).map(|i| i % 200).collect::<Vec<_>>(),
+        )));
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+}
+
+struct Lake {
+    dir: tempfile::TempDir,
+}
+
+impl Lake {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn write(&self, name: &str, batch: &RecordBatch) -> PathBuf {
+        let p = self.path(name);
+        write_parquet(&p, batch, 1000);
+        p
+    }
+    fn rules(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+fn run(args: &[&Path]) -> (i32, Value, String) {
+    let args: Vec<String> = args.iter().map(|p| p.display().to_string()).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = driftwatch(&args);
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), json, text(&out.stderr))
+}
+
+fn column<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["reports"][0]["drift"]["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["column"] == name)
+        .unwrap_or_else(|| panic!("no drift column {name} in {report}"))
+}
+
+fn baseline(lake: &Lake, data: &Path, rules: &Path) -> PathBuf {
+    let out = lake.path("ref.profile");
+    let (code, _, stderr) = run(&[
+        Path::new("baseline"),
+        data,
+        Path::new("--rules"),
+        rules,
+        Path::new("--output"),
+        &out,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    out
+}
+
+fn check(data: &Path, rules: &Path, reference: Option<&Path>) -> (i32, Value, String) {
+    let mut args: Vec<&Path> = vec![
+        Path::new("check"),
+        data,
+        Path::new("--rules"),
+        rules,
+        Path::new("--format"),
+        Path::new("json"),
+    ];
+    if let Some(r) = reference {
+        args.push(Path::new("--reference"));
+        args.push(r);
+    }
+    run(&args)
+}
+
+#[test]
+fn same_distribution_no_drift_shifted_distribution_drifts() {
+    let lake = Lake::new();
+    let reference = lake.write(
+        "ref.parquet",
+        &batch(4000, 0.0, &[("a", 2000), ("b", 1500), ("c", 500)], true),
+    );
+    let same = lake.write(
+        "same.parquet",
+        &batch(3000, 0.0, &[("a", 1500), ("b", 1125), ("c", 375)], true),
+    );
+    let shifted = lake.write(
+        "shifted.parquet",
+        &batch(3000, 500.0, &[("a", 300), ("b", 300), ("c", 2400)], true),
+    );
+    let rules = lake.rules("rules.yaml", "dataset: t\nchecks: []\n");
+    let profile = baseline(&lake, &reference, &rules);
+
+    let (code, report, stderr) = check(&same, &rules, Some(&profile));
+    assert_eq!(code, 0, "{stderr} {report}");
+    let drift = &report["reports"][0]["drift"];
+    assert_eq!(drift["drifted_share"], 0.0, "{drift:#}");
+    assert_eq!(drift["dataset_drift"], false);
+    assert_eq!(drift["correction"], "none");
+    // n_ref = 4000 > 1000: numeric with many values → wasserstein; few values → jensenshannon.
+    let x = column(&report, "x");
+    assert_eq!(
+        (
+            x["type"].as_str(),
+            x["test"].as_str(),
+            x["p_value"].is_null()
+        ),
+        (Some("numeric"), Some("wasserstein"), true)
+    );
+    assert!(x["statistic"].as_f64().unwrap() < 0.01, "{x}");
+    assert_eq!(column(&report, "cat")["test"], "jensenshannon");
+    assert_eq!(column(&report, "cat")["statistic"], 0.0);
+    // `small` has 200 distinct values: one bin per value.
+    assert_eq!(column(&report, "small")["test"], "wasserstein");
+
+    let (code, report, _) = check(&shifted, &rules, Some(&profile));
+    assert_eq!(code, 1, "dataset drift fails the batch: {report}");
+    let drift = &report["reports"][0]["drift"];
+    assert_eq!(drift["dataset_drift"], true);
+    assert_eq!(report["reports"][0]["passed"], false);
+    let x = column(&report, "x");
+    assert_eq!(x["drifted"], true);
+    // A shift of 500 on a uniform grid of step 0.25 over [0, 1000): std = 0.25·√((4000² − 1)/12).
+    let std = 0.25 * ((4000.0f64 * 4000.0 - 1.0) / 12.0).sqrt();
+    let w = x["statistic"].as_f64().unwrap();
+    assert!((w - 500.0 / std).abs() < 0.01, "{w} vs {}", 500.0 / std);
+    assert_eq!(column(&report, "cat")["drifted"], true);
+    assert_eq!(column(&report, "small")["drifted"], false);
+}
+
+#[test]
+fn drift_section_in_the_rule_file_with_overrides_and_correction() {
+    let lake = Lake::new();
+    let reference = lake.write(
+        "ref.parquet",
+        &batch(500, 0.0, &[("a", 250), ("b", 250)], false),
+    );
+    let current = lake.write(
+        "cur.parquet",
+        &batch(400, 40.0, &[("a", 150), ("b", 250)], false),
+    );
+    let plain = lake.rules("plain.yaml", "dataset: t\n");
+    let profile = baseline(&lake, &reference, &plain);
+    std::fs::rename(&profile, lake.path("t.profile")).unwrap();
+    let rules = lake.rules(
+        "rules.yaml",
+        "dataset: t\ndrift:\n  reference: t.profile\n  columns: [x, cat]\n  correction: bonferroni\n  drift_share: 0.5\n  severity: warn\n  overrides:\n    x: { test: mannw, threshold: 0.01 }\n",
+    );
+    let (code, report, stderr) = check(&current, &rules, None);
+    assert_eq!(
+        code, 0,
+        "warn severity never fails the batch: {stderr} {report}"
+    );
+    let drift = &report["reports"][0]["drift"];
+    assert_eq!(
+        drift["reference"],
+        lake.path("t.profile").display().to_string()
+    );
+    assert_eq!(
+        (drift["correction"].as_str(), drift["severity"].as_str()),
+        (Some("bonferroni"), Some("warn"))
+    );
+    // n_ref = 500 ≤ 1000: `cat` has 2 values → z; `x` is overridden to mannw.
+    let x = column(&report, "x");
+    assert_eq!(
+        (x["test"].as_str(), x["threshold"].as_f64()),
+        (Some("mannw"), Some(0.01))
+    );
+    let cat = column(&report, "cat");
+    assert_eq!(cat["test"], "z");
+    // Bonferroni over the two p-value tests.
+    for c in [x, cat] {
+        let (p, adj) = (
+            c["p_value"].as_f64().unwrap(),
+            c["p_value_adjusted"].as_f64().unwrap(),
+        );
+        assert!((adj - (2.0 * p).min(1.0)).abs() < 1e-12, "{c}");
+    }
+    assert_eq!(cat["drifted"], true, "{cat}");
+    assert_eq!(report["reports"][0]["passed"], true);
+}
+
+#[test]
+fn small_samples_use_the_exact_ks_test() {
+    let lake = Lake::new();
+    let reference = lake.write("ref.parquet", &batch(300, 0.0, &[("a", 300)], false));
+    let current = lake.write("cur.parquet", &batch(200, 30.0, &[("a", 200)], false));
+    let rules = lake.rules("rules.yaml", "dataset: t\n");
+    let profile = baseline(&lake, &reference, &rules);
+    let (_, report, _) = check(&current, &rules, Some(&profile));
+    let x = column(&report, "x");
+    assert_eq!(x["test"], "ks");
+    let sorted = |n: usize, shift: f64| {
+        let mut v = xs(n, shift);
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let exact = driftwatch::drift::ks(&sorted(300, 0.0), &sorted(200, 30.0)).unwrap();
+    assert_eq!(x["statistic"].as_f64(), Some(exact.statistic));
+    assert_eq!(x["p_value"].as_f64(), exact.p_value);
+    assert_eq!(x["message"], Value::Null);
+    // One category on both sides: z on a single value is not applicable → not tested.
+    let cat = column(&report, "cat");
+    assert_eq!(cat["drifted"], false);
+}
+
+#[test]
+fn edge_cases_have_defined_answers() {
+    let lake = Lake::new();
+    let reference = lake.write(
+        "ref.parquet",
+        &batch(2000, 0.0, &[("a", 1000), ("b", 1000)], true),
+    );
+    let rules = lake.rules("rules.yaml", "dataset: t\n");
+    let profile = baseline(&lake, &reference, &rules);
+
+    // `small` missing, `x` now a string, `cat` all null plus a new category elsewhere.
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("x", DataType::Utf8, true),
+        Field::new("cat", DataType::Utf8, true),
+    ]));
+    let odd = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(vec!["1"; 10])) as ArrayRef,
+            Arc::new(StringArray::from(vec![None::<&str>; 10])),
+        ],
+    )
+    .unwrap();
+    let odd = lake.write("odd.parquet", &odd);
+    let (code, report, _) = check(&odd, &rules, Some(&profile));
+    assert_eq!(code, 1);
+    assert_eq!(
+        column(&report, "small")["message"],
+        "column missing in the batch (or of an unprofiled type)"
+    );
+    assert_eq!(
+        column(&report, "x")["message"],
+        "type changed from numeric (float64) to categorical (utf8)"
+    );
+    assert_eq!(
+        column(&report, "cat")["message"],
+        "no non-null (finite) value in the batch"
+    );
+    for c in ["small", "x", "cat"] {
+        assert_eq!(column(&report, c)["drifted"], true);
+        assert_eq!(column(&report, c)["statistic"], Value::Null);
+    }
+
+    // An empty batch is not tested.
+    let empty = lake.write(
+        "empty.parquet",
+        &batch(2000, 0.0, &[("a", 2000)], true).slice(0, 0),
+    );
+    let (code, report, _) = check(&empty, &rules, Some(&profile));
+    assert_eq!(code, 0, "{report}");
+    let drift = &report["reports"][0]["drift"];
+    assert_eq!(
+        (
+            drift["dataset_drift"].as_bool(),
+            drift["drifted_share"].is_null()
+        ),
+        (Some(false), true)
+    );
+
+    // A category absent from the reference on a small reference: chisquare is infinite.
+    let small_ref = lake.write(
+        "small_ref.parquet",
+        &batch(100, 0.0, &[("a", 50), ("b", 50)], false),
+    );
+    let small_rules = lake.rules("small.yaml", "dataset: s\n");
+    let out = lake.path("small.profile");
+    let (code, _, stderr) = run(&[
+        Path::new("baseline"),
+        &small_ref,
+        Path::new("--rules"),
+        &small_rules,
+        Path::new("--output"),
+        &out,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let novel = lake.write(
+        "novel.parquet",
+        &batch(100, 0.0, &[("a", 40), ("b", 40), ("zzz", 20)], false),
+    );
+    let (_, report, _) = check(&novel, &small_rules, Some(&out));
+    let cat = column(&report, "cat");
+    assert_eq!(
+        (
+            cat["test"].as_str(),
+            cat["p_value"].as_f64(),
+            cat["drifted"].as_bool()
+        ),
+        (Some("chisquare"), Some(0.0), Some(true))
+    );
+    assert_eq!(cat["statistic"], Value::Null);
+    assert!(
+        cat["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("statistic is inf"),
+        "{cat}"
+    );
+}
+
+#[test]
+fn unusable_references_are_errors_with_exit_2() {
+    let lake = Lake::new();
+    let data = lake.write("d.parquet", &batch(10, 0.0, &[("a", 10)], false));
+    let rules = lake.rules(
+        "rules.yaml",
+        "dataset: t\nchecks:\n  - row_count: { min: 1 }\n",
+    );
+    let missing = lake.path("missing.profile");
+    let (code, report, _) = check(&data, &rules, Some(&missing));
+    assert_eq!(code, 2);
+    let error = report["reports"][0]["drift"]["error"].as_str().unwrap();
+    assert!(error.starts_with(&missing.display().to_string()), "{error}");
+    // The checks still ran.
+    assert_eq!(report["reports"][0]["checks"][0]["status"], "pass");
+
+    let junk = lake.rules(
+        "junk.profile",
+        "{\"format\": \"driftwatch-profile\", \"version\": 7}",
+    );
+    let (code, report, _) = check(&data, &rules, Some(&junk));
+    assert_eq!(code, 2);
+    assert!(
+        report["reports"][0]["drift"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("version 7 is not supported")
+    );
+
+    let no_reference = lake.rules("noref.yaml", "dataset: t\ndrift:\n  drift_share: 0.3\n");
+    let (code, report, _) = check(&data, &no_reference, None);
+    assert_eq!(code, 2);
+    assert_eq!(
+        report["reports"][0]["drift"]["error"],
+        format!(
+            "{}:3:3: a `drift:` section needs a `reference` (or `check --reference FILE`)",
+            no_reference.display()
+        )
+    );
+}
+
+#[test]
+fn bad_drift_sections_name_their_location() {
+    let lake = Lake::new();
+    for (yaml, expected) in [
+        (
+            "dataset: t\ndrift:\n  drift_shar: 0.5\n",
+            ":3:3: unknown field `drift_shar`",
+        ),
+        (
+            "dataset: t\ndrift:\n  drift_share: 1.5\n",
+            ":3:3: `drift_share` must be in (0, 1], got 1.5",
+        ),
+        (
+            "dataset: t\ndrift:\n  correction: holm\n",
+            ":3:15: unknown variant `holm`",
+        ),
+        (
+            "dataset: t\ndrift:\n  overrides:\n    x: { test: magic }\n",
+            ":4:16: unknown variant `magic`",
+        ),
+    ] {
+        let rules = lake.rules("bad.yaml", yaml);
+        let out = driftwatch(&["rules", "check", rules.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{}{expected}", rules.display())),
+            "{stderr}"
+        );
+    }
+}
