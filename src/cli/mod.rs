@@ -189,16 +189,40 @@ fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-async fn baseline(args: BaselineArgs) -> Result<i32> {
-    let rule_files = rules::load_rules(&args.rules)?;
-    let single = std::fs::metadata(&args.rules)
-        .with_context(|| format!("{}", args.rules.display()))?
+/// What `check` and `baseline` share: rule files, whether a single rules
+/// file was named (then it applies to every input), the inputs, the engine.
+struct Setup {
+    rule_files: Vec<rules::RuleFile>,
+    single: bool,
+    inputs: Vec<inputs::Input>,
+    engine: Engine,
+}
+
+fn setup(rules_path: &Path, paths: &[PathBuf], memory_limit: Option<usize>) -> Result<Setup> {
+    let rule_files = rules::load_rules(rules_path)?;
+    let single = std::fs::metadata(rules_path)
+        .with_context(|| format!("{}", rules_path.display()))?
         .is_file();
-    let inputs = inputs::expand(&args.paths)?;
+    let inputs = inputs::expand(paths)?;
     let engine = Engine::new(&EngineOptions {
-        memory_limit: args.memory_limit,
+        memory_limit,
         target_partitions: None,
     })?;
+    Ok(Setup {
+        rule_files,
+        single,
+        inputs,
+        engine,
+    })
+}
+
+async fn baseline(args: BaselineArgs) -> Result<i32> {
+    let Setup {
+        rule_files,
+        single,
+        inputs,
+        engine,
+    } = setup(&args.rules, &args.paths, args.memory_limit)?;
     let (pairs, unmatched) = inputs::assign(&inputs, &rule_files, single);
     for input in &unmatched {
         eprintln!(
@@ -280,15 +304,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 async fn check(args: CheckArgs) -> Result<i32> {
-    let rule_files = rules::load_rules(&args.rules)?;
-    let single = std::fs::metadata(&args.rules)
-        .with_context(|| format!("{}", args.rules.display()))?
-        .is_file();
-    let inputs = inputs::expand(&args.paths)?;
-    let engine = Engine::new(&EngineOptions {
-        memory_limit: args.memory_limit,
-        target_partitions: None,
-    })?;
+    let Setup {
+        rule_files,
+        single,
+        inputs,
+        engine,
+    } = setup(&args.rules, &args.paths, args.memory_limit)?;
     if args.explain {
         let (pairs, _) = inputs::assign(&inputs, &rule_files, single);
         for (input, i) in pairs {

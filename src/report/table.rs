@@ -101,40 +101,27 @@ fn render_batch(out: &mut String, batch: &BatchReport, color: bool) {
     let header = [
         "STATUS", "SEVERITY", "CHECK", "FAILING", "OBSERVED", "EXPECTED",
     ];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row.iter()) {
-            *w = (*w).max(cell.chars().count()).min(48);
-        }
-    }
-    let mut line = String::from("  ");
-    for (h, w) in header.iter().zip(widths) {
-        let _ = write!(line, "{h:<w$}  ");
-    }
-    let _ = writeln!(out, "{}", line.trim_end());
-    for (row, check) in rows.iter().zip(&checks) {
-        let mut line = String::from("  ");
-        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
-            let cell = truncate(cell, w);
-            let padded = format!("{cell:<w$}");
-            if i == 0 {
-                let tint = match (check.status, check.severity) {
-                    (CheckStatus::Pass, _) => GREEN,
-                    (_, crate::rules::Severity::Warn) => YELLOW,
-                    _ => RED,
-                };
-                let _ = write!(line, "{}  ", paint(&padded, tint, color));
-            } else {
-                let _ = write!(line, "{padded}  ");
-            }
-        }
-        let _ = writeln!(out, "{}", line.trim_end());
-        if check.status != CheckStatus::Pass
-            && let Some(message) = &check.message
-        {
-            let _ = writeln!(out, "      ↳ {message}");
-        }
-    }
+    let table = Table {
+        indent: "  ",
+        max_width: 48,
+        color,
+    };
+    table.write(
+        out,
+        &header,
+        &rows,
+        |i| match (checks[i].status, checks[i].severity) {
+            (CheckStatus::Pass, _) => GREEN,
+            (_, crate::rules::Severity::Warn) => YELLOW,
+            _ => RED,
+        },
+        |i| {
+            let c = checks[i];
+            (c.status != CheckStatus::Pass)
+                .then(|| c.message.clone())
+                .flatten()
+        },
+    );
     if let Some(drift) = &batch.drift {
         render_drift(out, drift, color);
     }
@@ -204,36 +191,67 @@ fn render_drift(out: &mut String, drift: &DriftReport, color: bool) {
         "P-VALUE",
         "THRESHOLD",
     ];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row.iter()) {
-            *w = (*w).max(cell.chars().count()).min(40);
-        }
-    }
-    let mut line = String::from("    ");
-    for (h, w) in header.iter().zip(widths) {
-        let _ = write!(line, "{h:<w$}  ");
-    }
-    let _ = writeln!(out, "{}", line.trim_end());
-    for (row, column) in rows.iter().zip(&columns) {
-        let mut line = String::from("    ");
-        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
-            let padded = format!("{:<w$}", truncate(cell, w));
-            if i == 0 {
-                let _ = write!(
-                    line,
-                    "{}  ",
-                    paint(&padded, if column.drifted { RED } else { GREEN }, color)
-                );
-            } else {
-                let _ = write!(line, "{padded}  ");
+    let table = Table {
+        indent: "    ",
+        max_width: 40,
+        color,
+    };
+    table.write(
+        out,
+        &header,
+        &rows,
+        |i| if columns[i].drifted { RED } else { GREEN },
+        |i| {
+            let c = columns[i];
+            (c.drifted || c.test.is_none())
+                .then(|| c.message.clone())
+                .flatten()
+        },
+    );
+}
+
+/// Aligned columns: a header, then rows whose first cell is tinted, each
+/// optionally followed by an indented note (the reason for a failure).
+struct Table {
+    indent: &'static str,
+    max_width: usize,
+    color: bool,
+}
+
+impl Table {
+    fn write<const N: usize>(
+        &self,
+        out: &mut String,
+        header: &[&str; N],
+        rows: &[[String; N]],
+        tint: impl Fn(usize) -> &'static str,
+        note: impl Fn(usize) -> Option<String>,
+    ) {
+        let mut widths = header.map(str::len);
+        for row in rows {
+            for (w, cell) in widths.iter_mut().zip(row.iter()) {
+                *w = (*w).max(cell.chars().count()).min(self.max_width);
             }
         }
+        let mut line = String::from(self.indent);
+        for (h, w) in header.iter().zip(widths) {
+            let _ = write!(line, "{h:<w$}  ");
+        }
         let _ = writeln!(out, "{}", line.trim_end());
-        if let Some(message) = &column.message
-            && (column.drifted || column.test.is_none())
-        {
-            let _ = writeln!(out, "        ↳ {message}");
+        for (i, row) in rows.iter().enumerate() {
+            let mut line = String::from(self.indent);
+            for (k, (cell, w)) in row.iter().zip(widths).enumerate() {
+                let padded = format!("{:<w$}", truncate(cell, w));
+                if k == 0 {
+                    let _ = write!(line, "{}  ", paint(&padded, tint(i), self.color));
+                } else {
+                    let _ = write!(line, "{padded}  ");
+                }
+            }
+            let _ = writeln!(out, "{}", line.trim_end());
+            if let Some(message) = note(i) {
+                let _ = writeln!(out, "{}    ↳ {message}", self.indent);
+            }
         }
     }
 }
