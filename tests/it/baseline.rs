@@ -157,3 +157,39 @@ async fn profiles_share_the_checks_single_scan() {
     let aggregates = plan.lines().filter(|l| l.contains("AggregateExec")).count();
     assert!(aggregates == 1 || aggregates == 2, "{plan}");
 }
+
+#[test]
+fn several_datasets_write_one_profile_each_into_a_folder() {
+    let f = fixture();
+    let data = f.dir.path().join("data");
+    std::fs::create_dir_all(data.join("a")).unwrap();
+    std::fs::create_dir_all(data.join("b")).unwrap();
+    write_parquet(&data.join("a/1.parquet"), &table(), 5);
+    write_parquet(&data.join("b/1.parquet"), &table(), 5);
+    let rules = f.dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("a.yaml"),
+        "dataset: alpha\nmatch: \"a/*.parquet\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        rules.join("b.yaml"),
+        "dataset: beta\nmatch: \"b/*.parquet\"\n",
+    )
+    .unwrap();
+    let out_dir = f.dir.path().join("profiles");
+    let out = driftwatch(&[
+        "baseline",
+        data.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "--output",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for name in ["alpha", "beta"] {
+        let p = DatasetProfile::read(&out_dir.join(format!("{name}.profile"))).unwrap();
+        assert_eq!((p.dataset.as_str(), p.rows), (name, 10));
+    }
+}
