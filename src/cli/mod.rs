@@ -206,7 +206,7 @@ fn setup(rules_path: &Path, paths: &[PathBuf], memory_limit: Option<usize>) -> R
     let inputs = inputs::expand(paths)?;
     let engine = Engine::new(&EngineOptions {
         memory_limit,
-        target_partitions: None,
+        ..EngineOptions::default()
     })?;
     Ok(Setup {
         rule_files,

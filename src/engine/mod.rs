@@ -81,6 +81,9 @@ pub struct EngineOptions {
     pub memory_limit: Option<usize>,
     /// Parallelism of a scan (default: the number of cores).
     pub target_partitions: Option<usize>,
+    /// Smallest file DataFusion splits into several scan partitions
+    /// (DataFusion's default: 1 MiB). Mostly for tests of the parallel path.
+    pub split_files_from_bytes: Option<usize>,
 }
 
 /// Default memory pool size: plenty for aggregates over sketches, small
@@ -111,6 +114,18 @@ impl Engine {
         let mut config = SessionConfig::new().with_information_schema(false);
         if let Some(n) = options.target_partitions {
             config = config.with_target_partitions(n.max(1));
+        }
+        // Same input, same answer: each scan partition must always see the same
+        // rows, so partial profiles (whose sketches depend on their input) are
+        // reproducible. Byte-range file splits are deterministic; round-robin
+        // redistribution of batches and work stealing between scan partitions
+        // are not (they follow thread timing), so both are off. Scans still
+        // run in parallel, one byte range per partition.
+        let options_mut = config.options_mut();
+        options_mut.optimizer.enable_round_robin_repartition = false;
+        options_mut.execution.enable_file_stream_work_stealing = false;
+        if let Some(bytes) = options.split_files_from_bytes {
+            config.options_mut().optimizer.repartition_file_min_size = bytes;
         }
         Ok(Self {
             ctx: SessionContext::new_with_config_rt(config, runtime),

@@ -79,3 +79,95 @@ async fn schema_and_row_count_alone_are_answered_from_parquet_metadata() {
     assert_eq!(report.rows, Some(10));
     assert!(report.passed);
 }
+
+/// The two-stage (partial → final) path of every aggregate, including the
+/// duplicates and profiling UDAFs, gives the verdicts and profiles of the
+/// single-stage path, and the same profile on every run.
+#[tokio::test]
+async fn parallel_plans_agree_with_single_partition_plans() {
+    use driftwatch::demo::{Defects, FlightsSpec, write_flights};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("flights.parquet");
+    let spec = FlightsSpec {
+        rows: 60_000,
+        row_group_rows: 5_000,
+        defects: Defects {
+            duplicate_row_id_every: Some(97),
+            bad_origin_every: Some(50),
+            ..Defects::default()
+        },
+        ..FlightsSpec::default()
+    };
+    write_flights(&data, &spec).unwrap();
+    let rules = parse_rule_file(
+        Path::new("rules.yaml"),
+        "dataset: f\nchecks:\n  - unique: row_id\n  - unique: tailnum\n  - accepted_values: { column: origin, values: [EWR, JFK, LGA] }\n  - metric: \"avg(distance)\"\n    between: [0, 5000]\n",
+    )
+    .unwrap();
+    let single = Engine::new(&EngineOptions {
+        target_partitions: Some(1),
+        ..EngineOptions::default()
+    })
+    .unwrap();
+    let parallel = Engine::new(&EngineOptions {
+        target_partitions: Some(4),
+        split_files_from_bytes: Some(64 * 1024),
+        ..EngineOptions::default()
+    })
+    .unwrap();
+    let plan = parallel
+        .explain(&data, &rules, &ProfileRequest::AllSupported)
+        .await
+        .unwrap();
+    assert!(plan.contains("AggregateExec: mode=Partial"), "{plan}");
+    assert!(plan.contains("file_groups={4 groups"), "{plan}");
+
+    let now = crate::common::now();
+    let request = ProfileRequest::AllSupported;
+    let a = single
+        .evaluate_with_profiles(&data, "f", &rules, now, &request)
+        .await;
+    let b = parallel
+        .evaluate_with_profiles(&data, "f", &rules, now, &request)
+        .await;
+    assert_eq!(
+        serde_json::to_value(&a.report).unwrap(),
+        serde_json::to_value(&b.report).unwrap()
+    );
+    assert_eq!(b.report.checks[0].failing_rows, Some(618)); // 60000 / 97
+    let (pa, pb) = (a.profile.unwrap(), b.profile.unwrap());
+    // Same input, same profile, whatever the threads do (work stealing and
+    // round-robin repartitioning are off; partial profiles merge in a fixed order).
+    let first = serde_json::to_string(&pb).unwrap();
+    for _ in 0..4 {
+        let again = parallel
+            .evaluate_with_profiles(&data, "f", &rules, now, &request)
+            .await;
+        assert_eq!(
+            first,
+            serde_json::to_string(&again.profile.unwrap()).unwrap()
+        );
+    }
+    for (name, x) in &pa.columns {
+        let y = &pb.columns[name];
+        assert_eq!((x.count, x.nulls), (y.count, y.nulls), "{name}");
+        // Heavy-hitter summaries past the exact limit depend on how rows were
+        // split (within their documented bound); exact frequencies must agree.
+        assert_eq!(x.frequencies.n, y.frequencies.n, "{name}");
+        if x.frequencies.exact {
+            assert_eq!(x.frequencies, y.frequencies, "{name}");
+        }
+        if let (Some(s), Some(t)) = (&x.numeric, &y.numeric) {
+            assert_eq!(
+                (s.min, s.max, s.moments.n),
+                (t.min, t.max, t.moments.n),
+                "{name}"
+            );
+            assert_eq!(s.exact_values, t.exact_values, "{name}");
+            assert_eq!(s.small_domain, t.small_domain, "{name}");
+            assert!(
+                (s.moments.mean - t.moments.mean).abs() <= 1e-9 * s.moments.mean.abs().max(1.0)
+            );
+        }
+    }
+}
