@@ -9,7 +9,7 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 use globset::GlobBuilder;
 use serde_saphyr::{Location, Spanned};
 
-use super::spec::{CheckSpec, DriftSpec, RuleFileSpec, SeveritySpec};
+use super::spec::{CheckSpec, DriftSpec, ReferenceSpec, RuleFileSpec, SeveritySpec};
 use super::{
     Check, CheckKind, Correction, DriftConfig, LogicalType, Result, RuleError, RuleFile, Severity,
     SourceLocation, SqlText, Tolerance, parse_duration,
@@ -174,14 +174,27 @@ fn validate_drift(path: &Path, section: Spanned<DriftSpec>) -> Result<DriftConfi
         }
         overrides.insert(column, (o.test, o.threshold));
     }
-    let reference = spec.reference.map(|r| {
-        let r = PathBuf::from(r);
-        if r.is_absolute() {
-            r
-        } else {
-            path.parent().unwrap_or(Path::new("")).join(r)
+    let reference = match spec.reference {
+        None => None,
+        Some(ReferenceSpec::File(r)) => {
+            let r = PathBuf::from(r);
+            Some(if r.is_absolute() {
+                r
+            } else {
+                path.parent().unwrap_or(Path::new("")).join(r)
+            })
         }
-    });
+        Some(ReferenceSpec::Rolling { rolling }) => {
+            return Err(invalid(
+                location,
+                format!(
+                    "`reference: {{ rolling: {{ batches: {} }} }}` needs the daemon's batch history, \
+                     which is not available yet; use a profile file from `driftwatch baseline`",
+                    rolling.batches
+                ),
+            ));
+        }
+    };
     Ok(DriftConfig {
         reference,
         columns: spec.columns,

@@ -37,8 +37,9 @@ pub struct RuleFileSpec {
 #[serde(deny_unknown_fields)]
 pub struct DriftSpec {
     /// A profile file written by `driftwatch baseline`, relative to this rule
-    /// file (`check --reference` overrides it).
-    pub reference: Option<String>,
+    /// file (`check --reference` overrides it); or `{ rolling: { batches: N } }`
+    /// for the daemon (not available yet).
+    pub reference: Option<ReferenceSpec>,
     /// Columns to test; default: every column of a supported type in the reference.
     pub columns: Option<Vec<String>>,
     /// Per-column test and threshold, instead of the default choice.
@@ -50,6 +51,27 @@ pub struct DriftSpec {
     pub correction: Option<CorrectionSpec>,
     /// `error` (default): dataset drift fails the batch; `warn`: reported only.
     pub severity: Option<SeveritySpec>,
+}
+
+/// Where the reference profile comes from.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ReferenceSpec {
+    /// A profile file.
+    File(String),
+    /// The merged profiles of the previous batches of this dataset (daemon only).
+    Rolling {
+        /// `{ batches: N }`.
+        rolling: RollingSpec,
+    },
+}
+
+/// A rolling reference.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollingSpec {
+    /// How many previous batches to merge.
+    pub batches: u32,
 }
 
 /// A per-column drift test override.

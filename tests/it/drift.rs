@@ -398,6 +398,10 @@ fn bad_drift_sections_name_their_location() {
             ":3:3: `drift_share` must be in (0, 1], got 1.5",
         ),
         (
+            "dataset: t\ndrift:\n  reference: { rolling: { batches: 10 } }\n",
+            ":3:3: `reference: { rolling: { batches: 10 } }` needs the daemon's batch history",
+        ),
+        (
             "dataset: t\ndrift:\n  correction: holm\n",
             ":3:15: unknown variant `holm`",
         ),
