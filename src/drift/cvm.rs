@@ -34,33 +34,17 @@ pub fn cramer_von_mises(reference: &[f64], current: &[f64]) -> Result<TestOutcom
     // U = nx·Σ(r_i − i)² + ny·Σ(s_j − j)² with midranks r (reference) and s
     // (current) in the pooled sample (Anderson 1962, eq. 10). Both samples
     // are sorted, so each one's ranks come out in order while merging.
-    let (mut i, mut j) = (0usize, 0usize);
     let (mut sum_x, mut sum_y) = (0.0f64, 0.0f64);
-    let mut seen = 0usize;
-    while i < nx || j < ny {
-        let v = match (reference.get(i), current.get(j)) {
-            (Some(&a), Some(&b)) => a.min(b),
-            (Some(&a), None) => a,
-            (None, Some(&b)) => b,
-            (None, None) => break,
-        };
-        let (i0, j0) = (i, j);
-        while i < nx && reference[i] == v {
-            i += 1;
-        }
-        while j < ny && current[j] == v {
-            j += 1;
-        }
-        let t = (i - i0) + (j - j0);
+    super::tie_groups(reference, current, |xs, ys, seen| {
+        let t = xs.len() + ys.len();
         let rank = seen as f64 + (t as f64 + 1.0) / 2.0;
-        for k in i0..i {
+        for k in xs {
             sum_x += (rank - (k + 1) as f64).powi(2);
         }
-        for k in j0..j {
+        for k in ys {
             sum_y += (rank - (k + 1) as f64).powi(2);
         }
-        seen += t;
-    }
+    });
     let (nxf, nyf) = (nx as f64, ny as f64);
     let u = nxf * sum_x + nyf * sum_y;
     let k = nxf * nyf;

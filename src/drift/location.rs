@@ -30,35 +30,19 @@ pub fn mannw(reference: &[f64], current: &[f64]) -> Result<TestOutcome> {
 
     // Average ranks over the merged sorted sample: walk tie groups, crediting
     // the reference sample with its members' shared rank.
-    let (mut i, mut j) = (0usize, 0usize);
     let mut rank_sum_ref = 0.0;
     let mut tie_term = 0.0; // Σ (t³ − t) over tie groups
     let mut has_ties = false;
-    let mut seen = 0usize;
-    while i < n1 || j < n2 {
-        let v = match (reference.get(i), current.get(j)) {
-            (Some(&a), Some(&b)) => a.min(b),
-            (Some(&a), None) => a,
-            (None, Some(&b)) => b,
-            (None, None) => break,
-        };
-        let (i0, j0) = (i, j);
-        while i < n1 && reference[i] == v {
-            i += 1;
-        }
-        while j < n2 && current[j] == v {
-            j += 1;
-        }
-        let t = (i - i0) + (j - j0);
+    super::tie_groups(reference, current, |xs, ys, seen| {
+        let t = xs.len() + ys.len();
         let avg_rank = seen as f64 + (t as f64 + 1.0) / 2.0;
-        rank_sum_ref += avg_rank * (i - i0) as f64;
-        seen += t;
+        rank_sum_ref += avg_rank * xs.len() as f64;
         if t > 1 {
             has_ties = true;
             let tf = t as f64;
             tie_term += tf * tf * tf - tf;
         }
-    }
+    });
     let u1 = rank_sum_ref - n1f * (n1f + 1.0) / 2.0;
     let u2 = n1f * n2f - u1;
     let u = u1.max(u2);

@@ -260,6 +260,36 @@ pub fn default_test(column: ColumnKind, reference_rows: u64, distinct: u64) -> T
     }
 }
 
+/// Walks two sorted samples together, one group of equal values at a time,
+/// calling `visit(reference_range, current_range, values_before)` with the
+/// group's index ranges in each sample and how many pooled values precede it.
+/// The rank tests use it for midranks: the group's shared rank is
+/// `values_before + (group size + 1) / 2`.
+pub(crate) fn tie_groups(
+    reference: &[f64],
+    current: &[f64],
+    mut visit: impl FnMut(std::ops::Range<usize>, std::ops::Range<usize>, usize),
+) {
+    let (mut i, mut j, mut seen) = (0usize, 0usize, 0usize);
+    while i < reference.len() || j < current.len() {
+        let v = match (reference.get(i), current.get(j)) {
+            (Some(&a), Some(&b)) => a.min(b),
+            (Some(&a), None) => a,
+            (None, Some(&b)) => b,
+            (None, None) => break,
+        };
+        let (i0, j0) = (i, j);
+        while i < reference.len() && reference[i] == v {
+            i += 1;
+        }
+        while j < current.len() && current[j] == v {
+            j += 1;
+        }
+        visit(i0..i, j0..j, seen);
+        seen += (i - i0) + (j - j0);
+    }
+}
+
 /// Checks that a raw sample is non-empty, finite and sorted ascending.
 pub(crate) fn check_sorted_sample(x: &[f64], side: Side) -> Result<()> {
     if x.is_empty() {
