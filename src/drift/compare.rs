@@ -293,12 +293,7 @@ fn values_counted(p: &ColumnProfile) -> u64 {
 fn distinct_union(a: &ColumnProfile, b: &ColumnProfile) -> u64 {
     match (a.kind, &a.numeric, &b.numeric) {
         (ColumnKind::Numeric, Some(x), Some(y)) => match (&x.small_domain, &y.small_domain) {
-            (Some(dx), Some(dy)) => {
-                let mut values: Vec<f64> = dx.iter().chain(dy.iter()).map(|(v, _)| *v).collect();
-                values.sort_by(f64::total_cmp);
-                values.dedup_by(|p, q| p.total_cmp(q).is_eq());
-                values.len() as u64
-            }
+            (Some(dx), Some(dy)) => domain_union(dx, dy).len() as u64,
             _ => 1001,
         },
         _ => {
@@ -329,15 +324,21 @@ fn counts(p: &ColumnProfile) -> Option<BTreeMap<String, u64>> {
     }
 }
 
+/// The distinct values of two small numeric domains together, sorted.
+fn domain_union(a: &[(f64, u64)], b: &[(f64, u64)]) -> Vec<f64> {
+    let mut values: Vec<f64> = a.iter().chain(b).map(|(v, _)| *v).collect();
+    values.sort_by(f64::total_cmp);
+    values.dedup_by(|p, q| p.total_cmp(q).is_eq());
+    values
+}
+
 /// Numeric counts keyed in value order (for one-bin-per-value binning).
 fn numeric_domain_bins(a: &ColumnProfile, b: &ColumnProfile) -> Option<(Vec<f64>, Vec<f64>)> {
     let (da, db) = (
         a.numeric.as_ref()?.small_domain.as_ref()?,
         b.numeric.as_ref()?.small_domain.as_ref()?,
     );
-    let mut values: Vec<f64> = da.iter().chain(db.iter()).map(|(v, _)| *v).collect();
-    values.sort_by(f64::total_cmp);
-    values.dedup_by(|p, q| p.total_cmp(q).is_eq());
+    let values = domain_union(da, db);
     let lookup = |d: &[(f64, u64)], v: f64| {
         d.binary_search_by(|(x, _)| x.total_cmp(&v))
             .map_or(0.0, |i| d[i].1 as f64)
@@ -354,19 +355,16 @@ type Points = Vec<(f64, f64)>;
 /// Aligned bin weights of both sides, and a note on how they were binned.
 type Bins = (Vec<f64>, Vec<f64>, Option<String>);
 
-/// A numeric distribution's weighted points, whether they are exact, and
-/// their rank-error bound.
-fn points(p: &ColumnProfile) -> Option<(Points, bool, f64)> {
-    let s = p.numeric.as_ref()?;
-    if let Some(exact) = &s.exact_values {
-        let mut v = exact.clone();
-        v.sort_by(f64::total_cmp);
-        return Some((v.into_iter().map(|x| (x, 1.0)).collect(), true, 0.0));
+/// A numeric distribution's weighted points and their rank-error bound
+/// (0 for exact values).
+fn points(p: &ColumnProfile) -> Option<(Points, f64)> {
+    if let Some(exact) = samples(p) {
+        return Some((exact.into_iter().map(|x| (x, 1.0)).collect(), 0.0));
     }
+    let s = p.numeric.as_ref()?;
     let items = s.sketch.weighted_items();
     Some((
         items.into_iter().map(|(v, w)| (v, w as f64)).collect(),
-        false,
         s.sketch.rank_error_bound(),
     ))
 }
@@ -420,8 +418,7 @@ fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) 
                 };
                 return Ok((outcome, None));
             }
-            let (Some((pa, _, ea)), Some((pb, _, eb))) = (points(reference), points(current))
-            else {
+            let (Some((pa, ea)), Some((pb, eb))) = (points(reference), points(current)) else {
                 return Err("no numeric values".to_string());
             };
             let cdfs = merged_cdfs(&pa, &pb);
@@ -534,7 +531,7 @@ fn binned(reference: &ColumnProfile, current: &ColumnProfile) -> Result<Bins, St
     if let Some((r, c)) = numeric_domain_bins(reference, current) {
         return Ok((r, c, None));
     }
-    let (Some((pa, _, _)), Some((pb, _, _))) = (points(reference), points(current)) else {
+    let (Some((pa, _)), Some((pb, _))) = (points(reference), points(current)) else {
         return Err("no numeric values".to_string());
     };
     let sketch = &reference

@@ -481,11 +481,7 @@ pub fn is_string(data_type: &DataType) -> bool {
 }
 
 fn is_temporal(data_type: &DataType) -> bool {
-    let data_type = match data_type {
-        DataType::Dictionary(_, v) => v.as_ref(),
-        other => other,
-    };
-    data_type.is_temporal()
+    value_type(data_type).is_temporal()
 }
 
 fn value_type(data_type: &DataType) -> &DataType {
