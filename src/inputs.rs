@@ -8,7 +8,10 @@
 //! matched against the path relative to the PATH argument a file came from; a
 //! file given by name matches by its file name.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use crate::sources::partitions::partitions_of;
 
 use crate::rules::RuleFile;
 
@@ -33,6 +36,8 @@ pub struct Input {
     /// The path relative to the PATH argument it came from (its file name
     /// when the argument was the file itself); what `match` globs see.
     pub relative: PathBuf,
+    /// Hive partition values from the relative path's folders.
+    pub partitions: BTreeMap<String, String>,
 }
 
 impl Input {
@@ -56,7 +61,12 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<Input>, InputError> {
             found.sort();
             for path in found {
                 let relative = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
-                inputs.push(Input { path, relative });
+                let partitions = partitions_of(&relative);
+                inputs.push(Input {
+                    path,
+                    relative,
+                    partitions,
+                });
             }
         } else {
             let relative = root
@@ -66,6 +76,7 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<Input>, InputError> {
             inputs.push(Input {
                 path: root.clone(),
                 relative,
+                partitions: BTreeMap::new(),
             });
         }
     }

@@ -30,11 +30,17 @@
 //! - `cli` (binary only): argument parsing, exit codes; the only place that
 //!   uses `anyhow`.
 
+pub mod agent;
 pub mod check;
+pub mod config;
 pub mod demo;
 pub mod drift;
 pub mod engine;
+pub mod evaluate;
 pub mod inputs;
 pub mod profile;
 pub mod report;
 pub mod rules;
+pub mod sinks;
+pub mod sources;
+pub mod state;

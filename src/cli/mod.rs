@@ -18,8 +18,10 @@ use driftwatch::profile::DatasetProfile;
 use driftwatch::report::{Report, render_table};
 use driftwatch::{demo, inputs, rules};
 
+mod agent_cmd;
+
 /// Exit code for usage, rule and input errors.
-const EXIT_USAGE: i32 = 2;
+pub(crate) const EXIT_USAGE: i32 = 2;
 
 #[derive(Parser)]
 #[command(
@@ -41,10 +43,84 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
-    /// Generate demo batches and rules, check them, and show the report.
+    /// Run the agent live on a temporary lake for about a minute: batches land,
+    /// drift and rule failures appear midway, the agent catches them.
     Demo(DemoArgs),
     /// Build a reference profile (baseline) of every supported column from Parquet files.
     Baseline(BaselineArgs),
+    /// Run the agent: watch folders and evaluate every new batch exactly once.
+    Run(RunArgs),
+    /// Print the latest result per dataset, from the running agent or its store.
+    Status(StatusArgs),
+    /// The agent's config file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the JSON Schema of `driftwatch.toml`.
+    Schema,
+    /// Validate a config file and print the settings it resolves to.
+    Check {
+        /// The config file.
+        path: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The config file (TOML; see `driftwatch config schema`). Flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// A folder to watch (repeatable).
+    #[arg(long)]
+    watch: Vec<PathBuf>,
+    /// The rules folder (or one rule file).
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// The state folder (default: `.driftwatch/` in the first watched folder).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// HTTP listen address (default 127.0.0.1:9464; port 0 picks one, written to `agent.json`).
+    #[arg(long)]
+    listen: Option<String>,
+    /// How long a file must stay unchanged before it is read, e.g. `2s`, `500ms`.
+    #[arg(long)]
+    settle: Option<String>,
+    /// List the folders periodically instead of using filesystem events (network mounts).
+    #[arg(long)]
+    poll: bool,
+    /// Batches evaluated at the same time (default: the number of cores).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Memory DataFusion may use across evaluations, e.g. `512MiB` (default 1GiB).
+    #[arg(long)]
+    memory_limit: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormatArg>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// Ask the agent listening here (default 127.0.0.1:9464).
+    #[arg(long)]
+    listen: Option<String>,
+    /// The agent's state folder: ask the agent that runs on it, or read its store when none does.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
 }
 
 #[derive(clap::Args)]
@@ -111,12 +187,22 @@ struct CheckArgs {
 
 #[derive(clap::Args)]
 struct DemoArgs {
-    /// Where to write the demo files (default: a new folder under the system temp dir).
+    /// Where to make the demo lake (default: a new folder under the system temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "table")]
-    format: Format,
+    /// Batches to land.
+    #[arg(long, default_value_t = 12)]
+    batches: usize,
+    /// Time between batches, e.g. `5s` or `500ms`.
+    #[arg(long, default_value = "5s", value_parser = parse_interval)]
+    interval: std::time::Duration,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 20_000)]
+    rows: u64,
+}
+
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    driftwatch::config::parse_interval(text)
 }
 
 fn parse_now(text: &str) -> Result<DateTime<Utc>, String> {
@@ -126,25 +212,7 @@ fn parse_now(text: &str) -> Result<DateTime<Utc>, String> {
 }
 
 fn parse_bytes(text: &str) -> Result<usize, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: usize = number
-        .parse()
-        .map_err(|_| format!("`{text}`: expected e.g. 512MiB"))?;
-    let scale: usize = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" | "KB" => 1 << 10,
-        "MiB" | "M" | "MB" => 1 << 20,
-        "GiB" | "G" | "GB" => 1 << 30,
-        other => {
-            return Err(format!(
-                "`{text}`: unknown unit `{other}` (use B, KiB, MiB, GiB)"
-            ));
-        }
-    };
-    n.checked_mul(scale)
-        .ok_or_else(|| format!("`{text}`: too large"))
+    driftwatch::config::parse_bytes(text)
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -186,6 +254,27 @@ fn run(cli: Cli) -> Result<i32> {
         }
         Command::Demo(args) => runtime()?.block_on(run_demo(args)),
         Command::Baseline(args) => runtime()?.block_on(baseline(args)),
+        Command::Run(args) => agent_cmd::run(args),
+        Command::Status(args) => runtime()?.block_on(agent_cmd::status(args)),
+        Command::Config {
+            command: ConfigCommand::Schema,
+        } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&driftwatch::config::json_schema())?
+            );
+            Ok(0)
+        }
+        Command::Config {
+            command: ConfigCommand::Check { path },
+        } => {
+            let settings = driftwatch::config::Settings::resolve(
+                Some(&path),
+                &driftwatch::config::Overrides::default(),
+            )?;
+            println!("ok: {}\n{settings:#?}", path.display());
+            Ok(0)
+        }
     }
 }
 
@@ -371,24 +460,17 @@ async fn run_demo(args: DemoArgs) -> Result<i32> {
             std::env::temp_dir().join(format!("driftwatch-demo-{stamp}-{}", std::process::id()))
         }
     };
-    let now = Utc::now();
-    let files = demo::prepare(&root, now)?;
-    let rule_files = rules::load_rules(&files.rules)?;
-    let inputs = inputs::expand(std::slice::from_ref(&files.data))?;
-    let engine = Engine::new(&EngineOptions::default())?;
-    let report = run_check(&engine, &inputs, &rule_files, false, now, None).await;
-    emit(&report, args.format, None)?;
-    if matches!(args.format, Format::Table) {
-        println!();
-        println!("Demo files are in {}", files.root.display());
-        println!(
-            "The last batch has planted failures; that is the point of the demo. Try:\n  \
-             driftwatch check {} --rules {} --format json",
-            files.data.display(),
-            files.rules.display()
-        );
-    }
+    // The demo tells its story on stdout; the agent logs only errors.
+    agent_cmd::init_logging(driftwatch::config::LogFormat::Text, "error");
+    let options = demo::live::LiveOptions {
+        root,
+        batches: args.batches.max(2),
+        interval: args.interval,
+        rows: args.rows.max(1000),
+    };
+    let mut out = std::io::stdout();
+    let summary = demo::live::run_live(&options, &mut out).await?;
     // The planted failures are the demo's content, not an error; only a
-    // broken evaluation (exit 2) makes the demo itself fail.
-    Ok(if report.exit_code() == 2 { 2 } else { 0 })
+    // demo in which nothing was evaluated fails.
+    Ok(if summary.evaluated == 0 { 2 } else { 0 })
 }

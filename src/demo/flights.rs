@@ -106,6 +106,9 @@ pub struct FlightsSpec {
     pub span_hours: i64,
     /// Planted failures.
     pub defects: Defects,
+    /// Minutes added to every departure (and so arrival) delay: distribution
+    /// drift for demos and drift tests (0: none).
+    pub delay_shift: i64,
 }
 
 impl Default for FlightsSpec {
@@ -118,6 +121,7 @@ impl Default for FlightsSpec {
             start: DateTime::from_timestamp(1_356_998_400, 0).unwrap_or_default(), // 2013-01-01
             span_hours: 24 * 31,
             defects: Defects::default(),
+            delay_shift: 0,
         }
     }
 }
@@ -249,7 +253,7 @@ pub fn flights_batch(spec: &FlightsSpec, offset: u64, len: usize) -> Result<Reco
             30 + rng.below(150) as i64
         } else {
             180 + rng.below(420) as i64
-        };
+        } + spec.delay_shift;
         if cancelled {
             dep_time.append_null();
             dep_delay.append_null();

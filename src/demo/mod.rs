@@ -7,6 +7,7 @@
 //! generator (`examples/gen_flights.rs`) and the tests.
 
 pub mod flights;
+pub mod live;
 
 use std::path::{Path, PathBuf};
 
@@ -118,6 +119,7 @@ pub fn prepare(root: &Path, now: DateTime<Utc>) -> Result<DemoFiles, DemoError> 
             start,
             span_hours: 24,
             defects,
+            delay_shift: 0,
         };
         write_flights(&path, &spec)?;
         written.push(path);

@@ -82,6 +82,8 @@ pub struct DriftReport {
     pub severity: Severity,
     /// Why drift could not be computed at all (e.g. an unreadable reference).
     pub error: Option<String>,
+    /// A note that is not an error, e.g. a rolling reference still filling up.
+    pub message: Option<String>,
     /// One entry per column, in name order.
     pub columns: Vec<ColumnDrift>,
 }
@@ -97,6 +99,25 @@ impl DriftReport {
             correction: correction_name(config.correction).to_string(),
             severity: config.severity,
             error: Some(error),
+            message: None,
+            columns: Vec::new(),
+        }
+    }
+
+    /// A drift section with nothing to compare yet: a rolling reference that
+    /// has `have` of its `need` batches (none is tested until it has one).
+    pub fn warming_up(reference: String, config: &DriftConfig, have: usize, need: usize) -> Self {
+        Self {
+            reference,
+            dataset_drift: false,
+            drifted_share: None,
+            drift_share_threshold: config.drift_share,
+            correction: correction_name(config.correction).to_string(),
+            severity: config.severity,
+            error: None,
+            message: Some(format!(
+                "rolling reference has {have} of {need} batches; drift is tested once it has at least one"
+            )),
             columns: Vec::new(),
         }
     }
@@ -146,6 +167,7 @@ pub fn compare(
         correction: correction_name(config.correction).to_string(),
         severity: config.severity,
         error: None,
+        message: None,
         columns: results,
     }
 }

@@ -197,6 +197,36 @@ pub fn compile(
     }
 }
 
+/// Re-judges `schema` checks against the batch's own columns and drops
+/// profiles of partition columns: Hive partition values are constants added
+/// to the scan so that `where` filters can use them, not data to type-check
+/// or profile.
+pub fn exclude_partitions(
+    compiled: &mut CompiledRules,
+    data_schema: &DFSchema,
+    rules: &RuleFile,
+    partitions: &[String],
+) {
+    if partitions.is_empty() {
+        return;
+    }
+    for (check, slot) in rules.checks.iter().zip(compiled.checks.iter_mut()) {
+        if let (
+            Compiled::Schema(_),
+            CheckKind::Schema {
+                columns,
+                allow_extra,
+            },
+        ) = (&slot, &check.kind)
+        {
+            *slot = Compiled::Schema(schema_verdict(data_schema, columns, *allow_extra));
+        }
+    }
+    compiled
+        .profiles
+        .retain(|(name, _)| !partitions.iter().any(|p| p == name));
+}
+
 /// Compiles one check alone (used to find the culprit when a whole plan fails).
 pub fn compile_single(
     ctx: &SessionContext,

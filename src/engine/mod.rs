@@ -12,16 +12,17 @@ mod duplicates;
 mod profiler;
 mod verdict;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use datafusion::common::DFSchema;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::utils::find_aggregate_exprs;
-use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, col};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, col, lit};
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
@@ -41,6 +42,17 @@ pub struct Evaluation {
     pub report: BatchReport,
     /// The profiles of the requested columns (None when the batch could not be read).
     pub profile: Option<DatasetProfile>,
+}
+
+/// One batch to evaluate.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchInput<'a> {
+    /// A Parquet file, or a folder whose `*.parquet` files form the batch.
+    pub path: &'a Path,
+    /// How the batch is named in the report.
+    pub source: &'a str,
+    /// Hive partition values from the batch's path (`day=2024-05-01/…`).
+    pub partitions: &'a BTreeMap<String, String>,
 }
 
 /// Engine errors. Input errors are the user's (a missing or corrupt file);
@@ -157,16 +169,35 @@ impl Engine {
         now: DateTime<Utc>,
         request: &ProfileRequest,
     ) -> Evaluation {
+        let input = BatchInput {
+            path,
+            source,
+            partitions: &BTreeMap::new(),
+        };
+        self.evaluate_batch(&input, rules, now, request).await
+    }
+
+    /// Evaluates one batch — a file, or a folder of part files scanned as
+    /// one table — with its Hive partition values usable as columns.
+    pub async fn evaluate_batch(
+        &self,
+        input: &BatchInput<'_>,
+        rules: &RuleFile,
+        now: DateTime<Utc>,
+        request: &ProfileRequest,
+    ) -> Evaluation {
+        let (path, source) = (input.path, input.source);
         let failed = |e: EngineError| Evaluation {
             report: BatchReport::failed(
                 source.to_string(),
                 rules.dataset.clone(),
                 rules.path.display().to_string(),
                 e.to_string(),
-            ),
+            )
+            .with_partitions(input.partitions),
             profile: None,
         };
-        let planned = match self.plan(path, rules, request).await {
+        let planned = match self.plan(path, input.partitions, rules, request).await {
             Ok(p) => p,
             Err(e) => return failed(e),
         };
@@ -179,7 +210,8 @@ impl Engine {
             Err(e) => return failed(e),
         };
         Evaluation {
-            report: verdict::build_report(source, rules, &planned.compiled, &values, now),
+            report: verdict::build_report(source, rules, &planned.compiled, &values, now)
+                .with_partitions(input.partitions),
             profile,
         }
     }
@@ -228,7 +260,7 @@ impl Engine {
         rules: &RuleFile,
         request: &ProfileRequest,
     ) -> Result<String> {
-        let planned = self.plan(path, rules, request).await?;
+        let planned = self.plan(path, &BTreeMap::new(), rules, request).await?;
         Ok(displayable(planned.physical.as_ref())
             .indent(true)
             .to_string())
@@ -236,10 +268,18 @@ impl Engine {
 
     async fn open(&self, path: &Path) -> Result<DataFrame> {
         let location = path.to_string_lossy();
-        // Any extension: the caller decided this file is a batch.
-        let options = ParquetReadOptions::default().file_extension("");
+        let is_dir = path.is_dir();
+        // A file: any extension (the caller decided it is a batch). A folder
+        // of part files: its `*.parquet` files, which leaves out `_SUCCESS`,
+        // `.crc` and other writer leftovers.
+        let options =
+            ParquetReadOptions::default().file_extension(if is_dir { ".parquet" } else { "" });
+        let mut location = location.into_owned();
+        if is_dir && !location.ends_with('/') {
+            location.push('/');
+        }
         self.ctx
-            .read_parquet(location.as_ref(), options)
+            .read_parquet(location, options)
             .await
             .map_err(|e| EngineError::Input {
                 path: path.display().to_string(),
@@ -247,16 +287,49 @@ impl Engine {
             })
     }
 
+    /// Opens the batch and adds each Hive partition value the file does not
+    /// already have as a constant column, so `where: "day = '2024-05-01'"`
+    /// works; returns the names added.
+    async fn open_with_partitions(
+        &self,
+        path: &Path,
+        partitions: &BTreeMap<String, String>,
+    ) -> Result<(DataFrame, DFSchema, Vec<String>)> {
+        let mut df = self.open(path).await?;
+        let data_schema = df.schema().clone();
+        let mut added = Vec::new();
+        for (key, value) in partitions {
+            if data_schema.field_with_unqualified_name(key).is_ok() {
+                continue;
+            }
+            df = df
+                .with_column(key, lit(value.clone()))
+                .map_err(|e| EngineError::Internal {
+                    path: path.display().to_string(),
+                    reason: compile::one_line(&e.strip_backtrace()),
+                })?;
+            added.push(key.clone());
+        }
+        Ok((df, data_schema, added))
+    }
+
     async fn plan(
         &self,
         path: &Path,
+        partitions: &BTreeMap<String, String>,
         rules: &RuleFile,
         request: &ProfileRequest,
     ) -> Result<Planned> {
-        let df = self.open(path).await?;
+        let (df, data_schema, partition_columns) =
+            self.open_with_partitions(path, partitions).await?;
         let schema = df.schema().clone();
         let scan = df.into_unoptimized_plan();
-        let mut compiled = compile::compile(&self.ctx, &schema, rules, request);
+        let compile_all = |rules: &RuleFile| {
+            let mut compiled = compile::compile(&self.ctx, &schema, rules, request);
+            compile::exclude_partitions(&mut compiled, &data_schema, rules, &partition_columns);
+            compiled
+        };
+        let mut compiled = compile_all(rules);
         match self.physical(&scan, &compiled.outputs).await {
             Ok(physical) => return Ok(Planned { physical, compiled }),
             Err(whole) => {
@@ -294,7 +367,7 @@ impl Engine {
             .collect();
         let mut it = keep.iter();
         valid.checks.retain(|_| *it.next().unwrap_or(&false));
-        let rebuilt = compile::compile(&self.ctx, &schema, &valid, request);
+        let rebuilt = compile_all(&valid);
         let physical =
             self.physical(&scan, &rebuilt.outputs)
                 .await

@@ -26,6 +26,7 @@ pub fn build_report(
         source: source.to_string(),
         dataset: rules.dataset.clone(),
         rules: rules.path.display().to_string(),
+        partitions: Default::default(),
         rows,
         passed: true,
         error: None,

@@ -27,6 +27,37 @@ pub struct Report {
     pub reports: Vec<BatchReport>,
     /// Inputs no rule file matched.
     pub unmatched: Vec<String>,
+    /// The agent's record of this evaluation (`driftwatch run`'s results
+    /// log); null from `driftwatch check`.
+    pub agent: Option<AgentRecord>,
+}
+
+/// What the agent adds to each report it writes to its results log.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentRecord {
+    /// Position in the results log: 1, 2, 3… with no gaps and no repeats
+    /// across restarts.
+    pub seq: u64,
+    /// When the evaluation finished (RFC 3339, UTC).
+    pub evaluated_at: String,
+    /// The batch version evaluated.
+    pub batch: BatchVersion,
+}
+
+/// One version of a batch: a file (or folder of part files) at a given size
+/// and modification time. A rewritten file is a new version.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+pub struct BatchVersion {
+    /// `file` or `directory`.
+    pub kind: String,
+    /// The path under the watched folder, as found.
+    pub path: String,
+    /// Bytes (for a folder: of all its part files).
+    pub size: u64,
+    /// Last modification, nanoseconds since the Unix epoch (for a folder: the latest part's).
+    pub modified_ns: i64,
+    /// Part files in the batch (1 for a file).
+    pub parts: u64,
 }
 
 impl Report {
@@ -36,6 +67,7 @@ impl Report {
             version: REPORT_VERSION,
             reports,
             unmatched,
+            agent: None,
         }
     }
 
@@ -67,6 +99,9 @@ pub struct BatchReport {
     pub dataset: String,
     /// The rule file.
     pub rules: String,
+    /// Hive partition values parsed from the batch's path (`key=value`
+    /// folders); empty when there are none.
+    pub partitions: std::collections::BTreeMap<String, String>,
     /// Rows in the batch; null when it could not be read.
     pub rows: Option<u64>,
     /// False only when an error-severity check fails or errors, or the batch could not be read.
@@ -86,12 +121,22 @@ impl BatchReport {
             source,
             dataset,
             rules,
+            partitions: Default::default(),
             rows: None,
             passed: false,
             error: Some(error),
             checks: Vec::new(),
             drift: None,
         }
+    }
+
+    /// Sets the Hive partition values of the batch.
+    pub fn with_partitions(
+        mut self,
+        partitions: &std::collections::BTreeMap<String, String>,
+    ) -> Self {
+        self.partitions = partitions.clone();
+        self
     }
 
     /// Computes `passed` from the checks.

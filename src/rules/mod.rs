@@ -92,15 +92,58 @@ pub struct RuleFile {
     pub checks: Vec<Check>,
     /// The `drift:` section, if any.
     pub drift: Option<DriftConfig>,
+    /// Whether a batch is a file or a folder of part files.
+    pub batch: BatchUnit,
 }
 
 pub use spec::CorrectionSpec as Correction;
 
+/// Most previous batches a rolling reference may merge (profiles are kept in
+/// the agent's store, one per batch).
+pub const MAX_ROLLING_BATCHES: u32 = 1000;
+
+/// Where a drift reference comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference {
+    /// A profile file (from `driftwatch baseline`), resolved against the rule file's folder.
+    File(PathBuf),
+    /// The merged profiles of the previous `batches` batches of the dataset
+    /// (kept in the agent's store; within one `check` run, the previous inputs).
+    Rolling {
+        /// How many previous batches.
+        batches: usize,
+    },
+}
+
+/// How batches of a dataset are formed from files.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchUnit {
+    /// Each file is a batch (default).
+    #[default]
+    File,
+    /// Each folder of part files is one batch, taken when its `_SUCCESS`
+    /// marker appears (or once it has been quiet for the settle time).
+    Directory,
+}
+
 /// The validated `drift:` section.
 #[derive(Debug, Clone)]
 pub struct DriftConfig {
-    /// The reference profile, resolved against the rule file's folder.
-    pub reference: Option<PathBuf>,
+    /// Where the reference profile comes from.
+    pub reference: Option<Reference>,
     /// Columns to test (None: every supported column of the reference).
     pub columns: Option<Vec<String>>,
     /// Per-column test and threshold overrides.

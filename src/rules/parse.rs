@@ -11,8 +11,8 @@ use serde_saphyr::{Location, Spanned};
 
 use super::spec::{CheckSpec, DriftSpec, ReferenceSpec, RuleFileSpec, SeveritySpec};
 use super::{
-    Check, CheckKind, Correction, DriftConfig, LogicalType, Result, RuleError, RuleFile, Severity,
-    SourceLocation, SqlText, Tolerance, parse_duration,
+    Check, CheckKind, Correction, DriftConfig, LogicalType, MAX_ROLLING_BATCHES, Reference, Result,
+    RuleError, RuleFile, Severity, SourceLocation, SqlText, Tolerance, parse_duration,
 };
 
 /// The glob used when a rule file has no `match`.
@@ -149,6 +149,7 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<RuleFile> {
         matcher,
         checks,
         drift,
+        batch: spec.batch,
     })
 }
 
@@ -178,21 +179,25 @@ fn validate_drift(path: &Path, section: Spanned<DriftSpec>) -> Result<DriftConfi
         None => None,
         Some(ReferenceSpec::File(r)) => {
             let r = PathBuf::from(r);
-            Some(if r.is_absolute() {
+            Some(Reference::File(if r.is_absolute() {
                 r
             } else {
                 path.parent().unwrap_or(Path::new("")).join(r)
-            })
+            }))
         }
         Some(ReferenceSpec::Rolling { rolling }) => {
-            return Err(invalid(
-                location,
-                format!(
-                    "`reference: {{ rolling: {{ batches: {} }} }}` needs the daemon's batch history, \
-                     which is not available yet; use a profile file from `driftwatch baseline`",
-                    rolling.batches
-                ),
-            ));
+            if rolling.batches == 0 || rolling.batches > MAX_ROLLING_BATCHES {
+                return Err(invalid(
+                    location,
+                    format!(
+                        "`rolling.batches` must be between 1 and {MAX_ROLLING_BATCHES}, got {}",
+                        rolling.batches
+                    ),
+                ));
+            }
+            Some(Reference::Rolling {
+                batches: rolling.batches as usize,
+            })
         }
     };
     Ok(DriftConfig {

@@ -23,6 +23,10 @@ pub struct RuleFileSpec {
     /// root (or to the PATH given to `driftwatch check`). Default: `**/*.parquet`.
     #[serde(rename = "match", default)]
     pub match_glob: Option<String>,
+    /// What one batch is: `file` (default) or `directory` (a folder of part
+    /// files, complete when `_SUCCESS` appears or after the settle time).
+    #[serde(default)]
+    pub batch: super::BatchUnit,
     /// The checks, evaluated together in one scan of each batch.
     #[serde(default)]
     #[schemars(with = "Vec<CheckSpec>")]
@@ -37,8 +41,8 @@ pub struct RuleFileSpec {
 #[serde(deny_unknown_fields)]
 pub struct DriftSpec {
     /// A profile file written by `driftwatch baseline`, relative to this rule
-    /// file (`check --reference` overrides it); or `{ rolling: { batches: N } }`
-    /// for the daemon (not available yet).
+    /// file (`check --reference` overrides it); or `{ rolling: { batches: N } }`:
+    /// the merged profiles of the dataset's previous N batches.
     pub reference: Option<ReferenceSpec>,
     /// Columns to test; default: every column of a supported type in the reference.
     pub columns: Option<Vec<String>>,
@@ -59,7 +63,7 @@ pub struct DriftSpec {
 pub enum ReferenceSpec {
     /// A profile file.
     File(String),
-    /// The merged profiles of the previous batches of this dataset (daemon only).
+    /// The merged profiles of the previous batches of this dataset.
     Rolling {
         /// `{ batches: N }`.
         rolling: RollingSpec,

@@ -119,7 +119,15 @@ fn json_report_has_every_field_even_when_null() {
     assert_eq!(
         keys,
         [
-            "source", "dataset", "rules", "rows", "passed", "error", "checks", "drift"
+            "source",
+            "dataset",
+            "rules",
+            "partitions",
+            "rows",
+            "passed",
+            "error",
+            "checks",
+            "drift"
         ]
     );
     let c = r["checks"][0].as_object().unwrap();
@@ -228,40 +236,48 @@ fn rules_schema_is_a_json_schema_of_the_format() {
 }
 
 #[test]
-fn demo_runs_and_shows_planted_failures() {
+fn demo_runs_the_agent_live_and_catches_drift_failures_and_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let out = driftwatch(&[
         "demo",
         "--dir",
         dir.path().to_str().unwrap(),
-        "--format",
-        "json",
+        "--interval",
+        "300ms",
+        "--batches",
+        "8",
+        "--rows",
+        "2000",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let reports = report["reports"].as_array().unwrap();
-    assert_eq!(reports.len(), 3);
-    let passed: Vec<bool> = reports
-        .iter()
-        .map(|r| r["passed"].as_bool().unwrap())
-        .collect();
-    assert_eq!(passed, [true, true, false]);
-    let failing: Vec<&str> = reports[2]["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["status"] == "fail")
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let stdout = text(&out.stdout);
     assert_eq!(
-        failing,
-        [
-            "unique_row_id",
-            "not_null_dep_delay",
-            "range_distance",
-            "accepted_values_origin",
-            "regex_tailnum"
-        ]
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
     );
-    assert!(dir.path().join("rules/flights.yaml").exists());
+    // Batches 1-4 clean, 5 and 8 shifted, 6 corrupt, 7 shifted with planted failures.
+    assert!(
+        stdout.contains(
+            "8 batches evaluated: 4 passed, 3 with dataset drift, 3 with failing checks, 1 unreadable."
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("DRIFT in dep_delay, arr_delay"), "{stdout}");
+    assert!(
+        stdout.contains("checks not passing: unique_row_id, not_null_dep_delay, range_distance, accepted_values_origin, regex_tailnum"),
+        "{stdout}"
+    );
+    // The results log holds the same 8 reports, seq 1..8.
+    let log = std::fs::read_to_string(dir.path().join("state/results.jsonl")).unwrap();
+    let seqs: Vec<u64> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["agent"]["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
+    assert!(log.contains("\"partitions\":{\"date\":\"2013-01-06\"}"));
 }

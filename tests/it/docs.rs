@@ -62,6 +62,7 @@ fn report_doc_example_has_the_shape_of_a_real_report() {
             "correction",
             "severity",
             "error",
+            "message",
             "columns"
         ]
     );

@@ -398,8 +398,8 @@ fn bad_drift_sections_name_their_location() {
             ":3:3: `drift_share` must be in (0, 1], got 1.5",
         ),
         (
-            "dataset: t\ndrift:\n  reference: { rolling: { batches: 10 } }\n",
-            ":3:3: `reference: { rolling: { batches: 10 } }` needs the daemon's batch history",
+            "dataset: t\ndrift:\n  reference: { rolling: { batches: 0 } }\n",
+            ":3:3: `rolling.batches` must be between 1 and 1000, got 0",
         ),
         (
             "dataset: t\ndrift:\n  correction: holm\n",

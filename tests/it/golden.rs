@@ -61,6 +61,7 @@ async fn golden_flights_with_planted_defects() {
             bad_tailnum_every: Some(700),
             negative_distance_every: Some(5000),
         },
+        delay_shift: 0,
     };
     write_flights(&data, &spec).unwrap();
     golden("flights_defects", &data).await;

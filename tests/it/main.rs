@@ -3,6 +3,7 @@
 //! Every test writes real Parquet files (or uses the demo generator) and runs
 //! the real engine or the real `driftwatch` binary.
 
+mod agent;
 mod baseline;
 mod checks;
 mod cli;

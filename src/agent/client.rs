@@ -1,0 +1,66 @@
+//! Talking to a running agent: `agent.json` in its state folder says where
+//! it listens, and a minimal HTTP/1.1 GET asks it (for `driftwatch status`
+//! and tests).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+
+/// `agent.json`: which agent runs on a state folder, and where it listens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentInfo {
+    /// Process id.
+    pub pid: u32,
+    /// HTTP address.
+    pub listen: String,
+    /// Instance id (host-pid-start).
+    pub instance: String,
+    /// Start time (RFC 3339).
+    pub started_at: String,
+    /// driftwatch version.
+    pub version: String,
+}
+
+/// Reads `agent.json` from a state folder.
+pub fn read_agent_info(state: &Path) -> Option<AgentInfo> {
+    let text = std::fs::read_to_string(state.join(super::AGENT_FILE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// GETs `path` from the agent at `addr`; returns the status code and body.
+/// Gives up after `timeout`.
+pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+    let request = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("{addr}: {e}"))?;
+        tokio::spawn(connection);
+        let request = hyper::Request::get(path)
+            .header(hyper::header::HOST, addr.to_string())
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("{addr}{path}: {e}"))?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("{addr}{path}: {e}"))?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(timeout, request)
+        .await
+        .map_err(|_| format!("{addr}{path}: no answer within {timeout:?}"))?
+}

@@ -1,0 +1,260 @@
+//! The agent's HTTP endpoints: `/healthz` (the process answers), `/readyz`
+//! (the start-up listing is done and its batches are queued) and `/status`
+//! (JSON: per dataset the counts and latest results). `driftwatch status`
+//! builds the same [`StatusDocument`] from the store when no agent runs.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+
+use super::Shared;
+use crate::state::{StateError, Store};
+
+/// How many recent results `/status` shows per dataset.
+pub const RECENT_RESULTS: usize = 10;
+
+/// The `/status` document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusDocument {
+    /// The running agent; null when read from the store of a stopped agent.
+    pub agent: Option<AgentStatus>,
+    /// One entry per dataset, by name.
+    pub datasets: Vec<DatasetStatus>,
+}
+
+/// The agent part of `/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// driftwatch version.
+    pub version: String,
+    /// Instance id.
+    pub instance: String,
+    /// Start time (RFC 3339).
+    pub started_at: String,
+    /// Whether the start-up listing is done.
+    pub ready: bool,
+    /// The rules folder or file.
+    pub rules: String,
+    /// Rule files loaded.
+    pub rule_files: usize,
+    /// The last rejected reload (file:line:col: reason); null when the rules on disk are running.
+    pub rules_error: Option<String>,
+    /// Watched folders.
+    pub watch: Vec<String>,
+    /// Batches waiting to be complete (settling).
+    pub pending: u64,
+    /// Batches queued or being evaluated.
+    pub queued: u64,
+    /// Batches being evaluated now.
+    pub running: u64,
+    /// Queue capacity.
+    pub queue_capacity: usize,
+    /// Files in the latest listing that no rule file matches.
+    pub unmatched_files: u64,
+}
+
+/// One dataset in `/status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DatasetStatus {
+    /// Dataset name.
+    pub dataset: String,
+    /// Batch versions seen: evaluated + queued.
+    pub seen: u64,
+    /// Evaluated (any outcome).
+    pub evaluated: u64,
+    /// Failed (an error-severity check or drift).
+    pub failed: u64,
+    /// Could not be evaluated.
+    pub errored: u64,
+    /// Queued or being evaluated.
+    pub queued: u64,
+    /// Rows evaluated.
+    pub rows: u64,
+    /// When the last batch was evaluated (RFC 3339); null before the first.
+    pub last_evaluated_at: Option<String>,
+    /// The latest results, newest first.
+    pub recent: Vec<RecentResult>,
+}
+
+/// A summary of one stored report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecentResult {
+    /// Position in the results log.
+    pub seq: u64,
+    /// The batch.
+    pub source: String,
+    /// When (RFC 3339).
+    pub evaluated_at: Option<String>,
+    /// Rows.
+    pub rows: Option<u64>,
+    /// Passed.
+    pub passed: bool,
+    /// Why it could not be evaluated.
+    pub error: Option<String>,
+    /// Names of checks that did not pass.
+    pub failed_checks: Vec<String>,
+    /// Dataset drift; null without a drift section.
+    pub dataset_drift: Option<bool>,
+    /// Drifted columns.
+    pub drifted_columns: Vec<String>,
+}
+
+impl RecentResult {
+    /// Summarizes a results-log line.
+    pub fn from_line(seq: u64, line: &str) -> Self {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        let report = v.pointer("/reports/0").cloned().unwrap_or_default();
+        let strings = |items: Option<&Vec<serde_json::Value>>,
+                       keep: &dyn Fn(&serde_json::Value) -> bool,
+                       field: &str| {
+            items
+                .map(|a| {
+                    a.iter()
+                        .filter(|x| keep(x))
+                        .filter_map(|x| x.get(field).and_then(|n| n.as_str()).map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        RecentResult {
+            seq,
+            source: report["source"].as_str().unwrap_or_default().to_string(),
+            evaluated_at: v
+                .pointer("/agent/evaluated_at")
+                .and_then(|t| t.as_str())
+                .map(String::from),
+            rows: report["rows"].as_u64(),
+            passed: report["passed"].as_bool().unwrap_or(false),
+            error: report["error"].as_str().map(String::from),
+            failed_checks: strings(
+                report["checks"].as_array(),
+                &|c| c["status"].as_str() != Some("pass"),
+                "name",
+            ),
+            dataset_drift: report["drift"]["dataset_drift"].as_bool(),
+            drifted_columns: strings(
+                report["drift"]["columns"].as_array(),
+                &|c| c["drifted"].as_bool() == Some(true),
+                "column",
+            ),
+        }
+    }
+}
+
+/// The dataset part of a status document, from the store. `queued` gives
+/// the queued count per dataset (empty for a stopped agent).
+pub fn datasets_from_store(
+    store: &Store,
+    queued: &std::collections::HashMap<String, u64>,
+    known: &[String],
+) -> Result<Vec<DatasetStatus>, StateError> {
+    let mut counters: std::collections::BTreeMap<String, crate::state::DatasetCounters> =
+        store.datasets()?.into_iter().collect();
+    for name in known.iter().chain(queued.keys()) {
+        counters.entry(name.clone()).or_default();
+    }
+    let mut out = Vec::new();
+    for (dataset, c) in counters {
+        let q = queued.get(&dataset).copied().unwrap_or(0);
+        let recent = store
+            .latest_reports(&dataset, RECENT_RESULTS)?
+            .into_iter()
+            .map(|(seq, line)| RecentResult::from_line(seq, &line))
+            .collect();
+        out.push(DatasetStatus {
+            seen: c.evaluated + q,
+            evaluated: c.evaluated,
+            failed: c.failed,
+            errored: c.errored,
+            queued: q,
+            rows: c.rows,
+            last_evaluated_at: (c.evaluated > 0)
+                .then(|| chrono::DateTime::from_timestamp(c.last_evaluated_at, 0))
+                .flatten()
+                .map(|t| t.to_rfc3339()),
+            recent,
+            dataset,
+        });
+    }
+    Ok(out)
+}
+
+/// The status document of a stopped agent, from its store.
+pub fn status_from_store(store: &Store) -> Result<StatusDocument, StateError> {
+    Ok(StatusDocument {
+        agent: None,
+        datasets: datasets_from_store(store, &Default::default(), &[])?,
+    })
+}
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .with_state(shared)
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    if shared.lake.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: the start-up listing is not done\n",
+        )
+    }
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let shared2 = shared.clone();
+    let built = tokio::task::spawn_blocking(move || build_status(&shared2)).await;
+    match built {
+        Ok(Ok(doc)) => (StatusCode::OK, Json(doc)).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+fn build_status(shared: &Shared) -> Result<StatusDocument, StateError> {
+    let mut queued: std::collections::HashMap<String, u64> = Default::default();
+    if let Ok(set) = shared.in_flight.lock() {
+        for (dataset, _) in set.iter() {
+            *queued.entry(dataset.clone()).or_default() += 1;
+        }
+    }
+    let rules = shared.rules.borrow().clone();
+    let known: Vec<String> = rules.iter().map(|r| r.dataset.clone()).collect();
+    let datasets = datasets_from_store(&shared.store, &queued, &known)?;
+    let settings = shared.settings.lock().map(|s| s.clone()).ok();
+    Ok(StatusDocument {
+        agent: Some(AgentStatus {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            instance: shared.instance.clone(),
+            started_at: shared.started_at.to_rfc3339(),
+            ready: shared.lake.ready.load(Ordering::Relaxed),
+            rules: settings
+                .as_ref()
+                .map(|s| s.rules.display().to_string())
+                .unwrap_or_default(),
+            rule_files: rules.len(),
+            rules_error: shared.rules_error.lock().ok().and_then(|e| e.clone()),
+            watch: settings
+                .as_ref()
+                .map(|s| s.watch.iter().map(|w| w.display().to_string()).collect())
+                .unwrap_or_default(),
+            pending: shared.lake.pending.load(Ordering::Relaxed),
+            queued: queued.values().sum(),
+            running: shared.running.load(Ordering::Relaxed),
+            queue_capacity: shared.queue_capacity,
+            unmatched_files: shared.lake.unmatched.load(Ordering::Relaxed),
+        }),
+        datasets,
+    })
+}

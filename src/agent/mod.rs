@@ -1,0 +1,424 @@
+//! `driftwatch run`: the always-on agent.
+//!
+//! Wiring, in the order a batch travels:
+//!
+//! ```text
+//! LakeSource ──Batch──▶ bounded queue ──▶ N workers ──▶ engine (own runtime)
+//!                                              │
+//!                                              ▼
+//!                          store (commit) ──▶ results log ──▶ listeners, /status
+//! ```
+//!
+//! Two tokio runtimes keep CPU-heavy DataFusion work from starving I/O: the
+//! caller's runtime runs discovery, the queue, the HTTP server and recording;
+//! [`Shared::eval_runtime`] runs evaluations. A fixed number of workers
+//! (`concurrency`) and a bounded queue bound memory whatever lands in the
+//! lake. Shutdown (the `shutdown` future, SIGTERM/SIGINT in the binary) stops
+//! discovery, lets running evaluations finish and record, and returns; queued
+//! batches are simply found again at the next start, since only the store
+//! says what is done.
+
+mod client;
+mod http;
+mod reload;
+mod worker;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, watch};
+
+pub use client::{AgentInfo, get as http_get, read_agent_info};
+pub use http::{StatusDocument, status_from_store};
+pub use worker::Evaluation;
+
+use crate::config::{ConfigError, Overrides, Settings};
+use crate::engine::{Engine, EngineError, EngineOptions};
+use crate::report::BatchVersion;
+use crate::rules::{RuleError, RuleFile};
+use crate::sinks::results_log::{ResultsLog, ResultsLogError};
+use crate::sources::lake::scan::Filter;
+use crate::sources::lake::{InFlight, LakeOptions, LakeSource, LakeStats};
+use crate::state::{StateError, Store};
+
+/// The file in the state folder that says which agent runs and where it listens.
+pub const AGENT_FILE: &str = "agent.json";
+
+/// Why the agent could not start. Everything after start-up is logged and
+/// survived, never returned.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The rule files are invalid.
+    #[error(transparent)]
+    Rules(#[from] RuleError),
+    /// The state folder cannot be used.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The results log cannot be opened or repaired.
+    #[error(transparent)]
+    ResultsLog(#[from] ResultsLogError),
+    /// The engine could not be set up.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A watched folder does not exist.
+    #[error("{}: cannot watch: {source}", path.display())]
+    Watch {
+        /// The folder.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Runtime or server set-up failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being set up.
+        what: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// A `Result` whose error is an [`AgentError`].
+pub type Result<T, E = AgentError> = std::result::Result<T, E>;
+
+/// What the agent's tasks share.
+pub struct Shared {
+    pub(crate) store: Arc<Store>,
+    pub(crate) results_log: Mutex<ResultsLog>,
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) eval_runtime: tokio::runtime::Handle,
+    pub(crate) rules: watch::Receiver<Arc<Vec<RuleFile>>>,
+    pub(crate) rules_error: Mutex<Option<String>>,
+    pub(crate) references: Mutex<worker::ReferenceCache>,
+    pub(crate) in_flight: InFlight,
+    pub(crate) lake: Arc<LakeStats>,
+    pub(crate) events: broadcast::Sender<Arc<Evaluation>>,
+    pub(crate) reports_per_dataset: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) running: AtomicU64,
+    pub(crate) started_at: DateTime<Utc>,
+    pub(crate) instance: String,
+    pub(crate) listen: SocketAddr,
+    pub(crate) settings: Mutex<Settings>,
+    dataset_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Shared {
+    fn forget(&self, key: &(String, BatchVersion)) {
+        if let Ok(mut set) = self.in_flight.lock() {
+            set.remove(key);
+        }
+    }
+
+    fn dataset_lock(&self, dataset: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.dataset_locks
+            .lock()
+            .map(|mut locks| locks.entry(dataset.to_string()).or_default().clone())
+            .unwrap_or_default()
+    }
+}
+
+/// A handle on a running agent, for callers that embed it (the demo, tests).
+#[derive(Clone)]
+pub struct AgentHandle {
+    /// Every evaluation, as it is recorded.
+    pub events: broadcast::Sender<Arc<Evaluation>>,
+    /// The address the HTTP server listens on.
+    pub listen: SocketAddr,
+}
+
+/// Builds the lake options from settings.
+fn lake_options(settings: &Settings) -> Result<LakeOptions> {
+    let globs = |patterns: &[String]| -> Result<GlobSet> {
+        let mut builder = GlobSetBuilder::new();
+        for p in patterns {
+            let glob = Glob::new(p).map_err(|e| ConfigError::Invalid {
+                origin: "config".to_string(),
+                key: "lake.include/exclude".to_string(),
+                message: e.to_string(),
+            })?;
+            builder.add(glob);
+        }
+        builder.build().map_err(|e| {
+            AgentError::Config(ConfigError::Invalid {
+                origin: "config".to_string(),
+                key: "lake.include/exclude".to_string(),
+                message: e.to_string(),
+            })
+        })
+    };
+    Ok(LakeOptions {
+        roots: settings.watch.clone(),
+        filter: Filter {
+            include: globs(&settings.include)?,
+            exclude: globs(&settings.exclude)?,
+        },
+        skip: settings.quarantine.iter().cloned().collect(),
+        settle: settings.settle,
+        rescan: if settings.mode == crate::config::WatchMode::Poll {
+            settings.poll_interval
+        } else {
+            settings.rescan
+        },
+        poll: settings.mode == crate::config::WatchMode::Poll,
+    })
+}
+
+/// Runs the agent until `shutdown` completes. `listener` serves the HTTP
+/// endpoints; `on_start` receives a handle once the agent is set up.
+pub async fn run(
+    settings: Settings,
+    overrides: Overrides,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_start: impl FnOnce(AgentHandle) + Send,
+) -> Result<()> {
+    for root in &settings.watch {
+        std::fs::metadata(root)
+            .and_then(|m| {
+                if m.is_dir() {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::other("not a folder"))
+                }
+            })
+            .map_err(|source| AgentError::Watch {
+                path: root.clone(),
+                source,
+            })?;
+    }
+    let rules = crate::rules::load_rules(&settings.rules)?;
+    let store = Arc::new(Store::open(&settings.state)?);
+    let (mut log, last_logged) = ResultsLog::open(
+        &settings.state,
+        settings.results_log_max_size,
+        settings.results_log_files,
+    )?;
+    // Repair: reports committed to the store but not yet in the log (the
+    // agent died between the two) are appended now, in order.
+    let missing = store.reports_after(last_logged)?;
+    if !missing.is_empty() {
+        tracing::info!(
+            count = missing.len(),
+            after = last_logged,
+            "results log caught up from the store"
+        );
+    }
+    for (_, line) in &missing {
+        log.append(line)?;
+    }
+
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let eval_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .thread_name("driftwatch-eval")
+        .enable_all()
+        .build()
+        .map_err(|source| AgentError::Io {
+            what: "cannot start the evaluation runtime".to_string(),
+            source,
+        })?;
+    let engine = Arc::new(Engine::new(&EngineOptions {
+        memory_limit: Some(settings.memory_limit),
+        ..EngineOptions::default()
+    })?);
+
+    let listen = listener.local_addr().map_err(|source| AgentError::Io {
+        what: "cannot read the listen address".to_string(),
+        source,
+    })?;
+    let (rules_tx, rules_rx) = watch::channel(Arc::new(rules));
+    let (options_tx, options_rx) = watch::channel(Arc::new(lake_options(&settings)?));
+    let (events, _) = broadcast::channel(1024);
+    let instance = format!(
+        "{}-{}-{}",
+        hostname(),
+        std::process::id(),
+        Utc::now().timestamp_millis()
+    );
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        results_log: Mutex::new(log),
+        engine,
+        eval_runtime: eval_runtime.handle().clone(),
+        rules: rules_rx.clone(),
+        rules_error: Mutex::new(None),
+        references: Mutex::new(worker::ReferenceCache::default()),
+        in_flight: Arc::new(Mutex::new(HashSet::new())),
+        lake: Arc::new(LakeStats::default()),
+        events: events.clone(),
+        reports_per_dataset: settings.reports_per_dataset,
+        queue_capacity: settings.queue,
+        running: AtomicU64::new(0),
+        started_at: Utc::now(),
+        instance,
+        listen,
+        settings: Mutex::new(settings.clone()),
+        dataset_locks: Mutex::new(HashMap::new()),
+    });
+    write_agent_info(&settings.state, &shared)?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (queue_tx, queue_rx) = mpsc::channel(settings.queue.max(1));
+
+    // Discovery.
+    let store_for_done = store.clone();
+    let lake = LakeSource {
+        options: options_rx,
+        rules: rules_rx,
+        done: Arc::new(move |dataset: &str, version: &BatchVersion| {
+            matches!(store_for_done.version(dataset, version), Ok(Some(_)))
+        }),
+        in_flight: shared.in_flight.clone(),
+        stats: shared.lake.clone(),
+    };
+    let lake_task = tokio::spawn(lake.run(queue_tx, stop_rx.clone()));
+
+    // Workers.
+    let queue_rx = Arc::new(tokio::sync::Mutex::new(queue_rx));
+    let mut workers = Vec::new();
+    for _ in 0..settings.concurrency {
+        let shared = shared.clone();
+        let queue_rx = queue_rx.clone();
+        let mut stop = stop_rx.clone();
+        workers.push(tokio::spawn(async move {
+            loop {
+                let next = {
+                    let mut rx = queue_rx.lock().await;
+                    tokio::select! {
+                        biased;
+                        _ = stop.wait_for(|s| *s) => None,
+                        b = rx.recv() => b,
+                    }
+                };
+                let Some(batch) = next else { return };
+                shared.running.fetch_add(1, Ordering::Relaxed);
+                worker::process(&shared, batch).await;
+                shared.running.fetch_sub(1, Ordering::Relaxed);
+            }
+        }));
+    }
+
+    // Rule and config reloads, and housekeeping.
+    let reload_task = tokio::spawn(reload::run(
+        shared.clone(),
+        overrides,
+        rules_tx,
+        options_tx,
+        stop_rx.clone(),
+    ));
+    let housekeeping = tokio::spawn(housekeeping(shared.clone(), stop_rx.clone()));
+
+    // HTTP.
+    let router = http::router(shared.clone());
+    let mut http_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+
+    let (roots, rules_path) = {
+        let s = &settings;
+        (s.watch.clone(), s.rules.clone())
+    };
+    tracing::info!(
+        listen = %listen,
+        watch = ?roots,
+        rules = %rules_path.display(),
+        state = %settings.state.display(),
+        concurrency = settings.concurrency,
+        "driftwatch agent started"
+    );
+    on_start(AgentHandle { events, listen });
+
+    shutdown.await;
+    tracing::info!("shutting down: no new batches; finishing evaluations in progress");
+    let _ = stop_tx.send(true);
+    let _ = lake_task.await;
+    for w in workers {
+        let _ = w.await;
+    }
+    let _ = reload_task.await;
+    let _ = housekeeping.await;
+    let _ = server.await;
+    let _ = std::fs::remove_file(settings.state.join(AGENT_FILE));
+    drop(shared);
+    eval_runtime.shutdown_background();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Prunes store records of files gone from the lake, hourly.
+async fn housekeeping(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let period = std::time::Duration::from_secs(3600);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        let max_age = shared
+            .settings
+            .lock()
+            .map(|s| s.max_age)
+            .unwrap_or(std::time::Duration::from_secs(30 * 86400));
+        let cutoff = Utc::now().timestamp() - max_age.as_secs() as i64;
+        let store = shared.store.clone();
+        let pruned = tokio::task::spawn_blocking(move || {
+            store.prune_versions(cutoff, |path| Path::new(path).exists())
+        })
+        .await;
+        match pruned {
+            Ok(Ok(n)) if n > 0 => {
+                tracing::info!(pruned = n, "forgot batch versions no longer in the lake")
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "state pruning failed"),
+            _ => {}
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+fn write_agent_info(state: &Path, shared: &Shared) -> Result<()> {
+    let info = AgentInfo {
+        pid: std::process::id(),
+        listen: shared.listen.to_string(),
+        instance: shared.instance.clone(),
+        started_at: shared.started_at.to_rfc3339(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let path = state.join(AGENT_FILE);
+    let tmp = state.join(format!(".{AGENT_FILE}.tmp"));
+    let text = serde_json::to_string_pretty(&info).unwrap_or_default();
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|source| AgentError::Io {
+            what: format!("cannot write {}", path.display()),
+            source,
+        })
+}

@@ -1,0 +1,560 @@
+//! The agent's configuration: the `driftwatch.toml` file, its JSON Schema,
+//! and the resolved [`Settings`] that `driftwatch run` uses.
+//!
+//! Two layers keep the file honest and the code simple: [`ConfigFile`] is the
+//! file exactly as written (serde + `deny_unknown_fields`, documented field by
+//! field; `driftwatch config schema` prints its JSON Schema from these doc
+//! comments), and [`Settings`] is what the agent runs with — defaults filled
+//! in, durations and sizes parsed, relative paths resolved against the config
+//! file's folder, command-line flags ([`Overrides`]) applied last.
+
+mod units;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+pub use units::{parse_bytes, parse_interval};
+
+/// Configuration errors: always the user's; each names the file (and, for
+/// syntax, the line and column) and says what to write instead.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("{}: cannot read the config file: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// 1-based column of the problem.
+        column: usize,
+        /// One-line reason.
+        message: String,
+    },
+    /// A value that parses but does not make sense (a bad duration, size, address or glob).
+    #[error("{origin}: `{key}`: {message}")]
+    Invalid {
+        /// The config file, or "command line".
+        origin: String,
+        /// The key, e.g. `lake.settle`.
+        key: String,
+        /// One-line reason.
+        message: String,
+    },
+}
+
+/// A `Result` whose error is a [`ConfigError`].
+pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+/// Default HTTP listen address: loopback only, the OpenTelemetry Prometheus port.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+/// Default name of the state folder inside the first watched folder.
+pub const DEFAULT_STATE_DIR: &str = ".driftwatch";
+
+/// `driftwatch.toml`, as written. Every key is optional except that a
+/// watched folder and a rules folder must come from the file or the flags.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Folders to watch for new Parquet batches (the lake roots). Relative
+    /// paths are relative to this file's folder.
+    #[serde(default)]
+    pub watch: Vec<PathBuf>,
+    /// The folder of rule files (`*.yaml`), or one rule file. Reloaded on change.
+    pub rules: Option<PathBuf>,
+    /// Where the agent keeps its durable state (store, results log, locks).
+    /// Default: `.driftwatch/` inside the first watched folder.
+    pub state: Option<PathBuf>,
+    /// How the lake is watched.
+    #[serde(default)]
+    pub lake: LakeSection,
+    /// How batches are evaluated.
+    #[serde(default)]
+    pub evaluation: EvaluationSection,
+    /// The agent's HTTP endpoints (`/healthz`, `/readyz`, `/status`).
+    #[serde(default)]
+    pub http: HttpSection,
+    /// The agent's own logs.
+    #[serde(default)]
+    pub log: LogSection,
+    /// How much history the state folder keeps.
+    #[serde(default)]
+    pub retention: RetentionSection,
+}
+
+/// `[lake]`: which files are batches, and when a file is complete.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LakeSection {
+    /// Globs (relative to a watched folder) of files to consider. Default: `["**/*.parquet"]`.
+    pub include: Option<Vec<String>>,
+    /// Globs of files to skip even when included. Temporary names (`.`/`_`
+    /// prefixes, `*.tmp`, `_temporary/`, `_SUCCESS`, `*.crc`) are always skipped.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// How long a file's size and modification time must stay unchanged
+    /// before it is read, e.g. `2s` or `500ms` (default `2s`). A file renamed
+    /// into place or closed after writing whose Parquet footer parses is taken
+    /// at once.
+    pub settle: Option<String>,
+    /// How often the whole lake is re-listed so that a missed filesystem event
+    /// never means a missed file (default `30s`).
+    pub rescan: Option<String>,
+    /// `notify` (filesystem events, default) or `poll` (list the lake every
+    /// `poll_interval`; for network mounts without inotify).
+    pub mode: Option<WatchMode>,
+    /// The listing interval in `poll` mode (default `2s`).
+    pub poll_interval: Option<String>,
+    /// Move files whose evaluation errors (corrupt, unreadable) into this
+    /// folder, keeping their path relative to the watched folder. Default: leave them.
+    pub quarantine: Option<PathBuf>,
+}
+
+/// How the lake is watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchMode {
+    /// Filesystem events (inotify on Linux), plus periodic re-listing.
+    #[default]
+    Notify,
+    /// Listing only, every `poll_interval`.
+    Poll,
+}
+
+/// `[evaluation]`: concurrency and memory.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationSection {
+    /// Batches evaluated at the same time (default: the number of cores).
+    pub concurrency: Option<usize>,
+    /// Memory DataFusion may use, shared by concurrent evaluations, e.g. `1GiB` (default `1GiB`).
+    pub memory_limit: Option<String>,
+    /// Batches that may wait for evaluation before discovery pauses (default 1024).
+    pub queue: Option<usize>,
+}
+
+/// `[http]`: the agent's HTTP server.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Address to listen on (default `127.0.0.1:9464`). Port 0 picks a free port;
+    /// the address taken is written to `agent.json` in the state folder.
+    pub listen: Option<String>,
+}
+
+/// `[log]`: the agent's own log lines (on standard error).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `text` (default) or `json` (one JSON object per line).
+    pub format: Option<LogFormat>,
+    /// Minimum level or filter, e.g. `info` (default), `debug`, `driftwatch=debug`.
+    pub level: Option<String>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[retention]`: bounds on the state folder.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    /// Size at which the results log is rotated, e.g. `64MiB` (default).
+    pub results_log_max_size: Option<String>,
+    /// Rotated results logs kept besides the current one (default 5).
+    pub results_log_files: Option<usize>,
+    /// Reports kept per dataset in the store for `/status` and history (default 1000).
+    pub reports_per_dataset: Option<usize>,
+    /// Records of files no longer in the lake are forgotten after this long (default `30d`).
+    pub max_age: Option<String>,
+}
+
+/// Command-line flags of `driftwatch run`; each, when given, wins over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--watch` (repeatable).
+    pub watch: Vec<PathBuf>,
+    /// `--rules`.
+    pub rules: Option<PathBuf>,
+    /// `--state`.
+    pub state: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--settle`.
+    pub settle: Option<String>,
+    /// `--poll`: use polling instead of filesystem events.
+    pub poll: bool,
+    /// `--concurrency`.
+    pub concurrency: Option<usize>,
+    /// `--memory-limit`.
+    pub memory_limit: Option<String>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
+}
+
+/// Everything `driftwatch run` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The config file, when one was given (re-read on reload).
+    pub config_file: Option<PathBuf>,
+    /// Watched folders (absolute or as given, non-empty).
+    pub watch: Vec<PathBuf>,
+    /// The rules folder or file.
+    pub rules: PathBuf,
+    /// The state folder.
+    pub state: PathBuf,
+    /// Include globs.
+    pub include: Vec<String>,
+    /// Exclude globs.
+    pub exclude: Vec<String>,
+    /// Settle time.
+    pub settle: Duration,
+    /// Re-listing interval.
+    pub rescan: Duration,
+    /// Watch mode.
+    pub mode: WatchMode,
+    /// Listing interval in poll mode.
+    pub poll_interval: Duration,
+    /// Quarantine folder.
+    pub quarantine: Option<PathBuf>,
+    /// Concurrent evaluations.
+    pub concurrency: usize,
+    /// DataFusion memory pool, bytes.
+    pub memory_limit: usize,
+    /// Queue capacity.
+    pub queue: usize,
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: String,
+    /// Results log rotation size, bytes.
+    pub results_log_max_size: u64,
+    /// Rotated results logs kept.
+    pub results_log_files: usize,
+    /// Reports kept per dataset.
+    pub reports_per_dataset: usize,
+    /// Forget vanished files after this long.
+    pub max_age: Duration,
+}
+
+impl ConfigFile {
+    /// Reads and parses a config file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses config text; `path` is only used in error messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|span| line_col(text, span.start))
+                .unwrap_or((1, 1));
+            ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: e.message().trim().replace('\n', " "),
+            }
+        })
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count() + 1)
+        .unwrap_or(1);
+    (line, column)
+}
+
+impl Settings {
+    /// Resolves a config file (optional) and flags into settings.
+    pub fn resolve(config_path: Option<&Path>, overrides: &Overrides) -> Result<Self> {
+        let (file, base, origin) = match config_path {
+            Some(path) => (
+                ConfigFile::read(path)?,
+                path.parent().map(Path::to_path_buf).unwrap_or_default(),
+                path.display().to_string(),
+            ),
+            None => (ConfigFile::default(), PathBuf::new(), String::new()),
+        };
+        let relative = |p: &PathBuf| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            }
+        };
+        let cli = "command line".to_string();
+        let invalid = |origin: &str, key: &str, message: String| ConfigError::Invalid {
+            origin: if origin.is_empty() {
+                "defaults".to_string()
+            } else {
+                origin.to_string()
+            },
+            key: key.to_string(),
+            message,
+        };
+
+        let watch: Vec<PathBuf> = if overrides.watch.is_empty() {
+            file.watch.iter().map(relative).collect()
+        } else {
+            overrides.watch.clone()
+        };
+        if watch.is_empty() {
+            return Err(invalid(
+                &cli,
+                "watch",
+                "no folder to watch: give `--watch DIR` or `watch = [\"DIR\"]` in the config file"
+                    .to_string(),
+            ));
+        }
+        let rules = match (&overrides.rules, &file.rules) {
+            (Some(r), _) => r.clone(),
+            (None, Some(r)) => relative(r),
+            (None, None) => {
+                return Err(invalid(
+                    &cli,
+                    "rules",
+                    "no rules: give `--rules DIR` or `rules = \"DIR\"` in the config file"
+                        .to_string(),
+                ));
+            }
+        };
+        let state = match (&overrides.state, &file.state) {
+            (Some(s), _) => s.clone(),
+            (None, Some(s)) => relative(s),
+            (None, None) => watch[0].join(DEFAULT_STATE_DIR),
+        };
+
+        // Each value: flag first, then file, then default; errors name where the value came from.
+        let pick = |flag: &Option<String>, from_file: &Option<String>, default: &str| match (
+            flag, from_file,
+        ) {
+            (Some(v), _) => (v.clone(), cli.clone()),
+            (None, Some(v)) => (v.clone(), origin.clone()),
+            (None, None) => (default.to_string(), String::new()),
+        };
+        let interval = |key: &str, (text, from): (String, String)| {
+            parse_interval(&text).map_err(|m| invalid(&from, key, m))
+        };
+        let bytes = |key: &str, (text, from): (String, String)| {
+            parse_bytes(&text).map_err(|m| invalid(&from, key, m))
+        };
+
+        let settle = interval(
+            "lake.settle",
+            pick(&overrides.settle, &file.lake.settle, "2s"),
+        )?;
+        let rescan = interval("lake.rescan", pick(&None, &file.lake.rescan, "30s"))?;
+        let poll_interval = interval(
+            "lake.poll_interval",
+            pick(&None, &file.lake.poll_interval, "2s"),
+        )?;
+        if rescan.is_zero() || poll_interval.is_zero() {
+            return Err(invalid(
+                &origin,
+                "lake.rescan",
+                "intervals must be greater than zero".to_string(),
+            ));
+        }
+        let memory_limit = bytes(
+            "evaluation.memory_limit",
+            pick(
+                &overrides.memory_limit,
+                &file.evaluation.memory_limit,
+                "1GiB",
+            ),
+        )?;
+        let results_log_max_size = bytes(
+            "retention.results_log_max_size",
+            pick(&None, &file.retention.results_log_max_size, "64MiB"),
+        )? as u64;
+        let max_age = interval(
+            "retention.max_age",
+            pick(&None, &file.retention.max_age, "30d"),
+        )?;
+        let (listen_text, listen_from) = pick(&overrides.listen, &file.http.listen, DEFAULT_LISTEN);
+        let listen: SocketAddr = listen_text.parse().map_err(|e| {
+            invalid(
+                &listen_from,
+                "http.listen",
+                format!("`{listen_text}`: {e} (write e.g. 127.0.0.1:9464)"),
+            )
+        })?;
+        let include = file
+            .lake
+            .include
+            .clone()
+            .unwrap_or_else(|| vec!["**/*.parquet".to_string()]);
+        for glob in include.iter().chain(file.lake.exclude.iter()) {
+            globset::Glob::new(glob)
+                .map_err(|e| invalid(&origin, "lake.include/exclude", e.to_string()))?;
+        }
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let concurrency = overrides
+            .concurrency
+            .or(file.evaluation.concurrency)
+            .unwrap_or(cores);
+        if concurrency == 0 {
+            return Err(invalid(
+                &origin,
+                "evaluation.concurrency",
+                "must be at least 1".to_string(),
+            ));
+        }
+        let queue = file.evaluation.queue.unwrap_or(1024).max(1);
+        Ok(Settings {
+            config_file: config_path.map(Path::to_path_buf),
+            watch,
+            rules,
+            state,
+            include,
+            exclude: file.lake.exclude.clone(),
+            settle,
+            rescan,
+            mode: if overrides.poll {
+                WatchMode::Poll
+            } else {
+                file.lake.mode.unwrap_or_default()
+            },
+            poll_interval,
+            quarantine: file.lake.quarantine.as_ref().map(relative),
+            concurrency,
+            memory_limit,
+            queue,
+            listen,
+            log_format: overrides.log_format.or(file.log.format).unwrap_or_default(),
+            log_level: file.log.level.clone().unwrap_or_else(|| "info".to_string()),
+            results_log_max_size,
+            results_log_files: file.retention.results_log_files.unwrap_or(5),
+            reports_per_dataset: file.retention.reports_per_dataset.unwrap_or(1000).max(1),
+            max_age,
+        })
+    }
+}
+
+/// The JSON Schema of `driftwatch.toml` (`driftwatch config schema`).
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(ConfigFile)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overrides(watch: &str, rules: &str) -> Overrides {
+        Overrides {
+            watch: vec![PathBuf::from(watch)],
+            rules: Some(PathBuf::from(rules)),
+            ..Overrides::default()
+        }
+    }
+
+    #[test]
+    fn zero_config_defaults() {
+        let s = Settings::resolve(None, &overrides("lake", "rules")).unwrap();
+        assert_eq!(s.state, PathBuf::from("lake/.driftwatch"));
+        assert_eq!(s.listen.to_string(), "127.0.0.1:9464");
+        assert_eq!(s.settle, Duration::from_secs(2));
+        assert_eq!(s.rescan, Duration::from_secs(30));
+        assert_eq!(s.memory_limit, 1 << 30);
+        assert_eq!(s.include, vec!["**/*.parquet".to_string()]);
+        assert_eq!(s.mode, WatchMode::Notify);
+        assert_eq!(s.results_log_max_size, 64 << 20);
+    }
+
+    #[test]
+    fn file_values_resolve_relative_to_the_file_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("driftwatch.toml");
+        std::fs::write(
+            &path,
+            "watch = [\"lake\"]\nrules = \"rules\"\n[lake]\nsettle = \"500ms\"\nmode = \"poll\"\n\
+             [evaluation]\nconcurrency = 3\nmemory_limit = \"256MiB\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(s.watch, vec![dir.path().join("lake")]);
+        assert_eq!(s.rules, dir.path().join("rules"));
+        assert_eq!(s.state, dir.path().join("lake").join(".driftwatch"));
+        assert_eq!(s.settle, Duration::from_millis(500));
+        assert_eq!(s.mode, WatchMode::Poll);
+        assert_eq!(s.concurrency, 3);
+        assert_eq!(s.memory_limit, 256 << 20);
+        let flags = Overrides {
+            settle: Some("1s".to_string()),
+            concurrency: Some(1),
+            listen: Some("127.0.0.1:9999".to_string()),
+            ..Overrides::default()
+        };
+        let s = Settings::resolve(Some(&path), &flags).unwrap();
+        assert_eq!(s.settle, Duration::from_secs(1));
+        assert_eq!(s.concurrency, 1);
+        assert_eq!(s.listen.port(), 9999);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_line_and_column() {
+        let text = "watch = [\"lake\"]\n[lake]\nsetle = \"2s\"\n";
+        let e = ConfigFile::parse(Path::new("d.toml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("d.toml:3:1: unknown field `setle`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_origin() {
+        let flags = Overrides {
+            settle: Some("soon".to_string()),
+            ..overrides("lake", "rules")
+        };
+        let e = Settings::resolve(None, &flags).unwrap_err().to_string();
+        assert!(e.starts_with("command line: `lake.settle`:"), "{e}");
+        let e = Settings::resolve(None, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no folder to watch"), "{e}");
+    }
+
+    #[test]
+    fn schema_lists_sections() {
+        let schema = json_schema().to_string();
+        for key in ["watch", "lake", "settle", "evaluation", "http", "retention"] {
+            assert!(schema.contains(&format!("\"{key}\"")), "{key}");
+        }
+    }
+}

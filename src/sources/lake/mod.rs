@@ -1,0 +1,390 @@
+//! The lake source: watches folders and sends every complete batch version
+//! that the store has not evaluated yet, once.
+//!
+//! Discovery has three inputs, so that a missed event never means a missed
+//! file: filesystem events (notify: created, closed after writing, renamed
+//! into place), a full listing at start-up (files that landed while the agent
+//! was down), and a listing every `rescan` interval (or every `poll_interval`
+//! in `poll` mode, for network mounts without inotify). Events only say
+//! "look here"; the listing and the [`scan`] functions decide.
+//!
+//! A file is never read half-way: it becomes a *candidate* and is sent only
+//! when its Parquet footer parses **and** either a close-after-write or
+//! rename event was seen for exactly its current size and mtime, or its size
+//! and mtime stayed unchanged for the settle time. A candidate whose footer
+//! still does not parse after [`CORRUPT_AFTER_SETTLES`] settle times of
+//! silence is sent anyway, so a corrupt file is reported as an error rather
+//! than waited on forever.
+
+pub mod scan;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+
+use self::scan::{BatchKey, Filter, Observed};
+use super::Batch;
+use super::partitions::partitions_of;
+use crate::report::BatchVersion;
+use crate::rules::{BatchUnit, RuleFile};
+
+/// A file whose footer does not parse is taken (and reported as corrupt) after
+/// this many settle times without change.
+pub const CORRUPT_AFTER_SETTLES: u32 = 10;
+
+/// Filesystem events buffered between notify's thread and the loop; beyond
+/// this the loop falls back to a full listing (nothing is lost, memory stays bounded).
+const EVENT_BUFFER: usize = 4096;
+
+/// How the lake is watched (hot-reloadable).
+#[derive(Debug, Clone)]
+pub struct LakeOptions {
+    /// Watched folders.
+    pub roots: Vec<PathBuf>,
+    /// Which files are data.
+    pub filter: Filter,
+    /// Folders never looked into (the quarantine).
+    pub skip: Vec<PathBuf>,
+    /// Settle time.
+    pub settle: Duration,
+    /// Full listing interval.
+    pub rescan: Duration,
+    /// Listing only (no filesystem events).
+    pub poll: bool,
+}
+
+/// Counters the agent shows on `/status`.
+#[derive(Debug, Default)]
+pub struct LakeStats {
+    /// Files matched by no rule file in the latest listing.
+    pub unmatched: AtomicU64,
+    /// Batches waiting to be complete.
+    pub pending: AtomicU64,
+    /// The start-up listing is done and its complete batches are queued.
+    pub ready: AtomicBool,
+}
+
+/// Whether a dataset's batch version was already evaluated (the store).
+pub type DoneFn = Arc<dyn Fn(&str, &BatchVersion) -> bool + Send + Sync>;
+
+/// Versions sent and not yet recorded (shared with the agent, which removes them).
+pub type InFlight = Arc<Mutex<HashSet<(String, BatchVersion)>>>;
+
+/// The lake watcher.
+pub struct LakeSource {
+    /// Watch settings.
+    pub options: watch::Receiver<Arc<LakeOptions>>,
+    /// The current rule files.
+    pub rules: watch::Receiver<Arc<Vec<RuleFile>>>,
+    /// Asks the store.
+    pub done: DoneFn,
+    /// Sent but not recorded.
+    pub in_flight: InFlight,
+    /// Counters.
+    pub stats: Arc<LakeStats>,
+}
+
+#[derive(Debug)]
+struct Candidate {
+    observed: Option<Observed>,
+    /// When the observed version last changed.
+    since: Instant,
+    /// A close/rename event was seen for this exact version.
+    hinted: Option<BatchVersion>,
+    discovered: Instant,
+}
+
+impl LakeSource {
+    /// Runs until `shutdown` turns true (or the queue closes).
+    pub async fn run(mut self, queue: mpsc::Sender<Batch>, mut shutdown: watch::Receiver<bool>) {
+        let (event_tx, mut events) = mpsc::channel::<(PathBuf, bool)>(EVENT_BUFFER);
+        let overflow = Arc::new(AtomicBool::new(false));
+        let mut options = self.options.borrow_and_update().clone();
+        let mut watcher = start_watcher(&options, &event_tx, &overflow);
+        let mut candidates: BTreeMap<BatchKey, Candidate> = BTreeMap::new();
+        let mut next_listing = Instant::now();
+        let tick = |o: &LakeOptions| {
+            (o.settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(500))
+        };
+        let mut first = true;
+        loop {
+            // A full listing when due (start-up, interval, lost events, new rules or options).
+            if Instant::now() >= next_listing || overflow.swap(false, Ordering::Relaxed) {
+                let rules = self.rules.borrow().clone();
+                let found = list_all(&options, &rules).await;
+                self.stats.unmatched.store(found.1, Ordering::Relaxed);
+                for key in found.0 {
+                    candidates.entry(key).or_insert_with(|| Candidate {
+                        observed: None,
+                        since: Instant::now(),
+                        hinted: None,
+                        discovered: Instant::now(),
+                    });
+                }
+                next_listing = Instant::now()
+                    + if options.poll {
+                        options
+                            .rescan
+                            .min(options.settle.max(Duration::from_millis(200)))
+                    } else {
+                        options.rescan
+                    };
+            }
+            if !self
+                .advance(&options, &mut candidates, &queue, &mut shutdown)
+                .await
+            {
+                return;
+            }
+            if first {
+                first = false;
+                self.stats.ready.store(true, Ordering::Relaxed);
+            }
+            self.stats
+                .pending
+                .store(candidates.len() as u64, Ordering::Relaxed);
+
+            let wait = tokio::time::sleep(tick(&options));
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = wait => {}
+                Some((path, complete)) = events.recv() => {
+                    let rules = self.rules.borrow().clone();
+                    self.on_event(&options, &rules, &mut candidates, path, complete);
+                    // Drain what else is there without waiting.
+                    while let Ok((path, complete)) = events.try_recv() {
+                        self.on_event(&options, &rules, &mut candidates, path, complete);
+                    }
+                }
+                Ok(()) = self.rules.changed() => {
+                    next_listing = Instant::now();
+                }
+                Ok(()) = self.options.changed() => {
+                    options = self.options.borrow_and_update().clone();
+                    watcher = start_watcher(&options, &event_tx, &overflow);
+                    next_listing = Instant::now();
+                }
+            }
+            let _ = &watcher;
+        }
+    }
+
+    /// Looks at an event path: a data file becomes (or refreshes) a
+    /// candidate; a folder or a `_SUCCESS` marker triggers a listing of that folder.
+    fn on_event(
+        &self,
+        options: &LakeOptions,
+        rules: &[RuleFile],
+        candidates: &mut BTreeMap<BatchKey, Candidate>,
+        path: PathBuf,
+        complete: bool,
+    ) {
+        let Some((index, root)) = options
+            .roots
+            .iter()
+            .enumerate()
+            .find(|(_, r)| path.starts_with(r))
+        else {
+            return;
+        };
+        if options.skip.iter().any(|s| path.starts_with(s)) {
+            return;
+        }
+        let Ok(relative) = path.strip_prefix(root) else {
+            return;
+        };
+        let mut keys = Vec::new();
+        if path.file_name().is_some_and(|n| n == scan::SUCCESS_MARKER) {
+            // The marker completes a folder batch: look at its parts.
+            let dir = path.parent().unwrap_or(root);
+            scan::walk(root, dir, &options.filter, &mut |_, rel| {
+                keys.extend(scan::batches_of(index, rel, rules))
+            });
+        } else if path.is_dir() {
+            scan::walk(root, &path, &options.filter, &mut |_, rel| {
+                keys.extend(scan::batches_of(index, rel, rules))
+            });
+        } else if options.filter.accepts(relative) {
+            keys = scan::batches_of(index, relative, rules);
+        }
+        for key in keys {
+            let candidate = candidates.entry(key.clone()).or_insert_with(|| Candidate {
+                observed: None,
+                since: Instant::now(),
+                hinted: None,
+                discovered: Instant::now(),
+            });
+            if complete && key.unit == BatchUnit::File {
+                candidate.hinted = scan::observe(root, &key, &options.filter).map(|o| o.version);
+            }
+        }
+    }
+
+    /// Re-observes every candidate and sends those that are complete.
+    /// Returns false when the agent is shutting down.
+    async fn advance(
+        &self,
+        options: &LakeOptions,
+        candidates: &mut BTreeMap<BatchKey, Candidate>,
+        queue: &mpsc::Sender<Batch>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let now = Instant::now();
+        let mut finished = Vec::new();
+        let mut ready = Vec::new();
+        for (key, candidate) in candidates.iter_mut() {
+            let Some(root) = options.roots.get(key.root) else {
+                finished.push(key.clone());
+                continue;
+            };
+            let Some(observed) = scan::observe(root, key, &options.filter) else {
+                finished.push(key.clone());
+                continue;
+            };
+            let version = observed.version.clone();
+            if candidate.observed.as_ref().map(|o| &o.version) != Some(&version) {
+                candidate.observed = Some(observed);
+                candidate.since = now;
+            }
+            let entry = (key.dataset.clone(), version.clone());
+            let queued = self
+                .in_flight
+                .lock()
+                .map(|set| set.contains(&entry))
+                .unwrap_or(false);
+            if queued || (self.done)(&key.dataset, &version) {
+                finished.push(key.clone());
+                continue;
+            }
+            let quiet = now.duration_since(candidate.since);
+            let Some(observed) = candidate.observed.as_ref() else {
+                continue;
+            };
+            let settled = quiet >= options.settle
+                || candidate.hinted.as_ref() == Some(&version)
+                || (key.unit == BatchUnit::Directory && observed.marker);
+            if !settled {
+                continue;
+            }
+            let complete = observed.files.iter().all(|f| scan::footer_parses(f));
+            if complete || quiet >= options.settle * CORRUPT_AFTER_SETTLES {
+                ready.push((key.clone(), version, candidate.discovered));
+                finished.push(key.clone());
+            }
+        }
+        for key in finished {
+            candidates.remove(&key);
+        }
+        for (key, version, discovered) in ready {
+            let Some(root) = options.roots.get(key.root) else {
+                continue;
+            };
+            if let Ok(mut set) = self.in_flight.lock() {
+                set.insert((key.dataset.clone(), version.clone()));
+            }
+            let batch = Batch {
+                dataset: key.dataset.clone(),
+                path: root.join(&key.relative),
+                // A folder batch's own segments are partitions too.
+                partitions: match key.unit {
+                    BatchUnit::File => partitions_of(&key.relative),
+                    BatchUnit::Directory => partitions_of(&key.relative.join("part")),
+                },
+                version,
+                relative: key.relative,
+                root: root.clone(),
+                discovered,
+            };
+            tokio::select! {
+                sent = queue.send(batch) => if sent.is_err() { return false },
+                _ = shutdown.changed() => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Lists every watched folder (on a blocking thread: big lakes take a while).
+async fn list_all(options: &LakeOptions, rules: &Arc<Vec<RuleFile>>) -> (Vec<BatchKey>, u64) {
+    let options = options.clone();
+    let rules = rules.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut keys = Vec::new();
+        let mut unmatched = 0;
+        for (index, root) in options.roots.iter().enumerate() {
+            let (found, n) = scan::scan_root(index, root, &options.filter, &rules);
+            unmatched += n;
+            keys.extend(found.into_keys().filter(|k| {
+                let path = root.join(&k.relative);
+                !options.skip.iter().any(|s| path.starts_with(s))
+            }));
+        }
+        (keys, unmatched)
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// Starts notify on every root (none in poll mode). A root that cannot be
+/// watched is logged; the periodic listing still covers it.
+fn start_watcher(
+    options: &LakeOptions,
+    events: &mpsc::Sender<(PathBuf, bool)>,
+    overflow: &Arc<AtomicBool>,
+) -> Option<notify::RecommendedWatcher> {
+    if options.poll {
+        return None;
+    }
+    let tx = events.clone();
+    let overflow = overflow.clone();
+    let handler = move |result: notify::Result<notify::Event>| match result {
+        Ok(event) => {
+            use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+            let complete = matches!(
+                event.kind,
+                EventKind::Access(AccessKind::Close(AccessMode::Write))
+                    | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+            );
+            if matches!(
+                event.kind,
+                EventKind::Access(AccessKind::Open(_)) | EventKind::Remove(_)
+            ) {
+                return;
+            }
+            // For a rename with both paths, the destination is the last one.
+            let paths: Vec<PathBuf> = match event.kind {
+                EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
+                    event.paths.last().cloned().into_iter().collect()
+                }
+                _ => event.paths,
+            };
+            for path in paths {
+                if tx.try_send((path, complete)).is_err() {
+                    overflow.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "filesystem watch error; relying on listings");
+            overflow.store(true, Ordering::Relaxed);
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start filesystem events; listing every rescan interval");
+            return None;
+        }
+    };
+    for root in &options.roots {
+        if let Err(e) = watcher.watch(Path::new(root), RecursiveMode::Recursive) {
+            tracing::warn!(root = %root.display(), error = %e, "cannot watch folder; relying on listings");
+        }
+    }
+    Some(watcher)
+}

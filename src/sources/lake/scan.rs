@@ -1,0 +1,256 @@
+//! What in a lake folder is a batch, which version of it is on disk, and
+//! whether it is complete: pure functions over paths and file metadata, so
+//! the watcher loop stays about timing.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use globset::GlobSet;
+
+use crate::report::BatchVersion;
+use crate::rules::{BatchUnit, RuleFile};
+
+/// Marker file that writers (Spark, Hive, MapReduce) drop in a folder when
+/// all its part files are written.
+pub const SUCCESS_MARKER: &str = "_SUCCESS";
+
+/// Whether a path (relative to a watched folder) is a writer's temporary or
+/// bookkeeping file rather than data: any segment starting with `.` or `_`
+/// (hidden files, `_SUCCESS`, `_temporary/`, `_committed_…`), `*.tmp`,
+/// `*.crc`, `*.inprogress`.
+pub fn is_ignored(relative: &Path) -> bool {
+    relative.components().any(|c| match c {
+        Component::Normal(name) => {
+            let name = name.to_string_lossy();
+            name.starts_with('.')
+                || name.starts_with('_')
+                || name.ends_with(".tmp")
+                || name.ends_with(".crc")
+                || name.ends_with(".inprogress")
+        }
+        _ => false,
+    })
+}
+
+/// Which files of the lake are considered at all.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    /// Include globs (relative to the watched folder).
+    pub include: GlobSet,
+    /// Exclude globs.
+    pub exclude: GlobSet,
+}
+
+impl Filter {
+    /// Whether a file (relative path) is a data file to consider.
+    pub fn accepts(&self, relative: &Path) -> bool {
+        !is_ignored(relative) && self.include.is_match(relative) && !self.exclude.is_match(relative)
+    }
+}
+
+/// A batch a file belongs to, for one rule file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BatchKey {
+    /// The dataset (rule file) it is evaluated for.
+    pub dataset: String,
+    /// Index of the watched folder.
+    pub root: usize,
+    /// The batch's path relative to the watched folder: the file, or the
+    /// folder of part files.
+    pub relative: PathBuf,
+    /// File or folder.
+    pub unit: BatchUnit,
+}
+
+/// The batches a data file belongs to: one per rule file whose `match`
+/// applies. Empty when no rule file matches.
+pub fn batches_of(root: usize, relative: &Path, rules: &[RuleFile]) -> Vec<BatchKey> {
+    rules
+        .iter()
+        .filter(|r| r.matches(relative))
+        .map(|r| BatchKey {
+            dataset: r.dataset.clone(),
+            root,
+            relative: match r.batch {
+                BatchUnit::File => relative.to_path_buf(),
+                BatchUnit::Directory => {
+                    relative.parent().map(Path::to_path_buf).unwrap_or_default()
+                }
+            },
+            unit: r.batch,
+        })
+        .collect()
+}
+
+/// What is on disk for a batch right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// The version (size, mtime, parts).
+    pub version: BatchVersion,
+    /// The data files (one for a file batch).
+    pub files: Vec<PathBuf>,
+    /// A folder batch's `_SUCCESS` marker is present.
+    pub marker: bool,
+}
+
+fn modified_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Looks at a batch on disk; None when it is gone (or a folder with no part files).
+pub fn observe(root: &Path, key: &BatchKey, filter: &Filter) -> Option<Observed> {
+    let path = root.join(&key.relative);
+    match key.unit {
+        BatchUnit::File => {
+            let meta = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
+            Some(Observed {
+                version: BatchVersion {
+                    kind: "file".to_string(),
+                    path: path.display().to_string(),
+                    size: meta.len(),
+                    modified_ns: modified_ns(&meta),
+                    parts: 1,
+                },
+                files: vec![path],
+                marker: false,
+            })
+        }
+        BatchUnit::Directory => {
+            let mut files = Vec::new();
+            walk(root, &path, filter, &mut |file, _| {
+                files.push(file.to_path_buf())
+            });
+            files.sort();
+            if files.is_empty() {
+                return None;
+            }
+            let mut size = 0;
+            let mut modified = 0;
+            for file in &files {
+                let meta = std::fs::metadata(file).ok()?;
+                size += meta.len();
+                modified = modified.max(modified_ns(&meta));
+            }
+            Some(Observed {
+                version: BatchVersion {
+                    kind: "directory".to_string(),
+                    path: path.display().to_string(),
+                    size,
+                    modified_ns: modified,
+                    parts: files.len() as u64,
+                },
+                marker: path.join(SUCCESS_MARKER).is_file(),
+                files,
+            })
+        }
+    }
+}
+
+/// Calls `found(path, relative)` for every accepted data file under `dir`
+/// (recursively), in no particular order. Unreadable folders are skipped:
+/// the next scan tries again.
+pub fn walk(root: &Path, dir: &Path, filter: &Filter, found: &mut dyn FnMut(&Path, &Path)) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(relative) = path.strip_prefix(root) else {
+            continue;
+        };
+        let Ok(file_type) = entry.file_type() else {
+            continue;
+        };
+        if file_type.is_dir() {
+            if !is_ignored(relative) {
+                walk(root, &path, filter, found);
+            }
+        } else if filter.accepts(relative) {
+            found(&path, relative);
+        }
+    }
+}
+
+/// Whether a file ends with a Parquet footer that parses: the one sure sign
+/// a writer finished it (the footer is written last).
+pub fn footer_parses(path: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    parquet::file::metadata::ParquetMetaDataReader::new()
+        .parse_and_finish(&file)
+        .is_ok()
+}
+
+/// Every accepted file under a watched folder grouped into batches, plus the
+/// number of files no rule file matched.
+pub fn scan_root(
+    index: usize,
+    root: &Path,
+    filter: &Filter,
+    rules: &[RuleFile],
+) -> (BTreeMap<BatchKey, ()>, u64) {
+    let mut batches = BTreeMap::new();
+    let mut unmatched = 0;
+    walk(root, root, filter, &mut |_, relative| {
+        let keys = batches_of(index, relative, rules);
+        if keys.is_empty() {
+            unmatched += 1;
+        }
+        for key in keys {
+            batches.insert(key, ());
+        }
+    });
+    (batches, unmatched)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writer_leftovers_are_ignored() {
+        for p in [
+            ".hidden.parquet",
+            "_SUCCESS",
+            "a/_temporary/0/part-0.parquet",
+            "part-0.parquet.tmp",
+            "a/.part-0.parquet.crc",
+            "part-0.parquet.crc",
+            "x.parquet.inprogress",
+        ] {
+            assert!(is_ignored(Path::new(p)), "{p}");
+        }
+        for p in [
+            "part-0.parquet",
+            "day=2024-05-01/part-0.parquet",
+            "a.b/c.parquet",
+        ] {
+            assert!(!is_ignored(Path::new(p)), "{p}");
+        }
+    }
+
+    #[test]
+    fn footers_tell_complete_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.parquet");
+        let spec = crate::demo::FlightsSpec {
+            rows: 100,
+            ..Default::default()
+        };
+        crate::demo::write_flights(&good, &spec).unwrap();
+        assert!(footer_parses(&good));
+        let bytes = std::fs::read(&good).unwrap();
+        let half = dir.path().join("half.parquet");
+        std::fs::write(&half, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(!footer_parses(&half));
+        let junk = dir.path().join("junk.parquet");
+        std::fs::write(&junk, b"not parquet at all").unwrap();
+        assert!(!footer_parses(&junk));
+        assert!(!footer_parses(&dir.path().join("missing.parquet")));
+    }
+}

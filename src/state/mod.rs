@@ -1,0 +1,593 @@
+//! The agent's durable state: which batch versions were evaluated, their
+//! reports, per-dataset counters, and the profiles behind rolling references.
+//!
+//! One [redb](https://docs.rs/redb) file (`state.redb` in the state folder):
+//! pure Rust, ACID, crash-safe, and locked by one process at a time — which is
+//! also how `driftwatch status` knows an agent is running. Every evaluation is
+//! recorded in **one** write transaction (version → status, report, counters,
+//! rolling profile), committed durably *before* it is written to the results
+//! log, so after `kill -9` either nothing of it happened (the batch is
+//! evaluated again) or all of it did (the results log catches up from the
+//! store; see [`Store::reports_after`]).
+//!
+//! Reports are stored as the JSON text of the results-log line, so what the
+//! store returns is byte-for-byte what the log holds.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::profile::DatasetProfile;
+use crate::report::BatchVersion;
+
+/// State store errors. `Busy` is the user's (another agent owns the folder);
+/// the rest are I/O or a damaged store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Another process holds the store.
+    #[error(
+        "{}: the state store is in use by a running agent (ask it with `driftwatch status --listen ADDR`)",
+        path.display()
+    )]
+    Busy {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// The state folder or store could not be created or read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// redb failed.
+    #[error("state store {}: {source}", path.display())]
+    Store {
+        /// The store file.
+        path: PathBuf,
+        /// The redb error.
+        source: Box<redb::Error>,
+    },
+    /// A stored value could not be decoded (a damaged or newer store).
+    #[error("state store {}: cannot decode {what}: {reason}", path.display())]
+    Decode {
+        /// The store file.
+        path: PathBuf,
+        /// What was being read.
+        what: String,
+        /// One-line reason.
+        reason: String,
+    },
+}
+
+/// A `Result` whose error is a [`StateError`].
+pub type Result<T, E = StateError> = std::result::Result<T, E>;
+
+/// The store file's name inside the state folder.
+pub const STORE_FILE: &str = "state.redb";
+
+/// version key → [`VersionRecord`] (JSON).
+const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions");
+/// seq → results-log line (JSON text of the report).
+const REPORTS: TableDefinition<u64, &str> = TableDefinition::new("reports");
+/// `dataset\0{seq:020}` → () : each dataset's stored reports, oldest first.
+const DATASET_REPORTS: TableDefinition<&str, ()> = TableDefinition::new("dataset_reports");
+/// dataset → [`DatasetCounters`] (JSON).
+const DATASETS: TableDefinition<&str, &[u8]> = TableDefinition::new("datasets");
+/// `dataset\0{seq:020}` → profile JSON: the rolling reference's batches.
+const ROLLING: TableDefinition<&str, &[u8]> = TableDefinition::new("rolling");
+/// name → number (`next_seq`).
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// How one batch version ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Every error-severity check passed and no dataset drift.
+    Passed,
+    /// A check (or drift) with severity error failed.
+    Failed,
+    /// The batch could not be evaluated (corrupt, unreadable).
+    Error,
+}
+
+/// What the store keeps per batch version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// The report's position in the results log.
+    pub seq: u64,
+    /// The dataset it was evaluated for.
+    pub dataset: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// When (Unix seconds).
+    pub evaluated_at: i64,
+}
+
+/// Per-dataset totals since the store was created.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DatasetCounters {
+    /// Batches evaluated (any outcome).
+    pub evaluated: u64,
+    /// Batches that failed.
+    pub failed: u64,
+    /// Batches that could not be evaluated.
+    pub errored: u64,
+    /// Rows evaluated.
+    pub rows: u64,
+    /// The latest report's seq.
+    pub last_seq: u64,
+    /// When the latest batch was evaluated (Unix seconds).
+    pub last_evaluated_at: i64,
+}
+
+/// One evaluation to record.
+#[derive(Debug, Clone)]
+pub struct Evaluated<'a> {
+    /// The batch version.
+    pub version: &'a BatchVersion,
+    /// The dataset.
+    pub dataset: &'a str,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Rows in the batch.
+    pub rows: u64,
+    /// When (Unix seconds).
+    pub evaluated_at: i64,
+    /// The batch's profile to add to the dataset's rolling reference, and how
+    /// many batches that reference keeps.
+    pub rolling: Option<(&'a DatasetProfile, usize)>,
+}
+
+/// Limits on what the store keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Reports kept per dataset.
+    pub reports_per_dataset: usize,
+}
+
+/// The durable state store.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+/// The key of a batch version for one dataset.
+pub fn version_key(dataset: &str, version: &BatchVersion) -> String {
+    format!(
+        "{dataset}\0{}\0{}\0{}\0{}",
+        version.kind, version.path, version.size, version.modified_ns
+    )
+}
+
+fn seq_key(dataset: &str, seq: u64) -> String {
+    format!("{dataset}\0{seq:020}")
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, taking its lock.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|source| StateError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(STORE_FILE);
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StateError::Busy { path });
+            }
+            Err(e) => {
+                return Err(StateError::Store {
+                    path,
+                    source: Box::new(e.into()),
+                });
+            }
+        };
+        let store = Self { db, path };
+        // Create the tables so readers never meet a missing one.
+        store.write(|txn| {
+            txn.open_table(VERSIONS)?;
+            txn.open_table(REPORTS)?;
+            txn.open_table(DATASET_REPORTS)?;
+            txn.open_table(DATASETS)?;
+            txn.open_table(ROLLING)?;
+            txn.open_table(META)?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    /// Whether another process holds the store in `dir` (an agent is running).
+    pub fn is_busy(dir: &Path) -> bool {
+        matches!(Self::open(dir), Err(StateError::Busy { .. }))
+    }
+
+    fn err(&self, e: impl Into<redb::Error>) -> StateError {
+        StateError::Store {
+            path: self.path.clone(),
+            source: Box::new(e.into()),
+        }
+    }
+
+    fn decode<T: for<'de> Deserialize<'de>>(&self, what: &str, bytes: &[u8]) -> Result<T> {
+        serde_json::from_slice(bytes).map_err(|e| StateError::Decode {
+            path: self.path.clone(),
+            what: what.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<T, redb::Error>,
+    ) -> Result<T> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let out = f(&txn).map_err(|e| self.err(e))?;
+        txn.commit().map_err(|e| self.err(e))?;
+        Ok(out)
+    }
+
+    /// The record of a batch version, if it was evaluated.
+    pub fn version(&self, dataset: &str, version: &BatchVersion) -> Result<Option<VersionRecord>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(VERSIONS).map_err(|e| self.err(e))?;
+        let key = version_key(dataset, version);
+        match table.get(key.as_str()).map_err(|e| self.err(e))? {
+            Some(v) => Ok(Some(self.decode("a version record", v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The seq the next recorded report will get.
+    pub fn next_seq(&self) -> Result<u64> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let meta = txn.open_table(META).map_err(|e| self.err(e))?;
+        Ok(meta
+            .get("next_seq")
+            .map_err(|e| self.err(e))?
+            .map(|v| v.value())
+            .unwrap_or(1))
+    }
+
+    /// Records an evaluation durably and returns its seq. `line` renders the
+    /// results-log line for that seq. Recording a version that is already
+    /// recorded changes nothing and returns the existing seq with `false`.
+    pub fn record(
+        &self,
+        evaluated: &Evaluated<'_>,
+        retention: Retention,
+        line: impl FnOnce(u64) -> String,
+    ) -> Result<(u64, bool)> {
+        let key = version_key(evaluated.dataset, evaluated.version);
+        let profile_json = match evaluated.rolling {
+            Some((profile, _)) => {
+                Some(serde_json::to_vec(profile).map_err(|e| StateError::Decode {
+                    path: self.path.clone(),
+                    what: "a profile".to_string(),
+                    reason: e.to_string(),
+                })?)
+            }
+            None => None,
+        };
+        let path = self.path.clone();
+        let decode_err = |what: &str, e: serde_json::Error| {
+            redb::Error::Io(std::io::Error::other(format!(
+                "{}: cannot decode {what}: {e}",
+                path.display()
+            )))
+        };
+        self.write(|txn| {
+            let mut versions = txn.open_table(VERSIONS)?;
+            if let Some(existing) = versions.get(key.as_str())? {
+                let record: VersionRecord = serde_json::from_slice(existing.value())
+                    .map_err(|e| decode_err("a version record", e))?;
+                return Ok((record.seq, false));
+            }
+            let mut meta = txn.open_table(META)?;
+            let seq = meta.get("next_seq")?.map(|v| v.value()).unwrap_or(1);
+            meta.insert("next_seq", seq + 1)?;
+            let record = VersionRecord {
+                seq,
+                dataset: evaluated.dataset.to_string(),
+                outcome: evaluated.outcome,
+                evaluated_at: evaluated.evaluated_at,
+            };
+            let bytes =
+                serde_json::to_vec(&record).map_err(|e| decode_err("a version record", e))?;
+            versions.insert(key.as_str(), bytes.as_slice())?;
+
+            let mut reports = txn.open_table(REPORTS)?;
+            let text = line(seq);
+            reports.insert(seq, text.as_str())?;
+            let mut index = txn.open_table(DATASET_REPORTS)?;
+            index.insert(seq_key(evaluated.dataset, seq).as_str(), ())?;
+            // Keep the newest `reports_per_dataset` reports of this dataset.
+            let prefix = format!("{}\0", evaluated.dataset);
+            let end = format!("{}\u{1}", evaluated.dataset);
+            let keys: Vec<String> = index
+                .range(prefix.as_str()..end.as_str())?
+                .map(|entry| entry.map(|(k, _)| k.value().to_string()))
+                .collect::<std::result::Result<_, _>>()?;
+            if keys.len() > retention.reports_per_dataset {
+                for old in &keys[..keys.len() - retention.reports_per_dataset] {
+                    index.remove(old.as_str())?;
+                    if let Some(old_seq) =
+                        old.rsplit('\0').next().and_then(|s| s.parse::<u64>().ok())
+                    {
+                        reports.remove(old_seq)?;
+                    }
+                }
+            }
+
+            let mut datasets = txn.open_table(DATASETS)?;
+            let mut counters: DatasetCounters = match datasets.get(evaluated.dataset)? {
+                Some(v) => serde_json::from_slice(v.value())
+                    .map_err(|e| decode_err("dataset counters", e))?,
+                None => DatasetCounters::default(),
+            };
+            counters.evaluated += 1;
+            match evaluated.outcome {
+                Outcome::Passed => {}
+                Outcome::Failed => counters.failed += 1,
+                Outcome::Error => counters.errored += 1,
+            }
+            counters.rows += evaluated.rows;
+            counters.last_seq = seq;
+            counters.last_evaluated_at = evaluated.evaluated_at;
+            let bytes = serde_json::to_vec(&counters).map_err(|e| decode_err("counters", e))?;
+            datasets.insert(evaluated.dataset, bytes.as_slice())?;
+
+            if let (Some((_, capacity)), Some(json)) = (evaluated.rolling, &profile_json) {
+                let mut rolling = txn.open_table(ROLLING)?;
+                rolling.insert(seq_key(evaluated.dataset, seq).as_str(), json.as_slice())?;
+                let keys: Vec<String> = rolling
+                    .range(prefix.as_str()..end.as_str())?
+                    .map(|entry| entry.map(|(k, _)| k.value().to_string()))
+                    .collect::<std::result::Result<_, _>>()?;
+                if keys.len() > capacity {
+                    for old in &keys[..keys.len() - capacity] {
+                        rolling.remove(old.as_str())?;
+                    }
+                }
+            }
+            Ok((seq, true))
+        })
+    }
+
+    /// The profiles of a dataset's rolling reference, oldest first (at most `limit`, the newest).
+    pub fn rolling_profiles(&self, dataset: &str, limit: usize) -> Result<Vec<DatasetProfile>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(ROLLING).map_err(|e| self.err(e))?;
+        let prefix = format!("{dataset}\0");
+        let end = format!("{dataset}\u{1}");
+        let mut out = Vec::new();
+        for entry in table
+            .range(prefix.as_str()..end.as_str())
+            .map_err(|e| self.err(e))?
+            .rev()
+            .take(limit)
+        {
+            let (_, v) = entry.map_err(|e| self.err(e))?;
+            out.push(self.decode("a rolling profile", v.value())?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Stored results-log lines with a seq greater than `after`, in order.
+    pub fn reports_after(&self, after: u64) -> Result<Vec<(u64, String)>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(REPORTS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in table
+            .range(after.saturating_add(1)..)
+            .map_err(|e| self.err(e))?
+        {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            out.push((k.value(), v.value().to_string()));
+        }
+        Ok(out)
+    }
+
+    /// The newest `limit` stored reports of a dataset, newest first.
+    pub fn latest_reports(&self, dataset: &str, limit: usize) -> Result<Vec<(u64, String)>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let index = txn.open_table(DATASET_REPORTS).map_err(|e| self.err(e))?;
+        let reports = txn.open_table(REPORTS).map_err(|e| self.err(e))?;
+        let prefix = format!("{dataset}\0");
+        let end = format!("{dataset}\u{1}");
+        let mut out = Vec::new();
+        for entry in index
+            .range(prefix.as_str()..end.as_str())
+            .map_err(|e| self.err(e))?
+            .rev()
+            .take(limit)
+        {
+            let (k, _) = entry.map_err(|e| self.err(e))?;
+            let Some(seq) = k
+                .value()
+                .rsplit('\0')
+                .next()
+                .and_then(|s| s.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if let Some(line) = reports.get(seq).map_err(|e| self.err(e))? {
+                out.push((seq, line.value().to_string()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every dataset's counters, by name.
+    pub fn datasets(&self) -> Result<Vec<(String, DatasetCounters)>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(DATASETS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.err(e))? {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            out.push((
+                k.value().to_string(),
+                self.decode("dataset counters", v.value())?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Forgets versions evaluated before `older_than` (Unix seconds) whose
+    /// path `exists` says is gone: they can never be seen again, so keeping
+    /// them only grows the store. Returns how many were removed.
+    pub fn prune_versions(&self, older_than: i64, exists: impl Fn(&str) -> bool) -> Result<usize> {
+        let mut gone = Vec::new();
+        {
+            let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+            let table = txn.open_table(VERSIONS).map_err(|e| self.err(e))?;
+            for entry in table.iter().map_err(|e| self.err(e))? {
+                let (k, v) = entry.map_err(|e| self.err(e))?;
+                let record: VersionRecord = self.decode("a version record", v.value())?;
+                let key = k.value().to_string();
+                let path = key.split('\0').nth(2).unwrap_or_default();
+                if record.evaluated_at < older_than && !exists(path) {
+                    gone.push(key);
+                }
+            }
+        }
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        self.write(|txn| {
+            let mut table = txn.open_table(VERSIONS)?;
+            for key in &gone {
+                table.remove(key.as_str())?;
+            }
+            Ok(())
+        })?;
+        Ok(gone.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(path: &str, size: u64) -> BatchVersion {
+        BatchVersion {
+            kind: "file".to_string(),
+            path: path.to_string(),
+            size,
+            modified_ns: 7,
+            parts: 1,
+        }
+    }
+
+    fn record(store: &Store, v: &BatchVersion, outcome: Outcome) -> (u64, bool) {
+        store
+            .record(
+                &Evaluated {
+                    version: v,
+                    dataset: "d",
+                    outcome,
+                    rows: 10,
+                    evaluated_at: 100,
+                    rolling: None,
+                },
+                Retention {
+                    reports_per_dataset: 2,
+                },
+                |seq| format!("{{\"seq\":{seq}}}"),
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn versions_are_recorded_once_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert!(Store::is_busy(dir.path()));
+            assert_eq!(record(&store, &version("a", 1), Outcome::Passed), (1, true));
+            assert_eq!(
+                record(&store, &version("a", 1), Outcome::Passed),
+                (1, false)
+            );
+            assert_eq!(record(&store, &version("a", 2), Outcome::Error), (2, true));
+            assert_eq!(record(&store, &version("b", 1), Outcome::Failed), (3, true));
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.next_seq().unwrap(), 4);
+        let rec = store.version("d", &version("a", 2)).unwrap().unwrap();
+        assert_eq!((rec.seq, rec.outcome), (2, Outcome::Error));
+        assert!(store.version("other", &version("a", 2)).unwrap().is_none());
+        let (name, counters) = &store.datasets().unwrap()[0];
+        assert_eq!(name, "d");
+        assert_eq!(
+            (
+                counters.evaluated,
+                counters.failed,
+                counters.errored,
+                counters.rows,
+                counters.last_seq
+            ),
+            (3, 1, 1, 30, 3)
+        );
+        // Only the newest two reports of the dataset are kept.
+        let latest = store.latest_reports("d", 10).unwrap();
+        assert_eq!(
+            latest.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![3, 2]
+        );
+        assert_eq!(
+            store.reports_after(1).unwrap(),
+            vec![
+                (2, "{\"seq\":2}".to_string()),
+                (3, "{\"seq\":3}".to_string())
+            ]
+        );
+        assert_eq!(store.prune_versions(101, |p| p == "a").unwrap(), 1);
+        assert!(store.version("d", &version("b", 1)).unwrap().is_none());
+        assert!(store.version("d", &version("a", 1)).unwrap().is_some());
+    }
+
+    #[test]
+    fn rolling_profiles_keep_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..4u64 {
+            let mut profile = DatasetProfile::new("d");
+            profile.rows = i;
+            store
+                .record(
+                    &Evaluated {
+                        version: &version("f", i),
+                        dataset: "d",
+                        outcome: Outcome::Passed,
+                        rows: i,
+                        evaluated_at: 1,
+                        rolling: Some((&profile, 3)),
+                    },
+                    Retention {
+                        reports_per_dataset: 10,
+                    },
+                    |_| String::new(),
+                )
+                .unwrap();
+        }
+        let rows: Vec<u64> = store
+            .rolling_profiles("d", 3)
+            .unwrap()
+            .iter()
+            .map(|p| p.rows)
+            .collect();
+        assert_eq!(rows, vec![1, 2, 3]);
+        let rows: Vec<u64> = store
+            .rolling_profiles("d", 2)
+            .unwrap()
+            .iter()
+            .map(|p| p.rows)
+            .collect();
+        assert_eq!(rows, vec![2, 3]);
+    }
+}
