@@ -6,7 +6,9 @@
 //!
 //! # Layout
 //!
-//! The flow reads left to right: inputs → engine → report → outputs.
+//! The flow reads left to right: sources → engine → report → sinks, with the
+//! agent wiring them together for `driftwatch run` and `check` doing the same
+//! once for `driftwatch check`.
 //!
 //! - [`rules`]: the rule-file language. Parses YAML with source spans and
 //!   validates everything that can be known without data, so every error names
@@ -22,11 +24,23 @@
 //!   against scipy reference values. No DataFusion, no I/O.
 //! - [`report`]: the report value, its versioned JSON form, and the terminal
 //!   table. Read-only consumers of engine results.
+//! - [`evaluate`]: one batch against one rule file with its drift reference
+//!   (a profile file or a rolling window): what `check` and the agent share.
 //! - [`inputs`]: expands the paths given to `check` into batches and matches
 //!   each against the rule files' `match` globs.
 //! - [`check`]: the one-shot `driftwatch check`: inputs × rule files → report.
-//! - [`demo`]: a deterministic generator of flights-shaped Parquet batches,
-//!   used by `driftwatch demo`, the benchmarks' data generator and tests.
+//! - [`sources`]: where the agent's batches come from — the lake watcher
+//!   (events, listings, settle time, footers, `batch: directory`) and Hive
+//!   partition parsing. Event streams plug in here.
+//! - [`state`]: the agent's durable store (redb): evaluated batch versions,
+//!   reports, counters, rolling-reference profiles. The exactly-once record.
+//! - [`sinks`]: where reports go — the results log (JSON lines, repaired from
+//!   the store after a crash).
+//! - [`config`]: `driftwatch.toml`, its JSON Schema, flags over file.
+//! - [`agent`]: `driftwatch run` — queue, workers, the evaluation runtime,
+//!   HTTP endpoints, reload, shutdown.
+//! - [`demo`]: a deterministic generator of flights-shaped Parquet batches
+//!   and the live demo, used by `driftwatch demo`, benchmarks and tests.
 //! - `cli` (binary only): argument parsing, exit codes; the only place that
 //!   uses `anyhow`.
 

@@ -1,17 +1,14 @@
 //! `driftwatch demo`: realistic batches and rules, made on the spot.
 //!
-//! [`prepare`] writes, into a folder, a few flights-shaped Parquet batches —
-//! clean ones and one with planted failures — and the example rule file below,
-//! so a new user sees every part of a report without bringing data. The data
-//! generator itself lives in [`flights`] and is shared with the benchmark
-//! generator (`examples/gen_flights.rs`) and the tests.
+//! [`live`] runs the real agent on a temporary lake and lands a stream of
+//! generated batches in which drift, rule failures and a corrupt file appear,
+//! so a new user sees the whole product without bringing data. The data
+//! generator lives in [`flights`] and is shared with the benchmark generator
+//! (`examples/gen_flights.rs`) and the tests; [`DEMO_RULES`] is also shipped
+//! as `rules/flights.yaml`.
 
 pub mod flights;
 pub mod live;
-
-use std::path::{Path, PathBuf};
-
-use chrono::{DateTime, Duration, Utc};
 
 pub use flights::{Defects, DemoError, FlightsSpec, write_flights};
 
@@ -46,88 +43,3 @@ checks:
     name: mean_arrival_delay_jfk
     where: "origin = 'JFK'"
 "#;
-
-/// What [`prepare`] wrote.
-#[derive(Debug, Clone)]
-pub struct DemoFiles {
-    /// The folder holding everything.
-    pub root: PathBuf,
-    /// The data folder to pass to `check`.
-    pub data: PathBuf,
-    /// The rules folder.
-    pub rules: PathBuf,
-    /// The batch files, clean ones first.
-    pub batches: Vec<PathBuf>,
-}
-
-/// Writes the demo batches and rules under `root`; timestamps end shortly
-/// before `now`, so the freshness check is meaningful.
-pub fn prepare(root: &Path, now: DateTime<Utc>) -> Result<DemoFiles, DemoError> {
-    let data = root.join("data");
-    let flights_dir = data.join("flights");
-    let rules = root.join("rules");
-    for dir in [&flights_dir, &rules] {
-        std::fs::create_dir_all(dir).map_err(|source| DemoError::Io {
-            path: dir.display().to_string(),
-            source,
-        })?;
-    }
-    let rules_file = rules.join("flights.yaml");
-    std::fs::write(&rules_file, DEMO_RULES).map_err(|source| DemoError::Io {
-        path: rules_file.display().to_string(),
-        source,
-    })?;
-
-    let day = |days_ago: i64| now - Duration::hours(24 * days_ago + 30);
-    let batches = [
-        (
-            "2013-01-01.parquet",
-            1,
-            20_000u64,
-            Defects::default(),
-            day(1),
-        ),
-        (
-            "2013-01-02.parquet",
-            20_001,
-            20_000,
-            Defects::default(),
-            day(0),
-        ),
-        (
-            "2013-01-03-broken.parquet",
-            40_001,
-            20_000,
-            Defects {
-                null_dep_delay_every: Some(12),
-                bad_origin_every: Some(200),
-                duplicate_row_id_every: Some(500),
-                bad_tailnum_every: Some(250),
-                negative_distance_every: Some(1000),
-            },
-            day(0),
-        ),
-    ];
-    let mut written = Vec::new();
-    for (i, (name, first_row_id, rows, defects, start)) in batches.into_iter().enumerate() {
-        let path = flights_dir.join(name);
-        let spec = FlightsSpec {
-            rows,
-            row_group_rows: 8_192,
-            seed: 7 + i as u64,
-            first_row_id,
-            start,
-            span_hours: 24,
-            defects,
-            delay_shift: 0,
-        };
-        write_flights(&path, &spec)?;
-        written.push(path);
-    }
-    Ok(DemoFiles {
-        root: root.to_path_buf(),
-        data,
-        rules,
-        batches: written,
-    })
-}

@@ -126,14 +126,8 @@ impl LakeSource {
                         discovered: Instant::now(),
                     });
                 }
-                next_listing = Instant::now()
-                    + if options.poll {
-                        options
-                            .rescan
-                            .min(options.settle.max(Duration::from_millis(200)))
-                    } else {
-                        options.rescan
-                    };
+                // In poll mode `rescan` is the poll interval.
+                next_listing = Instant::now() + options.rescan;
             }
             if !self
                 .advance(&options, &mut candidates, &queue, &mut shutdown)
