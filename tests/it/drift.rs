@@ -420,3 +420,32 @@ fn bad_drift_sections_name_their_location() {
         );
     }
 }
+
+#[test]
+fn rolling_reference_in_check_uses_the_previous_inputs_of_the_run() {
+    let lake = Lake::new();
+    std::fs::create_dir_all(lake.path("data")).unwrap();
+    let cats = [("a", 2500), ("b", 2500)];
+    // Inputs are taken in name order: two alike, then one shifted.
+    lake.write("data/1.parquet", &batch(5000, 0.0, &cats, false));
+    lake.write("data/2.parquet", &batch(5000, 0.0, &cats, false));
+    lake.write("data/3.parquet", &batch(5000, 500.0, &cats, false));
+    let rules = lake.rules(
+        "rules.yaml",
+        "dataset: t\ndrift:\n  reference: { rolling: { batches: 1 } }\n  columns: [x]\n",
+    );
+    let (code, report, stderr) = check(&lake.path("data"), &rules, None);
+    assert_eq!(code, 1, "{stderr}");
+    let drift = |i: usize| report["reports"][i]["drift"].clone();
+    assert_eq!(drift(0)["reference"], "rolling (previous 1 batches)");
+    assert_eq!(
+        drift(0)["message"],
+        "rolling reference has 0 of 1 batches; drift is tested once it has at least one"
+    );
+    assert_eq!(drift(0)["columns"], serde_json::json!([]));
+    assert_eq!(drift(1)["dataset_drift"], false);
+    assert_eq!(drift(1)["columns"][0]["statistic"], 0.0);
+    // 3 against 2 alone (a window of one batch): shifted by half the range.
+    assert_eq!(drift(2)["dataset_drift"], true);
+    assert_eq!(report["reports"][2]["passed"], false);
+}

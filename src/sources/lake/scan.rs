@@ -235,6 +235,37 @@ mod tests {
     }
 
     #[test]
+    fn a_file_belongs_to_one_batch_per_matching_rule_file() {
+        let parse =
+            |name: &str, text: &str| crate::rules::parse_rule_file(Path::new(name), text).unwrap();
+        let rules = vec![
+            parse("a.yaml", "dataset: files\nmatch: \"orders/**/*.parquet\"\n"),
+            parse(
+                "b.yaml",
+                "dataset: folders\nmatch: \"orders/**/*.parquet\"\nbatch: directory\n",
+            ),
+            parse("c.yaml", "dataset: other\nmatch: \"misc/*.parquet\"\n"),
+        ];
+        let keys = batches_of(0, Path::new("orders/day=1/part-0.parquet"), &rules);
+        let got: Vec<(&str, &Path, BatchUnit)> = keys
+            .iter()
+            .map(|k| (k.dataset.as_str(), k.relative.as_path(), k.unit))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "files",
+                    Path::new("orders/day=1/part-0.parquet"),
+                    BatchUnit::File
+                ),
+                ("folders", Path::new("orders/day=1"), BatchUnit::Directory),
+            ]
+        );
+        assert!(batches_of(0, Path::new("elsewhere/x.parquet"), &rules).is_empty());
+    }
+
+    #[test]
     fn footers_tell_complete_files() {
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("good.parquet");
