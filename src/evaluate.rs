@@ -75,6 +75,7 @@ pub async fn evaluate(
     if evaluation.report.error.is_some() {
         return evaluation;
     }
+    let started = std::time::Instant::now();
     let section = match reference {
         Reference::Failed { name, error } => DriftReport::failed(name, config, error),
         Reference::WarmingUp { name, have, need } => {
@@ -93,11 +94,14 @@ pub async fn evaluate(
     let Evaluation {
         mut report,
         profile,
+        mut timings,
     } = evaluation;
     report.drift = Some(section);
+    timings.drift = started.elapsed();
     Evaluation {
         report: report.with_passed_from_checks(),
         profile,
+        timings,
     }
 }
 

@@ -44,6 +44,7 @@ use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::report::BatchVersion;
 use crate::rules::{RuleError, RuleFile};
 use crate::sinks::results_log::{ResultsLog, ResultsLogError};
+use crate::sinks::telemetry::{Telemetry, TelemetryError};
 use crate::sources::lake::scan::Filter;
 use crate::sources::lake::{InFlight, LakeOptions, LakeSource, LakeStats};
 use crate::state::{StateError, Store};
@@ -70,6 +71,9 @@ pub enum AgentError {
     /// The engine could not be set up.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// OpenTelemetry export could not be set up.
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
     /// A watched folder does not exist.
     #[error("{}: cannot watch: {source}", path.display())]
     Watch {
@@ -110,6 +114,7 @@ pub struct Shared {
     pub(crate) instance: String,
     pub(crate) listen: SocketAddr,
     pub(crate) settings: Mutex<Settings>,
+    pub(crate) telemetry: Arc<Telemetry>,
     dataset_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -248,6 +253,14 @@ pub async fn run(
         std::process::id(),
         Utc::now().timestamp_millis()
     );
+    let in_flight: InFlight = Arc::new(Mutex::new(HashSet::new()));
+    let depth = in_flight.clone();
+    let telemetry = Arc::new(Telemetry::new(
+        &settings.telemetry,
+        &instance,
+        &hostname(),
+        Arc::new(move || depth.lock().map(|s| s.len() as u64).unwrap_or(0)),
+    )?);
     let shared = Arc::new(Shared {
         store: store.clone(),
         results_log: Mutex::new(log),
@@ -256,7 +269,7 @@ pub async fn run(
         rules: rules_rx.clone(),
         rules_error: Mutex::new(None),
         references: Mutex::new(worker::ReferenceCache::default()),
-        in_flight: Arc::new(Mutex::new(HashSet::new())),
+        in_flight,
         lake: Arc::new(LakeStats::default()),
         events: events.clone(),
         reports_per_dataset: settings.reports_per_dataset,
@@ -266,6 +279,7 @@ pub async fn run(
         instance,
         listen,
         settings: Mutex::new(settings.clone()),
+        telemetry: telemetry.clone(),
         dataset_locks: Mutex::new(HashMap::new()),
     });
     write_agent_info(&settings.state, &shared)?;
@@ -320,6 +334,10 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let housekeeping = tokio::spawn(housekeeping(shared.clone(), stop_rx.clone()));
+    let mut flusher_stop = stop_rx.clone();
+    let flusher = tokio::spawn(telemetry.clone().run_flusher(async move {
+        let _ = flusher_stop.wait_for(|s| *s).await;
+    }));
 
     // HTTP.
     let router = http::router(shared.clone());
@@ -359,6 +377,9 @@ pub async fn run(
     let _ = reload_task.await;
     let _ = housekeeping.await;
     let _ = server.await;
+    let _ = flusher.await;
+    // Last signals out before exit (bounded by the exporters' timeouts).
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     let _ = std::fs::remove_file(settings.state.join(AGENT_FILE));
     drop(shared);
     eval_runtime.shutdown_background();

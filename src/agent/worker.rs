@@ -16,6 +16,7 @@ use crate::evaluate::{self, Reference, RollingWindow};
 use crate::profile::DatasetProfile;
 use crate::report::{AgentRecord, BatchReport, REPORT_VERSION, Report};
 use crate::rules::{self, DriftConfig, RuleFile};
+use crate::sinks::telemetry::{BatchIdentity, BatchTimings};
 use crate::sources::Batch;
 use crate::state::{Evaluated, Outcome, Retention};
 
@@ -101,6 +102,7 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
         )),
     };
 
+    let started = SystemTime::now();
     let engine = shared.engine.clone();
     let path = batch.path.clone();
     let source = batch.version.path.clone();
@@ -140,10 +142,11 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
                 )
                 .with_partitions(&batch.partitions),
                 profile: None,
+                timings: Default::default(),
             }
         }
     };
-    record(shared, &batch, &rule_file, evaluation, rolling).await;
+    record(shared, &batch, &rule_file, evaluation, rolling, started).await;
     shared.forget(&key);
 }
 
@@ -197,7 +200,10 @@ async fn record(
     rule_file: &RuleFile,
     evaluation: crate::engine::Evaluation,
     rolling: Option<usize>,
+    started: SystemTime,
 ) {
+    let sinks_started = std::time::Instant::now();
+    let timings = evaluation.timings;
     let report = evaluation.report;
     let outcome = if report.error.is_some() {
         Outcome::Error
@@ -280,6 +286,21 @@ async fn record(
     if outcome == Outcome::Error {
         quarantine(shared, batch);
     }
+    shared.telemetry.record_batch(
+        &report,
+        &BatchIdentity {
+            source: &batch.version.path,
+            seq,
+            partitions: &batch.partitions,
+        },
+        &BatchTimings {
+            started,
+            read: timings.read,
+            evaluate: timings.scan,
+            drift: timings.drift,
+            sinks: sinks_started.elapsed(),
+        },
+    );
     let _ = shared.events.send(Arc::new(Evaluation {
         seq,
         report,

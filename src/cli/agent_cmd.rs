@@ -14,18 +14,29 @@ use driftwatch::state::{StateError, Store};
 use super::{EXIT_USAGE, Format, LogFormatArg, RunArgs, StatusArgs};
 
 /// Sets up the agent's log lines on standard error. `RUST_LOG`, when set, wins.
+///
+/// The OpenTelemetry SDK logs every failed export through `tracing`; those
+/// lines are dropped here because the telemetry sink logs failures itself,
+/// rate-limited (a collector outage must not flood the agent's log).
 pub fn init_logging(format: LogFormat, level: &str) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let not_sdk =
+        tracing_subscriber::filter::filter_fn(|m| !m.target().starts_with("opentelemetry"));
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let layer = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };
+    let _ = tracing_subscriber::registry()
+        .with(layer.with_filter(not_sdk).with_filter(filter))
+        .try_init();
 }
 
 /// `driftwatch run`.

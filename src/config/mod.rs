@@ -92,6 +92,34 @@ pub struct ConfigFile {
     /// How much history the state folder keeps.
     #[serde(default)]
     pub retention: RetentionSection,
+    /// OpenTelemetry export (metrics, traces, logs over OTLP). The standard
+    /// `OTEL_*` environment variables override these keys.
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
+}
+
+/// `[telemetry]`: where OpenTelemetry signals go. Without an endpoint (here or
+/// in `OTEL_EXPORTER_OTLP_ENDPOINT`) metrics are only served on `/metrics`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// OTLP endpoint base URL, e.g. `http://127.0.0.1:4317` (gRPC) or
+    /// `http://127.0.0.1:4318` (HTTP; `/v1/metrics`, `/v1/traces`, `/v1/logs`
+    /// are appended). Env: `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub otlp_endpoint: Option<String>,
+    /// `grpc` (default) or `http/protobuf`. Env: `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub otlp_protocol: Option<String>,
+    /// Deadline of one export, retries included (default `5s`).
+    pub otlp_timeout: Option<String>,
+    /// `service.name` (default `driftwatch`). Env: `OTEL_SERVICE_NAME`.
+    pub service_name: Option<String>,
+    /// Extra resource attributes, e.g. `{ "deployment.environment" = "prod" }`.
+    /// Env `OTEL_RESOURCE_ATTRIBUTES` adds to and overrides them.
+    #[serde(default)]
+    pub resource_attributes: std::collections::BTreeMap<String, String>,
+    /// Periodic metric export interval (default `60s`); every evaluated batch
+    /// is also exported at once.
+    pub export_interval: Option<String>,
 }
 
 /// `[lake]`: which files are batches, and when a file is complete.
@@ -257,6 +285,8 @@ pub struct Settings {
     pub reports_per_dataset: usize,
     /// Forget vanished files after this long.
     pub max_age: Duration,
+    /// OpenTelemetry export.
+    pub telemetry: crate::sinks::telemetry::TelemetrySettings,
 }
 
 impl ConfigFile {
@@ -437,6 +467,7 @@ impl Settings {
             ));
         }
         let queue = file.evaluation.queue.unwrap_or(1024).max(1);
+        let telemetry = telemetry_settings(&file.telemetry, &origin)?;
         Ok(Settings {
             config_file: config_path.map(Path::to_path_buf),
             watch,
@@ -463,8 +494,71 @@ impl Settings {
             results_log_files: file.retention.results_log_files.unwrap_or(5),
             reports_per_dataset: file.retention.reports_per_dataset.unwrap_or(1000).max(1),
             max_age,
+            telemetry,
         })
     }
+}
+
+/// The telemetry settings: the standard `OTEL_EXPORTER_OTLP_*` variables
+/// over the config file's `[telemetry]`.
+fn telemetry_settings(
+    section: &TelemetrySection,
+    origin: &str,
+) -> Result<crate::sinks::telemetry::TelemetrySettings> {
+    use crate::sinks::telemetry::{OtlpProtocol, OtlpSettings, TelemetrySettings};
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let invalid = |from: &str, key: &str, message: String| ConfigError::Invalid {
+        origin: from.to_string(),
+        key: key.to_string(),
+        message,
+    };
+    let endpoint = env("OTEL_EXPORTER_OTLP_ENDPOINT").or_else(|| section.otlp_endpoint.clone());
+    let protocol = match env("OTEL_EXPORTER_OTLP_PROTOCOL") {
+        Some(p) => OtlpProtocol::parse(&p)
+            .map_err(|m| invalid("environment", "OTEL_EXPORTER_OTLP_PROTOCOL", m))?,
+        None => match &section.otlp_protocol {
+            Some(p) => {
+                OtlpProtocol::parse(p).map_err(|m| invalid(origin, "telemetry.otlp_protocol", m))?
+            }
+            None => OtlpProtocol::Grpc,
+        },
+    };
+    let timeout = match &section.otlp_timeout {
+        Some(t) => parse_interval(t).map_err(|m| invalid(origin, "telemetry.otlp_timeout", m))?,
+        None => Duration::from_secs(5),
+    };
+    let export_interval = match &section.export_interval {
+        Some(t) => {
+            parse_interval(t).map_err(|m| invalid(origin, "telemetry.export_interval", m))?
+        }
+        None => Duration::from_secs(60),
+    };
+    if let Some(e) = &endpoint
+        && !(e.starts_with("http://") || e.starts_with("https://"))
+    {
+        return Err(invalid(
+            origin,
+            "telemetry.otlp_endpoint",
+            format!("`{e}`: write a URL such as http://127.0.0.1:4317"),
+        ));
+    }
+    Ok(TelemetrySettings {
+        otlp: endpoint.map(|endpoint| OtlpSettings {
+            endpoint,
+            protocol,
+            timeout,
+        }),
+        service_name: section
+            .service_name
+            .clone()
+            .unwrap_or_else(|| "driftwatch".to_string()),
+        resource_attributes: section
+            .resource_attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        export_interval,
+    })
 }
 
 /// The JSON Schema of `driftwatch.toml` (`driftwatch config schema`).

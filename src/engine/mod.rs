@@ -42,6 +42,19 @@ pub struct Evaluation {
     pub report: BatchReport,
     /// The profiles of the requested columns (None when the batch could not be read).
     pub profile: Option<DatasetProfile>,
+    /// How long each stage took.
+    pub timings: Timings,
+}
+
+/// Time spent per stage of one evaluation (for traces and metrics).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timings {
+    /// Opening the batch and planning: footer, schema, compiling the rules.
+    pub read: std::time::Duration,
+    /// The scan: every check and profile in one aggregate.
+    pub scan: std::time::Duration,
+    /// Drift tests on the profiles (set by [`crate::evaluate`]).
+    pub drift: std::time::Duration,
 }
 
 /// One batch to evaluate.
@@ -187,7 +200,9 @@ impl Engine {
         request: &ProfileRequest,
     ) -> Evaluation {
         let (path, source) = (input.path, input.source);
-        let failed = |e: EngineError| Evaluation {
+        let started = std::time::Instant::now();
+        let mut timings = Timings::default();
+        let failed = |e: EngineError, timings: Timings| Evaluation {
             report: BatchReport::failed(
                 source.to_string(),
                 rules.dataset.clone(),
@@ -196,23 +211,36 @@ impl Engine {
             )
             .with_partitions(input.partitions),
             profile: None,
+            timings,
         };
         let planned = match self.plan(path, input.partitions, rules, request).await {
             Ok(p) => p,
-            Err(e) => return failed(e),
+            Err(e) => {
+                timings.read = started.elapsed();
+                return failed(e, timings);
+            }
         };
+        timings.read = started.elapsed();
         let values = match self.execute(path, &planned).await {
             Ok(v) => v,
-            Err(e) => return failed(e),
+            Err(e) => {
+                timings.scan = started.elapsed() - timings.read;
+                return failed(e, timings);
+            }
         };
         let profile = match self.collect_profiles(path, source, rules, &planned.compiled, &values) {
             Ok(p) => p,
-            Err(e) => return failed(e),
+            Err(e) => {
+                timings.scan = started.elapsed() - timings.read;
+                return failed(e, timings);
+            }
         };
+        timings.scan = started.elapsed() - timings.read;
         Evaluation {
             report: verdict::build_report(source, rules, &planned.compiled, &values, now)
                 .with_partitions(input.partitions),
             profile,
+            timings,
         }
     }
 

@@ -13,10 +13,10 @@ use serde_json::Value;
 
 use crate::common::text;
 
-const DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Polls `f` until it returns Some, or panics after `DEADLINE` naming `what`.
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = f() {
@@ -28,12 +28,12 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 /// A lake, its rules and state folder, in one temp dir.
-struct Lake {
-    dir: tempfile::TempDir,
+pub(crate) struct Lake {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Lake {
-    fn new(rules: &str) -> Self {
+    pub(crate) fn new(rules: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("lake")).unwrap();
         std::fs::create_dir_all(dir.path().join("rules")).unwrap();
@@ -41,17 +41,17 @@ impl Lake {
         std::fs::write(dir.path().join("rules/flights.yaml"), rules).unwrap();
         Lake { dir }
     }
-    fn lake(&self) -> PathBuf {
+    pub(crate) fn lake(&self) -> PathBuf {
         self.dir.path().join("lake")
     }
-    fn state(&self) -> PathBuf {
+    pub(crate) fn state(&self) -> PathBuf {
         self.dir.path().join("state")
     }
-    fn path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
     /// Flights-shaped Parquet bytes.
-    fn bytes(&self, rows: u64, seed: u64, shift: i64) -> Vec<u8> {
+    pub(crate) fn bytes(&self, rows: u64, seed: u64, shift: i64) -> Vec<u8> {
         let tmp = self.path(&format!("staging/gen-{seed}-{rows}-{shift}.bin"));
         write_flights(
             &tmp,
@@ -71,7 +71,7 @@ impl Lake {
         bytes
     }
     /// Writes a file under a temporary name outside the lake and renames it into place.
-    fn land(&self, rel: &str, bytes: &[u8]) -> PathBuf {
+    pub(crate) fn land(&self, rel: &str, bytes: &[u8]) -> PathBuf {
         let target = self.lake().join(rel);
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
         let tmp = self.path("staging/landing.tmp");
@@ -79,7 +79,7 @@ impl Lake {
         std::fs::rename(&tmp, &target).unwrap();
         target
     }
-    fn results(&self) -> Vec<Value> {
+    pub(crate) fn results(&self) -> Vec<Value> {
         results(&self.state())
     }
 }
@@ -92,24 +92,25 @@ fn results(state: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn sources(results: &[Value]) -> Vec<String> {
+pub(crate) fn sources(results: &[Value]) -> Vec<String> {
     results
         .iter()
         .map(|r| r["reports"][0]["source"].as_str().unwrap().to_string())
         .collect()
 }
 
-const RULES: &str = "dataset: flights\nchecks:\n  - not_null: carrier\n  - row_count: { min: 1 }\n";
+pub(crate) const RULES: &str =
+    "dataset: flights\nchecks:\n  - not_null: carrier\n  - row_count: { min: 1 }\n";
 
 /// A running `driftwatch run`.
-struct Agent {
+pub(crate) struct Agent {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     log: PathBuf,
 }
 
 impl Agent {
-    fn start(lake: &Lake, extra: &[&str]) -> Agent {
+    pub(crate) fn start(lake: &Lake, extra: &[&str]) -> Agent {
         let mut args: Vec<String> = vec![
             "run".into(),
             "--watch".into(),
@@ -128,7 +129,7 @@ impl Agent {
         Self::spawn(lake, &args, &lake.state())
     }
 
-    fn spawn(lake: &Lake, args: &[String], state: &Path) -> Agent {
+    pub(crate) fn spawn(lake: &Lake, args: &[String], state: &Path) -> Agent {
         let n = std::fs::read_dir(lake.dir.path()).unwrap().count();
         let log = lake.path(&format!("agent-{n}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
@@ -154,11 +155,11 @@ impl Agent {
         agent
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn get(&self, path: &str) -> (u16, String) {
+    pub(crate) fn get(&self, path: &str) -> (u16, String) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -171,19 +172,19 @@ impl Agent {
         .unwrap_or((0, String::new()))
     }
 
-    fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         let (code, body) = self.get("/status");
         assert_eq!(code, 200, "{body}");
         serde_json::from_str(&body).unwrap()
     }
 
-    fn kill9(mut self) {
+    pub(crate) fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
 
     /// SIGTERM; returns the exit code.
-    fn terminate(mut self) -> Option<i32> {
+    pub(crate) fn terminate(mut self) -> Option<i32> {
         let sent = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
@@ -203,7 +204,7 @@ impl Drop for Agent {
 }
 
 /// Waits until the results log has `n` lines and returns them.
-fn wait_results(lake: &Lake, agent: &Agent, n: usize) -> Vec<Value> {
+pub(crate) fn wait_results(lake: &Lake, agent: &Agent, n: usize) -> Vec<Value> {
     let start = Instant::now();
     loop {
         let r = lake.results();

@@ -14,3 +14,4 @@ mod edge_cases;
 mod errors;
 mod golden;
 mod one_scan;
+mod telemetry;

@@ -1,0 +1,246 @@
+//! Every instrument driftwatch exports: name, kind, unit, attributes and
+//! meaning, in one table. Code records through these constants only (never
+//! a raw string), `docs/telemetry.md` is tested against [`INSTRUMENTS`], and
+//! the Prometheus names are derived from them by one rule
+//! ([`Instrument::prometheus_name`]).
+//!
+//! Attributes are bounded by construction: dataset, check, column and test
+//! names come from rule files, `outcome` and `severity` from small enums.
+//! File paths and partition values never appear on metrics (they are on spans
+//! and logs).
+
+/// What kind of instrument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Monotonic sum (Prometheus `counter`, `_total`).
+    Counter,
+    /// Distribution (Prometheus `histogram`).
+    Histogram,
+    /// Last value (Prometheus `gauge`).
+    Gauge,
+}
+
+impl Kind {
+    /// The name used in docs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Histogram => "histogram",
+            Kind::Gauge => "gauge",
+        }
+    }
+}
+
+/// One instrument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instrument {
+    /// OpenTelemetry name (`driftwatch.` prefix, dot-separated).
+    pub name: &'static str,
+    /// Kind.
+    pub kind: Kind,
+    /// UCUM unit (`s`, `1`, `{batch}`…).
+    pub unit: &'static str,
+    /// Attribute keys it carries.
+    pub attributes: &'static [&'static str],
+    /// Meaning.
+    pub description: &'static str,
+}
+
+impl Instrument {
+    /// The Prometheus name, by OpenTelemetry's Prometheus compatibility rules
+    /// (as `opentelemetry-prometheus` applies them): dots become underscores;
+    /// unit `s` adds `_seconds`, `1` adds `_ratio`, `By` adds `_bytes`,
+    /// `{annotations}` add nothing; counters then get `_total`.
+    pub fn prometheus_name(&self) -> String {
+        let mut name = self.name.replace('.', "_");
+        match self.unit {
+            "s" => name.push_str("_seconds"),
+            "1" => name.push_str("_ratio"),
+            "By" => name.push_str("_bytes"),
+            _ => {}
+        }
+        if self.kind == Kind::Counter {
+            name.push_str("_total");
+        }
+        name
+    }
+}
+
+/// Attribute: the rule file's dataset.
+pub const DATASET: &str = "dataset";
+/// Attribute: a check's name.
+pub const CHECK: &str = "check";
+/// Attribute: a column's name.
+pub const COLUMN: &str = "column";
+/// Attribute: a drift test (`ks`, `wasserstein`…).
+pub const TEST: &str = "test";
+/// Attribute: `error` or `warn`.
+pub const SEVERITY: &str = "severity";
+/// Attribute: `passed`, `failed` or `error`.
+pub const OUTCOME: &str = "outcome";
+
+/// Batches evaluated.
+pub const BATCHES: Instrument = Instrument {
+    name: "driftwatch.batches",
+    kind: Kind::Counter,
+    unit: "{batch}",
+    attributes: &[DATASET, OUTCOME],
+    description: "Batches evaluated, by outcome: passed, failed (an error-severity check or dataset drift), error (unreadable).",
+};
+/// Rows evaluated.
+pub const ROWS: Instrument = Instrument {
+    name: "driftwatch.rows",
+    kind: Kind::Counter,
+    unit: "{row}",
+    attributes: &[DATASET],
+    description: "Rows in evaluated batches.",
+};
+/// Evaluation time.
+pub const EVALUATION_DURATION: Instrument = Instrument {
+    name: "driftwatch.evaluation.duration",
+    kind: Kind::Histogram,
+    unit: "s",
+    attributes: &[DATASET],
+    description: "Time to evaluate one batch: the scan, its checks, profiles and drift tests.",
+};
+/// Files that could not be evaluated.
+pub const FILES_ERRORED: Instrument = Instrument {
+    name: "driftwatch.files.errored",
+    kind: Kind::Counter,
+    unit: "{file}",
+    attributes: &[DATASET],
+    description: "Batches that could not be read or evaluated (corrupt, truncated, unreadable).",
+};
+/// A check's latest status.
+pub const CHECK_STATUS: Instrument = Instrument {
+    name: "driftwatch.check.status",
+    kind: Kind::Gauge,
+    unit: "{status}",
+    attributes: &[DATASET, CHECK, SEVERITY],
+    description: "The check's status on the dataset's latest batch: 0 pass, 1 fail, 2 error.",
+};
+/// A check's failing rows.
+pub const CHECK_FAILING_ROWS: Instrument = Instrument {
+    name: "driftwatch.check.failing_rows",
+    kind: Kind::Gauge,
+    unit: "{row}",
+    attributes: &[DATASET, CHECK, SEVERITY],
+    description: "Rows violating a row-level check in the dataset's latest batch.",
+};
+/// A check's failing fraction.
+pub const CHECK_FAILING_FRACTION: Instrument = Instrument {
+    name: "driftwatch.check.failing_fraction",
+    kind: Kind::Gauge,
+    unit: "1",
+    attributes: &[DATASET, CHECK, SEVERITY],
+    description: "Failing rows / rows considered for a row-level check in the dataset's latest batch.",
+};
+/// A column's drift statistic.
+pub const DRIFT_STATISTIC: Instrument = Instrument {
+    name: "driftwatch.drift.statistic",
+    kind: Kind::Gauge,
+    unit: "{statistic}",
+    attributes: &[DATASET, COLUMN, TEST],
+    description: "The drift test's statistic (the distance, for distance tests) on the latest batch.",
+};
+/// A column's drift p-value.
+pub const DRIFT_P_VALUE: Instrument = Instrument {
+    name: "driftwatch.drift.p_value",
+    kind: Kind::Gauge,
+    unit: "{probability}",
+    attributes: &[DATASET, COLUMN, TEST],
+    description: "The drift test's p-value on the latest batch (p-value tests only).",
+};
+/// Whether a column drifted.
+pub const DRIFT_DRIFTED: Instrument = Instrument {
+    name: "driftwatch.drift.drifted",
+    kind: Kind::Gauge,
+    unit: "{flag}",
+    attributes: &[DATASET, COLUMN, TEST],
+    description: "1 when the column drifted on the latest batch, else 0.",
+};
+/// Share of drifted columns.
+pub const DATASET_DRIFT_SHARE: Instrument = Instrument {
+    name: "driftwatch.dataset.drift_share",
+    kind: Kind::Gauge,
+    unit: "1",
+    attributes: &[DATASET],
+    description: "Drifted columns / tested columns on the latest batch.",
+};
+/// Dataset drift flag.
+pub const DATASET_DRIFTED: Instrument = Instrument {
+    name: "driftwatch.dataset.drifted",
+    kind: Kind::Gauge,
+    unit: "{flag}",
+    attributes: &[DATASET],
+    description: "1 when the latest batch shows dataset drift (drift share at or over the threshold), else 0.",
+};
+/// When the dataset's latest batch was evaluated.
+pub const LAST_BATCH_TIME: Instrument = Instrument {
+    name: "driftwatch.dataset.last_batch.time",
+    kind: Kind::Gauge,
+    unit: "s",
+    attributes: &[DATASET],
+    description: "Unix time at which the dataset's latest batch was evaluated (alert on `time() - x` for silent datasets).",
+};
+/// Batches waiting or running.
+pub const QUEUE_DEPTH: Instrument = Instrument {
+    name: "driftwatch.queue.depth",
+    kind: Kind::Gauge,
+    unit: "{batch}",
+    attributes: &[],
+    description: "Batches queued or being evaluated.",
+};
+
+/// Every instrument, in documentation order.
+pub const INSTRUMENTS: &[Instrument] = &[
+    BATCHES,
+    ROWS,
+    EVALUATION_DURATION,
+    FILES_ERRORED,
+    CHECK_STATUS,
+    CHECK_FAILING_ROWS,
+    CHECK_FAILING_FRACTION,
+    DRIFT_STATISTIC,
+    DRIFT_P_VALUE,
+    DRIFT_DRIFTED,
+    DATASET_DRIFT_SHARE,
+    DATASET_DRIFTED,
+    LAST_BATCH_TIME,
+    QUEUE_DEPTH,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_names_follow_one_rule() {
+        assert_eq!(BATCHES.prometheus_name(), "driftwatch_batches_total");
+        assert_eq!(
+            EVALUATION_DURATION.prometheus_name(),
+            "driftwatch_evaluation_duration_seconds"
+        );
+        assert_eq!(
+            LAST_BATCH_TIME.prometheus_name(),
+            "driftwatch_dataset_last_batch_time_seconds"
+        );
+        assert_eq!(
+            DRIFT_STATISTIC.prometheus_name(),
+            "driftwatch_drift_statistic"
+        );
+        assert_eq!(
+            DATASET_DRIFT_SHARE.prometheus_name(),
+            "driftwatch_dataset_drift_share_ratio"
+        );
+        let mut names: Vec<&str> = INSTRUMENTS.iter().map(|i| i.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), INSTRUMENTS.len(), "names are unique");
+        assert!(
+            INSTRUMENTS
+                .iter()
+                .all(|i| i.name.starts_with("driftwatch."))
+        );
+    }
+}
