@@ -35,7 +35,8 @@
 //! - [`state`]: the agent's durable store (redb): evaluated batch versions,
 //!   reports, counters, rolling-reference profiles. The exactly-once record.
 //! - [`sinks`]: where reports go — the results log (JSON lines, repaired from
-//!   the store after a crash).
+//!   the store after a crash) and telemetry (OpenTelemetry metrics, traces and
+//!   logs over OTLP; the same metrics on `/metrics` for Prometheus).
 //! - [`config`]: `driftwatch.toml`, its JSON Schema, flags over file.
 //! - [`agent`]: `driftwatch run` — queue, workers, the evaluation runtime,
 //!   HTTP endpoints, reload, shutdown.

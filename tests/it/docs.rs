@@ -83,3 +83,77 @@ fn report_doc_example_has_the_shape_of_a_real_report() {
         );
     }
 }
+
+#[test]
+fn telemetry_doc_lists_every_instrument_as_the_code_defines_it() {
+    use driftwatch::sinks::telemetry::names::INSTRUMENTS;
+    let doc = std::fs::read_to_string("docs/telemetry.md").unwrap();
+    for i in INSTRUMENTS {
+        let attributes = if i.attributes.is_empty() {
+            "—".to_string()
+        } else {
+            i.attributes
+                .iter()
+                .map(|a| format!("`{a}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let row = format!(
+            "| `{}` | `{}` | {} | `{}` | {} | {} |",
+            i.name,
+            i.prometheus_name(),
+            i.kind.name(),
+            i.unit,
+            attributes,
+            i.description
+        );
+        assert!(doc.contains(&row), "docs/telemetry.md lacks the row\n{row}");
+    }
+    let rows = doc
+        .lines()
+        .filter(|l| l.starts_with("| `driftwatch."))
+        .count();
+    assert_eq!(rows, INSTRUMENTS.len(), "no undocumented or stale rows");
+}
+
+#[test]
+fn observability_examples_use_only_metrics_the_agent_exports() {
+    use driftwatch::sinks::telemetry::names::{INSTRUMENTS, Kind};
+    let mut known: Vec<String> = Vec::new();
+    for i in INSTRUMENTS {
+        let name = i.prometheus_name();
+        if i.kind == Kind::Histogram {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                known.push(format!("{name}{suffix}"));
+            }
+        }
+        known.push(name);
+    }
+    let files = [
+        "examples/observability/prometheus/alerts.yml",
+        "examples/observability/grafana/driftwatch-dashboard.json",
+    ];
+    let token = regex::Regex::new(r"driftwatch_[a-z_]+").unwrap();
+    for file in files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let used: Vec<&str> = token.find_iter(&text).map(|m| m.as_str()).collect();
+        assert!(!used.is_empty(), "{file} uses no driftwatch metric");
+        for name in used {
+            assert!(
+                known.iter().any(|k| k == name),
+                "{file} uses `{name}`, which the agent does not export"
+            );
+        }
+    }
+    // The dashboard is valid JSON with one query per target.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string("examples/observability/grafana/driftwatch-dashboard.json")
+            .unwrap(),
+    )
+    .unwrap();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            assert!(target["expr"].as_str().is_some_and(|e| !e.is_empty()));
+        }
+    }
+}
