@@ -130,10 +130,21 @@ impl Agent {
     }
 
     pub(crate) fn spawn(lake: &Lake, args: &[String], state: &Path) -> Agent {
+        Self::spawn_with_env(lake, args, state, &[])
+    }
+
+    /// Like `spawn`, with extra environment variables for the agent process.
+    pub(crate) fn spawn_with_env(
+        lake: &Lake,
+        args: &[String],
+        state: &Path,
+        env: &[(&str, &str)],
+    ) -> Agent {
         let n = std::fs::read_dir(lake.dir.path()).unwrap().count();
         let log = lake.path(&format!("agent-{n}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

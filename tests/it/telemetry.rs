@@ -525,6 +525,55 @@ fn a_collector_outage_does_not_stop_evaluation_and_export_resumes() {
     );
 }
 
+#[test]
+fn the_standard_otel_environment_variables_configure_export() {
+    let receiver = Receiver::start(Transport::Http, 0);
+    let lake = Lake::new(crate::agent::RULES);
+    let endpoint = receiver.endpoint();
+    let args: Vec<String> = [
+        "run",
+        "--watch",
+        &lake.lake().display().to_string(),
+        "--rules",
+        &lake.path("rules").display().to_string(),
+        "--state",
+        &lake.state().display().to_string(),
+        "--listen",
+        "127.0.0.1:0",
+        "--settle",
+        "300ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let agent = Agent::spawn_with_env(
+        &lake,
+        &args,
+        &lake.state(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_SERVICE_NAME", "quality-sidecar"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "team=ml,deployment.environment=staging",
+            ),
+        ],
+    );
+    lake.land("one.parquet", &lake.bytes(1000, 71, 0));
+    wait_results(&lake, &agent, 1);
+    let resource = wait_for("metrics with the resource", || {
+        let r = receiver.resource();
+        (!r.is_empty()).then_some(r)
+    });
+    assert_eq!(resource["service.name"], "quality-sidecar");
+    assert_eq!(resource["team"], "ml");
+    assert_eq!(resource["deployment.environment"], "staging");
+    wait_for("the batch span", || {
+        (!batch_spans(&receiver).is_empty()).then_some(())
+    });
+}
+
 /// A free loopback port (bound, read, released).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
