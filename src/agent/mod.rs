@@ -378,8 +378,14 @@ pub async fn run(
     let _ = housekeeping.await;
     let _ = server.await;
     let _ = flusher.await;
-    // Last signals out before exit (bounded by the exporters' timeouts).
-    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    // Last signals out before exit, but never wait long for a collector.
+    let last_export = tokio::task::spawn_blocking(move || telemetry.shutdown());
+    if tokio::time::timeout(std::time::Duration::from_secs(10), last_export)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the last OpenTelemetry export did not finish within 10 s; exiting anyway");
+    }
     let _ = std::fs::remove_file(settings.state.join(AGENT_FILE));
     drop(shared);
     eval_runtime.shutdown_background();

@@ -70,7 +70,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(settings.listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -85,7 +85,10 @@ pub fn run(args: RunArgs) -> Result<i32> {
                 Ok(EXIT_USAGE)
             }
         }
-    })
+    });
+    // Do not wait for a blocking export stuck on an unreachable collector.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    code
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

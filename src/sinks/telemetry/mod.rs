@@ -607,7 +607,12 @@ impl Telemetry {
                 _ = self.flush.notified() => {}
             }
             let me = self.clone();
-            let result = tokio::task::spawn_blocking(move || me.flush_now()).await;
+            let flushing = tokio::task::spawn_blocking(move || me.flush_now());
+            // A black-holed endpoint can hold a flush for long; never hold up a stop for it.
+            let result = tokio::select! {
+                _ = &mut stop => return,
+                r = flushing => r,
+            };
             match result {
                 Ok(Ok(())) => failures.success(),
                 Ok(Err(e)) => failures.failure(&e),
