@@ -8,7 +8,7 @@
 //! memory) are logged as needing a restart; the rest (lake filters, settle and
 //! rescan times, quarantine, the rules folder) apply at once.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,11 +86,39 @@ fn watched_paths(shared: &Shared) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// Whether a changed path is one that a reload reads: a rule file (`*.yaml`,
+/// `*.yml`) directly in a watched rules folder, or a watched file itself.
+/// Everything else in those folders (the agent's own log, editor swap files)
+/// is ignored — otherwise a log file beside the config would reload forever.
+fn relevant(path: &Path, watched: &[PathBuf]) -> bool {
+    watched.iter().any(|w| {
+        if w.is_dir() {
+            path.parent() == Some(w.as_path())
+                && path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                    e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml")
+                })
+                && !path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'))
+        } else {
+            path.file_name() == w.file_name()
+                && path.parent().map(absolute) == w.parent().map(absolute)
+        }
+    })
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
 fn start(paths: &[PathBuf], tx: &mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
     let tx = tx.clone();
+    let watched: Vec<PathBuf> = paths.iter().map(|p| absolute(p)).collect();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
             && !matches!(event.kind, notify::EventKind::Access(_))
+            && event.paths.iter().any(|p| relevant(p, &watched))
         {
             let _ = tx.try_send(());
         }
@@ -215,5 +243,27 @@ fn reload(
 fn set_error(shared: &Shared, error: Option<String>) {
     if let Ok(mut slot) = shared.rules_error.lock() {
         *slot = error;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_rule_files_and_the_config_file_trigger_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules");
+        std::fs::create_dir_all(&rules).unwrap();
+        let config = dir.path().join("driftwatch.toml");
+        let watched = vec![absolute(&rules), absolute(&config)];
+        assert!(relevant(&rules.join("orders.yaml"), &watched));
+        assert!(relevant(&rules.join("orders.YML"), &watched));
+        assert!(relevant(&config, &watched));
+        assert!(!relevant(&rules.join(".orders.yaml.swp"), &watched));
+        assert!(!relevant(&rules.join(".orders.yaml"), &watched));
+        assert!(!relevant(&rules.join("notes.txt"), &watched));
+        assert!(!relevant(&dir.path().join("agent.log"), &watched));
+        assert!(!relevant(&rules.join("sub/x.yaml"), &watched));
     }
 }
