@@ -5,7 +5,10 @@
 //!    `evaluated_at` in the results log (median, p90, max);
 //! 2. idle — the agent's resident memory and CPU share over 10 s with nothing landing;
 //! 3. peak — the agent's peak resident memory (VmHWM) while one file of
-//!    `--big-rows` rows is evaluated under `--memory-limit`.
+//!    `--big-rows` rows is evaluated under `--memory-limit`;
+//! 4. outage — with its OTLP endpoint down (a closed port), `--outage-files`
+//!    files are evaluated; resident memory after each third of them, and how
+//!    many export-failure warnings were logged.
 //!
 //! ```text
 //! cargo build --release --examples
@@ -26,6 +29,7 @@ struct Args {
     rows: u64,
     big_rows: u64,
     memory_limit: String,
+    outage_files: usize,
 }
 
 fn parse_args() -> Result<Args> {
@@ -34,6 +38,7 @@ fn parse_args() -> Result<Args> {
         rows: 100_000,
         big_rows: 10_000_000,
         memory_limit: "512MiB".to_string(),
+        outage_files: 300,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -43,6 +48,7 @@ fn parse_args() -> Result<Args> {
             "--rows" => a.rows = value.parse()?,
             "--big-rows" => a.big_rows = value.parse()?,
             "--memory-limit" => a.memory_limit = value,
+            "--outage-files" => a.outage_files = value.parse()?,
             other => bail!("unknown flag {other}"),
         }
     }
@@ -91,6 +97,10 @@ fn wait_lines(state: &Path, n: usize, limit: Duration) -> Result<Vec<serde_json:
 }
 
 fn start_agent(bin: &Path, root: &Path, extra: &[&str]) -> Result<Child> {
+    start_agent_logging(bin, root, extra, Stdio::null())
+}
+
+fn start_agent_logging(bin: &Path, root: &Path, extra: &[&str], log: Stdio) -> Result<Child> {
     let state = root.join("state");
     let mut cmd = Command::new(bin);
     cmd.args(["run", "--watch"])
@@ -102,7 +112,7 @@ fn start_agent(bin: &Path, root: &Path, extra: &[&str]) -> Result<Child> {
         .args(["--listen", "127.0.0.1:0"])
         .args(extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(log);
     let child = cmd.spawn().context("start the agent")?;
     let pid = child.id();
     let start = Instant::now();
@@ -241,6 +251,60 @@ fn main() -> Result<()> {
             peak / 1024,
             before / 1024,
             args.memory_limit
+        );
+        agent.kill()?;
+        agent.wait()?;
+    }
+
+    // 4. A collector outage.
+    if args.outage_files > 0 {
+        let out_root = tmp.path().join("outage");
+        for d in ["lake/flights", "rules", "staging"] {
+            std::fs::create_dir_all(out_root.join(d))?;
+        }
+        std::fs::copy(root.join("rules/flights.yaml"), out_root.join("rules/flights.yaml"))?;
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let config = out_root.join("driftwatch.toml");
+        std::fs::write(
+            &config,
+            format!("[telemetry]\notlp_endpoint = \"http://127.0.0.1:{closed}\"\notlp_timeout = \"1s\"\n"),
+        )?;
+        let sample = out_root.join("staging/sample.parquet");
+        write_flights(
+            &sample,
+            &FlightsSpec {
+                rows: 10_000,
+                ..FlightsSpec::default()
+            },
+        )?;
+        let log = out_root.join("agent.log");
+        let mut agent = start_agent_logging(
+            &bin,
+            &out_root,
+            &["--config", &config.display().to_string()],
+            Stdio::from(std::fs::File::create(&log)?),
+        )?;
+        let pid = agent.id();
+        let started = Instant::now();
+        let mut samples = Vec::new();
+        for i in 0..args.outage_files {
+            let tmp = out_root.join("staging/t.tmp");
+            std::fs::copy(&sample, &tmp)?;
+            std::fs::rename(&tmp, out_root.join(format!("lake/flights/o{i:05}.parquet")))?;
+            wait_lines(&out_root.join("state"), i + 1, Duration::from_secs(60))?;
+            if (i + 1) % (args.outage_files / 3).max(1) == 0 {
+                samples.push((i + 1, proc_field(pid, "VmRSS:").unwrap_or(0) / 1024));
+            }
+        }
+        let warnings = std::fs::read_to_string(&log)?
+            .matches("OpenTelemetry export failed")
+            .count();
+        println!(
+            "collector down: {} files evaluated in {:.1} s; RSS (MiB) after n files: {:?}; {} export-failure warning(s) logged",
+            args.outage_files,
+            started.elapsed().as_secs_f64(),
+            samples,
+            warnings
         );
         agent.kill()?;
         agent.wait()?;
