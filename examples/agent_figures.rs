@@ -262,12 +262,19 @@ fn main() -> Result<()> {
         for d in ["lake/flights", "rules", "staging"] {
             std::fs::create_dir_all(out_root.join(d))?;
         }
-        std::fs::copy(root.join("rules/flights.yaml"), out_root.join("rules/flights.yaml"))?;
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        std::fs::copy(
+            root.join("rules/flights.yaml"),
+            out_root.join("rules/flights.yaml"),
+        )?;
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let config = out_root.join("driftwatch.toml");
         std::fs::write(
             &config,
-            format!("[telemetry]\notlp_endpoint = \"http://127.0.0.1:{closed}\"\notlp_timeout = \"1s\"\n"),
+            format!(
+                "[telemetry]\notlp_endpoint = \"http://127.0.0.1:{closed}\"\notlp_timeout = \"1s\"\n"
+            ),
         )?;
         let sample = out_root.join("staging/sample.parquet");
         write_flights(
