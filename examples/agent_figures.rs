@@ -85,15 +85,34 @@ fn lines(state: &Path) -> Vec<serde_json::Value> {
 fn wait_lines(state: &Path, n: usize, limit: Duration) -> Result<Vec<serde_json::Value>> {
     let start = Instant::now();
     loop {
-        let l = lines(state);
-        if l.len() >= n {
-            return Ok(l);
+        // Count newlines (cheap) and parse only once there are enough.
+        let count = std::fs::read(state.join("results.jsonl"))
+            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+            .unwrap_or(0);
+        if count >= n {
+            return Ok(lines(state));
         }
         if start.elapsed() > limit {
-            bail!("only {} of {n} reports after {limit:?}", l.len());
+            bail!("only {count} of {n} reports after {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Like `wait_lines` without parsing: only the count.
+fn wait_count(state: &Path, n: usize, limit: Duration) -> Result<()> {
+    let start = Instant::now();
+    while std::fs::read(state.join("results.jsonl"))
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
+        < n
+    {
+        if start.elapsed() > limit {
+            bail!("fewer than {n} reports after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 fn start_agent(bin: &Path, root: &Path, extra: &[&str]) -> Result<Child> {
@@ -298,7 +317,7 @@ fn main() -> Result<()> {
             let tmp = out_root.join("staging/t.tmp");
             std::fs::copy(&sample, &tmp)?;
             std::fs::rename(&tmp, out_root.join(format!("lake/flights/o{i:05}.parquet")))?;
-            wait_lines(&out_root.join("state"), i + 1, Duration::from_secs(60))?;
+            wait_count(&out_root.join("state"), i + 1, Duration::from_secs(60))?;
             if (i + 1) % (args.outage_files / 3).max(1) == 0 {
                 samples.push((i + 1, proc_field(pid, "VmRSS:").unwrap_or(0) / 1024));
             }

@@ -246,7 +246,9 @@ pub async fn run(
     })?;
     let (rules_tx, rules_rx) = watch::channel(Arc::new(rules));
     let (options_tx, options_rx) = watch::channel(Arc::new(lake_options(&settings)?));
-    let (events, _) = broadcast::channel(1024);
+    // Listeners (the demo) read evaluations as they come; a slow one skips
+    // ahead rather than holding reports in memory.
+    let (events, _) = broadcast::channel(64);
     let instance = format!(
         "{}-{}-{}",
         hostname(),

@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use datafusion::common::DFSchema;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::DataFusionError;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::utils::find_aggregate_exprs;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, col, lit};
@@ -132,7 +133,16 @@ const OUT_PREFIX: &str = "__driftwatch_out_";
 impl Engine {
     /// A new engine with its own memory pool.
     pub fn new(options: &EngineOptions) -> Result<Self> {
+        // No caches of file listings, footers or statistics: each batch
+        // version is read once, so a cache only grows (up to ~70 MiB by
+        // default) and, worse, could serve a stale listing of a folder batch
+        // whose parts changed.
+        let caches = CacheManagerConfig::default()
+            .with_metadata_cache_limit(0)
+            .with_file_statistics_cache_limit(0)
+            .with_list_files_cache_limit(0);
         let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(caches)
             .with_memory_limit(options.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT), 1.0)
             .build_arc()
             .map_err(|source| EngineError::Setup { source })?;

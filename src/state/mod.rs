@@ -65,6 +65,9 @@ pub enum StateError {
 /// A `Result` whose error is a [`StateError`].
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
 
+/// Page cache of the store.
+pub const STORE_CACHE_BYTES: usize = 16 << 20;
+
 /// The store file's name inside the state folder.
 pub const STORE_FILE: &str = "state.redb";
 
@@ -174,7 +177,12 @@ impl Store {
             source,
         })?;
         let path = dir.join(STORE_FILE);
-        let db = match Database::create(&path) {
+        // redb caches up to 1 GiB by default; a sidecar's store is read a
+        // little per batch, so a small cache keeps memory flat as it grows.
+        let db = match redb::Builder::new()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .create(&path)
+        {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StateError::Busy { path });

@@ -616,3 +616,22 @@ fn status_answers_from_the_agent_and_from_the_store_when_stopped() {
     let cells: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(&cells[..5], ["flights", "1", "0", "0", "0"]);
 }
+
+#[test]
+fn a_folder_batch_that_gains_a_part_is_evaluated_again_with_all_its_parts() {
+    let rules = "dataset: events\nmatch: \"events/**/*.parquet\"\nbatch: directory\nchecks:\n  - row_count: { min: 1 }\n";
+    let lake = Lake::new(rules);
+    let agent = Agent::start(&lake, &[]);
+    let dir = lake.lake().join("events/date=2024-05-02");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("part-0.parquet"), lake.bytes(1000, 81, 0)).unwrap();
+    std::fs::write(dir.join("part-1.parquet"), lake.bytes(1000, 82, 0)).unwrap();
+    std::fs::write(dir.join("_SUCCESS"), b"").unwrap();
+    let r = wait_results(&lake, &agent, 1);
+    assert_eq!(r[0]["reports"][0]["rows"], 2000);
+    // A late part (a new version of the folder): all three parts are read, not a cached listing.
+    std::fs::write(dir.join("part-2.parquet"), lake.bytes(500, 83, 0)).unwrap();
+    let r = wait_results(&lake, &agent, 2);
+    assert_eq!(r[1]["reports"][0]["rows"], 2500);
+    assert_eq!(r[1]["agent"]["batch"]["parts"], 3);
+}

@@ -241,10 +241,12 @@ impl LakeSource {
                 continue;
             };
             let version = observed.version.clone();
+            // Quiet time restarts only when the data changes; the rest of the
+            // observation (a `_SUCCESS` marker that appeared) is always fresh.
             if candidate.observed.as_ref().map(|o| &o.version) != Some(&version) {
-                candidate.observed = Some(observed);
                 candidate.since = now;
             }
+            candidate.observed = Some(observed);
             let entry = (key.dataset.clone(), version.clone());
             let queued = self
                 .in_flight
