@@ -283,6 +283,45 @@ mod tests {
         assert_eq!(airflow["conf"]["dataset"], "flights");
     }
 
+    #[test]
+    fn the_documented_example_has_the_shape_of_a_real_event() {
+        let doc = include_str!("../../../docs/webhook.md");
+        let start = doc.find("```json\n").unwrap() + "```json\n".len();
+        let end = start + doc[start..].find("\n```").unwrap();
+        let example: serde_json::Value = serde_json::from_str(&doc[start..end]).unwrap();
+        let real = serde_json::to_value(event()).unwrap();
+        let keys =
+            |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&example), keys(&real));
+        assert_eq!(keys(&example["reason"]), keys(&real["reason"]));
+        assert_eq!(keys(&example["batches"][0]), keys(&real["batches"][0]));
+        assert_eq!(keys(&example["agent"]), keys(&real["agent"]));
+        assert_eq!(example["version"], EVENT_VERSION);
+        let check = serde_json::to_value(FailingCheck {
+            name: String::new(),
+            severity: String::new(),
+            status: String::new(),
+            failing_rows: None,
+            fraction: None,
+            message: None,
+        })
+        .unwrap();
+        assert_eq!(keys(&example["failing_checks"][0]), keys(&check));
+        let column = serde_json::to_value(DriftedColumn {
+            column: String::new(),
+            test: None,
+            statistic: None,
+            p_value: None,
+            threshold: None,
+        })
+        .unwrap();
+        assert_eq!(keys(&example["drifted_columns"][0]), keys(&column));
+        // The documented Python check agrees with our signature format.
+        assert!(doc.contains(
+            r#""sha256=" + hmac.new(secret, ts.encode() + b"." + body, hashlib.sha256).hexdigest()"#
+        ));
+    }
+
     proptest::proptest! {
         #[test]
         fn any_value_stays_inside_its_placeholder(dataset in "\\PC{0,40}") {
