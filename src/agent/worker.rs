@@ -319,22 +319,9 @@ fn log_outcome(seq: u64, report: &BatchReport, rule_file: &RuleFile, latency_ms:
         tracing::warn!(seq, dataset = %report.dataset, source = %report.source, partitions, error = %error, "batch could not be evaluated");
         return;
     }
-    let failed: Vec<&str> = report
-        .checks
-        .iter()
-        .filter(|c| c.status != crate::report::CheckStatus::Pass)
-        .map(|c| c.name.as_str())
-        .collect();
+    let failed = report.failing_checks();
+    let drifted = report.drifted_columns();
     let drift = report.drift.as_ref();
-    let drifted: Vec<&str> = drift
-        .map(|d| {
-            d.columns
-                .iter()
-                .filter(|c| c.drifted)
-                .map(|c| c.column.as_str())
-                .collect()
-        })
-        .unwrap_or_default();
     tracing::info!(
         seq,
         dataset = %report.dataset,

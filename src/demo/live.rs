@@ -363,22 +363,8 @@ async fn drain(
             summary.errors += 1;
             line.push_str(&format!("ERROR {}", one_line_tail(error)));
         } else {
-            let failed: Vec<&str> = report
-                .checks
-                .iter()
-                .filter(|c| c.status != crate::report::CheckStatus::Pass)
-                .map(|c| c.name.as_str())
-                .collect();
-            let drifted: Vec<&str> = report
-                .drift
-                .iter()
-                .flat_map(|d| {
-                    d.columns
-                        .iter()
-                        .filter(|c| c.drifted)
-                        .map(|c| c.column.as_str())
-                })
-                .collect();
+            let failed = report.failing_checks();
+            let drifted = report.drifted_columns();
             let dataset_drift = report.drift.as_ref().is_some_and(|d| d.dataset_drift);
             if report.passed {
                 summary.passed += 1;

@@ -89,24 +89,8 @@ pub struct DriftReport {
 }
 
 impl DriftReport {
-    /// A drift section for a reference that could not be used.
-    pub fn failed(reference: String, config: &DriftConfig, error: String) -> Self {
-        Self {
-            reference,
-            dataset_drift: false,
-            drifted_share: None,
-            drift_share_threshold: config.drift_share,
-            correction: correction_name(config.correction).to_string(),
-            severity: config.severity,
-            error: Some(error),
-            message: None,
-            columns: Vec::new(),
-        }
-    }
-
-    /// A drift section with nothing to compare yet: a rolling reference that
-    /// has `have` of its `need` batches (none is tested until it has one).
-    pub fn warming_up(reference: String, config: &DriftConfig, have: usize, need: usize) -> Self {
+    /// A drift section that tested no column.
+    fn untested(reference: String, config: &DriftConfig) -> Self {
         Self {
             reference,
             dataset_drift: false,
@@ -115,10 +99,27 @@ impl DriftReport {
             correction: correction_name(config.correction).to_string(),
             severity: config.severity,
             error: None,
+            message: None,
+            columns: Vec::new(),
+        }
+    }
+
+    /// A drift section for a reference that could not be used.
+    pub fn failed(reference: String, config: &DriftConfig, error: String) -> Self {
+        Self {
+            error: Some(error),
+            ..Self::untested(reference, config)
+        }
+    }
+
+    /// A drift section with nothing to compare yet: a rolling reference that
+    /// has `have` of its `need` batches (none is tested until it has one).
+    pub fn warming_up(reference: String, config: &DriftConfig, have: usize, need: usize) -> Self {
+        Self {
             message: Some(format!(
                 "rolling reference has {have} of {need} batches; drift is tested once it has at least one"
             )),
-            columns: Vec::new(),
+            ..Self::untested(reference, config)
         }
     }
 }

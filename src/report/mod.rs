@@ -130,6 +130,35 @@ impl BatchReport {
         }
     }
 
+    /// `error` (could not be evaluated), `passed` or `failed`.
+    pub fn outcome(&self) -> &'static str {
+        if self.error.is_some() {
+            "error"
+        } else if self.passed {
+            "passed"
+        } else {
+            "failed"
+        }
+    }
+
+    /// Names of the checks that did not pass, in rule-file order.
+    pub fn failing_checks(&self) -> Vec<&str> {
+        self.checks
+            .iter()
+            .filter(|c| c.status != CheckStatus::Pass)
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+
+    /// Columns that drifted, in name order.
+    pub fn drifted_columns(&self) -> Vec<&str> {
+        self.drift
+            .iter()
+            .flat_map(|d| d.columns.iter().filter(|c| c.drifted))
+            .map(|c| c.column.as_str())
+            .collect()
+    }
+
     /// Sets the Hive partition values of the batch.
     pub fn with_partitions(
         mut self,

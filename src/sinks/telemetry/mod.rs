@@ -242,51 +242,29 @@ impl Telemetry {
         let mut loggers = SdkLoggerProvider::builder().with_resource(resource);
         if let Some(otlp) = &settings.otlp {
             let e = &otlp.endpoint;
-            let (metrics, spans, logs) = match otlp.protocol {
-                OtlpProtocol::Grpc => (
-                    MetricExporter::builder()
-                        .with_tonic()
-                        .with_endpoint(e)
-                        .with_timeout(otlp.timeout)
-                        .build()
-                        .map_err(|x| exporter_error(e, x))?,
-                    SpanExporter::builder()
-                        .with_tonic()
-                        .with_endpoint(e)
-                        .with_timeout(otlp.timeout)
-                        .build()
-                        .map_err(|x| exporter_error(e, x))?,
-                    LogExporter::builder()
-                        .with_tonic()
-                        .with_endpoint(e)
-                        .with_timeout(otlp.timeout)
-                        .build()
-                        .map_err(|x| exporter_error(e, x))?,
-                ),
-                OtlpProtocol::HttpProtobuf => (
-                    MetricExporter::builder()
-                        .with_http()
-                        .with_protocol(Protocol::HttpBinary)
-                        .with_endpoint(signal_url(e, "/v1/metrics"))
-                        .with_timeout(otlp.timeout)
-                        .build()
-                        .map_err(|x| exporter_error(e, x))?,
-                    SpanExporter::builder()
-                        .with_http()
-                        .with_protocol(Protocol::HttpBinary)
-                        .with_endpoint(signal_url(e, "/v1/traces"))
-                        .with_timeout(otlp.timeout)
-                        .build()
-                        .map_err(|x| exporter_error(e, x))?,
-                    LogExporter::builder()
-                        .with_http()
-                        .with_protocol(Protocol::HttpBinary)
-                        .with_endpoint(signal_url(e, "/v1/logs"))
-                        .with_timeout(otlp.timeout)
-                        .build()
-                        .map_err(|x| exporter_error(e, x))?,
-                ),
-            };
+            // One exporter per signal; HTTP endpoints are used verbatim by the
+            // SDK, so the per-signal path is added here.
+            macro_rules! exporter {
+                ($kind:ident, $path:literal) => {
+                    match otlp.protocol {
+                        OtlpProtocol::Grpc => $kind::builder()
+                            .with_tonic()
+                            .with_endpoint(e)
+                            .with_timeout(otlp.timeout)
+                            .build(),
+                        OtlpProtocol::HttpProtobuf => $kind::builder()
+                            .with_http()
+                            .with_protocol(Protocol::HttpBinary)
+                            .with_endpoint(signal_url(e, $path))
+                            .with_timeout(otlp.timeout)
+                            .build(),
+                    }
+                    .map_err(|x| exporter_error(e, x))?
+                };
+            }
+            let metrics = exporter!(MetricExporter, "/v1/metrics");
+            let spans = exporter!(SpanExporter, "/v1/traces");
+            let logs = exporter!(LogExporter, "/v1/logs");
             meters = meters.with_reader(
                 PeriodicReader::builder(metrics)
                     .with_interval(settings.export_interval)
@@ -390,13 +368,7 @@ impl Telemetry {
     fn record_metrics(&self, report: &BatchReport, timings: &BatchTimings) {
         let m = &self.instruments;
         let dataset = KeyValue::new(names::DATASET, report.dataset.clone());
-        let outcome = if report.error.is_some() {
-            "error"
-        } else if report.passed {
-            "passed"
-        } else {
-            "failed"
-        };
+        let outcome = report.outcome();
         m.batches.add(
             1,
             &[dataset.clone(), KeyValue::new(names::OUTCOME, outcome)],
@@ -466,13 +438,7 @@ impl Telemetry {
 
     fn record_trace(&self, report: &BatchReport, batch: &BatchIdentity<'_>, t: &BatchTimings) {
         let tracer = self.tracer_provider.tracer("driftwatch");
-        let outcome = if report.error.is_some() {
-            "error"
-        } else if report.passed {
-            "passed"
-        } else {
-            "failed"
-        };
+        let outcome = report.outcome();
         let mut attributes = vec![
             KeyValue::new("dataset", report.dataset.clone()),
             KeyValue::new("source", batch.source.to_string()),
