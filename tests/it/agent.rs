@@ -635,3 +635,26 @@ fn a_folder_batch_that_gains_a_part_is_evaluated_again_with_all_its_parts() {
     assert_eq!(r[1]["reports"][0]["rows"], 2500);
     assert_eq!(r[1]["agent"]["batch"]["parts"], 3);
 }
+
+#[test]
+fn files_moved_into_brand_new_folders_are_found_without_waiting_for_a_listing() {
+    let lake = Lake::new(RULES);
+    // Listings only every 10 minutes: events alone must find every file.
+    std::fs::write(
+        lake.path("driftwatch.toml"),
+        "[lake]\nrescan = \"10m\"\nsettle = \"300ms\"\n",
+    )
+    .unwrap();
+    let config = lake.path("driftwatch.toml").display().to_string();
+    let agent = Agent::start(&lake, &["--config", &config]);
+    let bytes = lake.bytes(500, 91, 0);
+    for i in 0..8 {
+        // A new nested folder per file, the file renamed in at once.
+        lake.land(
+            &format!("day=2024-05-0{}/hour={i:02}/part-0.parquet", i + 1),
+            &bytes,
+        );
+    }
+    let r = wait_results(&lake, &agent, 8);
+    assert_eq!(r.len(), 8);
+}

@@ -107,6 +107,10 @@ impl LakeSource {
         let mut options = self.options.borrow_and_update().clone();
         let mut watcher = start_watcher(&options, &event_tx, &overflow);
         let mut candidates: BTreeMap<BatchKey, Candidate> = BTreeMap::new();
+        // Folders that just appeared, listed again on every tick for a while:
+        // a file moved into a brand-new folder before the watch on that folder
+        // exists raises no event of its own.
+        let mut new_dirs: Vec<(PathBuf, Instant)> = Vec::new();
         let mut next_listing = Instant::now();
         let tick = |o: &LakeOptions| {
             (o.settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(500))
@@ -129,6 +133,21 @@ impl LakeSource {
                 // In poll mode `rescan` is the poll interval.
                 next_listing = Instant::now() + options.rescan;
             }
+            if !new_dirs.is_empty() {
+                let keep_for = (options.settle * 2).max(NEW_DIR_WATCH);
+                new_dirs.retain(|(_, since)| since.elapsed() < keep_for);
+                let rules = self.rules.borrow().clone();
+                for (dir, _) in &new_dirs {
+                    for key in keys_under(&options, &rules, dir) {
+                        candidates.entry(key).or_insert_with(|| Candidate {
+                            observed: None,
+                            since: Instant::now(),
+                            hinted: None,
+                            discovered: Instant::now(),
+                        });
+                    }
+                }
+            }
             if !self
                 .advance(&options, &mut candidates, &queue, &mut shutdown)
                 .await
@@ -149,10 +168,10 @@ impl LakeSource {
                 _ = wait => {}
                 Some((path, complete)) = events.recv() => {
                     let rules = self.rules.borrow().clone();
-                    self.on_event(&options, &rules, &mut candidates, path, complete);
+                    self.on_event(&options, &rules, &mut candidates, &mut new_dirs, path, complete);
                     // Drain what else is there without waiting.
                     while let Ok((path, complete)) = events.try_recv() {
-                        self.on_event(&options, &rules, &mut candidates, path, complete);
+                        self.on_event(&options, &rules, &mut candidates, &mut new_dirs, path, complete);
                     }
                 }
                 Ok(()) = self.rules.changed() => {
@@ -175,6 +194,7 @@ impl LakeSource {
         options: &LakeOptions,
         rules: &[RuleFile],
         candidates: &mut BTreeMap<BatchKey, Candidate>,
+        new_dirs: &mut Vec<(PathBuf, Instant)>,
         path: PathBuf,
         complete: bool,
     ) {
@@ -192,20 +212,19 @@ impl LakeSource {
         let Ok(relative) = path.strip_prefix(root) else {
             return;
         };
-        let mut keys = Vec::new();
-        if path.file_name().is_some_and(|n| n == scan::SUCCESS_MARKER) {
+        let keys = if path.file_name().is_some_and(|n| n == scan::SUCCESS_MARKER) {
             // The marker completes a folder batch: look at its parts.
-            let dir = path.parent().unwrap_or(root);
-            scan::walk(root, dir, &options.filter, &mut |_, rel| {
-                keys.extend(scan::batches_of(index, rel, rules))
-            });
+            keys_under(options, rules, path.parent().unwrap_or(root))
         } else if path.is_dir() {
-            scan::walk(root, &path, &options.filter, &mut |_, rel| {
-                keys.extend(scan::batches_of(index, rel, rules))
-            });
+            if !new_dirs.iter().any(|(d, _)| d == &path) {
+                new_dirs.push((path.clone(), Instant::now()));
+            }
+            keys_under(options, rules, &path)
         } else if options.filter.accepts(relative) {
-            keys = scan::batches_of(index, relative, rules);
-        }
+            scan::batches_of(index, relative, rules)
+        } else {
+            Vec::new()
+        };
         for key in keys {
             let candidate = candidates.entry(key.clone()).or_insert_with(|| Candidate {
                 observed: None,
@@ -303,6 +322,26 @@ impl LakeSource {
         }
         true
     }
+}
+
+/// How long, at least, a new folder is listed again on every tick.
+const NEW_DIR_WATCH: Duration = Duration::from_secs(2);
+
+/// The batches of the data files under `dir` (inside a watched folder).
+fn keys_under(options: &LakeOptions, rules: &[RuleFile], dir: &Path) -> Vec<BatchKey> {
+    let Some((index, root)) = options
+        .roots
+        .iter()
+        .enumerate()
+        .find(|(_, r)| dir.starts_with(r))
+    else {
+        return Vec::new();
+    };
+    let mut keys = Vec::new();
+    scan::walk(root, dir, &options.filter, &mut |_, rel| {
+        keys.extend(scan::batches_of(index, rel, rules))
+    });
+    keys
 }
 
 /// Lists every watched folder (on a blocking thread: big lakes take a while).
