@@ -6,15 +6,13 @@
 //! of the previous N inputs of the same dataset in this run, in input order.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
 use crate::engine::{BatchInput, Engine};
-use crate::evaluate::{self, Reference, RollingWindow};
+use crate::evaluate::{self, Reference, ReferenceCache, RollingWindow};
 use crate::inputs::{self, Input};
-use crate::profile::DatasetProfile;
 use crate::report::Report;
 use crate::rules::{self, DriftConfig, RuleFile};
 
@@ -29,7 +27,7 @@ pub async fn run_check(
     reference: Option<&Path>,
 ) -> Report {
     let (pairs, unmatched) = inputs::assign(inputs, rules, single);
-    let mut files: HashMap<PathBuf, Result<Arc<DatasetProfile>, String>> = HashMap::new();
+    let mut files = ReferenceCache::default();
     let mut windows: HashMap<String, RollingWindow> = HashMap::new();
     let mut reports = Vec::with_capacity(pairs.len());
     for (input, rule_index) in pairs {
@@ -44,24 +42,7 @@ pub async fn run_check(
                         config.location
                     ),
                 },
-                Some(rules::Reference::File(path)) => {
-                    let name = path.display().to_string();
-                    let loaded = files.entry(path.clone()).or_insert_with(|| {
-                        DatasetProfile::read(path)
-                            .map(Arc::new)
-                            .map_err(|e| e.to_string())
-                    });
-                    match loaded {
-                        Ok(profile) => Reference::Profile {
-                            name,
-                            profile: profile.clone(),
-                        },
-                        Err(error) => Reference::Failed {
-                            name,
-                            error: error.clone(),
-                        },
-                    }
-                }
+                Some(rules::Reference::File(path)) => files.load(path),
                 Some(rules::Reference::Rolling { batches }) => windows
                     .entry(rule_file.dataset.clone())
                     .or_default()

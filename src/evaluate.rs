@@ -7,8 +7,10 @@
 //! memory for the inputs of one run, the agent keeps it in its store. The
 //! batch is then profiled in the same scan as its checks and compared.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
 
@@ -102,6 +104,42 @@ pub async fn evaluate(
         report: report.with_passed_from_checks(),
         profile,
         timings,
+    }
+}
+
+/// Reference profile files, cached by path and modification time so a
+/// replaced baseline is picked up without a restart.
+#[derive(Default)]
+pub struct ReferenceCache {
+    files: HashMap<PathBuf, CachedReference>,
+}
+
+/// A loaded reference file (or why it could not be loaded) and the mtime it had.
+type CachedReference = (Option<SystemTime>, Result<Arc<DatasetProfile>, String>);
+
+impl ReferenceCache {
+    /// The profile file at `path` as a reference (read again when its mtime changed).
+    pub fn load(&mut self, path: &Path) -> Reference {
+        let name = path.display().to_string();
+        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let fresh = self
+            .files
+            .get(path)
+            .is_some_and(|(cached, _)| *cached == mtime && mtime.is_some());
+        if !fresh {
+            let loaded = DatasetProfile::read(path)
+                .map(Arc::new)
+                .map_err(|e| e.to_string());
+            self.files.insert(path.to_path_buf(), (mtime, loaded));
+        }
+        match self.files.get(path).map(|(_, r)| r.clone()) {
+            Some(Ok(profile)) => Reference::Profile { name, profile },
+            Some(Err(error)) => Reference::Failed { name, error },
+            None => Reference::Failed {
+                name,
+                error: "reference cache lost its entry (a bug)".to_string(),
+            },
+        }
     }
 }
 

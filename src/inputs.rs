@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::sources::lake::scan::is_ignored;
 use crate::sources::partitions::partitions_of;
 
 use crate::rules::RuleFile;
@@ -96,7 +97,8 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> Result<(), InputError> {
         let path = entry.path();
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.') || name.starts_with('_') {
+        // The same notion of writer leftovers as the agent's lake watcher.
+        if is_ignored(Path::new(name.as_ref())) {
             continue;
         }
         let file_type = entry.file_type().map_err(|source| InputError::Read {

@@ -3,8 +3,6 @@
 //! durably (store, then results log), quarantine a bad file, and tell
 //! whoever listens.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -13,7 +11,6 @@ use chrono::Utc;
 use super::Shared;
 use crate::engine::BatchInput;
 use crate::evaluate::{self, Reference, RollingWindow};
-use crate::profile::DatasetProfile;
 use crate::report::{AgentRecord, BatchReport, REPORT_VERSION, Report};
 use crate::rules::{self, DriftConfig, RuleFile};
 use crate::sinks::telemetry::{BatchIdentity, BatchTimings};
@@ -29,41 +26,6 @@ pub struct Evaluation {
     pub report: BatchReport,
     /// Milliseconds from discovery to the durable record.
     pub latency_ms: u128,
-}
-
-/// Reference profile files, cached by path and modification time so a
-/// replaced baseline is picked up without a restart.
-#[derive(Default)]
-pub struct ReferenceCache {
-    files: HashMap<PathBuf, CachedReference>,
-}
-
-/// A loaded reference file (or why it could not be loaded) and the mtime it had.
-type CachedReference = (Option<SystemTime>, Result<Arc<DatasetProfile>, String>);
-
-impl ReferenceCache {
-    fn load(&mut self, path: &Path) -> Reference {
-        let name = path.display().to_string();
-        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        let fresh = self
-            .files
-            .get(path)
-            .is_some_and(|(cached, _)| *cached == mtime && mtime.is_some());
-        if !fresh {
-            let loaded = DatasetProfile::read(path)
-                .map(Arc::new)
-                .map_err(|e| e.to_string());
-            self.files.insert(path.to_path_buf(), (mtime, loaded));
-        }
-        match self.files.get(path).map(|(_, r)| r.clone()) {
-            Some(Ok(profile)) => Reference::Profile { name, profile },
-            Some(Err(error)) => Reference::Failed { name, error },
-            None => Reference::Failed {
-                name,
-                error: "reference cache lost its entry (a bug)".to_string(),
-            },
-        }
-    }
 }
 
 /// Evaluates, records and announces one batch.

@@ -27,6 +27,20 @@ pub(crate) fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// GET `path` from `addr` (blocking); `(0, "")` when nothing answers.
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(driftwatch::agent::http_get(
+        addr,
+        path,
+        Duration::from_secs(10),
+    ))
+    .unwrap_or((0, String::new()))
+}
+
 /// A lake, its rules and state folder, in one temp dir.
 pub(crate) struct Lake {
     pub(crate) dir: tempfile::TempDir,
@@ -171,16 +185,7 @@ impl Agent {
     }
 
     pub(crate) fn get(&self, path: &str) -> (u16, String) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(driftwatch::agent::http_get(
-            self.addr,
-            path,
-            Duration::from_secs(10),
-        ))
-        .unwrap_or((0, String::new()))
+        http_get(self.addr, path)
     }
 
     pub(crate) fn status(&self) -> Value {

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
@@ -33,7 +32,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use serde_json::Value;
 
-use crate::agent::{Agent, Lake, wait_for, wait_results};
+use crate::agent::{Agent, Lake, http_get, wait_for, wait_results};
 use driftwatch::sinks::telemetry::names;
 
 #[derive(Default)]
@@ -648,18 +647,7 @@ fn prometheus_scrapes_the_agent_and_answers_queries_for_the_drift_metric() {
             .expect("start prometheus"),
     );
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let get = |path: &str| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(driftwatch::agent::http_get(
-            addr,
-            path,
-            Duration::from_secs(10),
-        ))
-        .unwrap_or((0, String::new()))
-    };
+    let get = |path: &str| http_get(addr, path);
     let query = format!(
         "/api/v1/query?query={}",
         names::DATASET_DRIFTED.prometheus_name()

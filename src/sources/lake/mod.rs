@@ -99,6 +99,19 @@ struct Candidate {
     discovered: Instant,
 }
 
+impl Candidate {
+    /// A batch just seen, not yet observed.
+    fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            observed: None,
+            since: now,
+            hinted: None,
+            discovered: now,
+        }
+    }
+}
+
 impl LakeSource {
     /// Runs until `shutdown` turns true (or the queue closes).
     pub async fn run(mut self, queue: mpsc::Sender<Batch>, mut shutdown: watch::Receiver<bool>) {
@@ -123,12 +136,7 @@ impl LakeSource {
                 let found = list_all(&options, &rules).await;
                 self.stats.unmatched.store(found.1, Ordering::Relaxed);
                 for key in found.0 {
-                    candidates.entry(key).or_insert_with(|| Candidate {
-                        observed: None,
-                        since: Instant::now(),
-                        hinted: None,
-                        discovered: Instant::now(),
-                    });
+                    candidates.entry(key).or_insert_with(Candidate::new);
                 }
                 // In poll mode `rescan` is the poll interval.
                 next_listing = Instant::now() + options.rescan;
@@ -139,12 +147,7 @@ impl LakeSource {
                 let rules = self.rules.borrow().clone();
                 for (dir, _) in &new_dirs {
                     for key in keys_under(&options, &rules, dir) {
-                        candidates.entry(key).or_insert_with(|| Candidate {
-                            observed: None,
-                            since: Instant::now(),
-                            hinted: None,
-                            discovered: Instant::now(),
-                        });
+                        candidates.entry(key).or_insert_with(Candidate::new);
                     }
                 }
             }
@@ -226,12 +229,7 @@ impl LakeSource {
             Vec::new()
         };
         for key in keys {
-            let candidate = candidates.entry(key.clone()).or_insert_with(|| Candidate {
-                observed: None,
-                since: Instant::now(),
-                hinted: None,
-                discovered: Instant::now(),
-            });
+            let candidate = candidates.entry(key.clone()).or_insert_with(Candidate::new);
             if complete && key.unit == BatchUnit::File {
                 candidate.hinted = scan::observe(root, &key, &options.filter).map(|o| o.version);
             }
