@@ -33,10 +33,13 @@
 //!   (events, listings, settle time, footers, `batch: directory`) and Hive
 //!   partition parsing. Event streams plug in here.
 //! - [`state`]: the agent's durable store (redb): evaluated batch versions,
-//!   reports, counters, rolling-reference profiles. The exactly-once record.
+//!   reports, counters, rolling-reference profiles, and the webhook outbox
+//!   with its policy state. The exactly-once record.
 //! - [`sinks`]: where reports go — the results log (JSON lines, repaired from
-//!   the store after a crash) and telemetry (OpenTelemetry metrics, traces and
-//!   logs over OTLP; the same metrics on `/metrics` for Prometheus).
+//!   the store after a crash), telemetry (OpenTelemetry metrics, traces and
+//!   logs over OTLP; the same metrics on `/metrics` for Prometheus) and
+//!   retraining webhooks (policy, signed events, retried delivery).
+//! - [`tls`]: the process-wide rustls provider every HTTP client needs.
 //! - [`config`]: `driftwatch.toml`, its JSON Schema, flags over file.
 //! - [`agent`]: `driftwatch run` — queue, workers, the evaluation runtime,
 //!   HTTP endpoints, reload, shutdown.
@@ -59,3 +62,4 @@ pub mod rules;
 pub mod sinks;
 pub mod sources;
 pub mod state;
+pub mod tls;

@@ -1,6 +1,6 @@
 //! Talking to a running agent: `agent.json` in its state folder says where
-//! it listens, and a minimal HTTP/1.1 GET asks it (for `driftwatch status`
-//! and tests).
+//! it listens, and a minimal HTTP/1.1 client asks it (for `driftwatch status`,
+//! `driftwatch webhooks` and tests).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -35,6 +35,24 @@ pub fn read_agent_info(state: &Path) -> Option<AgentInfo> {
 /// GETs `path` from the agent at `addr`; returns the status code and body.
 /// Gives up after `timeout`.
 pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+    send(hyper::Method::GET, addr, path, timeout).await
+}
+
+/// POSTs (no body) to `path` on the agent at `addr`; returns the status code and body.
+pub async fn post(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
+    send(hyper::Method::POST, addr, path, timeout).await
+}
+
+async fn send(
+    method: hyper::Method,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let request = async {
         let stream = tokio::net::TcpStream::connect(addr)
             .await
@@ -43,7 +61,9 @@ pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16
             .await
             .map_err(|e| format!("{addr}: {e}"))?;
         tokio::spawn(connection);
-        let request = hyper::Request::get(path)
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
             .header(hyper::header::HOST, addr.to_string())
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;

@@ -1,16 +1,19 @@
 //! The agent's HTTP endpoints: `/healthz` (the process answers), `/readyz`
-//! (the start-up listing is done and its batches are queued) and `/status`
-//! (JSON: per dataset the counts and latest results). `driftwatch status`
-//! builds the same [`StatusDocument`] from the store when no agent runs.
+//! (the start-up listing is done and its batches are queued), `/status`
+//! (JSON: per dataset the counts and latest results), `/metrics`, and the
+//! webhook outbox: `GET /webhooks` and `POST /webhooks/{event_id}/retry`.
+//! `driftwatch status` and `driftwatch webhooks` build the same documents
+//! from the store when no agent runs (the store is locked while one does).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
+use axum::extract::Path;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use super::Shared;
@@ -26,6 +29,33 @@ pub struct StatusDocument {
     pub agent: Option<AgentStatus>,
     /// One entry per dataset, by name.
     pub datasets: Vec<DatasetStatus>,
+    /// Webhook outbox counts per webhook.
+    #[serde(default)]
+    pub webhooks: std::collections::BTreeMap<String, crate::state::DeliveryCounts>,
+}
+
+/// The `/webhooks` document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebhooksDocument {
+    /// The configured webhooks (empty when read from a stopped agent's store).
+    pub webhooks: Vec<WebhookInfo>,
+    /// Every event in the outbox, oldest first, without bodies.
+    pub deliveries: Vec<serde_json::Value>,
+}
+
+/// A configured webhook.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebhookInfo {
+    /// Name.
+    pub name: String,
+    /// URL.
+    pub url: String,
+    /// Preset (`generic`, `github`, `airflow`, `template`).
+    pub preset: String,
+    /// Whether it only logs.
+    pub dry_run: bool,
+    /// Datasets listed in its config (rule files may add more).
+    pub datasets: Vec<String>,
 }
 
 /// The agent part of `/status`.
@@ -190,7 +220,75 @@ pub fn status_from_store(store: &Store) -> Result<StatusDocument, StateError> {
     Ok(StatusDocument {
         agent: None,
         datasets: datasets_from_store(store, &Default::default(), &[])?,
+        webhooks: store.delivery_counts()?,
     })
+}
+
+/// The webhooks document of a stopped agent, from its store.
+pub fn webhooks_from_store(store: &Store) -> Result<WebhooksDocument, StateError> {
+    Ok(WebhooksDocument {
+        webhooks: Vec::new(),
+        deliveries: store.deliveries()?.iter().map(|d| d.summary()).collect(),
+    })
+}
+
+async fn webhooks(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let store = shared.store.clone();
+    let configured: Vec<WebhookInfo> = shared
+        .settings
+        .lock()
+        .map(|s| {
+            s.webhooks
+                .iter()
+                .map(|w| WebhookInfo {
+                    name: w.name.clone(),
+                    url: w.url.clone(),
+                    preset: w.preset.name().to_string(),
+                    dry_run: w.dry_run,
+                    datasets: w.datasets.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    match tokio::task::spawn_blocking(move || webhooks_from_store(&store)).await {
+        Ok(Ok(mut doc)) => {
+            doc.webhooks = configured;
+            (StatusCode::OK, Json(doc)).into_response()
+        }
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn retry_webhook(
+    State(shared): State<Arc<Shared>>,
+    Path(event_id): Path<String>,
+) -> impl IntoResponse {
+    let store = shared.store.clone();
+    let now = chrono::Utc::now().timestamp_millis();
+    let id = event_id.clone();
+    match tokio::task::spawn_blocking(move || store.retry_delivery(&id, now)).await {
+        Ok(Ok(crate::state::RetryResult::Requeued(d))) => {
+            tracing::info!(event_id = %event_id, webhook = %d.webhook, "dead letter re-queued");
+            shared.webhook_wake.notify_one();
+            (StatusCode::OK, Json(d.summary())).into_response()
+        }
+        Ok(Ok(crate::state::RetryResult::NotFound)) => (
+            StatusCode::NOT_FOUND,
+            format!("no webhook event `{event_id}` in the outbox\n"),
+        )
+            .into_response(),
+        Ok(Ok(crate::state::RetryResult::NotDead(state))) => (
+            StatusCode::CONFLICT,
+            format!(
+                "event `{event_id}` is {}: only dead letters (with a body) can be re-queued\n",
+                state.name()
+            ),
+        )
+            .into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
 }
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
@@ -199,6 +297,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/webhooks", get(webhooks))
+        .route("/webhooks/{event_id}/retry", post(retry_webhook))
         .with_state(shared)
 }
 
@@ -267,5 +367,6 @@ fn build_status(shared: &Shared) -> Result<StatusDocument, StateError> {
             unmatched_files: shared.lake.unmatched.load(Ordering::Relaxed),
         }),
         datasets,
+        webhooks: shared.store.delivery_counts()?,
     })
 }

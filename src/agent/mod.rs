@@ -21,6 +21,7 @@
 mod client;
 mod http;
 mod reload;
+mod webhooks;
 mod worker;
 
 use std::collections::{HashMap, HashSet};
@@ -35,8 +36,10 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
 
-pub use client::{AgentInfo, get as http_get, read_agent_info};
-pub use http::{StatusDocument, status_from_store};
+pub use client::{AgentInfo, get as http_get, post as http_post, read_agent_info};
+pub use http::{
+    StatusDocument, WebhookInfo, WebhooksDocument, status_from_store, webhooks_from_store,
+};
 pub use worker::Evaluation;
 
 use crate::config::{ConfigError, Overrides, Settings};
@@ -115,6 +118,8 @@ pub struct Shared {
     pub(crate) listen: SocketAddr,
     pub(crate) settings: Mutex<Settings>,
     pub(crate) telemetry: Arc<Telemetry>,
+    /// Wakes the webhook delivery loop (a new event, a re-queued dead letter).
+    pub(crate) webhook_wake: tokio::sync::Notify,
     dataset_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -203,6 +208,12 @@ pub async fn run(
             })?;
     }
     let rules = crate::rules::load_rules(&settings.rules)?;
+    webhooks::check_names(&rules, &settings.webhooks)?;
+    for w in &settings.webhooks {
+        if w.secret_env.is_none() && !w.dry_run {
+            tracing::warn!(webhook = %w.name, "webhook has no secret_env: its requests are not signed, so the receiver cannot tell them from forgeries");
+        }
+    }
     let store = Arc::new(Store::open(&settings.state)?);
     let (mut log, last_logged) = ResultsLog::open(
         &settings.state,
@@ -282,6 +293,7 @@ pub async fn run(
         listen,
         settings: Mutex::new(settings.clone()),
         telemetry: telemetry.clone(),
+        webhook_wake: tokio::sync::Notify::new(),
         dataset_locks: Mutex::new(HashMap::new()),
     });
     write_agent_info(&settings.state, &shared)?;
@@ -336,6 +348,7 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let housekeeping = tokio::spawn(housekeeping(shared.clone(), stop_rx.clone()));
+    let deliveries = tokio::spawn(webhooks::run(shared.clone(), stop_rx.clone()));
     let mut flusher_stop = stop_rx.clone();
     let flusher = tokio::spawn(telemetry.clone().run_flusher(async move {
         let _ = flusher_stop.wait_for(|s| *s).await;
@@ -378,6 +391,7 @@ pub async fn run(
     }
     let _ = reload_task.await;
     let _ = housekeeping.await;
+    let _ = deliveries.await;
     let _ = server.await;
     let _ = flusher.await;
     // Last signals out before exit, but never wait long for a collector.
@@ -395,7 +409,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Prunes store records of files gone from the lake, hourly.
+/// Prunes store records of files gone from the lake, and finished webhook
+/// deliveries, hourly.
 async fn housekeeping(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let period = std::time::Duration::from_secs(3600);
     loop {
@@ -419,6 +434,14 @@ async fn housekeeping(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 tracing::info!(pruned = n, "forgot batch versions no longer in the lake")
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "state pruning failed"),
+            _ => {}
+        }
+        // Finished webhook deliveries (delivered, dead, dry runs) are kept as long.
+        let store = shared.store.clone();
+        let cutoff_ms = cutoff * 1000;
+        match tokio::task::spawn_blocking(move || store.prune_deliveries(cutoff_ms)).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!(pruned = n, "forgot old webhook deliveries"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "webhook outbox pruning failed"),
             _ => {}
         }
     }

@@ -167,7 +167,9 @@ fn reload(
         },
         None => current.clone(),
     };
-    let rules = match crate::rules::load_rules(&settings.rules) {
+    let rules = match crate::rules::load_rules(&settings.rules)
+        .and_then(|r| super::webhooks::check_names(&r, &settings.webhooks).map(|()| r))
+    {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "rules reload rejected; the previous rules keep running");
@@ -238,6 +240,8 @@ fn reload(
         applied.queue = current.queue;
         *s = applied;
     }
+    // Changed webhooks (a fixed URL, a new CA) apply to pending deliveries now.
+    shared.webhook_wake.notify_one();
 }
 
 fn set_error(shared: &Shared, error: Option<String>) {

@@ -1,7 +1,7 @@
 //! Evaluating one batch from the queue: resolve its rule file and drift
 //! reference, run the engine on the evaluation runtime, record the result
-//! durably (store, then results log), quarantine a bad file, and tell
-//! whoever listens.
+//! durably (store, then results log) together with the webhook policies'
+//! decisions, quarantine a bad file, and tell whoever listens.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -15,7 +15,7 @@ use crate::report::{AgentRecord, BatchReport, REPORT_VERSION, Report};
 use crate::rules::{self, DriftConfig, RuleFile};
 use crate::sinks::telemetry::{BatchIdentity, BatchTimings};
 use crate::sources::Batch;
-use crate::state::{Evaluated, Outcome, Retention};
+use crate::state::{DeliveryState, Evaluated, Outcome, PolicyOutcome, Retention, WebhookStep};
 
 /// What the agent tells listeners (the demo, tests) after each evaluation.
 #[derive(Debug, Clone)]
@@ -181,6 +181,16 @@ async fn record(
     let dataset = batch.dataset.clone();
     let report2 = report.clone();
     let profile = evaluation.profile;
+    let webhooks = {
+        let configured = shared
+            .settings
+            .lock()
+            .map(|s| s.webhooks.clone())
+            .unwrap_or_default();
+        let rules = shared.rules.borrow().clone();
+        super::webhooks::watching(rule_file, &rules, &configured)
+    };
+    let instance = shared.instance.clone();
     // The store commit and the log append happen under one lock so the log
     // is always in seq order.
     let written = tokio::task::spawn_blocking(move || {
@@ -193,9 +203,10 @@ async fn record(
             _ => None,
         };
         let mut line = String::new();
-        let (seq, new) = shared2
+        let evaluated_text = evaluated_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let recorded = shared2
             .store
-            .record(
+            .record_evaluation(
                 &Evaluated {
                     version: &version,
                     dataset: &dataset,
@@ -203,6 +214,14 @@ async fn record(
                     rows,
                     evaluated_at: evaluated_at.timestamp(),
                     rolling: rolling_entry,
+                    webhooks: (!webhooks.is_empty()).then_some(WebhookStep {
+                        report: &report2,
+                        source: &version.path,
+                        evaluated_at: &evaluated_text,
+                        now_ms: evaluated_at.timestamp_millis(),
+                        instance: &instance,
+                        webhooks: &webhooks,
+                    }),
                 },
                 Retention {
                     reports_per_dataset: shared2.reports_per_dataset,
@@ -210,11 +229,11 @@ async fn record(
                 |seq| {
                     let document = Report {
                         version: REPORT_VERSION,
-                        reports: vec![report2],
+                        reports: vec![report2.clone()],
                         unmatched: Vec::new(),
                         agent: Some(AgentRecord {
                             seq,
-                            evaluated_at: evaluated_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                            evaluated_at: evaluated_text.clone(),
                             batch: version.clone(),
                         }),
                     };
@@ -225,15 +244,15 @@ async fn record(
                 },
             )
             .map_err(|e| e.to_string())?;
-        if new {
+        if recorded.new {
             log.append(&line).map_err(|e| e.to_string())?;
         }
-        Ok::<_, String>((seq, new))
+        Ok::<_, String>(recorded)
     })
     .await;
-    let seq = match written {
-        Ok(Ok((seq, true))) => seq,
-        Ok(Ok((_, false))) => return,
+    let (seq, policies) = match written {
+        Ok(Ok(r)) if r.new => (r.seq, r.webhooks),
+        Ok(Ok(_)) => return,
         Ok(Err(e)) => {
             tracing::error!(dataset = %batch.dataset, source = %batch.path.display(), error = %e, "cannot record the evaluation; it will be retried");
             return;
@@ -245,6 +264,7 @@ async fn record(
     };
     let latency_ms = batch.discovered.elapsed().as_millis();
     log_outcome(seq, &report, rule_file, latency_ms);
+    announce_webhooks(shared, &report.dataset, seq, &policies);
     if outcome == Outcome::Error {
         quarantine(shared, batch);
     }
@@ -268,6 +288,66 @@ async fn record(
         report,
         latency_ms,
     }));
+}
+
+/// Logs and counts what the webhook policies decided, and wakes the
+/// delivery loop when an event was queued.
+fn announce_webhooks(shared: &Shared, dataset: &str, seq: u64, policies: &[PolicyOutcome]) {
+    for p in policies {
+        match p {
+            PolicyOutcome::Quiet {
+                webhook,
+                consecutive,
+                needed,
+            } if *consecutive > 0 => tracing::info!(
+                webhook = %webhook, dataset, seq, consecutive, needed,
+                "webhook trigger matched; waiting for more batches in a row"
+            ),
+            PolicyOutcome::Quiet { .. } => {}
+            PolicyOutcome::CoolingDown { webhook } => {
+                shared
+                    .telemetry
+                    .record_webhook_event(webhook, dataset, "cooling_down");
+                tracing::info!(webhook = %webhook, dataset, seq, "webhook trigger held back by its cooldown");
+            }
+            PolicyOutcome::Fired {
+                webhook,
+                event_id,
+                state,
+                description,
+            } => match state {
+                DeliveryState::DryRun => {
+                    shared
+                        .telemetry
+                        .record_webhook_event(webhook, dataset, "dry_run");
+                    let body = shared
+                        .store
+                        .delivery(event_id)
+                        .ok()
+                        .flatten()
+                        .map(|d| d.body)
+                        .unwrap_or_default();
+                    tracing::info!(
+                        webhook = %webhook, dataset, seq, event_id = %event_id, reason = %description, body = %body,
+                        "webhook dry run: this event would be sent"
+                    );
+                }
+                DeliveryState::Dead => {
+                    shared
+                        .telemetry
+                        .record_webhook_event(webhook, dataset, "fired");
+                    tracing::error!(webhook = %webhook, dataset, seq, event_id = %event_id, "webhook fired but its body could not be rendered; dead-lettered");
+                }
+                _ => {
+                    shared
+                        .telemetry
+                        .record_webhook_event(webhook, dataset, "fired");
+                    tracing::info!(webhook = %webhook, dataset, seq, event_id = %event_id, reason = %description, "webhook fired; event queued for delivery");
+                    shared.webhook_wake.notify_one();
+                }
+            },
+        }
+    }
 }
 
 fn log_outcome(seq: u64, report: &BatchReport, rule_file: &RuleFile, latency_ms: u128) {

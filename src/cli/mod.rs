@@ -19,6 +19,7 @@ use driftwatch::report::{Report, render_table};
 use driftwatch::{demo, inputs, rules};
 
 mod agent_cmd;
+mod webhooks_cmd;
 
 /// Exit code for usage, rule and input errors.
 pub(crate) const EXIT_USAGE: i32 = 2;
@@ -52,6 +53,8 @@ enum Command {
     Run(RunArgs),
     /// Print the latest result per dataset, from the running agent or its store.
     Status(StatusArgs),
+    /// List pending and dead-lettered webhook events, or re-queue a dead letter.
+    Webhooks(WebhooksArgs),
     /// The agent's config file.
     Config {
         #[command(subcommand)]
@@ -121,6 +124,33 @@ struct StatusArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
+}
+
+#[derive(clap::Args)]
+struct WebhooksArgs {
+    #[command(subcommand)]
+    command: Option<WebhooksCommand>,
+    /// Ask the agent listening here (default 127.0.0.1:9464).
+    #[arg(long, global = true)]
+    listen: Option<String>,
+    /// The agent's state folder: ask the agent that runs on it, or use its store when none does.
+    #[arg(long, global = true)]
+    state: Option<PathBuf>,
+    /// Also list delivered events and dry runs.
+    #[arg(long)]
+    all: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+#[derive(Subcommand)]
+enum WebhooksCommand {
+    /// Re-queue a dead-lettered event: it is sent again at once, same event id.
+    Retry {
+        /// The event id (from `driftwatch webhooks`).
+        event_id: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -217,6 +247,7 @@ fn parse_bytes(text: &str) -> Result<usize, String> {
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
+    driftwatch::tls::ensure_crypto_provider();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -256,6 +287,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Baseline(args) => runtime()?.block_on(baseline(args)),
         Command::Run(args) => agent_cmd::run(args),
         Command::Status(args) => runtime()?.block_on(agent_cmd::status(args)),
+        Command::Webhooks(args) => runtime()?.block_on(webhooks_cmd::webhooks(args)),
         Command::Config {
             command: ConfigCommand::Schema,
         } => {

@@ -96,6 +96,10 @@ pub struct ConfigFile {
     /// `OTEL_*` environment variables override these keys.
     #[serde(default)]
     pub telemetry: TelemetrySection,
+    /// Retraining webhooks: when a dataset's batches call for it, a signed
+    /// event is written to the outbox and delivered with retries.
+    #[serde(default)]
+    pub webhooks: Vec<crate::sinks::webhook::config::WebhookSection>,
 }
 
 /// `[telemetry]`: where OpenTelemetry signals go. Without an endpoint (here or
@@ -287,6 +291,8 @@ pub struct Settings {
     pub max_age: Duration,
     /// OpenTelemetry export.
     pub telemetry: crate::sinks::telemetry::TelemetrySettings,
+    /// Retraining webhooks.
+    pub webhooks: Vec<crate::sinks::webhook::WebhookConfig>,
 }
 
 impl ConfigFile {
@@ -468,6 +474,10 @@ impl Settings {
         }
         let queue = file.evaluation.queue.unwrap_or(1024).max(1);
         let telemetry = telemetry_settings(&file.telemetry, &origin)?;
+        let webhooks = crate::sinks::webhook::config::resolve(&file.webhooks, &base, &|name| {
+            std::env::var(name).ok()
+        })
+        .map_err(|(key, message)| invalid(&origin, &key, message))?;
         Ok(Settings {
             config_file: config_path.map(Path::to_path_buf),
             watch,
@@ -495,6 +505,7 @@ impl Settings {
             reports_per_dataset: file.retention.reports_per_dataset.unwrap_or(1000).max(1),
             max_age,
             telemetry,
+            webhooks,
         })
     }
 }

@@ -94,6 +94,17 @@ pub struct RuleFile {
     pub drift: Option<DriftConfig>,
     /// Whether a batch is a file or a folder of part files.
     pub batch: BatchUnit,
+    /// Webhooks named in `webhooks:` (checked against the agent's config when it loads).
+    pub webhooks: Vec<WebhookRef>,
+}
+
+/// A webhook named by a rule file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookRef {
+    /// The webhook's name.
+    pub name: String,
+    /// Where the rule file names it.
+    pub location: SourceLocation,
 }
 
 pub use spec::CorrectionSpec as Correction;

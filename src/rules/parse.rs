@@ -12,7 +12,7 @@ use serde_saphyr::{Location, Spanned};
 use super::spec::{CheckSpec, DriftSpec, ReferenceSpec, RuleFileSpec, SeveritySpec};
 use super::{
     Check, CheckKind, Correction, DriftConfig, LogicalType, MAX_ROLLING_BATCHES, Reference, Result,
-    RuleError, RuleFile, Severity, SourceLocation, SqlText, Tolerance, parse_duration,
+    RuleError, RuleFile, Severity, SourceLocation, SqlText, Tolerance, WebhookRef, parse_duration,
 };
 
 /// The glob used when a rule file has no `match`.
@@ -150,6 +150,14 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<RuleFile> {
         checks,
         drift,
         batch: spec.batch,
+        webhooks: spec
+            .webhooks
+            .into_iter()
+            .map(|w| WebhookRef {
+                location: at(path, w.referenced),
+                name: w.value,
+            })
+            .collect(),
     })
 }
 

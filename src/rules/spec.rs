@@ -34,6 +34,11 @@ pub struct RuleFileSpec {
     /// Drift tests of this dataset's batches against a reference profile.
     #[schemars(with = "Option<DriftSpec>")]
     pub drift: Option<Spanned<DriftSpec>>,
+    /// Retraining webhooks (by their `name` in `driftwatch.toml`) that watch
+    /// this dataset, besides any that list it in their `datasets`.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub webhooks: Vec<Spanned<String>>,
 }
 
 /// The `drift:` section.

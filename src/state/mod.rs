@@ -10,8 +10,13 @@
 //! evaluated again) or all of it did (the results log catches up from the
 //! store; see [`Store::reports_after`]).
 //!
+//! The webhook outbox and its policy state live here too ([`outbox`]), and
+//! are written in the same transaction as the batch that fires them.
+//!
 //! Reports are stored as the JSON text of the results-log line, so what the
 //! store returns is byte-for-byte what the log holds.
+
+mod outbox;
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +25,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::profile::DatasetProfile;
 use crate::report::BatchVersion;
+
+pub use outbox::{
+    AttemptRecord, Delivery, DeliveryCounts, DeliveryState, PolicyOutcome, RetryResult, WebhookStep,
+};
 
 /// State store errors. `Busy` is the user's (another agent owns the folder);
 /// the rest are I/O or a damaged store.
@@ -142,6 +151,19 @@ pub struct Evaluated<'a> {
     /// The batch's profile to add to the dataset's rolling reference, and how
     /// many batches that reference keeps.
     pub rolling: Option<(&'a DatasetProfile, usize)>,
+    /// The webhook policies to apply to this batch (in the same transaction).
+    pub webhooks: Option<WebhookStep<'a>>,
+}
+
+/// What [`Store::record_evaluation`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    /// The report's seq.
+    pub seq: u64,
+    /// False when the version was recorded before (nothing changed).
+    pub new: bool,
+    /// What each webhook's policy made of the batch.
+    pub webhooks: Vec<PolicyOutcome>,
 }
 
 /// Limits on what the store keeps.
@@ -203,6 +225,9 @@ impl Store {
             txn.open_table(DATASETS)?;
             txn.open_table(ROLLING)?;
             txn.open_table(META)?;
+            txn.open_table(outbox::DELIVERIES)?;
+            txn.open_table(outbox::DUE)?;
+            txn.open_table(outbox::POLICY)?;
             Ok(())
         })?;
         Ok(store)
@@ -269,6 +294,18 @@ impl Store {
         retention: Retention,
         line: impl FnOnce(u64) -> String,
     ) -> Result<(u64, bool)> {
+        self.record_evaluation(evaluated, retention, line)
+            .map(|r| (r.seq, r.new))
+    }
+
+    /// [`Store::record`], also applying the webhook policies of
+    /// `evaluated.webhooks` in the same transaction and saying what they did.
+    pub fn record_evaluation(
+        &self,
+        evaluated: &Evaluated<'_>,
+        retention: Retention,
+        line: impl FnOnce(u64) -> String,
+    ) -> Result<Recorded> {
         let key = version_key(evaluated.dataset, evaluated.version);
         let profile_json = match evaluated.rolling {
             Some((profile, _)) => {
@@ -292,7 +329,11 @@ impl Store {
             if let Some(existing) = versions.get(key.as_str())? {
                 let record: VersionRecord = serde_json::from_slice(existing.value())
                     .map_err(|e| decode_err("a version record", e))?;
-                return Ok((record.seq, false));
+                return Ok(Recorded {
+                    seq: record.seq,
+                    new: false,
+                    webhooks: Vec::new(),
+                });
             }
             let mut meta = txn.open_table(META)?;
             let seq = meta.get("next_seq")?.map(|v| v.value()).unwrap_or(1);
@@ -361,7 +402,15 @@ impl Store {
                     }
                 }
             }
-            Ok((seq, true))
+            let webhooks = match &evaluated.webhooks {
+                Some(step) => outbox::apply(txn, step, seq)?,
+                None => Vec::new(),
+            };
+            Ok(Recorded {
+                seq,
+                new: true,
+                webhooks,
+            })
         })
     }
 
@@ -501,6 +550,7 @@ mod tests {
                     rows: 10,
                     evaluated_at: 100,
                     rolling: None,
+                    webhooks: None,
                 },
                 Retention {
                     reports_per_dataset: 2,
@@ -575,6 +625,7 @@ mod tests {
                         rows: i,
                         evaluated_at: 1,
                         rolling: Some((&profile, 3)),
+                        webhooks: None,
                     },
                     Retention {
                         reports_per_dataset: 10,

@@ -17,6 +17,11 @@
 //! metrics stay cumulative aggregates, spans and logs sit in bounded queues
 //! (dropped when full), and export failures are logged at most once a minute
 //! with a count, then "export resumed" once it works again.
+//!
+//! Webhook deliveries report here too: [`Telemetry::record_webhook_event`]
+//! per trigger, [`Telemetry::record_webhook_attempt`] per HTTP attempt (a
+//! `driftwatch.webhook.attempt` client span and the attempt metrics), and
+//! [`Telemetry::set_webhook_backlog`] for the outbox gauges.
 
 pub mod names;
 
@@ -159,6 +164,33 @@ struct Instruments {
     dataset_drifted: Gauge<u64>,
     last_batch_time: Gauge<f64>,
     _queue_depth: ObservableGauge<u64>,
+    webhook_events: Counter<u64>,
+    webhook_attempts: Counter<u64>,
+    webhook_attempt_duration: Histogram<f64>,
+    webhook_deliveries: Gauge<u64>,
+}
+
+/// One webhook delivery attempt, for telemetry.
+#[derive(Debug, Clone)]
+pub struct WebhookAttempt<'a> {
+    /// The webhook.
+    pub webhook: &'a str,
+    /// The dataset.
+    pub dataset: &'a str,
+    /// The event id.
+    pub event_id: &'a str,
+    /// 1-based attempt number.
+    pub attempt: u32,
+    /// `delivered`, `retry` or `dead`.
+    pub outcome: &'static str,
+    /// HTTP status, when there was an answer.
+    pub status: Option<u16>,
+    /// Error, when it failed.
+    pub error: Option<&'a str>,
+    /// When it started.
+    pub started: SystemTime,
+    /// How long it took.
+    pub duration: Duration,
 }
 
 /// The agent's OpenTelemetry providers and instruments.
@@ -226,6 +258,8 @@ impl Telemetry {
         host: &str,
         queue_depth: Arc<dyn Fn() -> u64 + Send + Sync>,
     ) -> Result<Self, TelemetryError> {
+        // The OTLP/HTTP exporter builds a rustls-backed reqwest client.
+        crate::tls::ensure_crypto_provider();
         let resource = resource(settings, instance, host);
         let registry = prometheus::Registry::new();
         let prometheus_reader = opentelemetry_prometheus::exporter()
@@ -331,6 +365,20 @@ impl Telemetry {
             dataset_drifted: gauge_u(&names::DATASET_DRIFTED),
             last_batch_time: gauge_f(&names::LAST_BATCH_TIME),
             _queue_depth: queue_depth,
+            webhook_events: counter(&names::WEBHOOK_EVENTS),
+            webhook_attempts: counter(&names::WEBHOOK_ATTEMPTS),
+            webhook_attempt_duration: {
+                let (n, u, d) = describe(&names::WEBHOOK_ATTEMPT_DURATION);
+                meter
+                    .f64_histogram(n)
+                    .with_unit(u)
+                    .with_description(d)
+                    .with_boundaries(vec![
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    ])
+                    .build()
+            },
+            webhook_deliveries: gauge_u(&names::WEBHOOK_DELIVERIES),
         };
         Ok(Self {
             meter_provider,
@@ -363,6 +411,73 @@ impl Telemetry {
         self.record_metrics(report, timings);
         self.record_trace(report, batch, timings);
         self.flush.notify_one();
+    }
+
+    /// Counts a webhook trigger: `fired`, `dry_run` or `cooling_down`.
+    pub fn record_webhook_event(&self, webhook: &str, dataset: &str, outcome: &'static str) {
+        self.instruments.webhook_events.add(
+            1,
+            &[
+                KeyValue::new(names::WEBHOOK, webhook.to_string()),
+                KeyValue::new(names::DATASET, dataset.to_string()),
+                KeyValue::new(names::OUTCOME, outcome),
+            ],
+        );
+    }
+
+    /// Records one delivery attempt: a client span and the attempt metrics.
+    pub fn record_webhook_attempt(&self, a: &WebhookAttempt<'_>) {
+        let webhook = KeyValue::new(names::WEBHOOK, a.webhook.to_string());
+        self.instruments.webhook_attempts.add(
+            1,
+            &[webhook.clone(), KeyValue::new(names::OUTCOME, a.outcome)],
+        );
+        self.instruments
+            .webhook_attempt_duration
+            .record(a.duration.as_secs_f64(), &[webhook]);
+        let tracer = self.tracer_provider.tracer("driftwatch");
+        let mut attributes = vec![
+            KeyValue::new("webhook", a.webhook.to_string()),
+            KeyValue::new("dataset", a.dataset.to_string()),
+            KeyValue::new("event_id", a.event_id.to_string()),
+            KeyValue::new("attempt", i64::from(a.attempt)),
+            KeyValue::new("outcome", a.outcome),
+        ];
+        if let Some(status) = a.status {
+            attributes.push(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
+        }
+        if let Some(error) = a.error {
+            attributes.push(KeyValue::new("error", error.to_string()));
+        }
+        let mut span = tracer
+            .span_builder("driftwatch.webhook.attempt")
+            .with_kind(SpanKind::Client)
+            .with_start_time(a.started)
+            .with_attributes(attributes)
+            .start(&tracer);
+        if a.outcome != "delivered" {
+            span.set_status(opentelemetry::trace::Status::error(
+                a.error.unwrap_or("failed").to_string(),
+            ));
+        }
+        span.end_with_timestamp(a.started + a.duration);
+        self.flush.notify_one();
+    }
+
+    /// Sets the outbox gauges: pending and dead events per webhook.
+    pub fn set_webhook_backlog(&self, webhook: &str, pending: u64, dead: u64) {
+        for (state, n) in [("pending", pending), ("dead", dead)] {
+            self.instruments.webhook_deliveries.record(
+                n,
+                &[
+                    KeyValue::new(names::WEBHOOK, webhook.to_string()),
+                    KeyValue::new(names::STATE, state),
+                ],
+            );
+        }
     }
 
     fn record_metrics(&self, report: &BatchReport, timings: &BatchTimings) {

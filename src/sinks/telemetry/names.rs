@@ -76,8 +76,12 @@ pub const COLUMN: &str = "column";
 pub const TEST: &str = "test";
 /// Attribute: `error` or `warn`.
 pub const SEVERITY: &str = "severity";
-/// Attribute: `passed`, `failed` or `error`.
+/// Attribute: `passed`, `failed` or `error` (batches); per webhook instrument, its own small set.
 pub const OUTCOME: &str = "outcome";
+/// Attribute: a webhook's name (from the config file).
+pub const WEBHOOK: &str = "webhook";
+/// Attribute: a delivery's state (`pending`, `dead`).
+pub const STATE: &str = "state";
 
 /// Batches evaluated.
 pub const BATCHES: Instrument = Instrument {
@@ -191,6 +195,38 @@ pub const QUEUE_DEPTH: Instrument = Instrument {
     attributes: &[],
     description: "Batches queued or being evaluated.",
 };
+/// Webhook events written to the outbox.
+pub const WEBHOOK_EVENTS: Instrument = Instrument {
+    name: "driftwatch.webhook.events",
+    kind: Kind::Counter,
+    unit: "{event}",
+    attributes: &[WEBHOOK, DATASET, OUTCOME],
+    description: "Webhook triggers, by outcome: fired (queued for delivery), dry_run (recorded, not sent), cooling_down (held back by the cooldown).",
+};
+/// Webhook delivery attempts.
+pub const WEBHOOK_ATTEMPTS: Instrument = Instrument {
+    name: "driftwatch.webhook.attempts",
+    kind: Kind::Counter,
+    unit: "{attempt}",
+    attributes: &[WEBHOOK, OUTCOME],
+    description: "HTTP attempts to deliver webhook events, by outcome: delivered, retry (will be tried again), dead (dead-lettered).",
+};
+/// Webhook attempt time.
+pub const WEBHOOK_ATTEMPT_DURATION: Instrument = Instrument {
+    name: "driftwatch.webhook.attempt.duration",
+    kind: Kind::Histogram,
+    unit: "s",
+    attributes: &[WEBHOOK],
+    description: "Time of one webhook HTTP attempt, connect to last byte of the response.",
+};
+/// Webhook deliveries waiting or dead.
+pub const WEBHOOK_DELIVERIES: Instrument = Instrument {
+    name: "driftwatch.webhook.deliveries",
+    kind: Kind::Gauge,
+    unit: "{event}",
+    attributes: &[WEBHOOK, STATE],
+    description: "Events in the outbox by state: pending (awaiting an attempt) and dead (dead-lettered; `driftwatch webhooks retry` re-queues).",
+};
 
 /// Every instrument, in documentation order.
 pub const INSTRUMENTS: &[Instrument] = &[
@@ -208,6 +244,10 @@ pub const INSTRUMENTS: &[Instrument] = &[
     DATASET_DRIFTED,
     LAST_BATCH_TIME,
     QUEUE_DEPTH,
+    WEBHOOK_EVENTS,
+    WEBHOOK_ATTEMPTS,
+    WEBHOOK_ATTEMPT_DURATION,
+    WEBHOOK_DELIVERIES,
 ];
 
 #[cfg(test)]

@@ -1,13 +1,22 @@
 //! Retraining webhooks: a policy decides when a dataset's batches call for
-//! retraining, and a signed event is rendered for the receiver.
+//! retraining, a signed event is rendered for the receiver, and delivery is
+//! retried until the receiver takes it.
 //!
-//! This module holds the parts that need no network: the resolved
-//! configuration ([`WebhookConfig`]), the trigger policy with its per-dataset
-//! state ([`policy`]: `consecutive`, `cooldown`), the versioned event and the
-//! receiver presets ([`payload`]), and request signing ([`sign`]). Durable
-//! delivery (the outbox in the state store, retries, dead letters) builds on
-//! them; see `docs/design/webhook-research.md` for its plan.
+//! - [`config`]: `[[webhooks]]` in `driftwatch.toml`, resolved into [`WebhookConfig`].
+//! - [`policy`]: when to fire (`consecutive`, `cooldown`): a pure function of
+//!   a batch's report and the stored per-(webhook, dataset) state.
+//! - [`payload`]: the versioned event and the receiver presets.
+//! - [`sign`]: the HMAC-SHA256 signature headers.
+//! - [`deliver`]: one HTTP attempt and how its outcome is classified
+//!   (delivered, retry later, dead letter), backoff with jitter, `Retry-After`.
+//!
+//! The outbox itself lives in the state store (`state::outbox`), written in
+//! the same transaction as the batch that fired, so a trigger is durable
+//! before any attempt; the agent's delivery loop (`agent::webhooks`) drains
+//! it. See `docs/webhook.md`.
 
+pub mod config;
+pub mod deliver;
 pub mod payload;
 pub mod policy;
 pub mod sign;
@@ -38,17 +47,40 @@ pub struct WebhookConfig {
     pub secret_env: Option<String>,
     /// Environment variable holding a bearer token.
     pub bearer_token_env: Option<String>,
+    /// Environment variables holding basic-auth credentials.
+    pub basic_auth: Option<BasicAuthEnv>,
     /// Attempts before a delivery is dead-lettered.
     pub max_attempts: u32,
     /// Age after which a delivery is dead-lettered.
     pub max_age: Duration,
     /// Timeout of one attempt.
     pub timeout: Duration,
+    /// Delay before the first retry (doubled per attempt, jittered).
+    pub retry_backoff: Duration,
+    /// Longest delay between attempts (a longer `Retry-After` is honoured).
+    pub retry_backoff_max: Duration,
+    /// Extra CA certificates (PEM) to trust.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// Where basic-auth credentials come from (names of environment variables).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BasicAuthEnv {
+    /// Variable holding the user.
+    pub user: String,
+    /// Variable holding the password.
+    pub password: String,
 }
 
 impl WebhookConfig {
     /// Whether this webhook watches `dataset`.
-    pub fn watches(&self, dataset: &str) -> bool {
-        self.datasets.is_empty() || self.datasets.iter().any(|d| d == dataset)
+    ///
+    /// `named_by_rule_file`: the batch's rule file lists this webhook under
+    /// `webhooks:`; `named_anywhere`: some loaded rule file does. With no
+    /// `datasets` and no rule file naming it, a webhook watches every dataset.
+    pub fn watches(&self, dataset: &str, named_by_rule_file: bool, named_anywhere: bool) -> bool {
+        named_by_rule_file
+            || self.datasets.iter().any(|d| d == dataset)
+            || (self.datasets.is_empty() && !named_anywhere)
     }
 }

@@ -147,6 +147,51 @@ impl Event {
     }
 }
 
+impl Event {
+    /// A representative event (one batch, one failing check, one drifted
+    /// column), used to validate body templates when the config is loaded.
+    pub fn sample() -> Self {
+        Self {
+            schema: "driftwatch.webhook",
+            version: EVENT_VERSION,
+            event_id: "00000000-0000-4000-8000-000000000000".to_string(),
+            created_at: "2026-01-01T00:00:00Z".to_string(),
+            webhook: "sample".to_string(),
+            dataset: "sample".to_string(),
+            reason: Reason {
+                kind: "dataset_drift",
+                description: "dataset drift".to_string(),
+            },
+            batches: vec![BatchRef {
+                source: "sample.parquet".to_string(),
+                seq: 1,
+                evaluated_at: "2026-01-01T00:00:00Z".to_string(),
+                rows: Some(1),
+            }],
+            failing_checks: vec![FailingCheck {
+                name: "check".to_string(),
+                severity: "error".to_string(),
+                status: "fail".to_string(),
+                failing_rows: Some(1),
+                fraction: Some(1.0),
+                message: None,
+            }],
+            drifted_columns: vec![DriftedColumn {
+                column: "column".to_string(),
+                test: Some("ks".to_string()),
+                statistic: Some(1.0),
+                p_value: Some(0.0),
+                threshold: Some(0.05),
+            }],
+            drifted_share: Some(1.0),
+            agent: AgentRef {
+                instance: "sample".to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+        }
+    }
+}
+
 /// The body shape a receiver expects.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Preset {
@@ -161,6 +206,18 @@ pub enum Preset {
     AirflowDagRun,
     /// A JSON template with `{{path}}` placeholders (`{{dataset}}`, `{{reason.kind}}`, `{{event}}`…).
     Template(String),
+}
+
+impl Preset {
+    /// The name used in the config file.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Preset::Generic => "generic",
+            Preset::GithubDispatch { .. } => "github",
+            Preset::AirflowDagRun => "airflow",
+            Preset::Template(_) => "template",
+        }
+    }
 }
 
 /// Renders the request body.

@@ -1,0 +1,510 @@
+//! The webhook outbox and policy state, in the same store as the batches.
+//!
+//! Why here: a trigger must be durable before any attempt to send it, and a
+//! batch must count towards `consecutive` exactly once. Both follow from
+//! applying the webhook policies *inside* [`Store::record_evaluation`]'s
+//! write transaction: either the batch, its policy-state update and the
+//! event it fired are all committed, or none is (and the batch is evaluated
+//! again). A batch version recorded before is never applied twice.
+//!
+//! Tables:
+//! - `webhook_deliveries`: event id → [`Delivery`] (JSON, body included).
+//! - `webhook_due`: `(next attempt, Unix ms; event id)` → () for pending
+//!   deliveries only: a range read is the due work, the first key the next
+//!   wake-up.
+//! - `webhook_policy`: `webhook\0dataset` → [`TriggerState`] (JSON).
+//!
+//! "In flight" is never stored: after a crash every pending delivery is
+//! simply due, so an attempt cut short by `kill -9` is made again — with the
+//! same event id and body, which receivers dedupe on (`Idempotency-Key`).
+
+use std::collections::BTreeMap;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::{Result, Store};
+use crate::report::BatchReport;
+use crate::sinks::webhook::WebhookConfig;
+use crate::sinks::webhook::payload::{Event, render};
+use crate::sinks::webhook::policy::{BatchRef, Decision, TriggerState, decide};
+
+/// event id → [`Delivery`] (JSON).
+pub(super) const DELIVERIES: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("webhook_deliveries");
+/// (next attempt Unix ms, event id) → (): pending deliveries by due time.
+pub(super) const DUE: TableDefinition<(u64, &str), ()> = TableDefinition::new("webhook_due");
+/// `webhook\0dataset` → [`TriggerState`] (JSON).
+pub(super) const POLICY: TableDefinition<&str, &[u8]> = TableDefinition::new("webhook_policy");
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Waiting for its next attempt.
+    Pending,
+    /// The receiver took it.
+    Delivered,
+    /// Given up: a 4xx answer, too many attempts, too old. `retry` re-queues it.
+    Dead,
+    /// `dry_run`: recorded, never sent.
+    DryRun,
+}
+
+impl DeliveryState {
+    /// The name used in JSON, tables and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+            DeliveryState::DryRun => "dry_run",
+        }
+    }
+}
+
+/// One event in the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The event id (also the `Idempotency-Key`).
+    pub event_id: String,
+    /// The webhook's name.
+    pub webhook: String,
+    /// The dataset.
+    pub dataset: String,
+    /// Where it stands.
+    pub state: DeliveryState,
+    /// Why it fired (`dataset_drift`, `drift_share`, `checks_failing`).
+    pub reason: String,
+    /// Why, for people.
+    pub description: String,
+    /// The results-log seqs of the batches that fired it.
+    pub batches: Vec<u64>,
+    /// The URL when it was enqueued (attempts use the webhook's current one).
+    pub url: String,
+    /// When it fired (Unix ms).
+    pub created_at_ms: i64,
+    /// When `retry` last re-queued it (Unix ms); its age counts from here.
+    pub requeued_at_ms: Option<i64>,
+    /// Attempts made (since the last re-queue).
+    pub attempts: u32,
+    /// When the next attempt is due (pending only; Unix ms).
+    pub next_attempt_at_ms: Option<i64>,
+    /// When the last attempt was made (Unix ms).
+    pub last_attempt_at_ms: Option<i64>,
+    /// The last attempt's HTTP status.
+    pub last_status: Option<u16>,
+    /// The last attempt's error.
+    pub last_error: Option<String>,
+    /// The start of the last response body.
+    pub last_response: Option<String>,
+    /// When it was delivered or dead-lettered (Unix ms).
+    pub finished_at_ms: Option<i64>,
+    /// The request body, rendered once (identical on every attempt).
+    pub body: String,
+}
+
+impl Delivery {
+    /// The delivery as shown by `/webhooks` and `driftwatch webhooks`: the
+    /// body is left out (it can be large; it is in the store and the log).
+    pub fn summary(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(object) = value.as_object_mut() {
+            object.remove("body");
+            object.insert("body_bytes".into(), self.body.len().into());
+        }
+        value
+    }
+
+    /// Milliseconds since it fired or was last re-queued.
+    pub fn age_ms(&self, now_ms: i64) -> i64 {
+        now_ms - self.requeued_at_ms.unwrap_or(self.created_at_ms)
+    }
+}
+
+/// The webhooks to apply to one recorded batch.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookStep<'a> {
+    /// The batch's report.
+    pub report: &'a BatchReport,
+    /// The batch's source.
+    pub source: &'a str,
+    /// When it was evaluated (RFC 3339).
+    pub evaluated_at: &'a str,
+    /// Now (Unix ms).
+    pub now_ms: i64,
+    /// The agent's instance id (in events).
+    pub instance: &'a str,
+    /// The webhooks watching this batch.
+    pub webhooks: &'a [WebhookConfig],
+}
+
+/// What a webhook's policy made of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PolicyOutcome {
+    /// No event (the batch did not match, or the run is still short).
+    Quiet {
+        /// The webhook.
+        webhook: String,
+        /// Matching batches in a row so far.
+        consecutive: u32,
+        /// Needed to fire.
+        needed: u32,
+    },
+    /// It would fire, but the cooldown holds it back.
+    CoolingDown {
+        /// The webhook.
+        webhook: String,
+    },
+    /// An event was written to the outbox.
+    Fired {
+        /// The webhook.
+        webhook: String,
+        /// The event id.
+        event_id: String,
+        /// `pending`, `dry_run`, or `dead` when the body could not be rendered.
+        state: DeliveryState,
+        /// Why.
+        description: String,
+    },
+}
+
+/// The outcome of one attempt (or of giving up without one), to record.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    /// When (Unix ms).
+    pub at_ms: i64,
+    /// Whether an HTTP attempt was made (false: expired or unconfigured).
+    pub attempted: bool,
+    /// The new state: pending (retry), delivered or dead.
+    pub state: DeliveryState,
+    /// The next attempt (pending only).
+    pub next_attempt_at_ms: Option<i64>,
+    /// HTTP status.
+    pub status: Option<u16>,
+    /// Error.
+    pub error: Option<String>,
+    /// Response body start.
+    pub response: Option<String>,
+}
+
+/// The result of `retry ID`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RetryResult {
+    /// Re-queued: due now.
+    Requeued(Box<Delivery>),
+    /// No such event.
+    NotFound,
+    /// Only dead letters can be re-queued.
+    NotDead(DeliveryState),
+}
+
+/// Deliveries per state, for one webhook.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryCounts {
+    /// Pending.
+    pub pending: u64,
+    /// Delivered.
+    pub delivered: u64,
+    /// Dead-lettered.
+    pub dead: u64,
+    /// Dry runs.
+    pub dry_run: u64,
+}
+
+fn io(message: String) -> redb::Error {
+    redb::Error::Io(std::io::Error::other(message))
+}
+
+fn due_key(delivery: &Delivery) -> Option<u64> {
+    delivery.next_attempt_at_ms.map(|ms| ms.max(0) as u64)
+}
+
+/// Applies the webhook policies to a recorded batch, inside its transaction.
+pub(super) fn apply(
+    txn: &redb::WriteTransaction,
+    step: &WebhookStep<'_>,
+    seq: u64,
+) -> std::result::Result<Vec<PolicyOutcome>, redb::Error> {
+    let mut policies = txn.open_table(POLICY)?;
+    let mut deliveries = txn.open_table(DELIVERIES)?;
+    let mut due = txn.open_table(DUE)?;
+    let mut outcomes = Vec::new();
+    let now_s = step.now_ms.div_euclid(1000);
+    for webhook in step.webhooks {
+        let key = format!("{}\0{}", webhook.name, step.report.dataset);
+        let mut state: TriggerState = match policies.get(key.as_str())? {
+            Some(v) => serde_json::from_slice(v.value())
+                .map_err(|e| io(format!("cannot decode webhook policy state: {e}")))?,
+            None => TriggerState::default(),
+        };
+        let batch = BatchRef {
+            source: step.source.to_string(),
+            seq,
+            evaluated_at: step.evaluated_at.to_string(),
+            rows: step.report.rows,
+        };
+        let decision = decide(
+            &webhook.trigger,
+            webhook.cooldown.as_secs() as i64,
+            &mut state,
+            step.report,
+            batch,
+            now_s,
+        );
+        let bytes = serde_json::to_vec(&state).map_err(|e| io(e.to_string()))?;
+        policies.insert(key.as_str(), bytes.as_slice())?;
+        let outcome = match decision {
+            Decision::Quiet => PolicyOutcome::Quiet {
+                webhook: webhook.name.clone(),
+                consecutive: state.consecutive,
+                needed: webhook.trigger.consecutive,
+            },
+            Decision::CoolingDown => PolicyOutcome::CoolingDown {
+                webhook: webhook.name.clone(),
+            },
+            Decision::Fire { reason, batches } => {
+                let event_id = uuid::Uuid::new_v4().to_string();
+                let created_at = chrono::DateTime::from_timestamp_millis(step.now_ms)
+                    .unwrap_or_default()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let seqs = batches.iter().map(|b| b.seq).collect();
+                let description = reason.description.clone();
+                let kind = reason.kind.to_string();
+                let event = Event::new(
+                    event_id.clone(),
+                    created_at,
+                    &webhook.name,
+                    step.report,
+                    reason,
+                    batches,
+                    step.instance,
+                );
+                let (state, body, error) = match render(&webhook.preset, &event) {
+                    Ok(body) if webhook.dry_run => (
+                        DeliveryState::DryRun,
+                        String::from_utf8_lossy(&body).into_owned(),
+                        None,
+                    ),
+                    Ok(body) => (
+                        DeliveryState::Pending,
+                        String::from_utf8_lossy(&body).into_owned(),
+                        None,
+                    ),
+                    Err(e) => (DeliveryState::Dead, String::new(), Some(e)),
+                };
+                let delivery = Delivery {
+                    event_id: event_id.clone(),
+                    webhook: webhook.name.clone(),
+                    dataset: step.report.dataset.clone(),
+                    state,
+                    reason: kind,
+                    description: description.clone(),
+                    batches: seqs,
+                    url: webhook.url.clone(),
+                    created_at_ms: step.now_ms,
+                    requeued_at_ms: None,
+                    attempts: 0,
+                    next_attempt_at_ms: (state == DeliveryState::Pending).then_some(step.now_ms),
+                    last_attempt_at_ms: None,
+                    last_status: None,
+                    last_error: error,
+                    last_response: None,
+                    finished_at_ms: (state != DeliveryState::Pending).then_some(step.now_ms),
+                    body,
+                };
+                let bytes = serde_json::to_vec(&delivery).map_err(|e| io(e.to_string()))?;
+                deliveries.insert(event_id.as_str(), bytes.as_slice())?;
+                if let Some(at) = due_key(&delivery) {
+                    due.insert((at, event_id.as_str()), ())?;
+                }
+                PolicyOutcome::Fired {
+                    webhook: webhook.name.clone(),
+                    event_id,
+                    state,
+                    description,
+                }
+            }
+        };
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+impl Store {
+    fn decode_delivery(&self, bytes: &[u8]) -> Result<Delivery> {
+        self.decode("a webhook delivery", bytes)
+    }
+
+    /// Pending deliveries due at `now_ms`, soonest first (at most `limit`).
+    pub fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let due = txn.open_table(DUE).map_err(|e| self.err(e))?;
+        let deliveries = txn.open_table(DELIVERIES).map_err(|e| self.err(e))?;
+        let end = (now_ms.max(0) as u64).saturating_add(1);
+        let mut out = Vec::new();
+        for entry in due.range(..(end, "")).map_err(|e| self.err(e))?.take(limit) {
+            let (key, _) = entry.map_err(|e| self.err(e))?;
+            let (_, id) = key.value();
+            if let Some(v) = deliveries.get(id).map_err(|e| self.err(e))? {
+                out.push(self.decode_delivery(v.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the next pending delivery is due (Unix ms).
+    pub fn next_due_ms(&self) -> Result<Option<i64>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let due = txn.open_table(DUE).map_err(|e| self.err(e))?;
+        let first = due.first().map_err(|e| self.err(e))?;
+        Ok(first.map(|(k, _)| k.value().0 as i64))
+    }
+
+    /// Records an attempt's outcome (or a give-up without one). Ignored when
+    /// the delivery is no longer pending.
+    pub fn finish_attempt(
+        &self,
+        event_id: &str,
+        record: &AttemptRecord,
+    ) -> Result<Option<Delivery>> {
+        let path = self.path.clone();
+        self.write(|txn| {
+            let mut deliveries = txn.open_table(DELIVERIES)?;
+            let mut due = txn.open_table(DUE)?;
+            let Some(bytes) = deliveries.get(event_id)?.map(|v| v.value().to_vec()) else {
+                return Ok(None);
+            };
+            let mut delivery: Delivery = serde_json::from_slice(&bytes).map_err(|e| {
+                io(format!(
+                    "{}: cannot decode a webhook delivery: {e}",
+                    path.display()
+                ))
+            })?;
+            if delivery.state != DeliveryState::Pending {
+                return Ok(None);
+            }
+            if let Some(at) = due_key(&delivery) {
+                due.remove((at, event_id))?;
+            }
+            if record.attempted {
+                delivery.attempts += 1;
+                delivery.last_attempt_at_ms = Some(record.at_ms);
+                delivery.last_status = record.status;
+                delivery.last_response = record.response.clone();
+            }
+            delivery.last_error = record.error.clone();
+            delivery.state = record.state;
+            delivery.next_attempt_at_ms = match record.state {
+                DeliveryState::Pending => Some(record.next_attempt_at_ms.unwrap_or(record.at_ms)),
+                _ => None,
+            };
+            if record.state != DeliveryState::Pending {
+                delivery.finished_at_ms = Some(record.at_ms);
+            }
+            if let Some(at) = due_key(&delivery) {
+                due.insert((at, event_id), ())?;
+            }
+            let bytes = serde_json::to_vec(&delivery).map_err(|e| io(e.to_string()))?;
+            deliveries.insert(event_id, bytes.as_slice())?;
+            Ok(Some(delivery))
+        })
+    }
+
+    /// Every delivery in the outbox, oldest first.
+    pub fn deliveries(&self) -> Result<Vec<Delivery>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(DELIVERIES).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.err(e))? {
+            let (_, v) = entry.map_err(|e| self.err(e))?;
+            out.push(self.decode_delivery(v.value())?);
+        }
+        out.sort_by(|a, b| (a.created_at_ms, &a.event_id).cmp(&(b.created_at_ms, &b.event_id)));
+        Ok(out)
+    }
+
+    /// One delivery.
+    pub fn delivery(&self, event_id: &str) -> Result<Option<Delivery>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(DELIVERIES).map_err(|e| self.err(e))?;
+        match table.get(event_id).map_err(|e| self.err(e))? {
+            Some(v) => Ok(Some(self.decode_delivery(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Re-queues a dead letter: pending, due now, attempts and age from zero.
+    pub fn retry_delivery(&self, event_id: &str, now_ms: i64) -> Result<RetryResult> {
+        let path = self.path.clone();
+        self.write(|txn| {
+            let mut deliveries = txn.open_table(DELIVERIES)?;
+            let mut due = txn.open_table(DUE)?;
+            let Some(bytes) = deliveries.get(event_id)?.map(|v| v.value().to_vec()) else {
+                return Ok(RetryResult::NotFound);
+            };
+            let mut delivery: Delivery = serde_json::from_slice(&bytes).map_err(|e| {
+                io(format!(
+                    "{}: cannot decode a webhook delivery: {e}",
+                    path.display()
+                ))
+            })?;
+            if delivery.state != DeliveryState::Dead {
+                return Ok(RetryResult::NotDead(delivery.state));
+            }
+            if delivery.body.is_empty() {
+                // Its body could not be rendered; re-sending cannot help.
+                return Ok(RetryResult::NotDead(DeliveryState::Dead));
+            }
+            delivery.state = DeliveryState::Pending;
+            delivery.attempts = 0;
+            delivery.requeued_at_ms = Some(now_ms);
+            delivery.next_attempt_at_ms = Some(now_ms);
+            delivery.finished_at_ms = None;
+            due.insert((now_ms.max(0) as u64, event_id), ())?;
+            let bytes = serde_json::to_vec(&delivery).map_err(|e| io(e.to_string()))?;
+            deliveries.insert(event_id, bytes.as_slice())?;
+            Ok(RetryResult::Requeued(Box::new(delivery)))
+        })
+    }
+
+    /// Deliveries per webhook and state.
+    pub fn delivery_counts(&self) -> Result<BTreeMap<String, DeliveryCounts>> {
+        let mut out: BTreeMap<String, DeliveryCounts> = BTreeMap::new();
+        for d in self.deliveries()? {
+            let c = out.entry(d.webhook.clone()).or_default();
+            match d.state {
+                DeliveryState::Pending => c.pending += 1,
+                DeliveryState::Delivered => c.delivered += 1,
+                DeliveryState::Dead => c.dead += 1,
+                DeliveryState::DryRun => c.dry_run += 1,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Forgets finished deliveries (delivered, dead, dry runs) that finished
+    /// before `older_than_ms`. Returns how many.
+    pub fn prune_deliveries(&self, older_than_ms: i64) -> Result<usize> {
+        let old: Vec<String> = self
+            .deliveries()?
+            .into_iter()
+            .filter(|d| {
+                d.state != DeliveryState::Pending
+                    && d.finished_at_ms.is_some_and(|at| at < older_than_ms)
+            })
+            .map(|d| d.event_id)
+            .collect();
+        if old.is_empty() {
+            return Ok(0);
+        }
+        self.write(|txn| {
+            let mut deliveries = txn.open_table(DELIVERIES)?;
+            for id in &old {
+                deliveries.remove(id.as_str())?;
+            }
+            Ok(())
+        })?;
+        Ok(old.len())
+    }
+}
