@@ -15,3 +15,4 @@ mod errors;
 mod golden;
 mod one_scan;
 mod telemetry;
+mod webhooks;

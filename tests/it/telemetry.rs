@@ -608,8 +608,10 @@ fn prometheus_scrapes_the_agent_and_answers_queries_for_the_drift_metric() {
     let (code, body) = agent.get("/metrics");
     assert_eq!(code, 200);
     for instrument in names::INSTRUMENTS {
-        if instrument.name == names::FILES_ERRORED.name {
-            continue; // no batch errored here
+        if instrument.name == names::FILES_ERRORED.name
+            || instrument.name.starts_with("driftwatch.webhook.")
+        {
+            continue; // no batch errored here, no webhook is configured (tests/it/webhooks.rs)
         }
         assert!(
             body.contains(&format!("{}{{", instrument.prometheus_name()))
@@ -664,4 +666,66 @@ fn prometheus_scrapes_the_agent_and_answers_queries_for_the_drift_metric() {
     assert_eq!(result["metric"]["dataset"], "flights");
     assert_eq!(result["metric"]["job"], "driftwatch");
     assert_eq!(result["value"][1], "1");
+}
+
+#[test]
+fn webhook_attempts_are_exported_as_client_spans() {
+    let collector = Receiver::start(Transport::Grpc, 0);
+    let hook = crate::webhooks::Receiver::start("127.0.0.1:0");
+    hook.script("/hook", vec![(500, vec![], "boom")]);
+    let lake = Lake::new("dataset: flights\nchecks:\n  - row_count: { min: 2000 }\n");
+    std::fs::write(
+        lake.path("driftwatch.toml"),
+        format!(
+            "watch = [\"lake\"]\nrules = \"rules\"\nstate = \"state\"\n[lake]\nsettle = \"300ms\"\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n[telemetry]\notlp_endpoint = \"{}\"\n\
+             [[webhooks]]\nname = \"retrain\"\nurl = \"{}\"\nretry_backoff = \"50ms\"\n\
+             [webhooks.trigger]\nchecks = [\"row_count\"]\n",
+            collector.endpoint(),
+            hook.url("/hook"),
+        ),
+    )
+    .unwrap();
+    let args = vec![
+        "run".to_string(),
+        "--config".to_string(),
+        lake.path("driftwatch.toml").display().to_string(),
+    ];
+    let _agent = Agent::spawn(&lake, &args, &lake.state());
+    lake.land("small.parquet", &lake.bytes(1000, 99, 0));
+    let requests = hook.wait_requests(2);
+    let spans = wait_for("two webhook attempt spans", || {
+        let mut s: Vec<Span> = collector
+            .spans()
+            .into_iter()
+            .filter(|s| s.name == "driftwatch.webhook.attempt")
+            .collect();
+        s.sort_by_key(|s| s.start_time_unix_nano);
+        (s.len() >= 2).then_some(s)
+    });
+    assert_eq!(spans.len(), 2);
+    let id = requests[0].header("Idempotency-Key").to_string();
+    for (span, (attempt, outcome, status)) in spans
+        .iter()
+        .zip([("1", "retry", "500"), ("2", "delivered", "200")])
+    {
+        let a = attrs(&span.attributes);
+        assert_eq!(
+            span.kind,
+            opentelemetry_proto::tonic::trace::v1::span::SpanKind::Client as i32
+        );
+        assert_eq!(a["webhook"], "retrain");
+        assert_eq!(a["dataset"], "flights");
+        assert_eq!(a["event_id"], id);
+        assert_eq!(a["attempt"], attempt);
+        assert_eq!(a["outcome"], outcome);
+        assert_eq!(a["http.response.status_code"], status);
+        assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
+    }
+    let failed = spans[0].status.as_ref().unwrap();
+    assert_eq!(
+        failed.code,
+        opentelemetry_proto::tonic::trace::v1::status::StatusCode::Error as i32
+    );
+    assert_eq!(attrs(&spans[0].attributes)["error"], "HTTP 500");
 }
