@@ -446,6 +446,30 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_configurations_resolve() {
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            webhooks: Vec<WebhookSection>,
+        }
+        let env = |name: &str| {
+            ["RETRAIN_SECRET", "RETRAIN_TOKEN", "GITHUB_TOKEN"]
+                .contains(&name)
+                .then(|| "x".to_string())
+        };
+        for (doc, text) in [
+            ("docs/webhook.md", include_str!("../../../docs/webhook.md")),
+            ("README.md", include_str!("../../../README.md")),
+        ] {
+            let start = text.find("```toml\n[[webhooks]]").expect(doc) + "```toml\n".len();
+            let end = start + text[start..].find("\n```").unwrap();
+            let parsed: Doc = toml::from_str(&text[start..end]).expect(doc);
+            let resolved = resolve(&parsed.webhooks, Path::new("/"), &env).expect(doc);
+            assert_eq!(resolved[0].name, "retrain");
+            assert_eq!(resolved[0].trigger.consecutive, 2);
+        }
+    }
+
+    #[test]
     fn presets_accept_their_documented_urls() {
         let github = one(
             "name = \"g\"\nurl = \"https://api.github.com/repos/acme/models/dispatches\"\npreset = \"github\"\nbearer_token_env = \"SECRET\"\n[trigger]\ndataset_drift = true\n",
