@@ -508,3 +508,213 @@ impl Store {
         Ok(old.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::report::{BatchVersion, CheckResult, CheckStatus};
+    use crate::rules::Severity;
+    use crate::sinks::webhook::payload::Preset;
+    use crate::sinks::webhook::policy::Trigger;
+    use crate::state::{Evaluated, Outcome, Retention};
+
+    fn webhook(dry_run: bool) -> WebhookConfig {
+        WebhookConfig {
+            name: "w".into(),
+            url: "http://127.0.0.1:9/x".into(),
+            datasets: Vec::new(),
+            trigger: Trigger {
+                dataset_drift: false,
+                drift_share_at_least: None,
+                checks: vec!["c".into()],
+                consecutive: 1,
+            },
+            cooldown: Duration::from_secs(0),
+            dry_run,
+            preset: Preset::Generic,
+            secret_env: None,
+            bearer_token_env: None,
+            basic_auth: None,
+            max_attempts: 3,
+            max_age: Duration::from_secs(60),
+            timeout: Duration::from_secs(1),
+            retry_backoff: Duration::from_millis(10),
+            retry_backoff_max: Duration::from_millis(100),
+            ca_file: None,
+        }
+    }
+
+    fn failing_report() -> BatchReport {
+        let mut r = BatchReport::failed("s".into(), "d".into(), "r".into(), String::new());
+        r.error = None;
+        r.rows = Some(5);
+        r.checks.push(CheckResult {
+            name: "c".into(),
+            kind: "row_count".into(),
+            column: None,
+            severity: Severity::Error,
+            status: CheckStatus::Fail,
+            failing_rows: None,
+            rows_considered: None,
+            fraction: None,
+            observed: serde_json::Value::Null,
+            expected: serde_json::Value::Null,
+            message: None,
+        });
+        r
+    }
+
+    fn record(
+        store: &Store,
+        path: &str,
+        webhooks: &[WebhookConfig],
+        now_ms: i64,
+    ) -> super::super::Recorded {
+        let report = failing_report();
+        let version = BatchVersion {
+            kind: "file".into(),
+            path: path.into(),
+            size: 1,
+            modified_ns: 1,
+            parts: 1,
+        };
+        store
+            .record_evaluation(
+                &Evaluated {
+                    version: &version,
+                    dataset: "d",
+                    outcome: Outcome::Failed,
+                    rows: 5,
+                    evaluated_at: now_ms / 1000,
+                    rolling: None,
+                    webhooks: Some(WebhookStep {
+                        report: &report,
+                        source: path,
+                        evaluated_at: "t",
+                        now_ms,
+                        instance: "i",
+                        webhooks,
+                    }),
+                },
+                Retention {
+                    reports_per_dataset: 10,
+                },
+                |seq| format!("{{\"seq\":{seq}}}"),
+            )
+            .unwrap()
+    }
+
+    fn attempt(state: DeliveryState, at_ms: i64, next: Option<i64>) -> AttemptRecord {
+        AttemptRecord {
+            at_ms,
+            attempted: true,
+            state,
+            next_attempt_at_ms: next,
+            status: Some(500),
+            error: Some("HTTP 500".into()),
+            response: Some("boom".into()),
+        }
+    }
+
+    #[test]
+    fn a_batch_fires_once_and_its_event_survives_reopening_until_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let hooks = [webhook(false)];
+        let id = {
+            let store = Store::open(dir.path()).unwrap();
+            let first = record(&store, "a", &hooks, 1_000_000);
+            let PolicyOutcome::Fired {
+                event_id, state, ..
+            } = &first.webhooks[0]
+            else {
+                panic!("fires: {:?}", first.webhooks)
+            };
+            assert_eq!(*state, DeliveryState::Pending);
+            // The same version again: nothing recorded, nothing fired.
+            let again = record(&store, "a", &hooks, 1_000_500);
+            assert!(!again.new);
+            assert!(again.webhooks.is_empty());
+            assert_eq!(store.deliveries().unwrap().len(), 1);
+            event_id.clone()
+        };
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.next_due_ms().unwrap(), Some(1_000_000));
+        assert!(store.due_deliveries(999_999, 10).unwrap().is_empty());
+        let due = store.due_deliveries(1_000_000, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].event_id, id);
+        assert_eq!(due[0].batches, [1]);
+        let body: serde_json::Value = serde_json::from_str(&due[0].body).unwrap();
+        assert_eq!(body["event_id"], id.as_str());
+
+        // A failed attempt moves the due time; a delivered one leaves the due index.
+        let d = store
+            .finish_attempt(
+                &id,
+                &attempt(DeliveryState::Pending, 1_000_100, Some(1_000_300)),
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!((d.attempts, d.next_attempt_at_ms), (1, Some(1_000_300)));
+        assert!(store.due_deliveries(1_000_299, 10).unwrap().is_empty());
+        assert_eq!(store.next_due_ms().unwrap(), Some(1_000_300));
+        let d = store
+            .finish_attempt(
+                &id,
+                &AttemptRecord {
+                    status: Some(200),
+                    error: None,
+                    ..attempt(DeliveryState::Delivered, 1_000_400, None)
+                },
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.state, DeliveryState::Delivered);
+        assert_eq!((d.attempts, d.finished_at_ms), (2, Some(1_000_400)));
+        assert_eq!(store.next_due_ms().unwrap(), None);
+        // A finished delivery ignores late records.
+        assert!(
+            store
+                .finish_attempt(&id, &attempt(DeliveryState::Dead, 1_000_500, None))
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(store.delivery_counts().unwrap()["w"].delivered, 1);
+    }
+
+    #[test]
+    fn dead_letters_are_requeued_fresh_and_old_finished_events_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        record(&store, "a", &[webhook(false)], 5_000);
+        let id = store.deliveries().unwrap()[0].event_id.clone();
+        assert_eq!(
+            store.retry_delivery(&id, 6_000).unwrap(),
+            RetryResult::NotDead(DeliveryState::Pending)
+        );
+        assert_eq!(
+            store.retry_delivery("nope", 6_000).unwrap(),
+            RetryResult::NotFound
+        );
+        store
+            .finish_attempt(&id, &attempt(DeliveryState::Dead, 7_000, None))
+            .unwrap();
+        assert!(store.due_deliveries(i64::MAX, 10).unwrap().is_empty());
+        let RetryResult::Requeued(d) = store.retry_delivery(&id, 8_000).unwrap() else {
+            panic!("a dead letter is re-queued")
+        };
+        assert_eq!((d.state, d.attempts), (DeliveryState::Pending, 0));
+        assert_eq!(d.age_ms(8_500), 500, "its age counts from the re-queue");
+        assert_eq!(store.due_deliveries(8_000, 10).unwrap().len(), 1);
+        // Dry runs are recorded, never due; pruning drops finished events only.
+        record(&store, "b", &[webhook(true)], 9_000);
+        let counts = &store.delivery_counts().unwrap()["w"];
+        assert_eq!((counts.pending, counts.dry_run), (1, 1));
+        assert_eq!(store.due_deliveries(i64::MAX, 10).unwrap().len(), 1);
+        assert_eq!(store.prune_deliveries(9_001).unwrap(), 1);
+        assert_eq!(store.deliveries().unwrap().len(), 1);
+        assert_eq!(store.deliveries().unwrap()[0].state, DeliveryState::Pending);
+    }
+}
