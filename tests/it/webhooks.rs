@@ -103,9 +103,60 @@ async fn receive(
     response
 }
 
+/// A TLS listener for axum: the handshake happens in `accept`; failed
+/// handshakes (an untrusting client) are skipped.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(stream).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
 impl Receiver {
-    /// Binds `addr` (use port 0 for any) and serves until dropped.
+    /// Binds `addr` (use port 0 for any) and serves plain HTTP until dropped.
     pub(crate) fn start(addr: &str) -> Receiver {
+        Self::start_with(addr, None)
+    }
+
+    /// Serves HTTPS with this certificate chain and key (PEM files).
+    fn start_tls(addr: &str, cert: &std::path::Path, key: &std::path::Path) -> Receiver {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        driftwatch::tls::ensure_crypto_provider();
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let config = tokio_rustls::rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        Self::start_with(
+            addr,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
+    }
+
+    fn start_with(addr: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
         let listener = std::net::TcpListener::bind(addr).unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -121,12 +172,25 @@ impl Receiver {
                 .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.await;
-                    })
+                let stopped = async move {
+                    let _ = stopped.await;
+                };
+                match tls {
+                    None => axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                        .unwrap(),
+                    Some(acceptor) => axum::serve(
+                        TlsListener {
+                            tcp: listener,
+                            acceptor,
+                        },
+                        app,
+                    )
+                    .with_graceful_shutdown(stopped)
                     .await
-                    .unwrap();
+                    .unwrap(),
+                }
             });
         });
         Receiver {
@@ -663,5 +727,119 @@ fn webhook_mistakes_stop_the_agent_with_where_and_what() {
             "flights.yaml:4:21: webhook `retrian` is not configured (configured: retrain)"
         ),
         "{err}"
+    );
+}
+
+/// Makes a private CA and a certificate for `localhost` / 127.0.0.1 signed by
+/// it, with Debian's `openssl` (installed by `.ci/run`).
+fn private_ca(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (Debian's package) runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=driftwatch test CA",
+    ]);
+    run(&ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&csr);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[test]
+fn https_receivers_are_trusted_through_the_system_store_or_a_ca_file_only() {
+    let lake = Lake::new(ROWS_RULES);
+    let (ca, cert, key) = private_ca(lake.dir.path());
+    let receiver = Receiver::start_tls("127.0.0.1:0", &cert, &key);
+    let url = format!("https://localhost:{}/hook", receiver.addr.port());
+    let webhooks = format!(
+        "{}ca_file = \"{}\"\n[webhooks.trigger]\nchecks = [\"row_count\"]\n\n\
+         [[webhooks]]\nname = \"untrusting\"\nurl = \"{url}\"\nretry_backoff = \"50ms\"\n\
+         [webhooks.trigger]\nchecks = [\"row_count\"]\n",
+        generic_webhook(&url, ""),
+        ca.display(),
+    );
+    let agent = start_agent(&lake, &webhooks);
+    lake.land("small.parquet", &lake.bytes(1000, 98, 0));
+    let requests = receiver.wait_requests(1);
+    assert!(requests[0].signed());
+    assert_eq!(requests[0].json()["webhook"], "retrain");
+    // The webhook without the CA file refuses the private certificate, and keeps trying.
+    let refused = wait_for("the untrusting webhook to fail twice", || {
+        outbox(&agent)["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["webhook"] == "untrusting" && d["attempts"].as_u64() >= Some(2))
+            .cloned()
+    });
+    assert_eq!(refused["state"], "pending");
+    let error = refused["last_error"].as_str().unwrap();
+    assert!(error.contains("certificate"), "{error}");
+    wait_delivery(&agent, "delivered");
+    assert!(
+        receiver
+            .requests()
+            .iter()
+            .all(|r| r.json()["webhook"] == "retrain")
     );
 }
