@@ -521,15 +521,19 @@ fn a_receiver_failing_three_times_gets_one_event_with_one_idempotency_key() {
 #[test]
 fn a_400_answer_is_dead_lettered_at_once_and_retry_sends_it_again() {
     let receiver = Receiver::start("127.0.0.1:0");
-    receiver.script("/hooks/retrain", vec![(400, vec![], "unknown dataset")]);
-    let lake = Lake::new(ROWS_RULES);
-    let agent = start_agent(
-        &lake,
-        &generic_webhook(
-            &receiver.url("/hooks/retrain"),
-            "[webhooks.trigger]\nchecks = [\"row_count\"]",
-        ),
+    receiver.script(
+        "/hooks/retrain",
+        vec![
+            (400, vec![], "unknown dataset"),
+            (422, vec![], "still unknown"),
+        ],
     );
+    let lake = Lake::new(ROWS_RULES);
+    let webhooks = generic_webhook(
+        &receiver.url("/hooks/retrain"),
+        "[webhooks.trigger]\nchecks = [\"row_count\"]",
+    );
+    let agent = start_agent(&lake, &webhooks);
     lake.land("small.parquet", &lake.bytes(1000, 91, 0));
     let dead = wait_delivery(&agent, "dead");
     assert_eq!(dead["attempts"], 1);
@@ -554,9 +558,23 @@ fn a_400_answer_is_dead_lettered_at_once_and_retry_sends_it_again() {
     );
     let (code, out, err) = driftwatch(&["webhooks", "retry", &id, "--state", &state]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("re-queued"));
+    assert!(out.contains("the agent sends it now"), "{out}");
+    // Refused again (422): dead again, after one more request.
     let requests = receiver.wait_requests(2);
     assert_eq!(requests[1].header("Idempotency-Key"), id);
+    let dead = wait_for("dead again", || {
+        let d = outbox(&agent)["deliveries"][0].clone();
+        (d["state"] == "dead" && d["last_status"] == 422).then_some(d)
+    });
+    assert_eq!(dead["attempts"], 1);
+    // With the agent stopped, retry goes to the store; the next start sends it.
+    assert_eq!(agent.terminate(), Some(0));
+    let (code, out, err) = driftwatch(&["webhooks", "retry", &id, "--state", &state]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("sent when the agent starts"), "{out}");
+    let agent = start_agent(&lake, &webhooks);
+    let requests = receiver.wait_requests(3);
+    assert_eq!(requests[2].header("Idempotency-Key"), id);
     let delivered = wait_delivery(&agent, "delivered");
     assert_eq!(delivered["event_id"], id.as_str());
     assert_eq!(delivered["attempts"], 1);
@@ -567,6 +585,12 @@ fn a_400_answer_is_dead_lettered_at_once_and_retry_sends_it_again() {
     let (code, _, err) = driftwatch(&["webhooks", "retry", "nope", "--state", &state]);
     assert_eq!(code, 2);
     assert!(err.contains("no webhook event `nope`"), "{err}");
+    let (code, json, _) = driftwatch(&["webhooks", "--all", "--format", "json", "--state", &state]);
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(listed["webhooks"][0]["name"], "retrain");
+    assert_eq!(listed["deliveries"][0]["state"], "delivered");
+    assert_eq!(listed["deliveries"][0].get("body"), None);
 }
 
 #[test]
