@@ -216,6 +216,31 @@ fn io(message: String) -> redb::Error {
     redb::Error::Io(std::io::Error::other(message))
 }
 
+fn read_delivery(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    event_id: &str,
+    path: &std::path::Path,
+) -> std::result::Result<Option<Delivery>, redb::Error> {
+    match table.get(event_id)? {
+        Some(v) => serde_json::from_slice(v.value()).map(Some).map_err(|e| {
+            io(format!(
+                "{}: cannot decode a webhook delivery: {e}",
+                path.display()
+            ))
+        }),
+        None => Ok(None),
+    }
+}
+
+fn write_delivery(
+    table: &mut redb::Table<&'static str, &'static [u8]>,
+    delivery: &Delivery,
+) -> std::result::Result<(), redb::Error> {
+    let bytes = serde_json::to_vec(delivery).map_err(|e| io(e.to_string()))?;
+    table.insert(delivery.event_id.as_str(), bytes.as_slice())?;
+    Ok(())
+}
+
 fn due_key(delivery: &Delivery) -> Option<u64> {
     delivery.next_attempt_at_ms.map(|ms| ms.max(0) as u64)
 }
@@ -313,8 +338,7 @@ pub(super) fn apply(
                     finished_at_ms: (state != DeliveryState::Pending).then_some(step.now_ms),
                     body,
                 };
-                let bytes = serde_json::to_vec(&delivery).map_err(|e| io(e.to_string()))?;
-                deliveries.insert(event_id.as_str(), bytes.as_slice())?;
+                write_delivery(&mut deliveries, &delivery)?;
                 if let Some(at) = due_key(&delivery) {
                     due.insert((at, event_id.as_str()), ())?;
                 }
@@ -372,15 +396,9 @@ impl Store {
         self.write(|txn| {
             let mut deliveries = txn.open_table(DELIVERIES)?;
             let mut due = txn.open_table(DUE)?;
-            let Some(bytes) = deliveries.get(event_id)?.map(|v| v.value().to_vec()) else {
+            let Some(mut delivery) = read_delivery(&deliveries, event_id, &path)? else {
                 return Ok(None);
             };
-            let mut delivery: Delivery = serde_json::from_slice(&bytes).map_err(|e| {
-                io(format!(
-                    "{}: cannot decode a webhook delivery: {e}",
-                    path.display()
-                ))
-            })?;
             if delivery.state != DeliveryState::Pending {
                 return Ok(None);
             }
@@ -405,8 +423,7 @@ impl Store {
             if let Some(at) = due_key(&delivery) {
                 due.insert((at, event_id), ())?;
             }
-            let bytes = serde_json::to_vec(&delivery).map_err(|e| io(e.to_string()))?;
-            deliveries.insert(event_id, bytes.as_slice())?;
+            write_delivery(&mut deliveries, &delivery)?;
             Ok(Some(delivery))
         })
     }
@@ -440,15 +457,9 @@ impl Store {
         self.write(|txn| {
             let mut deliveries = txn.open_table(DELIVERIES)?;
             let mut due = txn.open_table(DUE)?;
-            let Some(bytes) = deliveries.get(event_id)?.map(|v| v.value().to_vec()) else {
+            let Some(mut delivery) = read_delivery(&deliveries, event_id, &path)? else {
                 return Ok(RetryResult::NotFound);
             };
-            let mut delivery: Delivery = serde_json::from_slice(&bytes).map_err(|e| {
-                io(format!(
-                    "{}: cannot decode a webhook delivery: {e}",
-                    path.display()
-                ))
-            })?;
             if delivery.state != DeliveryState::Dead {
                 return Ok(RetryResult::NotDead(delivery.state));
             }
@@ -462,8 +473,7 @@ impl Store {
             delivery.next_attempt_at_ms = Some(now_ms);
             delivery.finished_at_ms = None;
             due.insert((now_ms.max(0) as u64, event_id), ())?;
-            let bytes = serde_json::to_vec(&delivery).map_err(|e| io(e.to_string()))?;
-            deliveries.insert(event_id, bytes.as_slice())?;
+            write_delivery(&mut deliveries, &delivery)?;
             Ok(RetryResult::Requeued(Box::new(delivery)))
         })
     }
