@@ -7,6 +7,7 @@
 //! first, so the same input always gives the same profile, even though the
 //! quantile sketch's merge is only associative within its error bound.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray};
@@ -106,6 +107,67 @@ impl AggregateUDFImpl for Profiler {
     }
 }
 
+/// Per-batch counts of a categorical column's values, with a fixed-seed
+/// hasher so the order they reach the profile — which matters once the
+/// frequency summary is past its exact limit — is the same on every run.
+type Counts<'a> = HashMap<&'a str, u64, foldhash::fast::FixedState>;
+
+/// Adds one batch of a categorical column to `profile`: values are counted
+/// first and each distinct value is added once with its count, so a column
+/// of a few codes costs one hash per row instead of a sketch update and a
+/// tree lookup. Dictionary columns are counted by key, without touching
+/// their strings per row.
+fn count_categories(array: &ArrayRef, profile: &mut ColumnProfile) -> Result<()> {
+    profile.update_nulls(array.logical_null_count() as u64);
+    fn add<'a>(values: impl Iterator<Item = Option<&'a str>>, counts: &mut Counts<'a>) {
+        for v in values.flatten() {
+            *counts.entry(v).or_insert(0) += 1;
+        }
+    }
+    let mut counts = Counts::default();
+    match array.data_type() {
+        DataType::Utf8 => add(array.as_string::<i32>().iter(), &mut counts),
+        DataType::LargeUtf8 => add(array.as_string::<i64>().iter(), &mut counts),
+        DataType::Utf8View => add(array.as_string_view().iter(), &mut counts),
+        DataType::Dictionary(_, value) if value.as_ref() == &DataType::Utf8 => {
+            let dict = array.as_any_dictionary();
+            let keys = arrow::compute::cast(dict.keys(), &DataType::UInt32)?;
+            let keys = keys.as_primitive::<arrow::datatypes::UInt32Type>();
+            let values = dict.values().as_string::<i32>();
+            let mut per_key = vec![0u64; values.len()];
+            // A null key is a null row (counted above); a valid key pointing
+            // at a null value is one too, and is skipped with it.
+            for k in keys.iter().flatten() {
+                if let Some(c) = per_key.get_mut(k as usize) {
+                    *c += 1;
+                }
+            }
+            for (i, &n) in per_key.iter().enumerate() {
+                if n > 0 && values.is_valid(i) {
+                    *counts.entry(values.value(i)).or_insert(0) += n;
+                }
+            }
+        }
+        _ => {
+            // Booleans and other dictionaries: their text form, as before.
+            let cast = arrow::compute::cast(array, &DataType::Utf8)?;
+            let strings = cast.as_string::<i32>();
+            let mut owned: HashMap<String, u64, foldhash::fast::FixedState> = HashMap::default();
+            for v in strings.iter().flatten() {
+                *owned.entry(v.to_string()).or_insert(0) += 1;
+            }
+            for (v, n) in &owned {
+                profile.update_str_n(v, *n);
+            }
+            return Ok(());
+        }
+    }
+    for (v, n) in counts {
+        profile.update_str_n(v, n);
+    }
+    Ok(())
+}
+
 #[derive(Debug)]
 struct ProfileAccumulator {
     profile: ColumnProfile,
@@ -133,15 +195,7 @@ impl Accumulator for ProfileAccumulator {
                     }
                 }
             }
-            ColumnKind::Categorical => {
-                let cast = arrow::compute::cast(array, &DataType::Utf8)?;
-                for v in cast.as_string::<i32>() {
-                    match v {
-                        Some(s) => self.profile.update_str(s),
-                        None => self.profile.update_null(),
-                    }
-                }
-            }
+            ColumnKind::Categorical => count_categories(array, &mut self.profile)?,
         }
         Ok(())
     }
@@ -200,5 +254,78 @@ impl Accumulator for ProfileAccumulator {
             + frequencies
             + 4096 // HLL registers
             + self.partials.iter().map(Vec::len).sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{
+        BooleanArray, DictionaryArray, LargeStringArray, StringArray, StringViewArray,
+    };
+    use arrow::datatypes::Int32Type;
+    use proptest::prelude::*;
+
+    /// The row-at-a-time profile of the column's text form: the reference.
+    fn row_by_row(values: &[Option<String>]) -> ColumnProfile {
+        let mut p = ColumnProfile::new(ColumnKind::Categorical, "utf8");
+        for v in values {
+            match v {
+                Some(s) => p.update_str(s),
+                None => p.update_null(),
+            }
+        }
+        p
+    }
+
+    fn counted(array: ArrayRef) -> ColumnProfile {
+        let mut p = ColumnProfile::new(ColumnKind::Categorical, "utf8");
+        count_categories(&array, &mut p).unwrap();
+        p
+    }
+
+    proptest! {
+        #[test]
+        fn batch_counts_equal_row_by_row_updates_for_every_string_layout(
+            values in proptest::collection::vec(proptest::option::of("[a-e]{0,2}"), 0..300)
+        ) {
+            let expected = row_by_row(&values);
+            let refs: Vec<Option<&str>> = values.iter().map(|v| v.as_deref()).collect();
+            let layouts: Vec<ArrayRef> = vec![
+                Arc::new(StringArray::from(refs.clone())),
+                Arc::new(LargeStringArray::from(refs.clone())),
+                Arc::new(StringViewArray::from(refs.clone())),
+                Arc::new(refs.iter().copied().collect::<DictionaryArray<Int32Type>>()),
+            ];
+            for array in layouts {
+                let got = counted(array.clone());
+                prop_assert_eq!(got.count, expected.count, "{}", array.data_type());
+                prop_assert_eq!(got.nulls, expected.nulls);
+                prop_assert_eq!(&got.frequencies, &expected.frequencies);
+                prop_assert_eq!(got.distinct.estimate(), expected.distinct.estimate());
+            }
+        }
+    }
+
+    #[test]
+    fn dictionary_keys_to_null_values_are_nulls_and_booleans_count_as_text() {
+        let values = StringArray::from(vec![Some("x"), None, Some("y")]);
+        let keys = arrow::array::Int32Array::from(vec![Some(0), Some(1), None, Some(2), Some(0)]);
+        let dict: ArrayRef =
+            Arc::new(DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values)).unwrap());
+        let p = counted(dict);
+        assert_eq!((p.count, p.nulls), (5, 2));
+        assert_eq!(p.frequencies.items.get("x"), Some(&2));
+        assert_eq!(p.frequencies.items.get("y"), Some(&1));
+        let bools: ArrayRef = Arc::new(BooleanArray::from(vec![
+            Some(true),
+            None,
+            Some(true),
+            Some(false),
+        ]));
+        let p = counted(bools);
+        assert_eq!((p.count, p.nulls), (4, 1));
+        assert_eq!(p.frequencies.items.get("true"), Some(&2));
+        assert_eq!(p.frequencies.items.get("false"), Some(&1));
     }
 }
