@@ -94,9 +94,6 @@ pub enum ProfileRequest {
     Columns(Vec<String>),
 }
 
-/// The duplicate-counting aggregate behind `unique`.
-static DUPLICATES: LazyLock<AggregateUDF> = LazyLock::new(super::duplicates::Duplicates::udaf);
-
 /// The profiling aggregates.
 static PROFILE_NUMERIC: LazyLock<AggregateUDF> =
     LazyLock::new(|| super::profiler::Profiler::udaf(crate::profile::ColumnKind::Numeric));
@@ -335,7 +332,11 @@ fn compile_check(
         CheckKind::Unique { column } => {
             let c = column_expr(schema, column)?;
             // count(c) - count(DISTINCT c), computed by one parallel-friendly UDAF.
-            let failing = outputs.add(with_filter(DUPLICATES.call(vec![c]), filter.clone()));
+            // The engine registers it with its memory budget and spill folder.
+            let duplicates =
+                datafusion::execution::FunctionRegistry::udaf(ctx, super::duplicates::NAME)
+                    .map_err(|e| Problem::AtCheck(format!("internal: {e}")))?;
+            let failing = outputs.add(with_filter(duplicates.call(vec![c]), filter.clone()));
             Compiled::RowLevel {
                 failing,
                 considered,

@@ -1,27 +1,45 @@
 //! `driftwatch_duplicates(col)`: the exact number of non-null rows beyond the
 //! first occurrence of their value, i.e. `count(col) - count(DISTINCT col)`,
-//! as one cheap aggregate.
+//! as one cheap aggregate with bounded memory.
 //!
 //! Why a custom aggregate: DataFusion plans `count(DISTINCT col)` next to other
 //! aggregates with a hash set per partition whose whole content is re-inserted
 //! into one set by the final stage — on ten million unique ids that took ~6 s
-//! of a 7 s check (measured; see `benches/compare.sh`), barely using the second
-//! core. Here each partition appends compact keys (8 bytes for numbers and
-//! timestamps; Arrow's row format for everything else), then sorts and
-//! de-duplicates them *in parallel*, counting its local duplicates. The final
-//! stage concatenates the already-distinct sorted runs (one per partition),
-//! sorts once more (pattern-defeating quicksort is quick on sorted runs) and
-//! adds the duplicates found across runs. Memory is 8 bytes per non-null value
-//! for fixed-width types; the accumulator reports its size to DataFusion's
-//! memory pool, so a budget overrun is a clear error, not an OOM.
+//! of a 7 s check (see `../shared/notes/datafusion-measurements.md`), barely
+//! using the second core, and its memory grows with the data.
+//!
+//! Here each partition appends compact keys (8 bytes for numbers and
+//! timestamps; Arrow's row format for everything else) to a buffer of at most
+//! [`SpillConfig::budget`] bytes. A full buffer is sorted and de-duplicated
+//! *in parallel with the other partitions* (its local duplicates counted) and
+//! becomes a **run**; a run that does not fit the budget any more is written
+//! to an unlinked temporary file (spilled). The final stage merges all runs —
+//! in memory and on disk, one streaming k-way merge — and counts the values
+//! that appear in more than one run. So memory is bounded by the budget per
+//! partition whatever the number of distinct values, the answer stays exact,
+//! and no value is ever dropped or approximated.
+//!
+//! Runs travel from the partial to the final stage as Arrow arrays (the
+//! sorted keys, without copying) plus, for spilled runs, a ticket into a
+//! process-wide hand-off table holding the open temporary files: files are
+//! unlinked at creation, so nothing is left on disk after a crash, and the
+//! space is freed when the last handle closes.
 //!
 //! Equality: integers and temporal values by value; floats with `-0.0 == 0.0`
 //! and all NaNs equal (documented in rules/README.md); other types by their
 //! Arrow row encoding (exact byte equality of the value).
 
-use std::sync::Arc;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
-use arrow::array::{Array, ArrayRef, AsArray, LargeBinaryArray};
+use arrow::array::{Array, ArrayRef, AsArray, LargeBinaryArray, ListArray, UInt64Array};
+use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type, UInt64Type};
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
@@ -34,17 +52,37 @@ use datafusion::logical_expr::{
 /// The UDAF's name in plans.
 pub const NAME: &str = "driftwatch_duplicates";
 
+/// How much memory one accumulator may hold, and where spilled runs go.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SpillConfig {
+    /// Bytes of keys one accumulator keeps in memory before spilling (at least 64 KiB).
+    pub budget: usize,
+    /// Folder for spill files (default: the system's temporary folder).
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for SpillConfig {
+    fn default() -> Self {
+        Self {
+            budget: 256 << 20,
+            dir: None,
+        }
+    }
+}
+
 /// The aggregate function.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Duplicates {
     signature: Signature,
+    spill: SpillConfig,
 }
 
 impl Duplicates {
     /// The function as a DataFusion UDAF.
-    pub fn udaf() -> AggregateUDF {
+    pub fn udaf(spill: SpillConfig) -> AggregateUDF {
         AggregateUDF::from(Self {
             signature: Signature::any(1, Volatility::Immutable),
+            spill,
         })
     }
 }
@@ -72,7 +110,10 @@ impl AggregateUDFImpl for Duplicates {
             .first()
             .map(|f| f.data_type().clone())
             .ok_or_else(|| DataFusionError::Internal(format!("{NAME} takes one argument")))?;
-        Ok(Box::new(DuplicatesAccumulator::new(data_type)?))
+        Ok(Box::new(DuplicatesAccumulator::new(
+            data_type,
+            self.spill.clone(),
+        )?))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
@@ -82,9 +123,22 @@ impl AggregateUDFImpl for Duplicates {
                 DataType::Int64,
                 true,
             )),
+            // Fixed-width keys: one run, sorted and distinct.
             Arc::new(Field::new(
-                format_state_name(args.name, "distinct_keys"),
+                format_state_name(args.name, "fixed_run"),
+                DataType::List(Arc::new(Field::new_list_field(DataType::UInt64, false))),
+                true,
+            )),
+            // Variable-width keys: one run of length-prefixed sorted distinct keys.
+            Arc::new(Field::new(
+                format_state_name(args.name, "byte_run"),
                 DataType::LargeBinary,
+                true,
+            )),
+            // Spilled runs: a ticket into the hand-off table.
+            Arc::new(Field::new(
+                format_state_name(args.name, "spilled"),
+                DataType::UInt64,
                 true,
             )),
         ])
@@ -96,7 +150,7 @@ impl AggregateUDFImpl for Duplicates {
 }
 
 /// How values become keys.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Encoding {
     /// Signed integers and temporal values, via a cast to Int64.
     Int64,
@@ -108,27 +162,69 @@ enum Encoding {
     Rows,
 }
 
-/// Keys seen so far: fixed-width u64 keys, or variable-width row bytes.
+/// A sorted, distinct run of keys.
 #[derive(Debug)]
-enum Keys {
-    Fixed(Vec<u64>),
-    Bytes(Vec<Box<[u8]>>),
+enum Run {
+    /// Fixed-width keys in memory (from this accumulator or a partial state).
+    Fixed(ArrayRef),
+    /// Variable-width keys in memory: length-prefixed records.
+    Bytes(ArrayRef),
+    /// A run in an unlinked temporary file (records as in memory).
+    Spilled(File),
+}
+
+/// Spilled runs waiting for the final stage, by ticket. Entries older than
+/// [`HANDOFF_TTL`] belong to queries that failed between the stages; they are
+/// dropped (closing, and so freeing, their files) when the next one arrives.
+static HANDOFF: LazyLock<Mutex<HashMap<u64, Waiting>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Spilled runs handed off at this instant.
+type Waiting = (Instant, Vec<File>);
+static NEXT_TICKET: AtomicU64 = AtomicU64::new(1);
+const HANDOFF_TTL: Duration = Duration::from_secs(3600);
+
+fn hand_off(files: Vec<File>) -> u64 {
+    let ticket = NEXT_TICKET.fetch_add(1, Ordering::Relaxed);
+    if let Ok(mut table) = HANDOFF.lock() {
+        table.retain(|_, (at, _)| at.elapsed() < HANDOFF_TTL);
+        table.insert(ticket, (Instant::now(), files));
+    }
+    ticket
+}
+
+fn take_handoff(ticket: u64) -> Result<Vec<File>> {
+    HANDOFF
+        .lock()
+        .ok()
+        .and_then(|mut t| t.remove(&ticket))
+        .map(|(_, files)| files)
+        .ok_or_else(|| DataFusionError::Internal(format!("{NAME}: spilled runs {ticket} are gone")))
 }
 
 #[derive(Debug)]
 struct DuplicatesAccumulator {
     data_type: DataType,
     encoding: Encoding,
-    keys: Keys,
-    /// Duplicates already removed from `keys` (by `compact` or merged states).
+    spill: SpillConfig,
+    /// Fixed-width keys not yet in a run.
+    fixed: Vec<u64>,
+    /// Variable-width keys not yet in a run, and their bytes.
+    bytes: Vec<Box<[u8]>>,
+    bytes_held: usize,
+    /// Duplicates already removed (inside runs, or counted by partial states).
     duplicates: u64,
-    /// Distinct sorted runs received from partial states, merged in `evaluate`.
-    runs: Vec<Keys>,
+    /// Sorted distinct runs: this accumulator's and those from partial states.
+    runs: Vec<Run>,
     converter: Option<RowConverter>,
 }
 
+fn io_error(what: &str, e: std::io::Error) -> DataFusionError {
+    DataFusionError::ResourcesExhausted(format!("{NAME}: {what}: {e}"))
+}
+
 impl DuplicatesAccumulator {
-    fn new(data_type: DataType) -> Result<Self> {
+    fn new(data_type: DataType, spill: SpillConfig) -> Result<Self> {
         let value_type = match &data_type {
             DataType::Dictionary(_, v) => v.as_ref().clone(),
             other => other.clone(),
@@ -142,43 +238,122 @@ impl DuplicatesAccumulator {
         } else {
             Encoding::Rows
         };
-        let (keys, converter) = match encoding {
-            Encoding::Rows => (
-                Keys::Bytes(Vec::new()),
-                Some(RowConverter::new(vec![SortField::new(data_type.clone())])?),
-            ),
-            _ => (Keys::Fixed(Vec::new()), None),
+        let converter = match encoding {
+            Encoding::Rows => Some(RowConverter::new(vec![SortField::new(data_type.clone())])?),
+            _ => None,
         };
         Ok(Self {
             data_type,
             encoding,
-            keys,
+            spill: SpillConfig {
+                budget: spill.budget.max(64 << 10),
+                dir: spill.dir,
+            },
+            fixed: Vec::new(),
+            bytes: Vec::new(),
+            bytes_held: 0,
             duplicates: 0,
             runs: Vec::new(),
             converter,
         })
     }
 
-    fn cast(&self, array: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
-        Ok(arrow::compute::cast(array, to)?)
+    fn held(&self) -> usize {
+        self.fixed.capacity() * 8
+            + self.bytes_held
+            + self.bytes.capacity() * 16
+            + self.runs.iter().map(run_bytes).sum::<usize>()
     }
 
-    /// Sorts and de-duplicates `keys`, counting what was removed.
-    fn compact(&mut self) {
-        match &mut self.keys {
-            Keys::Fixed(k) => {
-                let before = k.len();
-                k.sort_unstable();
-                k.dedup();
-                self.duplicates += (before - k.len()) as u64;
+    /// Sorts and de-duplicates the pending keys into a run, counting what was removed.
+    fn seal(&mut self) -> Result<()> {
+        if !self.fixed.is_empty() {
+            let mut keys = std::mem::take(&mut self.fixed);
+            let before = keys.len();
+            keys.sort_unstable();
+            keys.dedup();
+            self.duplicates += (before - keys.len()) as u64;
+            keys.shrink_to_fit();
+            self.runs
+                .push(Run::Fixed(Arc::new(UInt64Array::from(keys))));
+        }
+        if !self.bytes.is_empty() {
+            let mut keys = std::mem::take(&mut self.bytes);
+            self.bytes_held = 0;
+            let before = keys.len();
+            keys.sort_unstable();
+            keys.dedup();
+            self.duplicates += (before - keys.len()) as u64;
+            let mut encoded: Vec<u8> = Vec::new();
+            for k in &keys {
+                encoded.extend_from_slice(&(k.len() as u64).to_le_bytes());
+                encoded.extend_from_slice(k);
             }
-            Keys::Bytes(k) => {
-                let before = k.len();
-                k.sort_unstable();
-                k.dedup();
-                self.duplicates += (before - k.len()) as u64;
+            self.runs
+                .push(Run::Bytes(Arc::new(LargeBinaryArray::from_vec(vec![
+                    &encoded[..],
+                ]))));
+        }
+        Ok(())
+    }
+
+    /// Keeps memory within the budget: seals pending keys once they fill
+    /// half of it, and spills in-memory runs once they fill the rest.
+    fn bound(&mut self) -> Result<()> {
+        let pending = self.fixed.len() * 8 + self.bytes_held + self.bytes.len() * 16;
+        if pending < self.spill.budget / 2 {
+            return Ok(());
+        }
+        self.seal()?;
+        let in_memory: usize = self.runs.iter().map(run_bytes).sum();
+        if in_memory >= self.spill.budget / 2 {
+            let runs = std::mem::take(&mut self.runs);
+            for run in runs {
+                self.runs.push(match run {
+                    Run::Fixed(_) | Run::Bytes(_) => Run::Spilled(self.write_run(&run)?),
+                    spilled => spilled,
+                });
             }
         }
+        Ok(())
+    }
+
+    fn write_run(&self, run: &Run) -> Result<File> {
+        let file = match &self.spill.dir {
+            Some(dir) => tempfile::tempfile_in(dir),
+            None => tempfile::tempfile(),
+        }
+        .map_err(|e| io_error("cannot create a spill file", e))?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        match run {
+            Run::Fixed(array) => {
+                for v in array.as_primitive::<UInt64Type>().values() {
+                    out.write_all(&v.to_le_bytes())
+                        .map_err(|e| io_error("cannot write a spill file", e))?;
+                }
+            }
+            Run::Bytes(array) => {
+                let a: &LargeBinaryArray = array.as_binary();
+                for i in 0..a.len() {
+                    out.write_all(a.value(i))
+                        .map_err(|e| io_error("cannot write a spill file", e))?;
+                }
+            }
+            Run::Spilled(_) => {}
+        }
+        let mut file = out
+            .into_inner()
+            .map_err(|e| io_error("cannot write a spill file", e.into_error()))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| io_error("cannot rewind a spill file", e))?;
+        Ok(file)
+    }
+}
+
+fn run_bytes(run: &Run) -> usize {
+    match run {
+        Run::Fixed(a) | Run::Bytes(a) => a.get_array_memory_size(),
+        Run::Spilled(_) => 0,
     }
 }
 
@@ -192,6 +367,100 @@ fn canonical_float(v: f64) -> u64 {
     }
 }
 
+/// Reads a run's keys in order.
+enum Cursor {
+    FixedArray { array: ArrayRef, next: usize },
+    BytesMemory { data: ArrayRef, offset: usize },
+    File(BufReader<File>),
+}
+
+impl Cursor {
+    fn next_fixed(&mut self) -> Result<Option<u64>> {
+        match self {
+            Cursor::FixedArray { array, next } => {
+                let a = array.as_primitive::<UInt64Type>();
+                let v = (*next < a.len()).then(|| a.value(*next));
+                *next += 1;
+                Ok(v)
+            }
+            Cursor::File(reader) => {
+                let mut b = [0u8; 8];
+                match reader.read_exact(&mut b) {
+                    Ok(()) => Ok(Some(u64::from_le_bytes(b))),
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+                    Err(e) => Err(io_error("cannot read a spill file", e)),
+                }
+            }
+            Cursor::BytesMemory { .. } => Err(DataFusionError::Internal(format!(
+                "{NAME}: a byte run among fixed-width runs"
+            ))),
+        }
+    }
+
+    fn next_bytes(&mut self) -> Result<Option<Vec<u8>>> {
+        match self {
+            Cursor::BytesMemory { data, offset } => {
+                let a: &LargeBinaryArray = data.as_binary();
+                let raw = if a.is_empty() { &[][..] } else { a.value(0) };
+                let Some(len) = raw.get(*offset..*offset + 8) else {
+                    return Ok(None);
+                };
+                let mut b = [0u8; 8];
+                b.copy_from_slice(len);
+                let len = u64::from_le_bytes(b) as usize;
+                let value = raw
+                    .get(*offset + 8..*offset + 8 + len)
+                    .ok_or_else(|| DataFusionError::Internal(format!("{NAME}: truncated run")))?
+                    .to_vec();
+                *offset += 8 + len;
+                Ok(Some(value))
+            }
+            Cursor::File(reader) => {
+                let mut b = [0u8; 8];
+                match reader.read_exact(&mut b) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+                    Err(e) => return Err(io_error("cannot read a spill file", e)),
+                }
+                let mut value = vec![0u8; u64::from_le_bytes(b) as usize];
+                reader
+                    .read_exact(&mut value)
+                    .map_err(|e| io_error("cannot read a spill file", e))?;
+                Ok(Some(value))
+            }
+            _ => Err(DataFusionError::Internal(format!(
+                "{NAME}: a fixed-width run among byte runs"
+            ))),
+        }
+    }
+}
+
+/// Merges sorted distinct runs; returns how many keys appear in more than
+/// one run (each extra occurrence counts once).
+fn duplicates_across<K: Ord + Clone>(
+    cursors: &mut [Cursor],
+    next: impl Fn(&mut Cursor) -> Result<Option<K>>,
+) -> Result<u64> {
+    let mut heap = BinaryHeap::with_capacity(cursors.len());
+    for (i, c) in cursors.iter_mut().enumerate() {
+        if let Some(k) = next(c)? {
+            heap.push(Reverse((k, i)));
+        }
+    }
+    let mut across = 0u64;
+    let mut last: Option<K> = None;
+    while let Some(Reverse((key, i))) = heap.pop() {
+        if last.as_ref() == Some(&key) {
+            across += 1;
+        }
+        if let Some(k) = next(&mut cursors[i])? {
+            heap.push(Reverse((k, i)));
+        }
+        last = Some(key);
+    }
+    Ok(across)
+}
+
 impl Accumulator for DuplicatesAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         let Some(array) = values.first() else {
@@ -199,159 +468,125 @@ impl Accumulator for DuplicatesAccumulator {
         };
         match self.encoding {
             Encoding::Int64 => {
-                let cast = self.cast(array, &DataType::Int64)?;
-                if let Keys::Fixed(k) = &mut self.keys {
-                    k.extend(
-                        cast.as_primitive::<Int64Type>()
-                            .iter()
-                            .flatten()
-                            .map(|v| v as u64),
-                    );
-                }
+                let cast = arrow::compute::cast(array, &DataType::Int64)?;
+                self.fixed.extend(
+                    cast.as_primitive::<Int64Type>()
+                        .iter()
+                        .flatten()
+                        .map(|v| v as u64),
+                );
             }
             Encoding::UInt64 => {
-                let cast = self.cast(array, &DataType::UInt64)?;
-                if let Keys::Fixed(k) = &mut self.keys {
-                    k.extend(cast.as_primitive::<UInt64Type>().iter().flatten());
-                }
+                let cast = arrow::compute::cast(array, &DataType::UInt64)?;
+                self.fixed
+                    .extend(cast.as_primitive::<UInt64Type>().iter().flatten());
             }
             Encoding::Float => {
-                let cast = self.cast(array, &DataType::Float64)?;
-                if let Keys::Fixed(k) = &mut self.keys {
-                    k.extend(
-                        cast.as_primitive::<Float64Type>()
-                            .iter()
-                            .flatten()
-                            .map(canonical_float),
-                    );
-                }
+                let cast = arrow::compute::cast(array, &DataType::Float64)?;
+                self.fixed.extend(
+                    cast.as_primitive::<Float64Type>()
+                        .iter()
+                        .flatten()
+                        .map(canonical_float),
+                );
             }
             Encoding::Rows => {
                 let converter = self.converter.as_ref().ok_or_else(|| {
                     DataFusionError::Internal(format!("{NAME}: no row converter"))
                 })?;
                 let rows = converter.convert_columns(std::slice::from_ref(array))?;
-                if let Keys::Bytes(k) = &mut self.keys {
-                    for i in 0..array.len() {
-                        if array.is_valid(i) {
-                            k.push(rows.row(i).as_ref().into());
-                        }
+                for i in 0..array.len() {
+                    if array.is_valid(i) {
+                        let key: Box<[u8]> = rows.row(i).as_ref().into();
+                        self.bytes_held += key.len();
+                        self.bytes.push(key);
                     }
                 }
             }
         }
-        Ok(())
+        self.bound()
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        self.compact();
-        let mut bytes: Vec<u8> = Vec::new();
-        match &self.keys {
-            Keys::Fixed(k) => {
-                bytes.reserve(k.len() * 8);
-                for v in k {
-                    bytes.extend_from_slice(&v.to_le_bytes());
+        self.seal()?;
+        // One run travels in memory (its keys shared, not copied); any other
+        // goes to disk first, so the state stays within the budget.
+        let runs = std::mem::take(&mut self.runs);
+        let travelling = runs.iter().rposition(|r| !matches!(r, Run::Spilled(_)));
+        let mut fixed: Option<ArrayRef> = None;
+        let mut bytes: Option<Vec<u8>> = None;
+        let mut files: Vec<File> = Vec::new();
+        for (i, run) in runs.into_iter().enumerate() {
+            match run {
+                Run::Spilled(f) => files.push(f),
+                Run::Fixed(a) if Some(i) == travelling => fixed = Some(a),
+                Run::Bytes(a) if Some(i) == travelling => {
+                    let a: &LargeBinaryArray = a.as_binary();
+                    bytes = (!a.is_empty()).then(|| a.value(0).to_vec());
                 }
-            }
-            Keys::Bytes(k) => {
-                for v in k {
-                    bytes.extend_from_slice(&(v.len() as u64).to_le_bytes());
-                    bytes.extend_from_slice(v);
-                }
+                other => files.push(self.write_run(&other)?),
             }
         }
+        let item = Arc::new(Field::new_list_field(DataType::UInt64, false));
+        let fixed = match fixed {
+            Some(a) => ListArray::new(item, OffsetBuffer::from_lengths([a.len()]), a, None),
+            None => ListArray::new_null(item, 1),
+        };
         Ok(vec![
             ScalarValue::Int64(Some(self.duplicates as i64)),
-            ScalarValue::LargeBinary(Some(bytes)),
+            ScalarValue::List(Arc::new(fixed)),
+            ScalarValue::LargeBinary(bytes),
+            ScalarValue::UInt64((!files.is_empty()).then(|| hand_off(files))),
         ])
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let (Some(dups), Some(keys)) = (states.first(), states.get(1)) else {
+        let [dups, fixed, bytes, tickets] = states else {
             return Err(DataFusionError::Internal(format!("{NAME}: bad state")));
         };
         let dups = dups.as_primitive::<Int64Type>();
-        let keys: &LargeBinaryArray = keys.as_binary();
-        for i in 0..keys.len() {
+        let fixed = fixed.as_list::<i32>();
+        let bytes: &LargeBinaryArray = bytes.as_binary();
+        let tickets = tickets.as_primitive::<UInt64Type>();
+        for i in 0..dups.len() {
             if dups.is_valid(i) {
                 self.duplicates += dups.value(i).max(0) as u64;
             }
-            if keys.is_null(i) {
-                continue;
+            if fixed.is_valid(i) {
+                self.runs.push(Run::Fixed(fixed.value(i)));
             }
-            let raw = keys.value(i);
-            let run = match self.keys {
-                Keys::Fixed(_) => Keys::Fixed(
-                    raw.chunks_exact(8)
-                        .map(|c| {
-                            let mut b = [0u8; 8];
-                            b.copy_from_slice(c);
-                            u64::from_le_bytes(b)
-                        })
-                        .collect(),
-                ),
-                Keys::Bytes(_) => {
-                    let mut out = Vec::new();
-                    let mut rest = raw;
-                    while rest.len() >= 8 {
-                        let mut b = [0u8; 8];
-                        b.copy_from_slice(&rest[..8]);
-                        let len = u64::from_le_bytes(b) as usize;
-                        let Some(value) = rest.get(8..8 + len) else {
-                            return Err(DataFusionError::Internal(format!(
-                                "{NAME}: truncated state"
-                            )));
-                        };
-                        out.push(value.into());
-                        rest = &rest[8 + len..];
-                    }
-                    Keys::Bytes(out)
+            if bytes.is_valid(i) {
+                self.runs.push(Run::Bytes(Arc::new(bytes.slice(i, 1))));
+            }
+            if tickets.is_valid(i) {
+                for f in take_handoff(tickets.value(i))? {
+                    self.runs.push(Run::Spilled(f));
                 }
-            };
-            self.runs.push(run);
+            }
         }
         Ok(())
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
         // Rows seen directly (single-stage plans) form one more run.
-        self.compact();
-        let empty = match self.keys {
-            Keys::Fixed(_) => Keys::Fixed(Vec::new()),
-            Keys::Bytes(_) => Keys::Bytes(Vec::new()),
+        self.seal()?;
+        let fixed = self.encoding != Encoding::Rows;
+        let mut cursors: Vec<Cursor> = self
+            .runs
+            .drain(..)
+            .map(|run| match run {
+                Run::Fixed(array) => Cursor::FixedArray { array, next: 0 },
+                Run::Bytes(data) => Cursor::BytesMemory { data, offset: 0 },
+                Run::Spilled(f) => Cursor::File(BufReader::with_capacity(256 << 10, f)),
+            })
+            .collect();
+        // Each run is sorted and distinct: a key met again in the merge is a
+        // duplicate across runs.
+        let across = if fixed {
+            duplicates_across(&mut cursors, Cursor::next_fixed)?
+        } else {
+            duplicates_across(&mut cursors, Cursor::next_bytes)?
         };
-        let own = std::mem::replace(&mut self.keys, empty);
-        self.runs.push(own);
-        // Each run is sorted and distinct: the duplicates across runs are the
-        // total length minus the distinct count of their union.
-        let mut across = 0u64;
-        match self.runs.first() {
-            Some(Keys::Fixed(_)) => {
-                let mut all: Vec<u64> = Vec::new();
-                for run in self.runs.drain(..) {
-                    if let Keys::Fixed(k) = run {
-                        all.extend(k);
-                    }
-                }
-                let before = all.len();
-                all.sort_unstable();
-                all.dedup();
-                across += (before - all.len()) as u64;
-            }
-            Some(Keys::Bytes(_)) => {
-                let mut all: Vec<Box<[u8]>> = Vec::new();
-                for run in self.runs.drain(..) {
-                    if let Keys::Bytes(k) = run {
-                        all.extend(k);
-                    }
-                }
-                let before = all.len();
-                all.sort_unstable();
-                all.dedup();
-                across += (before - all.len()) as u64;
-            }
-            None => {}
-        }
         let total = self.duplicates + across;
         Ok(ScalarValue::Int64(Some(
             i64::try_from(total).unwrap_or(i64::MAX),
@@ -359,14 +594,7 @@ impl Accumulator for DuplicatesAccumulator {
     }
 
     fn size(&self) -> usize {
-        let keys = |k: &Keys| match k {
-            Keys::Fixed(v) => v.capacity() * 8,
-            Keys::Bytes(v) => v.iter().map(|b| b.len() + 16).sum::<usize>() + v.capacity() * 16,
-        };
-        std::mem::size_of_val(self)
-            + keys(&self.keys)
-            + self.runs.iter().map(keys).sum::<usize>()
-            + self.data_type.size()
+        std::mem::size_of_val(self) + self.held() + self.data_type.size()
     }
 }
 
@@ -381,12 +609,13 @@ mod tests {
     fn two_stage(data_type: DataType, parts: Vec<ArrayRef>) -> i64 {
         let mut states: Vec<Vec<ScalarValue>> = Vec::new();
         for part in parts {
-            let mut acc = DuplicatesAccumulator::new(data_type.clone()).unwrap();
+            let mut acc =
+                DuplicatesAccumulator::new(data_type.clone(), SpillConfig::default()).unwrap();
             acc.update_batch(&[part]).unwrap();
             states.push(acc.state().unwrap());
         }
-        let mut final_acc = DuplicatesAccumulator::new(data_type).unwrap();
-        let columns: Vec<ArrayRef> = (0..2)
+        let mut final_acc = DuplicatesAccumulator::new(data_type, SpillConfig::default()).unwrap();
+        let columns: Vec<ArrayRef> = (0..4)
             .map(|i| ScalarValue::iter_to_array(states.iter().map(|s| s[i].clone())).unwrap())
             .collect();
         final_acc.merge_batch(&columns).unwrap();
@@ -397,7 +626,7 @@ mod tests {
     }
 
     fn single_stage(data_type: DataType, all: ArrayRef) -> i64 {
-        let mut acc = DuplicatesAccumulator::new(data_type).unwrap();
+        let mut acc = DuplicatesAccumulator::new(data_type, SpillConfig::default()).unwrap();
         acc.update_batch(&[all]).unwrap();
         match acc.evaluate().unwrap() {
             ScalarValue::Int64(Some(n)) => n,
@@ -423,6 +652,121 @@ mod tests {
     fn unsigned_values_above_i64_max_stay_distinct() {
         let a: ArrayRef = Arc::new(UInt64Array::from(vec![u64::MAX, u64::MAX - 1, u64::MAX]));
         assert_eq!(single_stage(DataType::UInt64, a), 1);
+    }
+
+    /// Two-stage with a tiny budget: every partial spills sorted runs to disk.
+    fn spilled(data_type: DataType, parts: Vec<ArrayRef>, dir: &std::path::Path) -> i64 {
+        let spill = SpillConfig {
+            budget: 0, // clamped to the 64 KiB minimum
+            dir: Some(dir.to_path_buf()),
+        };
+        let mut states: Vec<Vec<ScalarValue>> = Vec::new();
+        for part in parts {
+            let mut acc = DuplicatesAccumulator::new(data_type.clone(), spill.clone()).unwrap();
+            // Batches as DataFusion sends them.
+            for start in (0..part.len()).step_by(1000) {
+                let len = 1000.min(part.len() - start);
+                acc.update_batch(&[part.slice(start, len)]).unwrap();
+            }
+            states.push(acc.state().unwrap());
+        }
+        let mut final_acc = DuplicatesAccumulator::new(data_type, spill).unwrap();
+        let columns: Vec<ArrayRef> = (0..4)
+            .map(|i| ScalarValue::iter_to_array(states.iter().map(|s| s[i].clone())).unwrap())
+            .collect();
+        final_acc.merge_batch(&columns).unwrap();
+        match final_acc.evaluate().unwrap() {
+            ScalarValue::Int64(Some(n)) => n,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn spilled_runs_give_the_exact_count_and_leave_no_file_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        // 60,000 ids, every 7th repeated: far over the 64 KiB budget (8 bytes a key).
+        let ids: Vec<i64> = (0..60_000i64)
+            .map(|i| if i % 7 == 0 { i - 1 } else { i })
+            .collect();
+        let distinct: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
+        let expected = (ids.len() - distinct.len()) as i64;
+        let half = ids.len() / 2;
+        let parts: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(ids[..half].to_vec())),
+            Arc::new(Int64Array::from(ids[half..].to_vec())),
+        ];
+        assert_eq!(spilled(DataType::Int64, parts, dir.path()), expected);
+        // Strings, via the row format: same answer.
+        let names: Vec<String> = ids.iter().map(|i| format!("tail-{i}")).collect();
+        let parts: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(names[..half].to_vec())),
+            Arc::new(StringArray::from(names[half..].to_vec())),
+        ];
+        assert_eq!(spilled(DataType::Utf8, parts, dir.path()), expected);
+        // Spill files are unlinked at creation: nothing is left in the folder.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let acc = DuplicatesAccumulator::new(
+            DataType::Int64,
+            SpillConfig {
+                budget: 0,
+                dir: Some(dir.path().to_path_buf()),
+            },
+        )
+        .unwrap();
+        assert_eq!(acc.spill.budget, 64 << 10);
+    }
+
+    #[test]
+    fn memory_stays_within_the_budget_while_spilling() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = SpillConfig {
+            budget: 1 << 20,
+            dir: Some(dir.path().to_path_buf()),
+        };
+        let mut acc = DuplicatesAccumulator::new(DataType::Int64, spill).unwrap();
+        let mut peak = 0;
+        for chunk in 0..200i64 {
+            let values: Vec<i64> = (chunk * 8192..(chunk + 1) * 8192).collect();
+            acc.update_batch(&[Arc::new(Int64Array::from(values))])
+                .unwrap();
+            peak = peak.max(acc.held());
+        }
+        // 1.6 million distinct keys (12.5 MiB) through a 1 MiB budget; the
+        // pending buffer may overshoot by one batch and its capacity growth.
+        assert!(peak <= 2 << 20, "held {peak} bytes");
+        assert!(
+            acc.runs
+                .iter()
+                .filter(|r| matches!(r, Run::Spilled(_)))
+                .count()
+                >= 10
+        );
+        match acc.evaluate().unwrap() {
+            ScalarValue::Int64(Some(n)) => assert_eq!(n, 0),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    proptest! {
+        // Each case writes and merges spill files: fewer, larger cases.
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn spilled_and_in_memory_paths_agree(
+            values in proptest::collection::vec(proptest::option::of(0i64..20_000), 0..12_000),
+            cut in 0usize..12_000,
+        ) {
+            let cut = cut.min(values.len());
+            let non_null: Vec<i64> = values.iter().flatten().copied().collect();
+            let distinct: std::collections::BTreeSet<i64> = non_null.iter().copied().collect();
+            let expected = (non_null.len() - distinct.len()) as i64;
+            let parts: Vec<ArrayRef> = vec![
+                Arc::new(Int64Array::from(values[..cut].to_vec())),
+                Arc::new(Int64Array::from(values[cut..].to_vec())),
+            ];
+            let dir = tempfile::tempdir().unwrap();
+            prop_assert_eq!(spilled(DataType::Int64, parts.clone(), dir.path()), expected);
+            prop_assert_eq!(two_stage(DataType::Int64, parts), expected);
+        }
     }
 
     proptest! {

@@ -110,6 +110,11 @@ pub struct EngineOptions {
     /// Smallest file DataFusion splits into several scan partitions
     /// (DataFusion's default: 1 MiB). Mostly for tests of the parallel path.
     pub split_files_from_bytes: Option<usize>,
+    /// Memory one `unique` check keeps per scan partition before it spills
+    /// sorted runs to disk (default: a quarter of `memory_limit`).
+    pub unique_budget: Option<usize>,
+    /// Folder for spill files (default: the system's temporary folder).
+    pub spill_dir: Option<std::path::PathBuf>,
 }
 
 /// Default memory pool size: plenty for aggregates over sketches, small
@@ -162,9 +167,13 @@ impl Engine {
         if let Some(bytes) = options.split_files_from_bytes {
             config.options_mut().optimizer.repartition_file_min_size = bytes;
         }
-        Ok(Self {
-            ctx: SessionContext::new_with_config_rt(config, runtime),
-        })
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let limit = options.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT);
+        ctx.register_udaf(duplicates::Duplicates::udaf(duplicates::SpillConfig {
+            budget: options.unique_budget.unwrap_or(limit / 4),
+            dir: options.spill_dir.clone(),
+        }));
+        Ok(Self { ctx })
     }
 
     /// Evaluates `rules` against the Parquet batch at `path`. Never fails:
