@@ -385,6 +385,10 @@ fn points(p: &ColumnProfile) -> Option<(Points, f64)> {
         return Some((exact.into_iter().map(|x| (x, 1.0)).collect(), 0.0));
     }
     let s = p.numeric.as_ref()?;
+    if let Some(domain) = &s.small_domain {
+        // Every distinct value with its count: the exact distribution.
+        return Some((domain.iter().map(|&(v, c)| (v, c as f64)).collect(), 0.0));
+    }
     let items = s.sketch.weighted_items();
     Some((
         items.into_iter().map(|(v, w)| (v, w as f64)).collect(),
@@ -462,9 +466,13 @@ fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) 
                         statistic: d,
                         p_value: Some(p),
                     },
-                    Some(format!(
-                        "sketched: D within ±{bound:.4} of the exact value; asymptotic p-value"
-                    )),
+                    Some(if bound == 0.0 {
+                        "from exact value counts; asymptotic p-value".to_string()
+                    } else {
+                        format!(
+                            "sketched: D within ±{bound:.4} of the exact value; asymptotic p-value"
+                        )
+                    }),
                 ))
             } else {
                 let w: f64 = cdfs
@@ -482,7 +490,7 @@ fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) 
                         statistic: w / std,
                         p_value: None,
                     },
-                    Some(format!("sketched: CDFs within ±{bound:.4} in rank")),
+                    (bound > 0.0).then(|| format!("sketched: CDFs within ±{bound:.4} in rank")),
                 ))
             }
         }
@@ -557,11 +565,11 @@ fn binned(reference: &ColumnProfile, current: &ColumnProfile) -> Result<Bins, St
     let (Some((pa, _)), Some((pb, _))) = (points(reference), points(current)) else {
         return Err("no numeric values".to_string());
     };
-    let sketch = &reference
+    let sketch = reference
         .numeric
         .as_ref()
         .ok_or("no numeric values")?
-        .sketch;
+        .quantiles();
     let mut edges: Vec<f64> = (1..10)
         .filter_map(|i| sketch.quantile(f64::from(i) / 10.0))
         .collect();
@@ -676,10 +684,12 @@ mod tests {
 
     #[test]
     fn sketched_ks_is_within_the_bound_of_the_exact_statistic() {
-        let a: Vec<f64> = (0..30_000).map(|i| f64::from(i % 997)).collect();
-        let b: Vec<f64> = (0..25_000).map(|i| f64::from(i % 991) + 20.0).collect();
+        // Over 1,000 distinct values and 10,000 values: only the sketch is left.
+        let a: Vec<f64> = (0..30_000).map(|i| f64::from(i % 1997)).collect();
+        let b: Vec<f64> = (0..25_000).map(|i| f64::from(i % 1991) + 20.0).collect();
         let (pa, pb) = (numeric(&a), numeric(&b));
         assert!(pa.numeric.as_ref().unwrap().exact_values.is_none());
+        assert!(pa.numeric.as_ref().unwrap().small_domain.is_none());
         let (outcome, note) = run_test(TestKind::Ks, &pa, &pb).unwrap();
         let mut sa = a.clone();
         sa.sort_by(f64::total_cmp);
@@ -695,6 +705,28 @@ mod tests {
             exact.statistic
         );
         assert!(note.unwrap().starts_with("sketched"));
+    }
+
+    #[test]
+    fn small_domain_ks_is_the_exact_statistic() {
+        // Many values (no exact list), few distinct ones: the value counts
+        // are the distribution, so D is exact.
+        let a: Vec<f64> = (0..30_000).map(|i| f64::from(i % 997)).collect();
+        let b: Vec<f64> = (0..25_000).map(|i| f64::from(i % 991) + 20.0).collect();
+        let (pa, pb) = (numeric(&a), numeric(&b));
+        assert!(pa.numeric.as_ref().unwrap().exact_values.is_none());
+        assert!(pa.numeric.as_ref().unwrap().small_domain.is_some());
+        let (outcome, note) = run_test(TestKind::Ks, &pa, &pb).unwrap();
+        let mut sa = a.clone();
+        sa.sort_by(f64::total_cmp);
+        let mut sb = b.clone();
+        sb.sort_by(f64::total_cmp);
+        let exact = super::super::ks(&sa, &sb).unwrap();
+        assert!((outcome.statistic - exact.statistic).abs() < 1e-12);
+        assert_eq!(
+            note.as_deref(),
+            Some("from exact value counts; asymptotic p-value")
+        );
     }
 
     #[test]

@@ -156,15 +156,11 @@ fn count_categories(array: &ArrayRef, profile: &mut ColumnProfile) -> Result<()>
             for v in strings.iter().flatten() {
                 *owned.entry(v.to_string()).or_insert(0) += 1;
             }
-            for (v, n) in &owned {
-                profile.update_str_n(v, *n);
-            }
+            profile.update_str_counts(owned.iter().map(|(v, n)| (v.as_str(), *n)));
             return Ok(());
         }
     }
-    for (v, n) in counts {
-        profile.update_str_n(v, n);
-    }
+    profile.update_str_counts(counts);
     Ok(())
 }
 
@@ -188,11 +184,13 @@ impl Accumulator for ProfileAccumulator {
         match self.profile.kind {
             ColumnKind::Numeric => {
                 let cast = arrow::compute::cast(array, &DataType::Float64)?;
-                for v in cast.as_primitive::<Float64Type>() {
-                    match v {
-                        Some(x) => self.profile.update_f64(x),
-                        None => self.profile.update_null(),
-                    }
+                let numbers = cast.as_primitive::<Float64Type>();
+                self.profile.update_nulls(numbers.null_count() as u64);
+                if numbers.null_count() == 0 {
+                    self.profile.update_f64_batch(numbers.values());
+                } else {
+                    let valid: Vec<f64> = numbers.iter().flatten().collect();
+                    self.profile.update_f64_batch(&valid);
                 }
             }
             ColumnKind::Categorical => count_categories(array, &mut self.profile)?,

@@ -63,6 +63,28 @@ impl Frequencies {
         }
     }
 
+    /// Counts a batch's exact `(value, count)` pairs: the merge of an exact
+    /// summary of the batch (Agarwal et al.), so the summary is reduced once
+    /// per batch rather than once per new value past the limit. While the
+    /// result stays within the limit it equals adding the values one by one.
+    pub fn add_counts<'a>(&mut self, counts: impl IntoIterator<Item = (&'a str, u64)>) {
+        for (value, count) in counts {
+            if count == 0 {
+                continue;
+            }
+            self.n += count;
+            match self.items.get_mut(value) {
+                Some(c) => *c += count,
+                None => {
+                    self.items.insert(value.to_string(), count);
+                }
+            }
+        }
+        if self.items.len() > self.limit {
+            self.reduce();
+        }
+    }
+
     /// Merges another summary (the smaller limit wins, so bounds stay valid).
     pub fn merge(&mut self, other: &Frequencies) {
         self.limit = self.limit.min(other.limit);

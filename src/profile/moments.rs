@@ -25,6 +25,20 @@ impl Moments {
         self.m2 += delta * (x - self.mean);
     }
 
+    /// Adds one value `count` times (Chan et al.'s combination with a block
+    /// of `count` equal values, whose spread is zero).
+    pub fn update_weighted(&mut self, x: f64, count: u64) {
+        match count {
+            0 => {}
+            1 => self.update(x),
+            _ => self.merge(&Moments {
+                n: count,
+                mean: x,
+                m2: 0.0,
+            }),
+        }
+    }
+
     /// Combines two sets of moments.
     pub fn merge(&mut self, other: &Moments) {
         if other.n == 0 {
