@@ -19,7 +19,7 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility,
 };
 
-use crate::profile::{ColumnKind, ColumnProfile};
+use crate::profile::{ColumnKind, ColumnProfile, SMALL_DOMAIN_LIMIT, canonical_bits};
 use crate::rules::describe_arrow_type;
 
 /// Which kind of profile a column gets, if any: numbers are numeric; strings
@@ -94,6 +94,8 @@ impl AggregateUDFImpl for Profiler {
             })?;
         Ok(Box::new(ProfileAccumulator {
             profile: ColumnProfile::new(self.kind(), describe_arrow_type(&data_type)),
+            pending: Pending::default(),
+            numbers: HashMap::default(),
             partials: Vec::new(),
         }))
     }
@@ -107,28 +109,60 @@ impl AggregateUDFImpl for Profiler {
     }
 }
 
-/// Per-batch counts of a categorical column's values, with a fixed-seed
-/// hasher so the order they reach the profile — which matters once the
-/// frequency summary is past its exact limit — is the same on every run.
-type Counts<'a> = HashMap<&'a str, u64, foldhash::fast::FixedState>;
+/// A partition's categorical value counts, kept across batches and added to
+/// the profile in one go (or when they grow past [`PENDING_LIMIT`] distinct
+/// values): one hash per row instead of a sketch update and a tree lookup,
+/// and the frequency summary reduced once rather than per new value. A
+/// fixed-seed hasher keeps the order values reach the profile — which the
+/// summary depends on once past its exact limit — the same on every run.
+type Pending = HashMap<Box<str>, u64, foldhash::fast::FixedState>;
 
-/// Adds one batch of a categorical column to `profile`: values are counted
-/// first and each distinct value is added once with its count, so a column
-/// of a few codes costs one hash per row instead of a sketch update and a
-/// tree lookup. Dictionary columns are counted by key, without touching
-/// their strings per row.
-fn count_categories(array: &ArrayRef, profile: &mut ColumnProfile) -> Result<()> {
-    profile.update_nulls(array.logical_null_count() as u64);
-    fn add<'a>(values: impl Iterator<Item = Option<&'a str>>, counts: &mut Counts<'a>) {
-        for v in values.flatten() {
-            *counts.entry(v).or_insert(0) += 1;
+/// Distinct values counted before they are folded into the profile (bounds
+/// memory on high-cardinality columns).
+const PENDING_LIMIT: usize = 50_000;
+
+fn fold(pending: &mut Pending, profile: &mut ColumnProfile) {
+    if pending.is_empty() {
+        return;
+    }
+    profile.update_str_counts(pending.iter().map(|(v, n)| (&**v, *n)));
+    pending.clear();
+}
+
+fn count(pending: &mut Pending, value: &str, n: u64) {
+    match pending.get_mut(value) {
+        Some(c) => *c += n,
+        None => {
+            pending.insert(value.into(), n);
         }
     }
-    let mut counts = Counts::default();
+}
+
+/// Counts one batch of a categorical column into `pending` (nulls straight
+/// into `profile`). Dictionary columns are counted by key, without touching
+/// their strings per row.
+fn count_categories(
+    array: &ArrayRef,
+    pending: &mut Pending,
+    profile: &mut ColumnProfile,
+) -> Result<()> {
+    profile.update_nulls(array.logical_null_count() as u64);
     match array.data_type() {
-        DataType::Utf8 => add(array.as_string::<i32>().iter(), &mut counts),
-        DataType::LargeUtf8 => add(array.as_string::<i64>().iter(), &mut counts),
-        DataType::Utf8View => add(array.as_string_view().iter(), &mut counts),
+        DataType::Utf8 => {
+            for v in array.as_string::<i32>().iter().flatten() {
+                count(pending, v, 1);
+            }
+        }
+        DataType::LargeUtf8 => {
+            for v in array.as_string::<i64>().iter().flatten() {
+                count(pending, v, 1);
+            }
+        }
+        DataType::Utf8View => {
+            for v in array.as_string_view().iter().flatten() {
+                count(pending, v, 1);
+            }
+        }
         DataType::Dictionary(_, value) if value.as_ref() == &DataType::Utf8 => {
             let dict = array.as_any_dictionary();
             let keys = arrow::compute::cast(dict.keys(), &DataType::UInt32)?;
@@ -144,31 +178,43 @@ fn count_categories(array: &ArrayRef, profile: &mut ColumnProfile) -> Result<()>
             }
             for (i, &n) in per_key.iter().enumerate() {
                 if n > 0 && values.is_valid(i) {
-                    *counts.entry(values.value(i)).or_insert(0) += n;
+                    count(pending, values.value(i), n);
                 }
             }
         }
         _ => {
-            // Booleans and other dictionaries: their text form, as before.
+            // Booleans and other dictionaries: their text form.
             let cast = arrow::compute::cast(array, &DataType::Utf8)?;
-            let strings = cast.as_string::<i32>();
-            let mut owned: HashMap<String, u64, foldhash::fast::FixedState> = HashMap::default();
-            for v in strings.iter().flatten() {
-                *owned.entry(v.to_string()).or_insert(0) += 1;
+            for v in cast.as_string::<i32>().iter().flatten() {
+                count(pending, v, 1);
             }
-            profile.update_str_counts(owned.iter().map(|(v, n)| (v.as_str(), *n)));
-            return Ok(());
         }
     }
-    profile.update_str_counts(counts);
+    if pending.len() > PENDING_LIMIT {
+        fold(pending, profile);
+    }
     Ok(())
 }
 
 #[derive(Debug)]
 struct ProfileAccumulator {
     profile: ColumnProfile,
+    /// Categorical values counted since the last fold.
+    pending: Pending,
+    /// Numbers counted (by canonical bits) while the column's distinct
+    /// values may still fit the small domain; folded in value order.
+    numbers: HashMap<u64, u64, foldhash::fast::FixedState>,
     /// Serialized partial profiles received from other partitions.
     partials: Vec<Vec<u8>>,
+}
+
+impl ProfileAccumulator {
+    fn fold_numbers(&mut self) {
+        if !self.numbers.is_empty() {
+            let counts = std::mem::take(&mut self.numbers);
+            self.profile.update_f64_counts(counts);
+        }
+    }
 }
 
 fn to_bytes(profile: &ColumnProfile) -> Result<Vec<u8>> {
@@ -186,19 +232,36 @@ impl Accumulator for ProfileAccumulator {
                 let cast = arrow::compute::cast(array, &DataType::Float64)?;
                 let numbers = cast.as_primitive::<Float64Type>();
                 self.profile.update_nulls(numbers.null_count() as u64);
-                if numbers.null_count() == 0 {
+                let domain_holds = self
+                    .profile
+                    .numeric
+                    .as_ref()
+                    .is_some_and(|s| s.small_domain.is_some());
+                if domain_holds {
+                    // Count now, add each distinct value once when folded.
+                    for v in numbers.iter().flatten() {
+                        *self.numbers.entry(canonical_bits(v)).or_insert(0) += 1;
+                    }
+                    if self.numbers.len() > SMALL_DOMAIN_LIMIT {
+                        self.fold_numbers();
+                    }
+                } else if numbers.null_count() == 0 {
                     self.profile.update_f64_batch(numbers.values());
                 } else {
                     let valid: Vec<f64> = numbers.iter().flatten().collect();
                     self.profile.update_f64_batch(&valid);
                 }
             }
-            ColumnKind::Categorical => count_categories(array, &mut self.profile)?,
+            ColumnKind::Categorical => {
+                count_categories(array, &mut self.pending, &mut self.profile)?
+            }
         }
         Ok(())
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        fold(&mut self.pending, &mut self.profile);
+        self.fold_numbers();
         self.profile.finish();
         Ok(vec![ScalarValue::LargeBinary(Some(to_bytes(
             &self.profile,
@@ -219,6 +282,8 @@ impl Accumulator for ProfileAccumulator {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
+        fold(&mut self.pending, &mut self.profile);
+        self.fold_numbers();
         self.profile.finish();
         let mut partials = std::mem::take(&mut self.partials);
         partials.sort();
@@ -248,6 +313,8 @@ impl Accumulator for ProfileAccumulator {
             .map(|k| k.len() + 48)
             .sum();
         std::mem::size_of_val(self)
+            + self.pending.keys().map(|k| k.len() + 32).sum::<usize>()
+            + self.numbers.capacity() * 24
             + numeric
             + frequencies
             + 4096 // HLL registers
@@ -278,7 +345,9 @@ mod tests {
 
     fn counted(array: ArrayRef) -> ColumnProfile {
         let mut p = ColumnProfile::new(ColumnKind::Categorical, "utf8");
-        count_categories(&array, &mut p).unwrap();
+        let mut pending = Pending::default();
+        count_categories(&array, &mut pending, &mut p).unwrap();
+        fold(&mut pending, &mut p);
         p
     }
 
@@ -302,6 +371,51 @@ mod tests {
                 prop_assert_eq!(&got.frequencies, &expected.frequencies);
                 prop_assert_eq!(got.distinct.estimate(), expected.distinct.estimate());
             }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// The accumulator's cross-batch counting describes the same numbers
+        /// as row-by-row updates, across the small domain's overflow.
+        #[test]
+        fn numeric_batches_through_the_accumulator_match_row_by_row(
+            values in proptest::collection::vec(
+                proptest::option::of(prop_oneof![3 => 0i64..50, 1 => -3000i64..3000]),
+                0..5000,
+            ),
+            batch in 1usize..900,
+        ) {
+            let mut expected = ColumnProfile::new(ColumnKind::Numeric, "int64");
+            for v in &values {
+                match v {
+                    Some(x) => expected.update_f64(*x as f64),
+                    None => expected.update_null(),
+                }
+            }
+            expected.finish();
+            let mut acc = ProfileAccumulator {
+                profile: ColumnProfile::new(ColumnKind::Numeric, "int64"),
+                pending: Pending::default(),
+                numbers: HashMap::default(),
+                partials: Vec::new(),
+            };
+            for chunk in values.chunks(batch) {
+                let array: ArrayRef = Arc::new(arrow::array::Int64Array::from(chunk.to_vec()));
+                acc.update_batch(&[array]).unwrap();
+            }
+            let ScalarValue::LargeBinary(Some(bytes)) = acc.evaluate().unwrap() else {
+                panic!("a profile")
+            };
+            let got: ColumnProfile = serde_json::from_slice(&bytes).unwrap();
+            prop_assert_eq!((got.count, got.nulls), (expected.count, expected.nulls));
+            let (g, e) = (got.numeric.as_ref().unwrap(), expected.numeric.as_ref().unwrap());
+            prop_assert_eq!((g.min, g.max), (e.min, e.max));
+            prop_assert_eq!(&g.exact_values, &e.exact_values);
+            prop_assert_eq!(&g.small_domain, &e.small_domain);
+            prop_assert_eq!(g.moments.n, e.moments.n);
+            prop_assert!((g.moments.mean - e.moments.mean).abs() <= 1e-9 * e.moments.mean.abs().max(1.0));
+            prop_assert_eq!(g.quantiles().n(), e.quantiles().n());
         }
     }
 

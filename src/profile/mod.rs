@@ -135,7 +135,7 @@ impl NumericStats {
 }
 
 /// The bits a number is counted under: `-0.0` as `0.0`, every NaN as one.
-fn canonical_bits(v: f64) -> u64 {
+pub fn canonical_bits(v: f64) -> u64 {
     if v == 0.0 {
         0
     } else if v.is_nan() {
@@ -231,19 +231,26 @@ impl ColumnProfile {
                 }
             }
             if !overflow {
-                let mut pairs: Vec<(f64, u64)> = counts
-                    .into_iter()
-                    .map(|(bits, n)| (f64::from_bits(bits), n))
-                    .collect();
-                pairs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-                for (v, n) in pairs {
-                    self.update_f64_n(v, n);
-                }
+                self.update_f64_counts(counts);
                 return;
             }
         }
         for &v in values {
             self.update_f64_n(v, 1);
+        }
+    }
+
+    /// Adds counted numbers, `(canonical_bits(value), count)` in any order:
+    /// they are added in value order, so the profile does not depend on the
+    /// order of the counts.
+    pub fn update_f64_counts(&mut self, counts: impl IntoIterator<Item = (u64, u64)>) {
+        let mut pairs: Vec<(f64, u64)> = counts
+            .into_iter()
+            .map(|(bits, n)| (f64::from_bits(bits), n))
+            .collect();
+        pairs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        for (v, n) in pairs {
+            self.update_f64_n(v, n);
         }
     }
 
