@@ -111,7 +111,7 @@ pub struct EngineOptions {
     /// (DataFusion's default: 1 MiB). Mostly for tests of the parallel path.
     pub split_files_from_bytes: Option<usize>,
     /// Memory one `unique` check keeps per scan partition before it spills
-    /// sorted runs to disk (default: a quarter of `memory_limit`).
+    /// sorted runs to disk (default: an eighth of `memory_limit`).
     pub unique_budget: Option<usize>,
     /// Folder for spill files (default: the system's temporary folder).
     pub spill_dir: Option<std::path::PathBuf>,
@@ -170,7 +170,7 @@ impl Engine {
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let limit = options.memory_limit.unwrap_or(DEFAULT_MEMORY_LIMIT);
         ctx.register_udaf(duplicates::Duplicates::udaf(duplicates::SpillConfig {
-            budget: options.unique_budget.unwrap_or(limit / 4),
+            budget: options.unique_budget.unwrap_or(limit / 8),
             dir: options.spill_dir.clone(),
         }));
         Ok(Self { ctx })

@@ -63,11 +63,14 @@ impl Frequencies {
         }
     }
 
-    /// Counts a batch's exact `(value, count)` pairs: the merge of an exact
-    /// summary of the batch (Agarwal et al.), so the summary is reduced once
-    /// per batch rather than once per new value past the limit. While the
-    /// result stays within the limit it equals adding the values one by one.
+    /// Counts a batch's exact `(value, count)` pairs, each value at most
+    /// once: the merge of an exact summary of the batch (Agarwal et al.), so
+    /// the summary is reduced once per batch rather than once per new value
+    /// past the limit, and values that cannot survive the reduction are never
+    /// inserted. The result equals inserting every pair and then reducing;
+    /// while it stays within the limit it equals adding values one by one.
     pub fn add_counts<'a>(&mut self, counts: impl IntoIterator<Item = (&'a str, u64)>) {
+        let mut new: Vec<(&'a str, u64)> = Vec::new();
         for (value, count) in counts {
             if count == 0 {
                 continue;
@@ -75,13 +78,34 @@ impl Frequencies {
             self.n += count;
             match self.items.get_mut(value) {
                 Some(c) => *c += count,
-                None => {
-                    self.items.insert(value.to_string(), count);
-                }
+                None => new.push((value, count)),
             }
         }
-        if self.items.len() > self.limit {
-            self.reduce();
+        if self.items.len() + new.len() <= self.limit {
+            for (value, count) in new {
+                *self.items.entry(value.to_string()).or_insert(0) += count;
+            }
+            return;
+        }
+        // Misra–Gries, as `reduce`: subtract the (limit+1)-th largest count
+        // from every count and drop what is left at zero.
+        self.exact = false;
+        let mut all: Vec<u64> = self
+            .items
+            .values()
+            .copied()
+            .chain(new.iter().map(|&(_, c)| c))
+            .collect();
+        let (_, cut, _) = all.select_nth_unstable_by(self.limit, |a, b| b.cmp(a));
+        let cut = *cut;
+        self.items.retain(|_, c| {
+            *c -= cut.min(*c);
+            *c > 0
+        });
+        for (value, count) in new {
+            if count > cut {
+                *self.items.entry(value.to_string()).or_insert(0) += count - cut;
+            }
         }
     }
 
@@ -134,6 +158,31 @@ impl Frequencies {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// A batch's counts give the same summary as inserting them all and
+        /// reducing once (the definition of merging an exact batch summary).
+        #[test]
+        fn add_counts_equals_insert_then_reduce(
+            before in proptest::collection::btree_map("[a-j]{1,2}", 1u64..20, 0..12),
+            batch in proptest::collection::btree_map("[a-j]{1,2}", 1u64..20, 0..40),
+            limit in 1usize..10,
+        ) {
+            let mut base = Frequencies::new(limit);
+            base.add_counts(before.iter().map(|(k, v)| (k.as_str(), *v)));
+            let mut expected = base.clone();
+            for (k, v) in &batch {
+                expected.n += v;
+                *expected.items.entry(k.clone()).or_insert(0) += v;
+            }
+            if expected.items.len() > expected.limit {
+                expected.reduce();
+            }
+            let mut got = base;
+            got.add_counts(batch.iter().map(|(k, v)| (k.as_str(), *v)));
+            prop_assert_eq!(got, expected);
+        }
+    }
 
     #[test]
     fn exact_under_the_limit() {
