@@ -217,6 +217,8 @@ struct DuplicatesAccumulator {
     /// Sorted distinct runs: this accumulator's and those from partial states.
     runs: Vec<Run>,
     converter: Option<RowConverter>,
+    /// The largest size reported so far (see `size`).
+    peak: AtomicU64,
 }
 
 fn io_error(what: &str, e: std::io::Error) -> DataFusionError {
@@ -255,6 +257,7 @@ impl DuplicatesAccumulator {
             duplicates: 0,
             runs: Vec::new(),
             converter,
+            peak: AtomicU64::new(0),
         })
     }
 
@@ -608,7 +611,13 @@ impl Accumulator for DuplicatesAccumulator {
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.held() + self.data_type.size()
+        let now = (std::mem::size_of_val(self) + self.held() + self.data_type.size()) as u64;
+        // DataFusion grows a no-grouping aggregate's reservation by every
+        // increase of `size()` and never shrinks it: a buffer that fills and
+        // spills would be counted again on every refill, so report the
+        // high-water mark.
+        let peak = self.peak.fetch_max(now, Ordering::Relaxed);
+        peak.max(now) as usize
     }
 }
 
@@ -739,12 +748,21 @@ mod tests {
         };
         let mut acc = DuplicatesAccumulator::new(DataType::Int64, spill).unwrap();
         let mut peak = 0;
+        // What DataFusion reserves for a no-grouping aggregate: the sum of
+        // every increase of `size()` (it never shrinks the reservation).
+        let mut reserved = 0;
         for chunk in 0..200i64 {
             let values: Vec<i64> = (chunk * 8192..(chunk + 1) * 8192).collect();
+            let before = acc.size();
             acc.update_batch(&[Arc::new(Int64Array::from(values))])
                 .unwrap();
+            reserved += acc.size().saturating_sub(before);
             peak = peak.max(acc.held());
         }
+        assert!(
+            reserved <= (512 << 10) + 8192 * 8 + 4096,
+            "reserved {reserved} bytes"
+        );
         // 1.6 million distinct keys (12.5 MiB) through a 1 MiB budget: half
         // of it for pending keys, at most one batch more.
         assert!(peak <= (512 << 10) + 8192 * 8, "held {peak} bytes");

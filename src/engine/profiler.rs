@@ -96,6 +96,7 @@ impl AggregateUDFImpl for Profiler {
             profile: ColumnProfile::new(self.kind(), describe_arrow_type(&data_type)),
             pending: Pending::default(),
             numbers: HashMap::default(),
+            peak: Default::default(),
             partials: Vec::new(),
         }))
     }
@@ -204,6 +205,8 @@ struct ProfileAccumulator {
     /// Numbers counted (by canonical bits) while the column's distinct
     /// values may still fit the small domain; folded in value order.
     numbers: HashMap<u64, u64, foldhash::fast::FixedState>,
+    /// The largest size reported so far (see [`Accumulator::size`] below).
+    peak: std::sync::atomic::AtomicUsize,
     /// Serialized partial profiles received from other partitions.
     partials: Vec<Vec<u8>>,
 }
@@ -305,20 +308,22 @@ impl Accumulator for ProfileAccumulator {
                 + s.small_domain.as_ref().map_or(0, |v| v.capacity() * 16)
                 + s.sketch.retained() * 8
         });
-        let frequencies: usize = self
-            .profile
-            .frequencies
-            .items
-            .keys()
-            .map(|k| k.len() + 48)
-            .sum();
-        std::mem::size_of_val(self)
-            + self.pending.keys().map(|k| k.len() + 32).sum::<usize>()
+        let now = std::mem::size_of_val(self)
+            // Table slots, boxed keys (short strings) and counts.
+            + self.pending.capacity() * 48
             + self.numbers.capacity() * 24
             + numeric
-            + frequencies
+            + self.profile.frequencies.items.len() * 64
             + 4096 // HLL registers
-            + self.partials.iter().map(Vec::len).sum::<usize>()
+            + self.partials.iter().map(Vec::len).sum::<usize>();
+        // DataFusion grows a no-grouping aggregate's reservation by every
+        // increase of `size()` and never shrinks it, so a buffer that fills
+        // and drains would be counted again on every refill: report the
+        // high-water mark instead.
+        let peak = self
+            .peak
+            .fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+        peak.max(now)
     }
 }
 
@@ -399,6 +404,7 @@ mod tests {
                 pending: Pending::default(),
                 numbers: HashMap::default(),
                 partials: Vec::new(),
+                peak: Default::default(),
             };
             for chunk in values.chunks(batch) {
                 let array: ArrayRef = Arc::new(arrow::array::Int64Array::from(chunk.to_vec()));
