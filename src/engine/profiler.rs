@@ -94,7 +94,6 @@ impl AggregateUDFImpl for Profiler {
             })?;
         Ok(Box::new(ProfileAccumulator {
             profile: ColumnProfile::new(self.kind(), describe_arrow_type(&data_type)),
-            pending: Pending::default(),
             numbers: HashMap::default(),
             peak: Default::default(),
             partials: Vec::new(),
@@ -110,60 +109,27 @@ impl AggregateUDFImpl for Profiler {
     }
 }
 
-/// A partition's categorical value counts, kept across batches and added to
-/// the profile in one go (or when they grow past [`PENDING_LIMIT`] distinct
-/// values): one hash per row instead of a sketch update and a tree lookup,
-/// and the frequency summary reduced once rather than per new value. A
-/// fixed-seed hasher keeps the order values reach the profile — which the
-/// summary depends on once past its exact limit — the same on every run.
-type Pending = HashMap<Box<str>, u64, foldhash::fast::FixedState>;
+/// One batch's categorical value counts, borrowed from the batch's arrays
+/// (no allocation per row); a fixed-seed hasher keeps every run identical.
+type Counts<'a> = HashMap<&'a str, u64, foldhash::fast::FixedState>;
 
-/// Distinct values counted before they are folded into the profile (bounds
-/// memory on high-cardinality columns).
-const PENDING_LIMIT: usize = 50_000;
-
-fn fold(pending: &mut Pending, profile: &mut ColumnProfile) {
-    if pending.is_empty() {
-        return;
-    }
-    profile.update_str_counts(pending.iter().map(|(v, n)| (&**v, *n)));
-    pending.clear();
-}
-
-fn count(pending: &mut Pending, value: &str, n: u64) {
-    match pending.get_mut(value) {
-        Some(c) => *c += n,
-        None => {
-            pending.insert(value.into(), n);
-        }
-    }
-}
-
-/// Counts one batch of a categorical column into `pending` (nulls straight
-/// into `profile`). Dictionary columns are counted by key, without touching
-/// their strings per row.
-fn count_categories(
-    array: &ArrayRef,
-    pending: &mut Pending,
-    profile: &mut ColumnProfile,
-) -> Result<()> {
+/// Adds one batch of a categorical column to `profile`: values are counted
+/// first (one hash per row) and each distinct value is added once with its
+/// count; the frequency summary is reduced at most once per batch.
+/// Dictionary columns are counted by key, without touching their strings
+/// per row.
+fn count_categories(array: &ArrayRef, profile: &mut ColumnProfile) -> Result<()> {
     profile.update_nulls(array.logical_null_count() as u64);
+    fn add<'a>(values: impl Iterator<Item = Option<&'a str>>, counts: &mut Counts<'a>) {
+        for v in values.flatten() {
+            *counts.entry(v).or_insert(0) += 1;
+        }
+    }
+    let mut counts = Counts::default();
     match array.data_type() {
-        DataType::Utf8 => {
-            for v in array.as_string::<i32>().iter().flatten() {
-                count(pending, v, 1);
-            }
-        }
-        DataType::LargeUtf8 => {
-            for v in array.as_string::<i64>().iter().flatten() {
-                count(pending, v, 1);
-            }
-        }
-        DataType::Utf8View => {
-            for v in array.as_string_view().iter().flatten() {
-                count(pending, v, 1);
-            }
-        }
+        DataType::Utf8 => add(array.as_string::<i32>().iter(), &mut counts),
+        DataType::LargeUtf8 => add(array.as_string::<i64>().iter(), &mut counts),
+        DataType::Utf8View => add(array.as_string_view().iter(), &mut counts),
         DataType::Dictionary(_, value) if value.as_ref() == &DataType::Utf8 => {
             let dict = array.as_any_dictionary();
             let keys = arrow::compute::cast(dict.keys(), &DataType::UInt32)?;
@@ -179,29 +145,26 @@ fn count_categories(
             }
             for (i, &n) in per_key.iter().enumerate() {
                 if n > 0 && values.is_valid(i) {
-                    count(pending, values.value(i), n);
+                    *counts.entry(values.value(i)).or_insert(0) += n;
                 }
             }
         }
         _ => {
             // Booleans and other dictionaries: their text form.
             let cast = arrow::compute::cast(array, &DataType::Utf8)?;
-            for v in cast.as_string::<i32>().iter().flatten() {
-                count(pending, v, 1);
-            }
+            let mut owned: Counts = Counts::default();
+            add(cast.as_string::<i32>().iter(), &mut owned);
+            profile.update_str_count_map(owned);
+            return Ok(());
         }
     }
-    if pending.len() > PENDING_LIMIT {
-        fold(pending, profile);
-    }
+    profile.update_str_count_map(counts);
     Ok(())
 }
 
 #[derive(Debug)]
 struct ProfileAccumulator {
     profile: ColumnProfile,
-    /// Categorical values counted since the last fold.
-    pending: Pending,
     /// Numbers counted (by canonical bits) while the column's distinct
     /// values may still fit the small domain; folded in value order.
     numbers: HashMap<u64, u64, foldhash::fast::FixedState>,
@@ -255,15 +218,12 @@ impl Accumulator for ProfileAccumulator {
                     self.profile.update_f64_batch(&valid);
                 }
             }
-            ColumnKind::Categorical => {
-                count_categories(array, &mut self.pending, &mut self.profile)?
-            }
+            ColumnKind::Categorical => count_categories(array, &mut self.profile)?,
         }
         Ok(())
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        fold(&mut self.pending, &mut self.profile);
         self.fold_numbers();
         self.profile.finish();
         Ok(vec![ScalarValue::LargeBinary(Some(to_bytes(
@@ -285,7 +245,6 @@ impl Accumulator for ProfileAccumulator {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        fold(&mut self.pending, &mut self.profile);
         self.fold_numbers();
         self.profile.finish();
         let mut partials = std::mem::take(&mut self.partials);
@@ -309,8 +268,6 @@ impl Accumulator for ProfileAccumulator {
                 + s.sketch.retained() * 8
         });
         let now = std::mem::size_of_val(self)
-            // Table slots, boxed keys (short strings) and counts.
-            + self.pending.capacity() * 48
             + self.numbers.capacity() * 24
             + numeric
             + self.profile.frequencies.items.len() * 64
@@ -350,9 +307,7 @@ mod tests {
 
     fn counted(array: ArrayRef) -> ColumnProfile {
         let mut p = ColumnProfile::new(ColumnKind::Categorical, "utf8");
-        let mut pending = Pending::default();
-        count_categories(&array, &mut pending, &mut p).unwrap();
-        fold(&mut pending, &mut p);
+        count_categories(&array, &mut p).unwrap();
         p
     }
 
@@ -401,8 +356,7 @@ mod tests {
             expected.finish();
             let mut acc = ProfileAccumulator {
                 profile: ColumnProfile::new(ColumnKind::Numeric, "int64"),
-                pending: Pending::default(),
-                numbers: HashMap::default(),
+                    numbers: HashMap::default(),
                 partials: Vec::new(),
                 peak: Default::default(),
             };

@@ -9,7 +9,10 @@
 //! at most that many times. Ties are broken by value, so the result depends
 //! only on the multiset of inputs and the merge order used by the caller.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
+
+use foldhash::fast::FixedState;
 
 use serde::{Deserialize, Serialize};
 
@@ -64,26 +67,33 @@ impl Frequencies {
     }
 
     /// Counts a batch's exact `(value, count)` pairs, each value at most
-    /// once: the merge of an exact summary of the batch (Agarwal et al.), so
-    /// the summary is reduced once per batch rather than once per new value
-    /// past the limit, and values that cannot survive the reduction are never
-    /// inserted. The result equals inserting every pair and then reducing;
-    /// while it stays within the limit it equals adding values one by one.
+    /// once (see [`Frequencies::add_count_map`]).
     pub fn add_counts<'a>(&mut self, counts: impl IntoIterator<Item = (&'a str, u64)>) {
-        let mut new: Vec<(&'a str, u64)> = Vec::new();
+        let mut batch: HashMap<&'a str, u64, FixedState> = HashMap::default();
         for (value, count) in counts {
-            if count == 0 {
-                continue;
-            }
-            self.n += count;
-            match self.items.get_mut(value) {
-                Some(c) => *c += count,
-                None => new.push((value, count)),
+            *batch.entry(value).or_insert(0) += count;
+        }
+        self.add_count_map(batch);
+    }
+
+    /// Counts a batch's exact value counts: the merge of an exact summary of
+    /// the batch (Agarwal et al.), so the summary is reduced once per batch
+    /// rather than once per new value past the limit. The kept values are
+    /// looked up in the batch (a hash map), not the batch in the sorted map,
+    /// and values that cannot survive the reduction are never inserted. The
+    /// result equals inserting every count and then reducing; while it stays
+    /// within the limit it equals adding values one by one.
+    pub fn add_count_map<S: BuildHasher>(&mut self, mut batch: HashMap<&str, u64, S>) {
+        batch.retain(|_, c| *c > 0);
+        self.n += batch.values().sum::<u64>();
+        for (value, count) in self.items.iter_mut() {
+            if let Some(more) = batch.remove(value.as_str()) {
+                *count += more;
             }
         }
-        if self.items.len() + new.len() <= self.limit {
-            for (value, count) in new {
-                *self.items.entry(value.to_string()).or_insert(0) += count;
+        if self.items.len() + batch.len() <= self.limit {
+            for (value, count) in batch {
+                self.items.insert(value.to_string(), count);
             }
             return;
         }
@@ -94,7 +104,7 @@ impl Frequencies {
             .items
             .values()
             .copied()
-            .chain(new.iter().map(|&(_, c)| c))
+            .chain(batch.values().copied())
             .collect();
         let (_, cut, _) = all.select_nth_unstable_by(self.limit, |a, b| b.cmp(a));
         let cut = *cut;
@@ -102,9 +112,9 @@ impl Frequencies {
             *c -= cut.min(*c);
             *c > 0
         });
-        for (value, count) in new {
+        for (value, count) in batch {
             if count > cut {
-                *self.items.entry(value.to_string()).or_insert(0) += count - cut;
+                self.items.insert(value.to_string(), count - cut);
             }
         }
     }

@@ -332,19 +332,29 @@ impl ColumnProfile {
     /// Adds a batch's counted categories: each distinct value once, and the
     /// frequency summary reduced at most once for the whole batch.
     pub fn update_str_counts<'a>(&mut self, counts: impl IntoIterator<Item = (&'a str, u64)>) {
+        let mut batch: std::collections::HashMap<&'a str, u64, foldhash::fast::FixedState> =
+            std::collections::HashMap::default();
+        for (value, n) in counts {
+            *batch.entry(value).or_insert(0) += n;
+        }
+        self.update_str_count_map(batch);
+    }
+
+    /// [`ColumnProfile::update_str_counts`] for counts already in a map.
+    pub fn update_str_count_map<S: std::hash::BuildHasher>(
+        &mut self,
+        batch: std::collections::HashMap<&str, u64, S>,
+    ) {
         if self.kind != ColumnKind::Categorical {
             return;
         }
-        let mut total = 0;
-        let distinct = &mut self.distinct;
-        self.frequencies
-            .add_counts(counts.into_iter().inspect(|&(v, n)| {
-                if n > 0 {
-                    total += n;
-                    distinct.update_str(v);
-                }
-            }));
-        self.count += total;
+        for (value, n) in &batch {
+            if *n > 0 {
+                self.count += n;
+                self.distinct.update_str(value);
+            }
+        }
+        self.frequencies.add_count_map(batch);
     }
 
     /// Merges another profile of the same column.
