@@ -20,6 +20,7 @@
 
 mod client;
 mod http;
+pub mod idle;
 mod reload;
 mod webhooks;
 mod worker;
@@ -120,6 +121,8 @@ pub struct Shared {
     pub(crate) telemetry: Arc<Telemetry>,
     /// Wakes the webhook delivery loop (a new event, a re-queued dead letter).
     pub(crate) webhook_wake: tokio::sync::Notify,
+    /// Evaluations recorded so far (the idle memory release watches it).
+    pub(crate) activity: AtomicU64,
     dataset_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -207,6 +210,7 @@ pub async fn run(
                 source,
             })?;
     }
+    idle::tune_malloc();
     let rules = crate::rules::load_rules(&settings.rules)?;
     webhooks::check_names(&rules, &settings.webhooks)?;
     for w in &settings.webhooks {
@@ -294,6 +298,7 @@ pub async fn run(
         settings: Mutex::new(settings.clone()),
         telemetry: telemetry.clone(),
         webhook_wake: tokio::sync::Notify::new(),
+        activity: AtomicU64::new(0),
         dataset_locks: Mutex::new(HashMap::new()),
     });
     write_agent_info(&settings.state, &shared)?;
@@ -349,6 +354,7 @@ pub async fn run(
     ));
     let housekeeping = tokio::spawn(housekeeping(shared.clone(), stop_rx.clone()));
     let deliveries = tokio::spawn(webhooks::run(shared.clone(), stop_rx.clone()));
+    let releaser = tokio::spawn(release_when_idle(shared.clone(), stop_rx.clone()));
     let mut flusher_stop = stop_rx.clone();
     let flusher = tokio::spawn(telemetry.clone().run_flusher(async move {
         let _ = flusher_stop.wait_for(|s| *s).await;
@@ -392,6 +398,7 @@ pub async fn run(
     let _ = reload_task.await;
     let _ = housekeeping.await;
     let _ = deliveries.await;
+    let _ = releaser.await;
     let _ = server.await;
     let _ = flusher.await;
     // Last signals out before exit, but never wait long for a collector.
@@ -407,6 +414,38 @@ pub async fn run(
     eval_runtime.shutdown_background();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Gives memory back to the system once no batch has been evaluated, queued
+/// or run for [`idle::IDLE_AFTER`] (once per quiet spell; see [`idle`]).
+async fn release_when_idle(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut seen = u64::MAX;
+    let mut quiet_since = std::time::Instant::now();
+    let mut released_at: Option<u64> = None;
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        let activity = shared.activity.load(Ordering::Relaxed);
+        let busy = shared.running.load(Ordering::Relaxed) > 0
+            || shared
+                .in_flight
+                .lock()
+                .map(|s| !s.is_empty())
+                .unwrap_or(true);
+        if activity != seen || busy {
+            seen = activity;
+            quiet_since = std::time::Instant::now();
+            continue;
+        }
+        if quiet_since.elapsed() >= idle::IDLE_AFTER && released_at != Some(activity) {
+            released_at = Some(activity);
+            if let Ok(bytes) = tokio::task::spawn_blocking(idle::release).await {
+                tracing::debug!(paged_out = bytes, "idle: memory returned to the system");
+            }
+        }
+    }
 }
 
 /// Prunes store records of files gone from the lake, and finished webhook

@@ -263,6 +263,9 @@ async fn record(
         }
     };
     let latency_ms = batch.discovered.elapsed().as_millis();
+    shared
+        .activity
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     log_outcome(seq, &report, rule_file, latency_ms);
     announce_webhooks(shared, &report.dataset, seq, &policies);
     if outcome == Outcome::Error {
