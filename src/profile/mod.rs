@@ -235,9 +235,57 @@ impl ColumnProfile {
                 return;
             }
         }
+        if stats.small_domain.is_none() && stats.exact_values.is_none() {
+            self.update_f64_wide(values);
+            return;
+        }
         for &v in values {
             self.update_f64_n(v, 1);
         }
+    }
+
+    /// A batch of a column past its small domain and exact values: extremes
+    /// and moments per batch (two passes, then Chan's merge — no division per
+    /// value), the sketch fed in bulk.
+    fn update_f64_wide(&mut self, values: &[f64]) {
+        let Some(stats) = self.numeric.as_mut() else {
+            return;
+        };
+        self.count += values.len() as u64;
+        let (mut n, mut sum) = (0u64, 0.0f64);
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for &v in values {
+            self.distinct.update_f64(v);
+            if v.is_nan() {
+                stats.nan += 1;
+            } else if v == f64::INFINITY {
+                stats.pos_inf += 1;
+            } else if v == f64::NEG_INFINITY {
+                stats.neg_inf += 1;
+            } else {
+                n += 1;
+                sum += v;
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+        }
+        if n == 0 {
+            return;
+        }
+        let lo = if lo == 0.0 { 0.0 } else { lo };
+        let hi = if hi == 0.0 { 0.0 } else { hi };
+        stats.min = Some(stats.min.map_or(lo, |m| m.min(lo)));
+        stats.max = Some(stats.max.map_or(hi, |m| m.max(hi)));
+        let mean = sum / n as f64;
+        let m2: f64 = values
+            .iter()
+            .filter(|v| v.is_finite())
+            .map(|v| (v - mean) * (v - mean))
+            .sum();
+        stats.moments.merge(&Moments { n, mean, m2 });
+        stats
+            .sketch
+            .update_many(values.iter().copied().filter(|v| v.is_finite()));
     }
 
     /// Adds counted numbers, `(canonical_bits(value), count)` in any order:
@@ -657,6 +705,56 @@ mod tests {
             .to_string();
         assert!(e.contains("not a driftwatch profile"), "{e}");
         assert!(DatasetProfile::from_json(&path, "not json").is_err());
+    }
+
+    #[test]
+    fn wide_batches_past_the_exact_limit_match_single_updates() {
+        // 30,000 values from ~20,000 distinct ones, some NaN and infinite:
+        // past both the small domain and the exact values after one batch.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let values: Vec<f64> = (0..30_000)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                match i % 997 {
+                    0 => f64::NAN,
+                    1 => f64::INFINITY,
+                    _ => (x % 20_000) as f64 * 0.25 - 1000.0,
+                }
+            })
+            .collect();
+        let mut one = ColumnProfile::new(ColumnKind::Numeric, "float64");
+        for &v in &values {
+            one.update_f64(v);
+        }
+        let mut batched = ColumnProfile::new(ColumnKind::Numeric, "float64");
+        for chunk in values.chunks(8192) {
+            batched.update_f64_batch(chunk);
+        }
+        let (o, b) = (
+            one.numeric.as_ref().unwrap(),
+            batched.numeric.as_ref().unwrap(),
+        );
+        assert_eq!(batched.count, one.count);
+        assert_eq!((b.nan, b.pos_inf, b.neg_inf), (o.nan, o.pos_inf, o.neg_inf));
+        assert_eq!((b.min, b.max), (o.min, o.max));
+        assert!(b.small_domain.is_none() && b.exact_values.is_none());
+        assert_eq!(b.moments.n, o.moments.n);
+        assert!((b.moments.mean - o.moments.mean).abs() < 1e-9 * o.moments.mean.abs());
+        assert!((b.moments.m2 - o.moments.m2).abs() < 1e-9 * o.moments.m2);
+        assert_eq!(b.sketch.n(), o.sketch.n());
+        let mut finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        finite.sort_by(f64::total_cmp);
+        let n = finite.len() as f64;
+        for q in [0.05, 0.25, 0.5, 0.75, 0.95] {
+            let got = b.sketch.quantile(q).unwrap();
+            let rank = finite.partition_point(|v| *v <= got) as f64;
+            assert!(
+                (rank - q * n).abs() <= b.sketch.rank_error_bound() * n + 1.0,
+                "q {q}"
+            );
+        }
     }
 
     fn opt_values() -> impl Strategy<Value = Vec<Option<f64>>> {

@@ -124,7 +124,12 @@ impl QuantileSketch {
             bits >>= 1;
             h += 1;
         }
-        if self.levels.iter().any(|l| l.len() >= self.k) {
+        // Only the levels of `count`'s bits grew.
+        let top = (64 - count.leading_zeros()) as usize;
+        if self.levels[..top.min(self.levels.len())]
+            .iter()
+            .any(|l| l.len() >= self.k)
+        {
             self.compact_from(0);
         }
     }
@@ -172,10 +177,9 @@ impl QuantileSketch {
                     self.levels.push(Vec::new());
                     self.compactions.push(0);
                 }
-                let mut items = std::mem::take(&mut self.levels[h]);
-                // Equal keys under total order are identical bits, so an
-                // unstable sort gives the same sequence, faster.
-                items.sort_unstable_by(f64::total_cmp);
+                let (lower, upper) = self.levels.split_at_mut(h + 1);
+                let items = &mut lower[h];
+                sort_total(items);
                 // An odd item out stays at this level, so weight is conserved.
                 let keep_back = if items.len() % 2 == 1 {
                     items.pop()
@@ -184,13 +188,26 @@ impl QuantileSketch {
                 };
                 let offset = (self.compactions[h] % 2) as usize;
                 self.compactions[h] += 1;
-                let promoted: Vec<f64> = items.iter().skip(offset).step_by(2).copied().collect();
-                self.levels[h + 1].extend(promoted);
+                upper[0].extend(items.iter().skip(offset).step_by(2));
+                items.clear();
                 if let Some(v) = keep_back {
-                    self.levels[h].push(v);
+                    items.push(v);
                 }
             }
             h += 1;
+        }
+    }
+
+    /// Adds finite values (callers filter non-finite ones), compacting as
+    /// level 0 fills: the same sketch as [`QuantileSketch::update`] per value.
+    pub fn update_many(&mut self, values: impl IntoIterator<Item = f64>) {
+        for value in values {
+            let value = if value == 0.0 { 0.0 } else { value };
+            self.n += 1;
+            self.levels[0].push(value);
+            if self.levels[0].len() >= self.k {
+                self.compact_from(0);
+            }
         }
     }
 
@@ -248,6 +265,53 @@ impl QuantileSketch {
         }
         let ratio = (self.n as f64 / self.k as f64).max(2.0);
         ratio.log2().ceil() / self.k as f64
+    }
+}
+
+/// Sorts by `f64::total_cmp` order: an LSD radix sort of the order-preserving
+/// integer image of the bits (a level is ~1,000 items, where this is several
+/// times faster than comparison sorting). Items equal in that order have equal
+/// bits, so the result is the same sequence any correct sort gives.
+fn sort_total(items: &mut [f64]) {
+    if items.len() < 64 {
+        items.sort_unstable_by(f64::total_cmp);
+        return;
+    }
+    let key = |v: f64| {
+        let bits = v.to_bits();
+        if bits >> 63 == 1 {
+            !bits
+        } else {
+            bits | (1 << 63)
+        }
+    };
+    let mut keys: Vec<u64> = items.iter().map(|&v| key(v)).collect();
+    let mut scratch = vec![0u64; keys.len()];
+    for shift in (0..64).step_by(8) {
+        let mut counts = [0usize; 256];
+        for &k in &keys {
+            counts[((k >> shift) & 0xff) as usize] += 1;
+        }
+        // Every key has the same byte here: nothing to move.
+        if counts.contains(&keys.len()) {
+            continue;
+        }
+        let mut start = 0;
+        for c in counts.iter_mut() {
+            let n = *c;
+            *c = start;
+            start += n;
+        }
+        for &k in &keys {
+            let b = ((k >> shift) & 0xff) as usize;
+            scratch[counts[b]] = k;
+            counts[b] += 1;
+        }
+        std::mem::swap(&mut keys, &mut scratch);
+    }
+    for (item, k) in items.iter_mut().zip(keys) {
+        let bits = if k >> 63 == 1 { k & !(1 << 63) } else { !k };
+        *item = f64::from_bits(bits);
     }
 }
 
@@ -323,6 +387,31 @@ mod tests {
             .map(|x| (s.cdf(x) - exact_cdf(&values, x)).abs())
             .fold(0.0, f64::max);
         assert!(worst <= bound, "worst {worst} > bound {bound}");
+    }
+
+    proptest! {
+        /// The radix sort orders like `f64::total_cmp` (signed zeros, NaNs,
+        /// infinities, subnormals included).
+        #[test]
+        fn radix_sort_matches_total_order(
+            values in proptest::collection::vec(
+                prop_oneof![
+                    4 => proptest::num::f64::ANY,
+                    1 => Just(0.0),
+                    1 => Just(-0.0),
+                    1 => Just(f64::NAN),
+                    1 => Just(-f64::NAN),
+                ],
+                0..400,
+            )
+        ) {
+            let mut ours = values.clone();
+            sort_total(&mut ours);
+            let mut expected = values;
+            expected.sort_by(f64::total_cmp);
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(&ours), bits(&expected));
+        }
     }
 
     proptest! {
