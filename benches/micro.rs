@@ -120,6 +120,39 @@ fn updates(c: &mut Criterion) {
             black_box(p)
         })
     });
+    // The engine's paths: a batch of 8,192 values at a time.
+    group.bench_function("numeric_batches_small_domain_int", |b| {
+        b.iter(|| {
+            let mut p = ColumnProfile::new(ColumnKind::Numeric, "int64");
+            for chunk in delays.chunks(8192) {
+                p.update_f64_batch(chunk);
+            }
+            black_box(p)
+        })
+    });
+    group.bench_function("numeric_batches_all_distinct", |b| {
+        b.iter(|| {
+            let mut p = ColumnProfile::new(ColumnKind::Numeric, "float64");
+            for chunk in wide.chunks(8192) {
+                p.update_f64_batch(chunk);
+            }
+            black_box(p)
+        })
+    });
+    group.bench_function("categorical_batches_4000_values", |b| {
+        b.iter(|| {
+            let mut p = ColumnProfile::new(ColumnKind::Categorical, "utf8");
+            for chunk in tails.chunks(8192) {
+                let mut counts: std::collections::HashMap<&str, u64> =
+                    std::collections::HashMap::new();
+                for s in chunk {
+                    *counts.entry(s.as_str()).or_insert(0) += 1;
+                }
+                p.update_str_count_map(counts);
+            }
+            black_box(p)
+        })
+    });
     group.finish();
 }
 

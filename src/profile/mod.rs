@@ -374,7 +374,12 @@ impl ColumnProfile {
     /// (the distinct sketch is idempotent), and one hash and one lookup
     /// instead of `n` — callers count a batch's values first.
     pub fn update_str_n(&mut self, value: &str, n: u64) {
-        self.update_str_counts([(value, n)]);
+        if self.kind != ColumnKind::Categorical || n == 0 {
+            return;
+        }
+        self.count += n;
+        self.distinct.update_str(value);
+        self.frequencies.add(value, n);
     }
 
     /// Adds a batch's counted categories: each distinct value once, and the
