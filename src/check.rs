@@ -7,12 +7,14 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
 use crate::engine::{BatchInput, Engine};
 use crate::evaluate::{self, Reference, ReferenceCache, RollingWindow};
 use crate::inputs::{self, Input};
+use crate::profile::DatasetProfile;
 use crate::report::Report;
 use crate::rules::{self, DriftConfig, RuleFile};
 
@@ -26,6 +28,30 @@ pub async fn run_check(
     now: DateTime<Utc>,
     reference: Option<&Path>,
 ) -> Report {
+    run_check_with_profiles(engine, inputs, rules, single, now, reference)
+        .await
+        .report
+}
+
+/// A check run's report, and for each batch report with drift results the
+/// reference and batch profiles behind them (for the HTML report's charts).
+pub struct CheckRun {
+    /// The report.
+    pub report: Report,
+    /// `profiles[i]` belongs to `report.reports[i]`.
+    pub profiles: Vec<Option<(Arc<DatasetProfile>, DatasetProfile)>>,
+}
+
+/// [`run_check`], keeping the profiles.
+pub async fn run_check_with_profiles(
+    engine: &Engine,
+    inputs: &[Input],
+    rules: &[RuleFile],
+    single: bool,
+    now: DateTime<Utc>,
+    reference: Option<&Path>,
+) -> CheckRun {
+    let mut profiles = Vec::new();
     let (pairs, unmatched) = inputs::assign(inputs, rules, single);
     let mut files = ReferenceCache::default();
     let mut windows: HashMap<String, RollingWindow> = HashMap::new();
@@ -63,6 +89,14 @@ pub async fn run_check(
             resolved.as_ref().map(|(c, r)| (*c, r.clone())),
         )
         .await;
+        let reference_profile = match &resolved {
+            Some((_, Reference::Profile { profile, .. })) => Some(profile.clone()),
+            _ => None,
+        };
+        profiles.push(match (&reference_profile, &evaluation.profile) {
+            (Some(r), Some(c)) if evaluation.report.drift.is_some() => Some((r.clone(), c.clone())),
+            _ => None,
+        });
         if let (Some(config), Some(profile)) = (&config, evaluation.profile)
             && let Some(rules::Reference::Rolling { batches }) = &config.reference
         {
@@ -73,7 +107,10 @@ pub async fn run_check(
         }
         reports.push(evaluation.report);
     }
-    Report::new(reports, unmatched.iter().map(|i| i.display()).collect())
+    CheckRun {
+        report: Report::new(reports, unmatched.iter().map(|i| i.display()).collect()),
+        profiles,
+    }
 }
 
 /// The drift settings for a rule file, with `--reference` applied.

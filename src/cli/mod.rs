@@ -12,10 +12,10 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use driftwatch::check::run_check;
+use driftwatch::check::run_check_with_profiles;
 use driftwatch::engine::{Engine, EngineOptions, ProfileRequest};
 use driftwatch::profile::DatasetProfile;
-use driftwatch::report::{Report, render_table};
+use driftwatch::report::{Report, html, render_table};
 use driftwatch::{demo, inputs, rules};
 
 mod agent_cmd;
@@ -186,6 +186,15 @@ enum Format {
     Json,
 }
 
+/// `check`'s output formats.
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum CheckFormat {
+    Table,
+    Json,
+    /// A self-contained HTML file: summary, checks, drift and a chart per column.
+    Html,
+}
+
 #[derive(clap::Args)]
 struct CheckArgs {
     /// Parquet files or folders (searched recursively for *.parquet).
@@ -196,7 +205,7 @@ struct CheckArgs {
     rules: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
-    format: Format,
+    format: CheckFormat,
     /// Write the output to this file instead of standard output.
     #[arg(long)]
     output: Option<PathBuf>,
@@ -446,7 +455,7 @@ async fn check(args: CheckArgs) -> Result<i32> {
         return Ok(0);
     }
     let now = args.now.unwrap_or_else(Utc::now);
-    let report = run_check(
+    let run = run_check_with_profiles(
         &engine,
         &inputs,
         &rule_files,
@@ -455,23 +464,41 @@ async fn check(args: CheckArgs) -> Result<i32> {
         args.reference.as_deref(),
     )
     .await;
-    emit(&report, args.format, args.output.as_deref())?;
+    let report = run.report;
+    if args.format == CheckFormat::Html {
+        let charts: Vec<Option<html::Profiles<'_>>> = run
+            .profiles
+            .iter()
+            .map(|p| {
+                p.as_ref()
+                    .map(|(reference, current)| html::Profiles { reference, current })
+            })
+            .collect();
+        let text = html::render_html(&report, &charts, "driftwatch check");
+        write_output(&text, args.output.as_deref())?;
+    } else {
+        emit(&report, args.format, args.output.as_deref())?;
+    }
     if report.reports.is_empty() {
         eprintln!("error: nothing was checked (no input matched a rule file)");
     }
     Ok(report.exit_code())
 }
 
-fn emit(report: &Report, format: Format, output: Option<&Path>) -> Result<()> {
+fn emit(report: &Report, format: CheckFormat, output: Option<&Path>) -> Result<()> {
     let color = output.is_none() && std::io::stdout().is_terminal();
     let text = match format {
-        Format::Table => render_table(report, color),
-        Format::Json => {
+        CheckFormat::Table => render_table(report, color),
+        CheckFormat::Json | CheckFormat::Html => {
             let mut s = serde_json::to_string_pretty(report)?;
             s.push('\n');
             s
         }
     };
+    write_output(&text, output)
+}
+
+fn write_output(text: &str, output: Option<&Path>) -> Result<()> {
     match output {
         Some(path) => std::fs::write(path, text)
             .with_context(|| format!("cannot write {}", path.display()))?,

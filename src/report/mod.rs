@@ -1,11 +1,12 @@
 //! The result of evaluating batches: the [`Report`] types, their versioned JSON
-//! form, and the terminal table.
+//! form, the terminal table, and the self-contained HTML report ([`html`]).
 //!
 //! A report is a plain value: the engine produces it, sinks and renderers only
 //! read it. The JSON shape is documented in `docs/report.md`; bump
 //! [`REPORT_VERSION`] on any incompatible change. Fields that do not apply are
 //! written as `null`, never omitted, so consumers can rely on every key.
 
+pub mod html;
 mod table;
 
 use serde::Serialize;

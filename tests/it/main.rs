@@ -13,6 +13,7 @@ mod drift;
 mod edge_cases;
 mod errors;
 mod golden;
+mod html;
 mod one_scan;
 mod telemetry;
 mod webhooks;

@@ -1,0 +1,453 @@
+//! The self-contained HTML report: one file, no external resources (no CDN,
+//! fonts or scripts), readable without JavaScript, light and dark through
+//! `prefers-color-scheme`, charts as inline SVG drawn from the stored
+//! profiles — so no raw data is needed, and the file works offline and as an
+//! e-mail attachment.
+//!
+//! The document is also well-formed XML (every tag closed, text escaped), so
+//! tests parse it strictly.
+
+use std::fmt::Write as _;
+
+use crate::profile::{ColumnKind, ColumnProfile, DatasetProfile};
+use crate::report::{BatchReport, CheckStatus, Report};
+
+/// The profiles behind one batch report's drift section, for its charts.
+#[derive(Debug, Clone, Copy)]
+pub struct Profiles<'a> {
+    /// The reference.
+    pub reference: &'a DatasetProfile,
+    /// The batch.
+    pub current: &'a DatasetProfile,
+}
+
+/// Bins of a numeric chart.
+const BINS: usize = 30;
+/// Categories shown per categorical chart (the rest is "other").
+const TOP_CATEGORIES: usize = 12;
+
+const STYLE: &str = "
+:root { color-scheme: light dark; --fg: #1d2430; --bg: #ffffff; --muted: #667085; --line: #d0d5dd;
+  --fail: #b42318; --pass: #067647; --warn: #b54708; --ref: #98a2b3; --cur: #2e90fa; }
+@media (prefers-color-scheme: dark) { :root { --fg: #e4e7ec; --bg: #101828; --muted: #98a2b3;
+  --line: #344054; --fail: #f97066; --pass: #47cd89; --warn: #fdb022; --ref: #667085; --cur: #53b1fd; } }
+body { font: 14px/1.45 system-ui, sans-serif; color: var(--fg); background: var(--bg); margin: 2em auto;
+  max-width: 1100px; padding: 0 1em; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.2em; margin-top: 2em; } h3 { font-size: 1em; }
+table { border-collapse: collapse; width: 100%; margin: .5em 0 1.5em; }
+th, td { text-align: left; padding: .3em .6em; border-bottom: 1px solid var(--line); vertical-align: top; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.fail { color: var(--fail); font-weight: 600; } .pass { color: var(--pass); } .warn { color: var(--warn); }
+.muted { color: var(--muted); } .charts { display: flex; flex-wrap: wrap; gap: 1em; }
+figure { margin: 0; } figcaption { font-size: .9em; color: var(--muted); max-width: 520px; }
+svg text { fill: var(--fg); font-size: 11px; } svg .axis { stroke: var(--muted); }
+svg .ref { fill: var(--ref); } svg .cur { fill: var(--cur); }
+";
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn number(v: Option<f64>) -> String {
+    match v {
+        None => "—".to_string(),
+        Some(x) if x != 0.0 && (x.abs() < 1e-3 || x.abs() >= 1e6) => format!("{x:.3e}"),
+        Some(x) => format!("{x:.4}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string(),
+    }
+}
+
+fn json_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => "—".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Renders a whole report; `profiles[i]` holds the charts' data for
+/// `report.reports[i]` when it has drift results.
+pub fn render_html(report: &Report, profiles: &[Option<Profiles<'_>>], title: &str) -> String {
+    let mut out = String::new();
+    out.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/>");
+    out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"/>");
+    let _ = write!(
+        out,
+        "<title>{}</title><style>{STYLE}</style></head><body>",
+        escape(title)
+    );
+    let _ = write!(out, "<h1>{}</h1>", escape(title));
+    let failed = report.reports.iter().filter(|r| !r.passed).count();
+    let _ = write!(
+        out,
+        "<p class=\"muted\">{} batch report(s), {} failed{}</p>",
+        report.reports.len(),
+        failed,
+        if report.unmatched.is_empty() {
+            String::new()
+        } else {
+            format!("; {} input(s) matched no rule file", report.unmatched.len())
+        }
+    );
+    for (i, batch) in report.reports.iter().enumerate() {
+        render_batch(&mut out, batch, profiles.get(i).copied().flatten());
+    }
+    out.push_str("</body></html>\n");
+    out
+}
+
+fn render_batch(out: &mut String, b: &BatchReport, profiles: Option<Profiles<'_>>) {
+    let _ = write!(
+        out,
+        "<section class=\"batch\"><h2>{} — {}</h2>",
+        escape(&b.dataset),
+        escape(&b.source)
+    );
+    let verdict = if b.error.is_some() {
+        "<span class=\"fail\">ERROR</span>"
+    } else if b.passed {
+        "<span class=\"pass\">PASSED</span>"
+    } else {
+        "<span class=\"fail\">FAILED</span>"
+    };
+    let drift = match &b.drift {
+        Some(d) if d.error.is_none() && d.message.is_none() => format!(
+            "; dataset drift: <strong>{}</strong> (drifted share {}, threshold {})",
+            if d.dataset_drift { "yes" } else { "no" },
+            number(d.drifted_share),
+            number(Some(d.drift_share_threshold))
+        ),
+        Some(d) => format!(
+            "; drift: {}",
+            escape(d.error.as_deref().or(d.message.as_deref()).unwrap_or(""))
+        ),
+        None => String::new(),
+    };
+    let _ = write!(
+        out,
+        "<p class=\"summary\">{verdict} · rows: {}{drift}</p>",
+        b.rows.map_or("—".to_string(), |r| r.to_string())
+    );
+    if let Some(e) = &b.error {
+        let _ = write!(out, "<p class=\"fail\">{}</p>", escape(e));
+    }
+    if !b.checks.is_empty() {
+        out.push_str("<h3>Checks</h3><table class=\"checks\"><thead><tr><th>check</th><th>status</th><th>severity</th><th>failing rows</th><th>fraction</th><th>observed</th><th>expected</th></tr></thead><tbody>");
+        let mut checks: Vec<_> = b.checks.iter().collect();
+        // Failures first (errors before warnings), then the rest in file order.
+        checks.sort_by_key(|c| {
+            (
+                c.status == CheckStatus::Pass,
+                c.severity != crate::rules::Severity::Error,
+            )
+        });
+        for c in checks {
+            let class = match c.status {
+                CheckStatus::Pass => "pass",
+                _ if c.severity == crate::rules::Severity::Warn => "warn",
+                _ => "fail",
+            };
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&c.name),
+                c.status,
+                match c.severity {
+                    crate::rules::Severity::Error => "error",
+                    crate::rules::Severity::Warn => "warn",
+                },
+                c.failing_rows.map_or("—".to_string(), |n| n.to_string()),
+                number(c.fraction),
+                escape(&json_text(&c.observed)),
+                escape(&json_text(&c.expected)),
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    if let Some(d) = &b.drift
+        && !d.columns.is_empty()
+    {
+        let _ = write!(
+            out,
+            "<h3>Drift against {}</h3><table class=\"drift\"><thead><tr><th>column</th><th>test</th><th>statistic</th><th>p-value</th><th>threshold</th><th>drifted</th></tr></thead><tbody>",
+            escape(&d.reference)
+        );
+        let mut columns: Vec<_> = d.columns.iter().collect();
+        columns.sort_by_key(|c| !c.drifted);
+        for c in &columns {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"{}\">{}</td></tr>",
+                escape(&c.column),
+                c.test.map_or("—", |t| t.name()),
+                number(c.statistic),
+                number(c.p_value),
+                number(c.threshold),
+                if c.drifted { "fail" } else { "pass" },
+                if c.drifted { "yes" } else { "no" },
+            );
+        }
+        out.push_str("</tbody></table>");
+        if let Some(p) = profiles {
+            out.push_str("<h3>Reference vs batch</h3><div class=\"charts\">");
+            for c in &columns {
+                if let (Some(r), Some(k)) = (
+                    p.reference.columns.get(&c.column),
+                    p.current.columns.get(&c.column),
+                ) {
+                    out.push_str(&chart(&c.column, r, k));
+                }
+            }
+            out.push_str("</div>");
+        }
+    }
+    out.push_str("</section>");
+}
+
+/// A value distribution as (value, weight) points.
+fn points(p: &ColumnProfile) -> Vec<(f64, f64)> {
+    let Some(s) = p.numeric.as_ref() else {
+        return Vec::new();
+    };
+    if let Some(domain) = &s.small_domain {
+        return domain.iter().map(|&(v, c)| (v, c as f64)).collect();
+    }
+    s.quantiles()
+        .weighted_items()
+        .into_iter()
+        .map(|(v, w)| (v, w as f64))
+        .collect()
+}
+
+/// One chart for a column: overlaid histograms on shared bins (numeric) or
+/// side-by-side bars of the top categories plus "other" (categorical).
+pub fn chart(column: &str, reference: &ColumnProfile, current: &ColumnProfile) -> String {
+    let (labels, r, c, note) = match reference.kind {
+        ColumnKind::Numeric => numeric_bins(reference, current),
+        ColumnKind::Categorical => categorical_bars(reference, current),
+    };
+    let caption = format!(
+        "{} — share of non-null values per {}; grey: reference, blue: batch{}",
+        column,
+        if reference.kind == ColumnKind::Numeric {
+            "bin"
+        } else {
+            "category"
+        },
+        note.map(|n| format!("; {n}")).unwrap_or_default()
+    );
+    svg(column, &labels, &r, &c, &caption)
+}
+
+type Bars = (Vec<String>, Vec<f64>, Vec<f64>, Option<String>);
+
+fn shares(w: &[f64]) -> Vec<f64> {
+    let total: f64 = w.iter().sum();
+    w.iter()
+        .map(|x| if total > 0.0 { x / total } else { 0.0 })
+        .collect()
+}
+
+fn numeric_bins(reference: &ColumnProfile, current: &ColumnProfile) -> Bars {
+    let (pr, pc) = (points(reference), points(current));
+    let mut values: Vec<f64> = pr.iter().chain(&pc).map(|p| p.0).collect();
+    values.sort_by(f64::total_cmp);
+    values.dedup();
+    if values.is_empty() {
+        return (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Some("no finite values".into()),
+        );
+    }
+    // Few distinct values: one bar each.
+    if values.len() <= BINS {
+        let weight =
+            |p: &[(f64, f64)], v: f64| p.iter().filter(|x| x.0 == v).map(|x| x.1).sum::<f64>();
+        let r: Vec<f64> = values.iter().map(|&v| weight(&pr, v)).collect();
+        let c: Vec<f64> = values.iter().map(|&v| weight(&pc, v)).collect();
+        let labels = values.iter().map(|v| number(Some(*v))).collect();
+        return (labels, shares(&r), shares(&c), None);
+    }
+    // Equal-width bins between the pooled 1st and 99th percentiles, so
+    // extreme outliers do not squash the chart; what lies outside is said.
+    let quantile = |p: &[(f64, f64)], q: f64| {
+        let mut sorted = p.to_vec();
+        sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total: f64 = sorted.iter().map(|x| x.1).sum();
+        let mut acc = 0.0;
+        for (v, w) in &sorted {
+            acc += w;
+            if acc >= q * total {
+                return *v;
+            }
+        }
+        sorted.last().map_or(0.0, |x| x.0)
+    };
+    let pooled: Vec<(f64, f64)> = pr.iter().chain(&pc).copied().collect();
+    let (lo, hi) = (quantile(&pooled, 0.01), quantile(&pooled, 0.99));
+    let (lo, hi) = if hi > lo {
+        (lo, hi)
+    } else {
+        (values[0], values[values.len() - 1])
+    };
+    let width = (hi - lo) / BINS as f64;
+    let bin = |p: &[(f64, f64)]| {
+        let mut out = vec![0.0; BINS];
+        let mut outside = 0.0;
+        for &(v, w) in p {
+            if v < lo || v > hi {
+                outside += w;
+                continue;
+            }
+            let i = (((v - lo) / width) as usize).min(BINS - 1);
+            out[i] += w;
+        }
+        let total: f64 = p.iter().map(|x| x.1).sum();
+        (out, if total > 0.0 { outside / total } else { 0.0 })
+    };
+    let ((r, ro), (c, co)) = (bin(&pr), bin(&pc));
+    let labels = (0..BINS)
+        .map(|i| number(Some(lo + width * i as f64)))
+        .collect();
+    let note = (ro > 0.0 || co > 0.0).then(|| {
+        format!(
+            "clipped to [{}, {}] (the pooled 1st–99th percentiles): {:.1} % of the reference and {:.1} % of the batch lie outside",
+            number(Some(lo)),
+            number(Some(hi)),
+            ro * 100.0,
+            co * 100.0
+        )
+    });
+    let total = |p: &[(f64, f64)]| p.iter().map(|x| x.1).sum::<f64>();
+    let (tr, tc) = (total(&pr), total(&pc));
+    let scale = |v: Vec<f64>, t: f64| {
+        v.into_iter()
+            .map(|x| if t > 0.0 { x / t } else { 0.0 })
+            .collect()
+    };
+    (labels, scale(r, tr), scale(c, tc), note)
+}
+
+fn categorical_bars(reference: &ColumnProfile, current: &ColumnProfile) -> Bars {
+    let (fr, fc) = (&reference.frequencies, &current.frequencies);
+    let (nr, nc) = (fr.n.max(1) as f64, fc.n.max(1) as f64);
+    let mut keys: Vec<&String> = fr.items.keys().chain(fc.items.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let share = |f: &crate::profile::Frequencies, n: f64, k: &str| {
+        f.items.get(k).copied().unwrap_or(0) as f64 / n
+    };
+    keys.sort_by(|a, b| {
+        let wa = share(fr, nr, a).max(share(fc, nc, a));
+        let wb = share(fr, nr, b).max(share(fc, nc, b));
+        wb.total_cmp(&wa).then(a.cmp(b))
+    });
+    let shown: Vec<&String> = keys.iter().take(TOP_CATEGORIES).copied().collect();
+    let mut labels: Vec<String> = shown.iter().map(|k| k.to_string()).collect();
+    let mut r: Vec<f64> = shown.iter().map(|k| share(fr, nr, k)).collect();
+    let mut c: Vec<f64> = shown.iter().map(|k| share(fc, nc, k)).collect();
+    let (rs, cs) = (r.iter().sum::<f64>(), c.iter().sum::<f64>());
+    let note = if keys.len() > TOP_CATEGORIES || rs < 0.9999 || cs < 0.9999 {
+        labels.push("other".to_string());
+        r.push((1.0 - rs).max(0.0));
+        c.push((1.0 - cs).max(0.0));
+        Some(format!(
+            "top {} of {} categories kept in the profiles, the rest as \"other\"",
+            shown.len(),
+            keys.len()
+        ))
+    } else {
+        None
+    };
+    (labels, r, c, note)
+}
+
+fn svg(column: &str, labels: &[String], r: &[f64], c: &[f64], caption: &str) -> String {
+    let (w, h, left, bottom, top) = (520.0, 220.0, 44.0, 48.0, 10.0);
+    let plot_h = h - bottom - top;
+    let n = labels.len().max(1) as f64;
+    let slot = (w - left - 8.0) / n;
+    let max = r.iter().chain(c).copied().fold(0.0f64, f64::max).max(1e-9);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "<figure class=\"chart\" data-column=\"{}\"><svg width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{}\">",
+        escape(column),
+        escape(caption)
+    );
+    let _ = write!(
+        s,
+        "<line class=\"axis\" x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"/><line class=\"axis\" x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\"/>",
+        h - bottom,
+        w - 4.0,
+        h - bottom,
+        h - bottom
+    );
+    let _ = write!(
+        s,
+        "<text x=\"2\" y=\"{}\">{:.0}%</text><text x=\"2\" y=\"{}\">0%</text>",
+        top + 8.0,
+        max * 100.0,
+        h - bottom
+    );
+    // Label every k-th slot so 50+ categories stay legible.
+    let every = ((n / 12.0).ceil() as usize).max(1);
+    for (i, label) in labels.iter().enumerate() {
+        let x = left + slot * i as f64;
+        let bar = (slot / 2.0 - 1.0).max(0.5);
+        let hr = r.get(i).copied().unwrap_or(0.0) / max * plot_h;
+        let hc = c.get(i).copied().unwrap_or(0.0) / max * plot_h;
+        let _ = write!(
+            s,
+            "<rect class=\"ref\" x=\"{:.1}\" y=\"{:.1}\" width=\"{bar:.1}\" height=\"{hr:.1}\"><title>reference {}: {:.2}%</title></rect>",
+            x + 0.5,
+            h - bottom - hr,
+            escape(label),
+            r.get(i).copied().unwrap_or(0.0) * 100.0
+        );
+        let _ = write!(
+            s,
+            "<rect class=\"cur\" x=\"{:.1}\" y=\"{:.1}\" width=\"{bar:.1}\" height=\"{hc:.1}\"><title>batch {}: {:.2}%</title></rect>",
+            x + 0.5 + bar,
+            h - bottom - hc,
+            escape(label),
+            c.get(i).copied().unwrap_or(0.0) * 100.0
+        );
+        if i % every == 0 {
+            let short: String = label.chars().take(10).collect();
+            let _ = write!(
+                s,
+                "<text x=\"{:.1}\" y=\"{:.1}\" transform=\"rotate(45 {:.1} {:.1})\">{}</text>",
+                x + 2.0,
+                h - bottom + 12.0,
+                x + 2.0,
+                h - bottom + 12.0,
+                escape(&short)
+            );
+        }
+    }
+    let _ = write!(
+        s,
+        "<text x=\"{left}\" y=\"{}\" class=\"muted\">{}</text></svg><figcaption>{}</figcaption></figure>",
+        h - 2.0,
+        escape(column),
+        escape(caption)
+    );
+    s
+}
