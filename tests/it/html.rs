@@ -174,3 +174,222 @@ fn check_writes_a_self_contained_html_report_with_tables_and_charts() {
     // Light and dark.
     assert!(text.contains("prefers-color-scheme: dark"));
 }
+
+/// A headless Chromium, driven over WebDriver by Debian's chromedriver
+/// (installed by `.ci/run`), on a loopback port.
+struct Browser {
+    driver: std::process::Child,
+    base: String,
+    session: String,
+    client: reqwest::blocking::Client,
+}
+
+impl Browser {
+    fn start(profile_dir: &std::path::Path) -> Browser {
+        assert!(
+            std::path::Path::new("/usr/bin/chromedriver").exists(),
+            "this test needs Debian's chromium and chromium-driver (installed by .ci/run)"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let base = format!("http://127.0.0.1:{port}");
+        driftwatch::tls::ensure_crypto_provider();
+        let client = reqwest::blocking::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .unwrap();
+        crate::agent::wait_for("chromedriver to answer", || {
+            client
+                .get(format!("{base}/status"))
+                .send()
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
+        });
+        let capabilities = serde_json::json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                         "--window-size=1200,2200", format!("--user-data-dir={}", profile_dir.display())]
+            },
+            "goog:loggingPrefs": {"browser": "ALL"}
+        }}});
+        let mut browser = Browser {
+            driver,
+            base,
+            session: String::new(),
+            client,
+        };
+        let created = browser.call("POST", "/session", capabilities);
+        browser.session = created["sessionId"]
+            .as_str()
+            .expect("a session")
+            .to_string();
+        browser
+    }
+
+    fn call(&self, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let url = format!("{}{path}", self.base);
+        let request = match method {
+            "GET" => self.client.get(url),
+            "DELETE" => self.client.delete(url),
+            _ => self
+                .client
+                .post(url)
+                .header("Content-Type", "application/json")
+                .body(body.to_string()),
+        };
+        let response = request.send().expect("chromedriver answers");
+        let status = response.status();
+        let value: serde_json::Value = serde_json::from_str(&response.text().expect("a body"))
+            .expect("JSON from chromedriver");
+        assert!(status.is_success(), "{method} {path}: {status} {value}");
+        value.get("value").cloned().unwrap_or(value)
+    }
+
+    fn session(&self, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+        self.call(method, &format!("/session/{}{path}", self.session), body)
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if !self.session.is_empty() {
+            let _ = self
+                .client
+                .delete(format!("{}/session/{}", self.base, self.session))
+                .send();
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+    {
+        let v = ALPHABET.iter().position(|&a| a == c).expect("base64") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// Issue 9: the report renders in a real browser with no console error; the
+/// screenshot is kept and its path printed.
+#[test]
+fn the_html_report_renders_in_headless_chromium_without_console_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("b.parquet");
+    write_flights(
+        &data,
+        &FlightsSpec {
+            rows: 20_000,
+            row_group_rows: 10_000,
+            delay_shift: 30,
+            ..FlightsSpec::default()
+        },
+    )
+    .unwrap();
+    let reference = dir.path().join("r.parquet");
+    write_flights(
+        &reference,
+        &FlightsSpec {
+            rows: 20_000,
+            row_group_rows: 10_000,
+            seed: 9,
+            ..FlightsSpec::default()
+        },
+    )
+    .unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "dataset: flights\nchecks:\n  - row_count: { min: 1 }\ndrift:\n  drift_share: 0.3\n",
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_driftwatch");
+    let profile = dir.path().join("r.profile");
+    let status = Command::new(bin)
+        .arg("baseline")
+        .arg(&reference)
+        .arg("--rules")
+        .arg(&rules)
+        .arg("--output")
+        .arg(&profile)
+        .output()
+        .unwrap()
+        .status;
+    assert!(status.success());
+    let report = dir.path().join("report.html");
+    Command::new(bin)
+        .arg("check")
+        .arg(&data)
+        .arg("--rules")
+        .arg(&rules)
+        .arg("--reference")
+        .arg(&profile)
+        .args(["--format", "html", "--output"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(report.exists());
+
+    let browser = Browser::start(&dir.path().join("chromium-profile"));
+    browser.session(
+        "POST",
+        "/url",
+        serde_json::json!({"url": format!("file://{}", report.display())}),
+    );
+    let title = browser.session("GET", "/title", serde_json::Value::Null);
+    assert_eq!(title, "driftwatch check");
+    let rendered = browser.session(
+        "POST",
+        "/execute/sync",
+        serde_json::json!({"script": "return [document.querySelectorAll('figure.chart svg rect').length, \
+            document.querySelector('table.drift').getBoundingClientRect().height, \
+            getComputedStyle(document.body).fontFamily.length];", "args": []}),
+    );
+    assert!(rendered[0].as_u64().unwrap() > 40, "{rendered}");
+    assert!(rendered[1].as_f64().unwrap() > 100.0, "{rendered}");
+    let log = browser.session("POST", "/se/log", serde_json::json!({"type": "browser"}));
+    let errors: Vec<&serde_json::Value> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    let png = base64_decode(
+        browser
+            .session("GET", "/screenshot", serde_json::Value::Null)
+            .as_str()
+            .unwrap(),
+    );
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let kept = std::env::temp_dir().join("driftwatch-test-artifacts");
+    std::fs::create_dir_all(&kept).unwrap();
+    let shot = kept.join("check-report.png");
+    std::fs::write(&shot, &png).unwrap();
+    println!("screenshot of the report: {}", shot.display());
+}
