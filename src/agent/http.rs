@@ -232,6 +232,62 @@ pub fn webhooks_from_store(store: &Store) -> Result<WebhooksDocument, StateError
     })
 }
 
+/// `?refresh=0` turns the page's self-reload off (used by `driftwatch report`).
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    refresh: Option<u32>,
+}
+
+fn refresh(query: &PageQuery) -> Option<u32> {
+    match query.refresh {
+        Some(0) => None,
+        Some(n) => Some(n),
+        None => Some(super::pages::REFRESH_SECONDS),
+    }
+}
+
+fn html_page(text: String) -> axum::response::Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+async fn index(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Query(query): axum::extract::Query<PageQuery>,
+) -> impl IntoResponse {
+    let shared2 = shared.clone();
+    match tokio::task::spawn_blocking(move || build_status(&shared2)).await {
+        Ok(Ok(doc)) => html_page(super::pages::index_page(&doc.datasets, refresh(&query))),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn report_page(
+    State(shared): State<Arc<Shared>>,
+    Path(dataset): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<PageQuery>,
+) -> impl IntoResponse {
+    let store = shared.store.clone();
+    let name = dataset.clone();
+    let refresh = refresh(&query);
+    match tokio::task::spawn_blocking(move || super::pages::dataset_page(&store, &name, refresh))
+        .await
+    {
+        Ok(Ok(Some(text))) => html_page(text),
+        Ok(Ok(None)) => (
+            StatusCode::NOT_FOUND,
+            format!("no report of dataset `{dataset}` yet\n"),
+        )
+            .into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
 async fn webhooks(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let store = shared.store.clone();
     let configured: Vec<WebhookInfo> = shared
@@ -297,6 +353,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/", get(index))
+        // Browsers ask for it on every page; no icon is not an error.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/report/{dataset}", get(report_page))
         .route("/webhooks", get(webhooks))
         .route("/webhooks/{event_id}/retry", post(retry_webhook))
         .with_state(shared)

@@ -21,6 +21,7 @@
 mod client;
 mod http;
 pub mod idle;
+pub mod pages;
 mod reload;
 mod webhooks;
 mod worker;

@@ -214,6 +214,7 @@ async fn record(
                     rows,
                     evaluated_at: evaluated_at.timestamp(),
                     rolling: rolling_entry,
+                    profile: profile.as_ref().filter(|_| outcome != Outcome::Error),
                     webhooks: (!webhooks.is_empty()).then_some(WebhookStep {
                         report: &report2,
                         source: &version.path,

@@ -55,6 +55,8 @@ enum Command {
     Status(StatusArgs),
     /// List pending and dead-lettered webhook events, or re-queue a dead letter.
     Webhooks(WebhooksArgs),
+    /// Write a dataset's HTML report (latest batch, charts, history) from an agent's state.
+    Report(ReportArgs),
     /// The agent's config file.
     Config {
         #[command(subcommand)]
@@ -124,6 +126,19 @@ struct StatusArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// The agent's state folder (its running agent is asked over HTTP; a stopped one's store is read).
+    #[arg(long)]
+    state: PathBuf,
+    /// The dataset (a rule file's `dataset`).
+    #[arg(long)]
+    dataset: String,
+    /// The HTML file to write.
+    #[arg(long)]
+    output: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -297,6 +312,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Run(args) => agent_cmd::run(args),
         Command::Status(args) => runtime()?.block_on(agent_cmd::status(args)),
         Command::Webhooks(args) => runtime()?.block_on(webhooks_cmd::webhooks(args)),
+        Command::Report(args) => runtime()?.block_on(webhooks_cmd::report(args)),
         Command::Config {
             command: ConfigCommand::Schema,
         } => {

@@ -1,7 +1,8 @@
-//! `driftwatch webhooks`: the outbox as a table (or JSON), and `retry ID` to
-//! re-queue a dead letter. A running agent owns the store, so both go through
-//! its HTTP API when it answers; a stopped agent's store is used directly
-//! (a re-queued event is then sent when the agent starts).
+//! `driftwatch webhooks` (the outbox as a table or JSON, and `retry ID` to
+//! re-queue a dead letter) and `driftwatch report` (a dataset's HTML page):
+//! the commands that read an agent's state. A running agent owns the store,
+//! so they go through its HTTP API when it answers; a stopped agent's store is
+//! used directly (a re-queued event is then sent when the agent starts).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,42 @@ use driftwatch::agent::{self, WebhooksDocument};
 use driftwatch::config;
 use driftwatch::state::{RetryResult, StateError, Store};
 
-use super::{EXIT_USAGE, Format, WebhooksArgs, WebhooksCommand};
+use super::{EXIT_USAGE, Format, ReportArgs, WebhooksArgs, WebhooksCommand};
+
+/// `driftwatch report --state DIR --dataset NAME --output FILE`.
+pub async fn report(args: ReportArgs) -> Result<i32> {
+    let page = match target(None, Some(&args.state)).await? {
+        Target::Agent(addr) => {
+            let path = format!(
+                "/report/{}?refresh=0",
+                driftwatch::report::html::percent_encode(&args.dataset)
+            );
+            let (code, body) = agent::http_get(addr, &path, Duration::from_secs(30))
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            match code {
+                200 => Some(body),
+                404 => None,
+                _ => bail!("{addr}{path} answered {code}: {}", body.trim()),
+            }
+        }
+        Target::Store(state) => {
+            agent::pages::dataset_page(&open_store(&state)?, &args.dataset, None)?
+        }
+    };
+    let Some(page) = page else {
+        eprintln!(
+            "error: no report of dataset `{}` in {}",
+            args.dataset,
+            args.state.display()
+        );
+        return Ok(EXIT_USAGE);
+    };
+    std::fs::write(&args.output, page)
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    println!("wrote {}", args.output.display());
+    Ok(0)
+}
 
 /// Where the outbox is read from.
 enum Target {

@@ -39,7 +39,7 @@ use crate::profile::{ColumnKind, ColumnProfile, DatasetProfile};
 use crate::rules::{Correction, DriftConfig, Severity};
 
 /// The drift verdict of one column.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ColumnDrift {
     /// The column.
     pub column: String,
@@ -66,7 +66,7 @@ pub struct ColumnDrift {
 }
 
 /// The drift section of a batch report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct DriftReport {
     /// The reference profile file.
     pub reference: String,

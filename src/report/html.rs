@@ -451,3 +451,278 @@ fn svg(column: &str, labels: &[String], r: &[f64], c: &[f64], caption: &str) -> 
     );
     s
 }
+
+/// One past evaluation of a dataset, for its history.
+#[derive(Debug, Clone)]
+pub struct Past {
+    /// Its line in the results log.
+    pub seq: u64,
+    /// When it was evaluated (RFC 3339), when known.
+    pub evaluated_at: Option<String>,
+    /// Its report.
+    pub report: BatchReport,
+}
+
+fn head(out: &mut String, title: &str, refresh: Option<u32>) {
+    out.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/>");
+    out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"/>");
+    if let Some(seconds) = refresh {
+        let _ = write!(out, "<meta http-equiv=\"refresh\" content=\"{seconds}\"/>");
+    }
+    let _ = write!(
+        out,
+        "<title>{}</title><style>{STYLE}</style></head><body>",
+        escape(title)
+    );
+}
+
+/// A dataset's page: its latest batch (summary, checks, drift and charts) and
+/// its history — each tested column's drift score over the stored batches and
+/// the checks that failed in each. `history` is newest first; `refresh`
+/// reloads the page every so many seconds (the live page).
+pub fn render_dataset_page(
+    dataset: &str,
+    history: &[Past],
+    profiles: Option<Profiles<'_>>,
+    refresh: Option<u32>,
+) -> String {
+    let mut out = String::new();
+    let title = format!("driftwatch — {dataset}");
+    head(&mut out, &title, refresh);
+    let _ = write!(out, "<h1>{}</h1>", escape(&title));
+    let Some(latest) = history.first() else {
+        out.push_str("<p class=\"muted\">No batch of this dataset has been evaluated yet.</p></body></html>\n");
+        return out;
+    };
+    let _ = write!(
+        out,
+        "<p class=\"muted\">Latest batch: #{} evaluated {}; {} stored batch(es) below.</p>",
+        latest.seq,
+        escape(latest.evaluated_at.as_deref().unwrap_or("—")),
+        history.len()
+    );
+    render_batch(&mut out, &latest.report, profiles);
+    let oldest_first: Vec<&Past> = history.iter().rev().collect();
+    if let Some(drift) = &latest.report.drift {
+        // (`tested` is not part of the JSON; a tested column has a test.)
+        let tested: Vec<_> = drift.columns.iter().filter(|c| c.test.is_some()).collect();
+        if !tested.is_empty() && history.len() > 1 {
+            out.push_str("<h2>Drift over the last batches</h2><div class=\"charts\">");
+            for column in tested {
+                let p_value = column.test.is_some_and(|t| t.is_p_value_test());
+                let series: Vec<(u64, f64)> = oldest_first
+                    .iter()
+                    .filter_map(|past| {
+                        let c = past
+                            .report
+                            .drift
+                            .as_ref()?
+                            .columns
+                            .iter()
+                            .find(|c| c.column == column.column)?;
+                        let y = if p_value { c.p_value } else { c.statistic }?;
+                        y.is_finite().then_some((past.seq, y))
+                    })
+                    .collect();
+                out.push_str(&line_chart(
+                    &column.column,
+                    &series,
+                    column.threshold,
+                    if p_value { "p-value" } else { "statistic" },
+                ));
+            }
+            out.push_str("</div>");
+        }
+    }
+    out.push_str("<h2>Check failures by batch</h2><table class=\"history\"><thead><tr><th>#</th><th>evaluated</th><th>source</th><th>rows</th><th>outcome</th><th>checks not passing</th><th>dataset drift</th></tr></thead><tbody>");
+    for past in history {
+        let r = &past.report;
+        let failing: Vec<&str> = r
+            .checks
+            .iter()
+            .filter(|c| c.status != CheckStatus::Pass)
+            .map(|c| c.name.as_str())
+            .collect();
+        let _ = write!(
+            out,
+            "<tr><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
+            past.seq,
+            escape(past.evaluated_at.as_deref().unwrap_or("—")),
+            escape(&r.source),
+            r.rows.map_or("—".to_string(), |n| n.to_string()),
+            if r.passed { "pass" } else { "fail" },
+            r.outcome(),
+            escape(&if failing.is_empty() {
+                "—".to_string()
+            } else {
+                failing.join(", ")
+            }),
+            match r.drift.as_ref() {
+                Some(d) if d.error.is_none() && d.message.is_none() => {
+                    if d.dataset_drift { "yes" } else { "no" }
+                }
+                _ => "—",
+            },
+        );
+    }
+    out.push_str("</tbody></table></body></html>\n");
+    out
+}
+
+/// A row of the index page.
+#[derive(Debug, Clone)]
+pub struct IndexRow {
+    /// Dataset.
+    pub dataset: String,
+    /// Batches evaluated.
+    pub evaluated: u64,
+    /// Batches failed.
+    pub failed: u64,
+    /// Batches that could not be read.
+    pub errored: u64,
+    /// When the latest batch was evaluated.
+    pub last_evaluated_at: Option<String>,
+    /// The latest batch: passed?
+    pub latest_passed: Option<bool>,
+    /// The latest batch: dataset drift?
+    pub latest_drift: Option<bool>,
+}
+
+/// The agent's index page: every dataset with its latest status, each linking
+/// to its page (`report/NAME`, relative, so it works behind any prefix).
+pub fn render_index(rows: &[IndexRow], refresh: Option<u32>) -> String {
+    let mut out = String::new();
+    head(&mut out, "driftwatch", refresh);
+    out.push_str("<h1>driftwatch</h1>");
+    if rows.is_empty() {
+        out.push_str("<p class=\"muted\">No dataset yet: no rule file has matched a batch.</p>");
+    }
+    out.push_str("<table class=\"datasets\"><thead><tr><th>dataset</th><th>latest</th><th>dataset drift</th><th>evaluated</th><th>failed</th><th>errored</th><th>last evaluated</th></tr></thead><tbody>");
+    for r in rows {
+        let (class, latest) = match r.latest_passed {
+            Some(true) => ("pass", "passed"),
+            Some(false) => ("fail", "failed"),
+            None => ("muted", "—"),
+        };
+        let _ = write!(
+            out,
+            "<tr><td><a href=\"report/{}\">{}</a></td><td class=\"{class}\">{latest}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            escape(&percent_encode(&r.dataset)),
+            escape(&r.dataset),
+            match r.latest_drift {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "—",
+            },
+            r.evaluated,
+            r.failed,
+            r.errored,
+            escape(r.last_evaluated_at.as_deref().unwrap_or("—")),
+        );
+    }
+    out.push_str("</tbody></table></body></html>\n");
+    out
+}
+
+/// Percent-encodes a URL path segment.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A small line chart of a column's drift score per batch, with the
+/// threshold as a dashed line.
+fn line_chart(column: &str, series: &[(u64, f64)], threshold: Option<f64>, what: &str) -> String {
+    let (w, h, left, bottom, top) = (520.0, 180.0, 52.0, 34.0, 10.0);
+    let plot_h = h - bottom - top;
+    let plot_w = w - left - 10.0;
+    let max = series
+        .iter()
+        .map(|p| p.1)
+        .chain(threshold)
+        .fold(0.0f64, f64::max)
+        .max(1e-9);
+    let x = |i: usize| {
+        left + plot_w
+            * if series.len() > 1 {
+                i as f64 / (series.len() - 1) as f64
+            } else {
+                0.5
+            }
+    };
+    let y = |v: f64| h - bottom - v / max * plot_h;
+    let caption = format!(
+        "{column} — drift {what} per batch (#{} to #{}){}",
+        series.first().map_or(0, |p| p.0),
+        series.last().map_or(0, |p| p.0),
+        threshold.map_or(String::new(), |t| format!(
+            "; dashed: threshold {}",
+            number(Some(t))
+        ))
+    );
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "<figure class=\"trend\" data-column=\"{}\"><svg width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{}\">",
+        escape(column),
+        escape(&caption)
+    );
+    let _ = write!(
+        s,
+        "<line class=\"axis\" x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"/><line class=\"axis\" x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\"/>",
+        h - bottom,
+        w - 4.0,
+        h - bottom,
+        h - bottom
+    );
+    let _ = write!(
+        s,
+        "<text x=\"2\" y=\"{}\">{}</text><text x=\"2\" y=\"{}\">0</text><text x=\"{left}\" y=\"{}\">batch #</text>",
+        top + 8.0,
+        number(Some(max)),
+        h - bottom,
+        h - 4.0
+    );
+    if let Some(t) = threshold {
+        let _ = write!(
+            s,
+            "<line class=\"axis\" stroke-dasharray=\"4 3\" x1=\"{left}\" y1=\"{:.1}\" x2=\"{}\" y2=\"{:.1}\"/>",
+            y(t),
+            w - 4.0,
+            y(t)
+        );
+    }
+    let path: Vec<String> = series
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{:.1},{:.1}", x(i), y(p.1)))
+        .collect();
+    let _ = write!(
+        s,
+        "<polyline fill=\"none\" stroke=\"currentColor\" class=\"cur\" style=\"stroke: var(--cur)\" stroke-width=\"2\" points=\"{}\"/>",
+        path.join(" ")
+    );
+    for (i, p) in series.iter().enumerate() {
+        let _ = write!(
+            s,
+            "<circle class=\"cur\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\"><title>#{}: {}</title></circle>",
+            x(i),
+            y(p.1),
+            p.0,
+            number(Some(p.1))
+        );
+    }
+    let _ = write!(
+        s,
+        "</svg><figcaption>{}</figcaption></figure>",
+        escape(&caption)
+    );
+    s
+}

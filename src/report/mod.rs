@@ -20,7 +20,7 @@ use crate::rules::Severity;
 pub const REPORT_VERSION: u32 = 1;
 
 /// The output of one `driftwatch check` run: a report per (input, dataset).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Report {
     /// Schema version of this document.
     pub version: u32,
@@ -34,7 +34,7 @@ pub struct Report {
 }
 
 /// What the agent adds to each report it writes to its results log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct AgentRecord {
     /// Position in the results log: 1, 2, 3… with no gaps and no repeats
     /// across restarts.
@@ -92,7 +92,7 @@ impl Report {
 }
 
 /// The verdicts for one batch (a file) against one rule file.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct BatchReport {
     /// The input path, as given or found under a given folder.
     pub source: String,
@@ -187,7 +187,7 @@ impl BatchReport {
 }
 
 /// A check's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckStatus {
     /// Within its bounds and tolerance.
@@ -209,7 +209,7 @@ impl std::fmt::Display for CheckStatus {
 }
 
 /// The verdict of one check on one batch.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct CheckResult {
     /// The check's stable name.
     pub name: String,

@@ -197,7 +197,7 @@ impl RuleFile {
 }
 
 /// Whether a failure fails the batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Fails the batch.

@@ -92,6 +92,8 @@ const DATASETS: TableDefinition<&str, &[u8]> = TableDefinition::new("datasets");
 const ROLLING: TableDefinition<&str, &[u8]> = TableDefinition::new("rolling");
 /// name → number (`next_seq`).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// dataset → the profile of its latest profiled batch (JSON), for reports.
+const LATEST_PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("latest_profiles");
 
 /// How one batch version ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +155,8 @@ pub struct Evaluated<'a> {
     pub rolling: Option<(&'a DatasetProfile, usize)>,
     /// The webhook policies to apply to this batch (in the same transaction).
     pub webhooks: Option<WebhookStep<'a>>,
+    /// The batch's profile, kept as the dataset's latest (for reports).
+    pub profile: Option<&'a DatasetProfile>,
 }
 
 /// What [`Store::record_evaluation`] did.
@@ -225,6 +229,7 @@ impl Store {
             txn.open_table(DATASETS)?;
             txn.open_table(ROLLING)?;
             txn.open_table(META)?;
+            txn.open_table(LATEST_PROFILES)?;
             txn.open_table(outbox::DELIVERIES)?;
             txn.open_table(outbox::DUE)?;
             txn.open_table(outbox::POLICY)?;
@@ -402,6 +407,11 @@ impl Store {
                     }
                 }
             }
+            if let Some(profile) = evaluated.profile {
+                let json = serde_json::to_vec(profile).map_err(|e| decode_err("a profile", e))?;
+                txn.open_table(LATEST_PROFILES)?
+                    .insert(evaluated.dataset, json.as_slice())?;
+            }
             let webhooks = match &evaluated.webhooks {
                 Some(step) => outbox::apply(txn, step, seq)?,
                 None => Vec::new(),
@@ -432,6 +442,16 @@ impl Store {
         }
         out.reverse();
         Ok(out)
+    }
+
+    /// The profile of a dataset's latest profiled batch.
+    pub fn latest_profile(&self, dataset: &str) -> Result<Option<DatasetProfile>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(LATEST_PROFILES).map_err(|e| self.err(e))?;
+        match table.get(dataset).map_err(|e| self.err(e))? {
+            Some(v) => Ok(Some(self.decode("a profile", v.value())?)),
+            None => Ok(None),
+        }
     }
 
     /// Stored results-log lines with a seq greater than `after`, in order.
@@ -551,6 +571,7 @@ mod tests {
                     evaluated_at: 100,
                     rolling: None,
                     webhooks: None,
+                    profile: None,
                 },
                 Retention {
                     reports_per_dataset: 2,
@@ -626,6 +647,7 @@ mod tests {
                         evaluated_at: 1,
                         rolling: Some((&profile, 3)),
                         webhooks: None,
+                        profile: Some(&profile),
                     },
                     Retention {
                         reports_per_dataset: 10,
@@ -648,5 +670,8 @@ mod tests {
             .map(|p| p.rows)
             .collect();
         assert_eq!(rows, vec![2, 3]);
+        // The latest profile is kept for reports.
+        assert_eq!(store.latest_profile("d").unwrap().unwrap().rows, 3);
+        assert!(store.latest_profile("other").unwrap().is_none());
     }
 }

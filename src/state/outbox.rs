@@ -599,6 +599,7 @@ mod tests {
                     rows: 5,
                     evaluated_at: now_ms / 1000,
                     rolling: None,
+                    profile: None,
                     webhooks: Some(WebhookStep {
                         report: &report,
                         source: path,

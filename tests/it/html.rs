@@ -393,3 +393,168 @@ fn the_html_report_renders_in_headless_chromium_without_console_errors() {
     std::fs::write(&shot, &png).unwrap();
     println!("screenshot of the report: {}", shot.display());
 }
+
+/// Issue 9: the agent serves an index and a live page per dataset (latest
+/// batch, charts, history), they render in Chromium without console errors,
+/// and `driftwatch report` writes the same page for a stopped agent.
+#[test]
+fn the_agent_serves_an_index_and_a_live_dataset_page_and_report_writes_it() {
+    use crate::agent::{Agent, Lake, wait_results};
+    let rules = "dataset: flights\nchecks:\n  - not_null: carrier\n  - row_count: { min: 2000 }\n\
+                 drift:\n  reference: { rolling: { batches: 2 } }\n  drift_share: 0.3\n  \
+                 columns: [dep_delay, arr_delay, carrier, distance]\n";
+    let lake = Lake::new(rules);
+    let agent = Agent::start(&lake, &[]);
+    for (i, (rows, shift)) in [(3000, 0), (3000, 0), (1500, 45)].into_iter().enumerate() {
+        lake.land(
+            &format!("b{i}.parquet"),
+            &lake.bytes(rows, 40 + i as u64, shift),
+        );
+        wait_results(&lake, &agent, i + 1);
+    }
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    let texts = |n: roxmltree::Node| -> String {
+        n.descendants()
+            .filter(|d| d.is_text())
+            .filter_map(|d| d.text())
+            .collect()
+    };
+
+    let (code, index) = agent.get("/");
+    assert_eq!(code, 200);
+    let doc = roxmltree::Document::parse_with_options(&index, options).unwrap();
+    let link = doc.descendants().find(|n| n.has_tag_name("a")).unwrap();
+    assert_eq!(link.attribute("href"), Some("report/flights"));
+    let row: Vec<String> = link
+        .ancestors()
+        .find(|n| n.has_tag_name("tr"))
+        .unwrap()
+        .children()
+        .filter(|n| n.has_tag_name("td"))
+        .map(texts)
+        .collect();
+    assert_eq!(&row[..5], ["flights", "failed", "yes", "3", "1"]);
+    assert!(index.contains("<meta http-equiv=\"refresh\" content=\"15\"/>"));
+
+    let (code, page) = agent.get("/report/flights");
+    assert_eq!(code, 200);
+    let check_page = |page: &str| {
+        let doc = roxmltree::Document::parse_with_options(page, options).unwrap();
+        let class = |c: &str| {
+            doc.descendants()
+                .filter(|n| n.attribute("class") == Some(c))
+                .count()
+        };
+        assert_eq!(
+            class("chart"),
+            4,
+            "one reference-vs-batch chart per tested column"
+        );
+        assert_eq!(
+            class("trend"),
+            4,
+            "one drift-over-time chart per tested column"
+        );
+        let history = doc
+            .descendants()
+            .find(|n| n.attribute("class") == Some("history"))
+            .unwrap();
+        let rows: Vec<String> = history
+            .descendants()
+            .filter(|n| n.has_tag_name("tr"))
+            .skip(1)
+            .map(texts)
+            .collect();
+        assert_eq!(rows.len(), 3);
+        assert!(rows[0].starts_with("3"), "newest first: {rows:?}");
+        assert!(rows[0].contains("row_count"), "{rows:?}");
+        for needle in ["http:", "https:", "src=", "url("] {
+            assert!(!page.contains(needle), "found {needle:?}");
+        }
+    };
+    check_page(&page);
+    assert_eq!(agent.get("/report/nope").0, 404);
+
+    // The live page in a real browser.
+    let browser = Browser::start(&lake.path("chromium-profile"));
+    browser.session(
+        "POST",
+        "/url",
+        serde_json::json!({"url": format!("http://{}/report/flights", agent.addr)}),
+    );
+    assert_eq!(
+        browser.session("GET", "/title", serde_json::Value::Null),
+        "driftwatch — flights"
+    );
+    let log = browser.session("POST", "/se/log", serde_json::json!({"type": "browser"}));
+    let errors: Vec<&serde_json::Value> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["level"] == "SEVERE")
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    let png = base64_decode(
+        browser
+            .session("GET", "/screenshot", serde_json::Value::Null)
+            .as_str()
+            .unwrap(),
+    );
+    let kept = std::env::temp_dir().join("driftwatch-test-artifacts");
+    std::fs::create_dir_all(&kept).unwrap();
+    let shot = kept.join("live-dataset-page.png");
+    std::fs::write(&shot, &png).unwrap();
+    println!("screenshot of the live page: {}", shot.display());
+    browser.session(
+        "POST",
+        "/url",
+        serde_json::json!({"url": format!("http://{}/", agent.addr)}),
+    );
+    assert_eq!(
+        browser.session("GET", "/title", serde_json::Value::Null),
+        "driftwatch"
+    );
+    let png = base64_decode(
+        browser
+            .session("GET", "/screenshot", serde_json::Value::Null)
+            .as_str()
+            .unwrap(),
+    );
+    std::fs::write(kept.join("index-page.png"), &png).unwrap();
+    drop(browser);
+
+    // A stopped agent: the same page from the store, without self-reload.
+    assert_eq!(agent.terminate(), Some(0));
+    let out_file = lake.path("flights.html");
+    let state = lake.state().display().to_string();
+    let bin = env!("CARGO_BIN_EXE_driftwatch");
+    let out = Command::new(bin)
+        .args([
+            "report",
+            "--state",
+            &state,
+            "--dataset",
+            "flights",
+            "--output",
+        ])
+        .arg(&out_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = std::fs::read_to_string(&out_file).unwrap();
+    check_page(&written);
+    assert!(!written.contains("http-equiv"));
+    let out = Command::new(bin)
+        .args(["report", "--state", &state, "--dataset", "nope", "--output"])
+        .arg(lake.path("nope.html"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -237,10 +237,12 @@ impl Drop for Receiver {
     }
 }
 
-/// A loopback port nothing listens on (bound once, then released).
-fn free_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+/// A loopback port that refuses connections and that no other process can
+/// take: a socket bound to it without listening. Drop it to free the port.
+fn refusing_port() -> (SocketAddr, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    (socket.local_addr().unwrap(), socket)
 }
 
 /// Writes `driftwatch.toml` for `lake` with these `[[webhooks]]` and starts the agent.
@@ -595,7 +597,7 @@ fn a_400_answer_is_dead_lettered_at_once_and_retry_sends_it_again() {
 
 #[test]
 fn a_receiver_down_across_an_agent_kill_gets_the_event_when_it_returns() {
-    let port = free_port();
+    let (port, reserved) = refusing_port();
     let lake = Lake::new(ROWS_RULES);
     let url = format!("http://{port}/hooks/retrain");
     let webhooks = generic_webhook(&url, "[webhooks.trigger]\nchecks = [\"row_count\"]");
@@ -626,6 +628,7 @@ fn a_receiver_down_across_an_agent_kill_gets_the_event_when_it_returns() {
             .any(|l| l.starts_with(&id) && l.contains("pending")),
         "{table}"
     );
+    drop(reserved);
     let receiver = Receiver::start(&port.to_string());
     let agent = start_agent(&lake, &webhooks);
     let requests = receiver.wait_requests(1);
