@@ -28,7 +28,7 @@ pub async fn run_check(
     now: DateTime<Utc>,
     reference: Option<&Path>,
 ) -> Report {
-    run_check_with_profiles(engine, inputs, rules, single, now, reference)
+    run_check_with_profiles(engine, inputs, rules, single, now, reference, &|_, _| {})
         .await
         .report
 }
@@ -42,7 +42,8 @@ pub struct CheckRun {
     pub profiles: Vec<Option<(Arc<DatasetProfile>, DatasetProfile)>>,
 }
 
-/// [`run_check`], keeping the profiles.
+/// [`run_check`], keeping the profiles; `progress(done, total)` is called
+/// after each (input, rule file) evaluation.
 pub async fn run_check_with_profiles(
     engine: &Engine,
     inputs: &[Input],
@@ -50,12 +51,14 @@ pub async fn run_check_with_profiles(
     single: bool,
     now: DateTime<Utc>,
     reference: Option<&Path>,
+    progress: &(dyn Fn(usize, usize) + Sync),
 ) -> CheckRun {
     let mut profiles = Vec::new();
     let (pairs, unmatched) = inputs::assign(inputs, rules, single);
     let mut files = ReferenceCache::default();
     let mut windows: HashMap<String, RollingWindow> = HashMap::new();
     let mut reports = Vec::with_capacity(pairs.len());
+    let total = pairs.len();
     for (input, rule_index) in pairs {
         let rule_file = &rules[rule_index];
         let config = drift_config(rule_file, reference);
@@ -106,6 +109,7 @@ pub async fn run_check_with_profiles(
                 .push(profile, *batches);
         }
         reports.push(evaluation.report);
+        progress(reports.len(), total);
     }
     CheckRun {
         report: Report::new(reports, unmatched.iter().map(|i| i.display()).collect()),

@@ -471,6 +471,17 @@ async fn check(args: CheckArgs) -> Result<i32> {
         return Ok(0);
     }
     let now = args.now.unwrap_or_else(Utc::now);
+    // A progress bar on a terminal, for more than one file; nothing otherwise.
+    let bar = (inputs.len() > 1 && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} evaluations, {elapsed} elapsed, ~{eta} left",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
     let run = run_check_with_profiles(
         &engine,
         &inputs,
@@ -478,8 +489,17 @@ async fn check(args: CheckArgs) -> Result<i32> {
         single,
         now,
         args.reference.as_deref(),
+        &|done, total| {
+            if let Some(bar) = &bar {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            }
+        },
     )
     .await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     let report = run.report;
     if args.format == CheckFormat::Html {
         let charts: Vec<Option<html::Profiles<'_>>> = run

@@ -558,3 +558,62 @@ fn the_agent_serves_an_index_and_a_live_dataset_page_and_report_writes_it() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Issue 9: `check` over many files draws a progress bar on a terminal (a
+/// pseudo-terminal from util-linux's `script`) and writes nothing extra when
+/// its standard error is not a terminal.
+#[test]
+fn check_shows_progress_on_a_terminal_and_stays_quiet_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..4 {
+        write_flights(
+            &dir.path().join(format!("f{i}.parquet")),
+            &FlightsSpec {
+                rows: 2_000,
+                row_group_rows: 1_000,
+                seed: i,
+                ..FlightsSpec::default()
+            },
+        )
+        .unwrap();
+    }
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "dataset: flights\nchecks:\n  - row_count: { min: 1 }\n",
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_driftwatch");
+    let out_json = dir.path().join("out.json");
+    let command = format!(
+        "{bin} check {} --rules {} --format json --output {}",
+        dir.path().display(),
+        rules.display(),
+        out_json.display()
+    );
+    // Piped: no bar.
+    let piped = Command::new("sh").arg("-c").arg(&command).output().unwrap();
+    assert!(
+        piped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    assert!(
+        piped.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    // On a terminal: the bar, counting the four evaluations.
+    let typescript = dir.path().join("typescript");
+    let tty = Command::new("script")
+        .args(["-q", "-e", "-c", &command])
+        .arg(&typescript)
+        .output()
+        .expect("util-linux `script`");
+    assert!(tty.status.success());
+    let seen = String::from_utf8_lossy(&std::fs::read(&typescript).unwrap()).into_owned();
+    assert!(seen.contains("/4 evaluations"), "{seen}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_json).unwrap()).unwrap();
+    assert_eq!(report["reports"].as_array().unwrap().len(), 4);
+}
