@@ -22,8 +22,9 @@
 //! - [`drift`]: the statistical drift tests (ks, chisquare, z, wasserstein,
 //!   jensenshannon, …) as pure functions over samples or counts, checked
 //!   against scipy reference values. No DataFusion, no I/O.
-//! - [`report`]: the report value, its versioned JSON form, and the terminal
-//!   table. Read-only consumers of engine results.
+//! - [`report`]: the report value, its versioned JSON form, the terminal
+//!   table and the self-contained HTML report (charts from profiles).
+//!   Read-only consumers of engine results.
 //! - [`evaluate`]: one batch against one rule file with its drift reference
 //!   (a profile file or a rolling window): what `check` and the agent share.
 //! - [`inputs`]: expands the paths given to `check` into batches and matches
@@ -42,7 +43,8 @@
 //! - [`tls`]: the process-wide rustls provider every HTTP client needs.
 //! - [`config`]: `driftwatch.toml`, its JSON Schema, flags over file.
 //! - [`agent`]: `driftwatch run` — queue, workers, the evaluation runtime,
-//!   HTTP endpoints, reload, shutdown.
+//!   HTTP endpoints (status, metrics, live HTML pages, webhook outbox), the
+//!   webhook delivery loop, reload, idle memory release, shutdown.
 //! - [`demo`]: a deterministic generator of flights-shaped Parquet batches
 //!   and the live demo, used by `driftwatch demo`, benchmarks and tests.
 //! - `cli` (binary only): argument parsing, exit codes; the only place that

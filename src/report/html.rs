@@ -378,16 +378,19 @@ fn categorical_bars(reference: &ColumnProfile, current: &ColumnProfile) -> Bars 
     (labels, r, c, note)
 }
 
-fn svg(column: &str, labels: &[String], r: &[f64], c: &[f64], caption: &str) -> String {
-    let (w, h, left, bottom, top) = (520.0, 220.0, 44.0, 48.0, 10.0);
-    let plot_h = h - bottom - top;
-    let n = labels.len().max(1) as f64;
-    let slot = (w - left - 8.0) / n;
-    let max = r.iter().chain(c).copied().fold(0.0f64, f64::max).max(1e-9);
-    let mut s = String::new();
+/// Opens a chart's `<figure>` and `<svg>` and draws its two axes. `frame` is
+/// (width, height, left margin, bottom margin, top margin).
+fn open_chart(
+    s: &mut String,
+    class: &str,
+    column: &str,
+    caption: &str,
+    frame: (f64, f64, f64, f64, f64),
+) {
+    let (w, h, left, bottom, top) = frame;
     let _ = write!(
         s,
-        "<figure class=\"chart\" data-column=\"{}\"><svg width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{}\">",
+        "<figure class=\"{class}\" data-column=\"{}\"><svg width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{}\">",
         escape(column),
         escape(caption)
     );
@@ -399,6 +402,16 @@ fn svg(column: &str, labels: &[String], r: &[f64], c: &[f64], caption: &str) -> 
         h - bottom,
         h - bottom
     );
+}
+
+fn svg(column: &str, labels: &[String], r: &[f64], c: &[f64], caption: &str) -> String {
+    let (w, h, left, bottom, top) = (520.0, 220.0, 44.0, 48.0, 10.0);
+    let plot_h = h - bottom - top;
+    let n = labels.len().max(1) as f64;
+    let slot = (w - left - 8.0) / n;
+    let max = r.iter().chain(c).copied().fold(0.0f64, f64::max).max(1e-9);
+    let mut s = String::new();
+    open_chart(&mut s, "chart", column, caption, (w, h, left, bottom, top));
     let _ = write!(
         s,
         "<text x=\"2\" y=\"{}\">{:.0}%</text><text x=\"2\" y=\"{}\">0%</text>",
@@ -668,20 +681,7 @@ fn line_chart(column: &str, series: &[(u64, f64)], threshold: Option<f64>, what:
         ))
     );
     let mut s = String::new();
-    let _ = write!(
-        s,
-        "<figure class=\"trend\" data-column=\"{}\"><svg width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{}\">",
-        escape(column),
-        escape(&caption)
-    );
-    let _ = write!(
-        s,
-        "<line class=\"axis\" x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"/><line class=\"axis\" x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\"/>",
-        h - bottom,
-        w - 4.0,
-        h - bottom,
-        h - bottom
-    );
+    open_chart(&mut s, "trend", column, &caption, (w, h, left, bottom, top));
     let _ = write!(
         s,
         "<text x=\"2\" y=\"{}\">{}</text><text x=\"2\" y=\"{}\">0</text><text x=\"{left}\" y=\"{}\">batch #</text>",

@@ -261,6 +261,34 @@ impl Browser {
     fn session(&self, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
         self.call(method, &format!("/session/{}{path}", self.session), body)
     }
+
+    /// The browser console's SEVERE entries so far.
+    fn console_errors(&self) -> Vec<serde_json::Value> {
+        let log = self.session("POST", "/se/log", serde_json::json!({"type": "browser"}));
+        log.as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["level"] == "SEVERE")
+            .cloned()
+            .collect()
+    }
+
+    /// Saves a screenshot of the page as a test artifact (under the temp
+    /// dir's `driftwatch-test-artifacts/`) and prints its path.
+    fn screenshot(&self, name: &str) -> std::path::PathBuf {
+        let png = base64_decode(
+            self.session("GET", "/screenshot", serde_json::Value::Null)
+                .as_str()
+                .unwrap(),
+        );
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        let kept = std::env::temp_dir().join("driftwatch-test-artifacts");
+        std::fs::create_dir_all(&kept).unwrap();
+        let path = kept.join(name);
+        std::fs::write(&path, &png).unwrap();
+        println!("screenshot: {}", path.display());
+        path
+    }
 }
 
 impl Drop for Browser {
@@ -372,26 +400,9 @@ fn the_html_report_renders_in_headless_chromium_without_console_errors() {
     );
     assert!(rendered[0].as_u64().unwrap() > 40, "{rendered}");
     assert!(rendered[1].as_f64().unwrap() > 100.0, "{rendered}");
-    let log = browser.session("POST", "/se/log", serde_json::json!({"type": "browser"}));
-    let errors: Vec<&serde_json::Value> = log
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["level"] == "SEVERE")
-        .collect();
+    let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:?}");
-    let png = base64_decode(
-        browser
-            .session("GET", "/screenshot", serde_json::Value::Null)
-            .as_str()
-            .unwrap(),
-    );
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    let kept = std::env::temp_dir().join("driftwatch-test-artifacts");
-    std::fs::create_dir_all(&kept).unwrap();
-    let shot = kept.join("check-report.png");
-    std::fs::write(&shot, &png).unwrap();
-    println!("screenshot of the report: {}", shot.display());
+    browser.screenshot("check-report.png");
 }
 
 /// Issue 9: the agent serves an index and a live page per dataset (latest
@@ -489,25 +500,9 @@ fn the_agent_serves_an_index_and_a_live_dataset_page_and_report_writes_it() {
         browser.session("GET", "/title", serde_json::Value::Null),
         "driftwatch — flights"
     );
-    let log = browser.session("POST", "/se/log", serde_json::json!({"type": "browser"}));
-    let errors: Vec<&serde_json::Value> = log
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["level"] == "SEVERE")
-        .collect();
+    let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:?}");
-    let png = base64_decode(
-        browser
-            .session("GET", "/screenshot", serde_json::Value::Null)
-            .as_str()
-            .unwrap(),
-    );
-    let kept = std::env::temp_dir().join("driftwatch-test-artifacts");
-    std::fs::create_dir_all(&kept).unwrap();
-    let shot = kept.join("live-dataset-page.png");
-    std::fs::write(&shot, &png).unwrap();
-    println!("screenshot of the live page: {}", shot.display());
+    browser.screenshot("live-dataset-page.png");
     browser.session(
         "POST",
         "/url",
@@ -517,13 +512,8 @@ fn the_agent_serves_an_index_and_a_live_dataset_page_and_report_writes_it() {
         browser.session("GET", "/title", serde_json::Value::Null),
         "driftwatch"
     );
-    let png = base64_decode(
-        browser
-            .session("GET", "/screenshot", serde_json::Value::Null)
-            .as_str()
-            .unwrap(),
-    );
-    std::fs::write(kept.join("index-page.png"), &png).unwrap();
+    assert!(browser.console_errors().is_empty());
+    browser.screenshot("index-page.png");
     drop(browser);
 
     // A stopped agent: the same page from the store, without self-reload.
