@@ -6,11 +6,13 @@ use std::process::Command;
 
 use driftwatch::demo::{Defects, FlightsSpec, write_flights};
 
-#[test]
-fn check_writes_a_self_contained_html_report_with_tables_and_charts() {
-    let dir = tempfile::tempdir().unwrap();
-    let reference = dir.path().join("reference.parquet");
-    let batch = dir.path().join("batch.parquet");
+/// The fixture of the HTML tests: a reference and a batch whose delays
+/// shifted and whose origins are sometimes unknown, a baseline of the
+/// reference and `check --format html` of the batch (which fails). Returns
+/// the report's path.
+fn drifted_report(dir: &std::path::Path) -> std::path::PathBuf {
+    let reference = dir.join("reference.parquet");
+    let batch = dir.join("batch.parquet");
     let spec = |seed, shift, defects| FlightsSpec {
         rows: 20_000,
         row_group_rows: 10_000,
@@ -32,7 +34,7 @@ fn check_writes_a_self_contained_html_report_with_tables_and_charts() {
         ),
     )
     .unwrap();
-    let rules = dir.path().join("rules.yaml");
+    let rules = dir.join("rules.yaml");
     std::fs::write(
         &rules,
         "dataset: flights\nchecks:\n  - not_null: carrier\n  - accepted_values: { column: origin, values: [EWR, JFK, LGA] }\n  - row_count: { min: 1 }\n\
@@ -40,7 +42,7 @@ fn check_writes_a_self_contained_html_report_with_tables_and_charts() {
     )
     .unwrap();
     let bin = env!("CARGO_BIN_EXE_driftwatch");
-    let profile = dir.path().join("reference.profile");
+    let profile = dir.join("reference.profile");
     let out = Command::new(bin)
         .args(["baseline", &reference.display().to_string(), "--rules"])
         .arg(&rules)
@@ -53,7 +55,7 @@ fn check_writes_a_self_contained_html_report_with_tables_and_charts() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let html_path = dir.path().join("report.html");
+    let html_path = dir.join("report.html");
     let out = Command::new(bin)
         .args(["check", &batch.display().to_string(), "--rules"])
         .arg(&rules)
@@ -69,6 +71,13 @@ fn check_writes_a_self_contained_html_report_with_tables_and_charts() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    html_path
+}
+
+#[test]
+fn check_writes_a_self_contained_html_report_with_tables_and_charts() {
+    let dir = tempfile::tempdir().unwrap();
+    let html_path = drifted_report(dir.path());
     let text = std::fs::read_to_string(&html_path).unwrap();
 
     // Self-contained: no URL, no reference to another resource.
@@ -328,60 +337,7 @@ fn base64_decode(text: &str) -> Vec<u8> {
 #[test]
 fn the_html_report_renders_in_headless_chromium_without_console_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("b.parquet");
-    write_flights(
-        &data,
-        &FlightsSpec {
-            rows: 20_000,
-            row_group_rows: 10_000,
-            delay_shift: 30,
-            ..FlightsSpec::default()
-        },
-    )
-    .unwrap();
-    let reference = dir.path().join("r.parquet");
-    write_flights(
-        &reference,
-        &FlightsSpec {
-            rows: 20_000,
-            row_group_rows: 10_000,
-            seed: 9,
-            ..FlightsSpec::default()
-        },
-    )
-    .unwrap();
-    let rules = dir.path().join("rules.yaml");
-    std::fs::write(
-        &rules,
-        "dataset: flights\nchecks:\n  - row_count: { min: 1 }\ndrift:\n  drift_share: 0.3\n",
-    )
-    .unwrap();
-    let bin = env!("CARGO_BIN_EXE_driftwatch");
-    let profile = dir.path().join("r.profile");
-    let status = Command::new(bin)
-        .arg("baseline")
-        .arg(&reference)
-        .arg("--rules")
-        .arg(&rules)
-        .arg("--output")
-        .arg(&profile)
-        .output()
-        .unwrap()
-        .status;
-    assert!(status.success());
-    let report = dir.path().join("report.html");
-    Command::new(bin)
-        .arg("check")
-        .arg(&data)
-        .arg("--rules")
-        .arg(&rules)
-        .arg("--reference")
-        .arg(&profile)
-        .args(["--format", "html", "--output"])
-        .arg(&report)
-        .output()
-        .unwrap();
-    assert!(report.exists());
+    let report = drifted_report(dir.path());
 
     let browser = Browser::start(&dir.path().join("chromium-profile"));
     browser.session(
