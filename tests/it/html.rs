@@ -1,6 +1,9 @@
-//! Issue 9: the HTML report of `driftwatch check --format html`, parsed
-//! strictly: its tables' rows and values, one chart per tested column, and no
-//! external resource anywhere.
+//! Issue 9: reports people look at. The HTML report of `driftwatch check
+//! --format html`, parsed strictly (its tables' rows and values, one chart per
+//! tested column, no external resource anywhere); the same in headless
+//! Chromium over WebDriver (no console error, screenshot kept); the agent's
+//! live index and dataset pages, and `driftwatch report` for a stopped agent;
+//! `check`'s progress bar on a terminal only.
 
 use std::process::Command;
 
