@@ -82,6 +82,8 @@ fn now_ms() -> i64 {
 /// Drains the outbox until `stop`.
 pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut in_flight: HashSet<String> = HashSet::new();
+    // Which event each task carries, so even a task that panicked frees it.
+    let mut task_events: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut clients: HashMap<String, (WebhookConfig, reqwest::Client)> = HashMap::new();
     let mut tasks: JoinSet<String> = JoinSet::new();
     loop {
@@ -147,40 +149,56 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             in_flight.insert(delivery.event_id.clone());
             let shared = shared.clone();
             let config = config.clone();
-            tasks.spawn(async move {
+            let event_id = delivery.event_id.clone();
+            let handle = tasks.spawn(async move {
                 let id = delivery.event_id.clone();
                 attempt(&shared, client, &config, delivery).await;
                 id
             });
+            task_events.insert(handle.id(), event_id);
         }
+        // The next due delivery that is not being attempted right now.
         let next_due = {
             let store = shared.store.clone();
-            tokio::task::spawn_blocking(move || store.next_due_ms())
+            let limit = in_flight.len() + 1;
+            tokio::task::spawn_blocking(move || store.due_deliveries(i64::MAX, limit))
                 .await
                 .ok()
                 .and_then(|r| r.ok())
-                .flatten()
+                .and_then(|due| {
+                    due.into_iter()
+                        .find(|d| !in_flight.contains(&d.event_id))
+                        .and_then(|d| d.next_attempt_at_ms)
+                })
         };
-        // A due time already passed belongs to an attempt in flight (or one
-        // waiting for a free slot): its end wakes the loop, not a timer.
+        // With every slot busy, the end of an attempt wakes the loop.
         let now = now_ms();
         let sleep = match next_due {
-            Some(at) if at > now => {
-                Duration::from_millis((at - now).min(IDLE_WAKE.as_millis() as i64) as u64)
+            _ if tasks.len() >= PARALLEL_ATTEMPTS => IDLE_WAKE,
+            Some(at) => {
+                Duration::from_millis((at - now).clamp(0, IDLE_WAKE.as_millis() as i64) as u64)
             }
-            _ => IDLE_WAKE,
+            None => IDLE_WAKE,
         };
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             _ = shared.webhook_wake.notified() => {}
             _ = tokio::time::sleep(sleep) => {}
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok(id) = done {
-                    in_flight.remove(&id);
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let mut finished = vec![done];
+                while let Some(done) = tasks.try_join_next_with_id() {
+                    finished.push(done);
                 }
-                while let Some(done) = tasks.try_join_next() {
-                    if let Ok(id) = done {
-                        in_flight.remove(&id);
+                for done in finished {
+                    let task = match done {
+                        Ok((task, _)) => task,
+                        Err(e) => {
+                            tracing::error!(error = %e, "a webhook attempt task failed; its event stays pending");
+                            e.id()
+                        }
+                    };
+                    if let Some(event_id) = task_events.remove(&task) {
+                        in_flight.remove(&event_id);
                     }
                 }
             }
