@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use crate::evaluate::{Reference, RollingWindow};
 use crate::profile::DatasetProfile;
 use crate::report::Report;
 use crate::report::html::{self, IndexRow, Past, Profiles};
@@ -72,18 +73,12 @@ fn reference_profile(
         let mut profiles = store.rolling_profiles(dataset, n + 1)?;
         // The newest is the latest batch itself.
         profiles.pop();
-        let mut merged: Option<DatasetProfile> = None;
-        for p in profiles {
-            match merged.as_mut() {
-                Some(m) => {
-                    if m.merge(&p).is_err() {
-                        return Ok(None);
-                    }
-                }
-                None => merged = Some(p),
-            }
-        }
-        return Ok(merged);
+        return Ok(
+            match RollingWindow::from_profiles(profiles).reference(dataset, n) {
+                Reference::Profile { profile, .. } => Some((*profile).clone()),
+                _ => None,
+            },
+        );
     }
     Ok(DatasetProfile::read(Path::new(name)).ok())
 }

@@ -319,18 +319,13 @@ fn announce_webhooks(shared: &Shared, dataset: &str, seq: u64, policies: &[Polic
                 event_id,
                 state,
                 description,
+                dry_run_body,
             } => match state {
                 DeliveryState::DryRun => {
                     shared
                         .telemetry
                         .record_webhook_event(webhook, dataset, "dry_run");
-                    let body = shared
-                        .store
-                        .delivery(event_id)
-                        .ok()
-                        .flatten()
-                        .map(|d| d.body)
-                        .unwrap_or_default();
+                    let body = dry_run_body.as_deref().unwrap_or_default();
                     tracing::info!(
                         webhook = %webhook, dataset, seq, event_id = %event_id, reason = %description, body = %body,
                         "webhook dry run: this event would be sent"

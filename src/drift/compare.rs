@@ -385,15 +385,13 @@ fn points(p: &ColumnProfile) -> Option<(Points, f64)> {
         return Some((exact.into_iter().map(|x| (x, 1.0)).collect(), 0.0));
     }
     let s = p.numeric.as_ref()?;
-    if let Some(domain) = &s.small_domain {
-        // Every distinct value with its count: the exact distribution.
-        return Some((domain.iter().map(|&(v, c)| (v, c as f64)).collect(), 0.0));
-    }
-    let items = s.sketch.weighted_items();
-    Some((
-        items.into_iter().map(|(v, w)| (v, w as f64)).collect(),
-        s.sketch.rank_error_bound(),
-    ))
+    // Value counts are exact (no rank error); a sketch has its bound.
+    let error = if s.small_domain.is_some() {
+        0.0
+    } else {
+        s.sketch.rank_error_bound()
+    };
+    Some((s.weighted_points(), error))
 }
 
 /// Empirical CDFs of two weighted point sets evaluated on their merged support:

@@ -371,16 +371,6 @@ fn run_bytes(run: &Run) -> usize {
     }
 }
 
-fn canonical_float(v: f64) -> u64 {
-    if v == 0.0 {
-        0
-    } else if v.is_nan() {
-        f64::NAN.to_bits()
-    } else {
-        v.to_bits()
-    }
-}
-
 /// Reads a run's keys in order.
 enum Cursor {
     FixedArray { array: ArrayRef, next: usize },
@@ -504,7 +494,7 @@ impl Accumulator for DuplicatesAccumulator {
                     cast.as_primitive::<Float64Type>()
                         .iter()
                         .flatten()
-                        .map(canonical_float),
+                        .map(crate::profile::canonical_bits),
                 );
             }
             Encoding::Rows => {

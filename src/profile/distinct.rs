@@ -54,14 +54,7 @@ impl DistinctSketch {
 
     /// Adds a number. `-0.0` counts as `0.0`, and every NaN as one value.
     pub fn update_f64(&mut self, value: f64) {
-        let canonical = if value == 0.0 {
-            0.0f64
-        } else if value.is_nan() {
-            f64::NAN
-        } else {
-            value
-        };
-        self.sketch.update(canonical.to_bits());
+        self.sketch.update(super::canonical_bits(value));
     }
 
     /// Merges another sketch into this one.

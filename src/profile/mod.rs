@@ -134,6 +134,23 @@ impl NumericStats {
     }
 }
 
+impl NumericStats {
+    /// The distribution as sorted-by-construction `(value, weight)` points:
+    /// every distinct value with its count while the small domain holds
+    /// (exact), else the sketch's weighted items.
+    pub fn weighted_points(&self) -> Vec<(f64, f64)> {
+        match &self.small_domain {
+            Some(domain) => domain.iter().map(|&(v, c)| (v, c as f64)).collect(),
+            None => self
+                .sketch
+                .weighted_items()
+                .into_iter()
+                .map(|(v, w)| (v, w as f64))
+                .collect(),
+        }
+    }
+}
+
 /// The bits a number is counted under: `-0.0` as `0.0`, every NaN as one.
 pub fn canonical_bits(v: f64) -> u64 {
     if v == 0.0 {

@@ -220,17 +220,10 @@ fn render_batch(out: &mut String, b: &BatchReport, profiles: Option<Profiles<'_>
 
 /// A value distribution as (value, weight) points.
 fn points(p: &ColumnProfile) -> Vec<(f64, f64)> {
-    let Some(s) = p.numeric.as_ref() else {
-        return Vec::new();
-    };
-    if let Some(domain) = &s.small_domain {
-        return domain.iter().map(|&(v, c)| (v, c as f64)).collect();
-    }
-    s.quantiles()
-        .weighted_items()
-        .into_iter()
-        .map(|(v, w)| (v, w as f64))
-        .collect()
+    p.numeric
+        .as_ref()
+        .map(|s| s.weighted_points())
+        .unwrap_or_default()
 }
 
 /// One chart for a column: overlaid histograms on shared bins (numeric) or

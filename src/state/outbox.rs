@@ -166,6 +166,8 @@ pub enum PolicyOutcome {
         state: DeliveryState,
         /// Why.
         description: String,
+        /// For a dry run, the body that would have been sent (for the log).
+        dry_run_body: Option<String>,
     },
 }
 
@@ -347,6 +349,7 @@ pub(super) fn apply(
                     event_id,
                     state,
                     description,
+                    dry_run_body: (state == DeliveryState::DryRun).then(|| delivery.body.clone()),
                 }
             }
         };

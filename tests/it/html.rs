@@ -274,6 +274,12 @@ impl Browser {
         self.call(method, &format!("/session/{}{path}", self.session), body)
     }
 
+    /// Loads `url` and returns the page's title.
+    fn visit(&self, url: &str) -> serde_json::Value {
+        self.session("POST", "/url", serde_json::json!({ "url": url }));
+        self.session("GET", "/title", serde_json::Value::Null)
+    }
+
     /// The browser console's SEVERE entries so far.
     fn console_errors(&self) -> Vec<serde_json::Value> {
         let log = self.session("POST", "/se/log", serde_json::json!({"type": "browser"}));
@@ -343,13 +349,10 @@ fn the_html_report_renders_in_headless_chromium_without_console_errors() {
     let report = drifted_report(dir.path());
 
     let browser = Browser::start(&dir.path().join("chromium-profile"));
-    browser.session(
-        "POST",
-        "/url",
-        serde_json::json!({"url": format!("file://{}", report.display())}),
+    assert_eq!(
+        browser.visit(&format!("file://{}", report.display())),
+        "driftwatch check"
     );
-    let title = browser.session("GET", "/title", serde_json::Value::Null);
-    assert_eq!(title, "driftwatch check");
     let rendered = browser.session(
         "POST",
         "/execute/sync",
@@ -450,25 +453,15 @@ fn the_agent_serves_an_index_and_a_live_dataset_page_and_report_writes_it() {
 
     // The live page in a real browser.
     let browser = Browser::start(&lake.path("chromium-profile"));
-    browser.session(
-        "POST",
-        "/url",
-        serde_json::json!({"url": format!("http://{}/report/flights", agent.addr)}),
-    );
     assert_eq!(
-        browser.session("GET", "/title", serde_json::Value::Null),
+        browser.visit(&format!("http://{}/report/flights", agent.addr)),
         "driftwatch — flights"
     );
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.screenshot("live-dataset-page.png");
-    browser.session(
-        "POST",
-        "/url",
-        serde_json::json!({"url": format!("http://{}/", agent.addr)}),
-    );
     assert_eq!(
-        browser.session("GET", "/title", serde_json::Value::Null),
+        browser.visit(&format!("http://{}/", agent.addr)),
         "driftwatch"
     );
     assert!(browser.console_errors().is_empty());
