@@ -32,6 +32,9 @@ pub struct StatusDocument {
     /// Webhook outbox counts per webhook.
     #[serde(default)]
     pub webhooks: std::collections::BTreeMap<String, crate::state::DeliveryCounts>,
+    /// Stream sources (`[[sources]]`) of the running agent.
+    #[serde(default)]
+    pub streams: Vec<crate::sources::stream::SourceStatus>,
 }
 
 /// The `/webhooks` document.
@@ -221,6 +224,7 @@ pub fn status_from_store(store: &Store) -> Result<StatusDocument, StateError> {
         agent: None,
         datasets: datasets_from_store(store, &Default::default(), &[])?,
         webhooks: store.delivery_counts()?,
+        streams: Vec::new(),
     })
 }
 
@@ -348,6 +352,16 @@ async fn retry_webhook(
 }
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    // Bodies over the largest `max_body` are refused (413) while they arrive.
+    let body_limit = shared
+        .streams
+        .iter()
+        .filter_map(|s| match &s.config.settings {
+            crate::sources::stream::SourceSettings::Http { max_body, .. } => Some(*max_body),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -359,6 +373,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/report/{dataset}", get(report_page))
         .route("/webhooks", get(webhooks))
         .route("/webhooks/{event_id}/retry", post(retry_webhook))
+        .route(
+            "/ingest/{dataset}",
+            post(super::ingest::ingest).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
+        )
         .with_state(shared)
 }
 
@@ -428,5 +446,10 @@ fn build_status(shared: &Shared) -> Result<StatusDocument, StateError> {
         }),
         datasets,
         webhooks: shared.store.delivery_counts()?,
+        streams: shared
+            .streams
+            .iter()
+            .map(|s| s.stats.status(&s.config, &s.dead_letters))
+            .collect(),
     })
 }

@@ -3,11 +3,17 @@
 //! Wiring, in the order a batch travels:
 //!
 //! ```text
-//! LakeSource ──Batch──▶ bounded queue ──▶ N workers ──▶ engine (own runtime)
-//!                                              │
-//!                                              ▼
-//!                          store (commit) ──▶ results log ──▶ listeners, /status
+//! LakeSource ─────────┐
+//! stream sources ─────┴─Batch──▶ bounded queue ──▶ N workers ──▶ engine (own runtime)
+//! (http, files, kafka)                                  │
+//!        ▲                                              ▼
+//!        └──────── ack ───────── store (commit) ──▶ results log ──▶ listeners, /status
 //! ```
+//!
+//! Stream sources (`[[sources]]`) close windows into Parquet files in the
+//! state folder and send them like lake files; the worker acknowledges each
+//! window once its record is durable, and only then does the source delete
+//! its write-ahead log segment or commit its Kafka offsets.
 //!
 //! Two tokio runtimes keep CPU-heavy DataFusion work from starving I/O: the
 //! caller's runtime runs discovery, the queue, the HTTP server and recording;
@@ -21,6 +27,7 @@
 mod client;
 mod http;
 pub mod idle;
+pub mod ingest;
 pub mod pages;
 mod reload;
 mod webhooks;
@@ -70,6 +77,9 @@ pub enum AgentError {
     /// The state folder cannot be used.
     #[error(transparent)]
     State(#[from] StateError),
+    /// A stream source could not start.
+    #[error(transparent)]
+    Stream(#[from] crate::sources::stream::StreamError),
     /// The results log cannot be opened or repaired.
     #[error(transparent)]
     ResultsLog(#[from] ResultsLogError),
@@ -125,6 +135,24 @@ pub struct Shared {
     /// Evaluations recorded so far (the idle memory release watches it).
     pub(crate) activity: AtomicU64,
     dataset_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The stream sources.
+    pub(crate) streams: Vec<StreamHandle>,
+}
+
+/// A running stream source, as the HTTP handlers see it.
+#[derive(Clone)]
+pub(crate) struct StreamHandle {
+    pub(crate) config: crate::sources::stream::SourceConfig,
+    pub(crate) stats: Arc<crate::sources::stream::StreamStats>,
+    pub(crate) dead_letters: PathBuf,
+    /// The durable windows (HTTP and file sources).
+    pub(crate) log: Option<Arc<crate::sources::stream::WindowedLog>>,
+}
+
+impl StreamHandle {
+    fn is_http(&self) -> bool {
+        self.config.kind() == crate::sources::stream::SourceKind::Http
+    }
 }
 
 impl Shared {
@@ -271,6 +299,41 @@ pub async fn run(
         std::process::id(),
         Utc::now().timestamp_millis()
     );
+    // Stream sources: their durable windows are recovered before anything runs.
+    let store_for_streams = store.clone();
+    let done: crate::sources::lake::DoneFn =
+        Arc::new(move |dataset: &str, version: &BatchVersion| {
+            matches!(store_for_streams.version(dataset, version), Ok(Some(_)))
+        });
+    let mut streams = Vec::new();
+    for source in &settings.sources {
+        use crate::sources::stream::{SourceSettings, StreamStats, WindowedLog, stream_dir};
+        let dir = stream_dir(&settings.state, source);
+        let log = match &source.settings {
+            SourceSettings::Http {
+                max_pending_events, ..
+            }
+            | SourceSettings::NdjsonFiles {
+                max_pending_events, ..
+            } => Some(Arc::new(WindowedLog::open(
+                &dir,
+                source.clone(),
+                *max_pending_events,
+                &done,
+            )?)),
+            SourceSettings::Kafka { .. } => None,
+        };
+        let stats = log
+            .as_ref()
+            .map(|l| l.stats.clone())
+            .unwrap_or_else(|| Arc::new(StreamStats::default()));
+        streams.push(StreamHandle {
+            config: source.clone(),
+            stats,
+            dead_letters: dir.join("dead-letters.ndjson"),
+            log,
+        });
+    }
     let in_flight: InFlight = Arc::new(Mutex::new(HashSet::new()));
     let depth = in_flight.clone();
     let telemetry = Arc::new(Telemetry::new(
@@ -301,6 +364,7 @@ pub async fn run(
         webhook_wake: tokio::sync::Notify::new(),
         activity: AtomicU64::new(0),
         dataset_locks: Mutex::new(HashMap::new()),
+        streams,
     });
     write_agent_info(&settings.state, &shared)?;
 
@@ -318,6 +382,33 @@ pub async fn run(
         in_flight: shared.in_flight.clone(),
         stats: shared.lake.clone(),
     };
+    let mut stream_tasks = Vec::new();
+    for stream in &shared.streams {
+        use crate::sources::stream::SourceSettings;
+        let Some(log) = &stream.log else { continue };
+        stream_tasks.push(tokio::spawn(log.clone().run(
+            queue_tx.clone(),
+            shared.in_flight.clone(),
+            stop_rx.clone(),
+        )));
+        if let SourceSettings::NdjsonFiles {
+            path,
+            include,
+            settle,
+            ..
+        } = &stream.config.settings
+        {
+            let files = crate::sources::stream::files::FileSource::new(
+                log.clone(),
+                &crate::sources::stream::stream_dir(&settings.state, &stream.config),
+                path.clone(),
+                include,
+                *settle,
+                shared.rules.clone(),
+            )?;
+            stream_tasks.push(tokio::spawn(Arc::new(files).run(stop_rx.clone())));
+        }
+    }
     let lake_task = tokio::spawn(lake.run(queue_tx, stop_rx.clone()));
 
     // Workers.
@@ -393,6 +484,9 @@ pub async fn run(
     tracing::info!("shutting down: no new batches; finishing evaluations in progress");
     let _ = stop_tx.send(true);
     let _ = lake_task.await;
+    for t in stream_tasks {
+        let _ = t.await;
+    }
     for w in workers {
         let _ = w.await;
     }

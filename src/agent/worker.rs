@@ -40,6 +40,9 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
     let Some(rule_file) = rule_file else {
         // The rule file went away after the batch was queued: nothing to evaluate it for.
         tracing::info!(dataset = %batch.dataset, source = %batch.path.display(), "skipped: no rule file for the dataset any more");
+        if let Some(ack) = &batch.ack {
+            ack.send(&batch.version, false);
+        }
         shared.forget(&key);
         return;
     };
@@ -251,6 +254,10 @@ async fn record(
         Ok::<_, String>(recorded)
     })
     .await;
+    // A stream source may now drop its copy of the window (or commit its offsets).
+    if let Some(ack) = &batch.ack {
+        ack.send(&batch.version, matches!(written, Ok(Ok(_))));
+    }
     let (seq, policies) = match written {
         Ok(Ok(r)) if r.new => (r.seq, r.webhooks),
         Ok(Ok(_)) => return,

@@ -100,6 +100,10 @@ pub struct ConfigFile {
     /// event is written to the outbox and delivered with retries.
     #[serde(default)]
     pub webhooks: Vec<crate::sinks::webhook::config::WebhookSection>,
+    /// Event streams (HTTP ingest, Kafka topics, NDJSON files), each windowed
+    /// into batches of one dataset. See `[[sources]]` in the README.
+    #[serde(default)]
+    pub sources: Vec<crate::sources::stream::config::SourceSection>,
 }
 
 /// `[telemetry]`: where OpenTelemetry signals go. Without an endpoint (here or
@@ -293,6 +297,8 @@ pub struct Settings {
     pub telemetry: crate::sinks::telemetry::TelemetrySettings,
     /// Retraining webhooks.
     pub webhooks: Vec<crate::sinks::webhook::WebhookConfig>,
+    /// Event stream sources.
+    pub sources: Vec<crate::sources::stream::SourceConfig>,
 }
 
 impl ConfigFile {
@@ -368,11 +374,12 @@ impl Settings {
         } else {
             overrides.watch.clone()
         };
-        if watch.is_empty() {
+        if watch.is_empty() && file.sources.is_empty() {
             return Err(invalid(
                 &cli,
                 "watch",
-                "no folder to watch: give `--watch DIR` or `watch = [\"DIR\"]` in the config file"
+                "no folder to watch: give `--watch DIR` or `watch = [\"DIR\"]` in the config file \
+                 (or declare `[[sources]]` event streams and a `state` folder)"
                     .to_string(),
             ));
         }
@@ -391,7 +398,17 @@ impl Settings {
         let state = match (&overrides.state, &file.state) {
             (Some(s), _) => s.clone(),
             (None, Some(s)) => relative(s),
-            (None, None) => watch[0].join(DEFAULT_STATE_DIR),
+            (None, None) => match watch.first() {
+                Some(w) => w.join(DEFAULT_STATE_DIR),
+                None => {
+                    return Err(invalid(
+                        &cli,
+                        "state",
+                        "no watched folder to keep the state in: give `--state DIR` or `state = \"DIR\"`"
+                            .to_string(),
+                    ));
+                }
+            },
         };
 
         // Each value: flag first, then file, then default; errors name where the value came from.
@@ -478,6 +495,13 @@ impl Settings {
             std::env::var(name).ok()
         })
         .map_err(|(key, message)| invalid(&origin, &key, message))?;
+        let sources = crate::sources::stream::config::resolve(
+            &file.sources,
+            &base,
+            watch.first().map(PathBuf::as_path),
+            &|name| std::env::var(name).ok(),
+        )
+        .map_err(|(key, message)| invalid(&origin, &key, message))?;
         Ok(Settings {
             config_file: config_path.map(Path::to_path_buf),
             watch,
@@ -506,6 +530,7 @@ impl Settings {
             max_age,
             telemetry,
             webhooks,
+            sources,
         })
     }
 }

@@ -6,12 +6,14 @@
 //!   and sends each complete, not yet evaluated version once.
 //! - [`partitions`]: Hive `key=value` path segments → batch attributes.
 //!
-//! Event streams (HTTP ingest, Kafka) plug in beside `lake`: a stream source
-//! closes a window, writes it as a Parquet file in the state folder, and sends
-//! a `Batch` for it like any other.
+//! - [`stream`]: event streams (HTTP ingest, NDJSON files, Kafka) windowed
+//!   into batches: a closed window is written as a Parquet file in the state
+//!   folder and sent as a `Batch` like any other, with an [`Ack`] so the
+//!   source learns when it is recorded (and may drop its copy or commit).
 
 pub mod lake;
 pub mod partitions;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -36,4 +38,25 @@ pub struct Batch {
     pub partitions: BTreeMap<String, String>,
     /// When the source first saw this version (for latency figures).
     pub discovered: Instant,
+    /// Told once the batch's record is durable (or could not be made).
+    pub ack: Option<Ack>,
+}
+
+/// Tells a stream source whether a window it sent is recorded: `true` once
+/// the store holds its record (new, or recorded before), `false` when it
+/// could not be (the source sends it again later).
+#[derive(Clone)]
+pub struct Ack(pub tokio::sync::mpsc::UnboundedSender<(BatchVersion, bool)>);
+
+impl Ack {
+    /// Sends the outcome (a source that stopped listening is not an error).
+    pub fn send(&self, version: &BatchVersion, recorded: bool) {
+        let _ = self.0.send((version.clone(), recorded));
+    }
+}
+
+impl std::fmt::Debug for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Ack")
+    }
 }

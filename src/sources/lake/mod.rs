@@ -312,6 +312,7 @@ impl LakeSource {
                 relative: key.relative,
                 root: root.clone(),
                 discovered,
+                ack: None,
             };
             tokio::select! {
                 sent = queue.send(batch) => if sent.is_err() { return false },

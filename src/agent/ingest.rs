@@ -1,0 +1,277 @@
+//! `POST /ingest/{dataset}`: events over HTTP into a stream's durable windows.
+//!
+//! The answer says what happened to every event: 200 with `accepted` and
+//! `rejected` counts (the first rejections with line and reason; all of
+//! them are in the dead-letter file) once the accepted events are synced to
+//! the write-ahead log; 400 when nothing in the body fits; 401 without the
+//! configured bearer token; 404 for a dataset with no `http` source; 413 for
+//! a body over `max_body`; 415 for another content type; 429 with
+//! `Retry-After` when too many events wait for evaluation (nothing of the
+//! body was taken: send it again). Decoding runs on a blocking thread.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::{Shared, StreamHandle};
+use crate::sources::stream::http::{BodyFormat, decode_ipc, decode_ndjson, format_of, lines};
+use crate::sources::stream::log::AppendError;
+use crate::sources::stream::{DeadLetter, EventSchema, SourceSettings, rule_schema};
+
+/// Rejections listed in a response (the dead-letter file has them all).
+pub const ERRORS_IN_RESPONSE: usize = 10;
+
+/// The answer to a post.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IngestResponse {
+    /// Events accepted (durable; they will be evaluated).
+    pub accepted: u64,
+    /// Events rejected (written to the dead-letter file).
+    pub rejected: u64,
+    /// The first rejections.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<IngestRejection>,
+    /// Why the post was refused, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One rejected event in a response.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IngestRejection {
+    /// `line N` (NDJSON) or `record batch N` (Arrow IPC).
+    pub location: String,
+    /// Why.
+    pub reason: String,
+}
+
+fn refuse(status: StatusCode, message: String) -> Response {
+    let body = IngestResponse {
+        accepted: 0,
+        rejected: 0,
+        errors: Vec::new(),
+        error: Some(message),
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// Compares in time independent of where the strings differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The handler.
+pub async fn ingest(
+    State(shared): State<Arc<Shared>>,
+    Path(dataset): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(stream) = shared
+        .streams
+        .iter()
+        .find(|s| s.config.dataset == dataset && s.log.is_some() && s.is_http())
+        .cloned()
+    else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no `http` source for dataset `{dataset}`: declare one in the config file ([[sources]] kind = \"http\", dataset = \"{dataset}\")"
+            ),
+        );
+    };
+    let SourceSettings::Http {
+        max_body,
+        bearer_token_env,
+        ..
+    } = &stream.config.settings
+    else {
+        return refuse(StatusCode::NOT_FOUND, "not an http source".to_string());
+    };
+    if let Some(var) = bearer_token_env {
+        let expected = std::env::var(var).unwrap_or_default();
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if expected.is_empty() || !same_secret(given.as_bytes(), expected.as_bytes()) {
+            let mut r = refuse(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token".to_string(),
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    if body.len() > *max_body {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the body has {} bytes; this source takes at most {max_body} (`max_body`): split it",
+                body.len()
+            ),
+        );
+    }
+    let format = match format_of(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    ) {
+        Ok(f) => f,
+        Err(m) => return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, m),
+    };
+    let from_rule = shared
+        .rules
+        .borrow()
+        .iter()
+        .find(|r| r.dataset == dataset)
+        .and_then(rule_schema);
+    let from_rule = match from_rule.transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            return refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the rule file's schema check cannot type stream events: {e}"),
+            );
+        }
+    };
+    let done = tokio::task::spawn_blocking(move || take(&stream, format, &body, from_rule)).await;
+    match done {
+        Ok(r) => r,
+        Err(e) => refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("ingest task failed: {e}"),
+        ),
+    }
+}
+
+/// Decodes, appends and dead-letters one body (blocking).
+fn take(
+    stream: &StreamHandle,
+    format: BodyFormat,
+    body: &[u8],
+    from_rule: Option<EventSchema>,
+) -> Response {
+    let Some(log) = &stream.log else {
+        return refuse(StatusCode::NOT_FOUND, "not an http source".to_string());
+    };
+    let name = stream.config.name.as_str();
+    let internal = |e: String| refuse(StatusCode::INTERNAL_SERVER_ERROR, e);
+    let held = match log.schema(from_rule) {
+        Ok(s) => s,
+        Err(e) => return internal(e.to_string()),
+    };
+    let (batches, accepted, rejected) = match format {
+        BodyFormat::Ndjson => {
+            let schema = match held {
+                Some(s) => s,
+                None => match EventSchema::infer(lines(body).map(|(_, l)| l)) {
+                    Some(s) => match log.adopt_schema(s) {
+                        Ok(s) => s,
+                        Err(e) => return internal(e.to_string()),
+                    },
+                    None if lines(body).next().is_none() => {
+                        return (
+                            StatusCode::OK,
+                            axum::Json(IngestResponse {
+                                accepted: 0,
+                                rejected: 0,
+                                errors: Vec::new(),
+                                error: None,
+                            }),
+                        )
+                            .into_response();
+                    }
+                    // Nothing to infer from: every line is rejected below
+                    // against an empty schema (each says why).
+                    None => match EventSchema::from_arrow(&arrow::datatypes::Schema::empty()) {
+                        Ok(s) => s,
+                        Err(e) => return internal(e),
+                    },
+                },
+            };
+            match decode_ndjson(lines(body), &schema, name, &|n| format!("line {n}")) {
+                Ok(d) => (d.batches, d.accepted, d.rejected),
+                Err(e) => return internal(e),
+            }
+        }
+        BodyFormat::ArrowIpc => match decode_ipc(body, held.as_ref()) {
+            Ok((batches, schema)) => {
+                if held.is_none()
+                    && let Err(e) = log.adopt_schema(schema)
+                {
+                    return internal(e.to_string());
+                }
+                let n = batches.iter().map(|b| b.num_rows() as u64).sum();
+                (batches, n, Vec::new())
+            }
+            Err(reason) => {
+                let letter = DeadLetter::new(
+                    name,
+                    "the Arrow IPC body".to_string(),
+                    reason.clone(),
+                    format!("<Arrow IPC stream, {} bytes>", body.len()).as_bytes(),
+                );
+                if let Err(e) = log.dead.write(&[letter]) {
+                    return internal(e.to_string());
+                }
+                log.stats
+                    .rejected
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return refuse(StatusCode::BAD_REQUEST, reason);
+            }
+        },
+    };
+    match log.append(&batches, None, || Ok(())) {
+        Ok(_) => {}
+        Err(AppendError::Full { pending, limit }) => {
+            let mut r = refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{pending} events are waiting for evaluation (limit {limit}); nothing of this body was taken, send it again"
+                ),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
+        Err(AppendError::Failed(e)) => return internal(e.to_string()),
+    }
+    if let Err(e) = log.dead.write(&rejected) {
+        return internal(e.to_string());
+    }
+    log.stats
+        .rejected
+        .fetch_add(rejected.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    let status = if accepted == 0 && !rejected.is_empty() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let response = IngestResponse {
+        accepted,
+        rejected: rejected.len() as u64,
+        errors: rejected
+            .iter()
+            .take(ERRORS_IN_RESPONSE)
+            .map(|l| IngestRejection {
+                location: l.location.clone(),
+                reason: l.reason.clone(),
+            })
+            .collect(),
+        error: (status == StatusCode::BAD_REQUEST).then(|| {
+            format!(
+                "no event in the body fits the stream's schema; all {} are in {}",
+                rejected.len(),
+                log.dead.path().display()
+            )
+        }),
+    };
+    (status, axum::Json(response)).into_response()
+}

@@ -1,0 +1,349 @@
+//! NDJSON files landing in a folder, windowed like the HTTP stream.
+//!
+//! The folder is listed every second; a file matching `include` is read once
+//! its size and modification time stayed unchanged for `settle`. Its lines go
+//! through the same decoding as an HTTP post, in chunks, into the stream's
+//! [`WindowedLog`]; bad lines go to the dead-letter file as `file:line`.
+//! Progress (lines consumed per file) is saved under the log's lock right
+//! after each chunk is durable in the WAL, and every WAL frame carries it
+//! too, so a crash re-reads nothing that is already in a window. A file that
+//! grows after it was read (an append-only log) is read on from where it was.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::http::{ROWS_PER_BATCH, decode_ndjson};
+use super::log::AppendError;
+use super::wal::{Origin, sync_dir};
+use super::{EventSchema, Result, StreamError, WindowedLog, rule_schema};
+use crate::rules::RuleFile;
+
+/// How often the folder is listed.
+const LIST_EVERY: Duration = Duration::from_secs(1);
+
+/// What is known of one file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct FileProgress {
+    /// Lines consumed (accepted or rejected).
+    lines: u64,
+    /// Size when last read to the end.
+    size: u64,
+    /// Modification time (ns) when last read to the end.
+    mtime_ns: i64,
+}
+
+/// The NDJSON file source of one dataset.
+pub struct FileSource {
+    log: Arc<WindowedLog>,
+    root: PathBuf,
+    include: GlobSet,
+    settle: Duration,
+    rules: watch::Receiver<Arc<Vec<RuleFile>>>,
+    progress_path: PathBuf,
+    progress: Mutex<BTreeMap<String, FileProgress>>,
+}
+
+impl FileSource {
+    /// A file source over `root` feeding `log`; progress lives in `dir`.
+    pub fn new(
+        log: Arc<WindowedLog>,
+        dir: &Path,
+        root: PathBuf,
+        include: &[String],
+        settle: Duration,
+        rules: watch::Receiver<Arc<Vec<RuleFile>>>,
+    ) -> Result<Self> {
+        let mut builder = GlobSetBuilder::new();
+        for g in include {
+            builder.add(Glob::new(g).map_err(|e| StreamError::Schema(e.to_string()))?);
+        }
+        let include = builder
+            .build()
+            .map_err(|e| StreamError::Schema(e.to_string()))?;
+        let progress_path = dir.join("files.json");
+        let mut progress: BTreeMap<String, FileProgress> = std::fs::read_to_string(&progress_path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        // Frames still in the WAL may be ahead of the saved progress (a crash
+        // between the two writes): the larger count wins.
+        for (file, lines) in &log.recovered {
+            let p = progress.entry(file.clone()).or_default();
+            p.lines = p.lines.max(*lines);
+        }
+        Ok(Self {
+            log,
+            root,
+            include,
+            settle,
+            rules,
+            progress_path,
+            progress: Mutex::new(progress),
+        })
+    }
+
+    /// Lists and reads files until `stop`.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut seen: HashMap<PathBuf, (u64, i64, Instant)> = HashMap::new();
+        loop {
+            let mut ready = Vec::new();
+            let listed = list(&self.root, &self.include);
+            let now = Instant::now();
+            seen.retain(|p, _| listed.iter().any(|(q, ..)| q == p));
+            for (path, size, mtime) in listed {
+                let rel = self.relative(&path);
+                let known = self.progress.lock().ok().and_then(|p| p.get(&rel).cloned());
+                if known
+                    .as_ref()
+                    .is_some_and(|k| k.size == size && k.mtime_ns == mtime)
+                {
+                    continue;
+                }
+                let entry = seen.entry(path.clone()).or_insert((size, mtime, now));
+                if (entry.0, entry.1) != (size, mtime) {
+                    *entry = (size, mtime, now);
+                } else if entry.2.elapsed() >= self.settle {
+                    ready.push((path, size, mtime));
+                }
+            }
+            for (path, size, mtime) in ready {
+                let this = self.clone();
+                let stop_flag = stop.clone();
+                let read = tokio::task::spawn_blocking(move || {
+                    this.read_file(&path, size, mtime, &stop_flag)
+                })
+                .await;
+                match read {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(source = %self.log.source().name, error = %e, "cannot read an event file; retrying")
+                    }
+                    Err(e) => tracing::error!(error = %e, "event file task failed"),
+                }
+                if *stop.borrow() {
+                    return;
+                }
+            }
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(LIST_EVERY) => {}
+            }
+        }
+    }
+
+    fn relative(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn schema(&self, first_lines: &[(u64, Vec<u8>)]) -> Result<Option<EventSchema>> {
+        let dataset = &self.log.source().dataset;
+        let from_rule = self
+            .rules
+            .borrow()
+            .iter()
+            .find(|r| &r.dataset == dataset)
+            .and_then(rule_schema)
+            .transpose()
+            .map_err(StreamError::Schema)?;
+        if let Some(s) = self.log.schema(from_rule)? {
+            return Ok(Some(s));
+        }
+        match EventSchema::infer(first_lines.iter().map(|(_, l)| l.as_slice())) {
+            Some(s) => Ok(Some(self.log.adopt_schema(s)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads a settled file from where it was left, chunk by chunk.
+    fn read_file(
+        &self,
+        path: &Path,
+        size: u64,
+        mtime: i64,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<()> {
+        let rel = self.relative(path);
+        let io = |source| StreamError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let start = self
+            .progress
+            .lock()
+            .ok()
+            .and_then(|p| p.get(&rel).map(|k| k.lines))
+            .unwrap_or(0);
+        let mut reader =
+            std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).map_err(io)?);
+        let source_name = self.log.source().name.clone();
+        let mut n = 0u64;
+        let mut buf = Vec::new();
+        let mut chunk: Vec<(u64, Vec<u8>)> = Vec::new();
+        loop {
+            buf.clear();
+            let read = reader.read_until(b'\n', &mut buf).map_err(io)?;
+            if read > 0 {
+                n += 1;
+                if n > start {
+                    let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    if !line.iter().all(u8::is_ascii_whitespace) {
+                        chunk.push((n, line.to_vec()));
+                    }
+                }
+            }
+            let end = read == 0;
+            if chunk.len() >= ROWS_PER_BATCH || (end && n > start) {
+                self.flush_chunk(&rel, &source_name, &chunk, n, stop)?;
+                chunk.clear();
+            }
+            if end {
+                break;
+            }
+        }
+        let mut progress = self
+            .progress
+            .lock()
+            .map_err(|_| io(std::io::Error::other("progress lock poisoned")))?;
+        let p = progress.entry(rel).or_default();
+        p.lines = p.lines.max(n);
+        p.size = size;
+        p.mtime_ns = mtime;
+        save(&self.progress_path, &progress)
+    }
+
+    /// Decodes and appends one chunk (through line `through`), waiting while
+    /// the stream is full.
+    fn flush_chunk(
+        &self,
+        rel: &str,
+        source_name: &str,
+        chunk: &[(u64, Vec<u8>)],
+        through: u64,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<()> {
+        let Some(schema) = self.schema(chunk)? else {
+            // No line is a JSON object: all of them are bad records.
+            let letters: Vec<_> = chunk
+                .iter()
+                .map(|(n, l)| {
+                    super::DeadLetter::new(
+                        source_name,
+                        format!("{rel}:{n}"),
+                        "expected a JSON object".to_string(),
+                        l,
+                    )
+                })
+                .collect();
+            self.log.dead.write(&letters)?;
+            self.log
+                .stats
+                .rejected
+                .fetch_add(letters.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            return self.save_lines(rel, through);
+        };
+        let decoded = decode_ndjson(
+            chunk.iter().map(|(n, l)| (*n, l.as_slice())),
+            &schema,
+            source_name,
+            &|n| format!("{rel}:{n}"),
+        )
+        .map_err(StreamError::Schema)?;
+        let origin = Origin {
+            file: rel.to_string(),
+            lines: through,
+        };
+        loop {
+            match self.log.append(&decoded.batches, Some(origin.clone()), || {
+                self.save_lines(rel, through)
+            }) {
+                Ok(_) => break,
+                Err(AppendError::Full { .. }) => {
+                    if *stop.borrow() {
+                        return Ok(());
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(AppendError::Failed(e)) => return Err(e),
+            }
+        }
+        self.log.dead.write(&decoded.rejected)?;
+        self.log.stats.rejected.fetch_add(
+            decoded.rejected.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    fn save_lines(&self, rel: &str, lines: u64) -> Result<()> {
+        let mut progress = self.progress.lock().map_err(|_| StreamError::Io {
+            path: self.progress_path.clone(),
+            source: std::io::Error::other("progress lock poisoned"),
+        })?;
+        let p = progress.entry(rel.to_string()).or_default();
+        p.lines = p.lines.max(lines);
+        save(&self.progress_path, &progress)
+    }
+}
+
+fn save(path: &Path, progress: &BTreeMap<String, FileProgress>) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_vec(progress).unwrap_or_default();
+    let io = |source| StreamError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::write(&tmp, text).map_err(io)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Files under `root` matching `include` (hidden and `_` names skipped),
+/// with size and modification time (ns).
+fn list(root: &Path, include: &GlobSet) -> Vec<(PathBuf, u64, i64)> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || name.starts_with('_') || name.ends_with(".tmp") {
+                continue;
+            }
+            let path = e.path();
+            let Ok(meta) = e.metadata() else { continue };
+            if meta.is_dir() {
+                dirs.push(path);
+            } else if meta.is_file() && include.is_match(path.strip_prefix(root).unwrap_or(&path)) {
+                let mtime = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_nanos() as i64)
+                    .unwrap_or(0);
+                out.push((path, meta.len(), mtime));
+            }
+        }
+    }
+    out.sort();
+    out
+}
