@@ -15,5 +15,6 @@ mod errors;
 mod golden;
 mod html;
 mod one_scan;
+mod streams;
 mod telemetry;
 mod webhooks;
