@@ -342,6 +342,16 @@ pub async fn run(
         &hostname(),
         Arc::new(move || depth.lock().map(|s| s.len() as u64).unwrap_or(0)),
     )?);
+    telemetry.observe_streams(
+        streams
+            .iter()
+            .map(|s| crate::sinks::telemetry::ObservedStream {
+                kind: s.config.kind().as_str(),
+                dataset: s.config.dataset.clone(),
+                stats: s.stats.clone(),
+            })
+            .collect(),
+    );
     let shared = Arc::new(Shared {
         store: store.clone(),
         results_log: Mutex::new(log),

@@ -388,6 +388,43 @@ not json at all\n\
     let s = stream_status(&agent, "http:dl");
     assert_eq!(s["accepted"], 4);
     assert_eq!(s["rejected"], 4);
+    // The same counts in telemetry.
+    let metrics = agent.get("/metrics").1;
+    let series = |name: &str, labels: &[&str]| -> Option<String> {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+    };
+    assert_eq!(
+        series(
+            "driftwatch_stream_events_total",
+            &["dataset=\"dl\"", "outcome=\"rejected\"", "source=\"http\""]
+        )
+        .as_deref(),
+        Some("4"),
+        "{metrics}"
+    );
+    assert_eq!(
+        series(
+            "driftwatch_stream_events_total",
+            &["dataset=\"dl\"", "outcome=\"accepted\""]
+        )
+        .as_deref(),
+        Some("4")
+    );
+    wait_for("the window to be acknowledged", || {
+        (stream_status(&agent, "http:dl")["windows_evaluated"] == 1).then_some(())
+    });
+    let metrics = agent.get("/metrics").1;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("driftwatch_stream_windows_total{")
+                && l.contains("state=\"evaluated\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
 
     // A body where nothing fits is a 400, and its lines are dead letters too.
     let r = post(

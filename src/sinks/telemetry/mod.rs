@@ -30,7 +30,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
-use opentelemetry::metrics::{Counter, Gauge, Histogram, MeterProvider as _, ObservableGauge};
+use opentelemetry::metrics::{
+    Counter, Gauge, Histogram, MeterProvider as _, ObservableCounter, ObservableGauge,
+};
 use opentelemetry::trace::{
     Span as _, SpanKind, TraceContextExt as _, Tracer as _, TracerProvider as _,
 };
@@ -202,6 +204,26 @@ pub struct Telemetry {
     instruments: Instruments,
     flush: Arc<Notify>,
     exporting: bool,
+    /// Stream instruments, read from the sources' counters at collection.
+    streams: std::sync::Mutex<Vec<StreamInstruments>>,
+}
+
+/// The stream instruments (held so their callbacks stay registered).
+struct StreamInstruments {
+    _counters: Vec<ObservableCounter<u64>>,
+    _gauges: Vec<ObservableGauge<u64>>,
+    _lag: ObservableGauge<i64>,
+}
+
+/// A stream source whose counters telemetry observes.
+#[derive(Clone)]
+pub struct ObservedStream {
+    /// `http`, `kafka`, `ndjson_files`.
+    pub kind: &'static str,
+    /// The dataset.
+    pub dataset: String,
+    /// Its counters.
+    pub stats: Arc<crate::sources::stream::StreamStats>,
 }
 
 fn resource(settings: &TelemetrySettings, instance: &str, host: &str) -> Resource {
@@ -388,7 +410,109 @@ impl Telemetry {
             instruments,
             flush: Arc::new(Notify::new()),
             exporting: settings.otlp.is_some(),
+            streams: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Exports the stream sources' counters (events, windows, pending
+    /// events, throttled posts, Kafka lag), read whenever metrics are collected.
+    pub fn observe_streams(&self, streams: Vec<ObservedStream>) {
+        if streams.is_empty() {
+            return;
+        }
+        let meter = self.meter_provider.meter("driftwatch");
+        let streams = Arc::new(streams);
+        let attrs = |s: &ObservedStream| {
+            vec![
+                KeyValue::new(names::SOURCE, s.kind),
+                KeyValue::new(names::DATASET, s.dataset.clone()),
+            ]
+        };
+        type Read = fn(&crate::sources::stream::StreamStats) -> u64;
+        let counter =
+            |i: &Instrument, series: Vec<(Option<(&'static str, &'static str)>, Read)>| {
+                let streams = streams.clone();
+                meter
+                    .u64_observable_counter(i.name)
+                    .with_unit(i.unit)
+                    .with_description(i.description)
+                    .with_callback(move |o| {
+                        for s in streams.iter() {
+                            for (extra, read) in &series {
+                                let mut a = attrs(s);
+                                if let Some((k, v)) = extra {
+                                    a.push(KeyValue::new(*k, *v));
+                                }
+                                o.observe(read(&s.stats), &a);
+                            }
+                        }
+                    })
+                    .build()
+            };
+        let events = counter(
+            &names::STREAM_EVENTS,
+            vec![
+                (Some((names::OUTCOME, "accepted")), |s| {
+                    s.accepted.load(Ordering::Relaxed)
+                }),
+                (Some((names::OUTCOME, "rejected")), |s| {
+                    s.rejected.load(Ordering::Relaxed)
+                }),
+            ],
+        );
+        let windows = counter(
+            &names::STREAM_WINDOWS,
+            vec![
+                (Some((names::STATE, "closed")), |s| {
+                    s.windows_closed.load(Ordering::Relaxed)
+                }),
+                (Some((names::STATE, "evaluated")), |s| {
+                    s.windows_evaluated.load(Ordering::Relaxed)
+                }),
+            ],
+        );
+        let throttled = counter(
+            &names::STREAM_THROTTLED,
+            vec![(None, |s| s.throttled.load(Ordering::Relaxed))],
+        );
+        let pending = {
+            let streams = streams.clone();
+            let i = &names::STREAM_PENDING_EVENTS;
+            meter
+                .u64_observable_gauge(i.name)
+                .with_unit(i.unit)
+                .with_description(i.description)
+                .with_callback(move |o| {
+                    for s in streams.iter() {
+                        o.observe(s.stats.pending_events.load(Ordering::Relaxed), &attrs(s));
+                    }
+                })
+                .build()
+        };
+        let lag = {
+            let streams = streams.clone();
+            let i = &names::STREAM_LAG;
+            meter
+                .i64_observable_gauge(i.name)
+                .with_unit(i.unit)
+                .with_description(i.description)
+                .with_callback(move |o| {
+                    for s in streams.iter().filter(|s| s.kind == "kafka") {
+                        let lag = s.stats.lag.load(Ordering::Relaxed);
+                        if lag >= 0 {
+                            o.observe(lag, &attrs(s));
+                        }
+                    }
+                })
+                .build()
+        };
+        if let Ok(mut held) = self.streams.lock() {
+            held.push(StreamInstruments {
+                _counters: vec![events, windows, throttled],
+                _gauges: vec![pending],
+                _lag: lag,
+            });
+        }
     }
 
     /// The Prometheus text exposition of every instrument (`/metrics`).

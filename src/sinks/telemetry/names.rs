@@ -82,6 +82,8 @@ pub const OUTCOME: &str = "outcome";
 pub const WEBHOOK: &str = "webhook";
 /// Attribute: a delivery's state (`pending`, `dead`).
 pub const STATE: &str = "state";
+/// Attribute: a stream source's kind (`http`, `kafka`, `ndjson_files`).
+pub const SOURCE: &str = "source";
 
 /// Batches evaluated.
 pub const BATCHES: Instrument = Instrument {
@@ -227,6 +229,46 @@ pub const WEBHOOK_DELIVERIES: Instrument = Instrument {
     attributes: &[WEBHOOK, STATE],
     description: "Events in the outbox by state: pending (awaiting an attempt) and dead (dead-lettered; `driftwatch webhooks retry` re-queues).",
 };
+/// Stream events accepted or rejected.
+pub const STREAM_EVENTS: Instrument = Instrument {
+    name: "driftwatch.stream.events",
+    kind: Kind::Counter,
+    unit: "{event}",
+    attributes: &[SOURCE, DATASET, OUTCOME],
+    description: "Stream events by outcome: accepted (durable, will be evaluated), rejected (written to the dead-letter file).",
+};
+/// Stream windows closed or recorded.
+pub const STREAM_WINDOWS: Instrument = Instrument {
+    name: "driftwatch.stream.windows",
+    kind: Kind::Counter,
+    unit: "{window}",
+    attributes: &[SOURCE, DATASET, STATE],
+    description: "Stream windows by state: closed (sent for evaluation), evaluated (record durable; WAL segment dropped or Kafka offsets committed).",
+};
+/// Stream events waiting for evaluation.
+pub const STREAM_PENDING_EVENTS: Instrument = Instrument {
+    name: "driftwatch.stream.pending_events",
+    kind: Kind::Gauge,
+    unit: "{event}",
+    attributes: &[SOURCE, DATASET],
+    description: "Events accepted and not yet recorded (open and closed windows); HTTP posts get 429 beyond `max_pending_events`.",
+};
+/// Posts refused for a full stream.
+pub const STREAM_THROTTLED: Instrument = Instrument {
+    name: "driftwatch.stream.throttled",
+    kind: Kind::Counter,
+    unit: "{request}",
+    attributes: &[SOURCE, DATASET],
+    description: "Ingest posts answered 429 because `max_pending_events` events were waiting.",
+};
+/// Kafka consumer lag.
+pub const STREAM_LAG: Instrument = Instrument {
+    name: "driftwatch.stream.lag",
+    kind: Kind::Gauge,
+    unit: "{message}",
+    attributes: &[SOURCE, DATASET],
+    description: "Kafka sources: messages between the consumer's position and the high watermarks of its partitions.",
+};
 
 /// Every instrument, in documentation order.
 pub const INSTRUMENTS: &[Instrument] = &[
@@ -248,6 +290,11 @@ pub const INSTRUMENTS: &[Instrument] = &[
     WEBHOOK_ATTEMPTS,
     WEBHOOK_ATTEMPT_DURATION,
     WEBHOOK_DELIVERIES,
+    STREAM_EVENTS,
+    STREAM_WINDOWS,
+    STREAM_PENDING_EVENTS,
+    STREAM_THROTTLED,
+    STREAM_LAG,
 ];
 
 #[cfg(test)]

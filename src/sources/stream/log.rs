@@ -215,11 +215,11 @@ impl WindowedLog {
     /// one (a change closes the open window), else the one held.
     pub fn schema(&self, from_rule: Option<EventSchema>) -> Result<Option<EventSchema>> {
         let mut inner = self.lock()?;
-        if let Some(rule) = from_rule {
-            if inner.schema.as_ref() != Some(&rule) {
-                self.close_open(&mut inner);
-                inner.schema = Some(rule);
-            }
+        if let Some(rule) = from_rule
+            && inner.schema.as_ref() != Some(&rule)
+        {
+            self.close_open(&mut inner);
+            inner.schema = Some(rule);
         }
         Ok(inner.schema.clone())
     }
