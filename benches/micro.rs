@@ -1,7 +1,9 @@
 //! Criterion micro-benchmarks of the hot pieces: column-profile updates per
 //! column type (sketch, moments, HLL, frequencies), merges of partition
 //! profiles, profile serialization, and each drift test on profiles of
-//! realistic size (one million rows each side).
+//! realistic size (one million rows each side), and stream event decoding
+//! (driftwatch's strict NDJSON → Arrow against arrow-json's decoder, the
+//! reference, on the same lines).
 //!
 //! ```text
 //! cargo bench --bench micro                 # all
@@ -269,5 +271,65 @@ fn one_column(column: &str, test: TestKind) -> DriftConfig {
     config
 }
 
-criterion_group!(benches, updates, merges, serialization, drift_tests);
+/// NDJSON → Arrow: driftwatch's strict per-event decoding (each event
+/// validated, a bad one rejected alone with its reason) against arrow-json's
+/// batch decoder (no per-line rejection) on the same 10,000 lines.
+fn stream_decode(c: &mut Criterion) {
+    use driftwatch::rules::LogicalType;
+    use driftwatch::sources::stream::EventSchema;
+    let schema = EventSchema::from_rule(&[
+        ("id".to_string(), LogicalType::Int64),
+        ("kind".to_string(), LogicalType::Utf8),
+        ("ok".to_string(), LogicalType::Boolean),
+        ("score".to_string(), LogicalType::Float64),
+    ])
+    .expect("a valid schema");
+    let mut body = Vec::new();
+    for id in 0..10_000u64 {
+        body.extend_from_slice(
+            format!(
+                "{{\"id\":{id},\"score\":{},\"kind\":\"k{}\",\"ok\":{}}}\n",
+                (id % 1000) as f64 / 10.0,
+                id % 7,
+                id % 3 == 0
+            )
+            .as_bytes(),
+        );
+    }
+    let mut group = c.benchmark_group("stream_decode");
+    group.throughput(Throughput::Elements(10_000));
+    group.bench_function("driftwatch_strict", |b| {
+        b.iter(|| {
+            let d = driftwatch::sources::stream::http::decode_ndjson(
+                driftwatch::sources::stream::http::lines(&body),
+                &schema,
+                "bench",
+                &|n| n.to_string(),
+            )
+            .expect("decodes");
+            black_box(d.accepted)
+        })
+    });
+    group.bench_function("arrow_json_reference", |b| {
+        b.iter(|| {
+            let mut decoder = arrow_json::ReaderBuilder::new(schema.arrow().clone())
+                .with_batch_size(65_536)
+                .build_decoder()
+                .expect("a decoder");
+            decoder.decode(&body).expect("decodes");
+            let batch = decoder.flush().expect("flushes").expect("rows");
+            black_box(batch.num_rows())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    updates,
+    merges,
+    serialization,
+    drift_tests,
+    stream_decode
+);
 criterion_main!(benches);
