@@ -13,6 +13,7 @@
 //! unknown key, a nested object — makes the event a bad record with a reason,
 //! never a cast.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -21,6 +22,8 @@ use arrow::array::{
     StringBuilder, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::rules::{LogicalType, TimeZoneSpec};
@@ -405,14 +408,20 @@ impl EventBuilder {
 
     /// Adds one event (a JSON object, one NDJSON line), or says why it does not fit.
     pub fn push_json(&mut self, line: &[u8]) -> Result<(), String> {
-        let value: Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
-        let Value::Object(map) = value else {
-            return Err(format!("expected a JSON object, got {}", json_kind(&value)));
+        // Parsed without building a `Value`: keys and unescaped strings are
+        // borrowed from the line, nested values skipped.
+        let mut de = serde_json::Deserializer::from_slice(line);
+        let event = Event::deserialize(&mut de)
+            .and_then(|e| de.end().map(|()| e))
+            .map_err(|e| format!("not JSON: {e}"))?;
+        let fields = match event {
+            Event::Object(fields) => fields,
+            Event::Other(kind) => return Err(format!("expected a JSON object, got {kind}")),
         };
         // Convert every value first so a bad one leaves the builders untouched.
         let mut cells: Vec<Cell<'_>> = (0..self.columns.len()).map(|_| Cell::Null).collect();
-        for (key, value) in &map {
-            let Some(&i) = self.schema.index.get(key.as_str()) else {
+        for (key, value) in &fields {
+            let Some(&i) = self.schema.index.get(key.as_ref()) else {
                 return Err(format!("unknown field `{key}`"));
             };
             cells[i] = convert(
@@ -456,14 +465,173 @@ impl EventBuilder {
     }
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// One JSON value of an event, borrowed from the line where it can be.
+#[derive(Debug)]
+enum Scalar<'de> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Str(Cow<'de, str>),
+    /// An array (skipped).
+    Array,
+    /// An object (skipped).
+    Object,
+}
+
+impl Scalar<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Scalar::Null => "null",
+            Scalar::Bool(_) => "a boolean",
+            Scalar::Int(_) | Scalar::UInt(_) | Scalar::Float(_) => "a number",
+            Scalar::Str(_) => "a string",
+            Scalar::Array => "an array",
+            Scalar::Object => "an object",
+        }
+    }
+
+    /// The number as JSON writes it.
+    fn number(&self) -> String {
+        match self {
+            Scalar::Int(i) => i.to_string(),
+            Scalar::UInt(u) => u.to_string(),
+            Scalar::Float(f) => serde_json::Number::from_f64(*f)
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| f.to_string()),
+            _ => String::new(),
+        }
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Scalar::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Scalar::Int(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(match i64::try_from(v) {
+            Ok(i) => Scalar::Int(i),
+            Err(_) => Scalar::UInt(v),
+        })
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Scalar::Float(v))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v.to_string())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Array)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Object)
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+/// A key, borrowed from the line unless it has escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A whole event: an object's fields in order, or what it is instead.
+enum Event<'de> {
+    Object(Vec<(Cow<'de, str>, Scalar<'de>)>),
+    Other(&'static str),
+}
+
+impl<'de> Deserialize<'de> for Event<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Event<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some((Key(k), v)) = map.next_entry::<Key<'de>, Scalar<'de>>()? {
+                    fields.push((k, v));
+                }
+                Ok(Event::Object(fields))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Event::Other("an array"))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Event::Other("a boolean"))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Event::Other("a number"))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Event::Other("a number"))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Event::Other("a number"))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Event::Other("a string"))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Event::Other("null"))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -471,9 +639,9 @@ fn convert<'a>(
     column: &Column,
     data_type: &DataType,
     key: &str,
-    value: &'a Value,
+    value: &'a Scalar<'a>,
 ) -> Result<Cell<'a>, String> {
-    if value.is_null() {
+    if matches!(value, Scalar::Null) {
         return Ok(Cell::Null);
     }
     let mismatch = || {
@@ -481,44 +649,41 @@ fn convert<'a>(
             "field `{key}`: expected {}, got {}",
             expected(data_type),
             match value {
-                Value::Number(n) => format!("the number {n}"),
-                Value::String(s) if s.len() <= 40 => format!("the string {s:?}"),
-                other => json_kind(other).to_string(),
+                Scalar::Int(_) | Scalar::UInt(_) | Scalar::Float(_) =>
+                    format!("the number {}", value.number()),
+                Scalar::Str(s) if s.len() <= 40 => format!("the string {s:?}"),
+                other => other.kind().to_string(),
             }
         )
     };
+    let out_of_range = || {
+        format!(
+            "field `{key}`: {} is out of range for {data_type}",
+            value.number()
+        )
+    };
     match (column, value) {
-        (Column::Bool(_), Value::Bool(b)) => Ok(Cell::Bool(*b)),
-        (Column::Int(_, min, max), Value::Number(n)) => match n.as_i64() {
-            Some(i) if i >= *min && i <= *max => Ok(Cell::Int(i)),
-            Some(_) => Err(format!(
-                "field `{key}`: {n} is out of range for {data_type}"
-            )),
-            None if n.is_u64() => Err(format!(
-                "field `{key}`: {n} is out of range for {data_type}"
-            )),
-            None => Err(mismatch()),
-        },
-        (Column::UInt64(_), Value::Number(n)) => match n.as_u64() {
-            Some(u) => Ok(Cell::UInt(u)),
-            None if n.is_i64() => Err(format!(
-                "field `{key}`: {n} is out of range for {data_type}"
-            )),
-            None => Err(mismatch()),
-        },
-        (Column::Float(_), Value::Number(n)) => match n.as_f64() {
-            Some(f)
-                if *data_type == DataType::Float32
-                    && f.is_finite()
-                    && f.abs() > f32::MAX as f64 =>
-            {
-                Err(format!("field `{key}`: {n} is out of range for Float32"))
+        (Column::Bool(_), Scalar::Bool(b)) => Ok(Cell::Bool(*b)),
+        (Column::Int(_, min, max), Scalar::Int(i)) if i >= min && i <= max => Ok(Cell::Int(*i)),
+        (Column::Int(..), Scalar::Int(_) | Scalar::UInt(_)) => Err(out_of_range()),
+        (Column::UInt64(_), Scalar::Int(i)) if *i >= 0 => Ok(Cell::UInt(*i as u64)),
+        (Column::UInt64(_), Scalar::UInt(u)) => Ok(Cell::UInt(*u)),
+        (Column::UInt64(_), Scalar::Int(_)) => Err(out_of_range()),
+        (Column::Float(_), Scalar::Int(_) | Scalar::UInt(_) | Scalar::Float(_)) => {
+            let f = match value {
+                Scalar::Int(i) => *i as f64,
+                Scalar::UInt(u) => *u as f64,
+                Scalar::Float(f) => *f,
+                _ => 0.0,
+            };
+            if *data_type == DataType::Float32 && f.is_finite() && f.abs() > f32::MAX as f64 {
+                Err(out_of_range())
+            } else {
+                Ok(Cell::Float(f))
             }
-            Some(f) => Ok(Cell::Float(f)),
-            None => Err(mismatch()),
-        },
-        (Column::Str(_), Value::String(s)) => Ok(Cell::Str(s)),
-        (Column::Date(_), Value::String(s)) => {
+        }
+        (Column::Str(_), Scalar::Str(s)) => Ok(Cell::Str(s.as_ref())),
+        (Column::Date(_), Scalar::Str(s)) => {
             let date = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
                 .map_err(|_| format!("field `{key}`: {s:?} is not a date (YYYY-MM-DD)"))?;
             let days = date
@@ -526,7 +691,7 @@ fn convert<'a>(
                 .num_days();
             Ok(Cell::Int(days))
         }
-        (Column::Time(_, unit), Value::String(s)) => {
+        (Column::Time(_, unit), Scalar::Str(s)) => {
             let utc_naive = match chrono::DateTime::parse_from_rfc3339(s) {
                 Ok(t) => t.naive_utc(),
                 Err(_) => match data_type {
@@ -730,5 +895,73 @@ mod tests {
             s.conform(&other).unwrap_err(),
             "column `id` is Utf8, the stream's schema says Int64"
         );
+    }
+
+    proptest::proptest! {
+        /// Any event of the schema's types, written by serde_json (escapes,
+        /// unicode, extreme numbers, nulls, any key order), reads back as
+        /// exactly its values.
+        #[test]
+        fn events_round_trip(
+            events in proptest::collection::vec(
+                (
+                    proptest::option::of(proptest::num::i64::ANY),
+                    proptest::option::of(-1e300f64..1e300),
+                    proptest::option::of(".*"),
+                    proptest::option::of(proptest::bool::ANY),
+                    proptest::bool::ANY,
+                ),
+                1..40,
+            )
+        ) {
+            let schema = EventSchema::from_rule(&[
+                ("id".to_string(), LogicalType::Int64),
+                ("kind".to_string(), LogicalType::Utf8),
+                ("ok".to_string(), LogicalType::Boolean),
+                ("score".to_string(), LogicalType::Float64),
+            ])
+            .unwrap();
+            let mut b = schema.builder();
+            for (id, score, kind, ok, reversed) in &events {
+                let mut fields = vec![
+                    ("id", serde_json::json!(id)),
+                    ("score", serde_json::json!(score)),
+                    ("kind", serde_json::json!(kind)),
+                    ("ok", serde_json::json!(ok)),
+                ];
+                if *reversed {
+                    fields.reverse();
+                }
+                let line = serde_json::to_vec(&fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<serde_json::Map<_, _>>()).unwrap();
+                b.push_json(&line).unwrap();
+            }
+            let batch = b.finish().unwrap();
+            proptest::prop_assert_eq!(batch.num_rows(), events.len());
+            let ids = batch.column(0).as_primitive::<Int64Type>();
+            let kinds = batch.column(1).as_string::<i32>();
+            let oks = batch.column(2).as_boolean();
+            let scores = batch.column(3).as_primitive::<Float64Type>();
+            for (i, (id, score, kind, ok, _)) in events.iter().enumerate() {
+                proptest::prop_assert_eq!(ids.is_valid(i).then(|| ids.value(i)), *id);
+                proptest::prop_assert_eq!(scores.is_valid(i).then(|| scores.value(i)), *score);
+                proptest::prop_assert_eq!(kinds.is_valid(i).then(|| kinds.value(i).to_string()), kind.clone());
+                proptest::prop_assert_eq!(oks.is_valid(i).then(|| oks.value(i)), *ok);
+            }
+        }
+
+        /// Arbitrary bytes never panic; a refused line adds no row.
+        #[test]
+        fn arbitrary_lines_are_accepted_whole_or_refused_whole(
+            lines in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..64), 1..20)
+        ) {
+            let mut b = schema().builder();
+            let mut accepted = 0;
+            for line in &lines {
+                if b.push_json(line).is_ok() {
+                    accepted += 1;
+                }
+            }
+            proptest::prop_assert_eq!(b.finish().unwrap().num_rows(), accepted);
+        }
     }
 }
