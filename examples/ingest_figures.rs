@@ -95,10 +95,14 @@ fn arrow_ipc(first: u64, n: u64) -> Result<Vec<u8>> {
         vec![
             Arc::new(Int64Array::from(ids.clone())),
             Arc::new(Float64Array::from(
-                ids.iter().map(|i| (i % 1000) as f64 / 10.0).collect::<Vec<_>>(),
+                ids.iter()
+                    .map(|i| (i % 1000) as f64 / 10.0)
+                    .collect::<Vec<_>>(),
             )),
             Arc::new(StringArray::from(
-                ids.iter().map(|i| format!("k{}", i % 7)).collect::<Vec<_>>(),
+                ids.iter()
+                    .map(|i| format!("k{}", i % 7))
+                    .collect::<Vec<_>>(),
             )),
             Arc::new(arrow::array::BooleanArray::from(
                 ids.iter().map(|i| i % 3 == 0).collect::<Vec<_>>(),
@@ -180,13 +184,12 @@ fn reports(state: &Path, dataset: &str) -> Vec<(String, u64, SystemTime)> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["reports"][0]["dataset"] == dataset)
         .filter_map(|v| {
-            let at = chrono::DateTime::parse_from_rfc3339(v["agent"]["evaluated_at"].as_str()?)
-                .ok()?;
+            let at =
+                chrono::DateTime::parse_from_rfc3339(v["agent"]["evaluated_at"].as_str()?).ok()?;
             Some((
                 v["reports"][0]["source"].as_str()?.to_string(),
                 v["reports"][0]["rows"].as_u64()?,
-                SystemTime::UNIX_EPOCH
-                    + Duration::from_millis(at.timestamp_millis().max(0) as u64),
+                SystemTime::UNIX_EPOCH + Duration::from_millis(at.timestamp_millis().max(0) as u64),
             ))
         })
         .collect()
@@ -270,8 +273,7 @@ async fn main() -> Result<()> {
             body_bytes = bodies.iter().map(Vec::len).sum::<usize>();
             let before = reports(&agent.state, dataset).len() as u64;
             let t0 = Instant::now();
-            let accepted =
-                post_all(&client, &url, content_type, &bodies, args.concurrency).await?;
+            let accepted = post_all(&client, &url, content_type, &bodies, args.concurrency).await?;
             let acked = t0.elapsed();
             anyhow::ensure!(accepted == args.events, "accepted {accepted}");
             loop {

@@ -141,6 +141,12 @@ pub async fn ingest(
             );
         }
     };
+    let Ok(_slot) = shared.ingest_slots.acquire().await else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is stopping".to_string(),
+        );
+    };
     let done = tokio::task::spawn_blocking(move || take(&stream, format, &body, from_rule)).await;
     match done {
         Ok(r) => r,

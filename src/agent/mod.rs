@@ -137,6 +137,9 @@ pub struct Shared {
     dataset_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The stream sources.
     pub(crate) streams: Vec<StreamHandle>,
+    /// Ingest bodies decoded at once (each holds its body and its rows in
+    /// memory; more posts wait for a slot).
+    pub(crate) ingest_slots: tokio::sync::Semaphore,
 }
 
 /// A running stream source, as the HTTP handlers see it.
@@ -375,6 +378,7 @@ pub async fn run(
         activity: AtomicU64::new(0),
         dataset_locks: Mutex::new(HashMap::new()),
         streams,
+        ingest_slots: tokio::sync::Semaphore::new(cores.max(2)),
     });
     write_agent_info(&settings.state, &shared)?;
 

@@ -198,6 +198,7 @@ fn reload(
             current.memory_limit != settings.memory_limit,
         ),
         ("evaluation.queue", current.queue != settings.queue),
+        ("sources", current.sources != settings.sources),
         (
             "log",
             current.log_format != settings.log_format || current.log_level != settings.log_level,
@@ -238,6 +239,7 @@ fn reload(
         applied.concurrency = current.concurrency;
         applied.memory_limit = current.memory_limit;
         applied.queue = current.queue;
+        applied.sources = current.sources;
         *s = applied;
     }
     // Changed webhooks (a fixed URL, a new CA) apply to pending deliveries now.

@@ -224,5 +224,24 @@ fn render(doc: &StatusDocument) -> String {
             last.unwrap_or_else(|| "-".to_string())
         ));
     }
+    if !doc.streams.is_empty() {
+        out.push('\n');
+        out.push_str(&format!(
+            "{:<28} {:>10} {:>9} {:>8} {:>9} {:>8} {:>8}\n",
+            "STREAM", "ACCEPTED", "REJECTED", "WINDOWS", "EVALUATED", "PENDING", "LAG"
+        ));
+        for s in &doc.streams {
+            out.push_str(&format!(
+                "{:<28} {:>10} {:>9} {:>8} {:>9} {:>8} {:>8}\n",
+                s.name,
+                s.accepted,
+                s.rejected,
+                s.windows_closed,
+                s.windows_evaluated,
+                s.pending_events,
+                s.lag.map(|l| l.to_string()).unwrap_or_else(|| "-".to_string())
+            ));
+        }
+    }
     out
 }

@@ -109,7 +109,7 @@ impl WindowSpec {
 }
 
 /// A resolved stream source.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceConfig {
     /// `{kind}:{dataset}`, unique; in logs, `/status` and metrics.
     pub name: String,
@@ -133,7 +133,7 @@ impl SourceConfig {
 }
 
 /// Kind-specific settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SourceSettings {
     /// HTTP ingest.
     Http {
