@@ -546,6 +546,20 @@ fn issue_8_a_bearer_token_guards_ingest() {
         Some("t0ken"),
     );
     assert_eq!(r.status, 200, "{}", r.body);
+    // `driftwatch status` lists the stream with its counts.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args(["status", "--state"])
+        .arg(lake.state())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("http:sec "))
+        .unwrap_or_else(|| panic!("{text}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row, ["http:sec", "1", "0", "0", "0", "1", "-"], "{text}");
 }
 
 #[test]
