@@ -310,6 +310,9 @@ pub async fn run(
         });
     let mut streams = Vec::new();
     for source in &settings.sources {
+        if !rules.iter().any(|r| r.dataset == source.dataset) {
+            tracing::warn!(source = %source.name, dataset = %source.dataset, "no rule file has this dataset: its windows wait (in the state folder) until one does");
+        }
         use crate::sources::stream::{SourceSettings, StreamStats, WindowedLog, stream_dir};
         let dir = stream_dir(&settings.state, source);
         let log = match &source.settings {

@@ -176,6 +176,14 @@ impl WindowedLog {
             });
         }
         stats.pending_events.store(inner.pending, Ordering::Relaxed);
+        // Half-written window files of a conversion the crash cut short.
+        if let Ok(entries) = std::fs::read_dir(&windows) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "tmp") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         let dead = DeadLetters::new(dir.join("dead-letters.ndjson"));
         Ok(Self {
             source,
