@@ -310,7 +310,7 @@ pub async fn run(
         });
     let mut streams = Vec::new();
     for source in &settings.sources {
-        if !rules.iter().any(|r| r.dataset == source.dataset) {
+        if !rules_rx.borrow().iter().any(|r| r.dataset == source.dataset) {
             tracing::warn!(source = %source.name, dataset = %source.dataset, "no rule file has this dataset: its windows wait (in the state folder) until one does");
         }
         use crate::sources::stream::{SourceSettings, StreamStats, WindowedLog, stream_dir};
