@@ -239,7 +239,9 @@ fn render(doc: &StatusDocument) -> String {
                 s.windows_closed,
                 s.windows_evaluated,
                 s.pending_events,
-                s.lag.map(|l| l.to_string()).unwrap_or_else(|| "-".to_string())
+                s.lag
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| "-".to_string())
             ));
         }
     }
