@@ -310,7 +310,11 @@ pub async fn run(
         });
     let mut streams = Vec::new();
     for source in &settings.sources {
-        if !rules_rx.borrow().iter().any(|r| r.dataset == source.dataset) {
+        if !rules_rx
+            .borrow()
+            .iter()
+            .any(|r| r.dataset == source.dataset)
+        {
             tracing::warn!(source = %source.name, dataset = %source.dataset, "no rule file has this dataset: its windows wait (in the state folder) until one does");
         }
         use crate::sources::stream::{SourceSettings, StreamStats, WindowedLog, stream_dir};
@@ -402,6 +406,23 @@ pub async fn run(
     let mut stream_tasks = Vec::new();
     for stream in &shared.streams {
         use crate::sources::stream::SourceSettings;
+        if let SourceSettings::Kafka { .. } = &stream.config.settings {
+            // Kafka is its own durable log: windows in memory, offsets
+            // committed once a window is recorded.
+            let kafka = crate::sources::stream::kafka::KafkaSource::new(
+                &crate::sources::stream::stream_dir(&settings.state, &stream.config),
+                stream.config.clone(),
+                stream.stats.clone(),
+                done.clone(),
+                shared.rules.clone(),
+            )?;
+            stream_tasks.push(tokio::spawn(kafka.run(
+                queue_tx.clone(),
+                shared.in_flight.clone(),
+                stop_rx.clone(),
+            )));
+            continue;
+        }
         let Some(log) = &stream.log else { continue };
         stream_tasks.push(tokio::spawn(log.clone().run(
             queue_tx.clone(),

@@ -27,6 +27,7 @@
 pub mod config;
 pub mod files;
 pub mod http;
+pub mod kafka;
 pub mod log;
 pub mod schema;
 pub mod wal;
