@@ -315,7 +315,7 @@ fn counter(s: &Value, key: &str) -> u64 {
 }
 
 #[test]
-fn two_agents_in_one_group_split_the_partitions_and_the_survivor_takes_over_a_killed_one_without_loss_or_repeats()
+fn issue_8_two_agents_in_one_group_split_the_partitions_and_the_survivor_takes_over_a_killed_one_without_loss_or_repeats()
  {
     let started = Instant::now();
     let broker = Broker::start();
@@ -404,7 +404,7 @@ fn two_agents_in_one_group_split_the_partitions_and_the_survivor_takes_over_a_ki
 }
 
 #[test]
-fn malformed_messages_become_dead_letters_located_by_topic_partition_and_offset() {
+fn issue_8_malformed_messages_become_dead_letters_located_by_topic_partition_and_offset() {
     let broker = Broker::start();
     broker.create_topic("orders", 1);
     let lake = kafka_lake("orders");
@@ -474,7 +474,7 @@ fn malformed_messages_become_dead_letters_located_by_topic_partition_and_offset(
 }
 
 #[test]
-fn a_restarted_agent_rebuilds_its_uncommitted_window_from_the_committed_offset_and_skips_windows_it_recorded()
+fn issue_8_a_restarted_agent_rebuilds_its_uncommitted_window_from_the_committed_offset_and_skips_windows_it_recorded()
  {
     let broker = Broker::start();
     broker.create_topic("views", 2);
@@ -534,7 +534,7 @@ fn a_restarted_agent_rebuilds_its_uncommitted_window_from_the_committed_offset_a
 }
 
 #[test]
-fn an_agent_started_before_its_broker_keeps_running_and_consumes_once_the_broker_is_up() {
+fn issue_8_an_agent_started_before_its_broker_keeps_running_and_consumes_once_the_broker_is_up() {
     let port = free_port();
     let lake = kafka_lake("late");
     agent_config(
