@@ -352,16 +352,6 @@ async fn retry_webhook(
 }
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    // Bodies over the largest `max_body` are refused (413) while they arrive.
-    let body_limit = shared
-        .streams
-        .iter()
-        .filter_map(|s| match &s.config.settings {
-            crate::sources::stream::SourceSettings::Http { max_body, .. } => Some(*max_body),
-            _ => None,
-        })
-        .max()
-        .unwrap_or(0);
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -373,10 +363,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/report/{dataset}", get(report_page))
         .route("/webhooks", get(webhooks))
         .route("/webhooks/{event_id}/retry", post(retry_webhook))
-        .route(
-            "/ingest/{dataset}",
-            post(super::ingest::ingest).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
-        )
+        // The handler reads the body itself, under its own `max_body`.
+        .route("/ingest/{dataset}", post(super::ingest::ingest))
         .with_state(shared)
 }
 

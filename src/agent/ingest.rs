@@ -7,11 +7,13 @@
 //! configured bearer token; 404 for a dataset with no `http` source; 413 for
 //! a body over `max_body`; 415 for another content type; 429 with
 //! `Retry-After` when too many events wait for evaluation (nothing of the
-//! body was taken: send it again). Decoding runs on a blocking thread.
+//! body was taken: send it again). Headers are checked before the body is
+//! read, and at most one body per core is read and decoded at a time (on a
+//! blocking thread).
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -69,7 +71,7 @@ pub async fn ingest(
     State(shared): State<Arc<Shared>>,
     Path(dataset): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let Some(stream) = shared
         .streams
@@ -109,14 +111,22 @@ pub async fn ingest(
             return r;
         }
     }
-    if body.len() > *max_body {
-        return refuse(
+    let too_large = |size: String| {
+        refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
-                "the body has {} bytes; this source takes at most {max_body} (`max_body`): split it",
-                body.len()
+                "the body has {size} bytes; this source takes at most {max_body} (`max_body`): split it"
             ),
-        );
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared
+        && n > *max_body as u64
+    {
+        return too_large(n.to_string());
     }
     let format = match format_of(
         headers
@@ -141,11 +151,28 @@ pub async fn ingest(
             );
         }
     };
+    // Bodies are read only once a slot is free, so memory holds at most one
+    // body (≤ max_body) per slot whatever the number of clients.
     let Ok(_slot) = shared.ingest_slots.acquire().await else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "the agent is stopping".to_string(),
         );
+    };
+    let body = match axum::body::to_bytes(body, *max_body).await {
+        Ok(b) => b,
+        Err(e) => {
+            // Over the limit while arriving (no or a wrong Content-Length), or the client went away.
+            let over = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if over {
+                return too_large(format!("more than {max_body}"));
+            }
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}"),
+            );
+        }
     };
     let done = tokio::task::spawn_blocking(move || take(&stream, format, &body, from_rule)).await;
     match done {
@@ -234,7 +261,21 @@ fn take(
             }
         },
     };
-    match log.append(&batches, None, || Ok(())) {
+    // Dead letters are durable before the answer, written under the log's
+    // lock once the post is known not to be throttled.
+    let appended = log.append(
+        &batches,
+        None,
+        || {
+            log.dead.write(&rejected)?;
+            log.stats
+                .rejected
+                .fetch_add(rejected.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        },
+        || Ok(()),
+    );
+    match appended {
         Ok(_) => {}
         Err(AppendError::Full { pending, limit }) => {
             let mut r = refuse(
@@ -247,14 +288,12 @@ fn take(
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return r;
         }
-        Err(AppendError::Failed(e)) => return internal(e.to_string()),
+        Err(AppendError::Failed(e)) => {
+            return internal(format!(
+                "{e}; events of this body may have been taken already (a retry may repeat them)"
+            ));
+        }
     }
-    if let Err(e) = log.dead.write(&rejected) {
-        return internal(e.to_string());
-    }
-    log.stats
-        .rejected
-        .fetch_add(rejected.len() as u64, std::sync::atomic::Ordering::Relaxed);
     let status = if accepted == 0 && !rejected.is_empty() {
         StatusCode::BAD_REQUEST
     } else {

@@ -488,6 +488,27 @@ fn issue_8_oversized_bodies_get_413_and_a_full_queue_gets_429_with_retry_after()
     );
     let r = post(&agent, "small", "application/x-ndjson", ndjson(0, 10));
     assert_eq!(r.status, 200, "{}", r.body);
+    // Without a Content-Length (chunked), the limit holds while the body arrives.
+    {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(agent.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let body = ndjson(0, 100);
+        let mut request = "POST /ingest/small HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+            .as_bytes()
+            .to_vec();
+        for part in body.chunks(500) {
+            request.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+            request.extend_from_slice(part);
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"0\r\n\r\n");
+        tcp.write_all(&request).unwrap();
+        let mut answer = String::new();
+        let _ = tcp.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("more than 1024"), "{answer}");
+    }
 
     let r = post(&agent, "busy", "application/x-ndjson", ndjson(0, 800));
     assert_eq!(r.status, 200, "{}", r.body);
@@ -587,12 +608,17 @@ fn issue_8_ndjson_files_in_the_lake_are_windowed_with_bad_lines_as_dead_letters(
         letters[0]["reason"],
         "field `id`: expected an integer (Int64), got the string \"x\""
     );
-    // Appended lines are read on from where the file was left; a restart
-    // reads nothing twice.
+    // Lines appended to the file are read on from where it was left; a
+    // restart reads nothing twice.
     agent.terminate();
-    let mut more = body.clone();
-    more.extend_from_slice(&ndjson(2000, 10));
-    lake.land("events/a.ndjson", &more);
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(lake.lake().join("events/a.ndjson"))
+            .unwrap();
+        f.write_all(&ndjson(2000, 10)).unwrap();
+    }
     let agent = start(&lake, &config, &[]);
     let got = wait_for("the appended lines' window", || {
         let w = windows(&lake, "files");
@@ -603,4 +629,15 @@ fn issue_8_ndjson_files_in_the_lake_are_windowed_with_bad_lines_as_dead_letters(
     let s = stream_status(&agent, "ndjson_files:files");
     assert_eq!(s["accepted"], 10);
     assert_eq!(dead_letters(&lake, "ndjson_files-files").len(), 1);
+    // A new file renamed into place under the same name is read whole.
+    lake.land("events/a.ndjson", &ndjson(5000, 1000));
+    let got = wait_for("the replaced file's window", || {
+        let w = windows(&lake, "files");
+        (w.len() >= 4).then_some(w)
+    });
+    assert_eq!(got[3].1, 1000);
+    assert_eq!(
+        stream_status(&agent, "ndjson_files:files")["accepted"],
+        1010
+    );
 }

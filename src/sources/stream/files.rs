@@ -7,7 +7,11 @@
 //! Progress (lines consumed per file) is saved under the log's lock right
 //! after each chunk is durable in the WAL, and every WAL frame carries it
 //! too, so a crash re-reads nothing that is already in a window. A file that
-//! grows after it was read (an append-only log) is read on from where it was.
+//! grows after it was read (an append-only log) is read on from where it was;
+//! one with another inode, or shorter than before, is a new file and is read
+//! from its start. A read stops at the settled size, so bytes a writer adds
+//! meanwhile (a half-written line) wait for the next read. When the agent
+//! stops while the stream is full, the waiting chunk is not marked as read.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
@@ -20,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::http::{ROWS_PER_BATCH, decode_ndjson};
-use super::log::AppendError;
-use super::wal::{Origin, sync_dir};
+use super::log::{AppendError, FileOrigin};
+use super::wal::sync_dir;
 use super::{EventSchema, Result, StreamError, WindowedLog, rule_schema};
 use crate::rules::RuleFile;
 
@@ -37,6 +41,18 @@ struct FileProgress {
     size: u64,
     /// Modification time (ns) when last read to the end.
     mtime_ns: i64,
+    /// The file's inode when last read (0: unknown).
+    #[serde(default)]
+    inode: u64,
+}
+
+/// A file as listed.
+#[derive(Debug, Clone, PartialEq)]
+struct Listed {
+    path: PathBuf,
+    size: u64,
+    mtime_ns: i64,
+    inode: u64,
 }
 
 /// The NDJSON file source of one dataset.
@@ -91,35 +107,32 @@ impl FileSource {
 
     /// Lists and reads files until `stop`.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut seen: HashMap<PathBuf, (u64, i64, Instant)> = HashMap::new();
+        let mut seen: HashMap<PathBuf, (Listed, Instant)> = HashMap::new();
         loop {
             let mut ready = Vec::new();
             let listed = list(&self.root, &self.include);
             let now = Instant::now();
-            seen.retain(|p, _| listed.iter().any(|(q, ..)| q == p));
-            for (path, size, mtime) in listed {
-                let rel = self.relative(&path);
+            seen.retain(|p, _| listed.iter().any(|l| &l.path == p));
+            for file in listed {
+                let rel = self.relative(&file.path);
                 let known = self.progress.lock().ok().and_then(|p| p.get(&rel).cloned());
-                if known
-                    .as_ref()
-                    .is_some_and(|k| k.size == size && k.mtime_ns == mtime)
-                {
+                if known.as_ref().is_some_and(|k| {
+                    k.size == file.size && k.mtime_ns == file.mtime_ns && k.inode == file.inode
+                }) {
                     continue;
                 }
-                let entry = seen.entry(path.clone()).or_insert((size, mtime, now));
-                if (entry.0, entry.1) != (size, mtime) {
-                    *entry = (size, mtime, now);
-                } else if entry.2.elapsed() >= self.settle {
-                    ready.push((path, size, mtime));
+                let entry = seen.entry(file.path.clone()).or_insert((file.clone(), now));
+                if entry.0 != file {
+                    *entry = (file, now);
+                } else if entry.1.elapsed() >= self.settle {
+                    ready.push(file);
                 }
             }
-            for (path, size, mtime) in ready {
+            for file in ready {
                 let this = self.clone();
                 let stop_flag = stop.clone();
-                let read = tokio::task::spawn_blocking(move || {
-                    this.read_file(&path, size, mtime, &stop_flag)
-                })
-                .await;
+                let read =
+                    tokio::task::spawn_blocking(move || this.read_file(&file, &stop_flag)).await;
                 match read {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
@@ -164,27 +177,32 @@ impl FileSource {
         }
     }
 
-    /// Reads a settled file from where it was left, chunk by chunk.
-    fn read_file(
-        &self,
-        path: &Path,
-        size: u64,
-        mtime: i64,
-        stop: &watch::Receiver<bool>,
-    ) -> Result<()> {
+    /// Reads a settled file from where it was left, chunk by chunk, up to
+    /// the settled size (bytes a writer adds meanwhile wait for the next
+    /// read). A file with another inode, or shorter than when it was read, is
+    /// a new file: read from its start.
+    fn read_file(&self, file: &Listed, stop: &watch::Receiver<bool>) -> Result<()> {
+        let path = &file.path;
         let rel = self.relative(path);
         let io = |source| StreamError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let start = self
-            .progress
-            .lock()
-            .ok()
-            .and_then(|p| p.get(&rel).map(|k| k.lines))
-            .unwrap_or(0);
+        let start = {
+            let mut progress = self
+                .progress
+                .lock()
+                .map_err(|_| io(std::io::Error::other("progress lock poisoned")))?;
+            let p = progress.entry(rel.clone()).or_default();
+            if (p.inode != 0 && p.inode != file.inode) || file.size < p.size {
+                tracing::info!(source = %self.log.source().name, file = %rel, "a new file under a name already read: reading it from the start");
+                *p = FileProgress::default();
+            }
+            p.lines
+        };
+        let handle = std::fs::File::open(path).map_err(io)?;
         let mut reader =
-            std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).map_err(io)?);
+            std::io::BufReader::with_capacity(1 << 20, std::io::Read::take(handle, file.size));
         let source_name = self.log.source().name.clone();
         let mut n = 0u64;
         let mut buf = Vec::new();
@@ -204,7 +222,11 @@ impl FileSource {
             }
             let end = read == 0;
             if chunk.len() >= ROWS_PER_BATCH || (end && n > start) {
-                self.flush_chunk(&rel, &source_name, &chunk, n, stop)?;
+                if !self.flush_chunk(&rel, &source_name, &chunk, n, stop)? {
+                    // Stopping while the stream was full: this chunk was not
+                    // taken, and the progress saved says so.
+                    return Ok(());
+                }
                 chunk.clear();
             }
             if end {
@@ -217,13 +239,15 @@ impl FileSource {
             .map_err(|_| io(std::io::Error::other("progress lock poisoned")))?;
         let p = progress.entry(rel).or_default();
         p.lines = p.lines.max(n);
-        p.size = size;
-        p.mtime_ns = mtime;
+        p.size = file.size;
+        p.mtime_ns = file.mtime_ns;
+        p.inode = file.inode;
         save(&self.progress_path, &progress)
     }
 
     /// Decodes and appends one chunk (through line `through`), waiting while
-    /// the stream is full.
+    /// the stream is full; `false` when it stopped waiting because the agent
+    /// is stopping (nothing of the chunk was taken).
     fn flush_chunk(
         &self,
         rel: &str,
@@ -231,7 +255,7 @@ impl FileSource {
         chunk: &[(u64, Vec<u8>)],
         through: u64,
         stop: &watch::Receiver<bool>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let Some(schema) = self.schema(chunk)? else {
             // No line is a JSON object: all of them are bad records.
             let letters: Vec<_> = chunk
@@ -250,7 +274,8 @@ impl FileSource {
                 .stats
                 .rejected
                 .fetch_add(letters.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            return self.save_lines(rel, through);
+            self.save_lines(rel, through)?;
+            return Ok(true);
         };
         let decoded = decode_ndjson(
             chunk.iter().map(|(n, l)| (*n, l.as_slice())),
@@ -259,30 +284,36 @@ impl FileSource {
             &|n| format!("{rel}:{n}"),
         )
         .map_err(StreamError::Schema)?;
-        let origin = Origin {
+        let origin = FileOrigin {
             file: rel.to_string(),
-            lines: through,
+            row_lines: decoded.row_lines.clone(),
+            through,
         };
         loop {
-            match self.log.append(&decoded.batches, Some(origin.clone()), || {
-                self.save_lines(rel, through)
-            }) {
-                Ok(_) => break,
+            let appended = self.log.append(
+                &decoded.batches,
+                Some(&origin),
+                || {
+                    self.log.dead.write(&decoded.rejected)?;
+                    self.log.stats.rejected.fetch_add(
+                        decoded.rejected.len() as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    Ok(())
+                },
+                || self.save_lines(rel, through),
+            );
+            match appended {
+                Ok(_) => return Ok(true),
                 Err(AppendError::Full { .. }) => {
                     if *stop.borrow() {
-                        return Ok(());
+                        return Ok(false);
                     }
                     std::thread::sleep(Duration::from_millis(200));
                 }
                 Err(AppendError::Failed(e)) => return Err(e),
             }
         }
-        self.log.dead.write(&decoded.rejected)?;
-        self.log.stats.rejected.fetch_add(
-            decoded.rejected.len() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        Ok(())
     }
 
     fn save_lines(&self, rel: &str, lines: u64) -> Result<()> {
@@ -291,7 +322,7 @@ impl FileSource {
             source: std::io::Error::other("progress lock poisoned"),
         })?;
         let p = progress.entry(rel.to_string()).or_default();
-        p.lines = p.lines.max(lines);
+        p.lines = lines;
         save(&self.progress_path, &progress)
     }
 }
@@ -315,8 +346,9 @@ fn save(path: &Path, progress: &BTreeMap<String, FileProgress>) -> Result<()> {
 }
 
 /// Files under `root` matching `include` (hidden and `_` names skipped),
-/// with size and modification time (ns).
-fn list(root: &Path, include: &GlobSet) -> Vec<(PathBuf, u64, i64)> {
+/// with size, modification time (ns) and inode.
+fn list(root: &Path, include: &GlobSet) -> Vec<Listed> {
+    use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
@@ -334,16 +366,21 @@ fn list(root: &Path, include: &GlobSet) -> Vec<(PathBuf, u64, i64)> {
             if meta.is_dir() {
                 dirs.push(path);
             } else if meta.is_file() && include.is_match(path.strip_prefix(root).unwrap_or(&path)) {
-                let mtime = meta
+                let mtime_ns = meta
                     .modified()
                     .ok()
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                     .map(|d| d.as_nanos() as i64)
                     .unwrap_or(0);
-                out.push((path, meta.len(), mtime));
+                out.push(Listed {
+                    path,
+                    size: meta.len(),
+                    mtime_ns,
+                    inode: meta.ino(),
+                });
             }
         }
     }
-    out.sort();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
     out
 }

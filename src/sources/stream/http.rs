@@ -71,6 +71,8 @@ pub struct Decoded {
     pub batches: Vec<RecordBatch>,
     /// Events accepted.
     pub accepted: u64,
+    /// The line number of each accepted event, in order.
+    pub row_lines: Vec<u64>,
     /// The events that do not fit, with reasons.
     pub rejected: Vec<DeadLetter>,
 }
@@ -88,6 +90,7 @@ pub fn decode_ndjson<'a>(
         match builder.push_json(line) {
             Ok(()) => {
                 out.accepted += 1;
+                out.row_lines.push(n);
                 if builder.len() >= ROWS_PER_BATCH {
                     out.batches.push(builder.finish()?);
                 }

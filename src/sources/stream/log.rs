@@ -53,6 +53,17 @@ pub enum AppendError {
     Failed(#[from] StreamError),
 }
 
+/// Which lines of an event file the rows of an append come from.
+#[derive(Debug, Clone)]
+pub struct FileOrigin {
+    /// The file (relative to the source's folder).
+    pub file: String,
+    /// The line number of each row, in order.
+    pub row_lines: Vec<u64>,
+    /// Lines consumed through this append (rejected trailing lines included).
+    pub through: u64,
+}
+
 struct Open {
     writer: SegmentWriter,
     id: i64,
@@ -256,32 +267,38 @@ impl WindowedLog {
     }
 
     /// Makes `batches` durable in the open window (closing windows that
-    /// fill up), then runs `after` under the same lock (file sources save
-    /// their progress there). `origin` goes with the last frame written.
+    /// fill up). Under the log's lock: refuses with [`AppendError::Full`]
+    /// before anything is written, runs `before` (the caller's dead letters,
+    /// so they are durable before the events they came with are
+    /// acknowledged), writes the frames, then runs `after` (file sources save
+    /// their progress there). `origin` says which file lines the rows are
+    /// from, so every frame carries how far the file is consumed.
+    ///
+    /// An error after the first frame leaves the frames written so far in
+    /// their windows (they will be evaluated: at-least-once for a retry).
     pub fn append(
         &self,
         batches: &[RecordBatch],
-        origin: Option<Origin>,
+        origin: Option<&FileOrigin>,
+        before: impl FnOnce() -> Result<()>,
         after: impl FnOnce() -> Result<()>,
     ) -> std::result::Result<u64, AppendError> {
         let total: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
         let mut inner = self.lock()?;
-        if total == 0 {
-            after()?;
-            return Ok(0);
-        }
-        if inner.pending > 0 && inner.pending + total > self.max_pending {
+        if total > 0 && inner.pending > 0 && inner.pending + total > self.max_pending {
             self.stats.throttled.fetch_add(1, Ordering::Relaxed);
             return Err(AppendError::Full {
                 pending: inner.pending,
                 limit: self.max_pending,
             });
         }
+        before()?;
         let mut queue: VecDeque<RecordBatch> = batches
             .iter()
             .filter(|b| b.num_rows() > 0)
             .cloned()
             .collect();
+        let mut written = 0u64;
         while !queue.is_empty() {
             let Some(schema) = queue.front().map(|b| b.schema()) else {
                 break;
@@ -332,15 +349,25 @@ impl WindowedLog {
             }
             let meta = FrameMeta {
                 rows,
-                origin: if queue.is_empty() {
-                    origin.clone()
-                } else {
-                    None
-                },
+                origin: origin.map(|o| Origin {
+                    file: o.file.clone(),
+                    lines: if queue.is_empty() {
+                        o.through
+                    } else {
+                        o.row_lines
+                            .get((written + rows) as usize - 1)
+                            .copied()
+                            .unwrap_or(o.through)
+                    },
+                }),
             };
-            open.writer
-                .append(&chunk, &meta)
-                .map_err(StreamError::from)?;
+            if let Err(e) = open.writer.append(&chunk, &meta) {
+                // A segment whose tail could not be cut back must not take
+                // more frames: close it (its good frames are still evaluated).
+                self.close_open(&mut inner);
+                return Err(StreamError::from(e).into());
+            }
+            written += rows;
             open.rows += rows;
             open.last_append = Instant::now();
             let full = self.source.window.room(open.rows) == 0;
@@ -362,6 +389,13 @@ impl WindowedLog {
     fn close_open(&self, inner: &mut Inner) {
         if let Some(open) = inner.open.take() {
             let segment = open.writer.path().to_path_buf();
+            if open.rows == 0 {
+                // Its first frame failed: nothing in it to evaluate.
+                drop(open);
+                let _ = std::fs::remove_file(&segment);
+                self.stats.open_events.store(0, Ordering::Relaxed);
+                return;
+            }
             inner.closed.push_back(Closed {
                 id: open.id,
                 rows: open.rows,
@@ -435,18 +469,30 @@ impl WindowedLog {
     ) {
         let (ack_tx, mut acks) = mpsc::unbounded_channel::<(BatchVersion, bool)>();
         loop {
+            let mut received = Vec::new();
             tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => return,
-                Some((v, ok)) = acks.recv() => self.acknowledged(&v, ok),
+                Some(a) = acks.recv() => received.push(a),
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(TICK) => {}
             }
-            while let Ok((v, ok)) = acks.try_recv() {
-                self.acknowledged(&v, ok);
+            while let Ok(a) = acks.try_recv() {
+                received.push(a);
             }
-            self.close_if_due();
-            while let Some(c) = self.next_to_send() {
+            // The log's lock is held by appends across fsyncs, and deleting a
+            // window syncs its folder: all of it off the async threads.
+            let this = self.clone();
+            let due = tokio::task::spawn_blocking(move || {
+                for (v, ok) in received {
+                    this.acknowledged(&v, ok);
+                }
+                this.close_if_due();
+                std::iter::from_fn(|| this.next_to_send()).collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            for c in due {
                 let version = Self::version_of(&self.source, c.id, c.rows);
                 let parquet = window_path(&self.dir, c.id);
                 let (segment, target) = (c.segment.clone(), parquet.clone());
@@ -527,4 +573,166 @@ fn segment_to_parquet(segment: &Path, target: &Path) -> Result<u64> {
         }
     });
     super::write_parquet(target, &schema, batches)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::stream::config::{SourceSettings, WindowSpec};
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn source(rows: u64) -> SourceConfig {
+        SourceConfig {
+            name: "http:t".to_string(),
+            dataset: "t".to_string(),
+            window: WindowSpec {
+                rows: Some(rows),
+                duration: None,
+            },
+            settings: SourceSettings::Http {
+                max_body: 1 << 20,
+                max_pending_events: 5,
+                bearer_token_env: None,
+            },
+        }
+    }
+
+    fn rows(values: std::ops::Range<i64>) -> RecordBatch {
+        RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)])),
+            vec![Arc::new(Int64Array::from(values.collect::<Vec<_>>()))],
+        )
+        .unwrap()
+    }
+
+    fn never_done() -> DoneFn {
+        Arc::new(|_: &str, _: &BatchVersion| false)
+    }
+
+    fn ok() -> Result<()> {
+        Ok(())
+    }
+
+    /// (rows, lines of each frame's origin) of every segment, in order.
+    fn segments(dir: &Path) -> Vec<(u64, Vec<u64>)> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir.join("wal"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| {
+                let mut r = SegmentReader::open(p, false).unwrap();
+                let (mut n, mut lines) = (0, Vec::new());
+                while let Some(f) = r.next_frame().unwrap() {
+                    n += f.meta.rows;
+                    lines.extend(f.meta.origin.map(|o| o.lines));
+                }
+                (n, lines)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn appends_fill_windows_in_order_and_each_frame_says_how_far_its_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = WindowedLog::open(dir.path(), source(3), 100, &never_done()).unwrap();
+        // Rows from lines 1, 2, 4, 5, 6, 8, 9 (3 and 7 were rejected); 10 lines read.
+        let origin = FileOrigin {
+            file: "a.ndjson".to_string(),
+            row_lines: vec![1, 2, 4, 5, 6, 8, 9],
+            through: 10,
+        };
+        assert_eq!(
+            log.append(&[rows(0..4), rows(4..7)], Some(&origin), ok, ok)
+                .unwrap(),
+            7
+        );
+        assert_eq!(
+            segments(dir.path()),
+            vec![(3, vec![4]), (3, vec![8]), (1, vec![10])]
+        );
+        assert_eq!(log.stats.windows_closed.load(Ordering::Relaxed), 2);
+        assert_eq!(log.stats.open_events.load(Ordering::Relaxed), 1);
+        assert_eq!(log.stats.pending_events.load(Ordering::Relaxed), 7);
+    }
+
+    #[test]
+    fn a_full_stream_refuses_before_writing_anything_and_an_empty_one_takes_any_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = WindowedLog::open(dir.path(), source(100), 5, &never_done()).unwrap();
+        let mut before_ran = false;
+        // Over the limit, but nothing pending: taken.
+        log.append(
+            &[rows(0..7)],
+            None,
+            || {
+                before_ran = true;
+                Ok(())
+            },
+            ok,
+        )
+        .unwrap();
+        assert!(before_ran);
+        let mut ran = false;
+        let refused = log.append(
+            &[rows(7..8)],
+            None,
+            || {
+                ran = true;
+                Ok(())
+            },
+            ok,
+        );
+        assert!(matches!(
+            refused,
+            Err(AppendError::Full {
+                pending: 7,
+                limit: 5
+            })
+        ));
+        assert!(!ran, "dead letters are not written for a refused post");
+        assert_eq!(segments(dir.path()), vec![(7, vec![])]);
+        assert_eq!(log.stats.throttled.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_restart_finishes_every_window_left_and_drops_recorded_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let first_version;
+        {
+            let log = WindowedLog::open(dir.path(), source(3), 100, &never_done()).unwrap();
+            log.append(&[rows(0..7)], None, ok, ok).unwrap();
+            let c = log.next_to_send().unwrap();
+            first_version = WindowedLog::version_of(log.source(), c.id, c.rows);
+        }
+        // The first window was recorded before the crash; the open one was not closed.
+        let recorded = first_version.clone();
+        let done: DoneFn = Arc::new(move |_: &str, v: &BatchVersion| *v == recorded);
+        let log = WindowedLog::open(dir.path(), source(3), 100, &done).unwrap();
+        assert_eq!(segments(dir.path()).len(), 2);
+        let left: Vec<(u64, BatchVersion)> = std::iter::from_fn(|| log.next_to_send())
+            .map(|c| (c.rows, WindowedLog::version_of(log.source(), c.id, c.rows)))
+            .collect();
+        assert_eq!(left.iter().map(|l| l.0).collect::<Vec<_>>(), vec![3, 1]);
+        assert_eq!(log.stats.pending_events.load(Ordering::Relaxed), 4);
+        drop(log);
+        // Same windows, same versions after another restart.
+        let again = WindowedLog::open(dir.path(), source(3), 100, &never_done()).unwrap();
+        let versions: Vec<BatchVersion> = std::iter::from_fn(|| again.next_to_send())
+            .map(|c| WindowedLog::version_of(again.source(), c.id, c.rows))
+            .collect();
+        assert_eq!(
+            versions,
+            left.iter().map(|l| l.1.clone()).collect::<Vec<_>>()
+        );
+        again.acknowledged(&versions[0], true);
+        assert_eq!(
+            segments(dir.path()).len(),
+            1,
+            "a recorded window's segment is deleted"
+        );
+    }
 }
