@@ -567,3 +567,81 @@ fn issue_8_an_agent_started_before_its_broker_keeps_running_and_consumes_once_th
     // A graceful stop leaves the group and exits cleanly.
     assert_eq!(agent.terminate(), Some(0));
 }
+
+#[test]
+fn issue_8_a_window_closed_by_time_and_recorded_keeps_its_events_through_crashes_before_its_commit()
+{
+    let broker = Broker::start();
+    broker.create_topic("taps", 1);
+    let lake = kafka_lake("taps");
+    agent_config(
+        &lake,
+        "a",
+        &format!(
+            "dataset = \"taps\"\nbrokers = \"{}\"\ntopics = [\"taps\"]\ngroup = \"g\"\n\
+             window = {{ rows = 100, seconds = 1 }}\n",
+            broker.brokers()
+        ),
+    );
+    let state = lake.path("state-a");
+    let stream_dir = state.join("streams/kafka-taps");
+    // A folder where the dead-letter file goes: dead letters cannot be
+    // written, so nothing is committed and the window, once recorded, stays
+    // uncommitted — the moment between record and commit, held open.
+    let letters = stream_dir.join("dead-letters.ndjson");
+    std::fs::create_dir_all(&letters).unwrap();
+    let file = stream_dir.join("windows/taps-0-0.parquet");
+    // Offset 0 a dead letter, 1..=5 five events: one window closed by time.
+    let mut messages = vec![(0, Some(b"nope".to_vec()))];
+    messages.extend(clicks(1, 0, 5));
+    broker.produce("taps", &messages);
+
+    let agent = start_agent(&lake, "a");
+    wait_for("the window closed by time to be recorded", || {
+        (windows(&state) == [("kafka/taps/taps/0/0".to_string(), 5)]).then_some(())
+    });
+    assert!(file.exists());
+    assert_eq!(broker.committed("g", "taps", 1), [-1]);
+    agent.kill9();
+
+    // Restarted: the window is rebuilt with its 5 events (the file says so)
+    // and, the store holding it, is to be committed without a report — and
+    // its file stays until that commit, through a second crash.
+    let agent = start_agent(&lake, "a");
+    wait_for("the rebuilt window to be found recorded", || {
+        agent
+            .log_text()
+            .contains("window recorded before; committing it without reporting it again")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(file.exists(), "{}", agent.log_text());
+    assert_eq!(broker.committed("g", "taps", 1), [-1]);
+    agent.kill9();
+
+    // Ten more events; dead letters can be written again.
+    broker.produce("taps", &clicks(1, 5, 10));
+    std::fs::remove_dir(&letters).unwrap();
+    let agent = start_agent(&lake, "a");
+    wait_stream(&agent, "everything committed", |s| {
+        s["lag"].as_i64() == Some(0) && counter(s, "pending_events") == 0
+    });
+    wait_for("the offsets to be committed", || {
+        (broker.committed("g", "taps", 1) == [16]).then_some(())
+    });
+    // The first window kept its 5 events; the 10 after it were evaluated,
+    // not committed under its key.
+    assert_eq!(
+        windows(&state),
+        [
+            ("kafka/taps/taps/0/0".to_string(), 5),
+            ("kafka/taps/taps/0/6".to_string(), 10),
+        ],
+        "{}",
+        agent.log_text()
+    );
+    assert_eq!(counter(&stream(&agent), "windows_evaluated"), 2);
+    assert!(!file.exists(), "deleted once committed");
+    let written = std::fs::read_to_string(&letters).unwrap();
+    assert_eq!(written.lines().count(), 1, "{written}");
+}

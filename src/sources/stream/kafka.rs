@@ -15,11 +15,28 @@
 //! keyed by `(topic, partition, first offset)` with size 0 in its
 //! [`BatchVersion`], so a window rebuilt from the committed offset has the
 //! same key, and one the store already holds is committed without being
-//! reported again. The Parquet file of a closed window stays until its
-//! offsets are committed; after a crash it also tells the rebuilt window how
-//! many events the recorded one held, so a window first closed by time is
-//! rebuilt with the same events rather than more (which would commit events
-//! never evaluated).
+//! reported again. On revocation the recorded prefix of the revoked
+//! partitions is committed first (from the main loop, never from the
+//! callback), so their next reader does not evaluate those windows again.
+//!
+//! The Parquet file of a closed window (`{topic}-{partition}-{first}.parquet`,
+//! synced before the window is sent) is deleted only once the window's
+//! offsets are committed, or when reading resumes past it; never at
+//! revocation, at an ack or when the store holds the window already. After
+//! a crash or a revocation it tells the rebuilt window how many events the
+//! recorded one held, so a window first closed by time is rebuilt with the
+//! same events rather than more (which would commit events never evaluated).
+//!
+//! Bounds: when the closed windows not yet committed hold more than
+//! `10 × window.rows` events (at least 1,000,000; the default of
+//! `max_pending_events` of the other sources) — say the dataset has no rule
+//! file, so nothing is recorded — the assigned partitions are paused
+//! (rebalances, acks and ticks are still served, and polling goes on so the
+//! member stays in the group) until at most three quarters of that wait.
+//! Dead letters waiting to be written are written at once beyond 10,000
+//! letters or 32 MiB; while that fails consumption pauses too, and beyond
+//! twice those a letter is not kept: its partition is then not committed
+//! past it until the partition is read again (a rebalance or a restart).
 //!
 //! What this module owns and why:
 //! - the consumer and its `Context`: rebalance callbacks only log and send
@@ -91,6 +108,14 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 /// The same client error is logged at most once in this long (a broker
 /// that is down is reported every few milliseconds otherwise).
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(30);
+/// On revocation, the longest wait for a commit in flight, and then for the
+/// commit of the revoked partitions' recorded windows.
+const REVOKE_WAIT: Duration = Duration::from_secs(5);
+/// Dead letters waiting to be written beyond which they are written at once
+/// (and consumption pauses while that fails).
+const LETTERS_SOFT: usize = 10_000;
+/// The same, in bytes of letters.
+const LETTER_BYTES_SOFT: usize = 32 << 20;
 
 /// A topic and a partition.
 type Tp = (String, i32);
@@ -270,6 +295,10 @@ struct Part {
     closed: VecDeque<Closed>,
     /// The next offset to consume (last consumed + 1), once a message came.
     next: Option<i64>,
+    /// The lowest offset whose dead letter could not be kept (the buffer
+    /// was full): nothing is committed past it until the partition is read
+    /// again.
+    lost_letter: Option<i64>,
 }
 
 /// The windows and bookkeeping of the source (everything but the client).
@@ -288,10 +317,12 @@ struct State {
     infer_since: Option<Instant>,
     /// Dead letters not yet written (written before any commit).
     letters: Vec<DeadLetter>,
-    /// Windows sent before their partition was revoked: file deleted at ack.
-    orphans: HashMap<String, PathBuf>,
+    /// The bytes of `letters` (about).
+    letter_bytes: usize,
     open_events: u64,
     pending_events: u64,
+    /// Events of closed windows not yet committed beyond which consumption pauses.
+    max_pending: u64,
     /// Repeated failures (commits while the broker is away) are logged sparingly.
     throttle: Throttle,
 }
@@ -425,16 +456,19 @@ impl KafkaSource {
         let mut commit_not_before = Instant::now();
         let mut lag_task: Option<JoinHandle<Option<i64>>> = None;
         let mut lag_due = Instant::now();
+        // Whether the assignment is paused (too much waits to be committed),
+        // and whether that is to be applied again (partitions came).
+        let mut paused = false;
+        let mut apply_pause = false;
         loop {
             let mut ticked = false;
             let mut want_commit = false;
+            let mut rebalances = Vec::new();
+            let mut polled = None;
             tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => break,
-                Some(ev) = events.recv() => {
-                    state.rebalanced(ev);
-                    lag_due = Instant::now();
-                }
+                Some(ev) = events.recv() => rebalances.push(ev),
                 Some((v, ok)) = acks.recv() => {
                     want_commit |= state.acknowledged(&v, ok);
                 }
@@ -478,11 +512,28 @@ impl KafkaSource {
                     };
                     // Rebalances served while this message was polled come first.
                     while let Ok(ev) = events.try_recv() {
-                        state.rebalanced(ev);
-                        lag_due = Instant::now();
+                        rebalances.push(ev);
                     }
-                    state.message(msg);
+                    polled = Some(msg);
                 }
+            }
+            for ev in rebalances {
+                lag_due = Instant::now();
+                match ev {
+                    Rebalanced::Assigned(tps) => {
+                        state.assigned(tps);
+                        apply_pause = true;
+                    }
+                    Rebalanced::Revoked(tps) => {
+                        let c = consumer.clone();
+                        state
+                            .revoked(tps, &mut commit_task, move |offsets| commit(&c, offsets))
+                            .await;
+                    }
+                }
+            }
+            if let Some(msg) = polled {
+                state.message(msg);
             }
             while let Ok((v, ok)) = acks.try_recv() {
                 want_commit |= state.acknowledged(&v, ok);
@@ -497,6 +548,8 @@ impl KafkaSource {
                     state.flush_letters().await;
                 }
                 want_commit = true;
+            } else if state.letters_full() && !paused {
+                state.flush_letters().await;
             }
             if !state.send_closed(&queue, &in_flight, &ack, &mut stop).await {
                 break;
@@ -526,6 +579,27 @@ impl KafkaSource {
                     lag_task = Some(tokio::task::spawn_blocking(move || {
                         measure_lag(&consumer, positions)
                     }));
+                }
+            }
+            // Pausing, not leaving the poll: rebalances, acks and ticks are
+            // served on, and the member stays in the group.
+            let pause = state.should_pause(paused);
+            if pause != paused || apply_pause {
+                match pause_resume(&consumer, &state.assignment(), pause) {
+                    Ok(()) => {
+                        if pause && !paused {
+                            tracing::warn!(source = %name, closed_events = state.backlog(), max_pending = state.max_pending, dead_letters_waiting = state.letters.len(), "consumption paused: too many events of closed windows wait to be recorded, or dead letters to be written");
+                        } else if !pause && paused {
+                            tracing::info!(source = %name, closed_events = state.backlog(), "consumption resumed");
+                        }
+                        paused = pause;
+                        apply_pause = false;
+                    }
+                    Err(e) => {
+                        if let Some(left_out) = errors.admit(format!("pause {e}")) {
+                            tracing::warn!(source = %name, error = %e, pause, repeats_not_logged = left_out, "cannot pause or resume the partitions; trying again");
+                        }
+                    }
                 }
             }
         }
@@ -591,6 +665,30 @@ async fn close_consumer(consumer: Arc<KafkaConsumer>, name: &str) {
     if tokio::time::timeout(SHUTDOWN_WAIT, rx).await.is_err() {
         tracing::warn!(source = %name, "the kafka consumer did not close within 10 s; leaving it");
     }
+}
+
+/// Pauses (or resumes) fetching from these partitions. Local to the
+/// client (it does not wait on the broker); messages of a paused partition
+/// already fetched are dropped by the client and fetched again on resume.
+fn pause_resume(
+    consumer: &KafkaConsumer,
+    tps: &[Tp],
+    pause: bool,
+) -> std::result::Result<(), String> {
+    if tps.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in tps {
+        tpl.add_partition(t, *p);
+    }
+    let result = if pause {
+        consumer.pause(&tpl)
+    } else {
+        consumer.resume(&tpl)
+    };
+    drop(tpl);
+    result.map_err(|e| e.to_string())
 }
 
 /// What a commit did: the offsets and whether they were committed.
@@ -665,6 +763,11 @@ fn unschematized_reason(payload: &[u8]) -> String {
     }
 }
 
+/// About the memory a dead letter takes.
+fn letter_size(l: &DeadLetter) -> usize {
+    l.at.len() + l.source.len() + l.location.len() + l.reason.len() + l.event.len() + 64
+}
+
 /// The events the Parquet file of a window holds, if there is one (left
 /// by a run that closed the same window before a crash).
 fn recorded_events(file: &Path) -> Option<u64> {
@@ -682,6 +785,13 @@ impl State {
         done: DoneFn,
         schema: Option<EventSchema>,
     ) -> Self {
+        // The default of `max_pending_events` of the other sources.
+        let max_pending = source
+            .window
+            .rows
+            .map(|r| r.saturating_mul(10))
+            .unwrap_or(0)
+            .max(1_000_000);
         State {
             source,
             dead: Arc::new(DeadLetters::new(dir.join("dead-letters.ndjson"))),
@@ -693,8 +803,9 @@ impl State {
             parts: HashMap::new(),
             unschematized: Vec::new(),
             infer_since: None,
+            max_pending,
             letters: Vec::new(),
-            orphans: HashMap::new(),
+            letter_bytes: 0,
             open_events: 0,
             pending_events: 0,
             throttle: Throttle::default(),
@@ -740,23 +851,91 @@ impl State {
         }
     }
 
-    fn rebalanced(&mut self, ev: Rebalanced) {
-        match ev {
-            Rebalanced::Assigned(tps) => {
-                for tp in tps {
-                    self.parts.entry(tp).or_default();
+    /// Partitions assigned: windows start at the first message read.
+    fn assigned(&mut self, tps: Vec<Tp>) {
+        for tp in tps {
+            self.parts.entry(tp).or_default();
+        }
+    }
+
+    /// Partitions revoked: the longest recorded prefix of their windows is
+    /// committed first (waiting at most [`REVOKE_WAIT`] for a commit in
+    /// flight, which must not land after this one and move the offsets
+    /// back, and as long again for this one), then they are forgotten. A
+    /// commit that fails or takes longer leaves those windows to the next
+    /// reader (at least once). `commit` runs on a blocking thread; a commit
+    /// still running at the deadline is left in `in_flight`.
+    async fn revoked<F>(
+        &mut self,
+        tps: Vec<Tp>,
+        in_flight: &mut Option<JoinHandle<Committed>>,
+        commit: F,
+    ) where
+        F: FnOnce(Vec<(String, i32, i64)>) -> Committed + Send + 'static,
+    {
+        let name = self.source.name.clone();
+        let mut clear = true;
+        if let Some(task) = in_flight.as_mut() {
+            match tokio::time::timeout(REVOKE_WAIT, task).await {
+                Ok(Ok(c)) => {
+                    *in_flight = None;
+                    self.committed(c);
+                }
+                Ok(Err(e)) => {
+                    *in_flight = None;
+                    tracing::error!(source = %name, error = %e, "commit task failed");
+                }
+                Err(_) => clear = false,
+            }
+        }
+        let revoked: std::collections::HashSet<&Tp> = tps.iter().collect();
+        let offsets = self.committable_where(|tp| revoked.contains(tp));
+        match offsets {
+            _ if !clear => {
+                tracing::warn!(source = %name, partitions = %show(&tps), "a commit is still running; the recorded windows of the revoked partitions are left to their next reader");
+            }
+            None => {}
+            Some(_) if !self.flush_letters().await => {
+                tracing::warn!(source = %name, partitions = %show(&tps), "dead letters cannot be written; the recorded windows of the revoked partitions are left to their next reader");
+            }
+            Some(offsets) => {
+                let mut task = tokio::task::spawn_blocking(move || commit(offsets));
+                match tokio::time::timeout(REVOKE_WAIT, &mut task).await {
+                    Ok(Ok(c)) => match &c.result {
+                        Ok(()) => {
+                            let at = c
+                                .offsets
+                                .iter()
+                                .map(|(t, p, o)| format!("{t}/{p}@{o}"))
+                                .collect::<Vec<_>>()
+                                .join(", ");
+                            tracing::info!(source = %name, offsets = %at, "committed the recorded windows of revoked partitions");
+                            self.committed(c);
+                        }
+                        Err(e) => {
+                            tracing::warn!(source = %name, partitions = %show(&tps), error = %e, "cannot commit the recorded windows of revoked partitions; their next reader evaluates them again");
+                        }
+                    },
+                    Ok(Err(e)) => {
+                        tracing::error!(source = %name, error = %e, "commit task failed");
+                    }
+                    Err(_) => {
+                        tracing::warn!(source = %name, partitions = %show(&tps), "the commit of the revoked partitions' recorded windows takes longer than 5 s; going on");
+                        *in_flight = Some(task);
+                    }
                 }
             }
-            Rebalanced::Revoked(tps) => {
-                for tp in tps {
-                    self.forget(&tp);
-                }
-            }
+        }
+        for tp in &tps {
+            self.forget(tp);
         }
     }
 
     /// Drops a partition's windows: the open one and those not committed
-    /// (whoever reads the partition next rebuilds them from the committed offset).
+    /// (whoever reads the partition next rebuilds them from the committed
+    /// offset). Their files stay: a window recorded but not committed is
+    /// rebuilt with the events its file holds, and the files are deleted
+    /// once committed or when reading resumes past them.
     fn forget(&mut self, tp: &Tp) {
         self.unschematized
             .retain(|m| (m.topic.as_str(), m.partition) != (tp.0.as_str(), tp.1));
@@ -767,17 +946,6 @@ impl State {
         let closed: u64 = part.closed.iter().map(|c| c.events).sum();
         self.open_events = self.open_events.saturating_sub(open);
         self.pending_events = self.pending_events.saturating_sub(open + closed);
-        for c in part.closed {
-            match c.stage {
-                // A worker may still read it: deleted when its ack comes.
-                Stage::Sent => {
-                    self.orphans.insert(c.version.path, c.file);
-                }
-                _ => {
-                    let _ = std::fs::remove_file(&c.file);
-                }
-            }
-        }
         if open + closed > 0 {
             tracing::info!(source = %self.source.name, partition = %format!("{}/{}", tp.0, tp.1), events = open + closed, "dropped windows not committed; the partition's next reader reads them again");
         }
@@ -809,7 +977,9 @@ impl State {
     }
 
     /// Deletes Parquet files of this partition's windows that start before
-    /// `from` (where reading resumed): those offsets are committed.
+    /// `from` (where reading resumed, or an offset this agent committed):
+    /// those offsets are committed. (Also the temporary files of a write
+    /// cut short.)
     fn remove_stale_files(&self, tp: &Tp, from: i64) {
         let prefix = format!("{}-{}-", tp.0, tp.1);
         let Ok(entries) = std::fs::read_dir(self.dir.join("windows")) else {
@@ -819,6 +989,7 @@ impl State {
             let name = e.file_name();
             let first = name
                 .to_str()
+                .map(|n| n.strip_suffix(".tmp").unwrap_or(n))
                 .and_then(|n| n.strip_suffix(".parquet"))
                 .and_then(|n| n.strip_prefix(&prefix))
                 .and_then(|n| n.parse::<i64>().ok());
@@ -904,34 +1075,87 @@ impl State {
         };
         open.last = msg.offset;
         open.last_message = now;
-        match decoded {
+        let letter = match decoded {
             Ok(()) => {
                 open.events += 1;
                 self.open_events += 1;
                 self.pending_events += 1;
                 self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                None
             }
             Err(reason) => {
-                let letter = DeadLetter::new(
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                Some(DeadLetter::new(
                     &self.source.name,
                     msg.location(),
                     reason,
                     msg.payload.as_deref().unwrap_or_default(),
-                );
-                self.letters.push(letter);
-                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                ))
             }
-        }
+        };
         let limit = self
             .source
             .window
             .rows
             .unwrap_or(u64::MAX)
             .min(open.cap.unwrap_or(u64::MAX));
-        if open.events >= limit {
+        let full = open.events >= limit;
+        if let Some(letter) = letter {
+            self.keep_letter(&tp, msg.offset, letter);
+        }
+        if full {
             self.close(&tp);
         }
         self.publish();
+    }
+
+    /// Keeps a dead letter to write; beyond twice the soft bounds (the
+    /// file cannot be written and messages still came) it is not kept, and
+    /// its partition is not committed past it.
+    fn keep_letter(&mut self, tp: &Tp, offset: i64, letter: DeadLetter) {
+        let size = letter_size(&letter);
+        if self.letters.len() >= 2 * LETTERS_SOFT
+            || self.letter_bytes + size > 2 * LETTER_BYTES_SOFT
+        {
+            let part = self.parts.entry(tp.clone()).or_default();
+            let lowest = part.lost_letter.map_or(offset, |o| o.min(offset));
+            part.lost_letter = Some(lowest);
+            if let Some(left_out) = self.throttle.admit("dead letter not kept".to_string()) {
+                tracing::error!(source = %self.source.name, at = %letter.location, letters_not_kept_before = left_out, "the dead-letter file cannot be written and too many letters wait: this one is not kept, and its partition is not committed past it until the partition is read again (at a rebalance or restart)");
+            }
+            return;
+        }
+        self.letter_bytes += size;
+        self.letters.push(letter);
+    }
+
+    /// Dead letters wait beyond the soft bounds: write them now, and pause
+    /// consumption while that fails.
+    fn letters_full(&self) -> bool {
+        self.letters.len() >= LETTERS_SOFT || self.letter_bytes >= LETTER_BYTES_SOFT
+    }
+
+    /// Events of closed windows not yet committed.
+    fn backlog(&self) -> u64 {
+        self.pending_events.saturating_sub(self.open_events)
+    }
+
+    /// Whether consumption is to pause (or stay paused): too many events
+    /// wait in closed windows — once paused, until at most three quarters
+    /// of the bound do, so that it does not flap at every window — or dead
+    /// letters cannot be written.
+    fn should_pause(&self, paused: bool) -> bool {
+        let bound = if paused {
+            self.max_pending - self.max_pending / 4
+        } else {
+            self.max_pending
+        };
+        self.backlog() > bound || self.letters_full()
+    }
+
+    /// The assigned partitions.
+    fn assignment(&self) -> Vec<Tp> {
+        self.parts.keys().cloned().collect()
     }
 
     /// Closes a partition's open window.
@@ -948,8 +1172,6 @@ impl State {
         );
         let file = self.window_file(&tp.0, tp.1, open.first);
         self.open_events = self.open_events.saturating_sub(open.events);
-        // A window sent before a revocation had this key and file: they are this one's now.
-        self.orphans.remove(&version.path);
         let stage = match open.builder.as_mut() {
             Some(b) if open.events > 0 => match b.finish() {
                 Ok(rows) => Stage::Write {
@@ -1047,21 +1269,29 @@ impl State {
             c.stage = Stage::RetryAt(Instant::now() + RETRY_AFTER);
             return false;
         }
-        if let Some(file) = self.orphans.remove(&version.path) {
-            let _ = std::fs::remove_file(file);
-        }
+        // A window sent before its partition was revoked: its file stays
+        // (it caps the window when rebuilt) until committed or passed.
         false
     }
 
     /// Per partition, the end offset of the longest prefix of recorded
     /// windows, where there is one.
     fn committable(&self) -> Option<Vec<(String, i32, i64)>> {
+        self.committable_where(|_| true)
+    }
+
+    /// [`Self::committable`] of the partitions `keep` holds; never past a
+    /// dead letter that was not kept.
+    fn committable_where(&self, keep: impl Fn(&Tp) -> bool) -> Option<Vec<(String, i32, i64)>> {
         let mut out = Vec::new();
-        for (tp, part) in &self.parts {
+        for (tp, part) in self.parts.iter().filter(|(tp, _)| keep(tp)) {
             let end = part
                 .closed
                 .iter()
-                .take_while(|c| matches!(c.stage, Stage::Recorded))
+                .take_while(|c| {
+                    matches!(c.stage, Stage::Recorded)
+                        && part.lost_letter.is_none_or(|o| c.end <= o)
+                })
                 .last()
                 .map(|c| c.end);
             if let Some(end) = end {
@@ -1080,7 +1310,11 @@ impl State {
             return false;
         }
         for (t, p, offset) in c.offsets {
-            let Some(part) = self.parts.get_mut(&(t, p)) else {
+            let tp = (t, p);
+            let Some(part) = self.parts.get_mut(&tp) else {
+                // Revoked meanwhile: the files of its windows below the
+                // offset are done with.
+                self.remove_stale_files(&tp, offset);
                 continue;
             };
             while part
@@ -1091,8 +1325,10 @@ impl State {
                 let Some(w) = part.closed.pop_front() else {
                     break;
                 };
+                // The only place a window's file goes while its partition
+                // is read: its offsets are committed now.
+                let _ = std::fs::remove_file(&w.file);
                 if w.events > 0 {
-                    let _ = std::fs::remove_file(&w.file);
                     self.stats.windows_evaluated.fetch_add(1, Ordering::Relaxed);
                     self.pending_events = self.pending_events.saturating_sub(w.events);
                 }
@@ -1116,14 +1352,21 @@ impl State {
         })
         .await;
         match written {
-            Ok((_, Ok(()))) => true,
+            Ok((_, Ok(()))) => {
+                self.letter_bytes = 0;
+                true
+            }
             Ok((letters, Err(e))) => {
-                tracing::error!(source = %self.source.name, error = %e, "cannot write dead letters; offsets are not committed until they are");
+                if let Some(left_out) = self.throttle.admit(format!("dead letters {e}")) {
+                    tracing::error!(source = %self.source.name, error = %e, letters = letters.len(), repeats_not_logged = left_out, "cannot write dead letters; offsets are not committed until they are");
+                }
                 self.letters = letters;
                 false
             }
             Err(e) => {
+                // A panic while writing: the letters went with the task.
                 tracing::error!(source = %self.source.name, error = %e, "dead-letter task failed");
+                self.letter_bytes = 0;
                 false
             }
         }
@@ -1178,17 +1421,32 @@ impl State {
             };
             let (v, f) = (version.clone(), file.clone());
             // The store check, and the Parquet write, off the async threads.
+            // The file stays even when the store holds the window: until the
+            // offsets are committed it is what caps a rebuilt window.
             let prepared = tokio::task::spawn_blocking(move || -> Prepared {
                 if done(&dataset, &v) {
-                    let _ = std::fs::remove_file(&f);
                     return Prepared::Recorded;
                 }
                 let Some(rows) = rows else {
                     return Prepared::Ready;
                 };
                 let schema = rows.schema();
-                match write_parquet(&f, &schema, std::iter::once(Ok(rows.clone()))) {
-                    Ok(_) => Prepared::Ready,
+                // Synced before the window can be recorded: after a crash
+                // its row count must be there to cap the rebuilt window.
+                let written = write_parquet(&f, &schema, std::iter::once(Ok(rows.clone())))
+                    .and_then(|_| {
+                        let synced = std::fs::File::open(&f).and_then(|file| file.sync_all());
+                        let synced = match f.parent() {
+                            Some(dir) => synced.and_then(|()| sync_dir(dir)),
+                            None => synced,
+                        };
+                        synced.map_err(|source| StreamError::Io {
+                            path: f.clone(),
+                            source,
+                        })
+                    });
+                match written {
+                    Ok(()) => Prepared::Ready,
                     Err(e) => Prepared::Failed(e, rows),
                 }
             })
@@ -1268,6 +1526,11 @@ mod tests {
     use crate::sources::stream::WindowSpec;
 
     fn state(dir: &Path, rows: u64, schema: Option<EventSchema>) -> State {
+        state_done(dir, rows, schema, false)
+    }
+
+    /// A state whose store holds every window (`done`) or none.
+    fn state_done(dir: &Path, rows: u64, schema: Option<EventSchema>, done: bool) -> State {
         let source = SourceConfig {
             name: "kafka:t".to_string(),
             dataset: "t".to_string(),
@@ -1283,7 +1546,7 @@ mod tests {
             },
         };
         std::fs::create_dir_all(dir.join("windows")).unwrap();
-        let done: DoneFn = Arc::new(|_: &str, _: &BatchVersion| false);
+        let done: DoneFn = Arc::new(move |_: &str, _: &BatchVersion| done);
         State::new(source, dir, Arc::new(StreamStats::default()), done, schema)
     }
 
@@ -1322,7 +1585,7 @@ mod tests {
     fn acks_commit_only_the_longest_recorded_prefix_and_a_revocation_forgets_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = state(dir.path(), 2, Some(ids()));
-        s.rebalanced(Rebalanced::Assigned(vec![("t".to_string(), 0)]));
+        s.assigned(vec![("t".to_string(), 0)]);
         for o in 0..7 {
             s.message(msg(o, &format!("{{\"id\": {o}}}")));
         }
@@ -1352,7 +1615,7 @@ mod tests {
         assert_eq!(closed(&s), [(4, 6, 2)]);
         assert_eq!(s.stats.windows_evaluated.load(Ordering::Relaxed), 2);
         assert_eq!(s.stats.pending_events.load(Ordering::Relaxed), 3);
-        s.rebalanced(Rebalanced::Revoked(vec![("t".to_string(), 0)]));
+        s.forget(&("t".to_string(), 0));
         assert!(s.parts.is_empty());
         assert_eq!(s.stats.pending_events.load(Ordering::Relaxed), 0);
         assert_eq!(s.stats.open_events.load(Ordering::Relaxed), 0);
@@ -1432,5 +1695,315 @@ mod tests {
         assert_eq!(closed(&s), [(10, 12, 2)]);
         assert!(!s.window_file("t", 0, 0).exists());
         assert!(s.window_file("t", 0, 10).exists());
+    }
+
+    fn tp(p: i32) -> Tp {
+        ("t".to_string(), p)
+    }
+
+    fn msg_p(partition: i32, offset: i64) -> Msg {
+        Msg {
+            partition,
+            ..msg(offset, &format!("{{\"id\": {offset}}}"))
+        }
+    }
+
+    /// Sets the stage of every closed window of a partition starting at `first`.
+    fn set_stage(s: &mut State, p: i32, first: i64, stage: Stage) {
+        let c = s
+            .parts
+            .get_mut(&tp(p))
+            .and_then(|part| part.closed.iter_mut().find(|c| c.first == first))
+            .unwrap();
+        c.stage = stage;
+    }
+
+    fn file(s: &State, p: i32, first: i64) -> PathBuf {
+        s.window_file("t", p, first)
+    }
+
+    /// Writes the window's file as `send_closed` would (2 rows per window here).
+    fn write_file(s: &State, p: i32, first: i64, rows: i64) {
+        let mut b = ids().builder();
+        for i in 0..rows {
+            b.push_json(format!("{{\"id\": {i}}}").as_bytes()).unwrap();
+        }
+        let rows = b.finish().unwrap();
+        write_parquet(
+            &file(s, p, first),
+            &rows.schema(),
+            std::iter::once(Ok(rows.clone())),
+        )
+        .unwrap();
+    }
+
+    struct Sink {
+        queue: mpsc::Sender<Batch>,
+        batches: mpsc::Receiver<Batch>,
+        in_flight: InFlight,
+        ack: Ack,
+        _acks: mpsc::UnboundedReceiver<(BatchVersion, bool)>,
+        stop: watch::Receiver<bool>,
+        _stop: watch::Sender<bool>,
+    }
+
+    fn sink() -> Sink {
+        let (queue, batches) = mpsc::channel(16);
+        let (ack_tx, acks) = mpsc::unbounded_channel();
+        let (stop_tx, stop) = watch::channel(false);
+        Sink {
+            queue,
+            batches,
+            in_flight: Arc::default(),
+            ack: Ack(ack_tx),
+            _acks: acks,
+            stop,
+            _stop: stop_tx,
+        }
+    }
+
+    async fn send(s: &mut State, k: &mut Sink) {
+        assert!(
+            s.send_closed(&k.queue, &k.in_flight, &k.ack, &mut k.stop)
+                .await
+        );
+    }
+
+    /// The offsets a test commit was given.
+    type Seen = Arc<std::sync::Mutex<Vec<(String, i32, i64)>>>;
+
+    /// A commit that succeeds, noting what it committed.
+    fn ok_commit(
+        seen: &Seen,
+    ) -> impl FnOnce(Vec<(String, i32, i64)>) -> Committed + Send + 'static {
+        let seen = seen.clone();
+        move |offsets| {
+            seen.lock().unwrap().extend(offsets.iter().cloned());
+            Committed {
+                offsets,
+                result: Ok(()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_window_file_stays_until_committed_so_a_window_closed_by_time_is_rebuilt_the_same_after_every_crash()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        // Run 1: a window closes by time at 5 events [10..15), is written,
+        // sent and recorded; the agent dies before the commit.
+        let mut s = state(dir.path(), 100, Some(ids()));
+        let mut k = sink();
+        for o in 10..15 {
+            s.message(msg(o, &format!("{{\"id\": {o}}}")));
+        }
+        s.close(&tp(0));
+        send(&mut s, &mut k).await;
+        let batch = k.batches.try_recv().unwrap();
+        assert_eq!(batch.version.path, "kafka/t/t/0/10");
+        assert!(s.acknowledged(&batch.version, true));
+        drop(s);
+        assert_eq!(
+            recorded_events(&file(&state(dir.path(), 1, None), 0, 10)),
+            Some(5)
+        );
+
+        // Runs 2 and 3: the store holds the window; each rebuild is capped at
+        // 5 events by the file, which no step before the commit deletes.
+        for run in 2..=3 {
+            let mut s = state_done(dir.path(), 100, Some(ids()), true);
+            let mut k = sink();
+            for o in 10..20 {
+                s.message(msg(o, &format!("{{\"id\": {o}}}")));
+            }
+            assert_eq!(closed(&s), [(10, 15, 5)], "run {run}");
+            send(&mut s, &mut k).await;
+            assert!(k.batches.try_recv().is_err(), "recorded before: not sent");
+            assert!(matches!(s.parts[&tp(0)].closed[0].stage, Stage::Recorded));
+            assert!(file(&s, 0, 10).exists(), "run {run}: kept until committed");
+            if run == 2 {
+                // Dies again before the commit (or loses the partition).
+                s.forget(&tp(0));
+                assert!(file(&s, 0, 10).exists());
+                continue;
+            }
+            let offsets = s.committable().unwrap();
+            assert_eq!(offsets, [("t".to_string(), 0, 15)]);
+            assert!(s.committed(Committed {
+                offsets,
+                result: Ok(()),
+            }));
+            assert!(!file(&s, 0, 10).exists(), "deleted once committed");
+            assert_eq!(s.stats.windows_evaluated.load(Ordering::Relaxed), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_revocation_commits_the_revoked_partitions_recorded_prefix_after_the_commit_in_flight_and_keeps_the_other_files()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(dir.path(), 2, Some(ids()));
+        s.assigned(vec![tp(0), tp(1)]);
+        for o in 0..5 {
+            s.message(msg_p(0, o));
+            s.message(msg_p(1, o));
+        }
+        for p in 0..2 {
+            write_file(&s, p, 0, 2);
+            write_file(&s, p, 2, 2);
+        }
+        // Partition 0: [0, 2) recorded, [2, 4) in the agent's queue.
+        set_stage(&mut s, 0, 0, Stage::Recorded);
+        set_stage(&mut s, 0, 2, Stage::Sent);
+        // Partition 1: both recorded; the first one's commit is in flight.
+        set_stage(&mut s, 1, 0, Stage::Recorded);
+        set_stage(&mut s, 1, 2, Stage::Recorded);
+        let mut in_flight = Some(tokio::spawn(async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Committed {
+                offsets: vec![("t".to_string(), 1, 2)],
+                result: Ok(()),
+            }
+        }));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+
+        s.revoked(vec![tp(0)], &mut in_flight, ok_commit(&seen))
+            .await;
+        assert!(in_flight.is_none(), "the commit in flight was waited for");
+        assert_eq!(*seen.lock().unwrap(), [("t".to_string(), 0, 2)]);
+        assert!(!s.parts.contains_key(&tp(0)));
+        assert!(!file(&s, 0, 0).exists(), "committed at the revocation");
+        assert!(file(&s, 0, 2).exists(), "sent, not committed: kept");
+        assert!(
+            !file(&s, 1, 0).exists(),
+            "committed by the commit in flight"
+        );
+        assert!(file(&s, 1, 2).exists());
+        assert_eq!(s.stats.windows_evaluated.load(Ordering::Relaxed), 2);
+        // Its ack comes after the revocation: the file stays.
+        let sent = s.window_file("t", 0, 2);
+        let v = window_version(SourceKind::Kafka, "t", "t/0/2", 0, 2);
+        assert!(!s.acknowledged(&v, true));
+        assert!(sent.exists());
+
+        // A commit that fails: the windows are forgotten, their files kept.
+        s.revoked(vec![tp(1)], &mut None, |offsets| Committed {
+            offsets,
+            result: Err("rebalance in progress".to_string()),
+        })
+        .await;
+        assert!(s.parts.is_empty());
+        assert!(file(&s, 1, 2).exists(), "recorded, not committed: kept");
+        assert_eq!(s.stats.pending_events.load(Ordering::Relaxed), 0);
+
+        // Reassigned, reading resumes at the committed offset 2: the files
+        // from 2 on stay (and cap the rebuilt windows), older ones go.
+        write_file(&s, 1, 0, 2);
+        s.assigned(vec![tp(1)]);
+        s.message(msg_p(1, 2));
+        assert!(!file(&s, 1, 0).exists());
+        assert!(file(&s, 1, 2).exists());
+        assert_eq!(s.parts[&tp(1)].open.as_ref().and_then(|o| o.cap), Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_revocation_with_nothing_recorded_commits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(dir.path(), 2, Some(ids()));
+        s.assigned(vec![tp(0)]);
+        for o in 0..3 {
+            s.message(msg_p(0, o));
+        }
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        s.revoked(vec![tp(0)], &mut None, ok_commit(&seen)).await;
+        assert!(seen.lock().unwrap().is_empty());
+        assert!(s.parts.is_empty());
+    }
+
+    #[test]
+    fn consumption_pauses_while_closed_windows_not_committed_exceed_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(state(dir.path(), 2, None).max_pending, 1_000_000);
+        assert_eq!(state(dir.path(), 300_000, None).max_pending, 3_000_000);
+        let mut s = state(dir.path(), 2, Some(ids()));
+        s.max_pending = 6;
+        s.assigned(vec![tp(0)]);
+        for o in 0..6 {
+            s.message(msg_p(0, o));
+        }
+        assert_eq!(s.backlog(), 6);
+        assert!(!s.should_pause(false), "at the bound, not beyond");
+        s.message(msg_p(0, 6));
+        assert_eq!(s.backlog(), 6, "open events do not count");
+        s.message(msg_p(0, 7));
+        assert_eq!(s.backlog(), 8);
+        assert!(s.should_pause(false));
+        let commit = |s: &mut State, first: i64| {
+            set_stage(s, 0, first, Stage::Recorded);
+            let offsets = s.committable().unwrap();
+            assert!(s.committed(Committed {
+                offsets,
+                result: Ok(()),
+            }));
+        };
+        commit(&mut s, 0);
+        assert_eq!(s.backlog(), 6);
+        assert!(
+            s.should_pause(true),
+            "paused until at most 3/4 of the bound"
+        );
+        commit(&mut s, 2);
+        assert_eq!(s.backlog(), 4);
+        assert!(!s.should_pause(true));
+        assert_eq!(s.assignment(), [tp(0)]);
+    }
+
+    #[tokio::test]
+    async fn dead_letters_that_cannot_be_written_pause_consumption_and_past_twice_the_bound_hold_the_commit()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(dir.path(), 2, Some(ids()));
+        // The dead-letter file cannot be written.
+        std::fs::create_dir(dir.path().join("dead-letters.ndjson")).unwrap();
+        s.assigned(vec![tp(0)]);
+        let bad = |o: i64| msg(o, "nope");
+        // A window [0, 2) first, then only bad messages.
+        s.message(msg_p(0, 0));
+        s.message(msg_p(0, 1));
+        let mut o = 2;
+        while s.letters.len() < LETTERS_SOFT {
+            s.message(bad(o));
+            o += 1;
+        }
+        assert!(s.letters_full());
+        assert!(!s.flush_letters().await);
+        assert_eq!(s.letters.len(), LETTERS_SOFT, "kept to write later");
+        assert!(s.should_pause(false));
+        // Messages that still come: kept up to twice the bound.
+        while s.letters.len() < 2 * LETTERS_SOFT {
+            s.message(bad(o));
+            o += 1;
+        }
+        s.message(msg_p(0, o));
+        s.message(bad(o + 1));
+        s.message(bad(o + 2));
+        s.message(msg_p(0, o + 3));
+        assert_eq!(s.letters.len(), 2 * LETTERS_SOFT, "not kept");
+        assert_eq!(s.parts[&tp(0)].lost_letter, Some(o + 1));
+        for p in s.parts.values_mut() {
+            for c in p.closed.iter_mut() {
+                c.stage = Stage::Recorded;
+            }
+        }
+        // The window holding the letter not kept, [2, o + 4), is recorded,
+        // but the commit stops before it.
+        assert_eq!(closed(&s), [(0, 2, 2), (2, o + 4, 2)]);
+        assert_eq!(s.committable().unwrap(), [("t".to_string(), 0, 2)]);
+        // Writable again: written, resumed, still not committed past it.
+        std::fs::remove_dir(dir.path().join("dead-letters.ndjson")).unwrap();
+        assert!(s.flush_letters().await);
+        assert!(s.letters.is_empty());
+        assert!(!s.should_pause(true));
+        assert_eq!(s.committable().unwrap(), [("t".to_string(), 0, 2)]);
     }
 }
