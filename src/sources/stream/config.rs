@@ -57,9 +57,9 @@ pub struct SourceSection {
     /// `http`: environment variable holding a bearer token that posts must
     /// carry (`Authorization: Bearer …`). Default: no token.
     pub bearer_token_env: Option<String>,
-    /// `http`, `ndjson_files`: events accepted but not yet evaluated beyond
-    /// which posts get 429 with `Retry-After` (and files wait). Default
-    /// `10 × window.rows`, at least 1,000,000.
+    /// Events accepted but not yet evaluated beyond which `http` posts get
+    /// 429 with `Retry-After`, `ndjson_files` reading waits, and `kafka`
+    /// consumption pauses. Default `10 × window.rows`, at least 1,000,000.
     pub max_pending_events: Option<u64>,
     /// `ndjson_files`: the folder to watch (relative to this file). Default:
     /// the first watched lake folder.
@@ -165,6 +165,8 @@ pub enum SourceSettings {
         group: String,
         /// Extra librdkafka properties.
         options: BTreeMap<String, String>,
+        /// Consumption pauses beyond this many closed, uncommitted events.
+        max_pending_events: u64,
     },
 }
 
@@ -216,11 +218,6 @@ pub fn resolve(
             "bearer_token_env",
             !http && s.bearer_token_env.is_some(),
             "kind = \"http\"",
-        )?;
-        only(
-            "max_pending_events",
-            kafka && s.max_pending_events.is_some(),
-            "kind = \"http\" and \"ndjson_files\"",
         )?;
         for (k, set) in [
             ("path", s.path.is_some()),
@@ -358,6 +355,7 @@ pub fn resolve(
                     topics,
                     group,
                     options: s.options.clone(),
+                    max_pending_events: pending,
                 }
             }
         };

@@ -354,6 +354,7 @@ impl KafkaSource {
             topics,
             group,
             options,
+            ..
         } = &source.settings
         else {
             return Err(StreamError::Kafka(format!(
@@ -785,13 +786,18 @@ impl State {
         done: DoneFn,
         schema: Option<EventSchema>,
     ) -> Self {
-        // The default of `max_pending_events` of the other sources.
-        let max_pending = source
-            .window
-            .rows
-            .map(|r| r.saturating_mul(10))
-            .unwrap_or(0)
-            .max(1_000_000);
+        // `max_pending_events` (its default is 10 × window.rows, at least 1,000,000).
+        let max_pending = match &source.settings {
+            SourceSettings::Kafka {
+                max_pending_events, ..
+            } => *max_pending_events,
+            _ => source
+                .window
+                .rows
+                .map(|r| r.saturating_mul(10))
+                .unwrap_or(0)
+                .max(1_000_000),
+        };
         State {
             source,
             dead: Arc::new(DeadLetters::new(dir.join("dead-letters.ndjson"))),
@@ -1543,6 +1549,7 @@ mod tests {
                 topics: vec!["t".to_string()],
                 group: "g".to_string(),
                 options: BTreeMap::new(),
+                max_pending_events: rows.saturating_mul(10).max(1_000_000),
             },
         };
         std::fs::create_dir_all(dir.join("windows")).unwrap();
