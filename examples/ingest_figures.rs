@@ -8,6 +8,7 @@
 //!    accepted event is durable in the WAL by then); "end to end" is events /
 //!    time until the last window's report is in the results log. Windows of
 //!    100,000 events.
+//!    The agent's peak resident memory (VmHWM) over all runs is printed.
 //! 2. latency — `--latency-runs` times, one body of 1,000 events closes a
 //!    1,000-event window; the time from sending the post (the arrival of the
 //!    window's last event) to that window's `evaluated_at` in the results
@@ -305,6 +306,20 @@ async fn main() -> Result<()> {
             median(&mut end_to_end)
         );
     }
+
+    let hwm = std::fs::read_to_string(format!("/proc/{}/status", agent.child.id()))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .unwrap_or(0);
+    println!(
+        "agent peak resident memory over all runs: {} MiB",
+        hwm / 1024
+    );
 
     let url = format!("http://{}/ingest/latency", agent.addr);
     let mut latencies = Vec::new();
