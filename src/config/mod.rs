@@ -683,7 +683,16 @@ mod tests {
     #[test]
     fn schema_lists_sections() {
         let schema = json_schema().to_string();
-        for key in ["watch", "lake", "settle", "evaluation", "http", "retention"] {
+        for key in [
+            "watch",
+            "lake",
+            "settle",
+            "evaluation",
+            "http",
+            "retention",
+            "sources",
+            "max_pending_events",
+        ] {
             assert!(schema.contains(&format!("\"{key}\"")), "{key}");
         }
     }
