@@ -641,3 +641,71 @@ fn issue_8_ndjson_files_in_the_lake_are_windowed_with_bad_lines_as_dead_letters(
         1010
     );
 }
+
+#[test]
+fn issue_8_windows_get_drift_against_the_rolling_reference_like_files() {
+    let (lake, config) = stream_lake(
+        &[],
+        "[[sources]]\nkind = \"http\"\ndataset = \"scores\"\nwindow = { rows = 5000 }\n",
+    );
+    std::fs::write(
+        lake.path("rules/scores.yaml"),
+        format!(
+            "dataset: scores\n{EVENT_RULES}drift:\n  reference: {{ rolling: {{ batches: 1 }} }}\n  columns: [score]\n"
+        ),
+    )
+    .unwrap();
+    let agent = start(&lake, &config, &[]);
+    // Window 1 and 2 from one distribution, window 3 shifted by 60.
+    let events = |first: u64, shift: f64| {
+        let mut out = Vec::new();
+        for id in first..first + 5000 {
+            out.extend_from_slice(
+                format!(
+                    "{{\"id\": {id}, \"score\": {}, \"kind\": \"k\"}}\n",
+                    (id % 100) as f64 + shift
+                )
+                .as_bytes(),
+            );
+        }
+        out
+    };
+    for (i, shift) in [0.0, 0.0, 60.0].into_iter().enumerate() {
+        let r = post(
+            &agent,
+            "scores",
+            "application/x-ndjson",
+            events(i as u64 * 5000, shift),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        wait_for("the window's report", || {
+            (windows(&lake, "scores").len() > i).then_some(())
+        });
+    }
+    let reports: Vec<Value> = lake
+        .results()
+        .into_iter()
+        .map(|r| r["reports"][0].clone())
+        .filter(|r| r["dataset"] == "scores")
+        .collect();
+    assert_eq!(reports.len(), 3);
+    assert!(
+        reports[0]["drift"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "the first window has nothing to compare with: {}",
+        reports[0]["drift"]
+    );
+    assert_eq!(
+        reports[1]["drift"]["dataset_drift"], false,
+        "{}",
+        reports[1]["drift"]
+    );
+    assert_eq!(
+        reports[2]["drift"]["dataset_drift"], true,
+        "{}",
+        reports[2]["drift"]
+    );
+    assert_eq!(reports[2]["passed"], false);
+    assert_eq!(reports[2]["drift"]["columns"][0]["column"], "score");
+}
