@@ -28,7 +28,7 @@ use serde::Serialize;
 pub use duration::{format_duration, parse_duration};
 pub use parse::{load_rules, parse_rule_file};
 pub use spec::LiteralSpec as Literal;
-pub use types::{LogicalType, TimeZoneSpec, describe_arrow_type};
+pub use types::{LogicalType, TimeZoneSpec, describe_arrow_type, time_unit_name};
 
 /// Errors in rule files: always the user's to fix, always with a location.
 #[derive(Debug, thiserror::Error)]

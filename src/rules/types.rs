@@ -203,18 +203,23 @@ impl fmt::Display for LogicalType {
     }
 }
 
+/// The short name of a time unit: `s`, `ms`, `us`, `ns`.
+pub fn time_unit_name(unit: TimeUnit) -> &'static str {
+    match unit {
+        TimeUnit::Second => "s",
+        TimeUnit::Millisecond => "ms",
+        TimeUnit::Microsecond => "us",
+        TimeUnit::Nanosecond => "ns",
+    }
+}
+
 /// A short logical description of an Arrow type for messages (`Utf8View` → `utf8`).
 pub fn describe_arrow_type(data_type: &DataType) -> String {
     match data_type {
         DataType::Dictionary(_, value) => describe_arrow_type(value),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "utf8".to_string(),
         DataType::Timestamp(unit, tz) => {
-            let unit = match unit {
-                TimeUnit::Second => "s",
-                TimeUnit::Millisecond => "ms",
-                TimeUnit::Microsecond => "us",
-                TimeUnit::Nanosecond => "ns",
-            };
+            let unit = time_unit_name(*unit);
             match tz {
                 Some(tz) => format!("timestamp({tz}) [{unit}]"),
                 None => format!("timestamp(none) [{unit}]"),

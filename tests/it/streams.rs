@@ -204,23 +204,23 @@ fn issue_8_a_million_events_over_ndjson_and_arrow_ipc_are_each_windowed_and_eval
     let agent = start(&lake, &config, &[]);
     // 20 posts of 50,000 events each per format.
     for i in 0..20u64 {
-        let r = post(
-            &agent,
-            "ev_json",
-            "application/x-ndjson",
-            ndjson(i * 50_000, 50_000),
-        );
-        assert_eq!(r.status, 200, "{}", r.body);
-        assert_eq!(r.body["accepted"], 50_000);
-        assert_eq!(r.body["rejected"], 0);
-        let r = post(
-            &agent,
-            "ev_ipc",
-            "application/vnd.apache.arrow.stream",
-            arrow_ipc(i * 50_000, 50_000),
-        );
-        assert_eq!(r.status, 200, "{}", r.body);
-        assert_eq!(r.body["accepted"], 50_000);
+        for (dataset, content_type, body) in [
+            (
+                "ev_json",
+                "application/x-ndjson",
+                ndjson(i * 50_000, 50_000),
+            ),
+            (
+                "ev_ipc",
+                "application/vnd.apache.arrow.stream",
+                arrow_ipc(i * 50_000, 50_000),
+            ),
+        ] {
+            let r = post(&agent, dataset, content_type, body);
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert_eq!(r.body["accepted"], 50_000);
+            assert_eq!(r.body["rejected"], 0);
+        }
     }
     for (dataset, name) in [("ev_json", "http:ev_json"), ("ev_ipc", "http:ev_ipc")] {
         let got = wait_for(&format!("10 windows of {dataset}"), || {

@@ -275,12 +275,7 @@ impl EventSchema {
 fn type_name(t: &DataType) -> String {
     match t {
         DataType::Timestamp(unit, tz) => {
-            let unit = match unit {
-                TimeUnit::Second => "s",
-                TimeUnit::Millisecond => "ms",
-                TimeUnit::Microsecond => "us",
-                TimeUnit::Nanosecond => "ns",
-            };
+            let unit = crate::rules::time_unit_name(*unit);
             match tz {
                 Some(z) => format!("timestamp[{unit}, {z}]"),
                 None => format!("timestamp[{unit}]"),
