@@ -645,3 +645,211 @@ fn issue_8_a_window_closed_by_time_and_recorded_keeps_its_events_through_crashes
     let written = std::fs::read_to_string(&letters).unwrap();
     assert_eq!(written.lines().count(), 1, "{written}");
 }
+
+/// The windows in a state folder's results log, keyed
+/// `{prefix}{partition}/{first offset}`, as `partition → [(first offset,
+/// rows)]` in offset order, after checking that every report passed and no
+/// window was reported twice.
+fn windows_by_partition(state: &Path, prefix: &str) -> BTreeMap<i32, Vec<(i64, u64)>> {
+    let all = windows(state);
+    let mut seen = BTreeMap::new();
+    for (source, rows) in &all {
+        assert!(
+            seen.insert(source.clone(), *rows).is_none(),
+            "window {source} reported twice: {all:?}"
+        );
+    }
+    let mut out: BTreeMap<i32, Vec<(i64, u64)>> = BTreeMap::new();
+    for (source, rows) in seen {
+        let rest = source
+            .strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("{source} is not under {prefix}"));
+        let (p, first) = rest.split_once('/').unwrap();
+        out.entry(p.parse().unwrap())
+            .or_default()
+            .push((first.parse().unwrap(), rows));
+    }
+    for w in out.values_mut() {
+        w.sort();
+    }
+    out
+}
+
+/// Asserts that each partition's windows follow each other from offset 0
+/// to `end` without a gap or an overlap (every message is an event here).
+fn assert_contiguous(by_partition: &BTreeMap<i32, Vec<(i64, u64)>>, partitions: i32, end: i64) {
+    assert_eq!(
+        by_partition.keys().copied().collect::<Vec<_>>(),
+        (0..partitions).collect::<Vec<_>>(),
+        "{by_partition:?}"
+    );
+    for (p, w) in by_partition {
+        let mut at = 0;
+        for (first, rows) in w {
+            assert_eq!(*first, at, "partition {p}: {w:?}");
+            at += *rows as i64;
+        }
+        assert_eq!(at, end, "partition {p}: {w:?}");
+    }
+}
+
+#[test]
+fn issue_8_consumption_pauses_while_windows_cannot_be_recorded_and_once_they_can_everything_is_evaluated_once()
+ {
+    let broker = Broker::start();
+    broker.create_topic("nor", 2);
+    // No rule file for `nor` yet: the worker acknowledges every window
+    // unrecorded, and each is sent again every 10 s.
+    let lake = Lake::new(crate::agent::RULES);
+    agent_config(
+        &lake,
+        "a",
+        &format!(
+            "dataset = \"nor\"\nbrokers = \"{}\"\ntopics = [\"nor\"]\ngroup = \"g\"\n\
+             window = {{ rows = 5 }}\nmax_pending_events = 50\n",
+            broker.brokers()
+        ),
+    );
+    let state = lake.path("state-a");
+    let agent = start_agent(&lake, "a");
+    // 60 events per partition: 24 windows, beyond the bound of 50 events.
+    broker.produce("nor", &clicks(2, 0, 60));
+    wait_for("consumption to pause", || {
+        agent
+            .log_text()
+            .contains("consumption paused: too many events of closed windows")
+            .then_some(())
+    });
+    // 140 more per partition, produced while paused, wait in Kafka.
+    broker.produce("nor", &clicks(2, 60, 140));
+    // A lag measured at the paused position (every message is an event).
+    let paused = wait_stream(&agent, "the lag at the paused position", |s| {
+        let lag = s["lag"].as_i64().unwrap_or(-1);
+        lag > 0 && lag == 400 - counter(s, "accepted") as i64
+    });
+    let closed_events = counter(&paused, "pending_events") - counter(&paused, "open_events");
+    assert!(closed_events > 50, "paused beyond the bound: {paused}");
+    assert!(counter(&paused, "accepted") < 400, "{paused}");
+    assert_eq!(counter(&paused, "windows_evaluated"), 0, "{paused}");
+
+    // Time passes: every window refused, then one sent again (10 s later)
+    // and refused again, while paused.
+    let refused = |agent: &Agent| {
+        agent
+            .log_text()
+            .matches("the window could not be recorded; sending it again")
+            .count() as u64
+    };
+    let closed = counter(&paused, "windows_closed");
+    wait_for("a window sent again and refused while paused", || {
+        (refused(&agent) > closed).then_some(())
+    });
+    // (The lag is measured every 5 s: again since the pause, by now.)
+    let still = stream(&agent);
+    for key in [
+        "accepted",
+        "windows_closed",
+        "pending_events",
+        "open_events",
+    ] {
+        assert_eq!(still[key], paused[key], "{key}: {paused} then {still}");
+    }
+    assert_eq!(
+        still["lag"], paused["lag"],
+        "lag stays while paused: {still}"
+    );
+    assert_eq!(counter(&still, "windows_evaluated"), 0, "{still}");
+    assert_eq!(broker.committed("g", "nor", 2), [-1, -1]);
+    assert!(windows(&state).is_empty());
+
+    // The rule file comes: the windows waiting are recorded when sent
+    // again, their offsets committed, consumption resumes and the rest is
+    // consumed, each window evaluated once.
+    std::fs::write(
+        lake.path("rules/nor.yaml"),
+        format!("dataset: nor\n{CLICK_RULES}"),
+    )
+    .unwrap();
+    let done = wait_stream(&agent, "everything evaluated and committed", |s| {
+        s["lag"].as_i64() == Some(0)
+            && counter(s, "pending_events") == 0
+            && counter(s, "accepted") == 400
+    });
+    wait_for("the offsets committed to the end", || {
+        (broker.committed("g", "nor", 2) == [200, 200]).then_some(())
+    });
+    let by_partition = windows_by_partition(&state, "kafka/nor/nor/");
+    assert_contiguous(&by_partition, 2, 200);
+    let reported: usize = by_partition.values().map(Vec::len).sum();
+    assert_eq!(
+        counter(&done, "windows_evaluated"),
+        reported as u64,
+        "{done}"
+    );
+    assert_eq!(counter(&done, "windows_closed"), reported as u64, "{done}");
+    assert_eq!(counter(&done, "rejected"), 0, "{done}");
+    let log = agent.log_text();
+    assert!(log.contains("consumption resumed"), "{log}");
+    let left: Vec<_> = std::fs::read_dir(state.join("streams/kafka-nor/windows"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn issue_8_a_full_evaluation_queue_pauses_consumption_instead_of_blocking_it_and_loses_nothing() {
+    let broker = Broker::start();
+    broker.create_topic("taps", 2);
+    // 100 events per partition before the agent starts: windows of 2
+    // events close far faster than one worker records them, and the queue
+    // holds one batch, so windows wait for room in it; beyond 15 events
+    // (a quarter of `max_pending_events`) waiting, consumption pauses.
+    broker.produce("taps", &clicks(2, 0, 100));
+    let lake = kafka_lake("taps");
+    let config = agent_config(
+        &lake,
+        "a",
+        &format!(
+            "dataset = \"taps\"\nbrokers = \"{}\"\ntopics = [\"taps\"]\ngroup = \"g\"\n\
+             window = {{ rows = 2 }}\nmax_pending_events = 60\n",
+            broker.brokers()
+        ),
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen(
+            "[http]",
+            "[evaluation]\nqueue = 1\nconcurrency = 1\n\n[http]",
+            1,
+        ),
+    )
+    .unwrap();
+    let agent = start_agent(&lake, "a");
+    let done = wait_stream(&agent, "everything evaluated and committed", |s| {
+        s["lag"].as_i64() == Some(0)
+            && counter(s, "pending_events") == 0
+            && counter(s, "accepted") == 200
+    });
+    wait_for("the offsets committed to the end", || {
+        (broker.committed("g", "taps", 2) == [100, 100]).then_some(())
+    });
+    let log = agent.log_text();
+    assert!(
+        log.contains("consumption paused: windows wait for room in the agent's evaluation queue"),
+        "{log}"
+    );
+    assert!(log.contains("consumption resumed"), "{log}");
+    assert!(
+        !log.contains("offset went back"),
+        "a pause and resume re-reads nothing already read: {log}"
+    );
+    let by_partition = windows_by_partition(&lake.path("state-a"), "kafka/taps/taps/");
+    assert_contiguous(&by_partition, 2, 100);
+    assert!(
+        by_partition.values().flatten().all(|(_, rows)| *rows == 2),
+        "{by_partition:?}"
+    );
+    assert_eq!(counter(&done, "windows_evaluated"), 100, "{done}");
+    assert_eq!(counter(&done, "windows_closed"), 100, "{done}");
+}

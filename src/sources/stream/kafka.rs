@@ -28,15 +28,21 @@
 //! same events rather than more (which would commit events never evaluated).
 //!
 //! Bounds: when the closed windows not yet committed hold more than
-//! `10 × window.rows` events (at least 1,000,000; the default of
-//! `max_pending_events` of the other sources) — say the dataset has no rule
-//! file, so nothing is recorded — the assigned partitions are paused
+//! `max_pending_events` events (default `10 × window.rows`, at least
+//! 1,000,000) — say the dataset has no rule file, so nothing is recorded —
+//! the assigned partitions are paused
 //! (rebalances, acks and ticks are still served, and polling goes on so the
 //! member stays in the group) until at most three quarters of that wait.
 //! Dead letters waiting to be written are written at once beyond 10,000
 //! letters or 32 MiB; while that fails consumption pauses too, and beyond
 //! twice those a letter is not kept: its partition is then not committed
 //! past it until the partition is read again (a rebalance or a restart).
+//! The loop never waits for room in the agent's queue (it would stop
+//! polling, and a member that does not poll for `max.poll.interval.ms`
+//! leaves the group): windows the queue cannot take wait in order, written,
+//! for room (awaited alongside the other work), and once they hold more than
+//! a quarter of the bound consumption pauses until none waits (not at every
+//! window: a pause drops what the client fetched ahead).
 //!
 //! What this module owns and why:
 //! - the consumer and its `Context`: rebalance callbacks only log and send
@@ -268,7 +274,8 @@ enum Stage {
         rows: RecordBatch,
         not_before: Option<Instant>,
     },
-    /// In the agent's queue or being evaluated.
+    /// Written, and waiting for room in the agent's queue (in
+    /// [`State::outbox`]), in it, or being evaluated.
     Sent,
     /// Its record failed: send again then.
     RetryAt(Instant),
@@ -323,6 +330,11 @@ struct State {
     pending_events: u64,
     /// Events of closed windows not yet committed beyond which consumption pauses.
     max_pending: u64,
+    /// Windows written and ready to be queued that the agent's queue had
+    /// no room for yet, in the order they go.
+    outbox: VecDeque<Waiting>,
+    /// The events of `outbox`.
+    outbox_events: u64,
     /// Repeated failures (commits while the broker is away) are logged sparingly.
     throttle: Throttle,
 }
@@ -457,10 +469,14 @@ impl KafkaSource {
         let mut commit_not_before = Instant::now();
         let mut lag_task: Option<JoinHandle<Option<i64>>> = None;
         let mut lag_due = Instant::now();
-        // Whether the assignment is paused (too much waits to be committed),
-        // and whether that is to be applied again (partitions came).
+        // Whether the assignment is paused, whether that is to be applied
+        // again (partitions came), and the cause of the pause last logged.
         let mut paused = false;
         let mut apply_pause = false;
+        let mut logged: Option<Pause> = None;
+        // Room in the agent's queue being waited for while windows wait to
+        // be queued: kept across iterations, so it keeps its place in line.
+        let mut reserving: Option<Reserve> = None;
         loop {
             let mut ticked = false;
             let mut want_commit = false;
@@ -488,6 +504,17 @@ impl KafkaSource {
                     lag_task = None;
                     let lag = lag.ok().flatten().unwrap_or(-1);
                     state.stats.lag.store(lag, Ordering::Relaxed);
+                }
+                permit = reserved(&mut reserving) => {
+                    reserving = None;
+                    match permit {
+                        Ok(permit) => {
+                            if let Some(batch) = state.next_waiting(&in_flight) {
+                                permit.send(batch);
+                            }
+                        }
+                        Err(_) => break,
+                    }
                 }
                 _ = tick.tick() => ticked = true,
                 received = consumer.recv() => {
@@ -552,8 +579,17 @@ impl KafkaSource {
             } else if state.letters_full() && !paused {
                 state.flush_letters().await;
             }
-            if !state.send_closed(&queue, &in_flight, &ack, &mut stop).await {
+            // Never waits for room in the queue: windows the queue cannot
+            // take wait in order (written, room awaited below), and
+            // consumption pauses while too many do — polling goes on, so the
+            // member stays in the group.
+            if !state.send_closed(&queue, &in_flight, &ack).await {
                 break;
+            }
+            if !state.waiting() {
+                reserving = None;
+            } else if reserving.is_none() {
+                reserving = Some(Box::pin(queue.clone().reserve_owned()));
             }
             if want_commit
                 && commit_task.is_none()
@@ -584,14 +620,16 @@ impl KafkaSource {
             }
             // Pausing, not leaving the poll: rebalances, acks and ticks are
             // served on, and the member stays in the group.
-            let pause = state.should_pause(paused);
+            let cause = state.pause_cause(paused);
+            let pause = cause.is_some();
             if pause != paused || apply_pause {
                 match pause_resume(&consumer, &state.assignment(), pause) {
                     Ok(()) => {
-                        if pause && !paused {
-                            tracing::warn!(source = %name, closed_events = state.backlog(), max_pending = state.max_pending, dead_letters_waiting = state.letters.len(), "consumption paused: too many events of closed windows wait to be recorded, or dead letters to be written");
-                        } else if !pause && paused {
+                        if !pause && paused {
                             tracing::info!(source = %name, closed_events = state.backlog(), "consumption resumed");
+                        }
+                        if pause != paused {
+                            logged = None;
                         }
                         paused = pause;
                         apply_pause = false;
@@ -602,6 +640,19 @@ impl KafkaSource {
                         }
                     }
                 }
+            }
+            // Each cause of a pause is logged once.
+            if paused && cause != logged {
+                match cause {
+                    Some(Pause::Backlog | Pause::Letters) => {
+                        tracing::warn!(source = %name, closed_events = state.backlog(), max_pending = state.max_pending, dead_letters_waiting = state.letters.len(), "consumption paused: too many events of closed windows wait to be recorded, or dead letters to be written");
+                    }
+                    Some(Pause::Queue) => {
+                        tracing::info!(source = %name, waiting_events = state.outbox_events, "consumption paused: windows wait for room in the agent's evaluation queue (evaluation is behind the stream)");
+                    }
+                    None => {}
+                }
+                logged = cause;
             }
         }
 
@@ -634,6 +685,25 @@ impl KafkaSource {
         state.stats.lag.store(-1, Ordering::Relaxed);
         close_consumer(consumer, &name).await;
         tracing::info!(source = %name, "kafka source stopped");
+    }
+}
+
+/// Waiting for room in the agent's queue.
+type Reserve = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = std::result::Result<mpsc::OwnedPermit<Batch>, mpsc::error::SendError<()>>,
+            > + Send,
+    >,
+>;
+
+/// Awaits room in the queue being waited for; pending forever otherwise.
+async fn reserved(
+    reserve: &mut Option<Reserve>,
+) -> std::result::Result<mpsc::OwnedPermit<Batch>, mpsc::error::SendError<()>> {
+    match reserve {
+        Some(r) => r.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -810,6 +880,8 @@ impl State {
             unschematized: Vec::new(),
             infer_since: None,
             max_pending,
+            outbox: VecDeque::new(),
+            outbox_events: 0,
             letters: Vec::new(),
             letter_bytes: 0,
             open_events: 0,
@@ -945,6 +1017,9 @@ impl State {
     fn forget(&mut self, tp: &Tp) {
         self.unschematized
             .retain(|m| (m.topic.as_str(), m.partition) != (tp.0.as_str(), tp.1));
+        // Not in the agent's queue yet: never evaluated by this agent.
+        self.outbox.retain(|w| &w.tp != tp);
+        self.outbox_events = self.outbox.iter().map(|w| w.events).sum();
         let Some(part) = self.parts.remove(tp) else {
             return;
         };
@@ -1146,17 +1221,28 @@ impl State {
         self.pending_events.saturating_sub(self.open_events)
     }
 
-    /// Whether consumption is to pause (or stay paused): too many events
-    /// wait in closed windows — once paused, until at most three quarters
-    /// of the bound do, so that it does not flap at every window — or dead
-    /// letters cannot be written.
-    fn should_pause(&self, paused: bool) -> bool {
+    /// Why consumption is to pause (or stay paused), if it is: too many
+    /// events wait in closed windows — once paused, until at most three
+    /// quarters of the bound do, so that it does not flap at every window —
+    /// dead letters cannot be written, or the windows waiting for room in
+    /// the agent's queue hold more than a quarter of the bound — once
+    /// paused, until none waits (pausing drops what the client fetched
+    /// ahead, so it is not done at every window the queue cannot take).
+    fn pause_cause(&self, paused: bool) -> Option<Pause> {
         let bound = if paused {
             self.max_pending - self.max_pending / 4
         } else {
             self.max_pending
         };
-        self.backlog() > bound || self.letters_full()
+        if self.backlog() > bound {
+            Some(Pause::Backlog)
+        } else if self.letters_full() {
+            Some(Pause::Letters)
+        } else if self.outbox_events > self.max_pending / 4 || (paused && self.waiting()) {
+            Some(Pause::Queue)
+        } else {
+            None
+        }
     }
 
     /// The assigned partitions.
@@ -1401,109 +1487,150 @@ impl State {
             .find(|c| c.first == first)
     }
 
-    /// Writes closed windows as Parquet and sends them to the agent's
-    /// queue; one the store holds already is marked recorded instead.
-    /// `false` when the source must stop.
+    /// Writes closed windows as Parquet and queues them for the agent,
+    /// never waiting for room in its queue: windows the queue cannot take
+    /// now wait in [`Self::outbox`], in order, written (their rows are not
+    /// kept in memory), and consumption pauses while too many do. One the
+    /// store holds already is marked recorded instead. `false` when the
+    /// queue is closed (the agent stops).
     async fn send_closed(
         &mut self,
         queue: &mpsc::Sender<Batch>,
         in_flight: &InFlight,
         ack: &Ack,
-        stop: &mut watch::Receiver<bool>,
     ) -> bool {
-        while let Some((tp, first)) = self.next_to_send() {
-            let dataset = self.source.dataset.clone();
-            let name = self.source.name.clone();
-            let done = self.done.clone();
-            let Some(c) = self.find(&tp, first) else {
-                break;
-            };
-            let version = c.version.clone();
-            let file = c.file.clone();
-            let stage = std::mem::replace(&mut c.stage, Stage::Sent);
-            let rows = match stage {
-                Stage::Write { rows, .. } => Some(rows),
-                _ => None,
-            };
-            let (v, f) = (version.clone(), file.clone());
-            // The store check, and the Parquet write, off the async threads.
-            // The file stays even when the store holds the window: until the
-            // offsets are committed it is what caps a rebuilt window.
-            let prepared = tokio::task::spawn_blocking(move || -> Prepared {
-                if done(&dataset, &v) {
-                    return Prepared::Recorded;
-                }
-                let Some(rows) = rows else {
-                    return Prepared::Ready;
-                };
-                let schema = rows.schema();
-                // Synced before the window can be recorded: after a crash
-                // its row count must be there to cap the rebuilt window.
-                let written = write_parquet(&f, &schema, std::iter::once(Ok(rows.clone())))
-                    .and_then(|_| {
-                        let synced = std::fs::File::open(&f).and_then(|file| file.sync_all());
-                        let synced = match f.parent() {
-                            Some(dir) => synced.and_then(|()| sync_dir(dir)),
-                            None => synced,
-                        };
-                        synced.map_err(|source| StreamError::Io {
-                            path: f.clone(),
-                            source,
-                        })
-                    });
-                match written {
-                    Ok(()) => Prepared::Ready,
-                    Err(e) => Prepared::Failed(e, rows),
-                }
-            })
-            .await;
-            let Some(c) = self.find(&tp, first) else {
-                continue;
-            };
-            match prepared {
-                Ok(Prepared::Recorded) => {
-                    tracing::info!(source = %name, window = %version.path, "window recorded before; committing it without reporting it again");
-                    c.stage = Stage::Recorded;
-                    continue;
-                }
-                Ok(Prepared::Ready) => {}
-                Ok(Prepared::Failed(e, rows)) => {
-                    tracing::error!(source = %name, window = %version.path, error = %e, "cannot write the window for evaluation; retrying in 10 s");
-                    c.stage = Stage::Write {
-                        rows,
-                        not_before: Some(Instant::now() + RETRY_AFTER),
-                    };
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(source = %name, window = %version.path, error = %e, "window task failed; retrying in 10 s");
-                    c.stage = Stage::RetryAt(Instant::now() + RETRY_AFTER);
-                    continue;
-                }
+        loop {
+            if !self.queue_waiting(queue, in_flight) {
+                return false;
             }
-            let discovered = c.last_message;
-            if let Ok(mut set) = in_flight.lock() {
-                set.insert((self.source.dataset.clone(), version.clone()));
-            }
-            let batch = Batch {
-                dataset: self.source.dataset.clone(),
-                path: file,
-                relative: PathBuf::from(&version.path),
-                root: self.dir.clone(),
-                partitions: BTreeMap::from([
-                    ("topic".to_string(), tp.0.clone()),
-                    ("partition".to_string(), tp.1.to_string()),
-                ]),
-                version,
-                discovered,
-                ack: Some(ack.clone()),
+            let Some((tp, first)) = self.next_to_send() else {
+                return true;
             };
-            tokio::select! {
-                sent = queue.send(batch) => if sent.is_err() { return false },
-                _ = stop.wait_for(|s| *s) => return false,
+            if let Some((batch, events)) = self.prepare(&tp, first, ack).await {
+                self.outbox_events += events;
+                self.outbox.push_back(Waiting { tp, events, batch });
+            }
+        }
+    }
+
+    /// Queues the windows waiting in [`Self::outbox`], in order, while the
+    /// queue has room (without waiting for it); `false` when the queue is
+    /// closed.
+    fn queue_waiting(&mut self, queue: &mpsc::Sender<Batch>, in_flight: &InFlight) -> bool {
+        while !self.outbox.is_empty() {
+            match queue.try_reserve() {
+                Ok(permit) => {
+                    if let Some(batch) = self.next_waiting(in_flight) {
+                        permit.send(batch);
+                    }
+                }
+                Err(mpsc::error::TrySendError::Full(())) => break,
+                Err(mpsc::error::TrySendError::Closed(())) => return false,
             }
         }
         true
+    }
+
+    /// Takes the first window waiting to be queued, counted in flight: the
+    /// caller holds room for it in the queue.
+    fn next_waiting(&mut self, in_flight: &InFlight) -> Option<Batch> {
+        let w = self.outbox.pop_front()?;
+        self.outbox_events = self.outbox_events.saturating_sub(w.events);
+        if let Ok(mut set) = in_flight.lock() {
+            set.insert((w.batch.dataset.clone(), w.batch.version.clone()));
+        }
+        Some(w.batch)
+    }
+
+    /// Whether windows wait for room in the agent's queue.
+    fn waiting(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    /// Writes a closed window as Parquet (the store check and the write off
+    /// the async threads) and makes its batch, with its events; `None` when
+    /// it is not to be queued now: the store holds it (marked recorded), or
+    /// the write failed (tried again later).
+    async fn prepare(&mut self, tp: &Tp, first: i64, ack: &Ack) -> Option<(Batch, u64)> {
+        let dataset = self.source.dataset.clone();
+        let name = self.source.name.clone();
+        let done = self.done.clone();
+        let c = self.find(tp, first)?;
+        let version = c.version.clone();
+        let file = c.file.clone();
+        let stage = std::mem::replace(&mut c.stage, Stage::Sent);
+        let rows = match stage {
+            Stage::Write { rows, .. } => Some(rows),
+            _ => None,
+        };
+        let (v, f) = (version.clone(), file.clone());
+        // The file stays even when the store holds the window: until the
+        // offsets are committed it is what caps a rebuilt window.
+        let prepared = tokio::task::spawn_blocking(move || -> Prepared {
+            if done(&dataset, &v) {
+                return Prepared::Recorded;
+            }
+            let Some(rows) = rows else {
+                return Prepared::Ready;
+            };
+            let schema = rows.schema();
+            // Synced before the window can be recorded: after a crash
+            // its row count must be there to cap the rebuilt window.
+            let written =
+                write_parquet(&f, &schema, std::iter::once(Ok(rows.clone()))).and_then(|_| {
+                    let synced = std::fs::File::open(&f).and_then(|file| file.sync_all());
+                    let synced = match f.parent() {
+                        Some(dir) => synced.and_then(|()| sync_dir(dir)),
+                        None => synced,
+                    };
+                    synced.map_err(|source| StreamError::Io {
+                        path: f.clone(),
+                        source,
+                    })
+                });
+            match written {
+                Ok(()) => Prepared::Ready,
+                Err(e) => Prepared::Failed(e, rows),
+            }
+        })
+        .await;
+        let c = self.find(tp, first)?;
+        match prepared {
+            Ok(Prepared::Recorded) => {
+                tracing::info!(source = %name, window = %version.path, "window recorded before; committing it without reporting it again");
+                c.stage = Stage::Recorded;
+                return None;
+            }
+            Ok(Prepared::Ready) => {}
+            Ok(Prepared::Failed(e, rows)) => {
+                tracing::error!(source = %name, window = %version.path, error = %e, "cannot write the window for evaluation; retrying in 10 s");
+                c.stage = Stage::Write {
+                    rows,
+                    not_before: Some(Instant::now() + RETRY_AFTER),
+                };
+                return None;
+            }
+            Err(e) => {
+                tracing::error!(source = %name, window = %version.path, error = %e, "window task failed; retrying in 10 s");
+                c.stage = Stage::RetryAt(Instant::now() + RETRY_AFTER);
+                return None;
+            }
+        }
+        let (discovered, events) = (c.last_message, c.events);
+        let batch = Batch {
+            dataset: self.source.dataset.clone(),
+            path: file,
+            relative: PathBuf::from(&version.path),
+            root: self.dir.clone(),
+            partitions: BTreeMap::from([
+                ("topic".to_string(), tp.0.clone()),
+                ("partition".to_string(), tp.1.to_string()),
+            ]),
+            version,
+            discovered,
+            ack: Some(ack.clone()),
+        };
+        Some((batch, events))
     }
 
     /// Assigned partitions with the next offset to read, where known.
@@ -1513,6 +1640,24 @@ impl State {
             .map(|(tp, p)| (tp.0.clone(), tp.1, p.next))
             .collect()
     }
+}
+
+/// A closed window whose batch waits for room in the agent's queue.
+struct Waiting {
+    tp: Tp,
+    events: u64,
+    batch: Batch,
+}
+
+/// Why consumption pauses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pause {
+    /// Too many events of closed windows wait to be committed.
+    Backlog,
+    /// Dead letters wait to be written beyond the soft bounds.
+    Letters,
+    /// Too many windows wait for room in the agent's queue.
+    Queue,
 }
 
 /// A closed window made ready to send.
@@ -1750,30 +1895,27 @@ mod tests {
         in_flight: InFlight,
         ack: Ack,
         _acks: mpsc::UnboundedReceiver<(BatchVersion, bool)>,
-        stop: watch::Receiver<bool>,
-        _stop: watch::Sender<bool>,
     }
 
     fn sink() -> Sink {
-        let (queue, batches) = mpsc::channel(16);
+        sink_of(16)
+    }
+
+    /// A sink whose queue holds `capacity` batches.
+    fn sink_of(capacity: usize) -> Sink {
+        let (queue, batches) = mpsc::channel(capacity);
         let (ack_tx, acks) = mpsc::unbounded_channel();
-        let (stop_tx, stop) = watch::channel(false);
         Sink {
             queue,
             batches,
             in_flight: Arc::default(),
             ack: Ack(ack_tx),
             _acks: acks,
-            stop,
-            _stop: stop_tx,
         }
     }
 
     async fn send(s: &mut State, k: &mut Sink) {
-        assert!(
-            s.send_closed(&k.queue, &k.in_flight, &k.ack, &mut k.stop)
-                .await
-        );
+        assert!(s.send_closed(&k.queue, &k.in_flight, &k.ack).await);
     }
 
     /// The offsets a test commit was given.
@@ -1939,12 +2081,12 @@ mod tests {
             s.message(msg_p(0, o));
         }
         assert_eq!(s.backlog(), 6);
-        assert!(!s.should_pause(false), "at the bound, not beyond");
+        assert_eq!(s.pause_cause(false), None, "at the bound, not beyond");
         s.message(msg_p(0, 6));
         assert_eq!(s.backlog(), 6, "open events do not count");
         s.message(msg_p(0, 7));
         assert_eq!(s.backlog(), 8);
-        assert!(s.should_pause(false));
+        assert_eq!(s.pause_cause(false), Some(Pause::Backlog));
         let commit = |s: &mut State, first: i64| {
             set_stage(s, 0, first, Stage::Recorded);
             let offsets = s.committable().unwrap();
@@ -1955,13 +2097,14 @@ mod tests {
         };
         commit(&mut s, 0);
         assert_eq!(s.backlog(), 6);
-        assert!(
-            s.should_pause(true),
+        assert_eq!(
+            s.pause_cause(true),
+            Some(Pause::Backlog),
             "paused until at most 3/4 of the bound"
         );
         commit(&mut s, 2);
         assert_eq!(s.backlog(), 4);
-        assert!(!s.should_pause(true));
+        assert_eq!(s.pause_cause(true), None);
         assert_eq!(s.assignment(), [tp(0)]);
     }
 
@@ -1985,7 +2128,7 @@ mod tests {
         assert!(s.letters_full());
         assert!(!s.flush_letters().await);
         assert_eq!(s.letters.len(), LETTERS_SOFT, "kept to write later");
-        assert!(s.should_pause(false));
+        assert_eq!(s.pause_cause(false), Some(Pause::Letters));
         // Messages that still come: kept up to twice the bound.
         while s.letters.len() < 2 * LETTERS_SOFT {
             s.message(bad(o));
@@ -2010,7 +2153,106 @@ mod tests {
         std::fs::remove_dir(dir.path().join("dead-letters.ndjson")).unwrap();
         assert!(s.flush_letters().await);
         assert!(s.letters.is_empty());
-        assert!(!s.should_pause(true));
+        assert_eq!(s.pause_cause(true), None);
         assert_eq!(s.committable().unwrap(), [("t".to_string(), 0, 2)]);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_never_blocks_sending_windows_wait_in_order_and_too_many_waiting_pause_consumption()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = state(dir.path(), 2, Some(ids()));
+        // A quarter of the bound: 3 events.
+        s.max_pending = 12;
+        let mut k = sink_of(1);
+        s.assigned(vec![tp(0), tp(1)]);
+        // Partition 0: windows [0, 2), [2, 4), [4, 6); partition 1: [0, 2).
+        for o in 0..6 {
+            s.message(msg_p(0, o));
+        }
+        s.message(msg_p(1, 0));
+        s.message(msg_p(1, 1));
+        let files = |s: &State| std::fs::read_dir(s.dir.join("windows")).unwrap().count();
+        let in_flight = |k: &Sink| k.in_flight.lock().unwrap().len();
+
+        // The queue takes one window; the others wait, written, and sending
+        // returns at once rather than waiting for room.
+        let sent = tokio::time::timeout(
+            Duration::from_secs(10),
+            s.send_closed(&k.queue, &k.in_flight, &k.ack),
+        )
+        .await;
+        assert_eq!(sent, Ok(true), "never waits for room in the queue");
+        assert_eq!((s.outbox.len(), s.outbox_events), (3, 6));
+        assert!(s.waiting());
+        assert_eq!(files(&s), 4, "waiting windows are written, not held");
+        for part in s.parts.values() {
+            assert!(part.closed.iter().all(|c| matches!(c.stage, Stage::Sent)));
+        }
+        assert_eq!(in_flight(&k), 1, "only what is in the queue is in flight");
+        assert_eq!(s.pause_cause(false), Some(Pause::Queue), "6 > 12 / 4");
+        // Trying again while the queue is full changes nothing.
+        send(&mut s, &mut k).await;
+        assert_eq!((s.outbox.len(), in_flight(&k)), (3, 1));
+
+        // As the queue takes them, one at a time, every window goes, each
+        // partition's in offset order; paused until none waits.
+        let mut got = Vec::new();
+        while let Ok(batch) = k.batches.try_recv() {
+            assert!(batch.path.exists(), "{}", batch.path.display());
+            got.push(batch.version.path.clone());
+            if s.waiting() {
+                assert_eq!(s.pause_cause(true), Some(Pause::Queue), "{got:?}");
+            }
+            send(&mut s, &mut k).await;
+        }
+        let p0: Vec<&str> = got
+            .iter()
+            .map(String::as_str)
+            .filter(|p| p.starts_with("kafka/t/t/0/"))
+            .collect();
+        assert_eq!(p0, ["kafka/t/t/0/0", "kafka/t/t/0/2", "kafka/t/t/0/4"]);
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(got.iter().any(|p| p == "kafka/t/t/1/0"), "{got:?}");
+        assert!(!s.waiting());
+        assert_eq!(s.outbox_events, 0);
+        assert_eq!(s.pause_cause(true), None, "resumed once none waits");
+        assert_eq!(in_flight(&k), 4);
+
+        // Up to a quarter of the bound waiting: consumption goes on.
+        s.message(msg_p(0, 6));
+        s.message(msg_p(0, 7));
+        s.message(msg_p(1, 2));
+        s.message(msg_p(1, 3));
+        send(&mut s, &mut k).await;
+        assert_eq!((s.outbox.len(), s.outbox_events), (1, 2));
+        assert_eq!(s.pause_cause(false), None, "2 is not beyond 12 / 4");
+
+        // A window waiting when its partition is revoked is dropped, never
+        // queued; the other partition's goes.
+        let dropped = s.outbox[0].tp.clone();
+        s.forget(&dropped);
+        assert!(!s.waiting(), "dropped with its partition");
+        assert_eq!(s.outbox_events, 0);
+        let first = k.batches.try_recv().unwrap();
+        assert!(
+            !first
+                .version
+                .path
+                .starts_with(&format!("kafka/t/t/{}/", dropped.1))
+        );
+        send(&mut s, &mut k).await;
+        assert!(
+            k.batches.try_recv().is_err(),
+            "the dropped window never went"
+        );
+
+        // A closed queue: the source stops.
+        let kept = if dropped == tp(0) { tp(1) } else { tp(0) };
+        let next = s.parts[&kept].next.unwrap();
+        s.message(msg_p(kept.1, next));
+        s.message(msg_p(kept.1, next + 1));
+        drop(k.batches);
+        assert!(!s.send_closed(&k.queue, &k.in_flight, &k.ack).await);
     }
 }
