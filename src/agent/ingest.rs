@@ -7,7 +7,8 @@
 //! configured bearer token; 404 for a dataset with no `http` source; 413 for
 //! a body over `max_body`; 415 for another content type; 429 with
 //! `Retry-After` when too many events wait for evaluation (nothing of the
-//! body was taken: send it again). Headers are checked before the body is
+//! body was taken: send it again); 408 when a body takes longer than
+//! `body_timeout` to arrive. Headers are checked before the body is
 //! read, and at most one body per core is read and decoded at a time (on a
 //! blocking thread).
 
@@ -88,6 +89,7 @@ pub async fn ingest(
     };
     let SourceSettings::Http {
         max_body,
+        body_timeout,
         bearer_token_env,
         ..
     } = &stream.config.settings
@@ -159,7 +161,18 @@ pub async fn ingest(
             "the agent is stopping".to_string(),
         );
     };
-    let body = match axum::body::to_bytes(body, *max_body).await {
+    // A client that stalls mid-body must not hold a slot for ever.
+    let read = tokio::time::timeout(*body_timeout, axum::body::to_bytes(body, *max_body)).await;
+    let Ok(read) = read else {
+        return refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the body did not arrive within {:?} (`body_timeout`); nothing was taken",
+                body_timeout
+            ),
+        );
+    };
+    let body = match read {
         Ok(b) => b,
         Err(e) => {
             // Over the limit while arriving (no or a wrong Content-Length), or the client went away.

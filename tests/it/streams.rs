@@ -709,3 +709,39 @@ fn issue_8_windows_get_drift_against_the_rolling_reference_like_files() {
     assert_eq!(reports[2]["passed"], false);
     assert_eq!(reports[2]["drift"]["columns"][0]["column"], "score");
 }
+
+#[test]
+fn issue_8_clients_stalling_mid_body_get_408_and_do_not_block_other_posts() {
+    use std::io::{Read, Write};
+    let (lake, config) = stream_lake(
+        &["slow"],
+        "[[sources]]\nkind = \"http\"\ndataset = \"slow\"\nbody_timeout = \"1s\"\n",
+    );
+    let agent = start(&lake, &config, &[]);
+    // More stalled clients than decode slots (one per core, at least two).
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let mut stalled: Vec<std::net::TcpStream> = (0..cores.max(2) + 1)
+        .map(|_| {
+            let mut tcp = std::net::TcpStream::connect(agent.addr).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            tcp.write_all(
+                b"POST /ingest/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 1000\r\n\r\n{\"id\": 1",
+            )
+            .unwrap();
+            tcp
+        })
+        .collect();
+    // A well-behaved post still goes through once the stalled ones time out.
+    let r = post(&agent, "slow", "application/x-ndjson", ndjson(0, 5));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["accepted"], 5);
+    for tcp in &mut stalled {
+        let mut answer = String::new();
+        let _ = tcp.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("`body_timeout`"), "{answer}");
+    }
+    assert_eq!(stream_status(&agent, "http:slow")["accepted"], 5);
+}

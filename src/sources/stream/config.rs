@@ -54,6 +54,9 @@ pub struct SourceSection {
     pub window: Option<WindowSection>,
     /// `http`: largest request body, e.g. `64MiB` (default); larger bodies get 413.
     pub max_body: Option<String>,
+    /// `http`: how long a body may take to arrive once it is being read,
+    /// e.g. `30s` (default); a slower one gets 408 and frees its slot.
+    pub body_timeout: Option<String>,
     /// `http`: environment variable holding a bearer token that posts must
     /// carry (`Authorization: Bearer …`). Default: no token.
     pub bearer_token_env: Option<String>,
@@ -139,6 +142,8 @@ pub enum SourceSettings {
     Http {
         /// Largest body, bytes.
         max_body: usize,
+        /// Time a body may take to arrive.
+        body_timeout: Duration,
         /// 429 beyond this many unevaluated events.
         max_pending_events: u64,
         /// The environment variable of the bearer token.
@@ -215,6 +220,11 @@ pub fn resolve(
         let kafka = kind == SourceKind::Kafka;
         only("max_body", !http && s.max_body.is_some(), "kind = \"http\"")?;
         only(
+            "body_timeout",
+            !http && s.body_timeout.is_some(),
+            "kind = \"http\"",
+        )?;
+        only(
             "bearer_token_env",
             !http && s.bearer_token_env.is_some(),
             "kind = \"http\"",
@@ -289,8 +299,16 @@ pub fn resolve(
                         format!("environment variable `{var}` is not set"),
                     ));
                 }
+                let body_timeout = match &s.body_timeout {
+                    Some(t) => parse_interval(t).map_err(|m| (key("body_timeout"), m))?,
+                    None => Duration::from_secs(30),
+                };
+                if body_timeout.is_zero() {
+                    return Err((key("body_timeout"), "must be greater than zero".to_string()));
+                }
                 SourceSettings::Http {
                     max_body,
+                    body_timeout,
                     max_pending_events: pending,
                     bearer_token_env: s.bearer_token_env.clone(),
                 }

@@ -501,14 +501,18 @@ impl WindowedLog {
                         .await;
                 match converted {
                     Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        tracing::error!(source = %self.source.name, window = %version.path, error = %e, "cannot write the window for evaluation; retrying later");
-                        self.acknowledged(&version, false);
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::error!(source = %self.source.name, error = %e, "window conversion task failed");
-                        self.acknowledged(&version, false);
+                    failed => {
+                        let error = match failed {
+                            Ok(Err(e)) => e.to_string(),
+                            Err(e) => e.to_string(),
+                            Ok(Ok(_)) => String::new(),
+                        };
+                        tracing::error!(source = %self.source.name, window = %version.path, error = %error, "cannot write the window for evaluation; retrying later");
+                        let this = self.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            this.acknowledged(&version, false)
+                        })
+                        .await;
                         continue;
                     }
                 }
@@ -592,6 +596,7 @@ mod tests {
             },
             settings: SourceSettings::Http {
                 max_body: 1 << 20,
+                body_timeout: std::time::Duration::from_secs(30),
                 max_pending_events: 5,
                 bearer_token_env: None,
             },
