@@ -591,9 +591,11 @@ fn issue_8_a_window_closed_by_time_and_recorded_keeps_its_events_through_crashes
     let letters = stream_dir.join("dead-letters.ndjson");
     std::fs::create_dir_all(&letters).unwrap();
     let file = stream_dir.join("windows/taps-0-0.parquet");
-    // Offset 0 a dead letter, 1..=5 five events: one window closed by time.
+    // Offset 0 a dead letter, 1..=5 five events, 6 and 7 dead letters: one
+    // window closed by time, ending on dead letters (end offset 8).
     let mut messages = vec![(0, Some(b"nope".to_vec()))];
     messages.extend(clicks(1, 0, 5));
+    messages.extend([(0, Some(b"nope".to_vec())), (0, None)]);
     broker.produce("taps", &messages);
 
     let agent = start_agent(&lake, "a");
@@ -604,9 +606,10 @@ fn issue_8_a_window_closed_by_time_and_recorded_keeps_its_events_through_crashes
     assert_eq!(broker.committed("g", "taps", 1), [-1]);
     agent.kill9();
 
-    // Restarted: the window is rebuilt with its 5 events (the file says so)
-    // and, the store holding it, is to be committed without a report — and
-    // its file stays until that commit, through a second crash.
+    // Restarted: the window is rebuilt up to its end offset, 8 (the file
+    // says so), with its 5 events and the dead letters after them, and, the
+    // store holding it, is to be committed without a report — and its file
+    // stays until that commit, through a second crash.
     let agent = start_agent(&lake, "a");
     wait_for("the rebuilt window to be found recorded", || {
         agent
@@ -627,15 +630,16 @@ fn issue_8_a_window_closed_by_time_and_recorded_keeps_its_events_through_crashes
         s["lag"].as_i64() == Some(0) && counter(s, "pending_events") == 0
     });
     wait_for("the offsets to be committed", || {
-        (broker.committed("g", "taps", 1) == [16]).then_some(())
+        (broker.committed("g", "taps", 1) == [18]).then_some(())
     });
-    // The first window kept its 5 events; the 10 after it were evaluated,
-    // not committed under its key.
+    // The first window kept its 5 events and its end: the 10 after it were
+    // evaluated, not committed under its key, in a window keyed at 8 as
+    // the first run would have (not at 6, after its last event).
     assert_eq!(
         windows(&state),
         [
             ("kafka/taps/taps/0/0".to_string(), 5),
-            ("kafka/taps/taps/0/6".to_string(), 10),
+            ("kafka/taps/taps/0/8".to_string(), 10),
         ],
         "{}",
         agent.log_text()
@@ -643,7 +647,7 @@ fn issue_8_a_window_closed_by_time_and_recorded_keeps_its_events_through_crashes
     assert_eq!(counter(&stream(&agent), "windows_evaluated"), 2);
     assert!(!file.exists(), "deleted once committed");
     let written = std::fs::read_to_string(&letters).unwrap();
-    assert_eq!(written.lines().count(), 1, "{written}");
+    assert_eq!(written.lines().count(), 3, "{written}");
 }
 
 /// The windows in a state folder's results log, keyed

@@ -16,16 +16,27 @@
 //! [`BatchVersion`], so a window rebuilt from the committed offset has the
 //! same key, and one the store already holds is committed without being
 //! reported again. On revocation the recorded prefix of the revoked
-//! partitions is committed first (from the main loop, never from the
-//! callback), so their next reader does not evaluate those windows again.
+//! partitions is committed by the revocation callback, before the
+//! partitions are given up: asynchronously (the callback does not wait),
+//! from a snapshot the main loop keeps current in [`Commits`] (never
+//! while dead letters wait to be written), and librdkafka completes the
+//! rebalance only once outstanding commits are done. The main loop's own
+//! (synchronous) commits cover owned partitions only, one at a time; the
+//! callback starts none while one may still land, and at shutdown a second
+//! commit is not started beside one that did not finish.
 //!
 //! The Parquet file of a closed window (`{topic}-{partition}-{first}.parquet`,
-//! synced before the window is sent) is deleted only once the window's
-//! offsets are committed, or when reading resumes past it; never at
-//! revocation, at an ack or when the store holds the window already. After
-//! a crash or a revocation it tells the rebuilt window how many events the
-//! recorded one held, so a window first closed by time is rebuilt with the
-//! same events rather than more (which would commit events never evaluated).
+//! synced before the window is sent) records the window's end offset in its
+//! metadata. It is deleted once the window's offsets are committed, or when
+//! reading resumes past it; never at revocation or when the store holds the
+//! window already, and never while the window waits for its ack in the
+//! agent's queue (an earlier ownership's window is deleted at its ack once
+//! passed). After a crash or a revocation it tells the rebuilt window where
+//! to end: the rebuild closes exactly at that offset — not by time or count
+//! before — so it holds the same messages and the windows after it keep
+//! their keys. (Files of older versions give only the event count: a cap.)
+//! The files are looked at on a blocking thread when reading of a
+//! partition resumes.
 //!
 //! Bounds: when the closed windows not yet committed hold more than
 //! `max_pending_events` events (default `10 × window.rows`, at least
@@ -34,9 +45,12 @@
 //! (rebalances, acks and ticks are still served, and polling goes on so the
 //! member stays in the group) until at most three quarters of that wait.
 //! Dead letters waiting to be written are written at once beyond 10,000
-//! letters or 32 MiB; while that fails consumption pauses too, and beyond
-//! twice those a letter is not kept: its partition is then not committed
-//! past it until the partition is read again (a rebalance or a restart).
+//! letters or 32 MiB; while that fails consumption pauses too (none is
+//! dropped: the pause stops them coming). An open window holds at most
+//! `window.rows` events, or `max_pending_events` without a row limit (a
+//! window closed by time only): open events are not in the backlog, and
+//! closing by count waits on nothing, so this bounds memory while a lag is
+//! caught up and cannot stall.
 //! The loop never waits for room in the agent's queue (it would stop
 //! polling, and a member that does not poll for `max.poll.interval.ms`
 //! leaves the group): windows the queue cannot take wait in order, written,
@@ -45,9 +59,10 @@
 //! window: a pause drops what the client fetched ahead).
 //!
 //! What this module owns and why:
-//! - the consumer and its `Context`: rebalance callbacks only log and send
-//!   plain `(topic, partition)` lists on a channel — blocking consumer calls
-//!   there can hang a close — and librdkafka's logs go to `tracing`;
+//! - the consumer and its `Context`: rebalance callbacks log, send plain
+//!   `(topic, partition)` lists on a channel and queue the revocation commit
+//!   (asynchronous; blocking consumer calls there can hang a close), and
+//!   librdkafka's logs go to `tracing`;
 //! - windows per partition, closed in offset order, and the acknowledgement
 //!   bookkeeping that turns acks into commits of the longest recorded prefix
 //!   (never past a window not yet recorded);
@@ -67,10 +82,10 @@
 //! and a 6 s session with 1 s heartbeats so a dead agent's partitions move
 //! within seconds rather than librdkafka's default 45 s.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
@@ -88,7 +103,7 @@ use tokio::task::JoinHandle;
 use super::wal::sync_dir;
 use super::{
     DeadLetter, DeadLetters, EventSchema, Result, SourceConfig, SourceKind, SourceSettings,
-    StreamError, StreamStats, rule_schema, window_version, write_parquet,
+    StreamError, StreamStats, rule_schema, window_version,
 };
 use crate::report::BatchVersion;
 use crate::rules::RuleFile;
@@ -114,9 +129,9 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 /// The same client error is logged at most once in this long (a broker
 /// that is down is reported every few milliseconds otherwise).
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(30);
-/// On revocation, the longest wait for a commit in flight, and then for the
-/// commit of the revoked partitions' recorded windows.
-const REVOKE_WAIT: Duration = Duration::from_secs(5);
+/// The key of a window file's Parquet metadata holding the window's end
+/// offset (last offset + 1): a rebuilt window closes exactly there.
+const END_KEY: &str = "driftwatch.kafka.end";
 /// Dead letters waiting to be written beyond which they are written at once
 /// (and consumption pauses while that fails).
 const LETTERS_SOFT: usize = 10_000;
@@ -136,12 +151,108 @@ enum Rebalanced {
     Revoked(Vec<Tp>),
 }
 
-/// The consumer's context: logging, and rebalances forwarded on a channel.
-/// Its callbacks never block and never call the consumer.
+/// The consumer's context: logging, rebalances forwarded on a channel, and
+/// the commit of revoked partitions' recorded windows. Its callbacks never
+/// block: the only consumer call in them is an asynchronous commit (it
+/// queues a request and returns).
 struct Context {
     name: String,
     events: mpsc::UnboundedSender<Rebalanced>,
     errors: Arc<Throttle>,
+    commits: Arc<Mutex<Commits>>,
+}
+
+/// What may be committed, shared by the main loop (which keeps `ready`
+/// current), its commit thread and the revocation callback. The lock is
+/// only ever held for map updates and for queueing an asynchronous commit,
+/// never across a call that waits on the broker.
+#[derive(Default)]
+struct Commits {
+    /// The partitions assigned, as the rebalance callbacks saw them: the
+    /// main loop's commits leave out any other.
+    owned: HashSet<Tp>,
+    /// Per owned partition, the end of its longest recorded prefix whose
+    /// dead letters are written: what may be committed now.
+    ready: HashMap<Tp, i64>,
+    /// Per partition, the offset last committed (or queued at a revocation).
+    done: HashMap<Tp, i64>,
+    /// A commit of the main loop was started and may still land.
+    busy: bool,
+}
+
+/// What the revocation callback does about the revoked partitions.
+#[derive(Debug, PartialEq, Eq)]
+enum RevokeCommit {
+    /// Nothing recorded beyond what is committed.
+    Nothing,
+    /// Commit these offsets (asynchronously, before the partitions go).
+    Commit(Vec<(String, i32, i64)>),
+    /// A commit of the main loop may still land: starting another one
+    /// beside it could reorder them, so the recorded windows of these
+    /// partitions are left to their next reader.
+    Busy(Vec<Tp>),
+}
+
+impl Commits {
+    /// Partitions assigned: what was known of them before is stale.
+    fn assign(&mut self, tps: &[Tp]) {
+        for tp in tps {
+            self.owned.insert(tp.clone());
+            self.ready.remove(tp);
+            self.done.remove(tp);
+        }
+    }
+
+    /// Partitions about to be revoked: from now on no commit of this member
+    /// covers them; what of them may be committed is returned once (and
+    /// noted as done: the callback queues it before the partitions go).
+    fn revoke(&mut self, tps: &[Tp]) -> RevokeCommit {
+        let mut offsets = Vec::new();
+        for tp in tps {
+            self.owned.remove(tp);
+            if let Some(end) = self.ready.remove(tp)
+                && self.done.get(tp).is_none_or(|d| *d < end)
+            {
+                offsets.push((tp.clone(), end));
+            }
+        }
+        if offsets.is_empty() {
+            return RevokeCommit::Nothing;
+        }
+        if self.busy {
+            return RevokeCommit::Busy(offsets.into_iter().map(|(tp, _)| tp).collect());
+        }
+        for (tp, end) in &offsets {
+            self.done.insert(tp.clone(), *end);
+        }
+        RevokeCommit::Commit(offsets.into_iter().map(|((t, p), o)| (t, p, o)).collect())
+    }
+
+    /// A commit of the main loop starts: the offsets of partitions still
+    /// owned, and `busy` set until [`Self::finish`]. `None` while another
+    /// one may still land.
+    fn start(&mut self, offsets: Vec<(String, i32, i64)>) -> Option<Vec<(String, i32, i64)>> {
+        if self.busy {
+            return None;
+        }
+        let offsets: Vec<_> = offsets
+            .into_iter()
+            .filter(|(t, p, _)| self.owned.contains(&(t.clone(), *p)))
+            .collect();
+        self.busy = !offsets.is_empty();
+        Some(offsets)
+    }
+
+    /// A commit of the main loop finished (landed or failed for good).
+    fn finish(&mut self, c: &Committed) {
+        self.busy = false;
+        if c.result.is_ok() {
+            for (t, p, o) in &c.offsets {
+                let d = self.done.entry((t.clone(), *p)).or_insert(*o);
+                *d = (*d).max(*o);
+            }
+        }
+    }
 }
 
 /// Repeated client errors, logged once per [`ERROR_LOG_EVERY`] with the
@@ -221,11 +332,64 @@ impl ClientContext for Context {
 }
 
 impl ConsumerContext for Context {
+    /// Before revoked partitions are given up (and the group can hand them
+    /// to another member), their recorded windows are committed: the commit
+    /// is queued asynchronously (the callback does not wait), and librdkafka
+    /// completes the rebalance only once its outstanding commits are done,
+    /// so it cannot land after the next owner's commits.
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let tps = plain(tpl);
+        let Ok(mut commits) = self.commits.lock() else {
+            return;
+        };
+        match commits.revoke(&tps) {
+            RevokeCommit::Nothing => {}
+            RevokeCommit::Busy(tps) => {
+                tracing::warn!(source = %self.name, partitions = %show(&tps), "a commit is still running; the recorded windows of the revoked partitions are left to their next reader");
+            }
+            RevokeCommit::Commit(offsets) => {
+                let at = offsets
+                    .iter()
+                    .map(|(t, p, o)| format!("{t}/{p}@{o}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let mut list = TopicPartitionList::new();
+                let mut queued = Ok(());
+                for (t, p, o) in &offsets {
+                    if let Err(e) = list.add_partition_offset(t, *p, Offset::Offset(*o)) {
+                        queued = Err(e);
+                    }
+                }
+                if queued.is_ok() {
+                    queued = consumer.commit(&list, CommitMode::Async);
+                }
+                drop(list);
+                match queued {
+                    Ok(()) => {
+                        tracing::info!(source = %self.name, offsets = %at, "committing the recorded windows of revoked partitions")
+                    }
+                    Err(e) => {
+                        for (t, p, _) in &offsets {
+                            commits.done.remove(&(t.clone(), *p));
+                        }
+                        tracing::warn!(source = %self.name, offsets = %at, error = %e, "cannot commit the recorded windows of revoked partitions; their next reader evaluates them again");
+                    }
+                }
+            }
+        }
+    }
+
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let tps = plain(tpl);
                 tracing::info!(source = %self.name, partitions = %show(&tps), "partitions assigned");
+                if let Ok(mut commits) = self.commits.lock() {
+                    commits.assign(&tps);
+                }
                 let _ = self.events.send(Rebalanced::Assigned(tps));
             }
             Rebalance::Revoke(tpl) => {
@@ -259,7 +423,12 @@ struct Open {
     first: i64,
     last: i64,
     events: u64,
-    /// The events of the same window recorded before a crash, if known.
+    /// The end offset (last + 1) of the same window written before a crash
+    /// or a revocation: the rebuilt window closes exactly there, never by
+    /// time or count before.
+    end: Option<i64>,
+    /// The events of the same window written before, when its file does
+    /// not say its end (written by an older version): a cap on the events.
     cap: Option<u64>,
     /// `None` while the stream has no schema (every message is a dead letter).
     builder: Option<super::schema::EventBuilder>,
@@ -302,10 +471,20 @@ struct Part {
     closed: VecDeque<Closed>,
     /// The next offset to consume (last consumed + 1), once a message came.
     next: Option<i64>,
-    /// The lowest offset whose dead letter could not be kept (the buffer
-    /// was full): nothing is committed past it until the partition is read
-    /// again.
-    lost_letter: Option<i64>,
+    /// Where reading resumed when the partition was assigned (its committed
+    /// offset, usually), once a message came.
+    from: Option<i64>,
+    /// The window files of the partition from `from` on, by first offset,
+    /// once looked at (when reading resumes): what rebuilt windows end at.
+    files: Option<HashMap<i64, Written>>,
+}
+
+/// What the file of a window written before says about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Written {
+    /// Its end offset (`None` in files written by older versions).
+    end: Option<i64>,
+    events: Option<u64>,
 }
 
 /// The windows and bookkeeping of the source (everything but the client).
@@ -337,6 +516,18 @@ struct State {
     outbox_events: u64,
     /// Repeated failures (commits while the broker is away) are logged sparingly.
     throttle: Throttle,
+    /// Windows in the agent's queue or being evaluated (by version path),
+    /// whatever became of their partition, with how many times each is
+    /// (the same window can be sent again, or by an earlier ownership):
+    /// their files are not deleted before their ack.
+    unacked: HashMap<String, (Unacked, usize)>,
+}
+
+/// A window handed to the agent and not acknowledged yet.
+struct Unacked {
+    tp: Tp,
+    first: i64,
+    file: PathBuf,
 }
 
 /// A Kafka stream source: see the module documentation.
@@ -347,6 +538,7 @@ pub struct KafkaSource {
     topics: Vec<String>,
     rules: watch::Receiver<Arc<Vec<RuleFile>>>,
     errors: Arc<Throttle>,
+    commits: Arc<Mutex<Commits>>,
 }
 
 impl KafkaSource {
@@ -413,10 +605,12 @@ impl KafkaSource {
         config.set_log_level(level);
         let (events_tx, events) = mpsc::unbounded_channel();
         let errors = Arc::new(Throttle::default());
+        let commits = Arc::new(Mutex::new(Commits::default()));
         let context = Context {
             name: source.name.clone(),
             events: events_tx,
             errors: errors.clone(),
+            commits: commits.clone(),
         };
         let consumer: KafkaConsumer = config
             .create_with_context(context)
@@ -429,6 +623,7 @@ impl KafkaSource {
             topics: topics.clone(),
             rules,
             errors,
+            commits,
         })
     }
 
@@ -449,6 +644,7 @@ impl KafkaSource {
             topics,
             mut rules,
             errors,
+            commits,
         } = self;
         let name = state.source.name.clone();
         let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -460,6 +656,7 @@ impl KafkaSource {
         }
         tracing::info!(source = %name, topics = ?topics, "kafka source started");
         state.apply_rules(&rules.borrow_and_update());
+        state.share(&commits);
 
         let (ack_tx, mut acks) = mpsc::unbounded_channel::<(BatchVersion, bool)>();
         let ack = Ack(ack_tx);
@@ -497,7 +694,13 @@ impl KafkaSource {
                                 commit_not_before = Instant::now() + COMMIT_BACKOFF;
                             }
                         }
-                        Err(e) => tracing::error!(source = %name, error = %e, "commit task failed"),
+                        Err(e) => {
+                            // It panicked: it waits on the broker no more.
+                            if let Ok(mut c) = commits.lock() {
+                                c.busy = false;
+                            }
+                            tracing::error!(source = %name, error = %e, "commit task failed");
+                        }
                     }
                 }
                 lag = join(&mut lag_task) => {
@@ -552,15 +755,12 @@ impl KafkaSource {
                         state.assigned(tps);
                         apply_pause = true;
                     }
-                    Rebalanced::Revoked(tps) => {
-                        let c = consumer.clone();
-                        state
-                            .revoked(tps, &mut commit_task, move |offsets| commit(&c, offsets))
-                            .await;
-                    }
+                    // Their recorded windows were committed by the callback.
+                    Rebalanced::Revoked(tps) => state.revoked(tps),
                 }
             }
             if let Some(msg) = polled {
+                state.resume_at(&msg).await;
                 state.message(msg);
             }
             while let Ok((v, ok)) = acks.try_recv() {
@@ -597,9 +797,9 @@ impl KafkaSource {
                 && let Some(offsets) = state.committable()
             {
                 if state.flush_letters().await {
-                    let consumer = consumer.clone();
+                    let (consumer, commits) = (consumer.clone(), commits.clone());
                     commit_task = Some(tokio::task::spawn_blocking(move || {
-                        commit(&consumer, offsets)
+                        commit(&consumer, &commits, offsets)
                     }));
                 } else {
                     commit_not_before = Instant::now() + COMMIT_BACKOFF;
@@ -654,6 +854,8 @@ impl KafkaSource {
                 }
                 logged = cause;
             }
+            // What the revocation callback may commit, as of now.
+            state.share(&commits);
         }
 
         // Shutdown: open windows are dropped (re-read at the next start);
@@ -664,21 +866,36 @@ impl KafkaSource {
             state.acknowledged(&v, ok);
         }
         let deadline = tokio::time::Instant::now() + SHUTDOWN_WAIT;
-        if let Some(task) = commit_task.take()
-            && let Ok(Ok(c)) = tokio::time::timeout_at(deadline, task).await
-        {
-            state.committed(c);
+        // A commit that did not finish may still land: none is started
+        // beside it (the two could land in either order).
+        let mut settled = true;
+        if let Some(task) = commit_task.take() {
+            match tokio::time::timeout_at(deadline, task).await {
+                Ok(Ok(c)) => {
+                    state.committed(c);
+                }
+                Ok(Err(e)) => {
+                    settled = false;
+                    tracing::error!(source = %name, error = %e, "commit task failed");
+                }
+                Err(_) => settled = false,
+            }
         }
-        if let Some(offsets) = state.committable()
+        if !settled {
+            tracing::warn!(source = %name, "the last commit did not finish; the windows recorded since are evaluated again by the partitions' next reader");
+        } else if let Some(offsets) = state.committable()
             && state.flush_letters().await
         {
-            let c = consumer.clone();
-            let task = tokio::task::spawn_blocking(move || commit(&c, offsets));
+            let (c, commits) = (consumer.clone(), commits.clone());
+            let task = tokio::task::spawn_blocking(move || commit(&c, &commits, offsets));
             if let Ok(Ok(c)) = tokio::time::timeout_at(deadline, task).await {
                 state.committed(c);
             }
         }
         state.flush_letters().await;
+        // Leaving the group revokes the partitions: the callback commits
+        // what is recorded beyond the commits above, unless one still runs.
+        state.share(&commits);
         if let Some(task) = lag_task.take() {
             let _ = tokio::time::timeout_at(deadline, task).await;
         }
@@ -768,8 +985,31 @@ struct Committed {
     result: std::result::Result<(), String>,
 }
 
-/// Commits these offsets synchronously (on a blocking thread).
-fn commit(consumer: &KafkaConsumer, offsets: Vec<(String, i32, i64)>) -> Committed {
+/// Commits these offsets synchronously (on a blocking thread), those of
+/// partitions still owned only (a revoked one's recorded windows are
+/// committed by the revocation callback, before it goes), and never while
+/// another commit may still land.
+fn commit(
+    consumer: &KafkaConsumer,
+    commits: &Mutex<Commits>,
+    offsets: Vec<(String, i32, i64)>,
+) -> Committed {
+    let started = match commits.lock() {
+        Ok(mut c) => c.start(offsets),
+        Err(_) => None,
+    };
+    let Some(offsets) = started else {
+        return Committed {
+            offsets: Vec::new(),
+            result: Err("another commit may still land".to_string()),
+        };
+    };
+    if offsets.is_empty() {
+        return Committed {
+            offsets,
+            result: Ok(()),
+        };
+    }
     let mut tpl = TopicPartitionList::new();
     let mut result = Ok(());
     for (t, p, o) in &offsets {
@@ -783,7 +1023,11 @@ fn commit(consumer: &KafkaConsumer, offsets: Vec<(String, i32, i64)>) -> Committ
             .map_err(|e| e.to_string());
     }
     drop(tpl);
-    Committed { offsets, result }
+    let c = Committed { offsets, result };
+    if let Ok(mut commits) = commits.lock() {
+        commits.finish(&c);
+    }
+    c
 }
 
 /// Messages behind the high watermarks of these partitions; a partition
@@ -839,13 +1083,117 @@ fn letter_size(l: &DeadLetter) -> usize {
     l.at.len() + l.source.len() + l.location.len() + l.reason.len() + l.event.len() + 64
 }
 
-/// The events the Parquet file of a window holds, if there is one (left
-/// by a run that closed the same window before a crash).
-fn recorded_events(file: &Path) -> Option<u64> {
+/// What the Parquet file of a window says about it (left by a run, or an
+/// ownership of the partition, that closed the same window before): its
+/// end offset and its events. `None` when it cannot be read.
+fn written(file: &Path) -> Option<Written> {
     use parquet::file::reader::FileReader;
     let f = std::fs::File::open(file).ok()?;
     let reader = parquet::file::reader::SerializedFileReader::new(f).ok()?;
-    u64::try_from(reader.metadata().file_metadata().num_rows()).ok()
+    let meta = reader.metadata().file_metadata();
+    let end = meta
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|kv| kv.key == END_KEY))
+        .and_then(|kv| kv.value.as_deref())
+        .and_then(|v| v.parse::<i64>().ok());
+    Some(Written {
+        end,
+        events: u64::try_from(meta.num_rows()).ok(),
+    })
+}
+
+/// Blocking: in `dir`, deletes the window files of partition `tp` that start
+/// before `from` (their offsets are committed, or reading resumed past them;
+/// also the temporary files of a write cut short), except `keep` (windows
+/// not acknowledged yet). With `read`, says what each other window file of
+/// the partition holds, by first offset.
+fn sweep(
+    dir: &Path,
+    tp: &Tp,
+    from: i64,
+    keep: &HashSet<PathBuf>,
+    read: bool,
+) -> HashMap<i64, Written> {
+    let mut found = HashMap::new();
+    let prefix = format!("{}-{}-", tp.0, tp.1);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let (stem, tmp) = match name.strip_suffix(".tmp") {
+            Some(n) => (n, true),
+            None => (name, false),
+        };
+        let Some(first) = stem
+            .strip_suffix(".parquet")
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|n| n.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        let path = e.path();
+        if first < from {
+            if !keep.contains(&path) {
+                let _ = std::fs::remove_file(&path);
+            }
+        } else if read
+            && !tmp
+            && let Some(w) = written(&path)
+        {
+            found.insert(first, w);
+        }
+    }
+    found
+}
+
+/// Blocking: writes a window's rows as Parquet with its end offset in the
+/// file's metadata, synced (file and folder) before the window can be
+/// recorded: after a crash or a revocation it says where the rebuilt window
+/// ends. Via a temporary name, so a reader never sees half a file.
+fn write_window(path: &Path, rows: &RecordBatch, end: i64) -> Result<()> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| StreamError::Io { path: p, source }
+    };
+    let fail = |message: String| StreamError::Window {
+        path: path.to_path_buf(),
+        message,
+    };
+    let tmp = path.with_extension("parquet.tmp");
+    let file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
+            END_KEY.to_string(),
+            end.to_string(),
+        )]))
+        .build();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, rows.schema(), Some(props))
+        .map_err(|e| fail(e.to_string()))?;
+    writer.write(rows).map_err(|e| fail(e.to_string()))?;
+    let file = writer.into_inner().map_err(|e| fail(e.to_string()))?;
+    file.sync_all().map_err(io(&tmp))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir).map_err(io(dir)),
+        None => Ok(()),
+    }
+}
+
+/// Runs blocking work on a blocking thread without waiting for it (inline
+/// outside a tokio runtime).
+fn in_background(work: impl FnOnce() + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn_blocking(work);
+        }
+        Err(_) => work(),
+    }
 }
 
 impl State {
@@ -887,6 +1235,7 @@ impl State {
             open_events: 0,
             pending_events: 0,
             throttle: Throttle::default(),
+            unacked: HashMap::new(),
         }
     }
 
@@ -936,76 +1285,34 @@ impl State {
         }
     }
 
-    /// Partitions revoked: the longest recorded prefix of their windows is
-    /// committed first (waiting at most [`REVOKE_WAIT`] for a commit in
-    /// flight, which must not land after this one and move the offsets
-    /// back, and as long again for this one), then they are forgotten. A
-    /// commit that fails or takes longer leaves those windows to the next
-    /// reader (at least once). `commit` runs on a blocking thread; a commit
-    /// still running at the deadline is left in `in_flight`.
-    async fn revoked<F>(
-        &mut self,
-        tps: Vec<Tp>,
-        in_flight: &mut Option<JoinHandle<Committed>>,
-        commit: F,
-    ) where
-        F: FnOnce(Vec<(String, i32, i64)>) -> Committed + Send + 'static,
-    {
-        let name = self.source.name.clone();
-        let mut clear = true;
-        if let Some(task) = in_flight.as_mut() {
-            match tokio::time::timeout(REVOKE_WAIT, task).await {
-                Ok(Ok(c)) => {
-                    *in_flight = None;
-                    self.committed(c);
-                }
-                Ok(Err(e)) => {
-                    *in_flight = None;
-                    tracing::error!(source = %name, error = %e, "commit task failed");
-                }
-                Err(_) => clear = false,
-            }
-        }
-        let revoked: std::collections::HashSet<&Tp> = tps.iter().collect();
-        let offsets = self.committable_where(|tp| revoked.contains(tp));
-        match offsets {
-            _ if !clear => {
-                tracing::warn!(source = %name, partitions = %show(&tps), "a commit is still running; the recorded windows of the revoked partitions are left to their next reader");
-            }
-            None => {}
-            Some(_) if !self.flush_letters().await => {
-                tracing::warn!(source = %name, partitions = %show(&tps), "dead letters cannot be written; the recorded windows of the revoked partitions are left to their next reader");
-            }
-            Some(offsets) => {
-                let mut task = tokio::task::spawn_blocking(move || commit(offsets));
-                match tokio::time::timeout(REVOKE_WAIT, &mut task).await {
-                    Ok(Ok(c)) => match &c.result {
-                        Ok(()) => {
-                            let at = c
-                                .offsets
-                                .iter()
-                                .map(|(t, p, o)| format!("{t}/{p}@{o}"))
-                                .collect::<Vec<_>>()
-                                .join(", ");
-                            tracing::info!(source = %name, offsets = %at, "committed the recorded windows of revoked partitions");
-                            self.committed(c);
-                        }
-                        Err(e) => {
-                            tracing::warn!(source = %name, partitions = %show(&tps), error = %e, "cannot commit the recorded windows of revoked partitions; their next reader evaluates them again");
-                        }
-                    },
-                    Ok(Err(e)) => {
-                        tracing::error!(source = %name, error = %e, "commit task failed");
-                    }
-                    Err(_) => {
-                        tracing::warn!(source = %name, partitions = %show(&tps), "the commit of the revoked partitions' recorded windows takes longer than 5 s; going on");
-                        *in_flight = Some(task);
-                    }
-                }
-            }
-        }
+    /// Partitions revoked: forgotten. Their recorded windows were committed
+    /// by the revocation callback before they went (see
+    /// [`Context::pre_rebalance`]); none of this member's commits covers
+    /// them from then on.
+    fn revoked(&mut self, tps: Vec<Tp>) {
         for tp in &tps {
             self.forget(tp);
+        }
+    }
+
+    /// Makes the offsets the revocation callback may commit those of now:
+    /// per owned partition, the end of the longest recorded prefix — not
+    /// while dead letters wait to be written (nothing is committed before
+    /// they are; the offsets shared before stay).
+    fn share(&self, commits: &Mutex<Commits>) {
+        if !self.letters.is_empty() {
+            return;
+        }
+        let ready = self.committable().unwrap_or_default();
+        let Ok(mut c) = commits.lock() else {
+            return;
+        };
+        c.ready.clear();
+        for (t, p, o) in ready {
+            let tp = (t, p);
+            if c.owned.contains(&tp) {
+                c.ready.insert(tp, o);
+            }
         }
     }
 
@@ -1033,19 +1340,60 @@ impl State {
         self.publish();
     }
 
+    /// Consumption went back (a reset): the partition starts over.
+    fn went_back(&mut self, msg: &Msg) {
+        let tp = (msg.topic.clone(), msg.partition);
+        if let Some(n) = self.parts.get(&tp).and_then(|p| p.next)
+            && msg.offset < n
+        {
+            tracing::warn!(source = %self.source.name, at = %msg.location(), expected = n, "offset went back; rebuilding the partition's windows from here");
+            self.forget(&tp);
+        }
+    }
+
+    /// Files of windows handed to the agent and not acknowledged yet.
+    fn unacked_files(&self, tp: &Tp) -> HashSet<PathBuf> {
+        self.unacked
+            .values()
+            .filter(|(u, _)| &u.tp == tp)
+            .map(|(u, _)| u.file.clone())
+            .collect()
+    }
+
+    /// Before the first message of a partition since it was assigned (or
+    /// went back): its window files are looked at on a blocking thread —
+    /// those before the message are deleted, the others say where rebuilt
+    /// windows end (see [`sweep`]).
+    async fn resume_at(&mut self, msg: &Msg) {
+        self.went_back(msg);
+        let tp = (msg.topic.clone(), msg.partition);
+        if self.parts.get(&tp).is_some_and(|p| p.files.is_some()) {
+            return;
+        }
+        let (dir, keep, at, t) = (
+            self.dir.join("windows"),
+            self.unacked_files(&tp),
+            msg.offset,
+            tp.clone(),
+        );
+        let files = tokio::task::spawn_blocking(move || sweep(&dir, &t, at, &keep, true))
+            .await
+            .unwrap_or_default();
+        self.parts.entry(tp).or_default().files = Some(files);
+    }
+
     fn message(&mut self, msg: Msg) {
         let tp = (msg.topic.clone(), msg.partition);
-        let next = self.parts.get(&tp).and_then(|p| p.next);
-        match next {
-            Some(n) if msg.offset < n => {
-                // Consumption went back (a reset): start the partition over.
-                tracing::warn!(source = %self.source.name, at = %msg.location(), expected = n, "offset went back; rebuilding the partition's windows from here");
-                self.forget(&tp);
-            }
-            None => self.remove_stale_files(&tp, msg.offset),
-            Some(_) => {}
+        self.went_back(&msg);
+        if self.parts.get(&tp).is_none_or(|p| p.files.is_none()) {
+            // Not looked at yet (only when called outside the run loop).
+            let keep = self.unacked_files(&tp);
+            let files = sweep(&self.dir.join("windows"), &tp, msg.offset, &keep, true);
+            self.parts.entry(tp.clone()).or_default().files = Some(files);
         }
-        self.parts.entry(tp).or_default().next = Some(msg.offset + 1);
+        let part = self.parts.entry(tp).or_default();
+        part.from.get_or_insert(msg.offset);
+        part.next = Some(msg.offset + 1);
         if self.schema.is_none() {
             self.infer_since.get_or_insert_with(Instant::now);
             self.unschematized.push(msg);
@@ -1055,29 +1403,6 @@ impl State {
             return;
         }
         self.window(msg);
-    }
-
-    /// Deletes Parquet files of this partition's windows that start before
-    /// `from` (where reading resumed, or an offset this agent committed):
-    /// those offsets are committed. (Also the temporary files of a write
-    /// cut short.)
-    fn remove_stale_files(&self, tp: &Tp, from: i64) {
-        let prefix = format!("{}-{}-", tp.0, tp.1);
-        let Ok(entries) = std::fs::read_dir(self.dir.join("windows")) else {
-            return;
-        };
-        for e in entries.filter_map(|e| e.ok()) {
-            let name = e.file_name();
-            let first = name
-                .to_str()
-                .map(|n| n.strip_suffix(".tmp").unwrap_or(n))
-                .and_then(|n| n.strip_suffix(".parquet"))
-                .and_then(|n| n.strip_prefix(&prefix))
-                .and_then(|n| n.parse::<i64>().ok());
-            if first.is_some_and(|f| f < from) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
     }
 
     /// Infers the schema from the messages waiting for one, holds it
@@ -1093,13 +1418,18 @@ impl State {
             let path = self.dir.join("schema.json");
             let tmp = self.dir.join(".schema.json.tmp");
             let text = serde_json::to_string_pretty(&s.to_json()).unwrap_or_default();
-            let saved = std::fs::write(&tmp, text)
-                .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-                .and_then(|()| std::fs::rename(&tmp, &path))
-                .and_then(|()| sync_dir(&self.dir));
-            if let Err(e) = saved {
-                tracing::error!(source = %self.source.name, path = %path.display(), error = %e, "cannot save the inferred schema; it holds until restart");
-            }
+            let (dir, name) = (self.dir.clone(), self.source.name.clone());
+            // Synced, on a blocking thread: the schema is held from now on
+            // whether or not saving it works.
+            in_background(move || {
+                let saved = std::fs::write(&tmp, text)
+                    .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+                    .and_then(|()| std::fs::rename(&tmp, &path))
+                    .and_then(|()| sync_dir(&dir));
+                if let Err(e) = saved {
+                    tracing::error!(source = %name, path = %path.display(), error = %e, "cannot save the inferred schema; it holds until restart");
+                }
+            });
             tracing::info!(source = %self.source.name, schema = %s.to_json(), "stream schema inferred from the first events and held fixed");
             self.close_all_open();
             self.schema = Some(s);
@@ -1119,21 +1449,36 @@ impl State {
     fn window(&mut self, msg: Msg) {
         let tp = (msg.topic.clone(), msg.partition);
         let now = Instant::now();
+        // A rebuilt window whose end never came (the messages before it were
+        // removed meanwhile): it closes where it got to.
+        if let Some(o) = self.parts.get(&tp).and_then(|p| p.open.as_ref())
+            && o.end.is_some_and(|e| msg.offset >= e)
+        {
+            tracing::warn!(source = %self.source.name, at = %msg.location(), end = ?o.end, "a rebuilt window passed the end it was written with; closing it here");
+            self.close(&tp);
+        }
         let needs_open = self.parts.get(&tp).is_none_or(|p| p.open.is_none());
         let fresh = if needs_open {
-            let file = self.window_file(&msg.topic, msg.partition, msg.offset);
-            let cap = if file.exists() {
-                recorded_events(&file)
-            } else {
-                None
+            let before = self
+                .parts
+                .get_mut(&tp)
+                .and_then(|p| p.files.as_mut())
+                .and_then(|f| f.remove(&msg.offset));
+            let (end, cap) = match before {
+                Some(Written { end: Some(e), .. }) => (Some(e), None),
+                Some(Written { end: None, events }) => (None, events),
+                None => (None, None),
             };
-            if let Some(n) = cap {
-                tracing::info!(source = %self.source.name, at = %msg.location(), events = n, "rebuilding a window closed before a restart, with the same events");
+            if let Some(e) = end {
+                tracing::info!(source = %self.source.name, at = %msg.location(), end = e, "rebuilding a window written before, up to the same end offset");
+            } else if let Some(n) = cap {
+                tracing::info!(source = %self.source.name, at = %msg.location(), events = n, "rebuilding a window written before, with the same events");
             }
             Some(Open {
                 first: msg.offset,
                 last: msg.offset,
                 events: 0,
+                end,
                 cap,
                 builder: self.schema.as_ref().map(EventSchema::builder),
                 opened: now,
@@ -1174,15 +1519,27 @@ impl State {
                 ))
             }
         };
-        let limit = self
-            .source
-            .window
-            .rows
-            .unwrap_or(u64::MAX)
-            .min(open.cap.unwrap_or(u64::MAX));
-        let full = open.events >= limit;
+        // A rebuilt window closes exactly at the end it was written with;
+        // any other at `window.rows` events, or at `max_pending_events`
+        // without a row limit (closed by time only): an open window is not
+        // in the backlog that pauses consumption, so this is what bounds it
+        // while a large lag is caught up. Closing by count never waits on
+        // anything, so this cannot stall.
+        let full = match open.end {
+            Some(end) => msg.offset + 1 >= end,
+            None => {
+                let limit = self
+                    .source
+                    .window
+                    .rows
+                    .unwrap_or(self.max_pending)
+                    .max(1)
+                    .min(open.cap.unwrap_or(u64::MAX));
+                open.events >= limit
+            }
+        };
         if let Some(letter) = letter {
-            self.keep_letter(&tp, msg.offset, letter);
+            self.keep_letter(letter);
         }
         if full {
             self.close(&tp);
@@ -1190,23 +1547,11 @@ impl State {
         self.publish();
     }
 
-    /// Keeps a dead letter to write; beyond twice the soft bounds (the
-    /// file cannot be written and messages still came) it is not kept, and
-    /// its partition is not committed past it.
-    fn keep_letter(&mut self, tp: &Tp, offset: i64, letter: DeadLetter) {
-        let size = letter_size(&letter);
-        if self.letters.len() >= 2 * LETTERS_SOFT
-            || self.letter_bytes + size > 2 * LETTER_BYTES_SOFT
-        {
-            let part = self.parts.entry(tp.clone()).or_default();
-            let lowest = part.lost_letter.map_or(offset, |o| o.min(offset));
-            part.lost_letter = Some(lowest);
-            if let Some(left_out) = self.throttle.admit("dead letter not kept".to_string()) {
-                tracing::error!(source = %self.source.name, at = %letter.location, letters_not_kept_before = left_out, "the dead-letter file cannot be written and too many letters wait: this one is not kept, and its partition is not committed past it until the partition is read again (at a rebalance or restart)");
-            }
-            return;
-        }
-        self.letter_bytes += size;
+    /// Keeps a dead letter to write. None is dropped: beyond the soft
+    /// bounds consumption pauses (see [`Self::pause_cause`]), which stops
+    /// them coming, and they are written before any commit.
+    fn keep_letter(&mut self, letter: DeadLetter) {
+        self.letter_bytes += letter_size(&letter);
         self.letters.push(letter);
     }
 
@@ -1334,7 +1679,12 @@ impl State {
             let due: Vec<Tp> = self
                 .parts
                 .iter()
-                .filter(|(_, p)| p.open.as_ref().is_some_and(|o| o.opened.elapsed() >= limit))
+                // A rebuilt window closes at its end offset only.
+                .filter(|(_, p)| {
+                    p.open
+                        .as_ref()
+                        .is_some_and(|o| o.end.is_none() && o.opened.elapsed() >= limit)
+                })
                 .map(|(tp, _)| tp.clone())
                 .collect();
             for tp in due {
@@ -1345,6 +1695,14 @@ impl State {
 
     /// An ack from the worker; `true` when a commit may now be possible.
     fn acknowledged(&mut self, version: &BatchVersion, recorded: bool) -> bool {
+        let last = match self.unacked.get_mut(&version.path) {
+            Some((_, n)) if *n > 1 => {
+                *n -= 1;
+                None
+            }
+            Some(_) => self.unacked.remove(&version.path).map(|(u, _)| u),
+            None => None,
+        };
         for part in self.parts.values_mut() {
             let Some(c) = part
                 .closed
@@ -1362,7 +1720,18 @@ impl State {
             return false;
         }
         // A window sent before its partition was revoked: its file stays
-        // (it caps the window when rebuilt) until committed or passed.
+        // (it says where the window ends when rebuilt) until committed or
+        // passed — passed already if the partition is read again from
+        // beyond it.
+        if let Some(u) = last
+            && self
+                .parts
+                .get(&u.tp)
+                .and_then(|p| p.from)
+                .is_some_and(|from| u.first < from)
+        {
+            let _ = std::fs::remove_file(&u.file);
+        }
         false
     }
 
@@ -1372,18 +1741,14 @@ impl State {
         self.committable_where(|_| true)
     }
 
-    /// [`Self::committable`] of the partitions `keep` holds; never past a
-    /// dead letter that was not kept.
+    /// [`Self::committable`] of the partitions `keep` holds.
     fn committable_where(&self, keep: impl Fn(&Tp) -> bool) -> Option<Vec<(String, i32, i64)>> {
         let mut out = Vec::new();
         for (tp, part) in self.parts.iter().filter(|(tp, _)| keep(tp)) {
             let end = part
                 .closed
                 .iter()
-                .take_while(|c| {
-                    matches!(c.stage, Stage::Recorded)
-                        && part.lost_letter.is_none_or(|o| c.end <= o)
-                })
+                .take_while(|c| matches!(c.stage, Stage::Recorded))
                 .last()
                 .map(|c| c.end);
             if let Some(end) = end {
@@ -1405,8 +1770,12 @@ impl State {
             let tp = (t, p);
             let Some(part) = self.parts.get_mut(&tp) else {
                 // Revoked meanwhile: the files of its windows below the
-                // offset are done with.
-                self.remove_stale_files(&tp, offset);
+                // offset are done with (but those of windows the agent has
+                // not acknowledged yet).
+                let (dir, keep) = (self.dir.join("windows"), self.unacked_files(&tp));
+                in_background(move || {
+                    sweep(&dir, &tp, offset, &keep, false);
+                });
                 continue;
             };
             while part
@@ -1418,8 +1787,11 @@ impl State {
                     break;
                 };
                 // The only place a window's file goes while its partition
-                // is read: its offsets are committed now.
-                let _ = std::fs::remove_file(&w.file);
+                // is read: its offsets are committed now (unless the same
+                // window of an earlier ownership still waits for its ack).
+                if !self.unacked.contains_key(&w.version.path) {
+                    let _ = std::fs::remove_file(&w.file);
+                }
                 if w.events > 0 {
                     self.stats.windows_evaluated.fetch_add(1, Ordering::Relaxed);
                     self.pending_events = self.pending_events.saturating_sub(w.events);
@@ -1508,7 +1880,12 @@ impl State {
             };
             if let Some((batch, events)) = self.prepare(&tp, first, ack).await {
                 self.outbox_events += events;
-                self.outbox.push_back(Waiting { tp, events, batch });
+                self.outbox.push_back(Waiting {
+                    tp,
+                    first,
+                    events,
+                    batch,
+                });
             }
         }
     }
@@ -1536,6 +1913,15 @@ impl State {
     fn next_waiting(&mut self, in_flight: &InFlight) -> Option<Batch> {
         let w = self.outbox.pop_front()?;
         self.outbox_events = self.outbox_events.saturating_sub(w.events);
+        let sent = Unacked {
+            tp: w.tp.clone(),
+            first: w.first,
+            file: w.batch.path.clone(),
+        };
+        self.unacked
+            .entry(w.batch.version.path.clone())
+            .or_insert((sent, 0))
+            .1 += 1;
         if let Ok(mut set) = in_flight.lock() {
             set.insert((w.batch.dataset.clone(), w.batch.version.clone()));
         }
@@ -1558,6 +1944,7 @@ impl State {
         let c = self.find(tp, first)?;
         let version = c.version.clone();
         let file = c.file.clone();
+        let end = c.end;
         let stage = std::mem::replace(&mut c.stage, Stage::Sent);
         let rows = match stage {
             Stage::Write { rows, .. } => Some(rows),
@@ -1573,22 +1960,9 @@ impl State {
             let Some(rows) = rows else {
                 return Prepared::Ready;
             };
-            let schema = rows.schema();
-            // Synced before the window can be recorded: after a crash
-            // its row count must be there to cap the rebuilt window.
-            let written =
-                write_parquet(&f, &schema, std::iter::once(Ok(rows.clone()))).and_then(|_| {
-                    let synced = std::fs::File::open(&f).and_then(|file| file.sync_all());
-                    let synced = match f.parent() {
-                        Some(dir) => synced.and_then(|()| sync_dir(dir)),
-                        None => synced,
-                    };
-                    synced.map_err(|source| StreamError::Io {
-                        path: f.clone(),
-                        source,
-                    })
-                });
-            match written {
+            // Synced before the window can be recorded: after a crash its
+            // end offset must be there for the rebuilt window.
+            match write_window(&f, &rows, end) {
                 Ok(()) => Prepared::Ready,
                 Err(e) => Prepared::Failed(e, rows),
             }
@@ -1645,6 +2019,7 @@ impl State {
 /// A closed window whose batch waits for room in the agent's queue.
 struct Waiting {
     tp: Tp,
+    first: i64,
     events: u64,
     batch: Batch,
 }
@@ -1674,7 +2049,7 @@ enum Prepared {
 mod tests {
     use super::*;
     use crate::rules::LogicalType;
-    use crate::sources::stream::WindowSpec;
+    use crate::sources::stream::{WindowSpec, write_parquet};
 
     fn state(dir: &Path, rows: u64, schema: Option<EventSchema>) -> State {
         state_done(dir, rows, schema, false)
@@ -1874,19 +2249,14 @@ mod tests {
         s.window_file("t", p, first)
     }
 
-    /// Writes the window's file as `send_closed` would (2 rows per window here).
+    /// Writes the window's file as `send_closed` would (ending at `first + rows`).
     fn write_file(s: &State, p: i32, first: i64, rows: i64) {
         let mut b = ids().builder();
         for i in 0..rows {
             b.push_json(format!("{{\"id\": {i}}}").as_bytes()).unwrap();
         }
-        let rows = b.finish().unwrap();
-        write_parquet(
-            &file(s, p, first),
-            &rows.schema(),
-            std::iter::once(Ok(rows.clone())),
-        )
-        .unwrap();
+        let batch = b.finish().unwrap();
+        write_window(&file(s, p, first), &batch, first + rows).unwrap();
     }
 
     struct Sink {
@@ -1918,23 +2288,6 @@ mod tests {
         assert!(s.send_closed(&k.queue, &k.in_flight, &k.ack).await);
     }
 
-    /// The offsets a test commit was given.
-    type Seen = Arc<std::sync::Mutex<Vec<(String, i32, i64)>>>;
-
-    /// A commit that succeeds, noting what it committed.
-    fn ok_commit(
-        seen: &Seen,
-    ) -> impl FnOnce(Vec<(String, i32, i64)>) -> Committed + Send + 'static {
-        let seen = seen.clone();
-        move |offsets| {
-            seen.lock().unwrap().extend(offsets.iter().cloned());
-            Committed {
-                offsets,
-                result: Ok(()),
-            }
-        }
-    }
-
     #[tokio::test]
     async fn a_window_file_stays_until_committed_so_a_window_closed_by_time_is_rebuilt_the_same_after_every_crash()
      {
@@ -1953,8 +2306,11 @@ mod tests {
         assert!(s.acknowledged(&batch.version, true));
         drop(s);
         assert_eq!(
-            recorded_events(&file(&state(dir.path(), 1, None), 0, 10)),
-            Some(5)
+            written(&file(&state(dir.path(), 1, None), 0, 10)),
+            Some(Written {
+                end: Some(15),
+                events: Some(5)
+            })
         );
 
         // Runs 2 and 3: the store holds the window; each rebuild is capped at
@@ -1987,86 +2343,228 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_revocation_commits_the_revoked_partitions_recorded_prefix_after_the_commit_in_flight_and_keeps_the_other_files()
+    fn offsets(v: &[(i32, i64)]) -> Vec<(String, i32, i64)> {
+        v.iter().map(|(p, o)| ("t".to_string(), *p, *o)).collect()
+    }
+
+    #[test]
+    fn a_revocation_commits_the_recorded_prefix_once_before_the_partitions_go_and_never_beside_a_commit_that_may_still_land()
+     {
+        let mut c = Commits::default();
+        c.assign(&[tp(0), tp(1), tp(2)]);
+        c.ready = HashMap::from([(tp(0), 4), (tp(1), 2)]);
+        // The main loop's commit covers only partitions still owned.
+        assert_eq!(
+            c.start(offsets(&[(0, 4), (3, 9)])),
+            Some(offsets(&[(0, 4)]))
+        );
+        assert!(c.busy);
+        assert_eq!(c.start(offsets(&[(0, 4)])), None, "one at a time");
+        // Revoked while it runs: no second commit beside it.
+        assert_eq!(c.revoke(&[tp(1)]), RevokeCommit::Busy(vec![tp(1)]));
+        assert!(!c.owned.contains(&tp(1)) && !c.ready.contains_key(&tp(1)));
+        c.finish(&Committed {
+            offsets: offsets(&[(0, 4)]),
+            result: Ok(()),
+        });
+        assert!(!c.busy);
+        assert_eq!(c.start(offsets(&[(1, 2)])), Some(vec![]), "revoked: never");
+        assert!(!c.busy, "nothing started");
+        // What is committed already is not committed again; what is beyond is.
+        assert_eq!(c.revoke(&[tp(0)]), RevokeCommit::Nothing);
+        c.ready.insert(tp(2), 6);
+        assert_eq!(c.revoke(&[tp(2)]), RevokeCommit::Commit(offsets(&[(2, 6)])));
+        assert_eq!(c.done.get(&tp(2)), Some(&6));
+        // Assigned again, the partition starts afresh; a failed commit does
+        // not count as done.
+        c.assign(&[tp(2)]);
+        assert!(c.owned.contains(&tp(2)) && !c.done.contains_key(&tp(2)));
+        assert_eq!(c.start(offsets(&[(2, 8)])), Some(offsets(&[(2, 8)])));
+        c.finish(&Committed {
+            offsets: offsets(&[(2, 8)]),
+            result: Err("coordinator away".to_string()),
+        });
+        assert!(!c.busy && !c.done.contains_key(&tp(2)));
+    }
+
+    #[test]
+    fn what_the_revocation_callback_may_commit_is_the_recorded_prefix_of_owned_partitions_with_its_dead_letters_written()
      {
         let dir = tempfile::tempdir().unwrap();
         let mut s = state(dir.path(), 2, Some(ids()));
+        let commits = Mutex::new(Commits::default());
+        commits.lock().unwrap().assign(&[tp(0), tp(1)]);
         s.assigned(vec![tp(0), tp(1)]);
         for o in 0..5 {
             s.message(msg_p(0, o));
             s.message(msg_p(1, o));
         }
-        for p in 0..2 {
-            write_file(&s, p, 0, 2);
-            write_file(&s, p, 2, 2);
-        }
-        // Partition 0: [0, 2) recorded, [2, 4) in the agent's queue.
         set_stage(&mut s, 0, 0, Stage::Recorded);
         set_stage(&mut s, 0, 2, Stage::Sent);
-        // Partition 1: both recorded; the first one's commit is in flight.
         set_stage(&mut s, 1, 0, Stage::Recorded);
         set_stage(&mut s, 1, 2, Stage::Recorded);
-        let mut in_flight = Some(tokio::spawn(async {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            Committed {
-                offsets: vec![("t".to_string(), 1, 2)],
-                result: Ok(()),
-            }
-        }));
-        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-
-        s.revoked(vec![tp(0)], &mut in_flight, ok_commit(&seen))
-            .await;
-        assert!(in_flight.is_none(), "the commit in flight was waited for");
-        assert_eq!(*seen.lock().unwrap(), [("t".to_string(), 0, 2)]);
-        assert!(!s.parts.contains_key(&tp(0)));
-        assert!(!file(&s, 0, 0).exists(), "committed at the revocation");
-        assert!(file(&s, 0, 2).exists(), "sent, not committed: kept");
-        assert!(
-            !file(&s, 1, 0).exists(),
-            "committed by the commit in flight"
+        s.share(&commits);
+        assert_eq!(
+            commits.lock().unwrap().ready,
+            HashMap::from([(tp(0), 2), (tp(1), 4)])
         );
-        assert!(file(&s, 1, 2).exists());
-        assert_eq!(s.stats.windows_evaluated.load(Ordering::Relaxed), 2);
-        // Its ack comes after the revocation: the file stays.
-        let sent = s.window_file("t", 0, 2);
-        let v = window_version(SourceKind::Kafka, "t", "t/0/2", 0, 2);
-        assert!(!s.acknowledged(&v, true));
-        assert!(sent.exists());
-
-        // A commit that fails: the windows are forgotten, their files kept.
-        s.revoked(vec![tp(1)], &mut None, |offsets| Committed {
-            offsets,
-            result: Err("rebalance in progress".to_string()),
-        })
-        .await;
-        assert!(s.parts.is_empty());
-        assert!(file(&s, 1, 2).exists(), "recorded, not committed: kept");
-        assert_eq!(s.stats.pending_events.load(Ordering::Relaxed), 0);
-
-        // Reassigned, reading resumes at the committed offset 2: the files
-        // from 2 on stay (and cap the rebuilt windows), older ones go.
+        // A dead letter not written yet: what was shared before stays.
+        s.message(msg(5, "nope"));
+        set_stage(&mut s, 0, 2, Stage::Recorded);
+        s.share(&commits);
+        assert_eq!(commits.lock().unwrap().ready.get(&tp(0)), Some(&2));
+        s.letters.clear();
+        s.share(&commits);
+        assert_eq!(commits.lock().unwrap().ready.get(&tp(0)), Some(&4));
+        // Revoked (by the callback): not shared any more.
+        assert_eq!(
+            commits.lock().unwrap().revoke(&[tp(1)]),
+            RevokeCommit::Commit(offsets(&[(1, 4)]))
+        );
+        s.share(&commits);
+        assert!(!commits.lock().unwrap().ready.contains_key(&tp(1)));
+        // The main loop then forgets the partition; its files stay.
         write_file(&s, 1, 0, 2);
-        s.assigned(vec![tp(1)]);
-        s.message(msg_p(1, 2));
-        assert!(!file(&s, 1, 0).exists());
-        assert!(file(&s, 1, 2).exists());
-        assert_eq!(s.parts[&tp(1)].open.as_ref().and_then(|o| o.cap), Some(2));
+        s.revoked(vec![tp(1)]);
+        assert!(!s.parts.contains_key(&tp(1)));
+        assert!(file(&s, 1, 0).exists());
     }
 
     #[tokio::test]
-    async fn a_revocation_with_nothing_recorded_commits_nothing() {
+    async fn a_window_still_in_the_agents_queue_keeps_its_file_when_its_partition_comes_back_past_it_until_its_ack()
+     {
         let dir = tempfile::tempdir().unwrap();
         let mut s = state(dir.path(), 2, Some(ids()));
+        let mut k = sink();
         s.assigned(vec![tp(0)]);
-        for o in 0..3 {
+        for o in 0..4 {
             s.message(msg_p(0, o));
         }
-        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        s.revoked(vec![tp(0)], &mut None, ok_commit(&seen)).await;
-        assert!(seen.lock().unwrap().is_empty());
-        assert!(s.parts.is_empty());
+        send(&mut s, &mut k).await;
+        let first = k.batches.try_recv().unwrap();
+        let second = k.batches.try_recv().unwrap();
+        assert!(s.acknowledged(&first.version, true));
+        // Revoked with [2, 4) in the agent's queue; another member commits
+        // it, and the partition comes back at 4: the file stays.
+        s.revoked(vec![tp(0)]);
+        s.assigned(vec![tp(0)]);
+        let next = msg_p(0, 4);
+        s.resume_at(&next).await;
+        s.message(next);
+        assert!(second.path.exists(), "not acknowledged yet: kept");
+        assert!(!file(&s, 0, 0).exists(), "acknowledged and passed: deleted");
+        assert_eq!(s.parts[&tp(0)].files, Some(HashMap::new()));
+        // Its ack: passed, so deleted now.
+        assert!(!s.acknowledged(&second.version, true));
+        assert!(!second.path.exists());
+        assert!(s.unacked.is_empty());
+
+        // Not passed (the partition comes back at 4, where the window
+        // starts): the file stays after the ack and ends the rebuilt window.
+        s.message(msg_p(0, 5));
+        send(&mut s, &mut k).await;
+        let third = k.batches.try_recv().unwrap();
+        s.revoked(vec![tp(0)]);
+        assert!(!s.acknowledged(&third.version, true));
+        assert!(third.path.exists());
+        s.assigned(vec![tp(0)]);
+        let again = msg_p(0, 4);
+        s.resume_at(&again).await;
+        assert_eq!(
+            s.parts[&tp(0)].files,
+            Some(HashMap::from([(
+                4,
+                Written {
+                    end: Some(6),
+                    events: Some(2)
+                }
+            )]))
+        );
+    }
+
+    /// A state whose windows close after `seconds` (0: at every tick) and,
+    /// with `rows`, at that many events.
+    fn timed(dir: &Path, rows: Option<u64>, done: bool) -> State {
+        let mut s = state_done(dir, 1, Some(ids()), done);
+        s.source.window = WindowSpec {
+            rows,
+            duration: Some(Duration::ZERO),
+        };
+        s
+    }
+
+    #[tokio::test]
+    async fn a_window_closed_by_time_on_dead_letters_is_rebuilt_to_the_same_end_offset_never_closed_before_it_by_time_or_count()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        // Run 1: accepted 100..105, dead letters 105..110, closed by time →
+        // end 110; written and recorded, then a crash before the commit.
+        let mut s = timed(dir.path(), Some(100), false);
+        let mut k = sink();
+        for o in 100..105 {
+            s.message(msg_p(0, o));
+        }
+        for o in 105..110 {
+            s.message(msg(o, "nope"));
+        }
+        s.tick();
+        assert_eq!(closed(&s), [(100, 110, 5)]);
+        send(&mut s, &mut k).await;
+        assert!(s.acknowledged(&k.batches.try_recv().unwrap().version, true));
+        drop(s);
+
+        // Run 2 (fewer rows per window now): the rebuild takes the same
+        // messages, is not closed by time or count before its end, and the
+        // next window is keyed at 110 as before.
+        let mut s = timed(dir.path(), Some(3), true);
+        let first = msg_p(0, 100);
+        s.resume_at(&first).await;
+        s.message(first);
+        for o in 101..105 {
+            s.message(msg_p(0, o));
+            s.tick();
+        }
+        for o in 105..109 {
+            s.message(msg(o, "nope"));
+            s.tick();
+        }
+        assert!(closed(&s).is_empty(), "open until its end offset");
+        s.message(msg(109, "nope"));
+        s.message(msg_p(0, 110));
+        assert_eq!(closed(&s), [(100, 110, 5)]);
+        assert_eq!(s.parts[&tp(0)].open.as_ref().map(|o| o.first), Some(110));
+        send(&mut s, &mut k).await;
+        assert!(k.batches.try_recv().is_err(), "recorded before: not again");
+        let offsets = s.committable().unwrap();
+        assert_eq!(offsets, [("t".to_string(), 0, 110)]);
+
+        // A rebuild whose end never comes (the messages before it went):
+        // closed where it got to, before the message past its end.
+        write_file(&s, 1, 0, 4);
+        s.assigned(vec![tp(1)]);
+        s.message(msg_p(1, 0));
+        s.message(msg_p(1, 5));
+        assert_eq!(
+            s.parts[&tp(1)]
+                .closed
+                .iter()
+                .map(|c| (c.first, c.end))
+                .collect::<Vec<_>>(),
+            [(0, 1)]
+        );
+    }
+
+    #[test]
+    fn windows_closed_by_time_only_still_close_at_max_pending_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = timed(dir.path(), None, false);
+        s.source.window.duration = Some(Duration::from_secs(3600));
+        s.max_pending = 3;
+        for o in 0..7 {
+            s.message(msg_p(0, o));
+        }
+        assert_eq!(closed(&s), [(0, 3, 3), (3, 6, 3)]);
+        assert_eq!(s.open_events, 1);
     }
 
     #[test]
@@ -2109,10 +2607,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn dead_letters_that_cannot_be_written_pause_consumption_and_past_twice_the_bound_hold_the_commit()
+    async fn dead_letters_that_cannot_be_written_pause_consumption_and_hold_the_commit_and_none_is_dropped()
      {
         let dir = tempfile::tempdir().unwrap();
         let mut s = state(dir.path(), 2, Some(ids()));
+        let commits = Mutex::new(Commits::default());
+        commits.lock().unwrap().assign(&[tp(0)]);
         // The dead-letter file cannot be written.
         std::fs::create_dir(dir.path().join("dead-letters.ndjson")).unwrap();
         s.assigned(vec![tp(0)]);
@@ -2129,32 +2629,32 @@ mod tests {
         assert!(!s.flush_letters().await);
         assert_eq!(s.letters.len(), LETTERS_SOFT, "kept to write later");
         assert_eq!(s.pause_cause(false), Some(Pause::Letters));
-        // Messages that still come: kept up to twice the bound.
-        while s.letters.len() < 2 * LETTERS_SOFT {
+        // Messages fetched before the pause still come: every letter is kept.
+        for _ in 0..2 * LETTERS_SOFT {
             s.message(bad(o));
             o += 1;
         }
         s.message(msg_p(0, o));
-        s.message(bad(o + 1));
-        s.message(bad(o + 2));
-        s.message(msg_p(0, o + 3));
-        assert_eq!(s.letters.len(), 2 * LETTERS_SOFT, "not kept");
-        assert_eq!(s.parts[&tp(0)].lost_letter, Some(o + 1));
+        s.message(msg_p(0, o + 1));
+        assert_eq!(s.letters.len(), 3 * LETTERS_SOFT, "none dropped");
         for p in s.parts.values_mut() {
             for c in p.closed.iter_mut() {
                 c.stage = Stage::Recorded;
             }
         }
-        // The window holding the letter not kept, [2, o + 4), is recorded,
-        // but the commit stops before it.
-        assert_eq!(closed(&s), [(0, 2, 2), (2, o + 4, 2)]);
-        assert_eq!(s.committable().unwrap(), [("t".to_string(), 0, 2)]);
-        // Writable again: written, resumed, still not committed past it.
+        assert_eq!(closed(&s), [(0, 2, 2), (2, o + 2, 2)]);
+        // Recorded, but nothing is shared for a commit while letters wait.
+        s.share(&commits);
+        assert!(commits.lock().unwrap().ready.is_empty());
+        // Writable again: written, resumed, and committed past them (the
+        // partition does not stall).
         std::fs::remove_dir(dir.path().join("dead-letters.ndjson")).unwrap();
         assert!(s.flush_letters().await);
         assert!(s.letters.is_empty());
         assert_eq!(s.pause_cause(true), None);
-        assert_eq!(s.committable().unwrap(), [("t".to_string(), 0, 2)]);
+        assert_eq!(s.committable().unwrap(), [("t".to_string(), 0, o + 2)]);
+        s.share(&commits);
+        assert_eq!(commits.lock().unwrap().ready.get(&tp(0)), Some(&(o + 2)));
     }
 
     #[tokio::test]
