@@ -509,10 +509,9 @@ impl WindowedLog {
                         };
                         tracing::error!(source = %self.source.name, window = %version.path, error = %error, "cannot write the window for evaluation; retrying later");
                         let this = self.clone();
-                        let _ = tokio::task::spawn_blocking(move || {
-                            this.acknowledged(&version, false)
-                        })
-                        .await;
+                        let _ =
+                            tokio::task::spawn_blocking(move || this.acknowledged(&version, false))
+                                .await;
                         continue;
                     }
                 }
