@@ -31,8 +31,10 @@
 //!   each against the rule files' `match` globs.
 //! - [`check`]: the one-shot `driftwatch check`: inputs × rule files → report.
 //! - [`sources`]: where the agent's batches come from — the lake watcher
-//!   (events, listings, settle time, footers, `batch: directory`) and Hive
-//!   partition parsing. Event streams plug in here.
+//!   (events, listings, settle time, footers, `batch: directory`), Hive
+//!   partition parsing, and event streams (`sources::stream`: HTTP ingest,
+//!   NDJSON files and Kafka windowed into batches, a write-ahead log, dead
+//!   letters, offsets committed after the record).
 //! - [`state`]: the agent's durable store (redb): evaluated batch versions,
 //!   reports, counters, rolling-reference profiles, and the webhook outbox
 //!   with its policy state. The exactly-once record.
@@ -43,8 +45,8 @@
 //! - [`tls`]: the process-wide rustls provider every HTTP client needs.
 //! - [`config`]: `driftwatch.toml`, its JSON Schema, flags over file.
 //! - [`agent`]: `driftwatch run` — queue, workers, the evaluation runtime,
-//!   HTTP endpoints (status, metrics, live HTML pages, webhook outbox), the
-//!   webhook delivery loop, reload, idle memory release, shutdown.
+//!   HTTP endpoints (status, metrics, live HTML pages, webhook outbox, event
+//!   ingest), the webhook delivery loop, reload, idle memory release, shutdown.
 //! - [`demo`]: a deterministic generator of flights-shaped Parquet batches
 //!   and the live demo, used by `driftwatch demo`, benchmarks and tests.
 //! - `cli` (binary only): argument parsing, exit codes; the only place that
