@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::{Shared, StreamHandle};
 use crate::sources::stream::http::{BodyFormat, decode_ipc, decode_ndjson, format_of, lines};
 use crate::sources::stream::log::AppendError;
-use crate::sources::stream::{DeadLetter, EventSchema, SourceSettings, rule_schema};
+use crate::sources::stream::{DeadLetter, EventSchema, SourceSettings, WindowedLog, rule_schema};
 
 /// Rejections listed in a response (the dead-letter file has them all).
 pub const ERRORS_IN_RESPONSE: usize = 10;
@@ -74,11 +74,11 @@ pub async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(stream) = shared
+    let Some((stream, log)) = shared
         .streams
         .iter()
-        .find(|s| s.config.dataset == dataset && s.log.is_some() && s.is_http())
-        .cloned()
+        .filter(|s| s.is_http() && s.config.dataset == dataset)
+        .find_map(|s| Some((s.clone(), s.log.clone()?)))
     else {
         return refuse(
             StatusCode::NOT_FOUND,
@@ -187,7 +187,8 @@ pub async fn ingest(
             );
         }
     };
-    let done = tokio::task::spawn_blocking(move || take(&stream, format, &body, from_rule)).await;
+    let done =
+        tokio::task::spawn_blocking(move || take(&stream, &log, format, &body, from_rule)).await;
     match done {
         Ok(r) => r,
         Err(e) => refuse(
@@ -200,13 +201,11 @@ pub async fn ingest(
 /// Decodes, appends and dead-letters one body (blocking).
 fn take(
     stream: &StreamHandle,
+    log: &WindowedLog,
     format: BodyFormat,
     body: &[u8],
     from_rule: Option<EventSchema>,
 ) -> Response {
-    let Some(log) = &stream.log else {
-        return refuse(StatusCode::NOT_FOUND, "not an http source".to_string());
-    };
     let name = stream.config.name.as_str();
     let internal = |e: String| refuse(StatusCode::INTERNAL_SERVER_ERROR, e);
     let held = match log.schema(from_rule) {

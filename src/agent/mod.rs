@@ -303,10 +303,12 @@ pub async fn run(
         Utc::now().timestamp_millis()
     );
     // Stream sources: their durable windows are recovered before anything runs.
-    let store_for_streams = store.clone();
+    // Whether the store holds a batch version's record: the lake and the
+    // stream sources ask it before sending (again).
+    let store_for_done = store.clone();
     let done: crate::sources::lake::DoneFn =
         Arc::new(move |dataset: &str, version: &BatchVersion| {
-            matches!(store_for_streams.version(dataset, version), Ok(Some(_)))
+            matches!(store_for_done.version(dataset, version), Ok(Some(_)))
         });
     let mut streams = Vec::new();
     for source in &settings.sources {
@@ -393,13 +395,10 @@ pub async fn run(
     let (queue_tx, queue_rx) = mpsc::channel(settings.queue.max(1));
 
     // Discovery.
-    let store_for_done = store.clone();
     let lake = LakeSource {
         options: options_rx,
         rules: rules_rx,
-        done: Arc::new(move |dataset: &str, version: &BatchVersion| {
-            matches!(store_for_done.version(dataset, version), Ok(Some(_)))
-        }),
+        done: done.clone(),
         in_flight: shared.in_flight.clone(),
         stats: shared.lake.clone(),
     };

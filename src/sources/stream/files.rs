@@ -23,7 +23,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::http::{ROWS_PER_BATCH, decode_ndjson};
+use super::http::{ROWS_PER_BATCH, decode_ndjson, event_line};
 use super::log::{AppendError, FileOrigin};
 use super::wal::sync_dir;
 use super::{EventSchema, Result, StreamError, WindowedLog, rule_schema};
@@ -212,12 +212,10 @@ impl FileSource {
             let read = reader.read_until(b'\n', &mut buf).map_err(io)?;
             if read > 0 {
                 n += 1;
-                if n > start {
-                    let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
-                    let line = line.strip_suffix(b"\r").unwrap_or(line);
-                    if !line.iter().all(u8::is_ascii_whitespace) {
-                        chunk.push((n, line.to_vec()));
-                    }
+                if n > start
+                    && let Some(line) = event_line(&buf)
+                {
+                    chunk.push((n, line.to_vec()));
                 }
             }
             let end = read == 0;

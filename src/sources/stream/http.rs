@@ -60,8 +60,15 @@ pub fn format_of(content_type: Option<&str>) -> Result<BodyFormat, String> {
 pub fn lines(body: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
     body.split(|b| *b == b'\n')
         .enumerate()
-        .map(|(i, l)| (i as u64 + 1, l.strip_suffix(b"\r").unwrap_or(l)))
-        .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
+        .filter_map(|(i, l)| Some((i as u64 + 1, event_line(l)?)))
+}
+
+/// One line of NDJSON as an event: without its line ending (`\n`, `\r\n`);
+/// `None` for a blank line, which is not an event.
+pub fn event_line(raw: &[u8]) -> Option<&[u8]> {
+    let line = raw.strip_suffix(b"\n").unwrap_or(raw);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    (!line.iter().all(u8::is_ascii_whitespace)).then_some(line)
 }
 
 /// NDJSON decoded against a schema.

@@ -152,23 +152,26 @@ impl EventSchema {
             if seen >= INFER_FROM {
                 break;
             }
-            let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(line) else {
+            let Ok(Event::Object(fields)) = parse_event(line) else {
                 continue;
             };
-            if map.values().any(|v| v.is_array() || v.is_object()) {
+            if fields
+                .iter()
+                .any(|(_, v)| matches!(v, Scalar::Array | Scalar::Object))
+            {
                 continue;
             }
             seen += 1;
-            for (key, value) in &map {
+            for (key, value) in &fields {
                 let kind = match value {
-                    Value::Null => None,
-                    Value::Bool(_) => Some(DataType::Boolean),
-                    Value::Number(n) if n.is_f64() => Some(DataType::Float64),
-                    Value::Number(_) => Some(DataType::Int64),
+                    Scalar::Null => None,
+                    Scalar::Bool(_) => Some(DataType::Boolean),
+                    Scalar::Float(_) => Some(DataType::Float64),
+                    Scalar::Int(_) | Scalar::UInt(_) => Some(DataType::Int64),
                     _ => Some(DataType::Utf8),
                 };
-                let entry = kinds.entry(key.clone()).or_insert_with(|| {
-                    order.push(key.clone());
+                let entry = kinds.entry(key.to_string()).or_insert_with(|| {
+                    order.push(key.to_string());
                     None
                 });
                 *entry = match (entry.take(), kind) {
@@ -403,12 +406,7 @@ impl EventBuilder {
 
     /// Adds one event (a JSON object, one NDJSON line), or says why it does not fit.
     pub fn push_json(&mut self, line: &[u8]) -> Result<(), String> {
-        // Parsed without building a `Value`: keys and unescaped strings are
-        // borrowed from the line, nested values skipped.
-        let mut de = serde_json::Deserializer::from_slice(line);
-        let event = Event::deserialize(&mut de)
-            .and_then(|e| de.end().map(|()| e))
-            .map_err(|e| format!("not JSON: {e}"))?;
+        let event = parse_event(line)?;
         let fields = match event {
             Event::Object(fields) => fields,
             Event::Other(kind) => return Err(format!("expected a JSON object, got {kind}")),
@@ -557,29 +555,14 @@ impl<'de> Deserialize<'de> for Scalar<'de> {
     }
 }
 
-/// A key, borrowed from the line unless it has escapes.
-struct Key<'de>(Cow<'de, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(v.to_string())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V)
-    }
+/// Parses one event line — the module's one JSON reader, for inference and
+/// for rows alike. No `Value` is built: keys and unescaped strings are
+/// borrowed from the line, nested values skipped.
+fn parse_event(line: &[u8]) -> Result<Event<'_>, String> {
+    let mut de = serde_json::Deserializer::from_slice(line);
+    Event::deserialize(&mut de)
+        .and_then(|e| de.end().map(|()| e))
+        .map_err(|e| format!("not JSON: {e}"))
 }
 
 /// A whole event: an object's fields in order, or what it is instead.
@@ -598,7 +581,11 @@ impl<'de> Deserialize<'de> for Event<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some((Key(k), v)) = map.next_entry::<Key<'de>, Scalar<'de>>()? {
+                while let Some((k, v)) = map.next_entry::<Scalar<'de>, Scalar<'de>>()? {
+                    // JSON keys are strings; the scalar reader borrows them.
+                    let Scalar::Str(k) = k else {
+                        return Err(serde::de::Error::custom("a key that is not a string"));
+                    };
                     fields.push((k, v));
                 }
                 Ok(Event::Object(fields))
