@@ -1,0 +1,27 @@
+//! The parquet crate's footer and page decoding in memory (fast: no
+//! DataFusion plan), as the engine and the lake watcher's footer check use
+//! it: metadata with page indexes, then every row group read as Arrow.
+#![no_main]
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+
+fuzz_target!(|data: &[u8]| {
+    let bytes = Bytes::copy_from_slice(data);
+    let _ = ParquetMetaDataReader::new()
+        .with_page_index_policy(PageIndexPolicy::Optional)
+        .parse_and_finish(&bytes);
+    let options = ArrowReaderOptions::new().with_page_index(true);
+    let Ok(builder) = ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, options) else {
+        return;
+    };
+    let Ok(reader) = builder.with_batch_size(1024).build() else {
+        return;
+    };
+    for batch in reader {
+        if batch.is_err() {
+            break;
+        }
+    }
+});
