@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = ParquetMetaDataReader::new()
         .with_page_index_policy(PageIndexPolicy::Optional)
         .parse_and_finish(&bytes);
-    let options = ArrowReaderOptions::new().with_page_index(true);
+    let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
     let Ok(builder) = ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, options) else {
         return;
     };
