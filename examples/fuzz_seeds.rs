@@ -80,10 +80,12 @@ fn events_batch(rows: i64) -> anyhow::Result<RecordBatch> {
             (0..rows).map(|i| (i != 1).then_some(i * 1_000_003)),
         )),
         Arc::new(UInt8Array::from_iter((0..rows).map(|i| Some(i as u8)))),
-        Arc::new(Float64Array::from_iter((0..rows).map(|i| Some(i as f64 / 3.0)))),
-        Arc::new(StringArray::from_iter(
-            (0..rows).map(|i| (i != 2).then(|| ["a", "bb", "ccc", "é"][i as usize % 4])),
+        Arc::new(Float64Array::from_iter(
+            (0..rows).map(|i| Some(i as f64 / 3.0)),
         )),
+        Arc::new(StringArray::from_iter((0..rows).map(|i| {
+            (i != 2).then(|| ["a", "bb", "ccc", "é"][i as usize % 4])
+        }))),
         Arc::new(
             TimestampMicrosecondArray::from_iter(
                 (0..rows).map(|i| Some(1_700_000_000_000_000 + i * 1_000_000)),
@@ -110,7 +112,10 @@ fn ipc(to: &Path) -> anyhow::Result<()> {
     dir(to)?;
     let one = events_batch(4)?;
     let schema = one.schema();
-    std::fs::write(to.join("four_rows.arrows"), ipc_stream(&[one.clone()], &schema)?)?;
+    std::fs::write(
+        to.join("four_rows.arrows"),
+        ipc_stream(std::slice::from_ref(&one), &schema)?,
+    )?;
     std::fs::write(
         to.join("two_batches.arrows"),
         ipc_stream(&[events_batch(2)?, events_batch(3)?], &schema)?,
@@ -122,14 +127,20 @@ fn ipc(to: &Path) -> anyhow::Result<()> {
         Arc::new(extra.clone()),
         vec![Arc::new(Int64Array::from(vec![1, 2, 3]))],
     )?;
-    std::fs::write(to.join("unknown_column.arrows"), ipc_stream(&[extra_batch], &extra)?)?;
+    std::fs::write(
+        to.join("unknown_column.arrows"),
+        ipc_stream(&[extra_batch], &extra)?,
+    )?;
     // A dictionary column (a type events cannot carry) exercises the reader's dictionaries.
     let dict_type = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
     let dict_schema = Schema::new(vec![Field::new("s", dict_type, true)]);
     let dict: arrow::array::DictionaryArray<arrow::datatypes::Int32Type> =
         vec!["x", "y", "x"].into_iter().collect();
     let dict_batch = RecordBatch::try_new(Arc::new(dict_schema.clone()), vec![Arc::new(dict)])?;
-    std::fs::write(to.join("dictionary.arrows"), ipc_stream(&[dict_batch], &dict_schema)?)?;
+    std::fs::write(
+        to.join("dictionary.arrows"),
+        ipc_stream(&[dict_batch], &dict_schema)?,
+    )?;
     Ok(())
 }
 
@@ -260,9 +271,9 @@ fn table(rows: i64) -> anyhow::Result<RecordBatch> {
         Arc::new(Float64Array::from_iter(
             (0..rows).map(|i| Some((i as f64 - 10.0) * 1.25)),
         )),
-        Arc::new(StringArray::from_iter(
-            (0..rows).map(|i| (i % 5 != 4).then(|| ["a", "b", "c", "Dd"][i as usize % 4])),
-        )),
+        Arc::new(StringArray::from_iter((0..rows).map(|i| {
+            (i % 5 != 4).then(|| ["a", "b", "c", "Dd"][i as usize % 4])
+        }))),
         Arc::new(
             TimestampMicrosecondArray::from_iter(
                 (0..rows).map(|i| Some(1_799_000_000_000_000 + i * 60_000_000)),
@@ -276,12 +287,48 @@ fn table(rows: i64) -> anyhow::Result<RecordBatch> {
 fn parquet(to: &Path) -> anyhow::Result<Vec<PathBuf>> {
     dir(to)?;
     let variants: [(&str, Compression, bool, EnabledStatistics, usize); 6] = [
-        ("plain.parquet", Compression::UNCOMPRESSED, false, EnabledStatistics::None, 40),
-        ("snappy_dict.parquet", Compression::SNAPPY, true, EnabledStatistics::Chunk, 40),
-        ("zstd_pages.parquet", Compression::ZSTD(ZstdLevel::default()), true, EnabledStatistics::Page, 40),
-        ("lz4.parquet", Compression::LZ4_RAW, false, EnabledStatistics::Page, 40),
-        ("gzip.parquet", Compression::GZIP(GzipLevel::default()), true, EnabledStatistics::Chunk, 40),
-        ("row_groups.parquet", Compression::SNAPPY, true, EnabledStatistics::Page, 8),
+        (
+            "plain.parquet",
+            Compression::UNCOMPRESSED,
+            false,
+            EnabledStatistics::None,
+            40,
+        ),
+        (
+            "snappy_dict.parquet",
+            Compression::SNAPPY,
+            true,
+            EnabledStatistics::Chunk,
+            40,
+        ),
+        (
+            "zstd_pages.parquet",
+            Compression::ZSTD(ZstdLevel::default()),
+            true,
+            EnabledStatistics::Page,
+            40,
+        ),
+        (
+            "lz4.parquet",
+            Compression::LZ4_RAW,
+            false,
+            EnabledStatistics::Page,
+            40,
+        ),
+        (
+            "gzip.parquet",
+            Compression::GZIP(GzipLevel::default()),
+            true,
+            EnabledStatistics::Chunk,
+            40,
+        ),
+        (
+            "row_groups.parquet",
+            Compression::SNAPPY,
+            true,
+            EnabledStatistics::Page,
+            8,
+        ),
     ];
     let mut files = Vec::new();
     for (name, codec, dictionary, stats, group) in variants {
@@ -355,7 +402,13 @@ fn wal(to: &Path) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
     let seg = scratch.path().join("seg.wal");
     let mut w = SegmentWriter::create(&seg)?;
-    w.append(&[events_batch(3)?], &FrameMeta { rows: 3, origin: None })?;
+    w.append(
+        &[events_batch(3)?],
+        &FrameMeta {
+            rows: 3,
+            origin: None,
+        },
+    )?;
     w.append(
         &[events_batch(2)?],
         &FrameMeta {
@@ -366,7 +419,13 @@ fn wal(to: &Path) -> anyhow::Result<()> {
             }),
         },
     )?;
-    w.append(&[], &FrameMeta { rows: 0, origin: None })?;
+    w.append(
+        &[],
+        &FrameMeta {
+            rows: 0,
+            origin: None,
+        },
+    )?;
     drop(w);
     let bytes = std::fs::read(&seg)?;
     // Mode byte 0: the segment as written.

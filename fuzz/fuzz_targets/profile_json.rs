@@ -40,9 +40,7 @@ fuzz_target!(|data: &[u8]| {
     let test = TESTS[data.len() % TESTS.len()];
     let mut config = DriftConfig::defaults(Path::new("fuzz.yaml"));
     for column in profile.columns.keys() {
-        config
-            .overrides
-            .insert(column.clone(), (test, None));
+        config.overrides.insert(column.clone(), (test, None));
     }
     let _ = compare("fuzz.profile", &profile, &profile, &config);
     let current = driftwatch_fuzz::current_profile();

@@ -29,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
             frames += 1;
             let _ = frame.meta.rows;
         }
-        assert!(reader.valid_len <= bytes.len() as u64, "valid_len past the end");
+        assert!(
+            reader.valid_len <= bytes.len() as u64,
+            "valid_len past the end"
+        );
         let _ = frames;
     }
 });

@@ -29,7 +29,10 @@ pub fn declared_schema() -> &'static EventSchema {
             ("s", LogicalType::Utf8),
             ("d", LogicalType::Date),
             ("t", LogicalType::Timestamp(TimeZoneSpec::None)),
-            ("tz", LogicalType::Timestamp(TimeZoneSpec::Zone("UTC".to_string()))),
+            (
+                "tz",
+                LogicalType::Timestamp(TimeZoneSpec::Zone("UTC".to_string())),
+            ),
             (
                 "tzo",
                 LogicalType::Timestamp(TimeZoneSpec::Zone("+02:00".to_string())),
@@ -50,7 +53,9 @@ pub fn scratch() -> &'static Path {
     DIR.get_or_init(|| {
         // /dev/shm when present: the file targets write one file per input.
         let base = Path::new("/dev/shm");
-        let builder = tempfile::Builder::new().prefix("driftwatch-fuzz-").tempdir_in(base);
+        let builder = tempfile::Builder::new()
+            .prefix("driftwatch-fuzz-")
+            .tempdir_in(base);
         builder
             .or_else(|_| tempfile::tempdir())
             .expect("a scratch folder")
@@ -136,7 +141,9 @@ pub fn downstream(batches: &[arrow::array::RecordBatch], schema: &EventSchema) {
         parquet::arrow::ArrowWriter::try_new(&mut parquet, schema.arrow().clone(), Some(props))
             .expect("a Parquet writer for an accepted schema");
     for b in batches {
-        writer.write(b).expect("an accepted batch encodes as Parquet");
+        writer
+            .write(b)
+            .expect("an accepted batch encodes as Parquet");
     }
     writer.close().expect("the Parquet file closes");
 }
