@@ -6,6 +6,7 @@ use driftwatch::config::{Overrides, Settings};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    driftwatch_fuzz::init();
     let path = driftwatch_fuzz::scratch_file("driftwatch.toml");
     if std::fs::write(&path, data).is_err() {
         return;

@@ -8,6 +8,7 @@ use driftwatch_fuzz::declared_schema;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    driftwatch_fuzz::init();
     if let Ok((batches, schema)) = decode_ipc(data, None) {
         driftwatch_fuzz::downstream(&batches, &schema);
     }

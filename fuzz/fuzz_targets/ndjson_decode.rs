@@ -8,6 +8,7 @@ use driftwatch_fuzz::declared_schema;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    driftwatch_fuzz::init();
     let location = |n: u64| format!("line {n}");
     if let Some(schema) = EventSchema::infer(lines(data).map(|(_, l)| l)) {
         // The state folder keeps the inferred schema as JSON and reads it back

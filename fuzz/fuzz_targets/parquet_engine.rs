@@ -20,6 +20,7 @@ fn engine() -> &'static Engine {
 }
 
 fuzz_target!(|data: &[u8]| {
+    driftwatch_fuzz::init();
     let path = driftwatch_fuzz::scratch_file("batch.parquet");
     if std::fs::write(&path, data).is_err() {
         return;

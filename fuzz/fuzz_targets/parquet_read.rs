@@ -8,6 +8,7 @@ use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderB
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
 
 fuzz_target!(|data: &[u8]| {
+    driftwatch_fuzz::init();
     let bytes = Bytes::copy_from_slice(data);
     let _ = ParquetMetaDataReader::new()
         .with_page_index_policy(PageIndexPolicy::Optional)

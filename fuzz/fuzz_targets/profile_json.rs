@@ -29,6 +29,7 @@ const TESTS: [Option<TestKind>; 15] = [
 ];
 
 fuzz_target!(|data: &[u8]| {
+    driftwatch_fuzz::init();
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

@@ -8,6 +8,7 @@ use std::path::Path;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    driftwatch_fuzz::init();
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

@@ -8,6 +8,7 @@ use driftwatch::sources::stream::wal::SegmentReader;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    driftwatch_fuzz::init();
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };

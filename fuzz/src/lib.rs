@@ -196,3 +196,15 @@ pub fn fix_up_frames(mut rest: &[u8]) -> Vec<u8> {
     out.extend_from_slice(rest);
     out
 }
+
+/// Lets panics that the library itself catches (at its trust boundaries,
+/// around third-party decoders) unwind as they do in the agent. libFuzzer's
+/// hook aborts on every panic, caught or not; with the default hook back, a
+/// panic that escapes the library still reaches libfuzzer-sys, which aborts:
+/// the target judges only what the agent would suffer.
+pub fn init() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _libfuzzer_hook = std::panic::take_hook();
+    });
+}

@@ -13,6 +13,7 @@ mod profiler;
 mod verdict;
 
 use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, col, lit};
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
+use futures::FutureExt;
 
 use crate::report::BatchReport;
 use crate::rules::RuleFile;
@@ -232,7 +234,21 @@ impl Engine {
             profile: None,
             timings,
         };
-        let planned = match self.plan(path, input.partitions, rules, request).await {
+        // The parquet and arrow crates panic on some corrupt files (found by
+        // fuzzing, issue 15); DataFusion re-raises a task's panic here. A
+        // file's bytes must give an input error, not kill the worker.
+        let contained = |panic: Box<dyn std::any::Any + Send>| EngineError::Input {
+            path: path.display().to_string(),
+            reason: format!(
+                "the Parquet reader failed: {}",
+                crate::sources::stream::http::panic_message(panic.as_ref())
+            ),
+        };
+        let planned = match AssertUnwindSafe(self.plan(path, input.partitions, rules, request))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(contained(panic)))
+        {
             Ok(p) => p,
             Err(e) => {
                 timings.read = started.elapsed();
@@ -240,7 +256,11 @@ impl Engine {
             }
         };
         timings.read = started.elapsed();
-        let values = match self.execute(path, &planned).await {
+        let values = match AssertUnwindSafe(self.execute(path, &planned))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| Err(contained(panic)))
+        {
             Ok(v) => v,
             Err(e) => {
                 timings.scan = started.elapsed() - timings.read;
@@ -506,5 +526,53 @@ impl Engine {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Evaluates `bytes` as a Parquet file with a small rule file; the report's error.
+    async fn error_of(bytes: &[u8]) -> (String, Option<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("batch.parquet");
+        std::fs::write(&path, bytes).unwrap();
+        let rules = crate::rules::parse_rule_file(
+            Path::new("t.yaml"),
+            "dataset: t\nchecks:\n  - not_null: i\n",
+        )
+        .unwrap();
+        let engine = Engine::new(&EngineOptions::default()).unwrap();
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let report = engine.evaluate(&path, "batch.parquet", &rules, now).await;
+        (path.display().to_string(), report.error)
+    }
+
+    #[tokio::test]
+    async fn issue_15_fuzz_corrupt_parquet_is_an_input_error_not_a_panic() {
+        // A footer whose embedded Arrow schema has a 2^24-bit integer.
+        let (path, error) = error_of(include_bytes!(
+            "../../fuzz/corpus/parquet_engine/crash-arrow-schema-int-width"
+        ))
+        .await;
+        assert_eq!(
+            error.as_deref(),
+            Some(
+                format!(
+                    "{path}: cannot read Parquet input: the Parquet reader failed: \
+                     Int type with bit width of 16777216 and signed of false not supported"
+                )
+                .as_str()
+            )
+        );
+        // `.AR1PAR1`: a footer length larger than the file (an overflow the
+        // parquet crate checks only with debug assertions).
+        let (_, error) = error_of(include_bytes!(
+            "../../fuzz/corpus/parquet_engine/crash-footer-length-overflow"
+        ))
+        .await;
+        let error = error.expect("an error");
+        assert!(error.contains("cannot read Parquet input"), "{error}");
     }
 }

@@ -120,6 +120,31 @@ pub fn decode_ipc(
     body: &[u8],
     schema: Option<&EventSchema>,
 ) -> Result<(Vec<RecordBatch>, EventSchema), String> {
+    // arrow-ipc panics on some malformed messages (`unimplemented!` for an
+    // unknown type tag, bit widths it does not support): a client's bytes must
+    // get a 400, not take down the request's task (found by fuzzing, issue 15).
+    std::panic::catch_unwind(|| read_ipc(body, schema)).unwrap_or_else(|panic| {
+        Err(format!(
+            "not an Arrow IPC stream: the decoder failed: {}",
+            panic_message(panic.as_ref())
+        ))
+    })
+}
+
+/// The text of a caught panic's payload (what `panic!` was given).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic")
+        .to_string()
+}
+
+fn read_ipc(
+    body: &[u8],
+    schema: Option<&EventSchema>,
+) -> Result<(Vec<RecordBatch>, EventSchema), String> {
     let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
         .map_err(|e| format!("not an Arrow IPC stream: {e}"))?;
     let schema = match schema {
@@ -142,6 +167,18 @@ pub fn decode_ipc(
 mod tests {
     use super::*;
     use crate::rules::LogicalType;
+
+    #[test]
+    fn issue_15_fuzz_ipc_malformed_schema_is_an_error() {
+        // A schema message with a field missing its type (minimized from a
+        // fuzzer crash): arrow-ipc's `unwrap`/`unimplemented!` in its schema
+        // conversion used to take down the ingest request's task.
+        let body = include_bytes!("../../../fuzz/corpus/ipc_decode/crash-ipc-malformed-schema");
+        let want = "not an Arrow IPC stream: the decoder failed: called `Option::unwrap()` on a `None` value";
+        assert_eq!(decode_ipc(body, None).unwrap_err(), want);
+        let held = EventSchema::from_rule(&[("x".to_string(), LogicalType::Int64)]).unwrap();
+        assert_eq!(decode_ipc(body, Some(&held)).unwrap_err(), want);
+    }
 
     #[test]
     fn content_types() {

@@ -212,12 +212,18 @@ impl SegmentReader {
             .map_err(|e| self.arrow(e.to_string()))?;
         let mut batches = Vec::new();
         if self.decode && body.len() > 4 + meta_len {
-            let ipc = std::io::Cursor::new(&body[4 + meta_len..]);
-            let reader = arrow_ipc::reader::StreamReader::try_new(ipc, None)
-                .map_err(|e| self.arrow(e.to_string()))?;
-            for b in reader {
-                batches.push(b.map_err(|e| self.arrow(e.to_string()))?);
-            }
+            // A frame with a valid CRC is one we wrote, but arrow-ipc panics
+            // on some malformed streams: recovery must report, not die
+            // (found by fuzzing, issue 15).
+            let ipc = &body[4 + meta_len..];
+            batches = std::panic::catch_unwind(|| read_ipc(ipc))
+                .unwrap_or_else(|panic| {
+                    Err(format!(
+                        "the IPC decoder failed: {}",
+                        super::http::panic_message(panic.as_ref())
+                    ))
+                })
+                .map_err(|e| self.arrow(e))?;
         }
         self.valid_len += 8 + len as u64;
         Ok(Some(Frame { meta, batches }))
@@ -236,6 +242,13 @@ impl SegmentReader {
             message,
         }
     }
+}
+
+/// The record batches of a frame's Arrow IPC stream.
+fn read_ipc(ipc: &[u8]) -> Result<Vec<RecordBatch>, String> {
+    let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None)
+        .map_err(|e| e.to_string())?;
+    reader.map(|b| b.map_err(|e| e.to_string())).collect()
 }
 
 /// Fills `buf`; `false` when the input ends first (a torn frame or the end).
@@ -263,6 +276,43 @@ mod tests {
     use arrow::array::{Array, Int64Array};
     use arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
+
+    #[test]
+    fn issue_15_fuzz_wal_frame_with_malformed_ipc_is_an_error() {
+        // A frame with a valid CRC whose IPC schema message is malformed:
+        // recovery used to panic inside arrow-ipc.
+        let ipc = include_bytes!("../../../fuzz/corpus/ipc_decode/crash-ipc-malformed-schema");
+        let meta = br#"{"rows":1}"#;
+        let mut body = (meta.len() as u32).to_le_bytes().to_vec();
+        body.extend_from_slice(meta);
+        body.extend_from_slice(ipc);
+        let mut frame = MAGIC.to_vec();
+        frame.extend_from_slice(&(body.len() as u32 + 4).to_le_bytes());
+        frame.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        frame.extend_from_slice(&body);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg.wal");
+        std::fs::write(&path, &frame).unwrap();
+        let err = SegmentReader::open(&path, true)
+            .unwrap()
+            .next_frame()
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: the IPC decoder failed: called `Option::unwrap()` on a `None` value",
+                path.display()
+            )
+        );
+        // Without decoding rows the frame's metadata is all that is read.
+        let frame = SegmentReader::open(&path, false)
+            .unwrap()
+            .next_frame()
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.meta.rows, 1);
+    }
 
     fn batch(values: &[i64]) -> RecordBatch {
         RecordBatch::try_new(
