@@ -1,6 +1,9 @@
 //! The parquet crate's footer and page decoding in memory (fast: no
 //! DataFusion plan), as the engine and the lake watcher's footer check use
 //! it: metadata with page indexes, then every row group read as Arrow.
+//! The parquet crate panics on some corrupt files (see docs/fuzzing.md); the
+//! engine contains those panics (`Engine::evaluate_batch`), so here they are
+//! caught too: what this target reports is aborts, OOMs and hangs.
 #![no_main]
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
@@ -10,6 +13,10 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
 fuzz_target!(|data: &[u8]| {
     driftwatch_fuzz::init();
     let bytes = Bytes::copy_from_slice(data);
+    let _ = std::panic::catch_unwind(|| read(bytes));
+});
+
+fn read(bytes: Bytes) {
     let _ = ParquetMetaDataReader::new()
         .with_page_index_policy(PageIndexPolicy::Optional)
         .parse_and_finish(&bytes);
@@ -25,4 +32,4 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
     }
-});
+}
