@@ -23,10 +23,13 @@ use serde::{Deserialize, Serialize};
 use super::{Shared, StreamHandle};
 use crate::sources::stream::http::{BodyFormat, decode_ipc, decode_ndjson, format_of, lines};
 use crate::sources::stream::log::AppendError;
-use crate::sources::stream::{DeadLetter, EventSchema, SourceSettings, WindowedLog, rule_schema};
+use crate::sources::stream::{
+    DEAD_LETTER_BUDGET, DeadLetter, EventSchema, Rejects, SourceSettings, StreamError, WindowedLog,
+    rule_schema,
+};
 
 /// Rejections listed in a response (the dead-letter file has them all).
-pub const ERRORS_IN_RESPONSE: usize = 10;
+pub const ERRORS_IN_RESPONSE: usize = Rejects::FIRST;
 
 /// The answer to a post.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -198,6 +201,19 @@ pub async fn ingest(
     }
 }
 
+/// A post whose dead letters cannot be stored is refused whole (nothing of
+/// it was taken): 507 when the dead-letter files are full, 500 otherwise.
+fn dead_letter_failure(e: StreamError) -> Response {
+    let status = match e {
+        StreamError::DeadLettersFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    refuse(
+        status,
+        format!("{e}; nothing of this body was taken, send it again"),
+    )
+}
+
 /// Decodes, appends and dead-letters one body (blocking).
 fn take(
     stream: &StreamHandle,
@@ -254,7 +270,7 @@ fn take(
                     return internal(e.to_string());
                 }
                 let n = batches.iter().map(|b| b.num_rows() as u64).sum();
-                (batches, n, Vec::new())
+                (batches, n, Rejects::new(name, DEAD_LETTER_BUDGET))
             }
             Err(reason) => {
                 let letter = DeadLetter::new(
@@ -264,7 +280,7 @@ fn take(
                     format!("<Arrow IPC stream, {} bytes>", body.len()).as_bytes(),
                 );
                 if let Err(e) = log.dead.write(&[letter]) {
-                    return internal(e.to_string());
+                    return dead_letter_failure(e);
                 }
                 log.stats
                     .rejected
@@ -279,10 +295,10 @@ fn take(
         &batches,
         None,
         || {
-            log.dead.write(&rejected)?;
+            log.dead.write_text(&rejected.text())?;
             log.stats
                 .rejected
-                .fetch_add(rejected.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                .fetch_add(rejected.count(), std::sync::atomic::Ordering::Relaxed);
             Ok(())
         },
         || Ok(()),
@@ -300,6 +316,9 @@ fn take(
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return r;
         }
+        Err(AppendError::Failed(e @ StreamError::DeadLettersFull { .. })) => {
+            return dead_letter_failure(e);
+        }
         Err(AppendError::Failed(e)) => {
             return internal(format!(
                 "{e}; events of this body may have been taken already (a retry may repeat them)"
@@ -313,19 +332,19 @@ fn take(
     };
     let response = IngestResponse {
         accepted,
-        rejected: rejected.len() as u64,
+        rejected: rejected.count(),
         errors: rejected
+            .first()
             .iter()
-            .take(ERRORS_IN_RESPONSE)
-            .map(|l| IngestRejection {
-                location: l.location.clone(),
-                reason: l.reason.clone(),
+            .map(|(location, reason)| IngestRejection {
+                location: location.clone(),
+                reason: reason.clone(),
             })
             .collect(),
         error: (status == StatusCode::BAD_REQUEST).then(|| {
             format!(
                 "no event in the body fits the stream's schema; all {} are in {}",
-                rejected.len(),
+                rejected.count(),
                 log.dead.path().display()
             )
         }),

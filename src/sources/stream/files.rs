@@ -256,22 +256,19 @@ impl FileSource {
     ) -> Result<bool> {
         let Some(schema) = self.schema(chunk)? else {
             // No line is a JSON object: all of them are bad records.
-            let letters: Vec<_> = chunk
-                .iter()
-                .map(|(n, l)| {
-                    super::DeadLetter::new(
-                        source_name,
-                        format!("{rel}:{n}"),
-                        "expected a JSON object".to_string(),
-                        l,
-                    )
-                })
-                .collect();
-            self.log.dead.write(&letters)?;
+            let mut rejects = super::Rejects::new(source_name, super::DEAD_LETTER_BUDGET);
+            for (n, l) in chunk {
+                rejects.push(
+                    format!("{rel}:{n}"),
+                    "expected a JSON object".to_string(),
+                    l,
+                );
+            }
+            self.log.dead.write_text(&rejects.text())?;
             self.log
                 .stats
                 .rejected
-                .fetch_add(letters.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                .fetch_add(rejects.count(), std::sync::atomic::Ordering::Relaxed);
             self.save_lines(rel, through)?;
             return Ok(true);
         };
@@ -292,9 +289,9 @@ impl FileSource {
                 &decoded.batches,
                 Some(&origin),
                 || {
-                    self.log.dead.write(&decoded.rejected)?;
+                    self.log.dead.write_text(&decoded.rejected.text())?;
                     self.log.stats.rejected.fetch_add(
-                        decoded.rejected.len() as u64,
+                        decoded.rejected.count(),
                         std::sync::atomic::Ordering::Relaxed,
                     );
                     Ok(())

@@ -48,8 +48,19 @@ pub use schema::EventSchema;
 use crate::report::BatchVersion;
 use crate::rules::{CheckKind, RuleFile};
 
-/// A dead-letter file is rotated (to `.1`) beyond this size.
+/// A dead-letter file is rotated (to `.1`) beyond this size; when `.1` is
+/// still there (nobody has moved it away since), writes are refused instead.
 pub const DEAD_LETTER_MAX_BYTES: u64 = 64 << 20;
+
+/// Dead-letter bytes one input (a post, a chunk of an event file) may write.
+/// Beyond it rejects are only counted and summarized by one last letter, so
+/// a body of junk lines cannot turn into a dead-letter file many times its
+/// size, nor into that much memory.
+pub const DEAD_LETTER_BUDGET: usize = 1 << 20;
+
+/// Bytes of an event's text kept in its dead letter (the rest is cut off
+/// and the letter says how long the event was).
+pub const DEAD_LETTER_EVENT_MAX: usize = 16 << 10;
 
 /// Stream errors (set-up and I/O; bad events are dead letters, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +90,16 @@ pub enum StreamError {
     /// The Kafka client failed to start.
     #[error("kafka: {0}")]
     Kafka(String),
+    /// The dead-letter file is full and its rotated copy has not been moved
+    /// away: rotating again would delete dead letters nobody has read.
+    #[error(
+        "{}: the dead-letter files are full ({} MiB each, and `{}.1` is still there): read and move `{}.1` away to take more input",
+        path.display(), DEAD_LETTER_MAX_BYTES >> 20, path.display(), path.display()
+    )]
+    DeadLettersFull {
+        /// The dead-letter file.
+        path: PathBuf,
+    },
 }
 
 /// A `Result` whose error is a [`StreamError`].
@@ -175,22 +196,124 @@ pub struct DeadLetter {
     pub location: String,
     /// Why it does not fit.
     pub reason: String,
-    /// The event as received (UTF-8, lossy; cut at 64 KiB).
+    /// The event as received (UTF-8, lossy; cut at [`DEAD_LETTER_EVENT_MAX`] bytes).
     pub event: String,
+    /// The event's size in bytes when `event` was cut short.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_bytes: Option<u64>,
 }
 
 impl DeadLetter {
     /// A dead letter stamped now.
     pub fn new(source: &str, location: String, reason: String, raw: &[u8]) -> Self {
-        const MAX: usize = 64 << 10;
-        let raw = &raw[..raw.len().min(MAX)];
+        let cut = raw.len() > DEAD_LETTER_EVENT_MAX;
+        let kept = &raw[..raw.len().min(DEAD_LETTER_EVENT_MAX)];
         Self {
             at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             source: source.to_string(),
             location,
             reason,
-            event: String::from_utf8_lossy(raw).into_owned(),
+            event: String::from_utf8_lossy(kept).into_owned(),
+            event_bytes: cut.then_some(raw.len() as u64),
         }
+    }
+
+    /// Appends this letter as one NDJSON line.
+    fn write_line(&self, out: &mut Vec<u8>) {
+        // Serializing plain strings cannot fail; keep the line whole anyway.
+        if serde_json::to_writer(&mut *out, self).is_ok() {
+            out.push(b'\n');
+        }
+    }
+}
+
+/// The rejects of one input, as dead-letter text within
+/// [`DEAD_LETTER_BUDGET`]: what the input's answer and the dead-letter
+/// file need, never one owned letter per rejected event.
+#[derive(Debug)]
+pub struct Rejects {
+    source: String,
+    budget: usize,
+    text: Vec<u8>,
+    count: u64,
+    omitted: u64,
+    omitted_span: Option<(String, String)>,
+    first: Vec<(String, String)>,
+}
+
+impl Rejects {
+    /// Rejections listed by [`Rejects::first`].
+    pub const FIRST: usize = 10;
+
+    /// No rejects yet, for the stream `source`, within `budget` bytes of letters.
+    pub fn new(source: &str, budget: usize) -> Self {
+        Self {
+            source: source.to_string(),
+            budget,
+            text: Vec::new(),
+            count: 0,
+            omitted: 0,
+            omitted_span: None,
+            first: Vec::new(),
+        }
+    }
+
+    /// Rejects one event.
+    pub fn push(&mut self, location: String, reason: String, raw: &[u8]) {
+        self.count += 1;
+        if self.first.len() < Self::FIRST {
+            self.first.push((location.clone(), reason.clone()));
+        }
+        if self.text.len() >= self.budget {
+            self.omitted += 1;
+            match &mut self.omitted_span {
+                Some((_, last)) => *last = location,
+                None => self.omitted_span = Some((location.clone(), location)),
+            }
+            return;
+        }
+        DeadLetter::new(&self.source, location, reason, raw).write_line(&mut self.text);
+    }
+
+    /// Events rejected.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Whether nothing was rejected.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The first [`Rejects::FIRST`] rejections: (location, reason).
+    pub fn first(&self) -> &[(String, String)] {
+        &self.first
+    }
+
+    /// The dead-letter text: every letter within the budget, then one
+    /// letter saying how many more were rejected and not stored.
+    pub fn text(&self) -> Vec<u8> {
+        let mut text = self.text.clone();
+        if let Some((from, to)) = &self.omitted_span {
+            let location = if from == to {
+                from.clone()
+            } else {
+                format!("{from} to {to}")
+            };
+            DeadLetter::new(
+                &self.source,
+                location,
+                format!(
+                    "{} more rejected events of this input are not stored here: each input may write {} KiB of dead letters (the first {} rejections are above; the answer or the log counts them all)",
+                    self.omitted,
+                    self.budget >> 10,
+                    self.count - self.omitted
+                ),
+                b"",
+            )
+            .write_line(&mut text);
+        }
+        text
     }
 }
 
@@ -218,52 +341,58 @@ impl DeadLetters {
 
     /// Appends and syncs these dead letters.
     pub fn write(&self, letters: &[DeadLetter]) -> Result<()> {
-        if letters.is_empty() {
+        let mut text = Vec::new();
+        for l in letters {
+            l.write_line(&mut text);
+        }
+        self.write_text(&text)
+    }
+
+    /// Appends and syncs dead-letter text (whole NDJSON lines). The file is
+    /// rotated to `.1` first when the text would take it past
+    /// [`DEAD_LETTER_MAX_BYTES`]; when `.1` is still there the write is
+    /// refused ([`StreamError::DeadLettersFull`]) rather than deleting
+    /// letters nobody has read.
+    pub fn write_text(&self, text: &[u8]) -> Result<()> {
+        if text.is_empty() {
             return Ok(());
         }
         let io = |source| StreamError::Io {
             path: self.path.clone(),
             source,
         };
-        let mut text = Vec::new();
-        for l in letters {
-            serde_json::to_writer(&mut text, l).map_err(|e| io(std::io::Error::other(e)))?;
-            text.push(b'\n');
-        }
         let mut guard = self
             .file
             .lock()
             .map_err(|_| io(std::io::Error::other("dead-letter lock poisoned")))?;
+        let open = |path: &Path| OpenOptions::new().create(true).append(true).open(path);
         if guard.is_none() {
-            *guard = Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)
-                    .map_err(io)?,
-            );
+            *guard = Some(open(&self.path).map_err(io)?);
         }
-        let size = guard
-            .as_ref()
-            .and_then(|f| f.metadata().ok())
-            .map(|m| m.len())
-            .unwrap_or(0);
-        if size > DEAD_LETTER_MAX_BYTES {
+        let size = match guard.as_ref() {
+            Some(f) => f.metadata().map_err(io)?.len(),
+            None => 0,
+        };
+        if size > 0 && size + text.len() as u64 > DEAD_LETTER_MAX_BYTES {
             let mut rotated = self.path.clone().into_os_string();
             rotated.push(".1");
-            std::fs::rename(&self.path, rotated).map_err(io)?;
-            *guard = Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)
-                    .map_err(io)?,
-            );
+            let rotated = PathBuf::from(rotated);
+            if rotated.exists() {
+                return Err(StreamError::DeadLettersFull {
+                    path: self.path.clone(),
+                });
+            }
+            std::fs::rename(&self.path, &rotated).map_err(io)?;
+            *guard = Some(open(&self.path).map_err(io)?);
         }
         if let Some(f) = guard.as_mut() {
-            f.write_all(&text)
-                .and_then(|()| f.sync_data())
-                .map_err(io)?;
+            let written = f.write_all(text).and_then(|()| f.sync_data());
+            if let Err(e) = written {
+                // A short write must not glue the next letter to half a line:
+                // cut the file back to where this write began.
+                let _ = f.set_len(size).and_then(|()| f.sync_data());
+                return Err(io(e));
+            }
         }
         Ok(())
     }
