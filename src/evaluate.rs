@@ -97,6 +97,7 @@ pub async fn evaluate(
         mut report,
         profile,
         mut timings,
+        environment,
     } = evaluation;
     report.drift = Some(section);
     timings.drift = started.elapsed();
@@ -104,6 +105,7 @@ pub async fn evaluate(
         report: report.with_passed_from_checks(),
         profile,
         timings,
+        environment,
     }
 }
 

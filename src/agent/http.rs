@@ -90,6 +90,10 @@ pub struct AgentStatus {
     pub queue_capacity: usize,
     /// Files in the latest listing that no rule file matches.
     pub unmatched_files: u64,
+    /// Set while environment faults keep batches from being evaluated or
+    /// recorded (they wait and are tried again); null when healthy.
+    #[serde(default)]
+    pub degraded: Option<super::health::Degraded>,
 }
 
 /// One dataset in `/status`.
@@ -353,7 +357,7 @@ async fn retry_webhook(
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
@@ -378,15 +382,40 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     )
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    if shared.lake.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (
+/// 200 while the agent makes progress; 503 once environment faults have
+/// kept it from recording anything for [`super::health::UNHEALTHY_AFTER`].
+async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    if shared.health.stuck() {
+        let reason = shared
+            .health
+            .degraded()
+            .map(|d| d.reason)
+            .unwrap_or_default();
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "starting: the start-up listing is not done\n",
-        )
+            format!("stuck: nothing recorded for a while because of the environment: {reason}\n"),
+        );
     }
+    (StatusCode::OK, "ok\n".to_string())
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    if !shared.lake.ready.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: the start-up listing is not done\n".to_string(),
+        );
+    }
+    if let Some(d) = shared.health.degraded() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "degraded since {}: {} batch(es) wait to be tried again: {}\n",
+                d.since, d.retrying, d.reason
+            ),
+        );
+    }
+    (StatusCode::OK, "ready\n".to_string())
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
@@ -431,6 +460,7 @@ fn build_status(shared: &Shared) -> Result<StatusDocument, StateError> {
             running: shared.running.load(Ordering::Relaxed),
             queue_capacity: shared.queue_capacity,
             unmatched_files: shared.lake.unmatched.load(Ordering::Relaxed),
+            degraded: shared.health.degraded(),
         }),
         datasets,
         webhooks: shared.store.delivery_counts()?,

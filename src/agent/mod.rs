@@ -25,6 +25,7 @@
 //! says what is done.
 
 mod client;
+pub mod health;
 mod http;
 pub mod idle;
 pub mod ingest;
@@ -57,6 +58,7 @@ use crate::report::BatchVersion;
 use crate::rules::{RuleError, RuleFile};
 use crate::sinks::results_log::{ResultsLog, ResultsLogError};
 use crate::sinks::telemetry::{Telemetry, TelemetryError};
+use crate::sources::Batch;
 use crate::sources::lake::scan::Filter;
 use crate::sources::lake::{InFlight, LakeOptions, LakeSource, LakeStats};
 use crate::state::{StateError, Store};
@@ -112,6 +114,12 @@ pub type Result<T, E = AgentError> = std::result::Result<T, E>;
 
 /// What the agent's tasks share.
 pub struct Shared {
+    /// Whether environment faults keep batches from being evaluated or recorded.
+    pub(crate) health: health::Health,
+    /// Puts a batch back in the queue (a retry after an environment fault).
+    pub(crate) requeue: mpsc::Sender<Batch>,
+    /// Becomes true when the agent stops.
+    pub(crate) stop: watch::Receiver<bool>,
     pub(crate) store: Arc<Store>,
     pub(crate) results_log: Mutex<ResultsLog>,
     pub(crate) engine: Arc<Engine>,
@@ -266,8 +274,17 @@ pub async fn run(
             "results log caught up from the store"
         );
     }
-    for (_, line) in &missing {
-        log.append(line)?;
+    // A full disk must not keep the agent from starting: what does not fit
+    // now is caught up from the store before the next line.
+    let health = health::Health::default();
+    for (seq, line) in &missing {
+        if let Err(e) = log.append_report(*seq, line, |_| {
+            Ok::<_, std::convert::Infallible>(Vec::new())
+        }) {
+            tracing::error!(error = %e, "cannot catch the results log up from the store; will try again before the next report");
+            health.log_fault(&e.to_string());
+            break;
+        }
     }
 
     let cores = std::thread::available_parallelism()
@@ -364,7 +381,12 @@ pub async fn run(
             })
             .collect(),
     );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (queue_tx, queue_rx) = mpsc::channel(settings.queue.max(1));
     let shared = Arc::new(Shared {
+        health,
+        requeue: queue_tx.clone(),
+        stop: stop_rx.clone(),
         store: store.clone(),
         results_log: Mutex::new(log),
         engine,
@@ -390,9 +412,6 @@ pub async fn run(
         ingest_slots: tokio::sync::Semaphore::new(cores.max(2)),
     });
     write_agent_info(&settings.state, &shared)?;
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (queue_tx, queue_rx) = mpsc::channel(settings.queue.max(1));
 
     // Discovery.
     let lake = LakeSource {

@@ -45,6 +45,49 @@ pub struct Evaluation {
     pub profile: Option<DatasetProfile>,
     /// How long each stage took.
     pub timings: Timings,
+    /// Set when the batch could not be evaluated because of the environment
+    /// (see [`EngineError::Environment`]): `report` then only says so and
+    /// must not be recorded as the batch's verdict.
+    pub environment: Option<String>,
+}
+
+/// Whether a DataFusion failure came from the environment rather than from
+/// the batch's bytes: an I/O error other than invalid or truncated data
+/// (descriptors, permissions, a full disk, a vanished file, EIO) anywhere in
+/// its chain, or an exhausted memory pool or spill budget.
+///
+/// Why: data errors are verdicts (recorded, the file quarantined), but a
+/// transient fault recorded as a verdict would never be evaluated again.
+pub fn is_environment_fault(e: &DataFusionError) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(DataFusionError::ResourcesExhausted(_)) = err.downcast_ref::<DataFusionError>()
+        {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return !matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData
+                    | std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::InvalidInput
+            );
+        }
+        next = err.source();
+    }
+    false
+}
+
+/// The engine error for a failure reading `path`: [`EngineError::Environment`]
+/// or [`EngineError::Input`].
+fn read_error(path: &Path, e: &DataFusionError) -> EngineError {
+    let reason = compile::one_line(&e.strip_backtrace());
+    let path = path.display().to_string();
+    if is_environment_fault(e) {
+        EngineError::Environment { path, reason }
+    } else {
+        EngineError::Input { path, reason }
+    }
 }
 
 /// Time spent per stage of one evaluation (for traces and metrics).
@@ -86,6 +129,16 @@ pub enum EngineError {
     Setup {
         /// The DataFusion error.
         source: DataFusionError,
+    },
+    /// The environment failed while reading or evaluating the batch (I/O
+    /// other than invalid data, descriptors, memory, a full disk): not a
+    /// verdict on the batch, which is to be tried again.
+    #[error("{path}: cannot evaluate now: {reason}")]
+    Environment {
+        /// The input path.
+        path: String,
+        /// One-line reason.
+        reason: String,
     },
     /// A plan that should have worked did not.
     #[error("internal error evaluating {path}: {reason} (this is a bug; please report it)")]
@@ -222,6 +275,7 @@ impl Engine {
         let started = std::time::Instant::now();
         let mut timings = Timings::default();
         let failed = |e: EngineError, timings: Timings| Evaluation {
+            environment: matches!(e, EngineError::Environment { .. }).then(|| e.to_string()),
             report: BatchReport::failed(
                 source.to_string(),
                 rules.dataset.clone(),
@@ -260,6 +314,7 @@ impl Engine {
                 .with_partitions(input.partitions),
             profile,
             timings,
+            environment: None,
         }
     }
 
@@ -314,24 +369,43 @@ impl Engine {
     }
 
     async fn open(&self, path: &Path) -> Result<DataFrame> {
-        let location = path.to_string_lossy();
-        let is_dir = path.is_dir();
+        let meta = std::fs::metadata(path).map_err(|e| {
+            let e = DataFusionError::IoError(e);
+            read_error(path, &e)
+        })?;
+        let is_dir = meta.is_dir();
+        // An empty file is not an empty table: no writer produces one.
+        if !is_dir && meta.len() == 0 {
+            return Err(EngineError::Input {
+                path: path.display().to_string(),
+                reason: "not a Parquet file: 0 bytes".to_string(),
+            });
+        }
         // A file: any extension (the caller decided it is a batch). A folder
         // of part files: its `*.parquet` files, which leaves out `_SUCCESS`,
         // `.crc` and other writer leftovers.
         let options =
             ParquetReadOptions::default().file_extension(if is_dir { ".parquet" } else { "" });
-        let mut location = location.into_owned();
-        if is_dir && !location.ends_with('/') {
-            location.push('/');
+        // As a `file://` URL, never a path: DataFusion reads `[`, `*`, `?`
+        // and `{` in a path as a glob, so `a[1].parquet` would be read as
+        // `a1.parquet`. A URL names exactly one file (or folder).
+        let absolute = std::path::absolute(path).map_err(|e| {
+            let e = DataFusionError::IoError(e);
+            read_error(path, &e)
+        })?;
+        let url = if is_dir {
+            url::Url::from_directory_path(&absolute)
+        } else {
+            url::Url::from_file_path(&absolute)
         }
+        .map_err(|()| EngineError::Input {
+            path: path.display().to_string(),
+            reason: "cannot be named as a file URL".to_string(),
+        })?;
         self.ctx
-            .read_parquet(location, options)
+            .read_parquet(url.to_string(), options)
             .await
-            .map_err(|e| EngineError::Input {
-                path: path.display().to_string(),
-                reason: compile::one_line(&e.strip_backtrace()),
-            })
+            .map_err(|e| read_error(path, &e))
     }
 
     /// Opens the batch and adds each Hive partition value the file does not
@@ -486,10 +560,7 @@ impl Engine {
     async fn execute(&self, path: &Path, planned: &Planned) -> Result<Vec<ScalarValue>> {
         let batches = collect(planned.physical.clone(), self.ctx.task_ctx())
             .await
-            .map_err(|e| EngineError::Input {
-                path: path.display().to_string(),
-                reason: compile::one_line(&e.strip_backtrace()),
-            })?;
+            .map_err(|e| read_error(path, &e))?;
         let batch =
             batches
                 .iter()
