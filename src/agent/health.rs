@@ -232,7 +232,10 @@ mod tests {
         assert_eq!(h.fault(&key("b"), "EMFILE"), (1, Transition::Same));
         assert_eq!(h.fault(&key("a"), "ENOSPC"), (2, Transition::Same));
         let d = h.degraded().unwrap();
-        assert_eq!((d.retrying, d.failed_tries, d.reason.as_str()), (2, 3, "ENOSPC"));
+        assert_eq!(
+            (d.retrying, d.failed_tries, d.reason.as_str()),
+            (2, 3, "ENOSPC")
+        );
         assert_eq!(h.progress(&key("a"), true), Transition::Same);
         assert!(!h.stuck());
         match h.dropped(&key("b")) {
@@ -244,6 +247,9 @@ mod tests {
         assert_eq!(h.log_fault("ENOSPC"), Transition::Degraded);
         assert_eq!(h.progress(&key("c"), false), Transition::Same);
         assert!(h.degraded().unwrap().results_log_behind);
-        assert!(matches!(h.progress(&key("c"), true), Transition::Recovered(..)));
+        assert!(matches!(
+            h.progress(&key("c"), true),
+            Transition::Recovered(..)
+        ));
     }
 }

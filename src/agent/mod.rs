@@ -278,9 +278,13 @@ pub async fn run(
     // now is caught up from the store before the next line.
     let health = health::Health::default();
     for (seq, line) in &missing {
-        if let Err(e) = log.append_report(*seq, line, |_| {
-            Ok::<_, std::convert::Infallible>(Vec::new())
-        }) {
+        if let Err(e) =
+            log.append_report(
+                *seq,
+                line,
+                |_| Ok::<_, std::convert::Infallible>(Vec::new()),
+            )
+        {
             tracing::error!(error = %e, "cannot catch the results log up from the store; will try again before the next report");
             health.log_fault(&e.to_string());
             break;

@@ -260,4 +260,3 @@ pub fn escape_control(text: &str) -> String {
         })
         .collect()
 }
-

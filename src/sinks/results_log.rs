@@ -313,6 +313,10 @@ mod tests {
         let want: String = (1..=5).map(|n| format!("{}\n", line(n))).collect();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), want);
         log.append_report(6, &line(6), never).unwrap();
-        assert!(std::fs::read_to_string(&path).unwrap().ends_with(&format!("{}\n", line(6))));
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .ends_with(&format!("{}\n", line(6)))
+        );
     }
 }

@@ -93,8 +93,8 @@ pub enum StreamError {
     /// The dead-letter file is full and its rotated copy has not been moved
     /// away: rotating again would delete dead letters nobody has read.
     #[error(
-        "{}: the dead-letter files are full ({} MiB each, and `{}.1` is still there): read and move `{}.1` away to take more input",
-        path.display(), DEAD_LETTER_MAX_BYTES >> 20, path.display(), path.display()
+        "{}: the dead-letter files are full (`{}.1` is still there): read and move `{}.1` away to take more input",
+        path.display(), path.display(), path.display()
     )]
     DeadLettersFull {
         /// The dead-letter file.
@@ -304,9 +304,9 @@ impl Rejects {
                 &self.source,
                 location,
                 format!(
-                    "{} more rejected events of this input are not stored here: each input may write {} KiB of dead letters (the first {} rejections are above; the answer or the log counts them all)",
+                    "{} more rejected events of this input are not stored here: each input may write {} bytes of dead letters (the first {} rejections are above; the answer or the log counts them all)",
                     self.omitted,
-                    self.budget >> 10,
+                    self.budget,
                     self.count - self.omitted
                 ),
                 b"",
@@ -323,14 +323,22 @@ impl Rejects {
 pub struct DeadLetters {
     path: PathBuf,
     file: Mutex<Option<File>>,
+    max_bytes: u64,
 }
 
 impl DeadLetters {
     /// The dead-letter file at `path` (created on first use).
     pub fn new(path: PathBuf) -> Self {
+        Self::with_limit(path, DEAD_LETTER_MAX_BYTES)
+    }
+
+    /// Like [`DeadLetters::new`], rotated beyond `max_bytes` instead of
+    /// [`DEAD_LETTER_MAX_BYTES`].
+    pub fn with_limit(path: PathBuf, max_bytes: u64) -> Self {
         Self {
             path,
             file: Mutex::new(None),
+            max_bytes,
         }
     }
 
@@ -373,7 +381,7 @@ impl DeadLetters {
             Some(f) => f.metadata().map_err(io)?.len(),
             None => 0,
         };
-        if size > 0 && size + text.len() as u64 > DEAD_LETTER_MAX_BYTES {
+        if size > 0 && size + text.len() as u64 > self.max_bytes {
             let mut rotated = self.path.clone().into_os_string();
             rotated.push(".1");
             let rotated = PathBuf::from(rotated);
@@ -458,5 +466,91 @@ pub fn window_version(
         size: key_events,
         modified_ns: 0,
         parts: events,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(n: usize) -> DeadLetter {
+        DeadLetter::new(
+            "http:t",
+            format!("line {n}"),
+            "bad".to_string(),
+            b"{\"x\": 1}",
+        )
+    }
+
+    #[test]
+    fn issue_15_rotation_refuses_instead_of_deleting_unread_dead_letters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead-letters.ndjson");
+        let one = {
+            let mut t = Vec::new();
+            letter(0).write_line(&mut t);
+            t.len() as u64
+        };
+        let dead = DeadLetters::with_limit(path.clone(), 3 * one);
+        for n in 0..3 {
+            dead.write(&[letter(n)]).unwrap();
+        }
+        // The fourth rotates the first three to `.1`.
+        dead.write(&[letter(3)]).unwrap();
+        let rotated = dir.path().join("dead-letters.ndjson.1");
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap().lines().count();
+        assert_eq!((read(&rotated), read(&path)), (3, 1));
+        dead.write(&[letter(4)]).unwrap();
+        dead.write(&[letter(5)]).unwrap();
+        // Full again, and `.1` is unread: refused, nothing deleted.
+        let e = dead.write(&[letter(6)]).unwrap_err();
+        assert!(matches!(e, StreamError::DeadLettersFull { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{p}: the dead-letter files are full (`{p}.1` is still there): read and move `{p}.1` away to take more input",
+                p = path.display()
+            )
+        );
+        assert_eq!((read(&rotated), read(&path)), (3, 3));
+        // Once the operator moves `.1` away, writing goes on.
+        std::fs::rename(&rotated, dir.path().join("read-already")).unwrap();
+        dead.write(&[letter(6)]).unwrap();
+        assert_eq!((read(&rotated), read(&path)), (3, 1));
+    }
+
+    #[test]
+    fn issue_15_rejects_keep_their_budget_and_say_how_many_more_were_not_stored() {
+        let mut r = Rejects::new("http:t", 1000);
+        for n in 1..=10_000u64 {
+            r.push(format!("line {n}"), "not JSON".to_string(), b"x");
+        }
+        assert_eq!(r.count(), 10_000);
+        assert_eq!(r.first().len(), Rejects::FIRST);
+        let text = String::from_utf8(r.text()).unwrap();
+        let letters: Vec<DeadLetter> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let kept = letters.len() - 1;
+        assert!(text.len() < 1000 + 2 * 200, "{} bytes", text.len());
+        let last = letters.last().unwrap();
+        assert_eq!(last.location, format!("line {} to line 10000", kept + 1));
+        assert_eq!(
+            last.reason,
+            format!(
+                "{} more rejected events of this input are not stored here: each input may write 1000 bytes of dead letters (the first {kept} rejections are above; the answer or the log counts them all)",
+                10_000 - kept
+            )
+        );
+        // A long event is cut, and says how long it was.
+        let long = DeadLetter::new(
+            "s",
+            "l".into(),
+            "r".into(),
+            &vec![b'a'; DEAD_LETTER_EVENT_MAX + 5],
+        );
+        assert_eq!(long.event.len(), DEAD_LETTER_EVENT_MAX);
+        assert_eq!(long.event_bytes, Some(DEAD_LETTER_EVENT_MAX as u64 + 5));
     }
 }
