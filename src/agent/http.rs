@@ -406,7 +406,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             "starting: the start-up listing is not done\n".to_string(),
         );
     }
-    if let Some(d) = shared.health.degraded() {
+    if let Some(d) = shared.degraded() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
@@ -460,7 +460,7 @@ fn build_status(shared: &Shared) -> Result<StatusDocument, StateError> {
             running: shared.running.load(Ordering::Relaxed),
             queue_capacity: shared.queue_capacity,
             unmatched_files: shared.lake.unmatched.load(Ordering::Relaxed),
-            degraded: shared.health.degraded(),
+            degraded: shared.degraded(),
         }),
         datasets,
         webhooks: shared.store.delivery_counts()?,

@@ -173,6 +173,22 @@ impl Shared {
         }
     }
 
+    /// Why the agent cannot make progress, if it cannot: batches waiting
+    /// after environment faults, or a lake that cannot be fully listed.
+    pub(crate) fn degraded(&self) -> Option<health::Degraded> {
+        if let Some(d) = self.health.degraded() {
+            return Some(d);
+        }
+        let listing = self.lake.listing_error.lock().ok()?.clone()?;
+        Some(health::Degraded {
+            since: listing.0,
+            reason: listing.1,
+            retrying: 0,
+            failed_tries: 0,
+            results_log_behind: false,
+        })
+    }
+
     fn dataset_lock(&self, dataset: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.dataset_locks
             .lock()
@@ -211,12 +227,20 @@ fn lake_options(settings: &Settings) -> Result<LakeOptions> {
         })
     };
     Ok(LakeOptions {
-        roots: settings.watch.clone(),
+        // One spelling per folder: events carry absolute, resolved paths, and
+        // a batch's version path must not change with how `--watch` was typed.
+        roots: settings.watch.iter().map(|r| canonical(r)).collect(),
         filter: Filter {
             include: globs(&settings.include)?,
             exclude: globs(&settings.exclude)?,
         },
-        skip: settings.quarantine.iter().cloned().collect(),
+        // The agent's own folders are never data, wherever they are.
+        skip: settings
+            .quarantine
+            .iter()
+            .chain(std::iter::once(&settings.state))
+            .map(|p| canonical(p))
+            .collect(),
         settle: settings.settle,
         rescan: if settings.mode == crate::config::WatchMode::Poll {
             settings.poll_interval
@@ -225,6 +249,19 @@ fn lake_options(settings: &Settings) -> Result<LakeOptions> {
         },
         poll: settings.mode == crate::config::WatchMode::Poll,
     })
+}
+
+/// `path` absolute with symbolic links resolved — as far as it exists (a
+/// quarantine folder not made yet keeps its last components as given).
+pub(crate) fn canonical(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(parent), Some(name)) => canonical(parent).join(name),
+        _ => absolute,
+    }
 }
 
 /// Runs the agent until `shutdown` completes. `listener` serves the HTTP
@@ -461,7 +498,8 @@ pub async fn run(
             let files = crate::sources::stream::files::FileSource::new(
                 log.clone(),
                 &crate::sources::stream::stream_dir(&settings.state, &stream.config),
-                path.clone(),
+                canonical(path),
+                vec![canonical(&settings.state)],
                 include,
                 *settle,
                 shared.rules.clone(),
@@ -618,11 +656,29 @@ async fn housekeeping(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             .map(|s| s.max_age)
             .unwrap_or(std::time::Duration::from_secs(30 * 86400));
         let cutoff = Utc::now().timestamp() - max_age.as_secs() as i64;
+        // A watched folder that is not there (a network mount gone for a
+        // moment) would make every version in it look deleted: forgetting
+        // them would evaluate the whole lake again when it comes back.
+        let roots = shared
+            .settings
+            .lock()
+            .map(|s| s.watch.clone())
+            .unwrap_or_default();
+        let missing: Vec<String> = roots
+            .iter()
+            .filter(|r| !r.is_dir())
+            .map(|r| worker::display_path(r))
+            .collect();
         let store = shared.store.clone();
-        let pruned = tokio::task::spawn_blocking(move || {
-            store.prune_versions(cutoff, |path| Path::new(path).exists())
-        })
-        .await;
+        let pruned = if missing.is_empty() {
+            tokio::task::spawn_blocking(move || {
+                store.prune_versions(cutoff, |path| Path::new(path).exists())
+            })
+            .await
+        } else {
+            tracing::warn!(missing = %missing.join(", "), "watched folders missing: not forgetting any batch version this time");
+            Ok(Ok(0))
+        };
         match pruned {
             Ok(Ok(n)) if n > 0 => {
                 tracing::info!(pruned = n, "forgot batch versions no longer in the lake")

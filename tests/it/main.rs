@@ -13,6 +13,7 @@ mod drift;
 mod edge_cases;
 mod errors;
 mod golden;
+mod hardening;
 mod html;
 mod kafka;
 mod one_scan;

@@ -21,7 +21,7 @@ checks:
 ";
 
 /// A lake with rule files for `datasets` and a config file holding `sources`.
-fn stream_lake(datasets: &[&str], sources: &str) -> (Lake, PathBuf) {
+pub(crate) fn stream_lake(datasets: &[&str], sources: &str) -> (Lake, PathBuf) {
     let lake = Lake::new(crate::agent::RULES);
     for d in datasets {
         std::fs::write(
@@ -41,7 +41,7 @@ fn stream_lake(datasets: &[&str], sources: &str) -> (Lake, PathBuf) {
     (lake, config)
 }
 
-fn start(lake: &Lake, config: &Path, env: &[(&str, &str)]) -> Agent {
+pub(crate) fn start(lake: &Lake, config: &Path, env: &[(&str, &str)]) -> Agent {
     let args = vec![
         "run".to_string(),
         "--config".to_string(),
@@ -51,13 +51,13 @@ fn start(lake: &Lake, config: &Path, env: &[(&str, &str)]) -> Agent {
 }
 
 /// One HTTP response: status, `Retry-After`, body as JSON (null if not JSON).
-struct Posted {
-    status: u16,
-    retry_after: Option<String>,
-    body: Value,
+pub(crate) struct Posted {
+    pub(crate) status: u16,
+    pub(crate) retry_after: Option<String>,
+    pub(crate) body: Value,
 }
 
-fn post(agent: &Agent, dataset: &str, content_type: &str, body: Vec<u8>) -> Posted {
+pub(crate) fn post(agent: &Agent, dataset: &str, content_type: &str, body: Vec<u8>) -> Posted {
     post_with(agent, dataset, content_type, body, None)
 }
 
@@ -99,7 +99,7 @@ fn post_with(
 }
 
 /// `n` NDJSON events with ids from `first`.
-fn ndjson(first: u64, n: u64) -> Vec<u8> {
+pub(crate) fn ndjson(first: u64, n: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(n as usize * 48);
     for id in first..first + n {
         out.extend_from_slice(
@@ -115,7 +115,7 @@ fn ndjson(first: u64, n: u64) -> Vec<u8> {
 }
 
 /// `n` events as an Arrow IPC stream of batches of 50,000 rows.
-fn arrow_ipc(first: u64, n: u64) -> Vec<u8> {
+pub(crate) fn arrow_ipc(first: u64, n: u64) -> Vec<u8> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("kind", DataType::Utf8, true),
         Field::new("id", DataType::Int64, true),
@@ -178,7 +178,7 @@ fn stream_status(agent: &Agent, name: &str) -> Value {
         .unwrap_or_else(|| panic!("no stream {name} in /status"))
 }
 
-fn dead_letters(lake: &Lake, stream_dir: &str) -> Vec<Value> {
+pub(crate) fn dead_letters(lake: &Lake, stream_dir: &str) -> Vec<Value> {
     std::fs::read_to_string(
         lake.state()
             .join("streams")

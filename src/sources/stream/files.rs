@@ -60,6 +60,9 @@ pub struct FileSource {
     log: Arc<WindowedLog>,
     root: PathBuf,
     include: GlobSet,
+    /// Folders never read (the agent's state folder: its dead letters are
+    /// NDJSON too, and reading them would feed the stream its own rejects).
+    skip: Vec<PathBuf>,
     settle: Duration,
     rules: watch::Receiver<Arc<Vec<RuleFile>>>,
     progress_path: PathBuf,
@@ -67,11 +70,14 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    /// A file source over `root` feeding `log`; progress lives in `dir`.
+    /// A file source over `root` feeding `log`; progress lives in `dir`;
+    /// nothing under `skip` is read. `root` and `skip` should be canonical
+    /// (resolved) paths, as listings compare them by prefix.
     pub fn new(
         log: Arc<WindowedLog>,
         dir: &Path,
         root: PathBuf,
+        skip: Vec<PathBuf>,
         include: &[String],
         settle: Duration,
         rules: watch::Receiver<Arc<Vec<RuleFile>>>,
@@ -98,6 +104,7 @@ impl FileSource {
             log,
             root,
             include,
+            skip,
             settle,
             rules,
             progress_path,
@@ -110,7 +117,7 @@ impl FileSource {
         let mut seen: HashMap<PathBuf, (Listed, Instant)> = HashMap::new();
         loop {
             let mut ready = Vec::new();
-            let listed = list(&self.root, &self.include);
+            let listed = list(&self.root, &self.include, &self.skip);
             let now = Instant::now();
             seen.retain(|p, _| listed.iter().any(|l| &l.path == p));
             for file in listed {
@@ -342,7 +349,7 @@ fn save(path: &Path, progress: &BTreeMap<String, FileProgress>) -> Result<()> {
 
 /// Files under `root` matching `include` (hidden and `_` names skipped),
 /// with size, modification time (ns) and inode.
-fn list(root: &Path, include: &GlobSet) -> Vec<Listed> {
+fn list(root: &Path, include: &GlobSet, skip: &[PathBuf]) -> Vec<Listed> {
     use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
@@ -359,7 +366,9 @@ fn list(root: &Path, include: &GlobSet) -> Vec<Listed> {
             let path = e.path();
             let Ok(meta) = e.metadata() else { continue };
             if meta.is_dir() {
-                dirs.push(path);
+                if !skip.iter().any(|s| path.starts_with(s)) {
+                    dirs.push(path);
+                }
             } else if meta.is_file() && include.is_match(path.strip_prefix(root).unwrap_or(&path)) {
                 let mtime_ns = meta
                     .modified()
