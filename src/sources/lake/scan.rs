@@ -163,7 +163,9 @@ pub fn walk(root: &Path, dir: &Path, filter: &Filter, found: &mut dyn FnMut(&Pat
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
-            if e.kind() != std::io::ErrorKind::NotFound {
+            // A sub-folder may vanish while it is listed; a watched folder
+            // itself may not (a mount that went away).
+            if e.kind() != std::io::ErrorKind::NotFound || dir == root {
                 note_listing_error(dir, &e);
             }
             return;
