@@ -155,6 +155,10 @@ fn main() -> Result<()> {
     ));
 
     let dir = tempfile::tempdir()?;
+    if std::env::var_os("SOAK_KEEP").is_some() {
+        println!("keeping {}", dir.path().display());
+        let _ = dir.path().to_path_buf();
+    }
     let (lake, rules, state, staging) = (
         dir.path().join("lake"),
         dir.path().join("rules"),
@@ -170,7 +174,7 @@ fn main() -> Result<()> {
     )?;
     std::fs::write(
         rules.join("events.yaml"),
-        "dataset: events\nchecks:\n  - schema: { columns: { id: int64, score: float64 } }\n  - not_null: id\n",
+        "dataset: events\nmatch: \"no-lake-files/**\"\nchecks:\n  - schema: { columns: { id: int64, score: float64 } }\n  - not_null: id\n",
     )?;
     let config = dir.path().join("driftwatch.toml");
     std::fs::write(
@@ -227,10 +231,10 @@ fn main() -> Result<()> {
     let good = shape(args.rows, 1)?;
     let small = shape(100, 2)?;
 
+    driftwatch::tls::ensure_crypto_provider();
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;
-    driftwatch::tls::ensure_crypto_provider();
     let mut accepted_events = 0u64;
     let mut next_event = 0u64;
     let started = Instant::now();
@@ -299,18 +303,20 @@ fn main() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    let mut seen: HashMap<String, u64> = HashMap::new();
+    let mut seen: HashMap<(String, String), u64> = HashMap::new();
     let mut window_rows = 0u64;
     for l in &all {
         let r = &l["reports"][0];
-        *seen
-            .entry(r["source"].as_str().unwrap_or_default().to_string())
-            .or_default() += 1;
+        let key = (
+            r["dataset"].as_str().unwrap_or_default().to_string(),
+            r["source"].as_str().unwrap_or_default().to_string(),
+        );
+        *seen.entry(key).or_default() += 1;
         if r["dataset"] == "events" {
             window_rows += r["rows"].as_u64().unwrap_or(0);
         }
     }
-    let lake_sources = seen.keys().filter(|s| s.ends_with(".parquet")).count();
+    let lake_sources = seen.keys().filter(|(d, _)| d == "flights").count();
     let duplicated = seen.values().filter(|n| **n > 1).count();
     let open_window: u64 = {
         let status: serde_json::Value =
@@ -335,6 +341,9 @@ fn main() -> Result<()> {
     let delivered_twice = deliveries.values().filter(|n| **n > 1).count();
     let _ = child.kill();
     let _ = child.wait();
+    if std::env::var_os("SOAK_KEEP").is_some() {
+        let _ = dir.keep();
+    }
     println!();
     println!(
         "lake batches landed {}, reported {} (distinct files {}), duplicated {}",
