@@ -444,3 +444,46 @@ fn issue_15_control_characters_in_file_names_cannot_forge_output_lines() {
         "{table}"
     );
 }
+
+#[test]
+fn issue_15_a_lake_that_vanishes_and_returns_is_reported_degraded_and_nothing_is_evaluated_again() {
+    let lake = Lake::new(RULES);
+    let agent = Agent::start(&lake, &[]);
+    let first = lake.land("d=1/a.parquet", &lake.bytes(300, 1, 0));
+    wait_results(&lake, &agent, 1);
+    // The mount goes away (here: the folder is moved aside) ...
+    let aside = lake.path("aside");
+    std::fs::rename(lake.lake(), &aside).unwrap();
+    let degraded = wait_for("the missing lake to make the agent degraded", || {
+        let d = agent.status()["agent"]["degraded"].clone();
+        (!d.is_null()).then_some(d)
+    });
+    assert!(
+        degraded["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("cannot list {}", lake.lake().display())),
+        "{degraded}"
+    );
+    assert_eq!(agent.get("/readyz").0, 503);
+    // ... and comes back, with a file that landed meanwhile.
+    std::fs::write(aside.join("d=1/b.parquet"), lake.bytes(300, 2, 0)).unwrap();
+    std::fs::rename(&aside, lake.lake()).unwrap();
+    wait_for("the agent to recover", || {
+        agent.status()["agent"]["degraded"].is_null().then_some(())
+    });
+    let r = wait_results(&lake, &agent, 2);
+    assert_eq!(
+        sources(&r),
+        [
+            first.display().to_string(),
+            lake.lake().join("d=1/b.parquet").display().to_string()
+        ]
+    );
+    // Watched again: a file renamed in now is seen by its event.
+    let third = lake.land("d=2/c.parquet", &lake.bytes(300, 3, 0));
+    let r = wait_results(&lake, &agent, 3);
+    assert_eq!(sources(&r)[2], third.display().to_string());
+    assert_eq!(lake.results().len(), 3);
+    assert_eq!(agent.log_text().matches("degraded:").count(), 1);
+}

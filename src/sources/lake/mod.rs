@@ -119,14 +119,21 @@ impl Candidate {
     }
 }
 
+/// How listings went since the last look.
+enum Listing {
+    Fine,
+    Failing,
+    Recovered,
+}
+
 impl LakeSource {
     /// Turns folders that listings could not read into a degraded state, a
     /// log line when that starts and one when a full listing (`listed`)
-    /// succeeds again. Returns whether listings are failing.
-    fn note_listing_errors(&self, listed: bool) -> bool {
+    /// succeeds again.
+    fn note_listing_errors(&self, listed: bool) -> Listing {
         let (count, latest) = scan::take_listing_errors();
         let Ok(mut state) = self.stats.listing_error.lock() else {
-            return false;
+            return Listing::Fine;
         };
         if count > 0 {
             let latest = latest.unwrap_or_default();
@@ -138,12 +145,17 @@ impl LakeSource {
                 .map(|(since, _)| since)
                 .unwrap_or_else(|| chrono::Utc::now().to_rfc3339());
             *state = Some((since, latest));
-            return true;
+            return Listing::Failing;
         }
         if listed && state.take().is_some() {
             tracing::info!("recovered: the lake is fully listed again");
+            return Listing::Recovered;
         }
-        state.is_some()
+        if state.is_some() {
+            Listing::Failing
+        } else {
+            Listing::Fine
+        }
     }
 
     /// Runs until `shutdown` turns true (or the queue closes).
@@ -196,10 +208,19 @@ impl LakeSource {
                 first = false;
                 self.stats.ready.store(true, Ordering::Relaxed);
             }
-            if self.note_listing_errors(listed) {
-                // Look again soon rather than at the next rescan: what could
-                // not be listed may hold new batches.
-                next_listing = next_listing.min(Instant::now() + LISTING_RETRY);
+            match self.note_listing_errors(listed) {
+                Listing::Failing => {
+                    // Look again soon rather than at the next rescan: what
+                    // could not be listed may hold new batches.
+                    next_listing = next_listing.min(Instant::now() + LISTING_RETRY);
+                }
+                Listing::Recovered => {
+                    // A folder that vanished and came back (a remounted
+                    // share) lost its watch with it: watch again.
+                    drop(watcher.take());
+                    watcher = start_watcher(&options, &event_tx, &overflow);
+                }
+                Listing::Fine => {}
             }
             listed = false;
             self.stats
