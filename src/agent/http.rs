@@ -241,13 +241,16 @@ pub fn webhooks_from_store(store: &Store) -> Result<WebhooksDocument, StateError
     })
 }
 
-/// Delivery errors quote the URL they failed on (with its token): redacted.
+/// Deliveries hold the URL they go to, and errors quote it (with its
+/// token): both redacted.
 fn redact_deliveries(deliveries: &mut [serde_json::Value]) {
     for d in deliveries {
-        if let Some(error) = d.get_mut("last_error")
-            && let Some(text) = error.as_str()
-        {
-            *error = super::access::redact_urls_in(text).into();
+        for key in ["url", "last_error"] {
+            if let Some(value) = d.get_mut(key)
+                && let Some(text) = value.as_str()
+            {
+                *value = super::access::redact_urls_in(text).into();
+            }
         }
     }
 }

@@ -14,6 +14,7 @@ mod edge_cases;
 mod errors;
 mod golden;
 mod html;
+mod http_api;
 mod kafka;
 mod one_scan;
 mod streams;
