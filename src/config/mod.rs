@@ -767,6 +767,75 @@ mod tests {
         assert_eq!(s.include, vec!["**/*.parquet".to_string()]);
         assert_eq!(s.mode, WatchMode::Notify);
         assert_eq!(s.results_log_max_size, 64 << 20);
+        assert_eq!(
+            s.http,
+            HttpSettings {
+                metrics_listen: None,
+                allowed_hosts: Vec::new(),
+                api_token_env: None,
+                max_connections: 512,
+                header_timeout: Duration::from_secs(10),
+                body_budget: 256 << 20,
+            }
+        );
+    }
+
+    #[test]
+    fn http_keys_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.toml");
+        let resolve = |http: &str, rest: &str| {
+            std::fs::write(
+                &path,
+                format!("watch = [\"lake\"]\nrules = \"rules\"\n[http]\n{http}\n{rest}"),
+            )
+            .unwrap();
+            Settings::resolve(Some(&path), &Overrides::default()).map_err(|e| {
+                e.to_string()
+                    .trim_start_matches(&path.display().to_string())
+                    .to_string()
+            })
+        };
+        let s = resolve(
+            "metrics_listen = \"0.0.0.0:9465\"\nallowed_hosts = [\"DW.svc.\"]\nmax_connections = 8\nheader_timeout = \"2s\"\nbody_budget = \"1MiB\"",
+            "[[sources]]\nkind = \"http\"\ndataset = \"e\"\nmax_body = \"1MiB\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.http.metrics_listen, Some("0.0.0.0:9465".parse().unwrap()));
+        assert_eq!(s.http.allowed_hosts, vec!["dw.svc".to_string()]);
+        assert_eq!(s.http.max_connections, 8);
+        assert_eq!(s.http.header_timeout, Duration::from_secs(2));
+        assert_eq!(s.http.body_budget, 1 << 20);
+        let cases = [
+            (
+                "body_budget = \"1MiB\"",
+                "[[sources]]\nkind = \"http\"\ndataset = \"e\"\nmax_body = \"2MiB\"\n",
+                ": `http.body_budget`: 1048576 bytes is less than `max_body` of source `http:e` (2097152): no post of that size could ever be read; raise `http.body_budget` or lower `max_body`",
+            ),
+            (
+                "allowed_hosts = [\"https://x\"]",
+                "",
+                ": `http.allowed_hosts`: `https://x`: write a host name such as driftwatch.monitoring.svc (no scheme, no port)",
+            ),
+            (
+                "api_token_env = \"DW_CONFIG_TEST_UNSET\"",
+                "",
+                ": `http.api_token_env`: environment variable `DW_CONFIG_TEST_UNSET` is not set",
+            ),
+            (
+                "max_connections = 0",
+                "",
+                ": `http.max_connections`: must be at least 1",
+            ),
+            (
+                "metrics_listen = \"9465\"",
+                "",
+                ": `http.metrics_listen`: `9465`: invalid socket address syntax (write e.g. 0.0.0.0:9465)",
+            ),
+        ];
+        for (http, rest, message) in cases {
+            assert_eq!(resolve(http, rest).unwrap_err(), message, "{http}");
+        }
     }
 
     #[test]
@@ -834,6 +903,13 @@ mod tests {
             "retention",
             "sources",
             "max_pending_events",
+            "metrics_listen",
+            "allowed_hosts",
+            "api_token_env",
+            "max_connections",
+            "header_timeout",
+            "body_budget",
+            "infer_schema",
         ] {
             assert!(schema.contains(&format!("\"{key}\"")), "{key}");
         }
