@@ -87,7 +87,7 @@ pub fn host_allowed(host: &str, allowed: &[String]) -> bool {
         return true;
     }
     let name = name.trim_end_matches('.').to_ascii_lowercase();
-    name == "localhost" || allowed.iter().any(|a| *a == name)
+    name == "localhost" || allowed.contains(&name)
 }
 
 fn valid_port(p: &str) -> bool {
