@@ -4,13 +4,21 @@
 //! `rejected` counts (the first rejections with line and reason; all of
 //! them are in the dead-letter file) once the accepted events are synced to
 //! the write-ahead log; 400 when nothing in the body fits; 401 without the
-//! configured bearer token; 404 for a dataset with no `http` source; 413 for
-//! a body over `max_body`; 415 for another content type; 429 with
-//! `Retry-After` when too many events wait for evaluation (nothing of the
-//! body was taken: send it again); 408 when a body takes longer than
-//! `body_timeout` to arrive. Headers are checked before the body is
-//! read, and at most one body per core is read and decoded at a time (on a
-//! blocking thread).
+//! configured bearer token (the source's `bearer_token_env` or the API
+//! token `http.api_token_env`); 404 for a dataset with no `http` source;
+//! 409 when no rule file declares the stream's schema and the source does
+//! not opt in to inference (`infer_schema = true`); 413 for a body over
+//! `max_body`; 415 for another content type; 429 with `Retry-After` when
+//! too many events wait for evaluation (nothing of the body was taken: send
+//! it again); 503 with `Retry-After` when the bodies being read and decoded
+//! already fill `http.body_budget`; 408 when a body takes longer than
+//! `body_timeout` to arrive.
+//!
+//! Headers are checked before the body is read. The body is read first,
+//! under the byte budget shared by all posts, and only then does it wait
+//! for one of the decode slots (one per core, decoding on a blocking
+//! thread): a client stalling mid-body holds bytes of the budget, never a
+//! slot, so slow clients cannot stop other posts.
 
 use std::sync::Arc;
 
@@ -65,9 +73,12 @@ fn refuse(status: StatusCode, message: String) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// Compares in time independent of where the strings differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Budget permits are KiB (a semaphore takes at most `u32::MAX` permits at once).
+const BUDGET_UNIT: u64 = 1024;
+
+/// Permits of the body budget for `bytes`.
+pub(crate) fn budget_permits(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(BUDGET_UNIT)).unwrap_or(u32::MAX)
 }
 
 /// The handler.
@@ -94,19 +105,20 @@ pub async fn ingest(
         max_body,
         body_timeout,
         bearer_token_env,
+        infer_schema,
         ..
     } = &stream.config.settings
     else {
         return refuse(StatusCode::NOT_FOUND, "not an http source".to_string());
     };
-    if let Some(var) = bearer_token_env {
-        let expected = std::env::var(var).unwrap_or_default();
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if expected.is_empty() || !same_secret(given.as_bytes(), expected.as_bytes()) {
+    // The source's own token or the API token, whichever are configured.
+    let tokens: Vec<&String> = bearer_token_env
+        .iter()
+        .chain(shared.http.api_token_env.iter())
+        .collect();
+    if !tokens.is_empty() {
+        use super::access::carries_token;
+        if !tokens.iter().any(|var| carries_token(&headers, var)) {
             let mut r = refuse(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token".to_string(),
@@ -156,15 +168,34 @@ pub async fn ingest(
             );
         }
     };
-    // Bodies are read only once a slot is free, so memory holds at most one
-    // body (≤ max_body) per slot whatever the number of clients.
-    let Ok(_slot) = shared.ingest_slots.acquire().await else {
+    // Whoever can post must not choose the schema the rules are checked
+    // against, unless the operator said so.
+    if from_rule.is_none() && !infer_schema {
         return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the agent is stopping".to_string(),
+            StatusCode::CONFLICT,
+            format!(
+                "stream `{}` has no declared schema: add a `schema` check to the rule file of dataset `{dataset}`, or set `infer_schema = true` on its [[sources]] entry to let the first post fix it",
+                stream.config.name
+            ),
         );
+    }
+    // The bytes this body may take, held until its answer: a declared
+    // length, or `max_body` for a chunked body of unknown length.
+    let reserve = declared.unwrap_or(*max_body as u64).min(*max_body as u64);
+    let Ok(_budget) = shared.body_budget.try_acquire_many(budget_permits(reserve)) else {
+        let mut r = refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the bodies being read and decoded fill the agent's body budget ({} bytes, `http.body_budget`); nothing of this body was taken, send it again",
+                shared.http.body_budget
+            ),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
     };
-    // A client that stalls mid-body must not hold a slot for ever.
+    // A client that stalls mid-body holds its bytes of the budget until
+    // `body_timeout`, and no decode slot.
     let read = tokio::time::timeout(*body_timeout, axum::body::to_bytes(body, *max_body)).await;
     let Ok(read) = read else {
         return refuse(
@@ -189,6 +220,13 @@ pub async fn ingest(
                 format!("cannot read the body: {e}"),
             );
         }
+    };
+    // Decoding holds the body and its rows: at most one per slot.
+    let Ok(_slot) = shared.ingest_slots.acquire().await else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is stopping".to_string(),
+        );
     };
     let done =
         tokio::task::spawn_blocking(move || take(&stream, &log, format, &body, from_rule)).await;

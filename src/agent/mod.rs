@@ -24,6 +24,7 @@
 //! batches are simply found again at the next start, since only the store
 //! says what is done.
 
+pub mod access;
 mod client;
 pub mod health;
 mod http;
@@ -31,6 +32,7 @@ pub mod idle;
 pub mod ingest;
 pub mod pages;
 mod reload;
+mod serve;
 mod webhooks;
 mod worker;
 
@@ -136,6 +138,7 @@ pub struct Shared {
     pub(crate) started_at: DateTime<Utc>,
     pub(crate) instance: String,
     pub(crate) listen: SocketAddr,
+    pub(crate) metrics_listen: Option<SocketAddr>,
     pub(crate) settings: Mutex<Settings>,
     pub(crate) telemetry: Arc<Telemetry>,
     /// Wakes the webhook delivery loop (a new event, a re-queued dead letter).
@@ -148,6 +151,11 @@ pub struct Shared {
     /// Ingest bodies decoded at once (each holds its body and its rows in
     /// memory; more posts wait for a slot).
     pub(crate) ingest_slots: tokio::sync::Semaphore,
+    /// Bytes of ingest bodies being read or decoded, in KiB permits
+    /// (`http.body_budget`; a post that does not fit gets 503).
+    pub(crate) body_budget: tokio::sync::Semaphore,
+    /// `[http]` as the agent started with it (only a restart changes it).
+    pub(crate) http: crate::config::HttpSettings,
 }
 
 /// A running stream source, as the HTTP handlers see it.
@@ -204,6 +212,8 @@ pub struct AgentHandle {
     pub events: broadcast::Sender<Arc<Evaluation>>,
     /// The address the HTTP server listens on.
     pub listen: SocketAddr,
+    /// The metrics-and-probes listener's address (`http.metrics_listen`).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Builds the lake options from settings.
@@ -349,6 +359,30 @@ pub async fn run(
         what: "cannot read the listen address".to_string(),
         source,
     })?;
+    let metrics_listener = match settings.http.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Io {
+                    what: format!("cannot listen on {addr} (`http.metrics_listen`)"),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let metrics_listen = match &metrics_listener {
+        Some(l) => Some(l.local_addr().map_err(|source| AgentError::Io {
+            what: "cannot read the metrics listen address".to_string(),
+            source,
+        })?),
+        None => None,
+    };
+    if !listen.ip().is_loopback() && settings.http.api_token_env.is_none() {
+        tracing::warn!(
+            listen = %listen,
+            "listening beyond loopback WITHOUT an API token: anyone who reaches {listen} can post events and re-send webhook events; set `http.api_token_env`, or keep `listen` on 127.0.0.1 and expose only `http.metrics_listen` (see docs/security.md)"
+        );
+    }
     let (rules_tx, rules_rx) = watch::channel(Arc::new(rules));
     let (options_tx, options_rx) = watch::channel(Arc::new(lake_options(&settings)?));
     // Listeners (the demo) read evaluations as they come; a slow one skips
@@ -451,6 +485,11 @@ pub async fn run(
         dataset_locks: Mutex::new(HashMap::new()),
         streams,
         ingest_slots: tokio::sync::Semaphore::new(cores.max(2)),
+        body_budget: tokio::sync::Semaphore::new(ingest::budget_permits(
+            settings.http.body_budget as u64,
+        ) as usize),
+        http: settings.http.clone(),
+        metrics_listen,
     });
     write_agent_info(&settings.state, &shared)?;
 
@@ -551,18 +590,26 @@ pub async fn run(
     }));
 
     // HTTP.
-    let router = http::router(shared.clone());
-    let mut http_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let limits = serve::ConnectionLimits {
+        max_connections: settings.http.max_connections,
+        header_timeout: settings.http.header_timeout,
+    };
+    let mut servers = vec![tokio::spawn(serve::serve(
+        listener,
+        http::router(shared.clone()),
+        limits,
+        stop_rx.clone(),
+        "listen",
+    ))];
+    if let Some(l) = metrics_listener {
+        servers.push(tokio::spawn(serve::serve(
+            l,
+            http::metrics_router(shared.clone()),
+            limits,
+            stop_rx.clone(),
+            "metrics_listen",
+        )));
+    }
 
     let (roots, rules_path) = {
         let s = &settings;
@@ -570,13 +617,18 @@ pub async fn run(
     };
     tracing::info!(
         listen = %listen,
+        metrics_listen = ?metrics_listen,
         watch = ?roots,
         rules = %rules_path.display(),
         state = %settings.state.display(),
         concurrency = settings.concurrency,
         "driftwatch agent started"
     );
-    on_start(AgentHandle { events, listen });
+    on_start(AgentHandle {
+        events,
+        listen,
+        metrics_listen,
+    });
 
     shutdown.await;
     tracing::info!("shutting down: no new batches; finishing evaluations in progress");
@@ -592,7 +644,9 @@ pub async fn run(
     let _ = housekeeping.await;
     let _ = deliveries.await;
     let _ = releaser.await;
-    let _ = server.await;
+    for server in servers {
+        let _ = server.await;
+    }
     let _ = flusher.await;
     // Last signals out before exit, but never wait long for a collector.
     let last_export = tokio::task::spawn_blocking(move || telemetry.shutdown());
@@ -710,6 +764,8 @@ fn write_agent_info(state: &Path, shared: &Shared) -> Result<()> {
     let info = AgentInfo {
         pid: std::process::id(),
         listen: shared.listen.to_string(),
+        metrics_listen: shared.metrics_listen.map(|a| a.to_string()),
+        api_token_env: shared.http.api_token_env.clone(),
         instance: shared.instance.clone(),
         started_at: shared.started_at.to_rfc3339(),
         version: env!("CARGO_PKG_VERSION").to_string(),

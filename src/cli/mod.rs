@@ -151,6 +151,10 @@ struct WebhooksArgs {
     /// The agent's state folder: ask the agent that runs on it, or use its store when none does.
     #[arg(long, global = true)]
     state: Option<PathBuf>,
+    /// Environment variable holding the agent's API token (`http.api_token_env`);
+    /// with `--state`, the one named in the agent's `agent.json` is used.
+    #[arg(long, global = true)]
+    token_env: Option<String>,
     /// Also list delivered events and dry runs.
     #[arg(long)]
     all: bool,

@@ -15,6 +15,7 @@ mod errors;
 mod golden;
 mod hardening;
 mod html;
+mod http_api;
 mod kafka;
 mod one_scan;
 mod streams;

@@ -494,7 +494,7 @@ fn issue_8_oversized_bodies_get_413_and_a_full_queue_gets_429_with_retry_after()
         let mut tcp = std::net::TcpStream::connect(agent.addr).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let body = ndjson(0, 100);
-        let mut request = "POST /ingest/small HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        let mut request = "POST /ingest/small HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
             .as_bytes()
             .to_vec();
         for part in body.chunks(500) {
@@ -727,7 +727,7 @@ fn issue_8_clients_stalling_mid_body_get_408_and_do_not_block_other_posts() {
             let mut tcp = std::net::TcpStream::connect(agent.addr).unwrap();
             tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
             tcp.write_all(
-                b"POST /ingest/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 1000\r\n\r\n{\"id\": 1",
+                b"POST /ingest/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\nContent-Length: 1000\r\n\r\n{\"id\": 1",
             )
             .unwrap();
             tcp

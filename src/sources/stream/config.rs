@@ -60,6 +60,11 @@ pub struct SourceSection {
     /// `http`: environment variable holding a bearer token that posts must
     /// carry (`Authorization: Bearer …`). Default: no token.
     pub bearer_token_env: Option<String>,
+    /// `http`: without a `schema` check in the dataset's rule file, let the
+    /// first post fix the stream's schema (inferred from its events).
+    /// Default `false`: such posts get 409 until a schema is declared,
+    /// because anyone who can post would otherwise choose the schema.
+    pub infer_schema: Option<bool>,
     /// Events accepted but not yet evaluated beyond which `http` posts get
     /// 429 with `Retry-After`, `ndjson_files` reading waits, and `kafka`
     /// consumption pauses. Default `10 × window.rows`, at least 1,000,000.
@@ -148,6 +153,8 @@ pub enum SourceSettings {
         max_pending_events: u64,
         /// The environment variable of the bearer token.
         bearer_token_env: Option<String>,
+        /// Whether posts may fix the schema when no rule file declares one.
+        infer_schema: bool,
     },
     /// NDJSON files.
     NdjsonFiles {
@@ -227,6 +234,11 @@ pub fn resolve(
         only(
             "bearer_token_env",
             !http && s.bearer_token_env.is_some(),
+            "kind = \"http\"",
+        )?;
+        only(
+            "infer_schema",
+            !http && s.infer_schema.is_some(),
             "kind = \"http\"",
         )?;
         for (k, set) in [
@@ -311,6 +323,7 @@ pub fn resolve(
                     body_timeout,
                     max_pending_events: pending,
                     bearer_token_env: s.bearer_token_env.clone(),
+                    infer_schema: s.infer_schema.unwrap_or(false),
                 }
             }
             SourceKind::NdjsonFiles => {

@@ -598,6 +598,7 @@ mod tests {
                 body_timeout: std::time::Duration::from_secs(30),
                 max_pending_events: 5,
                 bearer_token_env: None,
+                infer_schema: false,
             },
         }
     }
