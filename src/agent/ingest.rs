@@ -219,6 +219,10 @@ fn take(
                 None => match EventSchema::infer(lines(body).map(|(_, l)| l)) {
                     Some(s) => match log.adopt_schema(s) {
                         Ok(s) => s,
+                        // The client's events, not the agent, are at fault.
+                        Err(e @ crate::sources::stream::StreamError::SchemaTooWide { .. }) => {
+                            return refuse(StatusCode::BAD_REQUEST, e.to_string());
+                        }
                         Err(e) => return internal(e.to_string()),
                     },
                     None if lines(body).next().is_none() => {

@@ -432,6 +432,7 @@ pub async fn run(
             path,
             include,
             settle,
+            max_line,
             ..
         } = &stream.config.settings
         {
@@ -441,6 +442,7 @@ pub async fn run(
                 path.clone(),
                 include,
                 *settle,
+                *max_line,
                 shared.rules.clone(),
             )?;
             stream_tasks.push(tokio::spawn(Arc::new(files).run(stop_rx.clone())));

@@ -61,6 +61,8 @@ pub struct FileSource {
     root: PathBuf,
     include: GlobSet,
     settle: Duration,
+    /// The longest line read (`max_line`); longer ones are dead letters.
+    max_line: usize,
     rules: watch::Receiver<Arc<Vec<RuleFile>>>,
     progress_path: PathBuf,
     progress: Mutex<BTreeMap<String, FileProgress>>,
@@ -74,6 +76,7 @@ impl FileSource {
         root: PathBuf,
         include: &[String],
         settle: Duration,
+        max_line: usize,
         rules: watch::Receiver<Arc<Vec<RuleFile>>>,
     ) -> Result<Self> {
         let mut builder = GlobSetBuilder::new();
@@ -99,6 +102,7 @@ impl FileSource {
             root,
             include,
             settle,
+            max_line,
             rules,
             progress_path,
             progress: Mutex::new(progress),
@@ -158,7 +162,12 @@ impl FileSource {
             .into_owned()
     }
 
-    fn schema(&self, first_lines: &[(u64, Vec<u8>)]) -> Result<Option<EventSchema>> {
+    /// The schema held, or adopted from these lines; `Ok(Err(reason))` when
+    /// there is none, the reason every line of the chunk is a dead letter.
+    fn schema(
+        &self,
+        first_lines: &[(u64, Vec<u8>)],
+    ) -> Result<std::result::Result<EventSchema, String>> {
         let dataset = &self.log.source().dataset;
         let from_rule = self
             .rules
@@ -169,11 +178,15 @@ impl FileSource {
             .transpose()
             .map_err(StreamError::Schema)?;
         if let Some(s) = self.log.schema(from_rule)? {
-            return Ok(Some(s));
+            return Ok(Ok(s));
         }
         match EventSchema::infer(first_lines.iter().map(|(_, l)| l.as_slice())) {
-            Some(s) => Ok(Some(self.log.adopt_schema(s)?)),
-            None => Ok(None),
+            Some(s) => match self.log.adopt_schema(s) {
+                Ok(s) => Ok(Ok(s)),
+                Err(e @ StreamError::SchemaTooWide { .. }) => Ok(Err(e.to_string())),
+                Err(e) => Err(e),
+            },
+            None => Ok(Err("expected a JSON object".to_string())),
         }
     }
 
@@ -207,25 +220,35 @@ impl FileSource {
         let mut n = 0u64;
         let mut buf = Vec::new();
         let mut chunk: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut long: Vec<super::DeadLetter> = Vec::new();
         loop {
             buf.clear();
-            let read = reader.read_until(b'\n', &mut buf).map_err(io)?;
+            let (read, too_long) =
+                read_line_capped(&mut reader, &mut buf, self.max_line).map_err(io)?;
             if read > 0 {
                 n += 1;
-                if n > start
+                if n > start && too_long {
+                    long.push(super::DeadLetter::new(
+                        &source_name,
+                        format!("{rel}:{n}"),
+                        format!("line longer than {} bytes", self.max_line),
+                        &buf,
+                    ));
+                } else if n > start
                     && let Some(line) = event_line(&buf)
                 {
                     chunk.push((n, line.to_vec()));
                 }
             }
             let end = read == 0;
-            if chunk.len() >= ROWS_PER_BATCH || (end && n > start) {
-                if !self.flush_chunk(&rel, &source_name, &chunk, n, stop)? {
+            if chunk.len() + long.len() >= ROWS_PER_BATCH || (end && n > start) {
+                if !self.flush_chunk(&rel, &source_name, &chunk, &long, n, stop)? {
                     // Stopping while the stream was full: this chunk was not
                     // taken, and the progress saved says so.
                     return Ok(());
                 }
                 chunk.clear();
+                long.clear();
             }
             if end {
                 break;
@@ -245,35 +268,42 @@ impl FileSource {
 
     /// Decodes and appends one chunk (through line `through`), waiting while
     /// the stream is full; `false` when it stopped waiting because the agent
-    /// is stopping (nothing of the chunk was taken).
+    /// is stopping (nothing of the chunk was taken). `long` are the chunk's
+    /// lines over `max_line`, already dead letters.
     fn flush_chunk(
         &self,
         rel: &str,
         source_name: &str,
         chunk: &[(u64, Vec<u8>)],
+        long: &[super::DeadLetter],
         through: u64,
         stop: &watch::Receiver<bool>,
     ) -> Result<bool> {
-        let Some(schema) = self.schema(chunk)? else {
-            // No line is a JSON object: all of them are bad records.
-            let letters: Vec<_> = chunk
-                .iter()
-                .map(|(n, l)| {
-                    super::DeadLetter::new(
-                        source_name,
-                        format!("{rel}:{n}"),
-                        "expected a JSON object".to_string(),
-                        l,
-                    )
-                })
-                .collect();
-            self.log.dead.write(&letters)?;
-            self.log
-                .stats
-                .rejected
-                .fetch_add(letters.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            self.save_lines(rel, through)?;
-            return Ok(true);
+        let schema = match self.schema(chunk)? {
+            Ok(s) => s,
+            Err(reason) => {
+                // No schema (no line is a JSON object, or they would fix one
+                // too wide): all of them are bad records.
+                let letters: Vec<_> = chunk
+                    .iter()
+                    .map(|(n, l)| {
+                        super::DeadLetter::new(
+                            source_name,
+                            format!("{rel}:{n}"),
+                            reason.clone(),
+                            l,
+                        )
+                    })
+                    .chain(long.iter().cloned())
+                    .collect();
+                self.log.dead.write(&letters)?;
+                self.log
+                    .stats
+                    .rejected
+                    .fetch_add(letters.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                self.save_lines(rel, through)?;
+                return Ok(true);
+            }
         };
         let decoded = decode_ndjson(
             chunk.iter().map(|(n, l)| (*n, l.as_slice())),
@@ -293,8 +323,9 @@ impl FileSource {
                 Some(&origin),
                 || {
                     self.log.dead.write(&decoded.rejected)?;
+                    self.log.dead.write(long)?;
                     self.log.stats.rejected.fetch_add(
-                        decoded.rejected.len() as u64,
+                        (decoded.rejected.len() + long.len()) as u64,
                         std::sync::atomic::Ordering::Relaxed,
                     );
                     Ok(())
@@ -323,6 +354,48 @@ impl FileSource {
         p.lines = lines;
         save(&self.progress_path, &progress)
     }
+}
+
+/// Reads one line (through its `\n`, if any) into `buf`, keeping at most
+/// `max + 2` bytes of it (the line and a `\r\n`): the rest of a longer line
+/// is read and dropped, so a file without line breaks never fills memory.
+/// Returns the bytes consumed (0 at the end) and whether the line, without
+/// its ending, was longer than `max`.
+fn read_line_capped(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<(usize, bool)> {
+    let keep = max.saturating_add(2);
+    let mut consumed = 0usize;
+    let mut over = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            break;
+        }
+        let (part, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (&available[..=i], true),
+            None => (available, false),
+        };
+        let room = keep.saturating_sub(buf.len());
+        if part.len() > room {
+            over = true;
+        }
+        buf.extend_from_slice(&part[..part.len().min(room)]);
+        let used = part.len();
+        reader.consume(used);
+        consumed += used;
+        if done {
+            break;
+        }
+    }
+    let too_long = over || event_line(buf).is_some_and(|l| l.len() > max);
+    Ok((consumed, too_long))
 }
 
 fn save(path: &Path, progress: &BTreeMap<String, FileProgress>) -> Result<()> {

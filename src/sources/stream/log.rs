@@ -244,11 +244,21 @@ impl WindowedLog {
     }
 
     /// Holds `inferred` as the schema from now on (persisted), unless one is
-    /// held already; returns the schema held.
+    /// held already; returns the schema held. An inferred schema wider than
+    /// the source's `max_columns` is refused ([`StreamError::SchemaTooWide`])
+    /// and nothing is held: every event's row costs every column in the
+    /// write-ahead log, so one wide first event must not fix it for good.
     pub fn adopt_schema(&self, inferred: EventSchema) -> Result<EventSchema> {
         let mut inner = self.lock()?;
         if let Some(s) = &inner.schema {
             return Ok(s.clone());
+        }
+        let columns = inferred.arrow().fields().len();
+        if columns > self.source.max_columns {
+            return Err(StreamError::SchemaTooWide {
+                columns,
+                limit: self.source.max_columns,
+            });
         }
         let path = self.dir.join("schema.json");
         let tmp = self.dir.join(".schema.json.tmp");
@@ -593,6 +603,7 @@ mod tests {
                 rows: Some(rows),
                 duration: None,
             },
+            max_columns: crate::sources::stream::config::DEFAULT_MAX_COLUMNS,
             settings: SourceSettings::Http {
                 max_body: 1 << 20,
                 body_timeout: std::time::Duration::from_secs(30),

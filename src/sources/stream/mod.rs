@@ -76,6 +76,17 @@ pub enum StreamError {
     /// The stream's schema cannot be used.
     #[error("{0}")]
     Schema(String),
+    /// The first events would fix a schema wider than `max_columns`: the
+    /// client's input, refused (400, or dead letters), and no schema is held.
+    #[error(
+        "the events would fix an inferred schema of {columns} columns, more than max_columns = {limit}; declare the schema in the rule file's `schema` check or raise `max_columns`"
+    )]
+    SchemaTooWide {
+        /// Columns the inferred schema has.
+        columns: usize,
+        /// `max_columns`.
+        limit: usize,
+    },
     /// The Kafka client failed to start.
     #[error("kafka: {0}")]
     Kafka(String),

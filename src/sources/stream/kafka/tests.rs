@@ -23,6 +23,7 @@ fn state_done(dir: &Path, rows: u64, schema: Option<EventSchema>, done: bool) ->
             rows: Some(rows),
             duration: None,
         },
+        max_columns: crate::sources::stream::config::DEFAULT_MAX_COLUMNS,
         settings: SourceSettings::Kafka {
             brokers: "localhost:1".to_string(),
             topics: vec!["t".to_string()],
