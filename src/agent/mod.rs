@@ -284,6 +284,7 @@ pub async fn run(
         })?;
     let engine = Arc::new(Engine::new(&EngineOptions {
         memory_limit: Some(settings.memory_limit),
+        evaluation_timeout: Some(settings.evaluation_timeout),
         ..EngineOptions::default()
     })?);
 
