@@ -18,16 +18,6 @@
 //! they fit) — it degrades to fewer heavy hitters plus "other", never grows.
 //! Both are pure functions of the input, so profiles stay deterministic and
 //! mergeable (merging keeps the smaller limit; the error bound still holds).
-//!
-//! Two budgets keep a summary small whatever the data (issue 15: a 13 KB
-//! Parquet file of 1,000 distinct 100 KB strings made a 100 MB profile):
-//! a value longer than [`MAX_VALUE_BYTES`] is kept as its first bytes (cut
-//! on a UTF-8 boundary) followed by [`TRUNCATION_MARK`], so long values that
-//! share a prefix count as one; and when the kept values' bytes pass
-//! [`MAX_KEPT_BYTES`] the summary lowers its own `limit` (halving it until
-//! they fit) — it degrades to fewer heavy hitters plus "other", never grows.
-//! Both are pure functions of the input, so profiles stay deterministic and
-//! mergeable (merging keeps the smaller limit; the error bound still holds).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
@@ -47,9 +37,11 @@ pub const MAX_VALUE_BYTES: usize = 256;
 /// Appended to a value cut at [`MAX_VALUE_BYTES`]: `…` (U+2026).
 pub const TRUNCATION_MARK: &str = "\u{2026}";
 
-/// Bytes of kept values a summary may hold (128 KiB); past it the summary
-/// keeps fewer values (see the module doc).
-pub const MAX_KEPT_BYTES: usize = 128 << 10;
+/// Bytes of kept values a summary may hold (256 KiB); past it the summary
+/// keeps fewer values (see the module doc). With the default limit of 1,000
+/// values cut at 256 bytes (259 with the mark) it is never reached; it
+/// bounds summaries with a larger limit and merges of them.
+pub const MAX_KEPT_BYTES: usize = 256 << 10;
 
 /// The key a value is counted under: itself, or its first
 /// [`MAX_VALUE_BYTES`] bytes (on a character boundary) and `…`.
@@ -295,12 +287,13 @@ mod tests {
 
     #[test]
     fn issue_15_kept_values_past_the_byte_budget_degrade_and_never_grow() {
-        let values: Vec<String> = (0..1000).map(|i| format!("{i:04}{}", "v".repeat(400))).collect();
-        let mut one = Frequencies::default();
+        // 2,000 values of 259 bytes once cut: 518 KB, over the budget.
+        let values: Vec<String> = (0..2000).map(|i| format!("{i:04}{}", "v".repeat(400))).collect();
+        let mut one = Frequencies::new(5000);
         for (i, v) in values.iter().enumerate() {
             one.add(v, 1 + (i % 3 == 0) as u64 * 50);
         }
-        let mut batched = Frequencies::default();
+        let mut batched = Frequencies::new(5000);
         batched.add_counts(
             values
                 .iter()
@@ -309,8 +302,8 @@ mod tests {
         );
         for f in [&one, &batched] {
             assert!(f.kept_bytes() <= MAX_KEPT_BYTES, "{}", f.kept_bytes());
-            assert!(!f.exact && f.limit < DEFAULT_LIMIT);
-            assert_eq!(f.n, 1000 + 334 * 50);
+            assert!(!f.exact && f.limit < 2000);
+            assert_eq!(f.n, 2000 + 667 * 50);
             assert_eq!(f.other() + f.items.values().sum::<u64>(), f.n);
             // Still a Misra–Gries summary: no value undercounted by more
             // than the error bound (under the smaller limit).
