@@ -277,6 +277,9 @@ fn take(
             }
         },
     };
+    if let Err(e) = crate::sources::stream::log::wal_budget(&batches, body.len()) {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
+    }
     // Dead letters are durable before the answer, written under the log's
     // lock once the post is known not to be throttled.
     let appended = log.append(

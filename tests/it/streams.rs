@@ -837,3 +837,31 @@ fn issue_15_event_files_bound_line_length_and_schema_width() {
     assert!(letters[1]["event"].as_str().unwrap().len() <= 4098);
     assert_eq!(stream_status(&agent, "ndjson_files:lines")["accepted"], 2);
 }
+
+#[test]
+fn issue_15_sparse_events_under_a_wide_schema_are_refused_before_the_wal() {
+    let (lake, config) = inferring_lake(
+        "sparse",
+        "[[sources]]\nkind = \"http\"\ndataset = \"sparse\"\nwindow = { rows = 1000000, seconds = 3600 }\n",
+    );
+    let agent = start(&lake, &config, &[]);
+    // 1,000 columns: within max_columns, so the schema is held.
+    let first = post(&agent, "sparse", "application/x-ndjson", wide_event(1000));
+    assert_eq!(first.status, 200, "{}", first.body);
+    let before = wal_bytes(&lake, "http-sparse");
+    // 30 KB of `{}`: 10,000 rows of 1,000 int64 columns, ~80 MB of frames.
+    let sparse = b"{}\n".repeat(10_000);
+    let refused = post(&agent, "sparse", "application/x-ndjson", sparse);
+    assert_eq!(refused.status, 413, "{}", refused.body);
+    let error = refused.body["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("the events would take ")
+            && error.contains("bytes in the write-ahead log, more than the 67108864 allowed for 30000 bytes of input (64× the input, at least 67108864 bytes)"),
+        "{error}"
+    );
+    assert_eq!(wal_bytes(&lake, "http-sparse"), before, "nothing written");
+    // The same events in posts the budget allows are taken.
+    let ok = post(&agent, "sparse", "application/x-ndjson", b"{}\n".repeat(2_000));
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.body["accepted"], 2_000);
+}

@@ -281,29 +281,9 @@ impl FileSource {
     ) -> Result<bool> {
         let schema = match self.schema(chunk)? {
             Ok(s) => s,
-            Err(reason) => {
-                // No schema (no line is a JSON object, or they would fix one
-                // too wide): all of them are bad records.
-                let letters: Vec<_> = chunk
-                    .iter()
-                    .map(|(n, l)| {
-                        super::DeadLetter::new(
-                            source_name,
-                            format!("{rel}:{n}"),
-                            reason.clone(),
-                            l,
-                        )
-                    })
-                    .chain(long.iter().cloned())
-                    .collect();
-                self.log.dead.write(&letters)?;
-                self.log
-                    .stats
-                    .rejected
-                    .fetch_add(letters.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                self.save_lines(rel, through)?;
-                return Ok(true);
-            }
+            // No schema (no line is a JSON object, or they would fix one
+            // too wide): all of them are bad records.
+            Err(reason) => return self.reject_chunk(rel, source_name, chunk, long, through, &reason),
         };
         let decoded = decode_ndjson(
             chunk.iter().map(|(n, l)| (*n, l.as_slice())),
@@ -312,6 +292,10 @@ impl FileSource {
             &|n| format!("{rel}:{n}"),
         )
         .map_err(StreamError::Schema)?;
+        let input: usize = chunk.iter().map(|(_, l)| l.len() + 1).sum();
+        if let Err(e) = super::log::wal_budget(&decoded.batches, input) {
+            return self.reject_chunk(rel, source_name, chunk, long, through, &e.to_string());
+        }
         let origin = FileOrigin {
             file: rel.to_string(),
             row_lines: decoded.row_lines.clone(),
@@ -343,6 +327,33 @@ impl FileSource {
                 Err(AppendError::Failed(e)) => return Err(e),
             }
         }
+    }
+
+    /// Makes every line of a chunk a dead letter for `reason` (with the
+    /// chunk's over-long lines) and marks the chunk read.
+    fn reject_chunk(
+        &self,
+        rel: &str,
+        source_name: &str,
+        chunk: &[(u64, Vec<u8>)],
+        long: &[super::DeadLetter],
+        through: u64,
+        reason: &str,
+    ) -> Result<bool> {
+        let letters: Vec<_> = chunk
+            .iter()
+            .map(|(n, l)| {
+                super::DeadLetter::new(source_name, format!("{rel}:{n}"), reason.to_string(), l)
+            })
+            .chain(long.iter().cloned())
+            .collect();
+        self.log.dead.write(&letters)?;
+        self.log
+            .stats
+            .rejected
+            .fetch_add(letters.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.save_lines(rel, through)?;
+        Ok(true)
     }
 
     fn save_lines(&self, rel: &str, lines: u64) -> Result<()> {
