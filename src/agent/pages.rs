@@ -13,7 +13,7 @@
 //! datasets, and at most [`CACHED_PAGES`] pages are kept.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex};
@@ -40,6 +40,9 @@ pub const CACHED_PAGES: usize = 64;
 /// hash of its text (the same seq in another store is another page).
 type Latest = (u64, u64);
 
+/// A cached page's key: the dataset and the page's refresh setting.
+type PageKey = (String, Option<u32>);
+
 /// One cached page; its lock is held while it is built, so concurrent
 /// requests for it wait for that build instead of starting their own.
 #[derive(Default)]
@@ -49,7 +52,7 @@ struct Slot {
 
 /// The cache of built pages and the gate on concurrent builds.
 struct PageCache {
-    slots: Mutex<HashMap<(String, Option<u32>), Arc<Slot>>>,
+    slots: Mutex<HashMap<PageKey, Arc<Slot>>>,
     building: Mutex<usize>,
     turn: Condvar,
     builds: AtomicU64,
@@ -109,9 +112,7 @@ pub fn dataset_page(
     let Some((seq, line)) = store.latest_reports(dataset, 1)?.into_iter().next() else {
         return Ok(None);
     };
-    let mut hasher = foldhash::fast::FixedState::default().build_hasher();
-    line.hash(&mut hasher);
-    let latest: Latest = (seq, hasher.finish());
+    let latest: Latest = (seq, foldhash::fast::FixedState::default().hash_one(&line));
     drop(line);
     let slot = {
         let mut slots = PAGES
@@ -294,7 +295,10 @@ mod tests {
         let page = dataset_page(&store, dataset, Some(15)).unwrap().unwrap();
         assert!(page.contains("error 2"));
         assert_eq!(page_builds() - before, 2);
-        assert_eq!(dataset_page(&store, dataset, Some(15)).unwrap().unwrap(), page);
+        assert_eq!(
+            dataset_page(&store, dataset, Some(15)).unwrap().unwrap(),
+            page
+        );
         assert_eq!(page_builds() - before, 2);
         // No report, no page, no build.
         assert_eq!(dataset_page(&store, "pages-none", None).unwrap(), None);

@@ -196,7 +196,10 @@ impl Frequencies {
         self.n += other.n;
         self.exact &= other.exact;
         for (value, count) in &other.items {
-            *self.items.entry(kept_value(value).into_owned()).or_insert(0) += count;
+            *self
+                .items
+                .entry(kept_value(value).into_owned())
+                .or_insert(0) += count;
         }
         if self.items.len() > self.limit {
             self.reduce();
@@ -288,7 +291,9 @@ mod tests {
     #[test]
     fn issue_15_kept_values_past_the_byte_budget_degrade_and_never_grow() {
         // 2,000 values of 259 bytes once cut: 518 KB, over the budget.
-        let values: Vec<String> = (0..2000).map(|i| format!("{i:04}{}", "v".repeat(400))).collect();
+        let values: Vec<String> = (0..2000)
+            .map(|i| format!("{i:04}{}", "v".repeat(400)))
+            .collect();
         let mut one = Frequencies::new(5000);
         for (i, v) in values.iter().enumerate() {
             one.add(v, 1 + (i % 3 == 0) as u64 * 50);

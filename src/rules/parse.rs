@@ -513,7 +513,9 @@ const TABLE_FUNCTIONS: &[&str] = &["generate_series", "range", "unnest"];
 /// `ANY`/`ALL`, or as a function argument), a table reference, or a table
 /// function. `None` when there is nothing of the kind.
 fn forbidden_sql(expr: &datafusion::sql::sqlparser::ast::Expr) -> Option<String> {
-    use datafusion::sql::sqlparser::ast::{Expr, FunctionArguments, visit_expressions, visit_relations};
+    use datafusion::sql::sqlparser::ast::{
+        Expr, FunctionArguments, visit_expressions, visit_relations,
+    };
     use std::ops::ControlFlow;
     let found = visit_expressions(expr, |e| match e {
         Expr::Subquery(_) | Expr::InSubquery { .. } => {

@@ -487,7 +487,10 @@ fn issue_15_a_small_file_of_huge_distinct_strings_makes_a_small_profile_and_drif
     let reference = baseline(&lake, &data, &rules);
     let profile_bytes = std::fs::metadata(&reference).unwrap().len();
     eprintln!("a {file_bytes}-byte file made a {profile_bytes}-byte profile");
-    assert!(profile_bytes < 1 << 20, "the profile is {profile_bytes} bytes");
+    assert!(
+        profile_bytes < 1 << 20,
+        "the profile is {profile_bytes} bytes"
+    );
     let (code, report, stderr) = check(&data, &rules, Some(&reference));
     assert_eq!(code, 0, "{stderr}\n{report:#}");
     let s = column(&report, "s");

@@ -794,7 +794,8 @@ fn issue_15_a_wide_first_post_is_refused_and_fixes_no_schema() {
     let wal = wal_bytes(&lake, "http-wide");
     eprintln!("a {}-byte post wrote {wal} bytes of WAL", empty.len());
     assert!(wal < 1 << 20, "{wal} bytes of WAL");
-    let schema = std::fs::read_to_string(lake.state().join("streams/http-wide/schema.json")).unwrap();
+    let schema =
+        std::fs::read_to_string(lake.state().join("streams/http-wide/schema.json")).unwrap();
     let schema: Value = serde_json::from_str(&schema).unwrap();
     assert_eq!(schema.as_array().unwrap().len(), 1, "{schema}");
 }
@@ -861,7 +862,12 @@ fn issue_15_sparse_events_under_a_wide_schema_are_refused_before_the_wal() {
     );
     assert_eq!(wal_bytes(&lake, "http-sparse"), before, "nothing written");
     // The same events in posts the budget allows are taken.
-    let ok = post(&agent, "sparse", "application/x-ndjson", b"{}\n".repeat(2_000));
+    let ok = post(
+        &agent,
+        "sparse",
+        "application/x-ndjson",
+        b"{}\n".repeat(2_000),
+    );
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(ok.body["accepted"], 2_000);
 }

@@ -881,7 +881,11 @@ struct HugeAnswer {
 }
 
 impl HugeAnswer {
-    fn start(status: u16, headers: &'static [(&'static str, &'static str)], body_bytes: u64) -> Self {
+    fn start(
+        status: u16,
+        headers: &'static [(&'static str, &'static str)],
+        body_bytes: u64,
+    ) -> Self {
         use futures::StreamExt as _;
         use std::sync::atomic::{AtomicU64, Ordering};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -951,13 +955,17 @@ fn issue_15_a_receivers_huge_error_body_is_read_only_as_far_as_it_is_kept() {
     assert_eq!(dead["last_status"], 400);
     let kept = dead["last_response"].as_str().unwrap();
     assert_eq!(kept, "x".repeat(2048));
-    let produced = receiver
-        .produced
-        .load(std::sync::atomic::Ordering::SeqCst);
+    let produced = receiver.produced.load(std::sync::atomic::Ordering::SeqCst);
     eprintln!("the receiver produced {produced} bytes of a {BODY}-byte body");
     // What sat in socket buffers when the agent hung up, not 400 MB.
-    assert!(produced < 32 << 20, "the receiver produced {produced} bytes");
-    assert_eq!(receiver.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(
+        produced < 32 << 20,
+        "the receiver produced {produced} bytes"
+    );
+    assert_eq!(
+        receiver.requests.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
 }
 
 #[test]
@@ -990,5 +998,8 @@ fn issue_15_a_huge_retry_after_is_clamped_not_wrapped_to_an_immediate_retry() {
         "next attempt in {wait} ms"
     );
     // A wrapped delay would have retried at once, again and again.
-    assert_eq!(receiver.requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        receiver.requests.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
 }

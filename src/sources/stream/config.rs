@@ -556,9 +556,11 @@ mod tests {
                 "2147483648 bytes: must be at most 1GiB (1073741824 bytes), since a post is written to the write-ahead log as one frame and frames are limited to 2GiB"
             )
         );
-        let ok = parse("[[sources]]\nkind = \"http\"\ndataset = \"o\"\nmax_body = \"1GiB\"\n")
-            .unwrap();
-        assert!(matches!(ok[0].settings, SourceSettings::Http { max_body, .. } if max_body == 1 << 30));
+        let ok =
+            parse("[[sources]]\nkind = \"http\"\ndataset = \"o\"\nmax_body = \"1GiB\"\n").unwrap();
+        assert!(
+            matches!(ok[0].settings, SourceSettings::Http { max_body, .. } if max_body == 1 << 30)
+        );
     }
 
     #[test]

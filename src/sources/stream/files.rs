@@ -283,7 +283,9 @@ impl FileSource {
             Ok(s) => s,
             // No schema (no line is a JSON object, or they would fix one
             // too wide): all of them are bad records.
-            Err(reason) => return self.reject_chunk(rel, source_name, chunk, long, through, &reason),
+            Err(reason) => {
+                return self.reject_chunk(rel, source_name, chunk, long, through, &reason);
+            }
         };
         let decoded = decode_ndjson(
             chunk.iter().map(|(n, l)| (*n, l.as_slice())),

@@ -686,7 +686,10 @@ mod tests {
         let batch = rows(0..100_000);
         let bytes = batch.get_array_memory_size() as u64;
         assert!(bytes > 800_000, "{bytes}");
-        assert!(wal_budget(std::slice::from_ref(&batch), 0).is_ok(), "under the floor");
+        assert!(
+            wal_budget(std::slice::from_ref(&batch), 0).is_ok(),
+            "under the floor"
+        );
         let wide = RecordBatch::try_new(
             Arc::new(Schema::new(
                 (0..100)
@@ -699,12 +702,15 @@ mod tests {
         )
         .unwrap();
         // 80 MB of rows from 300 KB of `{}` lines: over 64 × 300 KB.
-        let e = wal_budget(&[wide.clone()], 300_000).unwrap_err();
+        let e = wal_budget(std::slice::from_ref(&wide), 300_000).unwrap_err();
         assert!(
             matches!(e, StreamError::WalBudget { input: 300_000, limit, .. } if limit == WAL_FLOOR_BYTES),
             "{e}"
         );
-        assert!(wal_budget(&[wide], 2_000_000).is_ok(), "64 × 2 MB is enough");
+        assert!(
+            wal_budget(&[wide], 2_000_000).is_ok(),
+            "64 × 2 MB is enough"
+        );
     }
 
     #[test]

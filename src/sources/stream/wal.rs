@@ -378,10 +378,7 @@ mod tests {
             )
             .unwrap_err();
         assert!(matches!(e, WalError::FrameTooLarge { limit, .. } if limit == field + 1));
-        assert!(
-            e.to_string().contains("over the frame limit of"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("over the frame limit of"), "{e}");
         assert_eq!(std::fs::metadata(&path).unwrap().len(), before);
         assert_eq!(read_all(&path), vec![(meta.clone(), vec![1])]);
         // The default limit is the one the reader applies.
