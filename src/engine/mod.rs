@@ -291,6 +291,11 @@ impl Engine {
             }
         };
         timings.read = started.elapsed();
+        // Planning used the whole budget: the scan is not started. (The
+        // timer alone may fire late while the runtime stays busy.)
+        if tokio::time::Instant::now() >= deadline {
+            return failed(timed_out(), timings);
+        }
         let values = match tokio::time::timeout_at(deadline, self.execute(path, &planned)).await {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
