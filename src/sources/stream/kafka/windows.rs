@@ -500,6 +500,7 @@ impl State {
                 .iter()
                 .filter_map(|m| m.payload.as_deref()),
         );
+        self.too_wide = None;
         let inferred = match inferred {
             Some(s) if s.arrow().fields().len() > self.source.max_columns => {
                 let e = StreamError::SchemaTooWide {
@@ -513,7 +514,6 @@ impl State {
             other => other,
         };
         if let Some(s) = inferred {
-            self.too_wide = None;
             let path = self.dir.join("schema.json");
             let tmp = self.dir.join(".schema.json.tmp");
             let text = serde_json::to_string_pretty(&s.to_json()).unwrap_or_default();
