@@ -273,6 +273,10 @@ fn take(
                 None => match EventSchema::infer(lines(body).map(|(_, l)| l)) {
                     Some(s) => match log.adopt_schema(s) {
                         Ok(s) => s,
+                        // The client's events, not the agent, are at fault.
+                        Err(e @ crate::sources::stream::StreamError::SchemaTooWide { .. }) => {
+                            return refuse(StatusCode::BAD_REQUEST, e.to_string());
+                        }
                         Err(e) => return internal(e.to_string()),
                     },
                     None if lines(body).next().is_none() => {
@@ -327,6 +331,9 @@ fn take(
             }
         },
     };
+    if let Err(e) = crate::sources::stream::log::wal_budget(&batches, body.len()) {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
+    }
     // Dead letters are durable before the answer, written under the log's
     // lock once the post is known not to be throttled.
     let appended = log.append(

@@ -352,6 +352,7 @@ pub async fn run(
         })?;
     let engine = Arc::new(Engine::new(&EngineOptions {
         memory_limit: Some(settings.memory_limit),
+        evaluation_timeout: Some(settings.evaluation_timeout),
         ..EngineOptions::default()
     })?);
 
@@ -531,6 +532,7 @@ pub async fn run(
             path,
             include,
             settle,
+            max_line,
             ..
         } = &stream.config.settings
         {
@@ -541,6 +543,7 @@ pub async fn run(
                 vec![canonical(&settings.state)],
                 include,
                 *settle,
+                *max_line,
                 shared.rules.clone(),
             )?;
             stream_tasks.push(tokio::spawn(Arc::new(files).run(stop_rx.clone())));

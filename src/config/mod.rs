@@ -179,6 +179,10 @@ pub struct EvaluationSection {
     pub memory_limit: Option<String>,
     /// Batches that may wait for evaluation before discovery pauses (default 1024).
     pub queue: Option<usize>,
+    /// Longest one batch's evaluation may take, e.g. `15m` (default); a
+    /// longer one is cancelled and recorded as the batch's error report
+    /// "evaluation exceeded 15m".
+    pub timeout: Option<String>,
 }
 
 /// `[http]`: the agent's HTTP server. See docs/security.md ("HTTP API") for
@@ -325,6 +329,8 @@ pub struct Settings {
     pub concurrency: usize,
     /// DataFusion memory pool, bytes.
     pub memory_limit: usize,
+    /// Longest one batch's evaluation may take.
+    pub evaluation_timeout: Duration,
     /// Queue capacity.
     pub queue: usize,
     /// HTTP listen address.
@@ -500,6 +506,17 @@ impl Settings {
                 "1GiB",
             ),
         )?;
+        let evaluation_timeout = interval(
+            "evaluation.timeout",
+            pick(&None, &file.evaluation.timeout, "15m"),
+        )?;
+        if evaluation_timeout.is_zero() {
+            return Err(invalid(
+                &origin,
+                "evaluation.timeout",
+                "must be greater than zero".to_string(),
+            ));
+        }
         let results_log_max_size = bytes(
             "retention.results_log_max_size",
             pick(&None, &file.retention.results_log_max_size, "64MiB"),
@@ -571,6 +588,7 @@ impl Settings {
             quarantine: file.lake.quarantine.as_ref().map(relative),
             concurrency,
             memory_limit,
+            evaluation_timeout,
             queue,
             listen,
             http,
@@ -764,6 +782,7 @@ mod tests {
         assert_eq!(s.settle, Duration::from_secs(2));
         assert_eq!(s.rescan, Duration::from_secs(30));
         assert_eq!(s.memory_limit, 1 << 30);
+        assert_eq!(s.evaluation_timeout, Duration::from_secs(15 * 60));
         assert_eq!(s.include, vec!["**/*.parquet".to_string()]);
         assert_eq!(s.mode, WatchMode::Notify);
         assert_eq!(s.results_log_max_size, 64 << 20);
@@ -845,7 +864,7 @@ mod tests {
         std::fs::write(
             &path,
             "watch = [\"lake\"]\nrules = \"rules\"\n[lake]\nsettle = \"500ms\"\nmode = \"poll\"\n\
-             [evaluation]\nconcurrency = 3\nmemory_limit = \"256MiB\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+             [evaluation]\nconcurrency = 3\nmemory_limit = \"256MiB\"\ntimeout = \"90s\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
         )
         .unwrap();
         let s = Settings::resolve(Some(&path), &Overrides::default()).unwrap();
@@ -856,6 +875,7 @@ mod tests {
         assert_eq!(s.mode, WatchMode::Poll);
         assert_eq!(s.concurrency, 3);
         assert_eq!(s.memory_limit, 256 << 20);
+        assert_eq!(s.evaluation_timeout, Duration::from_secs(90));
         let flags = Overrides {
             settle: Some("1s".to_string()),
             concurrency: Some(1),

@@ -140,6 +140,17 @@ pub enum EngineError {
         /// One-line reason.
         reason: String,
     },
+    /// The evaluation ran longer than `evaluation.timeout` and was stopped
+    /// (its scan cancelled): recorded as the batch's error report. Neither
+    /// the data's nor the environment's fault as such — a rule too costly
+    /// for the batch, or a machine too busy.
+    #[error("{path}: evaluation exceeded {}", timeout_text(*limit))]
+    Timeout {
+        /// The input path.
+        path: String,
+        /// The timeout.
+        limit: std::time::Duration,
+    },
     /// A plan that should have worked did not.
     #[error("internal error evaluating {path}: {reason} (this is a bug; please report it)")]
     Internal {
@@ -148,6 +159,15 @@ pub enum EngineError {
         /// One-line reason.
         reason: String,
     },
+}
+
+/// A timeout as configured: `15m`; `250ms` or `1.5s` when not whole seconds.
+fn timeout_text(limit: std::time::Duration) -> String {
+    if limit.subsec_nanos() != 0 {
+        format!("{limit:?}")
+    } else {
+        crate::rules::format_duration(limit)
+    }
 }
 
 /// A `Result` whose error is an [`EngineError`].
@@ -168,15 +188,25 @@ pub struct EngineOptions {
     pub unique_budget: Option<usize>,
     /// Folder for spill files (default: the system's temporary folder).
     pub spill_dir: Option<std::path::PathBuf>,
+    /// Longest one batch's evaluation (planning and scan) may take before it
+    /// is cancelled with [`EngineError::Timeout`] (default
+    /// [`DEFAULT_EVALUATION_TIMEOUT`]).
+    pub evaluation_timeout: Option<std::time::Duration>,
 }
 
 /// Default memory pool size: plenty for aggregates over sketches, small
 /// enough for a sidecar.
 pub const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
 
+/// Default `evaluation.timeout`: generous, since a legitimate scan of a
+/// large batch on a busy machine can take minutes; it only bounds the
+/// pathological ones.
+pub const DEFAULT_EVALUATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// Evaluates rule files against batches.
 pub struct Engine {
     ctx: SessionContext,
+    timeout: std::time::Duration,
 }
 
 /// The planned form of one evaluation, before execution.
@@ -226,7 +256,12 @@ impl Engine {
             budget: options.unique_budget.unwrap_or(limit / 8),
             dir: options.spill_dir.clone(),
         }));
-        Ok(Self { ctx })
+        Ok(Self {
+            ctx,
+            timeout: options
+                .evaluation_timeout
+                .unwrap_or(DEFAULT_EVALUATION_TIMEOUT),
+        })
     }
 
     /// Evaluates `rules` against the Parquet batch at `path`. Never fails:
@@ -286,19 +321,44 @@ impl Engine {
             profile: None,
             timings,
         };
-        let planned = match self.plan(path, input.partitions, rules, request).await {
-            Ok(p) => p,
-            Err(e) => {
+        // One deadline for planning (footers are read there) and the scan;
+        // dropping the future on expiry cancels the scan's tasks.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let timed_out = || EngineError::Timeout {
+            path: path.display().to_string(),
+            limit: self.timeout,
+        };
+        let planned = match tokio::time::timeout_at(
+            deadline,
+            self.plan(path, input.partitions, rules, request),
+        )
+        .await
+        {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
                 timings.read = started.elapsed();
                 return failed(e, timings);
             }
+            Err(_) => {
+                timings.read = started.elapsed();
+                return failed(timed_out(), timings);
+            }
         };
         timings.read = started.elapsed();
-        let values = match self.execute(path, &planned).await {
-            Ok(v) => v,
-            Err(e) => {
+        // Planning used the whole budget: the scan is not started. (The
+        // timer alone may fire late while the runtime stays busy.)
+        if tokio::time::Instant::now() >= deadline {
+            return failed(timed_out(), timings);
+        }
+        let values = match tokio::time::timeout_at(deadline, self.execute(path, &planned)).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
                 timings.scan = started.elapsed() - timings.read;
                 return failed(e, timings);
+            }
+            Err(_) => {
+                timings.scan = started.elapsed() - timings.read;
+                return failed(timed_out(), timings);
             }
         };
         let profile = match self.collect_profiles(path, source, rules, &planned.compiled, &values) {

@@ -449,3 +449,57 @@ fn rolling_reference_in_check_uses_the_previous_inputs_of_the_run() {
     assert_eq!(drift(2)["dataset_drift"], true);
     assert_eq!(report["reports"][2]["passed"], false);
 }
+
+#[test]
+fn issue_15_a_small_file_of_huge_distinct_strings_makes_a_small_profile_and_drift_runs() {
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::{Compression, ZstdLevel};
+    use parquet::file::properties::WriterProperties;
+    let lake = Lake::new();
+    // 1,000 distinct 100 KB strings: 100 MB of text, a few KB of Parquet.
+    let values: Vec<String> = (0..1000)
+        .map(|i| format!("{i:04}{}", "x".repeat(100_000 - 4)))
+        .collect();
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true)])),
+        vec![Arc::new(StringArray::from(values)) as ArrayRef],
+    )
+    .unwrap();
+    let data = lake.path("huge.parquet");
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
+        .set_dictionary_enabled(false)
+        .build();
+    let mut writer = ArrowWriter::try_new(
+        std::fs::File::create(&data).unwrap(),
+        batch.schema(),
+        Some(props),
+    )
+    .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let file_bytes = std::fs::metadata(&data).unwrap().len();
+    assert!(file_bytes < 256 << 10, "the file is {file_bytes} bytes");
+    let rules = lake.rules(
+        "t.yaml",
+        "dataset: t\ndrift:\n  reference: t.profile\n  columns: [s]\n",
+    );
+    let reference = baseline(&lake, &data, &rules);
+    let profile_bytes = std::fs::metadata(&reference).unwrap().len();
+    eprintln!("a {file_bytes}-byte file made a {profile_bytes}-byte profile");
+    assert!(
+        profile_bytes < 1 << 20,
+        "the profile is {profile_bytes} bytes"
+    );
+    let (code, report, stderr) = check(&data, &rules, Some(&reference));
+    assert_eq!(code, 0, "{stderr}\n{report:#}");
+    let s = column(&report, "s");
+    assert_eq!(s["error"], Value::Null, "{s:#}");
+    assert_eq!(s["message"], Value::Null, "{s:#}");
+    assert_eq!(s["test"], "chisquare", "{s:#}");
+    // Same batch as the reference: a statistic of 0 and no drift.
+    assert_eq!(s["statistic"], 0.0, "{s:#}");
+    assert_eq!(s["drifted"], false, "{s:#}");
+    let report_bytes = serde_json::to_vec(&report).unwrap().len();
+    assert!(report_bytes < 1 << 20, "the report is {report_bytes} bytes");
+}

@@ -87,6 +87,33 @@ pub enum StreamError {
     /// The stream's schema cannot be used.
     #[error("{0}")]
     Schema(String),
+    /// The first events would fix a schema wider than `max_columns`: the
+    /// client's input, refused (400, or dead letters), and no schema is held.
+    #[error(
+        "the events would fix an inferred schema of {columns} columns, more than max_columns = {limit}; declare the schema in the rule file's `schema` check or raise `max_columns`"
+    )]
+    SchemaTooWide {
+        /// Columns the inferred schema has.
+        columns: usize,
+        /// `max_columns`.
+        limit: usize,
+    },
+    /// Decoded events would take far more write-ahead-log bytes than their
+    /// input (a wide schema and sparse events): refused before anything is
+    /// written (413 for a post, dead letters for file lines).
+    #[error(
+        "the events would take {bytes} bytes in the write-ahead log, more than the {limit} allowed for {input} bytes of input ({}× the input, at least {} bytes); send fewer events per post or declare a narrower schema",
+        log::WAL_BYTES_PER_INPUT_BYTE,
+        log::WAL_FLOOR_BYTES
+    )]
+    WalBudget {
+        /// Estimated frame bytes.
+        bytes: u64,
+        /// Input bytes (the body, or the chunk's lines).
+        input: u64,
+        /// The budget for that input.
+        limit: u64,
+    },
     /// The Kafka client failed to start.
     #[error("kafka: {0}")]
     Kafka(String),
