@@ -487,3 +487,104 @@ fn issue_15_a_lake_that_vanishes_and_returns_is_reported_degraded_and_nothing_is
     assert_eq!(lake.results().len(), 3);
     assert_eq!(agent.log_text().matches("degraded:").count(), 1);
 }
+
+#[test]
+fn issue_15_ingest_through_random_sigkills_evaluates_every_acknowledged_event_once() {
+    let (lake, config) = stream_lake(
+        &["orders"],
+        "[[sources]]\nkind = \"http\"\ndataset = \"orders\"\nwindow = { rows = 5000, seconds = 1 }\n",
+    );
+    // A fixed-seed generator: the kill points are arbitrary, the run repeatable.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let (mut acknowledged, mut unknown) = (0u64, 0u64);
+    let mut first_id = 1u64;
+    for _ in 0..4 {
+        let agent = start(&lake, &config, &[]);
+        let addr = agent.addr;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let poster = {
+            let stop = stop.clone();
+            let start_id = first_id;
+            std::thread::spawn(move || {
+                driftwatch::tls::ensure_crypto_provider();
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(std::time::Duration::from_secs(30))
+                    .build()
+                    .unwrap();
+                let (mut ok, mut lost, mut id) = (0u64, 0u64, start_id);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let body = crate::streams::ndjson(id, 700);
+                    id += 700;
+                    let sent = client
+                        .post(format!("http://{addr}/ingest/orders"))
+                        .header("content-type", "application/x-ndjson")
+                        .body(body)
+                        .send();
+                    match sent {
+                        Ok(r) if r.status().as_u16() == 200 => ok += 700,
+                        Ok(r) if r.status().as_u16() == 429 => {}
+                        // Killed mid-post: the events may or may not be in.
+                        _ => {
+                            lost += 700;
+                            break;
+                        }
+                    }
+                }
+                (ok, lost, id)
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(150 + next(600)));
+        agent.kill9();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (ok, lost, id) = poster.join().unwrap();
+        acknowledged += ok;
+        unknown += lost;
+        first_id = id;
+    }
+    assert!(acknowledged > 0);
+    // A last start finishes every window left.
+    let agent = start(&lake, &config, &[]);
+    let rows = || -> (u64, Vec<String>) {
+        let reports: Vec<Value> = lake
+            .results()
+            .iter()
+            .map(|r| r["reports"][0].clone())
+            .filter(|r| r["dataset"] == "orders")
+            .collect();
+        (
+            reports.iter().map(|r| r["rows"].as_u64().unwrap()).sum(),
+            reports
+                .iter()
+                .map(|r| r["source"].as_str().unwrap().to_string())
+                .collect(),
+        )
+    };
+    let (total, windows) = wait_for(
+        "every acknowledged event to be in a reported window",
+        || {
+            let s = crate::streams::stream_status(&agent, "http:orders");
+            let (total, windows) = rows();
+            (s["pending_events"] == 0 && total >= acknowledged).then_some((total, windows))
+        },
+    );
+    assert!(
+        total <= acknowledged + unknown,
+        "{total} rows reported for {acknowledged} acknowledged and {unknown} unanswered events"
+    );
+    eprintln!(
+        "4 SIGKILLs: {acknowledged} events acknowledged, {unknown} unanswered, {total} in {} windows",
+        windows.len()
+    );
+    let mut distinct = windows.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), windows.len(), "a window was reported twice");
+    assert_eq!(agent.terminate(), Some(0));
+    assert_eq!(rows().0, total);
+}

@@ -168,7 +168,7 @@ fn windows(lake: &Lake, dataset: &str) -> Vec<(String, u64, bool)> {
         .collect()
 }
 
-fn stream_status(agent: &Agent, name: &str) -> Value {
+pub(crate) fn stream_status(agent: &Agent, name: &str) -> Value {
     agent.status()["streams"]
         .as_array()
         .unwrap()
@@ -774,7 +774,7 @@ fn wal_bytes(lake: &Lake, stream_dir: &str) -> u64 {
 fn issue_15_a_wide_first_post_is_refused_and_fixes_no_schema() {
     let (lake, config) = inferring_lake(
         "wide",
-        "[[sources]]\nkind = \"http\"\ndataset = \"wide\"\nwindow = { rows = 100000, seconds = 3600 }\n",
+        "[[sources]]\nkind = \"http\"\ndataset = \"wide\"\ninfer_schema = true\nwindow = { rows = 100000, seconds = 3600 }\n",
     );
     let agent = start(&lake, &config, &[]);
     let wide = wide_event(10_000);
@@ -843,7 +843,7 @@ fn issue_15_event_files_bound_line_length_and_schema_width() {
 fn issue_15_sparse_events_under_a_wide_schema_are_refused_before_the_wal() {
     let (lake, config) = inferring_lake(
         "sparse",
-        "[[sources]]\nkind = \"http\"\ndataset = \"sparse\"\nwindow = { rows = 1000000, seconds = 3600 }\n",
+        "[[sources]]\nkind = \"http\"\ndataset = \"sparse\"\ninfer_schema = true\nwindow = { rows = 1000000, seconds = 3600 }\n",
     );
     let agent = start(&lake, &config, &[]);
     // 1,000 columns: within max_columns, so the schema is held.
