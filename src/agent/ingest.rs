@@ -299,6 +299,16 @@ fn take(
                     },
                 },
             };
+            // Refused before anything is decoded when the rows cannot fit
+            // the write-ahead-log budget whatever their values.
+            let rows = lines(body).count() as u64;
+            if let Err(e) = crate::sources::stream::log::wal_budget_before_decoding(
+                rows,
+                schema.arrow(),
+                body.len(),
+            ) {
+                return refuse(StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
+            }
             match decode_ndjson(lines(body), &schema, name, &|n| format!("line {n}")) {
                 Ok(d) => (d.batches, d.accepted, d.rejected),
                 Err(e) => return internal(e),

@@ -452,32 +452,9 @@ fn rolling_reference_in_check_uses_the_previous_inputs_of_the_run() {
 
 #[test]
 fn issue_15_a_small_file_of_huge_distinct_strings_makes_a_small_profile_and_drift_runs() {
-    use parquet::arrow::ArrowWriter;
-    use parquet::basic::{Compression, ZstdLevel};
-    use parquet::file::properties::WriterProperties;
     let lake = Lake::new();
-    // 1,000 distinct 100 KB strings: 100 MB of text, a few KB of Parquet.
-    let values: Vec<String> = (0..1000)
-        .map(|i| format!("{i:04}{}", "x".repeat(100_000 - 4)))
-        .collect();
-    let batch = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true)])),
-        vec![Arc::new(StringArray::from(values)) as ArrayRef],
-    )
-    .unwrap();
     let data = lake.path("huge.parquet");
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
-        .set_dictionary_enabled(false)
-        .build();
-    let mut writer = ArrowWriter::try_new(
-        std::fs::File::create(&data).unwrap(),
-        batch.schema(),
-        Some(props),
-    )
-    .unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
+    crate::common::write_huge_strings(&data);
     let file_bytes = std::fs::metadata(&data).unwrap().len();
     assert!(file_bytes < 256 << 10, "the file is {file_bytes} bytes");
     let rules = lake.rules(

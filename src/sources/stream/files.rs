@@ -294,6 +294,12 @@ impl FileSource {
                 return self.reject_chunk(rel, source_name, chunk, long, through, &reason);
             }
         };
+        let input: usize = chunk.iter().map(|(_, l)| l.len() + 1).sum();
+        if let Err(e) =
+            super::log::wal_budget_before_decoding(chunk.len() as u64, schema.arrow(), input)
+        {
+            return self.reject_chunk(rel, source_name, chunk, long, through, &e.to_string());
+        }
         let decoded = decode_ndjson(
             chunk.iter().map(|(n, l)| (*n, l.as_slice())),
             &schema,
@@ -301,7 +307,6 @@ impl FileSource {
             &|n| format!("{rel}:{n}"),
         )
         .map_err(StreamError::Schema)?;
-        let input: usize = chunk.iter().map(|(_, l)| l.len() + 1).sum();
         if let Err(e) = super::log::wal_budget(&decoded.batches, input) {
             return self.reject_chunk(rel, source_name, chunk, long, through, &e.to_string());
         }

@@ -84,6 +84,44 @@ pub fn wal_budget(batches: &[RecordBatch], input_bytes: usize) -> Result<()> {
     Ok(())
 }
 
+/// [`wal_budget`] before decoding: refuses `rows` events under `schema`
+/// whose rows cannot fit the budget whatever their values, from a lower
+/// bound of each row's Arrow size (a validity bit per column, plus a bit per
+/// boolean, 4 bytes of offset per string, the width of other values). This
+/// keeps a post of millions of `{}` lines under a wide schema from being
+/// decoded (allocated) at all only to be refused.
+pub fn wal_budget_before_decoding(
+    rows: u64,
+    schema: &arrow::datatypes::Schema,
+    input_bytes: usize,
+) -> Result<()> {
+    use arrow::datatypes::DataType;
+    let bits: u64 = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            1 + match f.data_type() {
+                DataType::Boolean => 1,
+                DataType::Utf8 => 32,
+                other => other.primitive_width().map_or(0, |w| w as u64 * 8),
+            }
+        })
+        .sum();
+    let bytes = rows.saturating_mul(bits) / 8;
+    let input = input_bytes as u64;
+    let limit = input
+        .saturating_mul(WAL_BYTES_PER_INPUT_BYTE)
+        .max(WAL_FLOOR_BYTES);
+    if bytes > limit {
+        return Err(StreamError::WalBudget {
+            bytes,
+            input,
+            limit,
+        });
+    }
+    Ok(())
+}
+
 /// Which lines of an event file the rows of an append come from.
 #[derive(Debug, Clone)]
 pub struct FileOrigin {
@@ -709,9 +747,19 @@ mod tests {
             "{e}"
         );
         assert!(
-            wal_budget(&[wide], 2_000_000).is_ok(),
+            wal_budget(std::slice::from_ref(&wide), 2_000_000).is_ok(),
             "64 × 2 MB is enough"
         );
+        // The bound before decoding is below the decoded size, and refuses
+        // what the decoded size would.
+        let lower = |rows| match wal_budget_before_decoding(rows, &wide.schema(), 0) {
+            Err(StreamError::WalBudget { bytes, .. }) => bytes,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(lower(100_000), 100_000 * 100 * 65 / 8);
+        assert!(lower(100_000) <= wide.get_array_memory_size() as u64);
+        assert!(wal_budget_before_decoding(100_000, &wide.schema(), 300_000).is_err());
+        assert!(wal_budget_before_decoding(100_000, &wide.schema(), 2_000_000).is_ok());
     }
 
     #[test]
