@@ -147,6 +147,12 @@ impl Agent {
         Self::spawn_with_env(lake, args, state, &[])
     }
 
+    /// Like `spawn`, in the working directory `cwd` (relative paths in `args`
+    /// are resolved there).
+    pub(crate) fn spawn_in(lake: &Lake, args: &[String], state: &Path, cwd: &Path) -> Agent {
+        Self::start_process(lake, args, state, &[], Some(cwd))
+    }
+
     /// Like `spawn`, with extra environment variables for the agent process.
     pub(crate) fn spawn_with_env(
         lake: &Lake,
@@ -154,9 +160,23 @@ impl Agent {
         state: &Path,
         env: &[(&str, &str)],
     ) -> Agent {
+        Self::start_process(lake, args, state, env, None)
+    }
+
+    fn start_process(
+        lake: &Lake,
+        args: &[String],
+        state: &Path,
+        env: &[(&str, &str)],
+        cwd: Option<&Path>,
+    ) -> Agent {
         let n = std::fs::read_dir(lake.dir.path()).unwrap().count();
         let log = lake.path(&format!("agent-{n}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_driftwatch"));
+        if let Some(dir) = cwd {
+            command.current_dir(dir);
+        }
+        let child = command
             .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::null())

@@ -588,3 +588,98 @@ fn issue_15_ingest_through_random_sigkills_evaluates_every_acknowledged_event_on
     assert_eq!(agent.terminate(), Some(0));
     assert_eq!(rows().0, total);
 }
+
+#[test]
+fn issue_15_a_relative_watch_path_sees_file_events() {
+    let lake = Lake::new(RULES);
+    // Listings once an hour: only the file's own event can bring it in time.
+    std::fs::write(lake.path("slow.toml"), "[lake]\nrescan = \"1h\"\n").unwrap();
+    let args: Vec<String> = [
+        "run",
+        "--config",
+        "slow.toml",
+        "--watch",
+        "lake",
+        "--rules",
+        "rules",
+        "--state",
+        "state",
+        "--listen",
+        "127.0.0.1:0",
+        "--settle",
+        "300ms",
+    ]
+    .map(String::from)
+    .to_vec();
+    let agent = Agent::spawn_in(&lake, &args, &lake.state(), lake.dir.path());
+    let landed = lake.land("d=1/f.parquet", &lake.bytes(300, 1, 0));
+    let r = wait_results(&lake, &agent, 1);
+    // Reported under the resolved folder, however `--watch` was spelled.
+    assert_eq!(
+        sources(&r),
+        [landed.canonicalize().unwrap().display().to_string()]
+    );
+}
+
+#[test]
+fn issue_15_symbolic_links_in_the_lake_are_not_followed() {
+    let lake = Lake::new(RULES);
+    let outside = lake.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("x.parquet"), lake.bytes(100, 7, 0)).unwrap();
+    std::os::unix::fs::symlink(outside.join("x.parquet"), lake.lake().join("link.parquet"))
+        .unwrap();
+    std::os::unix::fs::symlink(&outside, lake.lake().join("dirlink")).unwrap();
+    let agent = Agent::start(&lake, &[]);
+    let landed = lake.land("real.parquet", &lake.bytes(200, 8, 0));
+    wait_results(&lake, &agent, 1);
+    // A file landing behind the folder link raises no event here either.
+    std::fs::write(outside.join("y.parquet"), lake.bytes(100, 9, 0)).unwrap();
+    let later = lake.land("later.parquet", &lake.bytes(200, 10, 0));
+    wait_results(&lake, &agent, 2);
+    // Stopping finishes anything queued: still only the two real files.
+    assert_eq!(agent.terminate(), Some(0));
+    assert_eq!(
+        sources(&lake.results()),
+        [landed.display().to_string(), later.display().to_string()]
+    );
+}
+
+#[test]
+fn issue_15_an_ndjson_source_never_reads_the_dead_letters_of_a_state_folder_inside_it() {
+    let (lake, _) = stream_lake(&["files"], "");
+    // The state folder inside the folder the source reads.
+    let config = lake.path("inside.toml");
+    std::fs::write(
+        &config,
+        "rules = \"rules\"\nstate = \"lake/state\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+         [[sources]]\nkind = \"ndjson_files\"\ndataset = \"files\"\npath = \"lake\"\nsettle = \"200ms\"\n\
+         window = { rows = 1000, seconds = 1 }\n",
+    )
+    .unwrap();
+    let args: Vec<String> = vec![
+        "run".into(),
+        "--config".into(),
+        config.display().to_string(),
+    ];
+    let state = lake.lake().join("state");
+    let agent = Agent::spawn(&lake, &args, &state);
+    let mut body = crate::streams::ndjson(0, 10);
+    body.extend_from_slice(b"{\"id\": \"x\"}\n");
+    lake.land("a.ndjson", &body);
+    wait_for("the bad line's dead letter", || {
+        (crate::streams::stream_status(&agent, "ndjson_files:files")["rejected"] == 1).then_some(())
+    });
+    // A second file is read by a listing that also sees the dead-letter file.
+    lake.land("b.ndjson", &crate::streams::ndjson(10, 10));
+    wait_for("the second file's events", || {
+        (crate::streams::stream_status(&agent, "ndjson_files:files")["accepted"] == 20)
+            .then_some(())
+    });
+    let s = crate::streams::stream_status(&agent, "ndjson_files:files");
+    assert_eq!(s["rejected"], 1, "{s}");
+    let letters =
+        std::fs::read_to_string(state.join("streams/ndjson_files-files/dead-letters.ndjson"))
+            .unwrap();
+    assert_eq!(letters.lines().count(), 1, "{letters}");
+}
