@@ -561,7 +561,7 @@ fn issue_15_connections_over_the_cap_are_closed_at_once_and_idle_ones_time_out()
             tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         let mut answer = Vec::new();
         let _ = tcp.read_to_end(&mut answer);
-        if answer.is_empty() && idle.iter().all(|t| held(t)) {
+        if answer.is_empty() && idle.iter().all(&held) {
             break started.elapsed();
         }
         answered.push((
