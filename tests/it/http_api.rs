@@ -528,32 +528,67 @@ fn issue_15_connections_over_the_cap_are_closed_at_once_and_idle_ones_time_out()
     let agent = start(&lake, &config, &[]);
     let started = Instant::now();
     // Eight idle connections (nothing sent) fill the cap.
-    let mut idle: Vec<TcpStream> = (0..8)
-        .map(|_| {
-            let tcp = TcpStream::connect(agent.addr).unwrap();
-            tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-            tcp
-        })
-        .collect();
-    // Once the agent has taken them all, a new connection is closed at once,
-    // without an answer, well before the idle ones time out.
-    let refused_after = wait_for("a connection over the cap to be closed", || {
-        let mut tcp = TcpStream::connect(agent.addr).ok()?;
+    let connect = || {
+        let tcp = TcpStream::connect(agent.addr).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        tcp
+    };
+    // Whether the agent holds a connection open (not closed at once).
+    let held = |tcp: &TcpStream| {
+        tcp.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let open = matches!(
+            tcp.peek(&mut [0u8; 1]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+        );
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        open
+    };
+    let mut idle: Vec<TcpStream> = Vec::new();
+    // Once the agent holds all eight, a new connection is closed at once,
+    // without an answer, well before the idle ones time out. (The agent may
+    // still be closing the start-up probe's connection when the first ones
+    // arrive: one refused then is replaced. A probe the agent still answers
+    // is listed in the failure message.)
+    let mut answered = Vec::new();
+    let refused_after = loop {
+        idle.retain(|t| held(t));
+        while idle.len() < 8 {
+            idle.push(connect());
+        }
+        let mut tcp = connect();
         let _ =
             tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         let mut answer = Vec::new();
         let _ = tcp.read_to_end(&mut answer);
-        answer.is_empty().then(|| started.elapsed())
-    });
+        if answer.is_empty() && idle.iter().all(&held) {
+            break started.elapsed();
+        }
+        answered.push((
+            started.elapsed(),
+            String::from_utf8_lossy(&answer)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        ));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "no connection refused: {answered:?}\n{}",
+            agent.log_text()
+        );
+    };
     assert!(refused_after < Duration::from_secs(3), "{refused_after:?}");
+    // More refusals in the same episode add no log line.
+    let episodes = agent.log_text().matches("connection limit reached").count();
+    assert!(episodes >= 1);
     for _ in 0..3 {
-        let mut tcp = TcpStream::connect(agent.addr).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut tcp = connect();
         let mut answer = Vec::new();
         let _ = tcp.read_to_end(&mut answer);
         assert!(answer.is_empty());
     }
+    assert!(started.elapsed() < Duration::from_secs(3));
     // The idle ones are closed by the header timeout…
     for tcp in &mut idle {
         let mut answer = Vec::new();
@@ -574,11 +609,15 @@ fn issue_15_connections_over_the_cap_are_closed_at_once_and_idle_ones_time_out()
         "{:?}",
         asked.elapsed()
     );
+    eprintln!(
+        "figures: over the cap closed after {refused_after:?}; idle closed after {closed_after:?}; /healthz then in {:?}",
+        asked.elapsed()
+    );
     let log = agent.log_text();
     assert_eq!(
         log.matches("connection limit reached").count(),
-        1,
-        "one line per episode: {log}"
+        episodes,
+        "one line per episode, not per connection: {log}"
     );
     // A client sending half a header line is cut off after the timeout.
     let mut slow = TcpStream::connect(agent.addr).unwrap();
@@ -594,6 +633,7 @@ fn issue_15_connections_over_the_cap_are_closed_at_once_and_idle_ones_time_out()
         "{cut:?}"
     );
     assert!(!String::from_utf8_lossy(&answer).contains("200 OK"));
+    eprintln!("figures: half a header line cut after {cut:?}");
 }
 
 #[test]
@@ -654,6 +694,10 @@ fn issue_15_clients_stalling_mid_body_hold_bytes_of_the_budget_not_decode_slots(
     assert!(
         took < Duration::from_secs(10),
         "{took:?} (body_timeout is 60 s)"
+    );
+    eprintln!(
+        "figures: a post next to {} stalled clients answered in {took:?}",
+        cores.max(2) + 1
     );
     drop(stalled);
     // Four stalled 16 KiB bodies fill the 64 KiB budget: the next post is
