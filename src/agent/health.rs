@@ -160,10 +160,11 @@ impl Health {
     }
 
     fn settle(s: &mut State) -> Transition {
-        if s.waiting.is_empty() && !s.log_behind {
-            if let Some(e) = s.episode.take() {
-                return Transition::Recovered(e.since.elapsed(), e.failed_tries);
-            }
+        if s.waiting.is_empty()
+            && !s.log_behind
+            && let Some(e) = s.episode.take()
+        {
+            return Transition::Recovered(e.since.elapsed(), e.failed_tries);
         }
         Transition::Same
     }

@@ -540,12 +540,12 @@ pub async fn run(
                 log.clone(),
                 &crate::sources::stream::stream_dir(&settings.state, &stream.config),
                 canonical(path),
-                vec![canonical(&settings.state)],
                 include,
                 *settle,
                 *max_line,
                 shared.rules.clone(),
-            )?;
+            )?
+            .skipping(vec![canonical(&settings.state)]);
             stream_tasks.push(tokio::spawn(Arc::new(files).run(stop_rx.clone())));
         }
     }

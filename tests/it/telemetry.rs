@@ -605,8 +605,17 @@ fn prometheus_scrapes_the_agent_and_answers_queries_for_the_drift_metric() {
     lake.land("b2.parquet", &lake.bytes(3000, 62, 45));
     wait_results(&lake, &agent, 2);
     // /metrics itself: every instrument, by the documented Prometheus names.
-    let (code, body) = agent.get("/metrics");
-    assert_eq!(code, 200);
+    // The results-log line is written before the batch's metrics are
+    // recorded: wait for the second batch to be counted.
+    let body = crate::agent::wait_for("the second batch's metrics", || {
+        let (code, body) = agent.get("/metrics");
+        let counted: f64 = body
+            .lines()
+            .filter(|l| l.starts_with("driftwatch_batches_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        (code == 200 && counted >= 2.0).then_some(body)
+    });
     for instrument in names::INSTRUMENTS {
         if instrument.name == names::FILES_ERRORED.name
             || instrument.name == names::BATCH_RETRIES.name

@@ -72,14 +72,13 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    /// A file source over `root` feeding `log`; progress lives in `dir`;
-    /// nothing under `skip` is read. `root` and `skip` should be canonical
-    /// (resolved) paths, as listings compare them by prefix.
+    /// A file source over `root` feeding `log`; progress lives in `dir`.
+    /// `root` should be a canonical (resolved) path, as listings compare
+    /// paths by prefix (see [`FileSource::skipping`]).
     pub fn new(
         log: Arc<WindowedLog>,
         dir: &Path,
         root: PathBuf,
-        skip: Vec<PathBuf>,
         include: &[String],
         settle: Duration,
         max_line: usize,
@@ -107,13 +106,19 @@ impl FileSource {
             log,
             root,
             include,
-            skip,
+            skip: Vec::new(),
             settle,
             max_line,
             rules,
             progress_path,
             progress: Mutex::new(progress),
         })
+    }
+
+    /// Never reads anything under these (canonical) folders.
+    pub fn skipping(mut self, folders: Vec<PathBuf>) -> Self {
+        self.skip = folders;
+        self
     }
 
     /// Lists and reads files until `stop`.
