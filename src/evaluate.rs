@@ -98,6 +98,8 @@ pub async fn evaluate(
         profile,
         mut timings,
         environment,
+        timed_out,
+        out_of_memory,
     } = evaluation;
     report.drift = Some(section);
     timings.drift = started.elapsed();
@@ -106,6 +108,8 @@ pub async fn evaluate(
         profile,
         timings,
         environment,
+        timed_out,
+        out_of_memory,
     }
 }
 

@@ -24,6 +24,10 @@ use crate::report::BatchVersion;
 /// `/healthz` fails.
 pub const UNHEALTHY_AFTER: Duration = Duration::from_secs(300);
 
+/// Tries of a batch that keeps exhausting the memory pool before that is
+/// recorded as its verdict.
+pub const MEMORY_TRIES: u32 = 5;
+
 /// The first retry's wait; each further one doubles, up to [`RETRY_MAX`].
 pub const RETRY_FIRST: Duration = Duration::from_secs(1);
 /// The longest wait between two tries of a batch.
@@ -105,6 +109,15 @@ impl Health {
         (tries, Self::note(&mut s, reason))
     }
 
+    /// The failed tries of a batch waiting to be tried again (0 if none).
+    pub fn tries(&self, key: &(String, BatchVersion)) -> u32 {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|s| s.waiting.get(key).copied())
+            .unwrap_or(0)
+    }
+
     /// A write to the results log failed (the store holds the record).
     pub fn log_fault(&self, reason: &str) -> Transition {
         let Ok(mut s) = self.state.lock() else {
@@ -147,6 +160,15 @@ impl Health {
         if log_caught_up {
             s.log_behind = false;
         }
+        Self::settle(&mut s)
+    }
+
+    /// The results log caught up with the store (without a new batch).
+    pub fn log_caught_up(&self) -> Transition {
+        let Ok(mut s) = self.state.lock() else {
+            return Transition::Same;
+        };
+        s.log_behind = false;
         Self::settle(&mut s)
     }
 

@@ -585,6 +585,7 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let housekeeping = tokio::spawn(housekeeping(shared.clone(), stop_rx.clone()));
+    let log_repair = tokio::spawn(repair_results_log(shared.clone(), stop_rx.clone()));
     let deliveries = tokio::spawn(webhooks::run(shared.clone(), stop_rx.clone()));
     let releaser = tokio::spawn(release_when_idle(shared.clone(), stop_rx.clone()));
     let mut flusher_stop = stop_rx.clone();
@@ -645,6 +646,7 @@ pub async fn run(
     }
     let _ = reload_task.await;
     let _ = housekeeping.await;
+    let _ = log_repair.await;
     let _ = deliveries.await;
     let _ = releaser.await;
     for server in servers {
@@ -694,6 +696,44 @@ async fn release_when_idle(shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
             if let Ok(bytes) = tokio::task::spawn_blocking(idle::release).await {
                 tracing::debug!(paged_out = bytes, "idle: memory returned to the system");
             }
+        }
+    }
+}
+
+/// Catches the results log up with the store once a second while a write
+/// to it has failed, so it becomes whole again (and the agent healthy) even
+/// when no new batch arrives to trigger the catch-up.
+async fn repair_results_log(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        let behind = shared
+            .results_log
+            .lock()
+            .map(|l| l.is_behind())
+            .unwrap_or(false);
+        if !behind {
+            continue;
+        }
+        let shared2 = shared.clone();
+        let repaired = tokio::task::spawn_blocking(move || {
+            let mut log = shared2
+                .results_log
+                .lock()
+                .map_err(|_| "results log lock poisoned".to_string())?;
+            let store = shared2.store.clone();
+            log.catch_up(|after| store.reports_after(after))
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        if let Ok(Ok(n)) = repaired {
+            tracing::info!(
+                caught_up = n,
+                "results log caught up from the store after a failed write"
+            );
+            worker::settled(&shared, shared.health.log_caught_up());
         }
     }
 }

@@ -62,10 +62,14 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
     };
     let reference = match rule_file.drift.as_ref() {
         None => None,
-        Some(config) => Some((
-            config.clone(),
-            resolve_reference(shared, &rule_file, config).await,
-        )),
+        Some(config) => match resolve_reference(shared, &rule_file, config).await {
+            Ok(reference) => Some((config.clone(), reference)),
+            // The store could not be read: not a verdict on the batch.
+            Err(fault) => {
+                retry_later(shared, batch, "reference", fault);
+                return;
+            }
+        },
     };
 
     let started = SystemTime::now();
@@ -110,12 +114,25 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
                 profile: None,
                 timings: Default::default(),
                 environment: None,
+                timed_out: false,
+                out_of_memory: false,
             }
         }
     };
+    let mut evaluation = evaluation;
     if let Some(reason) = evaluation.environment.clone() {
-        retry_later(shared, batch, "evaluate", reason);
-        return;
+        // A batch that keeps running out of memory is too big for the
+        // configured pool, not unlucky: after a few tries that is its verdict
+        // (else it would keep the agent degraded, and restarting, for ever).
+        let tries = shared.health.tries(&key);
+        if !(evaluation.out_of_memory && tries + 1 >= super::health::MEMORY_TRIES) {
+            retry_later(shared, batch, "evaluate", reason);
+            return;
+        }
+        evaluation.report.error = Some(format!(
+            "{reason} (tried {} times: the batch needs more memory than `evaluation.memory_limit` gives it)",
+            tries + 1
+        ));
     }
     match record(shared, &batch, &rule_file, evaluation, rolling, started).await {
         Err(reason) => retry_later(shared, batch, "record", reason),
@@ -147,10 +164,11 @@ fn retry_later(shared: &Arc<Shared>, batch: Batch, stage: &'static str, reason: 
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        // A lake file or folder gone meanwhile needs no more tries (a stream
+        // A lake file gone or rewritten meanwhile needs no more tries under
+        // this version: discovery sends a new version of its own (a stream
         // window's file is the source's to keep).
-        if batch.ack.is_none() && !batch.path.exists() {
-            tracing::info!(dataset = %batch.dataset, source = %display_path(&batch.path), "gone while waiting to be tried again; forgotten");
+        if batch.ack.is_none() && !still_the_same(&batch) {
+            tracing::info!(dataset = %batch.dataset, source = %display_path(&batch.path), "gone or changed while waiting to be tried again; this version is forgotten");
             settled(&shared, shared.health.dropped(&key));
             shared.forget(&key);
             return;
@@ -167,8 +185,23 @@ fn retry_later(shared: &Arc<Shared>, batch: Batch, stage: &'static str, reason: 
     });
 }
 
+/// Whether a lake batch is still the version that was queued: a file with
+/// the same size and modification time, or a folder that still exists (its
+/// parts are compared by discovery).
+fn still_the_same(batch: &Batch) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(&batch.path) else {
+        return false;
+    };
+    if batch.version.kind != "file" {
+        return meta.is_dir();
+    }
+    meta.is_file()
+        && meta.len() == batch.version.size
+        && crate::sources::lake::scan::modified_ns(&meta) == batch.version.modified_ns
+}
+
 /// Logs the end of a degraded episode.
-fn settled(shared: &Shared, transition: super::health::Transition) {
+pub(crate) fn settled(shared: &Shared, transition: super::health::Transition) {
     if let super::health::Transition::Recovered(after, tries) = transition {
         shared.telemetry.set_degraded(false);
         tracing::info!(
@@ -185,12 +218,14 @@ pub(crate) fn display_path(path: &std::path::Path) -> String {
     crate::report::escape_control(&path.display().to_string())
 }
 
+/// The drift reference of a batch; `Err` when the store holding a rolling
+/// reference could not be read (an environment fault: the batch waits).
 async fn resolve_reference(
     shared: &Arc<Shared>,
     rule_file: &RuleFile,
     config: &DriftConfig,
-) -> Reference {
-    match &config.reference {
+) -> Result<Reference, String> {
+    Ok(match &config.reference {
         None => Reference::Failed {
             name: String::new(),
             error: format!(
@@ -216,17 +251,23 @@ async fn resolve_reference(
                 Ok(Ok(profiles)) => {
                     RollingWindow::from_profiles(profiles).reference(&rule_file.dataset, n)
                 }
-                Ok(Err(e)) => Reference::Failed {
+                // A damaged stored profile stays damaged: a verdict.
+                Ok(Err(e @ crate::state::StateError::Decode { .. })) => Reference::Failed {
                     name: format!("rolling (previous {n} batches)"),
                     error: e.to_string(),
                 },
+                Ok(Err(e)) => {
+                    return Err(format!(
+                        "cannot read the rolling reference (previous {n} batches): {e}"
+                    ));
+                }
                 Err(e) => Reference::Failed {
                     name: format!("rolling (previous {n} batches)"),
                     error: e.to_string(),
                 },
             }
         }
-    }
+    })
 }
 
 /// Records an evaluation (store, then results log) and announces it. An
@@ -243,6 +284,9 @@ async fn record(
 ) -> Result<(), String> {
     let sinks_started = std::time::Instant::now();
     let timings = evaluation.timings;
+    // Too costly (a timeout) or too big (memory) is a verdict on the
+    // rules' cost or the pool's size, not on the file: it is not quarantined.
+    let keep_in_place = evaluation.timed_out || evaluation.out_of_memory;
     let report = evaluation.report;
     let outcome = if report.error.is_some() {
         Outcome::Error
@@ -365,7 +409,7 @@ async fn record(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     log_outcome(seq, &report, rule_file, latency_ms);
     announce_webhooks(shared, &report.dataset, seq, &policies);
-    if outcome == Outcome::Error {
+    if outcome == Outcome::Error && !keep_in_place {
         quarantine(shared, batch);
     }
     shared.telemetry.record_batch(

@@ -49,6 +49,12 @@ pub struct Evaluation {
     /// (see [`EngineError::Environment`]): `report` then only says so and
     /// must not be recorded as the batch's verdict.
     pub environment: Option<String>,
+    /// The evaluation ran out of `evaluation.timeout`: an error report, but
+    /// not a sign that the file is bad (the agent does not quarantine it).
+    pub timed_out: bool,
+    /// The environment fault was the memory pool or a spill budget running
+    /// out (tried a few times only, then recorded).
+    pub out_of_memory: bool,
 }
 
 /// Whether a DataFusion failure came from the environment rather than from
@@ -59,12 +65,11 @@ pub struct Evaluation {
 /// Why: data errors are verdicts (recorded, the file quarantined), but a
 /// transient fault recorded as a verdict would never be evaluated again.
 pub fn is_environment_fault(e: &DataFusionError) -> bool {
+    if is_memory_fault(e) {
+        return true;
+    }
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = next {
-        if let Some(DataFusionError::ResourcesExhausted(_)) = err.downcast_ref::<DataFusionError>()
-        {
-            return true;
-        }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             return !matches!(
                 io.kind(),
@@ -78,13 +83,33 @@ pub fn is_environment_fault(e: &DataFusionError) -> bool {
     false
 }
 
+/// Whether a failure is the memory pool or a spill budget running out: an
+/// environment fault that may also be the batch's own size, so the agent
+/// tries such a batch a few times only
+/// ([`crate::agent::health::MEMORY_TRIES`]) before it becomes a verdict.
+pub fn is_memory_fault(e: &DataFusionError) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(DataFusionError::ResourcesExhausted(_)) = err.downcast_ref::<DataFusionError>()
+        {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
 /// The engine error for a failure reading `path`: [`EngineError::Environment`]
 /// or [`EngineError::Input`].
 fn read_error(path: &Path, e: &DataFusionError) -> EngineError {
     let reason = compile::one_line(&e.strip_backtrace());
     let path = path.display().to_string();
     if is_environment_fault(e) {
-        EngineError::Environment { path, reason }
+        EngineError::Environment {
+            path,
+            reason,
+            memory: is_memory_fault(e),
+        }
     } else {
         EngineError::Input { path, reason }
     }
@@ -139,6 +164,8 @@ pub enum EngineError {
         path: String,
         /// One-line reason.
         reason: String,
+        /// The memory pool or a spill budget ran out (see [`is_memory_fault`]).
+        memory: bool,
     },
     /// The evaluation ran longer than `evaluation.timeout` and was stopped
     /// (its scan cancelled): recorded as the batch's error report. Neither
@@ -311,6 +338,8 @@ impl Engine {
         let mut timings = Timings::default();
         let failed = |e: EngineError, timings: Timings| Evaluation {
             environment: matches!(e, EngineError::Environment { .. }).then(|| e.to_string()),
+            timed_out: matches!(e, EngineError::Timeout { .. }),
+            out_of_memory: matches!(e, EngineError::Environment { memory: true, .. }),
             report: BatchReport::failed(
                 source.to_string(),
                 rules.dataset.clone(),
@@ -375,6 +404,8 @@ impl Engine {
             profile,
             timings,
             environment: None,
+            timed_out: false,
+            out_of_memory: false,
         }
     }
 

@@ -108,6 +108,28 @@ impl ResultsLog {
         if !self.behind {
             return self.append_seq(seq, line);
         }
+        let missing = self.catch_up(stored_after)?;
+        if self.last < seq {
+            self.append_seq(seq, line)?;
+        }
+        tracing::info!(
+            caught_up = missing,
+            last = self.last,
+            "results log caught up from the store after a failed write"
+        );
+        Ok(())
+    }
+
+    /// When a write failed: cuts a torn tail and appends what the store
+    /// holds after the last line (`stored_after`), so the log is whole
+    /// again even if no new report comes. Returns the lines added.
+    pub fn catch_up<E: std::fmt::Display>(
+        &mut self,
+        stored_after: impl FnOnce(u64) -> Result<Vec<(u64, String)>, E>,
+    ) -> Result<usize, ResultsLogError> {
+        if !self.behind {
+            return Ok(0);
+        }
         let path = self.dir.join(RESULTS_LOG);
         // Cut a torn tail the failed write may have left (when cutting it
         // back at the time failed too), then add what the store has.
@@ -121,16 +143,8 @@ impl ResultsLog {
         for (n, text) in &missing {
             self.append_seq(*n, text)?;
         }
-        if self.last < seq {
-            self.append_seq(seq, line)?;
-        }
         self.behind = false;
-        tracing::info!(
-            caught_up = missing.len(),
-            last = self.last,
-            "results log caught up from the store after a failed write"
-        );
-        Ok(())
+        Ok(missing.len())
     }
 
     fn append_seq(&mut self, seq: u64, line: &str) -> Result<(), ResultsLogError> {

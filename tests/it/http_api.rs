@@ -524,7 +524,7 @@ fn issue_15_every_answer_carries_security_headers_and_pages_still_render() {
 
 #[test]
 fn issue_15_connections_over_the_cap_are_closed_at_once_and_idle_ones_time_out() {
-    let (lake, config) = lake_with("max_connections = 8\nheader_timeout = \"4s\"", "");
+    let (lake, config) = lake_with("max_connections = 8\nheader_timeout = \"10s\"", "");
     let agent = start(&lake, &config, &[]);
     let started = Instant::now();
     // Eight idle connections (nothing sent) fill the cap.
@@ -573,12 +573,12 @@ fn issue_15_connections_over_the_cap_are_closed_at_once_and_idle_ones_time_out()
                 .to_string(),
         ));
         assert!(
-            started.elapsed() < Duration::from_secs(3),
+            started.elapsed() < Duration::from_secs(8),
             "no connection refused: {answered:?}\n{}",
             agent.log_text()
         );
     };
-    assert!(refused_after < Duration::from_secs(3), "{refused_after:?}");
+    assert!(refused_after < Duration::from_secs(8), "{refused_after:?}");
     // More refusals in the same episode add no log line.
     let episodes = agent.log_text().matches("connection limit reached").count();
     assert!(episodes >= 1);
@@ -588,7 +588,7 @@ fn issue_15_connections_over_the_cap_are_closed_at_once_and_idle_ones_time_out()
         let _ = tcp.read_to_end(&mut answer);
         assert!(answer.is_empty());
     }
-    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(started.elapsed() < Duration::from_secs(8));
     // The idle ones are closed by the header timeout…
     for tcp in &mut idle {
         let mut answer = Vec::new();
@@ -597,7 +597,7 @@ fn issue_15_connections_over_the_cap_are_closed_at_once_and_idle_ones_time_out()
     }
     let closed_after = started.elapsed();
     assert!(
-        closed_after >= Duration::from_millis(3900) && closed_after < Duration::from_secs(15),
+        closed_after >= Duration::from_millis(9900) && closed_after < Duration::from_secs(30),
         "{closed_after:?}"
     );
     // …and the agent answers at once on a new connection.
@@ -629,7 +629,7 @@ fn issue_15_connections_over_the_cap_are_closed_at_once_and_idle_ones_time_out()
     let _ = slow.read_to_end(&mut answer);
     let cut = begun.elapsed();
     assert!(
-        cut >= Duration::from_millis(3900) && cut < Duration::from_secs(15),
+        cut >= Duration::from_millis(9900) && cut < Duration::from_secs(30),
         "{cut:?}"
     );
     assert!(!String::from_utf8_lossy(&answer).contains("200 OK"));

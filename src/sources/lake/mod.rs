@@ -277,6 +277,11 @@ impl LakeSource {
         let Ok(relative) = path.strip_prefix(root) else {
             return;
         };
+        // A link created while the agent runs raises an event like any file:
+        // it is not followed (out of the lake, or into a loop) here either.
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return;
+        }
         let keys = if path.file_name().is_some_and(|n| n == scan::SUCCESS_MARKER) {
             // The marker completes a folder batch: look at its parts.
             keys_under(options, rules, path.parent().unwrap_or(root))

@@ -93,7 +93,9 @@ pub struct Observed {
     pub marker: bool,
 }
 
-fn modified_ns(meta: &std::fs::Metadata) -> i64 {
+/// A file's modification time in nanoseconds since the epoch (part of its
+/// batch version).
+pub fn modified_ns(meta: &std::fs::Metadata) -> i64 {
     meta.modified()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -106,7 +108,10 @@ pub fn observe(root: &Path, key: &BatchKey, filter: &Filter) -> Option<Observed>
     let path = root.join(&key.relative);
     match key.unit {
         BatchUnit::File => {
-            let meta = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
+            // Not `metadata`: a symbolic link is not followed.
+            let meta = std::fs::symlink_metadata(&path)
+                .ok()
+                .filter(|m| m.is_file())?;
             Some(Observed {
                 version: BatchVersion {
                     kind: "file".to_string(),
@@ -163,10 +168,18 @@ pub fn walk(root: &Path, dir: &Path, filter: &Filter, found: &mut dyn FnMut(&Pat
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
-            // A sub-folder may vanish while it is listed; a watched folder
-            // itself may not (a mount that went away).
-            if e.kind() != std::io::ErrorKind::NotFound || dir == root {
+            // A watched folder that cannot be read is an episode (a mount
+            // that went away, descriptors exhausted). Below it, a folder may
+            // vanish while listed, and one that is not ours to read (say
+            // `lost+found`) stays so: neither makes the agent degraded.
+            let transient = !matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            );
+            if dir == root || transient {
                 note_listing_error(dir, &e);
+            } else if e.kind() == std::io::ErrorKind::PermissionDenied {
+                tracing::debug!(folder = %crate::report::escape_control(&dir.display().to_string()), "cannot read folder: skipped");
             }
             return;
         }

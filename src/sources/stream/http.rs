@@ -102,6 +102,7 @@ pub fn decode_ndjson<'a>(
     for (n, line) in lines {
         match builder.push_json(line) {
             Ok(()) => {
+                out.rejected.saw(line.len());
                 out.accepted += 1;
                 out.row_lines.push(n);
                 if builder.len() >= ROWS_PER_BATCH {
@@ -200,10 +201,18 @@ pub fn check_ipc_framing(body: &[u8]) -> Result<(), String> {
                     message.bodyLength()
                 )
             })?;
-        let rows = message
+        let batch = message
             .header_as_record_batch()
-            .or_else(|| message.header_as_dictionary_batch().and_then(|d| d.data()))
-            .map(|b| b.length());
+            .or_else(|| message.header_as_dictionary_batch().and_then(|d| d.data()));
+        // Compressed buffers announce their uncompressed size, which the
+        // reader allocates before decompressing: a few bytes could claim
+        // terabytes. Streams of events have no need for it.
+        if batch.is_some_and(|b| b.compression().is_some()) {
+            return Err(format!(
+                "not accepted: message {index} has compressed buffers (send the Arrow IPC stream uncompressed)"
+            ));
+        }
+        let rows = batch.map(|b| b.length());
         if let Some(rows) = rows {
             let bound = (body_len as i64).saturating_mul(8);
             if !(0..=bound).contains(&rows) {
@@ -328,6 +337,33 @@ mod tests {
             decode_ipc(&negative, None)
                 .unwrap_err()
                 .contains("claims a -8-byte body")
+        );
+    }
+
+    #[test]
+    fn issue_15_compressed_ipc_buffers_are_refused_before_their_claimed_size_is_allocated() {
+        use std::sync::Arc;
+        let batch = RecordBatch::try_from_iter([(
+            "x",
+            Arc::new(arrow::array::Int64Array::from_iter_values(1..=100)) as arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let mut out = Vec::new();
+        let options = arrow_ipc::writer::IpcWriteOptions::default()
+            .try_with_compression(Some(arrow_ipc::CompressionType::LZ4_FRAME))
+            .unwrap();
+        let mut w = arrow_ipc::writer::StreamWriter::try_new_with_options(
+            &mut out,
+            &batch.schema(),
+            options,
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        drop(w);
+        assert_eq!(
+            decode_ipc(&out, None).unwrap_err(),
+            "not accepted: message 1 has compressed buffers (send the Arrow IPC stream uncompressed)"
         );
     }
 

@@ -58,6 +58,10 @@ pub const DEAD_LETTER_MAX_BYTES: u64 = 64 << 20;
 /// size, nor into that much memory.
 pub const DEAD_LETTER_BUDGET: usize = 1 << 20;
 
+/// Dead-letter bytes an input may write per byte of it (plus 4 KiB), within
+/// [`DEAD_LETTER_BUDGET`].
+pub const DEAD_LETTER_AMPLIFICATION: usize = 4;
+
 /// Bytes of an event's text kept in its dead letter (the rest is cut off
 /// and the letter says how long the event was).
 pub const DEAD_LETTER_EVENT_MAX: usize = 16 << 10;
@@ -261,6 +265,8 @@ impl DeadLetter {
 pub struct Rejects {
     source: String,
     budget: usize,
+    /// Bytes of input seen (accepted and rejected events).
+    input: usize,
     text: Vec<u8>,
     count: u64,
     omitted: u64,
@@ -277,6 +283,7 @@ impl Rejects {
         Self {
             source: source.to_string(),
             budget,
+            input: 0,
             text: Vec::new(),
             count: 0,
             omitted: 0,
@@ -285,13 +292,28 @@ impl Rejects {
         }
     }
 
+    /// Counts an accepted event's bytes as input (the budget grows with it).
+    pub fn saw(&mut self, bytes: usize) {
+        self.input += bytes + 1;
+    }
+
+    /// Letter bytes this input may write so far: [`DEAD_LETTER_AMPLIFICATION`]
+    /// times its bytes plus 4 KiB, at most the budget given — so small
+    /// posts of junk cannot fill the dead-letter files many times faster
+    /// than they arrive.
+    fn allowed(&self) -> usize {
+        self.budget
+            .min(DEAD_LETTER_AMPLIFICATION.saturating_mul(self.input) + 4096)
+    }
+
     /// Rejects one event.
     pub fn push(&mut self, location: String, reason: String, raw: &[u8]) {
         self.count += 1;
+        self.input += raw.len() + 1;
         if self.first.len() < Self::FIRST {
             self.first.push((location.clone(), reason.clone()));
         }
-        if self.text.len() >= self.budget {
+        if self.text.len() >= self.allowed() {
             self.omitted += 1;
             match &mut self.omitted_span {
                 Some((_, last)) => *last = location,
@@ -331,8 +353,9 @@ impl Rejects {
                 &self.source,
                 location,
                 format!(
-                    "{} more rejected events of this input are not stored here: each input may write {} bytes of dead letters (the first {} rejections are above; the answer or the log counts them all)",
+                    "{} more rejected events of this input are not stored here: an input may write {} bytes of dead letters (4 per byte of input plus 4 KiB, at most {}; the first {} rejections are above; the answer or the log counts them all)",
                     self.omitted,
+                    self.allowed(),
                     self.budget,
                     self.count - self.omitted
                 ),
@@ -404,7 +427,7 @@ impl DeadLetters {
         if guard.is_none() {
             *guard = Some(open(&self.path).map_err(io)?);
         }
-        let size = match guard.as_ref() {
+        let mut size = match guard.as_ref() {
             Some(f) => f.metadata().map_err(io)?.len(),
             None => 0,
         };
@@ -419,6 +442,7 @@ impl DeadLetters {
             }
             std::fs::rename(&self.path, &rotated).map_err(io)?;
             *guard = Some(open(&self.path).map_err(io)?);
+            size = 0;
         }
         if let Some(f) = guard.as_mut() {
             let written = f.write_all(text).and_then(|()| f.sync_data());
@@ -566,9 +590,24 @@ mod tests {
         assert_eq!(
             last.reason,
             format!(
-                "{} more rejected events of this input are not stored here: each input may write 1000 bytes of dead letters (the first {kept} rejections are above; the answer or the log counts them all)",
+                "{} more rejected events of this input are not stored here: an input may write 1000 bytes of dead letters (4 per byte of input plus 4 KiB, at most 1000; the first {kept} rejections are above; the answer or the log counts them all)",
                 10_000 - kept
             )
+        );
+        // A small input writes at most 4 bytes of letters per byte (+ 4 KiB).
+        let mut small = Rejects::new("http:t", DEAD_LETTER_BUDGET);
+        for n in 1..=7_000u64 {
+            small.push(
+                format!("line {n}"),
+                "not JSON: expected value at line 1 column 1".to_string(),
+                b"x",
+            );
+        }
+        let text = small.text();
+        assert!(
+            text.len() <= 4 * 14_000 + 4096 + 1024,
+            "{} bytes for a 14,000-byte input",
+            text.len()
         );
         // A long event is cut, and says how long it was.
         let long = DeadLetter::new(
