@@ -42,6 +42,16 @@ fn peak_rss_mib(pid: u32) -> u64 {
     kib / 1024
 }
 
+/// The agent's "recovered:" log line (how long the episode lasted).
+fn recovery_line(agent: &Agent) -> String {
+    agent
+        .log_text()
+        .lines()
+        .find(|l| l.contains("recovered:"))
+        .map(|l| l.chars().filter(|c| !c.is_control()).collect())
+        .unwrap_or_default()
+}
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -154,6 +164,10 @@ fn issue_15_a_post_of_junk_lines_writes_bounded_dead_letters_and_memory_stays_fl
         "{last}"
     );
     let after = peak_rss_mib(agent.pid());
+    eprintln!(
+        "figures: 8 MiB junk post → {size} bytes of dead letters ({} letters); peak RSS {before} → {after} MiB",
+        letters.len()
+    );
     // Before the budget this post took the agent from 49 MB to 2.1 GB.
     assert!(
         after < 400,
@@ -202,6 +216,7 @@ fn issue_15_a_file_met_while_descriptors_are_exhausted_is_retried_not_quarantine
     wait_for("the recovery to be logged", || {
         agent.log_text().contains("recovered:").then_some(())
     });
+    eprintln!("figures: {}", recovery_line(&agent));
     assert_eq!(agent.status()["agent"]["degraded"], Value::Null);
     assert_eq!(agent.get("/readyz").0, 200);
     let metrics = agent.get("/metrics").1;
@@ -303,6 +318,7 @@ fn issue_15_a_full_disk_under_the_state_folder_delays_records_and_never_tears_or
     wait_for("the recovery to be logged", || {
         agent.log_text().contains("recovered:").then_some(())
     });
+    eprintln!("figures: {}", recovery_line(&agent));
     assert_eq!(agent.status()["agent"]["degraded"], Value::Null);
     assert_eq!(agent.terminate(), Some(0));
     // A restart appends nothing again (every line of the log parses: a torn
