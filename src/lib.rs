@@ -49,7 +49,9 @@
 //!   ingest) behind the Host check, API token and security headers
 //!   (`agent::access`) and an accept loop with connection budgets
 //!   (`agent::serve`), the webhook delivery loop, reload, idle memory
-//!   release, shutdown.
+//!   release, shutdown, and its own health (`agent::health`: environment
+//!   faults are retried with backoff, never recorded as verdicts, and make
+//!   the agent *degraded* until they clear).
 //! - [`demo`]: a deterministic generator of flights-shaped Parquet batches
 //!   and the live demo, used by `driftwatch demo`, benchmarks and tests.
 //! - `cli` (binary only): argument parsing, exit codes; the only place that
