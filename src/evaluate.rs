@@ -97,6 +97,9 @@ pub async fn evaluate(
         mut report,
         profile,
         mut timings,
+        environment,
+        timed_out,
+        out_of_memory,
     } = evaluation;
     report.drift = Some(section);
     timings.drift = started.elapsed();
@@ -104,6 +107,9 @@ pub async fn evaluate(
         report: report.with_passed_from_checks(),
         profile,
         timings,
+        environment,
+        timed_out,
+        out_of_memory,
     }
 }
 

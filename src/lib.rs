@@ -46,7 +46,12 @@
 //! - [`config`]: `driftwatch.toml`, its JSON Schema, flags over file.
 //! - [`agent`]: `driftwatch run` — queue, workers, the evaluation runtime,
 //!   HTTP endpoints (status, metrics, live HTML pages, webhook outbox, event
-//!   ingest), the webhook delivery loop, reload, idle memory release, shutdown.
+//!   ingest) behind the Host check, API token and security headers
+//!   (`agent::access`) and an accept loop with connection budgets
+//!   (`agent::serve`), the webhook delivery loop, reload, idle memory
+//!   release, shutdown, and its own health (`agent::health`: environment
+//!   faults are retried with backoff, never recorded as verdicts, and make
+//!   the agent *degraded* until they clear).
 //! - [`demo`]: a deterministic generator of flights-shaped Parquet batches
 //!   and the live demo, used by `driftwatch demo`, benchmarks and tests.
 //! - `cli` (binary only): argument parsing, exit codes; the only place that

@@ -18,6 +18,13 @@ pub struct AgentInfo {
     pub pid: u32,
     /// HTTP address.
     pub listen: String,
+    /// The metrics-and-probes address (`http.metrics_listen`), when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
+    /// The environment variable holding the API token (its name, never
+    /// the token), so the CLI on the same host can send it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token_env: Option<String>,
     /// Instance id (host-pid-start).
     pub instance: String,
     /// Start time (RFC 3339).
@@ -35,22 +42,27 @@ pub fn read_agent_info(state: &Path) -> Option<AgentInfo> {
 /// GETs `path` from the agent at `addr`; returns the status code and body.
 /// Gives up after `timeout`.
 pub async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String), String> {
-    send(hyper::Method::GET, addr, path, timeout).await
+    send(hyper::Method::GET, addr, path, None, timeout).await
 }
 
-/// POSTs (no body) to `path` on the agent at `addr`; returns the status code and body.
+/// POSTs (no body) to `path` on the agent at `addr` with
+/// `X-Driftwatch-Request: 1` (the agent refuses actions without it or the
+/// token) and `Authorization: Bearer token` when a token is given; returns
+/// the status code and body.
 pub async fn post(
     addr: SocketAddr,
     path: &str,
+    token: Option<&str>,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
-    send(hyper::Method::POST, addr, path, timeout).await
+    send(hyper::Method::POST, addr, path, token, timeout).await
 }
 
 async fn send(
     method: hyper::Method,
     addr: SocketAddr,
     path: &str,
+    token: Option<&str>,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
     let request = async {
@@ -61,10 +73,15 @@ async fn send(
             .await
             .map_err(|e| format!("{addr}: {e}"))?;
         tokio::spawn(connection);
-        let request = hyper::Request::builder()
+        let mut request = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, addr.to_string())
+            .header(super::access::REQUEST_HEADER, "1");
+        if let Some(token) = token {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
         let response = sender

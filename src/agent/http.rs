@@ -4,6 +4,8 @@
 //! webhook outbox: `GET /webhooks` and `POST /webhooks/{event_id}/retry`.
 //! `driftwatch status` and `driftwatch webhooks` build the same documents
 //! from the store when no agent runs (the store is locked while one does).
+//! Every route sits behind the `Host` check and gets the security headers
+//! ([`super::access`]); `metrics_router` is the subset for `metrics_listen`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -90,6 +92,10 @@ pub struct AgentStatus {
     pub queue_capacity: usize,
     /// Files in the latest listing that no rule file matches.
     pub unmatched_files: u64,
+    /// Set while environment faults keep batches from being evaluated or
+    /// recorded (they wait and are tried again); null when healthy.
+    #[serde(default)]
+    pub degraded: Option<super::health::Degraded>,
 }
 
 /// One dataset in `/status`.
@@ -230,10 +236,27 @@ pub fn status_from_store(store: &Store) -> Result<StatusDocument, StateError> {
 
 /// The webhooks document of a stopped agent, from its store.
 pub fn webhooks_from_store(store: &Store) -> Result<WebhooksDocument, StateError> {
+    let mut deliveries: Vec<serde_json::Value> =
+        store.deliveries()?.iter().map(|d| d.summary()).collect();
+    redact_deliveries(&mut deliveries);
     Ok(WebhooksDocument {
         webhooks: Vec::new(),
-        deliveries: store.deliveries()?.iter().map(|d| d.summary()).collect(),
+        deliveries,
     })
+}
+
+/// Deliveries hold the URL they go to, and errors quote it (with its
+/// token): both redacted.
+fn redact_deliveries(deliveries: &mut [serde_json::Value]) {
+    for d in deliveries {
+        for key in ["url", "last_error"] {
+            if let Some(value) = d.get_mut(key)
+                && let Some(text) = value.as_str()
+            {
+                *value = super::access::redact_urls_in(text).into();
+            }
+        }
+    }
 }
 
 /// `?refresh=0` turns the page's self-reload off (used by `driftwatch report`).
@@ -302,7 +325,8 @@ async fn webhooks(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
                 .iter()
                 .map(|w| WebhookInfo {
                     name: w.name.clone(),
-                    url: w.url.clone(),
+                    // Tokens ride in userinfo and query strings.
+                    url: super::access::redact_url(&w.url),
                     preset: w.preset.name().to_string(),
                     dry_run: w.dry_run,
                     datasets: w.datasets.clone(),
@@ -313,6 +337,7 @@ async fn webhooks(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     match tokio::task::spawn_blocking(move || webhooks_from_store(&store)).await {
         Ok(Ok(mut doc)) => {
             doc.webhooks = configured;
+            redact_deliveries(&mut doc.deliveries);
             (StatusCode::OK, Json(doc)).into_response()
         }
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
@@ -323,7 +348,26 @@ async fn webhooks(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 async fn retry_webhook(
     State(shared): State<Arc<Shared>>,
     Path(event_id): Path<String>,
-) -> impl IntoResponse {
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    // Re-sending a retraining event is an action: with an API token it takes
+    // the token; without one, the header a cross-site form cannot send.
+    match &shared.http.api_token_env {
+        Some(var) if !super::access::carries_token(&headers, var) => {
+            return super::access::unauthorized(
+                "missing or wrong API token (`Authorization: Bearer …`, see `http.api_token_env`)",
+            );
+        }
+        Some(_) => {}
+        None if !headers.contains_key(super::access::REQUEST_HEADER) => {
+            return (
+                StatusCode::FORBIDDEN,
+                "send the header `X-Driftwatch-Request: 1` (as `driftwatch webhooks retry` does): it proves the request does not come from a web page\n",
+            )
+                .into_response();
+        }
+        None => {}
+    }
     let store = shared.store.clone();
     let now = chrono::Utc::now().timestamp_millis();
     let id = event_id.clone();
@@ -351,21 +395,49 @@ async fn retry_webhook(
     }
 }
 
+/// Every endpoint, for `listen`.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let allowed = Arc::new(shared.http.allowed_hosts.clone());
+    guarded(
+        probes()
+            .route("/status", get(status))
+            .route("/", get(index))
+            // Browsers ask for it on every page; no icon is not an error.
+            .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+            .route("/report/{dataset}", get(report_page))
+            .route("/webhooks", get(webhooks))
+            .route("/webhooks/{event_id}/retry", post(retry_webhook))
+            // The handler reads the body itself, under its own `max_body`.
+            .route("/ingest/{dataset}", post(super::ingest::ingest))
+            .with_state(shared),
+        allowed,
+    )
+}
+
+/// `/metrics`, `/healthz` and `/readyz` only, for `metrics_listen`:
+/// anything else is 404 there.
+pub(crate) fn metrics_router(shared: Arc<Shared>) -> Router {
+    let allowed = Arc::new(shared.http.allowed_hosts.clone());
+    guarded(probes().with_state(shared), allowed)
+}
+
+fn probes() -> Router<Arc<Shared>> {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .route("/", get(index))
-        // Browsers ask for it on every page; no icon is not an error.
-        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
-        .route("/report/{dataset}", get(report_page))
-        .route("/webhooks", get(webhooks))
-        .route("/webhooks/{event_id}/retry", post(retry_webhook))
-        // The handler reads the body itself, under its own `max_body`.
-        .route("/ingest/{dataset}", post(super::ingest::ingest))
-        .with_state(shared)
+}
+
+/// The Host check on every route (404s included), security headers on every answer.
+fn guarded(router: Router, allowed: Arc<Vec<String>>) -> Router {
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            allowed,
+            super::access::check_host,
+        ))
+        .layer(axum::middleware::map_response(
+            super::access::security_headers,
+        ))
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
@@ -378,15 +450,40 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     )
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    if shared.lake.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (
+/// 200 while the agent makes progress; 503 once environment faults have
+/// kept it from recording anything for [`super::health::UNHEALTHY_AFTER`].
+async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    if shared.health.stuck() {
+        let reason = shared
+            .health
+            .degraded()
+            .map(|d| d.reason)
+            .unwrap_or_default();
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
-            "starting: the start-up listing is not done\n",
-        )
+            format!("stuck: nothing recorded for a while because of the environment: {reason}\n"),
+        );
     }
+    (StatusCode::OK, "ok\n".to_string())
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    if !shared.lake.ready.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: the start-up listing is not done\n".to_string(),
+        );
+    }
+    if let Some(d) = shared.degraded() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "degraded since {}: {} batch(es) wait to be tried again: {}\n",
+                d.since, d.retrying, d.reason
+            ),
+        );
+    }
+    (StatusCode::OK, "ready\n".to_string())
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
@@ -431,6 +528,7 @@ fn build_status(shared: &Shared) -> Result<StatusDocument, StateError> {
             running: shared.running.load(Ordering::Relaxed),
             queue_capacity: shared.queue_capacity,
             unmatched_files: shared.lake.unmatched.load(Ordering::Relaxed),
+            degraded: shared.degraded(),
         }),
         datasets,
         webhooks: shared.store.delivery_counts()?,

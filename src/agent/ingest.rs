@@ -4,13 +4,21 @@
 //! `rejected` counts (the first rejections with line and reason; all of
 //! them are in the dead-letter file) once the accepted events are synced to
 //! the write-ahead log; 400 when nothing in the body fits; 401 without the
-//! configured bearer token; 404 for a dataset with no `http` source; 413 for
-//! a body over `max_body`; 415 for another content type; 429 with
-//! `Retry-After` when too many events wait for evaluation (nothing of the
-//! body was taken: send it again); 408 when a body takes longer than
-//! `body_timeout` to arrive. Headers are checked before the body is
-//! read, and at most one body per core is read and decoded at a time (on a
-//! blocking thread).
+//! configured bearer token (the source's `bearer_token_env` or the API
+//! token `http.api_token_env`); 404 for a dataset with no `http` source;
+//! 409 when no rule file declares the stream's schema and the source does
+//! not opt in to inference (`infer_schema = true`); 413 for a body over
+//! `max_body`; 415 for another content type; 429 with `Retry-After` when
+//! too many events wait for evaluation (nothing of the body was taken: send
+//! it again); 503 with `Retry-After` when the bodies being read and decoded
+//! already fill `http.body_budget`; 408 when a body takes longer than
+//! `body_timeout` to arrive.
+//!
+//! Headers are checked before the body is read. The body is read first,
+//! under the byte budget shared by all posts, and only then does it wait
+//! for one of the decode slots (one per core, decoding on a blocking
+//! thread): a client stalling mid-body holds bytes of the budget, never a
+//! slot, so slow clients cannot stop other posts.
 
 use std::sync::Arc;
 
@@ -23,10 +31,13 @@ use serde::{Deserialize, Serialize};
 use super::{Shared, StreamHandle};
 use crate::sources::stream::http::{BodyFormat, decode_ipc, decode_ndjson, format_of, lines};
 use crate::sources::stream::log::AppendError;
-use crate::sources::stream::{DeadLetter, EventSchema, SourceSettings, WindowedLog, rule_schema};
+use crate::sources::stream::{
+    DEAD_LETTER_BUDGET, DeadLetter, EventSchema, Rejects, SourceSettings, StreamError, WindowedLog,
+    rule_schema,
+};
 
 /// Rejections listed in a response (the dead-letter file has them all).
-pub const ERRORS_IN_RESPONSE: usize = 10;
+pub const ERRORS_IN_RESPONSE: usize = Rejects::FIRST;
 
 /// The answer to a post.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -62,9 +73,12 @@ fn refuse(status: StatusCode, message: String) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// Compares in time independent of where the strings differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Budget permits are KiB (a semaphore takes at most `u32::MAX` permits at once).
+const BUDGET_UNIT: u64 = 1024;
+
+/// Permits of the body budget for `bytes`.
+pub(crate) fn budget_permits(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(BUDGET_UNIT)).unwrap_or(u32::MAX)
 }
 
 /// The handler.
@@ -91,19 +105,20 @@ pub async fn ingest(
         max_body,
         body_timeout,
         bearer_token_env,
+        infer_schema,
         ..
     } = &stream.config.settings
     else {
         return refuse(StatusCode::NOT_FOUND, "not an http source".to_string());
     };
-    if let Some(var) = bearer_token_env {
-        let expected = std::env::var(var).unwrap_or_default();
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if expected.is_empty() || !same_secret(given.as_bytes(), expected.as_bytes()) {
+    // The source's own token or the API token, whichever are configured.
+    let tokens: Vec<&String> = bearer_token_env
+        .iter()
+        .chain(shared.http.api_token_env.iter())
+        .collect();
+    if !tokens.is_empty() {
+        use super::access::carries_token;
+        if !tokens.iter().any(|var| carries_token(&headers, var)) {
             let mut r = refuse(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token".to_string(),
@@ -153,15 +168,34 @@ pub async fn ingest(
             );
         }
     };
-    // Bodies are read only once a slot is free, so memory holds at most one
-    // body (≤ max_body) per slot whatever the number of clients.
-    let Ok(_slot) = shared.ingest_slots.acquire().await else {
+    // Whoever can post must not choose the schema the rules are checked
+    // against, unless the operator said so.
+    if from_rule.is_none() && !infer_schema {
         return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the agent is stopping".to_string(),
+            StatusCode::CONFLICT,
+            format!(
+                "stream `{}` has no declared schema: add a `schema` check to the rule file of dataset `{dataset}`, or set `infer_schema = true` on its [[sources]] entry to let the first post fix it",
+                stream.config.name
+            ),
         );
+    }
+    // The bytes this body may take, held until its answer: a declared
+    // length, or `max_body` for a chunked body of unknown length.
+    let reserve = declared.unwrap_or(*max_body as u64).min(*max_body as u64);
+    let Ok(_budget) = shared.body_budget.try_acquire_many(budget_permits(reserve)) else {
+        let mut r = refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the bodies being read and decoded fill the agent's body budget ({} bytes, `http.body_budget`); nothing of this body was taken, send it again",
+                shared.http.body_budget
+            ),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
     };
-    // A client that stalls mid-body must not hold a slot for ever.
+    // A client that stalls mid-body holds its bytes of the budget until
+    // `body_timeout`, and no decode slot.
     let read = tokio::time::timeout(*body_timeout, axum::body::to_bytes(body, *max_body)).await;
     let Ok(read) = read else {
         return refuse(
@@ -187,6 +221,13 @@ pub async fn ingest(
             );
         }
     };
+    // Decoding holds the body and its rows: at most one per slot.
+    let Ok(_slot) = shared.ingest_slots.acquire().await else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is stopping".to_string(),
+        );
+    };
     let done =
         tokio::task::spawn_blocking(move || take(&stream, &log, format, &body, from_rule)).await;
     match done {
@@ -196,6 +237,19 @@ pub async fn ingest(
             format!("ingest task failed: {e}"),
         ),
     }
+}
+
+/// A post whose dead letters cannot be stored is refused whole (nothing of
+/// it was taken): 507 when the dead-letter files are full, 500 otherwise.
+fn dead_letter_failure(e: StreamError) -> Response {
+    let status = match e {
+        StreamError::DeadLettersFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    refuse(
+        status,
+        format!("{e}; nothing of this body was taken, send it again"),
+    )
 }
 
 /// Decodes, appends and dead-letters one body (blocking).
@@ -219,6 +273,10 @@ fn take(
                 None => match EventSchema::infer(lines(body).map(|(_, l)| l)) {
                     Some(s) => match log.adopt_schema(s) {
                         Ok(s) => s,
+                        // The client's events, not the agent, are at fault.
+                        Err(e @ crate::sources::stream::StreamError::SchemaTooWide { .. }) => {
+                            return refuse(StatusCode::BAD_REQUEST, e.to_string());
+                        }
                         Err(e) => return internal(e.to_string()),
                     },
                     None if lines(body).next().is_none() => {
@@ -241,6 +299,16 @@ fn take(
                     },
                 },
             };
+            // Refused before anything is decoded when the rows cannot fit
+            // the write-ahead-log budget whatever their values.
+            let rows = lines(body).count() as u64;
+            if let Err(e) = crate::sources::stream::log::wal_budget_before_decoding(
+                rows,
+                schema.arrow(),
+                body.len(),
+            ) {
+                return refuse(StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
+            }
             match decode_ndjson(lines(body), &schema, name, &|n| format!("line {n}")) {
                 Ok(d) => (d.batches, d.accepted, d.rejected),
                 Err(e) => return internal(e),
@@ -254,7 +322,7 @@ fn take(
                     return internal(e.to_string());
                 }
                 let n = batches.iter().map(|b| b.num_rows() as u64).sum();
-                (batches, n, Vec::new())
+                (batches, n, Rejects::new(name, DEAD_LETTER_BUDGET))
             }
             Err(reason) => {
                 let letter = DeadLetter::new(
@@ -264,7 +332,7 @@ fn take(
                     format!("<Arrow IPC stream, {} bytes>", body.len()).as_bytes(),
                 );
                 if let Err(e) = log.dead.write(&[letter]) {
-                    return internal(e.to_string());
+                    return dead_letter_failure(e);
                 }
                 log.stats
                     .rejected
@@ -273,16 +341,19 @@ fn take(
             }
         },
     };
+    if let Err(e) = crate::sources::stream::log::wal_budget(&batches, body.len()) {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
+    }
     // Dead letters are durable before the answer, written under the log's
     // lock once the post is known not to be throttled.
     let appended = log.append(
         &batches,
         None,
         || {
-            log.dead.write(&rejected)?;
+            log.dead.write_text(&rejected.text())?;
             log.stats
                 .rejected
-                .fetch_add(rejected.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                .fetch_add(rejected.count(), std::sync::atomic::Ordering::Relaxed);
             Ok(())
         },
         || Ok(()),
@@ -300,6 +371,9 @@ fn take(
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return r;
         }
+        Err(AppendError::Failed(e @ StreamError::DeadLettersFull { .. })) => {
+            return dead_letter_failure(e);
+        }
         Err(AppendError::Failed(e)) => {
             return internal(format!(
                 "{e}; events of this body may have been taken already (a retry may repeat them)"
@@ -313,19 +387,19 @@ fn take(
     };
     let response = IngestResponse {
         accepted,
-        rejected: rejected.len() as u64,
+        rejected: rejected.count(),
         errors: rejected
+            .first()
             .iter()
-            .take(ERRORS_IN_RESPONSE)
-            .map(|l| IngestRejection {
-                location: l.location.clone(),
-                reason: l.reason.clone(),
+            .map(|(location, reason)| IngestRejection {
+                location: location.clone(),
+                reason: reason.clone(),
             })
             .collect(),
         error: (status == StatusCode::BAD_REQUEST).then(|| {
             format!(
                 "no event in the body fits the stream's schema; all {} are in {}",
-                rejected.len(),
+                rejected.count(),
                 log.dead.path().display()
             )
         }),

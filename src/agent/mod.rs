@@ -24,12 +24,15 @@
 //! batches are simply found again at the next start, since only the store
 //! says what is done.
 
+pub mod access;
 mod client;
+pub mod health;
 mod http;
 pub mod idle;
 pub mod ingest;
 pub mod pages;
 mod reload;
+mod serve;
 mod webhooks;
 mod worker;
 
@@ -57,6 +60,7 @@ use crate::report::BatchVersion;
 use crate::rules::{RuleError, RuleFile};
 use crate::sinks::results_log::{ResultsLog, ResultsLogError};
 use crate::sinks::telemetry::{Telemetry, TelemetryError};
+use crate::sources::Batch;
 use crate::sources::lake::scan::Filter;
 use crate::sources::lake::{InFlight, LakeOptions, LakeSource, LakeStats};
 use crate::state::{StateError, Store};
@@ -112,6 +116,12 @@ pub type Result<T, E = AgentError> = std::result::Result<T, E>;
 
 /// What the agent's tasks share.
 pub struct Shared {
+    /// Whether environment faults keep batches from being evaluated or recorded.
+    pub(crate) health: health::Health,
+    /// Puts a batch back in the queue (a retry after an environment fault).
+    pub(crate) requeue: mpsc::Sender<Batch>,
+    /// Becomes true when the agent stops.
+    pub(crate) stop: watch::Receiver<bool>,
     pub(crate) store: Arc<Store>,
     pub(crate) results_log: Mutex<ResultsLog>,
     pub(crate) engine: Arc<Engine>,
@@ -128,6 +138,7 @@ pub struct Shared {
     pub(crate) started_at: DateTime<Utc>,
     pub(crate) instance: String,
     pub(crate) listen: SocketAddr,
+    pub(crate) metrics_listen: Option<SocketAddr>,
     pub(crate) settings: Mutex<Settings>,
     pub(crate) telemetry: Arc<Telemetry>,
     /// Wakes the webhook delivery loop (a new event, a re-queued dead letter).
@@ -140,6 +151,11 @@ pub struct Shared {
     /// Ingest bodies decoded at once (each holds its body and its rows in
     /// memory; more posts wait for a slot).
     pub(crate) ingest_slots: tokio::sync::Semaphore,
+    /// Bytes of ingest bodies being read or decoded, in KiB permits
+    /// (`http.body_budget`; a post that does not fit gets 503).
+    pub(crate) body_budget: tokio::sync::Semaphore,
+    /// `[http]` as the agent started with it (only a restart changes it).
+    pub(crate) http: crate::config::HttpSettings,
 }
 
 /// A running stream source, as the HTTP handlers see it.
@@ -165,6 +181,22 @@ impl Shared {
         }
     }
 
+    /// Why the agent cannot make progress, if it cannot: batches waiting
+    /// after environment faults, or a lake that cannot be fully listed.
+    pub(crate) fn degraded(&self) -> Option<health::Degraded> {
+        if let Some(d) = self.health.degraded() {
+            return Some(d);
+        }
+        let listing = self.lake.listing_error.lock().ok()?.clone()?;
+        Some(health::Degraded {
+            since: listing.0,
+            reason: listing.1,
+            retrying: 0,
+            failed_tries: 0,
+            results_log_behind: false,
+        })
+    }
+
     fn dataset_lock(&self, dataset: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.dataset_locks
             .lock()
@@ -180,6 +212,8 @@ pub struct AgentHandle {
     pub events: broadcast::Sender<Arc<Evaluation>>,
     /// The address the HTTP server listens on.
     pub listen: SocketAddr,
+    /// The metrics-and-probes listener's address (`http.metrics_listen`).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Builds the lake options from settings.
@@ -203,12 +237,20 @@ fn lake_options(settings: &Settings) -> Result<LakeOptions> {
         })
     };
     Ok(LakeOptions {
-        roots: settings.watch.clone(),
+        // One spelling per folder: events carry absolute, resolved paths, and
+        // a batch's version path must not change with how `--watch` was typed.
+        roots: settings.watch.iter().map(|r| canonical(r)).collect(),
         filter: Filter {
             include: globs(&settings.include)?,
             exclude: globs(&settings.exclude)?,
         },
-        skip: settings.quarantine.iter().cloned().collect(),
+        // The agent's own folders are never data, wherever they are.
+        skip: settings
+            .quarantine
+            .iter()
+            .chain(std::iter::once(&settings.state))
+            .map(|p| canonical(p))
+            .collect(),
         settle: settings.settle,
         rescan: if settings.mode == crate::config::WatchMode::Poll {
             settings.poll_interval
@@ -217,6 +259,19 @@ fn lake_options(settings: &Settings) -> Result<LakeOptions> {
         },
         poll: settings.mode == crate::config::WatchMode::Poll,
     })
+}
+
+/// `path` absolute with symbolic links resolved — as far as it exists (a
+/// quarantine folder not made yet keeps its last components as given).
+pub(crate) fn canonical(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(parent), Some(name)) => canonical(parent).join(name),
+        _ => absolute,
+    }
 }
 
 /// Runs the agent until `shutdown` completes. `listener` serves the HTTP
@@ -266,8 +321,21 @@ pub async fn run(
             "results log caught up from the store"
         );
     }
-    for (_, line) in &missing {
-        log.append(line)?;
+    // A full disk must not keep the agent from starting: what does not fit
+    // now is caught up from the store before the next line.
+    let health = health::Health::default();
+    for (seq, line) in &missing {
+        if let Err(e) =
+            log.append_report(
+                *seq,
+                line,
+                |_| Ok::<_, std::convert::Infallible>(Vec::new()),
+            )
+        {
+            tracing::error!(error = %e, "cannot catch the results log up from the store; will try again before the next report");
+            health.log_fault(&e.to_string());
+            break;
+        }
     }
 
     let cores = std::thread::available_parallelism()
@@ -284,6 +352,7 @@ pub async fn run(
         })?;
     let engine = Arc::new(Engine::new(&EngineOptions {
         memory_limit: Some(settings.memory_limit),
+        evaluation_timeout: Some(settings.evaluation_timeout),
         ..EngineOptions::default()
     })?);
 
@@ -291,6 +360,30 @@ pub async fn run(
         what: "cannot read the listen address".to_string(),
         source,
     })?;
+    let metrics_listener = match settings.http.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| AgentError::Io {
+                    what: format!("cannot listen on {addr} (`http.metrics_listen`)"),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let metrics_listen = match &metrics_listener {
+        Some(l) => Some(l.local_addr().map_err(|source| AgentError::Io {
+            what: "cannot read the metrics listen address".to_string(),
+            source,
+        })?),
+        None => None,
+    };
+    if !listen.ip().is_loopback() && settings.http.api_token_env.is_none() {
+        tracing::warn!(
+            listen = %listen,
+            "listening beyond loopback WITHOUT an API token: anyone who reaches {listen} can post events and re-send webhook events; set `http.api_token_env`, or keep `listen` on 127.0.0.1 and expose only `http.metrics_listen` (see docs/security.md)"
+        );
+    }
     let (rules_tx, rules_rx) = watch::channel(Arc::new(rules));
     let (options_tx, options_rx) = watch::channel(Arc::new(lake_options(&settings)?));
     // Listeners (the demo) read evaluations as they come; a slow one skips
@@ -364,7 +457,12 @@ pub async fn run(
             })
             .collect(),
     );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (queue_tx, queue_rx) = mpsc::channel(settings.queue.max(1));
     let shared = Arc::new(Shared {
+        health,
+        requeue: queue_tx.clone(),
+        stop: stop_rx.clone(),
         store: store.clone(),
         results_log: Mutex::new(log),
         engine,
@@ -388,11 +486,13 @@ pub async fn run(
         dataset_locks: Mutex::new(HashMap::new()),
         streams,
         ingest_slots: tokio::sync::Semaphore::new(cores.max(2)),
+        body_budget: tokio::sync::Semaphore::new(ingest::budget_permits(
+            settings.http.body_budget as u64,
+        ) as usize),
+        http: settings.http.clone(),
+        metrics_listen,
     });
     write_agent_info(&settings.state, &shared)?;
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (queue_tx, queue_rx) = mpsc::channel(settings.queue.max(1));
 
     // Discovery.
     let lake = LakeSource {
@@ -432,17 +532,20 @@ pub async fn run(
             path,
             include,
             settle,
+            max_line,
             ..
         } = &stream.config.settings
         {
             let files = crate::sources::stream::files::FileSource::new(
                 log.clone(),
                 &crate::sources::stream::stream_dir(&settings.state, &stream.config),
-                path.clone(),
+                canonical(path),
                 include,
                 *settle,
+                *max_line,
                 shared.rules.clone(),
-            )?;
+            )?
+            .skipping(vec![canonical(&settings.state)]);
             stream_tasks.push(tokio::spawn(Arc::new(files).run(stop_rx.clone())));
         }
     }
@@ -482,6 +585,7 @@ pub async fn run(
         stop_rx.clone(),
     ));
     let housekeeping = tokio::spawn(housekeeping(shared.clone(), stop_rx.clone()));
+    let log_repair = tokio::spawn(repair_results_log(shared.clone(), stop_rx.clone()));
     let deliveries = tokio::spawn(webhooks::run(shared.clone(), stop_rx.clone()));
     let releaser = tokio::spawn(release_when_idle(shared.clone(), stop_rx.clone()));
     let mut flusher_stop = stop_rx.clone();
@@ -490,18 +594,26 @@ pub async fn run(
     }));
 
     // HTTP.
-    let router = http::router(shared.clone());
-    let mut http_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let limits = serve::ConnectionLimits {
+        max_connections: settings.http.max_connections,
+        header_timeout: settings.http.header_timeout,
+    };
+    let mut servers = vec![tokio::spawn(serve::serve(
+        listener,
+        http::router(shared.clone()),
+        limits,
+        stop_rx.clone(),
+        "listen",
+    ))];
+    if let Some(l) = metrics_listener {
+        servers.push(tokio::spawn(serve::serve(
+            l,
+            http::metrics_router(shared.clone()),
+            limits,
+            stop_rx.clone(),
+            "metrics_listen",
+        )));
+    }
 
     let (roots, rules_path) = {
         let s = &settings;
@@ -509,13 +621,18 @@ pub async fn run(
     };
     tracing::info!(
         listen = %listen,
+        metrics_listen = ?metrics_listen,
         watch = ?roots,
         rules = %rules_path.display(),
         state = %settings.state.display(),
         concurrency = settings.concurrency,
         "driftwatch agent started"
     );
-    on_start(AgentHandle { events, listen });
+    on_start(AgentHandle {
+        events,
+        listen,
+        metrics_listen,
+    });
 
     shutdown.await;
     tracing::info!("shutting down: no new batches; finishing evaluations in progress");
@@ -529,9 +646,12 @@ pub async fn run(
     }
     let _ = reload_task.await;
     let _ = housekeeping.await;
+    let _ = log_repair.await;
     let _ = deliveries.await;
     let _ = releaser.await;
-    let _ = server.await;
+    for server in servers {
+        let _ = server.await;
+    }
     let _ = flusher.await;
     // Last signals out before exit, but never wait long for a collector.
     let last_export = tokio::task::spawn_blocking(move || telemetry.shutdown());
@@ -580,6 +700,44 @@ async fn release_when_idle(shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
     }
 }
 
+/// Catches the results log up with the store once a second while a write
+/// to it has failed, so it becomes whole again (and the agent healthy) even
+/// when no new batch arrives to trigger the catch-up.
+async fn repair_results_log(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        let behind = shared
+            .results_log
+            .lock()
+            .map(|l| l.is_behind())
+            .unwrap_or(false);
+        if !behind {
+            continue;
+        }
+        let shared2 = shared.clone();
+        let repaired = tokio::task::spawn_blocking(move || {
+            let mut log = shared2
+                .results_log
+                .lock()
+                .map_err(|_| "results log lock poisoned".to_string())?;
+            let store = shared2.store.clone();
+            log.catch_up(|after| store.reports_after(after))
+                .map_err(|e| e.to_string())
+        })
+        .await;
+        if let Ok(Ok(n)) = repaired {
+            tracing::info!(
+                caught_up = n,
+                "results log caught up from the store after a failed write"
+            );
+            worker::settled(&shared, shared.health.log_caught_up());
+        }
+    }
+}
+
 /// Prunes store records of files gone from the lake, and finished webhook
 /// deliveries, hourly.
 async fn housekeeping(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -595,11 +753,29 @@ async fn housekeeping(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             .map(|s| s.max_age)
             .unwrap_or(std::time::Duration::from_secs(30 * 86400));
         let cutoff = Utc::now().timestamp() - max_age.as_secs() as i64;
+        // A watched folder that is not there (a network mount gone for a
+        // moment) would make every version in it look deleted: forgetting
+        // them would evaluate the whole lake again when it comes back.
+        let roots = shared
+            .settings
+            .lock()
+            .map(|s| s.watch.clone())
+            .unwrap_or_default();
+        let missing: Vec<String> = roots
+            .iter()
+            .filter(|r| !r.is_dir())
+            .map(|r| worker::display_path(r))
+            .collect();
         let store = shared.store.clone();
-        let pruned = tokio::task::spawn_blocking(move || {
-            store.prune_versions(cutoff, |path| Path::new(path).exists())
-        })
-        .await;
+        let pruned = if missing.is_empty() {
+            tokio::task::spawn_blocking(move || {
+                store.prune_versions(cutoff, |path| Path::new(path).exists())
+            })
+            .await
+        } else {
+            tracing::warn!(missing = %missing.join(", "), "watched folders missing: not forgetting any batch version this time");
+            Ok(Ok(0))
+        };
         match pruned {
             Ok(Ok(n)) if n > 0 => {
                 tracing::info!(pruned = n, "forgot batch versions no longer in the lake")
@@ -631,6 +807,8 @@ fn write_agent_info(state: &Path, shared: &Shared) -> Result<()> {
     let info = AgentInfo {
         pid: std::process::id(),
         listen: shared.listen.to_string(),
+        metrics_listen: shared.metrics_listen.map(|a| a.to_string()),
+        api_token_env: shared.http.api_token_env.clone(),
         instance: shared.instance.clone(),
         started_at: shared.started_at.to_rfc3339(),
         version: env!("CARGO_PKG_VERSION").to_string(),

@@ -189,6 +189,7 @@ fn reload(
         ("watch", current.watch != settings.watch),
         ("state", current.state != settings.state),
         ("http.listen", current.listen != settings.listen),
+        ("http", current.http != settings.http),
         (
             "evaluation.concurrency",
             current.concurrency != settings.concurrency,
@@ -236,6 +237,7 @@ fn reload(
         applied.watch = current.watch;
         applied.state = current.state;
         applied.listen = current.listen;
+        applied.http = current.http;
         applied.concurrency = current.concurrency;
         applied.memory_limit = current.memory_limit;
         applied.queue = current.queue;

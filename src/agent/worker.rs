@@ -39,10 +39,11 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
         .cloned();
     let Some(rule_file) = rule_file else {
         // The rule file went away after the batch was queued: nothing to evaluate it for.
-        tracing::info!(dataset = %batch.dataset, source = %batch.path.display(), "skipped: no rule file for the dataset any more");
+        tracing::info!(dataset = %batch.dataset, source = %display_path(&batch.path), "skipped: no rule file for the dataset any more");
         if let Some(ack) = &batch.ack {
             ack.send(&batch.version, false);
         }
+        settled(shared, shared.health.dropped(&key));
         shared.forget(&key);
         return;
     };
@@ -61,10 +62,14 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
     };
     let reference = match rule_file.drift.as_ref() {
         None => None,
-        Some(config) => Some((
-            config.clone(),
-            resolve_reference(shared, &rule_file, config).await,
-        )),
+        Some(config) => match resolve_reference(shared, &rule_file, config).await {
+            Ok(reference) => Some((config.clone(), reference)),
+            // The store could not be read: not a verdict on the batch.
+            Err(fault) => {
+                retry_later(shared, batch, "reference", fault);
+                return;
+            }
+        },
     };
 
     let started = SystemTime::now();
@@ -95,7 +100,7 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
         Ok(e) => e,
         Err(e) => {
             // A panic inside DataFusion: report it as this batch's error, keep running.
-            tracing::error!(dataset = %batch.dataset, source = %batch.path.display(), error = %e, "evaluation crashed");
+            tracing::error!(dataset = %batch.dataset, source = %display_path(&batch.path), error = %e, "evaluation crashed");
             crate::engine::Evaluation {
                 report: BatchReport::failed(
                     batch.version.path.clone(),
@@ -108,19 +113,119 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
                 .with_partitions(&batch.partitions),
                 profile: None,
                 timings: Default::default(),
+                environment: None,
+                timed_out: false,
+                out_of_memory: false,
             }
         }
     };
-    record(shared, &batch, &rule_file, evaluation, rolling, started).await;
-    shared.forget(&key);
+    let mut evaluation = evaluation;
+    if let Some(reason) = evaluation.environment.clone() {
+        // A batch that keeps running out of memory is too big for the
+        // configured pool, not unlucky: after a few tries that is its verdict
+        // (else it would keep the agent degraded, and restarting, for ever).
+        let tries = shared.health.tries(&key);
+        if !(evaluation.out_of_memory && tries + 1 >= super::health::MEMORY_TRIES) {
+            retry_later(shared, batch, "evaluate", reason);
+            return;
+        }
+        evaluation.report.error = Some(format!(
+            "{reason} (tried {} times: the batch needs more memory than `evaluation.memory_limit` gives it)",
+            tries + 1
+        ));
+    }
+    match record(shared, &batch, &rule_file, evaluation, rolling, started).await {
+        Err(reason) => retry_later(shared, batch, "record", reason),
+        Ok(()) => shared.forget(&key),
+    }
 }
 
+/// Puts a batch that met an environment fault back in the queue after a
+/// backoff, without recording anything: the fault says nothing about the
+/// batch. It stays in flight meanwhile, so discovery does not queue it twice.
+fn retry_later(shared: &Arc<Shared>, batch: Batch, stage: &'static str, reason: String) {
+    let key = (batch.dataset.clone(), batch.version.clone());
+    let (tries, transition) = shared.health.fault(&key, &reason);
+    shared.telemetry.record_retry(&batch.dataset, stage);
+    let wait = super::health::backoff(tries);
+    if transition == super::health::Transition::Degraded {
+        shared.telemetry.set_degraded(true);
+        tracing::error!(
+            dataset = %batch.dataset, source = %display_path(&batch.path), stage, error = %reason,
+            "degraded: the environment keeps batches from being evaluated or recorded; they are tried again with backoff and never given a verdict for it (one line per episode)"
+        );
+    } else {
+        tracing::debug!(dataset = %batch.dataset, source = %display_path(&batch.path), stage, tries, error = %reason, "environment fault; trying again later");
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let mut stop = shared.stop.clone();
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        // A lake file gone or rewritten meanwhile needs no more tries under
+        // this version: discovery sends a new version of its own (a stream
+        // window's file is the source's to keep).
+        if batch.ack.is_none() && !still_the_same(&batch) {
+            tracing::info!(dataset = %batch.dataset, source = %display_path(&batch.path), "gone or changed while waiting to be tried again; this version is forgotten");
+            settled(&shared, shared.health.dropped(&key));
+            shared.forget(&key);
+            return;
+        }
+        let requeue = shared.requeue.clone();
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => {}
+            sent = requeue.send(batch) => {
+                if sent.is_err() {
+                    shared.forget(&key);
+                }
+            }
+        }
+    });
+}
+
+/// Whether a lake batch is still the version that was queued: a file with
+/// the same size and modification time, or a folder that still exists (its
+/// parts are compared by discovery).
+fn still_the_same(batch: &Batch) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(&batch.path) else {
+        return false;
+    };
+    if batch.version.kind != "file" {
+        return meta.is_dir();
+    }
+    meta.is_file()
+        && meta.len() == batch.version.size
+        && crate::sources::lake::scan::modified_ns(&meta) == batch.version.modified_ns
+}
+
+/// Logs the end of a degraded episode.
+pub(crate) fn settled(shared: &Shared, transition: super::health::Transition) {
+    if let super::health::Transition::Recovered(after, tries) = transition {
+        shared.telemetry.set_degraded(false);
+        tracing::info!(
+            after_s = after.as_secs_f64(),
+            failed_tries = tries,
+            "recovered: batches are evaluated and recorded again"
+        );
+    }
+}
+
+/// A path as logs and terminals should show it: control characters
+/// escaped, so a file name cannot forge log lines or move the cursor.
+pub(crate) fn display_path(path: &std::path::Path) -> String {
+    crate::report::escape_control(&path.display().to_string())
+}
+
+/// The drift reference of a batch; `Err` when the store holding a rolling
+/// reference could not be read (an environment fault: the batch waits).
 async fn resolve_reference(
     shared: &Arc<Shared>,
     rule_file: &RuleFile,
     config: &DriftConfig,
-) -> Reference {
-    match &config.reference {
+) -> Result<Reference, String> {
+    Ok(match &config.reference {
         None => Reference::Failed {
             name: String::new(),
             error: format!(
@@ -146,19 +251,29 @@ async fn resolve_reference(
                 Ok(Ok(profiles)) => {
                     RollingWindow::from_profiles(profiles).reference(&rule_file.dataset, n)
                 }
-                Ok(Err(e)) => Reference::Failed {
+                // A damaged stored profile stays damaged: a verdict.
+                Ok(Err(e @ crate::state::StateError::Decode { .. })) => Reference::Failed {
                     name: format!("rolling (previous {n} batches)"),
                     error: e.to_string(),
                 },
+                Ok(Err(e)) => {
+                    return Err(format!(
+                        "cannot read the rolling reference (previous {n} batches): {e}"
+                    ));
+                }
                 Err(e) => Reference::Failed {
                     name: format!("rolling (previous {n} batches)"),
                     error: e.to_string(),
                 },
             }
         }
-    }
+    })
 }
 
+/// Records an evaluation (store, then results log) and announces it. An
+/// `Err` is an environment fault before the store committed: the batch is
+/// to be tried again. A failed results-log write after the commit is not:
+/// the log catches up from the store before its next line.
 async fn record(
     shared: &Arc<Shared>,
     batch: &Batch,
@@ -166,9 +281,12 @@ async fn record(
     evaluation: crate::engine::Evaluation,
     rolling: Option<usize>,
     started: SystemTime,
-) {
+) -> Result<(), String> {
     let sinks_started = std::time::Instant::now();
     let timings = evaluation.timings;
+    // Too costly (a timeout) or too big (memory) is a verdict on the
+    // rules' cost or the pool's size, not on the file: it is not quarantined.
+    let keep_in_place = evaluation.timed_out || evaluation.out_of_memory;
     let report = evaluation.report;
     let outcome = if report.error.is_some() {
         Outcome::Error
@@ -248,35 +366,50 @@ async fn record(
                 },
             )
             .map_err(|e| e.to_string())?;
-        if recorded.new {
-            log.append(&line).map_err(|e| e.to_string())?;
+        let mut log_error = None;
+        if recorded.new
+            && let Err(e) = log.append_report(recorded.seq, &line, |after| {
+                shared2.store.reports_after(after)
+            })
+        {
+            log_error = Some(e.to_string());
         }
-        Ok::<_, String>(recorded)
+        let caught_up = !log.is_behind();
+        Ok::<_, String>((recorded, log_error, caught_up))
     })
     .await;
+    let (recorded, log_error, caught_up) = match written {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            // Nothing was committed: the batch waits and is tried again.
+            // (A stream source hears nothing yet: the retry will tell it.)
+            return Err(format!("cannot record the evaluation: {e}"));
+        }
+        Err(e) => return Err(format!("recording task failed: {e}")),
+    };
     // A stream source may now drop its copy of the window (or commit its offsets).
     if let Some(ack) = &batch.ack {
-        ack.send(&batch.version, matches!(written, Ok(Ok(_))));
+        ack.send(&batch.version, true);
     }
-    let (seq, policies) = match written {
-        Ok(Ok(r)) if r.new => (r.seq, r.webhooks),
-        Ok(Ok(_)) => return,
-        Ok(Err(e)) => {
-            tracing::error!(dataset = %batch.dataset, source = %batch.path.display(), error = %e, "cannot record the evaluation; it will be retried");
-            return;
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "recording task failed");
-            return;
-        }
-    };
+    let key = (batch.dataset.clone(), batch.version.clone());
+    if let Some(e) = &log_error
+        && shared.health.log_fault(e) == super::health::Transition::Degraded
+    {
+        shared.telemetry.set_degraded(true);
+        tracing::error!(error = %e, "degraded: cannot write the results log; the store holds the record and the log catches up before its next line");
+    }
+    settled(shared, shared.health.progress(&key, caught_up));
+    if !recorded.new {
+        return Ok(());
+    }
+    let (seq, policies) = (recorded.seq, recorded.webhooks);
     let latency_ms = batch.discovered.elapsed().as_millis();
     shared
         .activity
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     log_outcome(seq, &report, rule_file, latency_ms);
     announce_webhooks(shared, &report.dataset, seq, &policies);
-    if outcome == Outcome::Error {
+    if outcome == Outcome::Error && !keep_in_place {
         quarantine(shared, batch);
     }
     shared.telemetry.record_batch(
@@ -299,6 +432,7 @@ async fn record(
         report,
         latency_ms,
     }));
+    Ok(())
 }
 
 /// Logs and counts what the webhook policies decided, and wakes the
@@ -386,8 +520,11 @@ fn log_outcome(seq: u64, report: &BatchReport, rule_file: &RuleFile, latency_ms:
     );
 }
 
-/// Moves a file whose evaluation errored into the quarantine folder, keeping
-/// its path relative to the watched folder. Folder batches stay in place.
+/// Moves a file whose evaluation errored (a data error: environment faults
+/// never get here) into the quarantine folder, keeping its path relative to
+/// the watched folder. An earlier quarantined file of the same name is
+/// never overwritten: the newcomer gets a `.N` suffix. Folder batches stay
+/// in place.
 fn quarantine(shared: &Shared, batch: &Batch) {
     let Some(dir) = shared
         .settings
@@ -400,16 +537,48 @@ fn quarantine(shared: &Shared, batch: &Batch) {
     if batch.version.kind != "file" {
         return;
     }
-    let target = dir.join(&batch.relative);
-    let moved = target
+    let wanted = dir.join(&batch.relative);
+    let moved = wanted
         .parent()
         .map(std::fs::create_dir_all)
         .unwrap_or(Ok(()))
-        .and_then(|()| std::fs::rename(&batch.path, &target));
+        .and_then(|()| move_without_overwrite(&batch.path, &wanted));
     match moved {
-        Ok(()) => {
-            tracing::info!(source = %batch.path.display(), quarantine = %target.display(), "quarantined")
+        Ok(target) => {
+            tracing::info!(source = %display_path(&batch.path), quarantine = %display_path(&target), "quarantined")
         }
-        Err(e) => tracing::warn!(source = %batch.path.display(), error = %e, "cannot quarantine"),
+        Err(e) => {
+            tracing::warn!(source = %display_path(&batch.path), error = %e, "cannot quarantine")
+        }
     }
+}
+
+/// Moves `from` to `to`, or to `to.1`, `to.2`, … when taken; returns where.
+/// A hard link claims the name atomically (so two moves never pick the
+/// same one), then the original is removed.
+fn move_without_overwrite(
+    from: &std::path::Path,
+    to: &std::path::Path,
+) -> std::io::Result<std::path::PathBuf> {
+    for n in 0u32..10_000 {
+        let target = if n == 0 {
+            to.to_path_buf()
+        } else {
+            let mut name = to.as_os_str().to_owned();
+            name.push(format!(".{n}"));
+            std::path::PathBuf::from(name)
+        };
+        match std::fs::hard_link(from, &target) {
+            Ok(()) => {
+                std::fs::remove_file(from)?;
+                return Ok(target);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "{}: 10,000 quarantined files of this name already",
+        to.display()
+    )))
 }

@@ -151,6 +151,10 @@ struct WebhooksArgs {
     /// The agent's state folder: ask the agent that runs on it, or use its store when none does.
     #[arg(long, global = true)]
     state: Option<PathBuf>,
+    /// Environment variable holding the agent's API token (`http.api_token_env`);
+    /// with `--state`, the one named in the agent's `agent.json` is used.
+    #[arg(long, global = true)]
+    token_env: Option<String>,
     /// Also list delivered events and dry runs.
     #[arg(long)]
     all: bool,
@@ -182,6 +186,10 @@ struct BaselineArgs {
     /// Memory available to evaluation, e.g. `512MiB` or `2GiB` (default 1GiB).
     #[arg(long, value_parser = parse_bytes)]
     memory_limit: Option<usize>,
+    /// Longest one batch's evaluation may take, e.g. `15m` (default) or
+    /// `500ms`; a longer one is stopped and reported as an error.
+    #[arg(long, value_parser = parse_interval)]
+    evaluation_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Subcommand)]
@@ -230,6 +238,10 @@ struct CheckArgs {
     /// Memory available to evaluation, e.g. `512MiB` or `2GiB` (default 1GiB).
     #[arg(long, value_parser = parse_bytes)]
     memory_limit: Option<usize>,
+    /// Longest one batch's evaluation may take, e.g. `15m` (default) or
+    /// `500ms`; a longer one is stopped and reported as an error.
+    #[arg(long, value_parser = parse_interval)]
+    evaluation_timeout: Option<std::time::Duration>,
     /// Print the physical plan of each evaluation (one scan, one aggregate) instead of running it.
     #[arg(long)]
     explain: bool,
@@ -344,7 +356,12 @@ struct Setup {
     engine: Engine,
 }
 
-fn setup(rules_path: &Path, paths: &[PathBuf], memory_limit: Option<usize>) -> Result<Setup> {
+fn setup(
+    rules_path: &Path,
+    paths: &[PathBuf],
+    memory_limit: Option<usize>,
+    evaluation_timeout: Option<std::time::Duration>,
+) -> Result<Setup> {
     let rule_files = rules::load_rules(rules_path)?;
     let single = std::fs::metadata(rules_path)
         .with_context(|| format!("{}", rules_path.display()))?
@@ -352,6 +369,7 @@ fn setup(rules_path: &Path, paths: &[PathBuf], memory_limit: Option<usize>) -> R
     let inputs = inputs::expand(paths)?;
     let engine = Engine::new(&EngineOptions {
         memory_limit,
+        evaluation_timeout,
         ..EngineOptions::default()
     })?;
     Ok(Setup {
@@ -368,7 +386,12 @@ async fn baseline(args: BaselineArgs) -> Result<i32> {
         single,
         inputs,
         engine,
-    } = setup(&args.rules, &args.paths, args.memory_limit)?;
+    } = setup(
+        &args.rules,
+        &args.paths,
+        args.memory_limit,
+        args.evaluation_timeout,
+    )?;
     let (pairs, unmatched) = inputs::assign(&inputs, &rule_files, single);
     for input in &unmatched {
         eprintln!(
@@ -455,7 +478,12 @@ async fn check(args: CheckArgs) -> Result<i32> {
         single,
         inputs,
         engine,
-    } = setup(&args.rules, &args.paths, args.memory_limit)?;
+    } = setup(
+        &args.rules,
+        &args.paths,
+        args.memory_limit,
+        args.evaluation_timeout,
+    )?;
     if args.explain {
         let (pairs, _) = inputs::assign(&inputs, &rule_files, single);
         for (input, i) in pairs {

@@ -94,7 +94,23 @@ fn open_store(state: &Path) -> Result<Store> {
 pub async fn webhooks(args: WebhooksArgs) -> Result<i32> {
     let target = target(args.listen.as_deref(), args.state.as_deref()).await?;
     match &args.command {
-        Some(WebhooksCommand::Retry { event_id }) => retry(&target, event_id).await,
+        Some(WebhooksCommand::Retry { event_id }) => {
+            // The API token: from the variable `--token-env` names, or the
+            // one the agent's `agent.json` names (same host, same env).
+            let var = args.token_env.clone().or_else(|| {
+                args.state
+                    .as_deref()
+                    .and_then(agent::read_agent_info)
+                    .and_then(|i| i.api_token_env)
+            });
+            let token = match var {
+                Some(var) => Some(std::env::var(&var).ok().filter(|t| !t.is_empty()).with_context(
+                    || format!("the agent takes an API token from `{var}`: set `{var}` in this environment"),
+                )?),
+                None => None,
+            };
+            retry(&target, event_id, token).await
+        }
         None => {
             let doc = match &target {
                 Target::Agent(addr) => {
@@ -134,11 +150,12 @@ pub async fn webhooks(args: WebhooksArgs) -> Result<i32> {
     }
 }
 
-async fn retry(target: &Target, event_id: &str) -> Result<i32> {
+async fn retry(target: &Target, event_id: &str, token: Option<String>) -> Result<i32> {
     match target {
         Target::Agent(addr) => {
             let path = format!("/webhooks/{event_id}/retry");
-            let (code, body) = agent::http_post(*addr, &path, Duration::from_secs(10))
+            let token = token.as_deref();
+            let (code, body) = agent::http_post(*addr, &path, token, Duration::from_secs(10))
                 .await
                 .map_err(|e| {
                     anyhow::anyhow!(
@@ -150,7 +167,7 @@ async fn retry(target: &Target, event_id: &str) -> Result<i32> {
                     println!("re-queued {event_id}: the agent sends it now");
                     Ok(0)
                 }
-                404 | 409 => {
+                401 | 403 | 404 | 409 => {
                     eprintln!("error: {}", body.trim());
                     Ok(EXIT_USAGE)
                 }

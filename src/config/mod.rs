@@ -179,15 +179,67 @@ pub struct EvaluationSection {
     pub memory_limit: Option<String>,
     /// Batches that may wait for evaluation before discovery pauses (default 1024).
     pub queue: Option<usize>,
+    /// Longest one batch's evaluation may take, e.g. `15m` (default); a
+    /// longer one is cancelled and recorded as the batch's error report
+    /// "evaluation exceeded 15m".
+    pub timeout: Option<String>,
 }
 
-/// `[http]`: the agent's HTTP server.
+/// `[http]`: the agent's HTTP server. See docs/security.md ("HTTP API") for
+/// the trust model and how to expose the agent in a pod.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSection {
     /// Address to listen on (default `127.0.0.1:9464`). Port 0 picks a free port;
     /// the address taken is written to `agent.json` in the state folder.
     pub listen: Option<String>,
+    /// A second address serving only `/metrics`, `/healthz` and `/readyz`
+    /// (e.g. `0.0.0.0:9465` in a pod, with `listen` left on loopback), so
+    /// probes and scrapes do not expose ingest, the pages or the outbox.
+    /// Default: none (everything on `listen`).
+    pub metrics_listen: Option<String>,
+    /// Host names (the `Host` header, port ignored, case-insensitive) the
+    /// agent answers besides IP literals and `localhost`, e.g.
+    /// `["driftwatch.monitoring.svc"]`. Any other host gets 421: this stops
+    /// DNS rebinding from a web page. Default: none.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Environment variable holding the API token. When set, `POST
+    /// /ingest/*` and `POST /webhooks/{id}/retry` need `Authorization:
+    /// Bearer <token>` (an `http` source's own `bearer_token_env` token is
+    /// also accepted for its dataset). Default: no token.
+    pub api_token_env: Option<String>,
+    /// Open connections per listener; more are closed at once (default 512).
+    pub max_connections: Option<usize>,
+    /// Time a client has to send a request's headers, counted from the
+    /// connection's accept or the end of the previous response, so it is also
+    /// the keep-alive idle timeout, e.g. `10s` (default).
+    pub header_timeout: Option<String>,
+    /// Request bodies held in memory at once across all ingest posts, e.g.
+    /// `256MiB` (default); a post that does not fit gets 503 with
+    /// `Retry-After`. At least every `http` source's `max_body`.
+    pub body_budget: Option<String>,
+}
+
+/// Default open connections per listener.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
+/// The HTTP server's resolved settings (`[http]` beyond `listen`). Only a
+/// restart changes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    /// The metrics-and-probes listener.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Host names accepted besides IP literals and `localhost`, lowercase.
+    pub allowed_hosts: Vec<String>,
+    /// The environment variable of the API token.
+    pub api_token_env: Option<String>,
+    /// Open connections per listener.
+    pub max_connections: usize,
+    /// Header (and keep-alive idle) timeout.
+    pub header_timeout: Duration,
+    /// Bytes of request bodies held at once.
+    pub body_budget: usize,
 }
 
 /// `[log]`: the agent's own log lines (on standard error).
@@ -277,10 +329,14 @@ pub struct Settings {
     pub concurrency: usize,
     /// DataFusion memory pool, bytes.
     pub memory_limit: usize,
+    /// Longest one batch's evaluation may take.
+    pub evaluation_timeout: Duration,
     /// Queue capacity.
     pub queue: usize,
     /// HTTP listen address.
     pub listen: SocketAddr,
+    /// The rest of `[http]`.
+    pub http: HttpSettings,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -450,6 +506,17 @@ impl Settings {
                 "1GiB",
             ),
         )?;
+        let evaluation_timeout = interval(
+            "evaluation.timeout",
+            pick(&None, &file.evaluation.timeout, "15m"),
+        )?;
+        if evaluation_timeout.is_zero() {
+            return Err(invalid(
+                &origin,
+                "evaluation.timeout",
+                "must be greater than zero".to_string(),
+            ));
+        }
         let results_log_max_size = bytes(
             "retention.results_log_max_size",
             pick(&None, &file.retention.results_log_max_size, "64MiB"),
@@ -502,6 +569,7 @@ impl Settings {
             &|name| std::env::var(name).ok(),
         )
         .map_err(|(key, message)| invalid(&origin, &key, message))?;
+        let http = http_settings(&file.http, &origin, &sources)?;
         Ok(Settings {
             config_file: config_path.map(Path::to_path_buf),
             watch,
@@ -520,8 +588,10 @@ impl Settings {
             quarantine: file.lake.quarantine.as_ref().map(relative),
             concurrency,
             memory_limit,
+            evaluation_timeout,
             queue,
             listen,
+            http,
             log_format: overrides.log_format.or(file.log.format).unwrap_or_default(),
             log_level: file.log.level.clone().unwrap_or_else(|| "info".to_string()),
             results_log_max_size,
@@ -533,6 +603,96 @@ impl Settings {
             sources,
         })
     }
+}
+
+/// `[http]` beyond `listen`, checked against the `http` sources.
+fn http_settings(
+    section: &HttpSection,
+    origin: &str,
+    sources: &[crate::sources::stream::SourceConfig],
+) -> Result<HttpSettings> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid {
+        origin: if origin.is_empty() {
+            "defaults".to_string()
+        } else {
+            origin.to_string()
+        },
+        key: format!("http.{key}"),
+        message,
+    };
+    let metrics_listen = match &section.metrics_listen {
+        Some(text) => Some(text.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                "metrics_listen",
+                format!("`{text}`: {e} (write e.g. 0.0.0.0:9465)"),
+            )
+        })?),
+        None => None,
+    };
+    let mut allowed_hosts = Vec::new();
+    for name in &section.allowed_hosts {
+        let host = name.trim().trim_end_matches('.').to_ascii_lowercase();
+        if host.is_empty()
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(invalid(
+                "allowed_hosts",
+                format!(
+                    "`{name}`: write a host name such as driftwatch.monitoring.svc (no scheme, no port)"
+                ),
+            ));
+        }
+        allowed_hosts.push(host);
+    }
+    if let Some(var) = &section.api_token_env
+        && std::env::var(var).map_or(true, |v| v.is_empty())
+    {
+        return Err(invalid(
+            "api_token_env",
+            format!("environment variable `{var}` is not set"),
+        ));
+    }
+    let max_connections = section.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        return Err(invalid("max_connections", "must be at least 1".to_string()));
+    }
+    let header_timeout = match &section.header_timeout {
+        Some(t) => parse_interval(t).map_err(|m| invalid("header_timeout", m))?,
+        None => Duration::from_secs(10),
+    };
+    if header_timeout.is_zero() {
+        return Err(invalid(
+            "header_timeout",
+            "must be greater than zero".to_string(),
+        ));
+    }
+    let body_budget = match &section.body_budget {
+        Some(t) => parse_bytes(t).map_err(|m| invalid("body_budget", m))?,
+        None => 256 << 20,
+    };
+    for source in sources {
+        if let crate::sources::stream::SourceSettings::Http { max_body, .. } = &source.settings
+            && *max_body > body_budget
+        {
+            return Err(invalid(
+                "body_budget",
+                format!(
+                    "{body_budget} bytes is less than `max_body` of source `{}` ({max_body}): no post of that size could ever be read; raise `http.body_budget` or lower `max_body`",
+                    source.name
+                ),
+            ));
+        }
+    }
+    Ok(HttpSettings {
+        metrics_listen,
+        allowed_hosts,
+        api_token_env: section.api_token_env.clone(),
+        max_connections,
+        header_timeout,
+        body_budget,
+    })
 }
 
 /// The telemetry settings: the standard `OTEL_EXPORTER_OTLP_*` variables
@@ -622,9 +782,79 @@ mod tests {
         assert_eq!(s.settle, Duration::from_secs(2));
         assert_eq!(s.rescan, Duration::from_secs(30));
         assert_eq!(s.memory_limit, 1 << 30);
+        assert_eq!(s.evaluation_timeout, Duration::from_secs(15 * 60));
         assert_eq!(s.include, vec!["**/*.parquet".to_string()]);
         assert_eq!(s.mode, WatchMode::Notify);
         assert_eq!(s.results_log_max_size, 64 << 20);
+        assert_eq!(
+            s.http,
+            HttpSettings {
+                metrics_listen: None,
+                allowed_hosts: Vec::new(),
+                api_token_env: None,
+                max_connections: 512,
+                header_timeout: Duration::from_secs(10),
+                body_budget: 256 << 20,
+            }
+        );
+    }
+
+    #[test]
+    fn http_keys_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.toml");
+        let resolve = |http: &str, rest: &str| {
+            std::fs::write(
+                &path,
+                format!("watch = [\"lake\"]\nrules = \"rules\"\n[http]\n{http}\n{rest}"),
+            )
+            .unwrap();
+            Settings::resolve(Some(&path), &Overrides::default()).map_err(|e| {
+                e.to_string()
+                    .trim_start_matches(&path.display().to_string())
+                    .to_string()
+            })
+        };
+        let s = resolve(
+            "metrics_listen = \"0.0.0.0:9465\"\nallowed_hosts = [\"DW.svc.\"]\nmax_connections = 8\nheader_timeout = \"2s\"\nbody_budget = \"1MiB\"",
+            "[[sources]]\nkind = \"http\"\ndataset = \"e\"\nmax_body = \"1MiB\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.http.metrics_listen, Some("0.0.0.0:9465".parse().unwrap()));
+        assert_eq!(s.http.allowed_hosts, vec!["dw.svc".to_string()]);
+        assert_eq!(s.http.max_connections, 8);
+        assert_eq!(s.http.header_timeout, Duration::from_secs(2));
+        assert_eq!(s.http.body_budget, 1 << 20);
+        let cases = [
+            (
+                "body_budget = \"1MiB\"",
+                "[[sources]]\nkind = \"http\"\ndataset = \"e\"\nmax_body = \"2MiB\"\n",
+                ": `http.body_budget`: 1048576 bytes is less than `max_body` of source `http:e` (2097152): no post of that size could ever be read; raise `http.body_budget` or lower `max_body`",
+            ),
+            (
+                "allowed_hosts = [\"https://x\"]",
+                "",
+                ": `http.allowed_hosts`: `https://x`: write a host name such as driftwatch.monitoring.svc (no scheme, no port)",
+            ),
+            (
+                "api_token_env = \"DW_CONFIG_TEST_UNSET\"",
+                "",
+                ": `http.api_token_env`: environment variable `DW_CONFIG_TEST_UNSET` is not set",
+            ),
+            (
+                "max_connections = 0",
+                "",
+                ": `http.max_connections`: must be at least 1",
+            ),
+            (
+                "metrics_listen = \"9465\"",
+                "",
+                ": `http.metrics_listen`: `9465`: invalid socket address syntax (write e.g. 0.0.0.0:9465)",
+            ),
+        ];
+        for (http, rest, message) in cases {
+            assert_eq!(resolve(http, rest).unwrap_err(), message, "{http}");
+        }
     }
 
     #[test]
@@ -634,7 +864,7 @@ mod tests {
         std::fs::write(
             &path,
             "watch = [\"lake\"]\nrules = \"rules\"\n[lake]\nsettle = \"500ms\"\nmode = \"poll\"\n\
-             [evaluation]\nconcurrency = 3\nmemory_limit = \"256MiB\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+             [evaluation]\nconcurrency = 3\nmemory_limit = \"256MiB\"\ntimeout = \"90s\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
         )
         .unwrap();
         let s = Settings::resolve(Some(&path), &Overrides::default()).unwrap();
@@ -645,6 +875,7 @@ mod tests {
         assert_eq!(s.mode, WatchMode::Poll);
         assert_eq!(s.concurrency, 3);
         assert_eq!(s.memory_limit, 256 << 20);
+        assert_eq!(s.evaluation_timeout, Duration::from_secs(90));
         let flags = Overrides {
             settle: Some("1s".to_string()),
             concurrency: Some(1),
@@ -692,6 +923,13 @@ mod tests {
             "retention",
             "sources",
             "max_pending_events",
+            "metrics_listen",
+            "allowed_hosts",
+            "api_token_env",
+            "max_connections",
+            "header_timeout",
+            "body_budget",
+            "infer_schema",
         ] {
             assert!(schema.contains(&format!("\"{key}\"")), "{key}");
         }

@@ -47,6 +47,74 @@ pub struct Evaluation {
     pub profile: Option<DatasetProfile>,
     /// How long each stage took.
     pub timings: Timings,
+    /// Set when the batch could not be evaluated because of the environment
+    /// (see [`EngineError::Environment`]): `report` then only says so and
+    /// must not be recorded as the batch's verdict.
+    pub environment: Option<String>,
+    /// The evaluation ran out of `evaluation.timeout`: an error report, but
+    /// not a sign that the file is bad (the agent does not quarantine it).
+    pub timed_out: bool,
+    /// The environment fault was the memory pool or a spill budget running
+    /// out (tried a few times only, then recorded).
+    pub out_of_memory: bool,
+}
+
+/// Whether a DataFusion failure came from the environment rather than from
+/// the batch's bytes: an I/O error other than invalid or truncated data
+/// (descriptors, permissions, a full disk, a vanished file, EIO) anywhere in
+/// its chain, or an exhausted memory pool or spill budget.
+///
+/// Why: data errors are verdicts (recorded, the file quarantined), but a
+/// transient fault recorded as a verdict would never be evaluated again.
+pub fn is_environment_fault(e: &DataFusionError) -> bool {
+    if is_memory_fault(e) {
+        return true;
+    }
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return !matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData
+                    | std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::InvalidInput
+            );
+        }
+        next = err.source();
+    }
+    false
+}
+
+/// Whether a failure is the memory pool or a spill budget running out: an
+/// environment fault that may also be the batch's own size, so the agent
+/// tries such a batch a few times only
+/// ([`crate::agent::health::MEMORY_TRIES`]) before it becomes a verdict.
+pub fn is_memory_fault(e: &DataFusionError) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(DataFusionError::ResourcesExhausted(_)) = err.downcast_ref::<DataFusionError>()
+        {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
+
+/// The engine error for a failure reading `path`: [`EngineError::Environment`]
+/// or [`EngineError::Input`].
+fn read_error(path: &Path, e: &DataFusionError) -> EngineError {
+    let reason = compile::one_line(&e.strip_backtrace());
+    let path = path.display().to_string();
+    if is_environment_fault(e) {
+        EngineError::Environment {
+            path,
+            reason,
+            memory: is_memory_fault(e),
+        }
+    } else {
+        EngineError::Input { path, reason }
+    }
 }
 
 /// Time spent per stage of one evaluation (for traces and metrics).
@@ -89,6 +157,29 @@ pub enum EngineError {
         /// The DataFusion error.
         source: DataFusionError,
     },
+    /// The environment failed while reading or evaluating the batch (I/O
+    /// other than invalid data, descriptors, memory, a full disk): not a
+    /// verdict on the batch, which is to be tried again.
+    #[error("{path}: cannot evaluate now: {reason}")]
+    Environment {
+        /// The input path.
+        path: String,
+        /// One-line reason.
+        reason: String,
+        /// The memory pool or a spill budget ran out (see [`is_memory_fault`]).
+        memory: bool,
+    },
+    /// The evaluation ran longer than `evaluation.timeout` and was stopped
+    /// (its scan cancelled): recorded as the batch's error report. Neither
+    /// the data's nor the environment's fault as such — a rule too costly
+    /// for the batch, or a machine too busy.
+    #[error("{path}: evaluation exceeded {}", timeout_text(*limit))]
+    Timeout {
+        /// The input path.
+        path: String,
+        /// The timeout.
+        limit: std::time::Duration,
+    },
     /// A plan that should have worked did not.
     #[error("internal error evaluating {path}: {reason} (this is a bug; please report it)")]
     Internal {
@@ -97,6 +188,15 @@ pub enum EngineError {
         /// One-line reason.
         reason: String,
     },
+}
+
+/// A timeout as configured: `15m`; `250ms` or `1.5s` when not whole seconds.
+fn timeout_text(limit: std::time::Duration) -> String {
+    if limit.subsec_nanos() != 0 {
+        format!("{limit:?}")
+    } else {
+        crate::rules::format_duration(limit)
+    }
 }
 
 /// A `Result` whose error is an [`EngineError`].
@@ -117,15 +217,25 @@ pub struct EngineOptions {
     pub unique_budget: Option<usize>,
     /// Folder for spill files (default: the system's temporary folder).
     pub spill_dir: Option<std::path::PathBuf>,
+    /// Longest one batch's evaluation (planning and scan) may take before it
+    /// is cancelled with [`EngineError::Timeout`] (default
+    /// [`DEFAULT_EVALUATION_TIMEOUT`]).
+    pub evaluation_timeout: Option<std::time::Duration>,
 }
 
 /// Default memory pool size: plenty for aggregates over sketches, small
 /// enough for a sidecar.
 pub const DEFAULT_MEMORY_LIMIT: usize = 1 << 30;
 
+/// Default `evaluation.timeout`: generous, since a legitimate scan of a
+/// large batch on a busy machine can take minutes; it only bounds the
+/// pathological ones.
+pub const DEFAULT_EVALUATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// Evaluates rule files against batches.
 pub struct Engine {
     ctx: SessionContext,
+    timeout: std::time::Duration,
 }
 
 /// The planned form of one evaluation, before execution.
@@ -175,7 +285,12 @@ impl Engine {
             budget: options.unique_budget.unwrap_or(limit / 8),
             dir: options.spill_dir.clone(),
         }));
-        Ok(Self { ctx })
+        Ok(Self {
+            ctx,
+            timeout: options
+                .evaluation_timeout
+                .unwrap_or(DEFAULT_EVALUATION_TIMEOUT),
+        })
     }
 
     /// Evaluates `rules` against the Parquet batch at `path`. Never fails:
@@ -224,6 +339,9 @@ impl Engine {
         let started = std::time::Instant::now();
         let mut timings = Timings::default();
         let failed = |e: EngineError, timings: Timings| Evaluation {
+            environment: matches!(e, EngineError::Environment { .. }).then(|| e.to_string()),
+            timed_out: matches!(e, EngineError::Timeout { .. }),
+            out_of_memory: matches!(e, EngineError::Environment { memory: true, .. }),
             report: BatchReport::failed(
                 source.to_string(),
                 rules.dataset.clone(),
@@ -244,27 +362,51 @@ impl Engine {
                 crate::sources::stream::http::panic_message(panic.as_ref())
             ),
         };
-        let planned = match AssertUnwindSafe(self.plan(path, input.partitions, rules, request))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| Err(contained(panic)))
+        // One deadline for planning (footers are read there) and the scan;
+        // dropping the future on expiry cancels the scan's tasks.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let timed_out = || EngineError::Timeout {
+            path: path.display().to_string(),
+            limit: self.timeout,
+        };
+        let planned = match tokio::time::timeout_at(
+            deadline,
+            AssertUnwindSafe(self.plan(path, input.partitions, rules, request)).catch_unwind(),
+        )
+        .await
+        .map(|r| r.unwrap_or_else(|panic| Err(contained(panic))))
         {
-            Ok(p) => p,
-            Err(e) => {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
                 timings.read = started.elapsed();
                 return failed(e, timings);
             }
+            Err(_) => {
+                timings.read = started.elapsed();
+                return failed(timed_out(), timings);
+            }
         };
         timings.read = started.elapsed();
-        let values = match AssertUnwindSafe(self.execute(path, &planned))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| Err(contained(panic)))
+        // Planning used the whole budget: the scan is not started. (The
+        // timer alone may fire late while the runtime stays busy.)
+        if tokio::time::Instant::now() >= deadline {
+            return failed(timed_out(), timings);
+        }
+        let values = match tokio::time::timeout_at(
+            deadline,
+            AssertUnwindSafe(self.execute(path, &planned)).catch_unwind(),
+        )
+        .await
+        .map(|r| r.unwrap_or_else(|panic| Err(contained(panic))))
         {
-            Ok(v) => v,
-            Err(e) => {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
                 timings.scan = started.elapsed() - timings.read;
                 return failed(e, timings);
+            }
+            Err(_) => {
+                timings.scan = started.elapsed() - timings.read;
+                return failed(timed_out(), timings);
             }
         };
         let profile = match self.collect_profiles(path, source, rules, &planned.compiled, &values) {
@@ -280,6 +422,9 @@ impl Engine {
                 .with_partitions(input.partitions),
             profile,
             timings,
+            environment: None,
+            timed_out: false,
+            out_of_memory: false,
         }
     }
 
@@ -334,24 +479,43 @@ impl Engine {
     }
 
     async fn open(&self, path: &Path) -> Result<DataFrame> {
-        let location = path.to_string_lossy();
-        let is_dir = path.is_dir();
+        let meta = std::fs::metadata(path).map_err(|e| {
+            let e = DataFusionError::IoError(e);
+            read_error(path, &e)
+        })?;
+        let is_dir = meta.is_dir();
+        // An empty file is not an empty table: no writer produces one.
+        if !is_dir && meta.len() == 0 {
+            return Err(EngineError::Input {
+                path: path.display().to_string(),
+                reason: "not a Parquet file: 0 bytes".to_string(),
+            });
+        }
         // A file: any extension (the caller decided it is a batch). A folder
         // of part files: its `*.parquet` files, which leaves out `_SUCCESS`,
         // `.crc` and other writer leftovers.
         let options =
             ParquetReadOptions::default().file_extension(if is_dir { ".parquet" } else { "" });
-        let mut location = location.into_owned();
-        if is_dir && !location.ends_with('/') {
-            location.push('/');
+        // As a `file://` URL, never a path: DataFusion reads `[`, `*`, `?`
+        // and `{` in a path as a glob, so `a[1].parquet` would be read as
+        // `a1.parquet`. A URL names exactly one file (or folder).
+        let absolute = std::path::absolute(path).map_err(|e| {
+            let e = DataFusionError::IoError(e);
+            read_error(path, &e)
+        })?;
+        let url = if is_dir {
+            url::Url::from_directory_path(&absolute)
+        } else {
+            url::Url::from_file_path(&absolute)
         }
+        .map_err(|()| EngineError::Input {
+            path: path.display().to_string(),
+            reason: "cannot be named as a file URL".to_string(),
+        })?;
         self.ctx
-            .read_parquet(location, options)
+            .read_parquet(url.to_string(), options)
             .await
-            .map_err(|e| EngineError::Input {
-                path: path.display().to_string(),
-                reason: compile::one_line(&e.strip_backtrace()),
-            })
+            .map_err(|e| read_error(path, &e))
     }
 
     /// Opens the batch and adds each Hive partition value the file does not
@@ -506,10 +670,7 @@ impl Engine {
     async fn execute(&self, path: &Path, planned: &Planned) -> Result<Vec<ScalarValue>> {
         let batches = collect(planned.physical.clone(), self.ctx.task_ctx())
             .await
-            .map_err(|e| EngineError::Input {
-                path: path.display().to_string(),
-                reason: compile::one_line(&e.strip_backtrace()),
-            })?;
+            .map_err(|e| read_error(path, &e))?;
         let batch =
             batches
                 .iter()

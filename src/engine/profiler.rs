@@ -271,6 +271,7 @@ impl Accumulator for ProfileAccumulator {
             + self.numbers.capacity() * 24
             + numeric
             + self.profile.frequencies.items.len() * 64
+            + self.profile.frequencies.kept_bytes()
             + 4096 // HLL registers
             + self.partials.iter().map(Vec::len).sum::<usize>();
         // DataFusion grows a no-grouping aggregate's reservation by every

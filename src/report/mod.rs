@@ -242,3 +242,21 @@ pub fn json_f64(value: f64) -> serde_json::Value {
         .map(serde_json::Value::Number)
         .unwrap_or(serde_json::Value::Null)
 }
+
+/// `text` with control characters (newlines, escape sequences, …) written
+/// as `\u{..}` escapes, for logs and terminals: a file name must not be able
+/// to forge a log line or drive the terminal.
+pub fn escape_control(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}

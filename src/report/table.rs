@@ -21,7 +21,7 @@ pub fn render_table(report: &Report, color: bool) -> String {
     if !report.unmatched.is_empty() {
         let _ = writeln!(out, "unmatched inputs (no rule file's `match` applies):");
         for path in &report.unmatched {
-            let _ = writeln!(out, "  {path}");
+            let _ = writeln!(out, "  {}", super::escape_control(path));
         }
         out.push('\n');
     }
@@ -59,7 +59,7 @@ fn render_batch(out: &mut String, batch: &BatchReport, color: bool) {
         out,
         "{}{}{} — dataset {} ({} rows, rules {}): {}",
         if color { BOLD } else { "" },
-        batch.source,
+        super::escape_control(&batch.source),
         if color { RESET } else { "" },
         batch.dataset,
         rows,
@@ -67,6 +67,7 @@ fn render_batch(out: &mut String, batch: &BatchReport, color: bool) {
         verdict
     );
     if let Some(error) = &batch.error {
+        let error = super::escape_control(error);
         let _ = writeln!(out, "  {}", paint(&format!("error: {error}"), RED, color));
         return;
     }

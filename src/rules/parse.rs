@@ -477,12 +477,20 @@ fn sql_text(path: &Path, spanned: Spanned<String>, key: &str) -> Result<SqlText>
             format!("`{key}`: SQL does not parse: {e}"),
         )
     })?;
-    parser.parse_expr().map_err(|e| {
+    let expr = parser.parse_expr().map_err(|e| {
         invalid(
             location.clone(),
             format!("`{key}`: SQL does not parse: {e}"),
         )
     })?;
+    if let Some(what) = forbidden_sql(&expr) {
+        return Err(invalid(
+            location,
+            format!(
+                "`{key}`: {what} not allowed in rule SQL (a rule is one expression over the batch's rows, evaluated in one scan)"
+            ),
+        ));
+    }
     let next = parser.peek_token();
     if next.token != Token::EOF {
         return Err(invalid(
@@ -494,6 +502,47 @@ fn sql_text(path: &Path, spanned: Spanned<String>, key: &str) -> Result<SqlText>
         ));
     }
     Ok(SqlText { text, location })
+}
+
+/// Set-returning (table) functions: they belong in `FROM`, which a rule
+/// expression has none of, and can multiply rows.
+const TABLE_FUNCTIONS: &[&str] = &["generate_series", "range", "unnest"];
+
+/// What in a parsed rule expression could reach beyond the batch's rows or
+/// run unbounded work of its own: a subquery (scalar, `EXISTS`, `IN`,
+/// `ANY`/`ALL`, or as a function argument), a table reference, or a table
+/// function. `None` when there is nothing of the kind.
+fn forbidden_sql(expr: &datafusion::sql::sqlparser::ast::Expr) -> Option<String> {
+    use datafusion::sql::sqlparser::ast::{
+        Expr, FunctionArguments, visit_expressions, visit_relations,
+    };
+    use std::ops::ControlFlow;
+    let found = visit_expressions(expr, |e| match e {
+        Expr::Subquery(_) | Expr::InSubquery { .. } => {
+            ControlFlow::Break("a subquery is".to_string())
+        }
+        Expr::Exists { .. } => ControlFlow::Break("an EXISTS subquery is".to_string()),
+        Expr::Function(f) if matches!(f.args, FunctionArguments::Subquery(_)) => {
+            ControlFlow::Break("a subquery is".to_string())
+        }
+        Expr::Function(f) => {
+            let name = f.name.to_string().to_ascii_lowercase();
+            let last = name.rsplit('.').next().unwrap_or(&name).trim_matches('"');
+            if TABLE_FUNCTIONS.contains(&last) {
+                ControlFlow::Break(format!("the table function `{last}` is"))
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        _ => ControlFlow::Continue(()),
+    });
+    if let ControlFlow::Break(what) = found {
+        return Some(what);
+    }
+    match visit_relations(expr, |r| ControlFlow::Break(r.to_string())) {
+        ControlFlow::Break(table) => Some(format!("a table reference (`{table}`) is")),
+        ControlFlow::Continue(()) => None,
+    }
 }
 
 fn non_empty_column(column: String, location: &SourceLocation) -> Result<String> {

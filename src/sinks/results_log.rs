@@ -31,6 +31,11 @@ pub struct ResultsLog {
     size: u64,
     max_size: u64,
     keep: usize,
+    /// The seq of the last line written.
+    last: u64,
+    /// A write failed since: the log lacks stored reports after `last`, and
+    /// the file may hold a torn line if cutting it back failed too.
+    behind: bool,
 }
 
 impl ResultsLog {
@@ -72,9 +77,87 @@ impl ResultsLog {
                 size: complete as u64,
                 max_size: max_size.max(1),
                 keep,
+                last,
+                behind: false,
             },
             last,
         ))
+    }
+
+    /// The seq of the last line written.
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// Whether a failed write left the log behind the store.
+    pub fn is_behind(&self) -> bool {
+        self.behind
+    }
+
+    /// Appends the report with this `seq`, first catching up from the store
+    /// (`stored_after(n)`: every stored line after seq `n`, in order) when
+    /// an earlier append failed — so the log never skips a report, never
+    /// repeats one, and a failure never leaves half a line for the next
+    /// one to be glued to.
+    pub fn append_report<E: std::fmt::Display>(
+        &mut self,
+        seq: u64,
+        line: &str,
+        stored_after: impl FnOnce(u64) -> Result<Vec<(u64, String)>, E>,
+    ) -> Result<(), ResultsLogError> {
+        if !self.behind {
+            return self.append_seq(seq, line);
+        }
+        let missing = self.catch_up(stored_after)?;
+        if self.last < seq {
+            self.append_seq(seq, line)?;
+        }
+        tracing::info!(
+            caught_up = missing,
+            last = self.last,
+            "results log caught up from the store after a failed write"
+        );
+        Ok(())
+    }
+
+    /// When a write failed: cuts a torn tail and appends what the store
+    /// holds after the last line (`stored_after`), so the log is whole
+    /// again even if no new report comes. Returns the lines added.
+    pub fn catch_up<E: std::fmt::Display>(
+        &mut self,
+        stored_after: impl FnOnce(u64) -> Result<Vec<(u64, String)>, E>,
+    ) -> Result<usize, ResultsLogError> {
+        if !self.behind {
+            return Ok(0);
+        }
+        let path = self.dir.join(RESULTS_LOG);
+        // Cut a torn tail the failed write may have left (when cutting it
+        // back at the time failed too), then add what the store has.
+        let (fresh, last) = Self::open(&self.dir, self.max_size, self.keep)?;
+        *self = fresh;
+        self.behind = true;
+        let missing = stored_after(last).map_err(|e| ResultsLogError {
+            path,
+            source: std::io::Error::other(format!("cannot read the store to catch up: {e}")),
+        })?;
+        for (n, text) in &missing {
+            self.append_seq(*n, text)?;
+        }
+        self.behind = false;
+        Ok(missing.len())
+    }
+
+    fn append_seq(&mut self, seq: u64, line: &str) -> Result<(), ResultsLogError> {
+        match self.append(line) {
+            Ok(()) => {
+                self.last = seq;
+                Ok(())
+            }
+            Err(e) => {
+                self.behind = true;
+                Err(e)
+            }
+        }
     }
 
     /// Appends one line (without its newline) and syncs it to disk.
@@ -90,8 +173,22 @@ impl ResultsLog {
         let mut bytes = Vec::with_capacity(line.len() + 1);
         bytes.extend_from_slice(line.as_bytes());
         bytes.push(b'\n');
-        self.file.write_all(&bytes).map_err(io)?;
-        self.file.sync_data().map_err(io)?;
+        let written = self
+            .file
+            .write_all(&bytes)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // Part of the line may be on disk (a full disk takes what fits):
+            // cut it back so the next line starts on a line of its own.
+            let cut = self
+                .file
+                .set_len(self.size)
+                .and_then(|()| self.file.sync_data());
+            if cut.is_err() {
+                self.behind = true;
+            }
+            return Err(io(e));
+        }
         self.size += bytes.len() as u64;
         Ok(())
     }
@@ -119,13 +216,20 @@ impl ResultsLog {
     }
 }
 
-/// The `agent.seq` of the last line of `text` (0 when there is none).
+/// The `agent.seq` of the last line of `text` that has one (0 when none
+/// does). A damaged line (two glued by an old failed write) is passed over
+/// rather than read as "nothing logged", which would append every stored
+/// report again.
 fn last_seq(text: &[u8]) -> u64 {
     text.split(|&b| b == b'\n')
         .rev()
-        .find(|l| !l.is_empty())
-        .and_then(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
-        .and_then(|v| v.pointer("/agent/seq").and_then(|s| s.as_u64()))
+        .filter(|l| !l.is_empty())
+        .find_map(|line| {
+            serde_json::from_slice::<serde_json::Value>(line)
+                .ok()?
+                .pointer("/agent/seq")?
+                .as_u64()
+        })
         .unwrap_or(0)
 }
 
@@ -183,5 +287,50 @@ mod tests {
         std::fs::write(dir.path().join(RESULTS_LOG), "").unwrap();
         let (_, last) = ResultsLog::open(dir.path(), 2 * size, 2).unwrap();
         assert_eq!(last, 6);
+    }
+
+    #[test]
+    fn issue_15_a_line_glued_to_a_torn_one_does_not_make_a_restart_log_everything_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let glued = format!("{}{}", &line(3)[..10], line(4));
+        std::fs::write(
+            dir.path().join(RESULTS_LOG),
+            format!("{}\n{}\n{glued}\n", line(1), line(2)),
+        )
+        .unwrap();
+        let (_, last) = ResultsLog::open(dir.path(), 1 << 20, 2).unwrap();
+        assert_eq!(last, 2);
+    }
+
+    #[test]
+    fn issue_15_after_a_failed_append_the_log_catches_up_from_the_store_without_repeats() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = ResultsLog::open(dir.path(), 1 << 20, 2).unwrap();
+        let never = |_: u64| -> Result<Vec<(u64, String)>, String> { panic!("not behind") };
+        log.append_report(1, &line(1), never).unwrap();
+        log.append_report(2, &line(2), never).unwrap();
+        // As a failed write leaves it: behind, half a line on disk.
+        log.behind = true;
+        let path = dir.path().join(RESULTS_LOG);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&line(3).as_bytes()[..7]).unwrap();
+        drop(f);
+        let mut asked = None;
+        log.append_report(5, &line(5), |after| {
+            asked = Some(after);
+            Ok::<_, String>((3..=5).map(|n| (n, line(n))).collect())
+        })
+        .unwrap();
+        assert_eq!(asked, Some(2));
+        assert!(!log.is_behind());
+        assert_eq!(log.last(), 5);
+        let want: String = (1..=5).map(|n| format!("{}\n", line(n))).collect();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), want);
+        log.append_report(6, &line(6), never).unwrap();
+        assert!(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .ends_with(&format!("{}\n", line(6)))
+        );
     }
 }

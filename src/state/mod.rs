@@ -19,6 +19,7 @@
 mod outbox;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -179,7 +180,8 @@ pub struct Retention {
 
 /// The durable state store.
 pub struct Store {
-    db: Database,
+    /// `None` only between a failed write and a successful reopen.
+    db: std::sync::RwLock<Option<Arc<Database>>>,
     path: PathBuf,
 }
 
@@ -203,24 +205,11 @@ impl Store {
             source,
         })?;
         let path = dir.join(STORE_FILE);
-        // redb caches up to 1 GiB by default; a sidecar's store is read a
-        // little per batch, so a small cache keeps memory flat as it grows.
-        let db = match redb::Builder::new()
-            .set_cache_size(STORE_CACHE_BYTES)
-            .create(&path)
-        {
-            Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(StateError::Busy { path });
-            }
-            Err(e) => {
-                return Err(StateError::Store {
-                    path,
-                    source: Box::new(e.into()),
-                });
-            }
+        let db = Self::open_file(&path)?;
+        let store = Self {
+            db: std::sync::RwLock::new(Some(Arc::new(db))),
+            path,
         };
-        let store = Self { db, path };
         // Create the tables so readers never meet a missing one.
         store.write(|txn| {
             txn.open_table(VERSIONS)?;
@@ -236,6 +225,60 @@ impl Store {
             Ok(())
         })?;
         Ok(store)
+    }
+
+    fn open_file(path: &Path) -> Result<Database> {
+        // redb caches up to 1 GiB by default; a sidecar's store is read a
+        // little per batch, so a small cache keeps memory flat as it grows.
+        match redb::Builder::new()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .create(path)
+        {
+            Ok(db) => Ok(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StateError::Busy {
+                path: path.to_path_buf(),
+            }),
+            Err(e) => Err(StateError::Store {
+                path: path.to_path_buf(),
+                source: Box::new(e.into()),
+            }),
+        }
+    }
+
+    /// The open database, reopening it first after a failed write.
+    ///
+    /// Why: after an I/O error in a commit (a full disk, say) redb refuses
+    /// every later transaction until the database is closed and opened
+    /// again (which also repairs it); without this one `ENOSPC` would wedge
+    /// the agent until a restart.
+    fn db(&self) -> Result<Arc<Database>> {
+        let poisoned = || StateError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other("state store lock poisoned"),
+        };
+        if let Some(db) = self.db.read().map_err(|_| poisoned())?.as_ref() {
+            return Ok(db.clone());
+        }
+        let mut slot = self.db.write().map_err(|_| poisoned())?;
+        if let Some(db) = slot.as_ref() {
+            return Ok(db.clone());
+        }
+        let db = Arc::new(Self::open_file(&self.path)?);
+        tracing::info!(store = %self.path.display(), "state store reopened after a failed write");
+        *slot = Some(db.clone());
+        Ok(db)
+    }
+
+    /// Drops the database after an I/O failure, so the next use reopens it
+    /// (once transactions still holding the old one are gone).
+    fn close_after(&self, e: &redb::Error) {
+        let io = matches!(
+            e,
+            redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed
+        );
+        if io && let Ok(mut slot) = self.db.write() {
+            *slot = None;
+        }
     }
 
     /// Whether another process holds the store in `dir` (an agent is running).
@@ -262,15 +305,22 @@ impl Store {
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> std::result::Result<T, redb::Error>,
     ) -> Result<T> {
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        let out = f(&txn).map_err(|e| self.err(e))?;
-        txn.commit().map_err(|e| self.err(e))?;
-        Ok(out)
+        let db = self.db()?;
+        let done = db.begin_write().map_err(redb::Error::from).and_then(|txn| {
+            let out = f(&txn)?;
+            txn.commit()?;
+            Ok(out)
+        });
+        drop(db);
+        done.map_err(|e| {
+            self.close_after(&e);
+            self.err(e)
+        })
     }
 
     /// The record of a batch version, if it was evaluated.
     pub fn version(&self, dataset: &str, version: &BatchVersion) -> Result<Option<VersionRecord>> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(VERSIONS).map_err(|e| self.err(e))?;
         let key = version_key(dataset, version);
         match table.get(key.as_str()).map_err(|e| self.err(e))? {
@@ -281,7 +331,7 @@ impl Store {
 
     /// The seq the next recorded report will get.
     pub fn next_seq(&self) -> Result<u64> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
         let meta = txn.open_table(META).map_err(|e| self.err(e))?;
         Ok(meta
             .get("next_seq")
@@ -426,7 +476,7 @@ impl Store {
 
     /// The profiles of a dataset's rolling reference, oldest first (at most `limit`, the newest).
     pub fn rolling_profiles(&self, dataset: &str, limit: usize) -> Result<Vec<DatasetProfile>> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(ROLLING).map_err(|e| self.err(e))?;
         let prefix = format!("{dataset}\0");
         let end = format!("{dataset}\u{1}");
@@ -446,7 +496,7 @@ impl Store {
 
     /// The profile of a dataset's latest profiled batch.
     pub fn latest_profile(&self, dataset: &str) -> Result<Option<DatasetProfile>> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(LATEST_PROFILES).map_err(|e| self.err(e))?;
         match table.get(dataset).map_err(|e| self.err(e))? {
             Some(v) => Ok(Some(self.decode("a profile", v.value())?)),
@@ -456,7 +506,7 @@ impl Store {
 
     /// Stored results-log lines with a seq greater than `after`, in order.
     pub fn reports_after(&self, after: u64) -> Result<Vec<(u64, String)>> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(REPORTS).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for entry in table
@@ -471,7 +521,7 @@ impl Store {
 
     /// The newest `limit` stored reports of a dataset, newest first.
     pub fn latest_reports(&self, dataset: &str, limit: usize) -> Result<Vec<(u64, String)>> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
         let index = txn.open_table(DATASET_REPORTS).map_err(|e| self.err(e))?;
         let reports = txn.open_table(REPORTS).map_err(|e| self.err(e))?;
         let prefix = format!("{dataset}\0");
@@ -501,7 +551,7 @@ impl Store {
 
     /// Every dataset's counters, by name.
     pub fn datasets(&self) -> Result<Vec<(String, DatasetCounters)>> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(DATASETS).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(|e| self.err(e))? {
@@ -520,7 +570,7 @@ impl Store {
     pub fn prune_versions(&self, older_than: i64, exists: impl Fn(&str) -> bool) -> Result<usize> {
         let mut gone = Vec::new();
         {
-            let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+            let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
             let table = txn.open_table(VERSIONS).map_err(|e| self.err(e))?;
             for entry in table.iter().map_err(|e| self.err(e))? {
                 let (k, v) = entry.map_err(|e| self.err(e))?;

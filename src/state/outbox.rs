@@ -365,7 +365,7 @@ impl Store {
 
     /// Pending deliveries due at `now_ms`, soonest first (at most `limit`).
     pub fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
         let due = txn.open_table(DUE).map_err(|e| self.err(e))?;
         let deliveries = txn.open_table(DELIVERIES).map_err(|e| self.err(e))?;
         let end = (now_ms.max(0) as u64).saturating_add(1);
@@ -382,7 +382,7 @@ impl Store {
 
     /// When the next pending delivery is due (Unix ms).
     pub fn next_due_ms(&self) -> Result<Option<i64>> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
         let due = txn.open_table(DUE).map_err(|e| self.err(e))?;
         let first = due.first().map_err(|e| self.err(e))?;
         Ok(first.map(|(k, _)| k.value().0 as i64))
@@ -433,7 +433,7 @@ impl Store {
 
     /// Every delivery in the outbox, oldest first.
     pub fn deliveries(&self) -> Result<Vec<Delivery>> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(DELIVERIES).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(|e| self.err(e))? {
@@ -446,7 +446,7 @@ impl Store {
 
     /// One delivery.
     pub fn delivery(&self, event_id: &str) -> Result<Option<Delivery>> {
-        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(DELIVERIES).map_err(|e| self.err(e))?;
         match table.get(event_id).map_err(|e| self.err(e))? {
             Some(v) => Ok(Some(self.decode_delivery(v.value())?)),

@@ -147,6 +147,12 @@ impl Agent {
         Self::spawn_with_env(lake, args, state, &[])
     }
 
+    /// Like `spawn`, in the working directory `cwd` (relative paths in `args`
+    /// are resolved there).
+    pub(crate) fn spawn_in(lake: &Lake, args: &[String], state: &Path, cwd: &Path) -> Agent {
+        Self::start_process(lake, args, state, &[], Some(cwd))
+    }
+
     /// Like `spawn`, with extra environment variables for the agent process.
     pub(crate) fn spawn_with_env(
         lake: &Lake,
@@ -154,9 +160,23 @@ impl Agent {
         state: &Path,
         env: &[(&str, &str)],
     ) -> Agent {
+        Self::start_process(lake, args, state, env, None)
+    }
+
+    fn start_process(
+        lake: &Lake,
+        args: &[String],
+        state: &Path,
+        env: &[(&str, &str)],
+        cwd: Option<&Path>,
+    ) -> Agent {
         let n = std::fs::read_dir(lake.dir.path()).unwrap().count();
         let log = lake.path(&format!("agent-{n}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_driftwatch"));
+        if let Some(dir) = cwd {
+            command.current_dir(dir);
+        }
+        let child = command
             .args(args)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
@@ -180,12 +200,27 @@ impl Agent {
         agent
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub(crate) fn get(&self, path: &str) -> (u16, String) {
         http_get(self.addr, path)
+    }
+
+    /// The agent's peak resident memory so far (`VmHWM`), in bytes.
+    pub(crate) fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kb * 1024
     }
 
     pub(crate) fn status(&self) -> Value {
@@ -662,4 +697,49 @@ fn files_moved_into_brand_new_folders_are_found_without_waiting_for_a_listing() 
     }
     let r = wait_results(&lake, &agent, 8);
     assert_eq!(r.len(), 8);
+}
+
+#[test]
+fn issue_15_six_small_files_of_huge_strings_keep_the_state_and_live_pages_small() {
+    let lake = Lake::new(
+        "dataset: flights
+drift:
+  reference: { rolling: { batches: 5 } }
+  columns: [s]
+",
+    );
+    let staged = lake.path("staging/huge.parquet");
+    crate::common::write_huge_strings(&staged);
+    let bytes = std::fs::read(&staged).unwrap();
+    std::fs::remove_file(&staged).unwrap();
+    let agent = Agent::start(&lake, &[]);
+    for i in 0..6 {
+        lake.land(&format!("h{i}.parquet"), &bytes);
+    }
+    let results = wait_results(&lake, &agent, 6);
+    for r in &results {
+        assert_eq!(r["reports"][0]["error"], Value::Null, "{r}");
+    }
+    let state = std::fs::metadata(lake.state().join("state.redb"))
+        .unwrap()
+        .len();
+    // Was 2.1 GB: six profiles of 100 MB, each stored twice.
+    assert!(state < 32 << 20, "state.redb is {state} bytes");
+    // 16 concurrent requests for the live page: one build, one answer.
+    let pages: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| scope.spawn(|| agent.get("/report/flights")))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(pages.iter().all(|p| p.0 == 200 && p.1 == pages[0].1));
+    let page = pages[0].1.len();
+    let rss = agent.peak_rss();
+    eprintln!(
+        "six {}-byte files: state.redb {state} bytes, page {page} bytes, agent peak RSS {rss} bytes",
+        bytes.len()
+    );
+    assert!(page < 8 << 20, "the page is {page} bytes");
+    // Was 11.3 GB.
+    assert!(rss < 1 << 30, "peak RSS {rss} bytes");
 }

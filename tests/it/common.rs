@@ -35,6 +35,32 @@ pub fn write_parquet(path: &Path, batch: &RecordBatch, row_group_rows: usize) {
     writer.close().unwrap();
 }
 
+/// Issue 15's small file with huge values: column `s`, 1,000 distinct
+/// 100 KB strings (100 MB of text) in ~30 KB of zstd-compressed Parquet.
+pub fn write_huge_strings(path: &Path) {
+    use parquet::basic::{Compression, ZstdLevel};
+    let values: Vec<String> = (0..1000)
+        .map(|i| format!("{i:04}{}", "x".repeat(100_000 - 4)))
+        .collect();
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true)])),
+        vec![Arc::new(StringArray::from(values)) as ArrayRef],
+    )
+    .unwrap();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap()))
+        .set_dictionary_enabled(false)
+        .build();
+    let mut writer = ArrowWriter::try_new(
+        std::fs::File::create(path).unwrap(),
+        batch.schema(),
+        Some(props),
+    )
+    .unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
 /// Microseconds since the epoch of an RFC 3339 time.
 pub fn micros(text: &str) -> i64 {
     DateTime::parse_from_rfc3339(text)

@@ -449,3 +449,34 @@ fn rolling_reference_in_check_uses_the_previous_inputs_of_the_run() {
     assert_eq!(drift(2)["dataset_drift"], true);
     assert_eq!(report["reports"][2]["passed"], false);
 }
+
+#[test]
+fn issue_15_a_small_file_of_huge_distinct_strings_makes_a_small_profile_and_drift_runs() {
+    let lake = Lake::new();
+    let data = lake.path("huge.parquet");
+    crate::common::write_huge_strings(&data);
+    let file_bytes = std::fs::metadata(&data).unwrap().len();
+    assert!(file_bytes < 256 << 10, "the file is {file_bytes} bytes");
+    let rules = lake.rules(
+        "t.yaml",
+        "dataset: t\ndrift:\n  reference: t.profile\n  columns: [s]\n",
+    );
+    let reference = baseline(&lake, &data, &rules);
+    let profile_bytes = std::fs::metadata(&reference).unwrap().len();
+    eprintln!("a {file_bytes}-byte file made a {profile_bytes}-byte profile");
+    assert!(
+        profile_bytes < 1 << 20,
+        "the profile is {profile_bytes} bytes"
+    );
+    let (code, report, stderr) = check(&data, &rules, Some(&reference));
+    assert_eq!(code, 0, "{stderr}\n{report:#}");
+    let s = column(&report, "s");
+    assert_eq!(s["error"], Value::Null, "{s:#}");
+    assert_eq!(s["message"], Value::Null, "{s:#}");
+    assert_eq!(s["test"], "chisquare", "{s:#}");
+    // Same batch as the reference: a statistic of 0 and no drift.
+    assert_eq!(s["statistic"], 0.0, "{s:#}");
+    assert_eq!(s["drifted"], false, "{s:#}");
+    let report_bytes = serde_json::to_vec(&report).unwrap().len();
+    assert!(report_bytes < 1 << 20, "the report is {report_bytes} bytes");
+}

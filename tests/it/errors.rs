@@ -220,3 +220,72 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn issue_15_rule_sql_with_subqueries_or_table_functions_is_rejected_at_its_location() {
+    let cases = [
+        (
+            "dataset: x\nchecks:\n  - expr: \"a > (select max(b) from t)\"\n",
+            "rules/bad.yaml:3:11: `expr`: a subquery is not allowed in rule SQL (a rule is one expression over the batch's rows, evaluated in one scan)",
+        ),
+        (
+            "dataset: x\nchecks:\n  - metric: \"avg(a) + (SELECT count(*) FROM generate_series(1, 1000000000))\"\n    between: [0, 1]\n",
+            "rules/bad.yaml:3:13: `metric`: a subquery is not allowed in rule SQL (a rule is one expression over the batch's rows, evaluated in one scan)",
+        ),
+        (
+            "dataset: x\nchecks:\n  - not_null: a\n    where: \"exists (select 1)\"\n",
+            "rules/bad.yaml:4:12: `where`: an EXISTS subquery is not allowed in rule SQL (a rule is one expression over the batch's rows, evaluated in one scan)",
+        ),
+        (
+            "dataset: x\nchecks:\n  - expr: \"a in (select b from t)\"\n",
+            "rules/bad.yaml:3:11: `expr`: a subquery is not allowed in rule SQL (a rule is one expression over the batch's rows, evaluated in one scan)",
+        ),
+        (
+            "dataset: x\nchecks:\n  - expr: \"a = any(select b from t)\"\n",
+            "rules/bad.yaml:3:11: `expr`: a subquery is not allowed in rule SQL (a rule is one expression over the batch's rows, evaluated in one scan)",
+        ),
+        (
+            "dataset: x\nchecks:\n  - metric: \"count(generate_series(1, 10))\"\n    between: [0, 1]\n",
+            "rules/bad.yaml:3:13: `metric`: the table function `generate_series` is not allowed in rule SQL (a rule is one expression over the batch's rows, evaluated in one scan)",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        assert_eq!(rule_error(yaml), expected, "{yaml}");
+    }
+    // Ordinary expressions, parenthesised ones included, still pass.
+    parse_rule_file(
+        Path::new("rules/ok.yaml"),
+        "dataset: x\nchecks:\n  - expr: \"(a + 1) > (b * 2)\"\n  - metric: \"avg(a)\"\n    between: [0, 1]\n",
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn issue_15_an_evaluation_over_its_timeout_is_an_error_report() {
+    use driftwatch::engine::{Engine, EngineOptions};
+    let f = fixture();
+    let rules = parse_rule_file(
+        Path::new("rules.yaml"),
+        "dataset: t\nchecks:\n  - not_null: id\n",
+    )
+    .unwrap();
+    let engine = Engine::new(&EngineOptions {
+        evaluation_timeout: Some(std::time::Duration::from_nanos(1)),
+        ..EngineOptions::default()
+    })
+    .unwrap();
+    let report = engine
+        .evaluate(&f.data, "data.parquet", &rules, chrono::Utc::now())
+        .await;
+    assert_eq!(
+        report.error.as_deref(),
+        Some(format!("{}: evaluation exceeded 1ns", f.data.display()).as_str())
+    );
+    assert!(!report.passed);
+    // The same batch within the default timeout evaluates.
+    let engine = Engine::new(&EngineOptions::default()).unwrap();
+    let report = engine
+        .evaluate(&f.data, "data.parquet", &rules, chrono::Utc::now())
+        .await;
+    assert_eq!(report.error, None);
+}

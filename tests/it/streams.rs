@@ -21,7 +21,7 @@ checks:
 ";
 
 /// A lake with rule files for `datasets` and a config file holding `sources`.
-fn stream_lake(datasets: &[&str], sources: &str) -> (Lake, PathBuf) {
+pub(crate) fn stream_lake(datasets: &[&str], sources: &str) -> (Lake, PathBuf) {
     let lake = Lake::new(crate::agent::RULES);
     for d in datasets {
         std::fs::write(
@@ -41,7 +41,7 @@ fn stream_lake(datasets: &[&str], sources: &str) -> (Lake, PathBuf) {
     (lake, config)
 }
 
-fn start(lake: &Lake, config: &Path, env: &[(&str, &str)]) -> Agent {
+pub(crate) fn start(lake: &Lake, config: &Path, env: &[(&str, &str)]) -> Agent {
     let args = vec![
         "run".to_string(),
         "--config".to_string(),
@@ -51,13 +51,13 @@ fn start(lake: &Lake, config: &Path, env: &[(&str, &str)]) -> Agent {
 }
 
 /// One HTTP response: status, `Retry-After`, body as JSON (null if not JSON).
-struct Posted {
-    status: u16,
-    retry_after: Option<String>,
-    body: Value,
+pub(crate) struct Posted {
+    pub(crate) status: u16,
+    pub(crate) retry_after: Option<String>,
+    pub(crate) body: Value,
 }
 
-fn post(agent: &Agent, dataset: &str, content_type: &str, body: Vec<u8>) -> Posted {
+pub(crate) fn post(agent: &Agent, dataset: &str, content_type: &str, body: Vec<u8>) -> Posted {
     post_with(agent, dataset, content_type, body, None)
 }
 
@@ -99,7 +99,7 @@ fn post_with(
 }
 
 /// `n` NDJSON events with ids from `first`.
-fn ndjson(first: u64, n: u64) -> Vec<u8> {
+pub(crate) fn ndjson(first: u64, n: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(n as usize * 48);
     for id in first..first + n {
         out.extend_from_slice(
@@ -115,7 +115,7 @@ fn ndjson(first: u64, n: u64) -> Vec<u8> {
 }
 
 /// `n` events as an Arrow IPC stream of batches of 50,000 rows.
-fn arrow_ipc(first: u64, n: u64) -> Vec<u8> {
+pub(crate) fn arrow_ipc(first: u64, n: u64) -> Vec<u8> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("kind", DataType::Utf8, true),
         Field::new("id", DataType::Int64, true),
@@ -168,7 +168,7 @@ fn windows(lake: &Lake, dataset: &str) -> Vec<(String, u64, bool)> {
         .collect()
 }
 
-fn stream_status(agent: &Agent, name: &str) -> Value {
+pub(crate) fn stream_status(agent: &Agent, name: &str) -> Value {
     agent.status()["streams"]
         .as_array()
         .unwrap()
@@ -178,7 +178,7 @@ fn stream_status(agent: &Agent, name: &str) -> Value {
         .unwrap_or_else(|| panic!("no stream {name} in /status"))
 }
 
-fn dead_letters(lake: &Lake, stream_dir: &str) -> Vec<Value> {
+pub(crate) fn dead_letters(lake: &Lake, stream_dir: &str) -> Vec<Value> {
     std::fs::read_to_string(
         lake.state()
             .join("streams")
@@ -494,7 +494,7 @@ fn issue_8_oversized_bodies_get_413_and_a_full_queue_gets_429_with_retry_after()
         let mut tcp = std::net::TcpStream::connect(agent.addr).unwrap();
         tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let body = ndjson(0, 100);
-        let mut request = "POST /ingest/small HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        let mut request = "POST /ingest/small HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
             .as_bytes()
             .to_vec();
         for part in body.chunks(500) {
@@ -727,7 +727,7 @@ fn issue_8_clients_stalling_mid_body_get_408_and_do_not_block_other_posts() {
             let mut tcp = std::net::TcpStream::connect(agent.addr).unwrap();
             tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
             tcp.write_all(
-                b"POST /ingest/slow HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\nContent-Length: 1000\r\n\r\n{\"id\": 1",
+                b"POST /ingest/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\nContent-Length: 1000\r\n\r\n{\"id\": 1",
             )
             .unwrap();
             tcp
@@ -744,4 +744,131 @@ fn issue_8_clients_stalling_mid_body_get_408_and_do_not_block_other_posts() {
         assert!(answer.contains("`body_timeout`"), "{answer}");
     }
     assert_eq!(stream_status(&agent, "http:slow")["accepted"], 5);
+}
+
+/// A rule file without a `schema` check: the stream's schema is inferred.
+fn inferring_lake(dataset: &str, sources: &str) -> (Lake, PathBuf) {
+    let (lake, config) = stream_lake(&[], sources);
+    std::fs::write(
+        lake.path(&format!("rules/{dataset}.yaml")),
+        format!("dataset: {dataset}\nchecks:\n  - row_count: {{ min: 1 }}\n"),
+    )
+    .unwrap();
+    (lake, config)
+}
+
+/// One event with `n` keys `c0`…: 119 KB for 10,000.
+fn wide_event(n: usize) -> Vec<u8> {
+    let fields: Vec<String> = (0..n).map(|i| format!("\"c{i}\": {i}")).collect();
+    format!("{{{}}}\n", fields.join(", ")).into_bytes()
+}
+
+fn wal_bytes(lake: &Lake, stream_dir: &str) -> u64 {
+    let dir = lake.state().join("streams").join(stream_dir).join("wal");
+    std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.metadata().unwrap().len()).sum())
+        .unwrap_or(0)
+}
+
+#[test]
+fn issue_15_a_wide_first_post_is_refused_and_fixes_no_schema() {
+    let (lake, config) = inferring_lake(
+        "wide",
+        "[[sources]]\nkind = \"http\"\ndataset = \"wide\"\ninfer_schema = true\nwindow = { rows = 100000, seconds = 3600 }\n",
+    );
+    let agent = start(&lake, &config, &[]);
+    let wide = wide_event(10_000);
+    assert!(wide.len() > 100_000, "{}", wide.len());
+    let refused = post(&agent, "wide", "application/x-ndjson", wide);
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(
+        refused.body["error"],
+        "the events would fix an inferred schema of 10000 columns, more than max_columns = 1000; declare the schema in the rule file's `schema` check or raise `max_columns`"
+    );
+    // 90 KB of empty events after it: the schema comes from them, not from
+    // the refused post, and the WAL stays the size of the input's order.
+    let empty: Vec<u8> = b"{\"a\": 1}\n{}\n".repeat(90_000 / 12);
+    let accepted = post(&agent, "wide", "application/x-ndjson", empty.clone());
+    assert_eq!(accepted.status, 200, "{}", accepted.body);
+    assert_eq!(accepted.body["accepted"], 2 * (90_000 / 12));
+    let wal = wal_bytes(&lake, "http-wide");
+    eprintln!("a {}-byte post wrote {wal} bytes of WAL", empty.len());
+    assert!(wal < 1 << 20, "{wal} bytes of WAL");
+    let schema =
+        std::fs::read_to_string(lake.state().join("streams/http-wide/schema.json")).unwrap();
+    let schema: Value = serde_json::from_str(&schema).unwrap();
+    assert_eq!(schema.as_array().unwrap().len(), 1, "{schema}");
+}
+
+#[test]
+fn issue_15_event_files_bound_line_length_and_schema_width() {
+    let (lake, config) = inferring_lake(
+        "lines",
+        "[[sources]]\nkind = \"ndjson_files\"\ndataset = \"lines\"\nsettle = \"200ms\"\nmax_line = \"4KiB\"\nmax_columns = 5\nwindow = { rows = 1000, seconds = 1 }\n",
+    );
+    let agent = start(&lake, &config, &[]);
+    // Too wide for max_columns = 5 (and short enough for max_line): the
+    // chunk's lines are dead letters and no schema is held.
+    lake.land("events/a.ndjson", &wide_event(6));
+    wait_for("the wide line's dead letter", || {
+        (dead_letters(&lake, "ndjson_files-lines").len() == 1).then_some(())
+    });
+    let letters = dead_letters(&lake, "ndjson_files-lines");
+    assert_eq!(letters[0]["location"], "events/a.ndjson:1");
+    assert_eq!(
+        letters[0]["reason"],
+        "the events would fix an inferred schema of 6 columns, more than max_columns = 5; declare the schema in the rule file's `schema` check or raise `max_columns`"
+    );
+    // A 10 MB line without a line break between two good ones: a dead letter
+    // ("line longer than 4096 bytes"), and reading goes on.
+    let mut body = b"{\"id\": 1}\n".to_vec();
+    body.extend_from_slice(b"{\"id\": \"");
+    body.extend(std::iter::repeat_n(b'x', 10 << 20));
+    body.extend_from_slice(b"\"}\n{\"id\": 2}\n");
+    lake.land("events/b.ndjson", &body);
+    let got = wait_for("the window of the two good lines", || {
+        let w = windows(&lake, "lines");
+        (!w.is_empty()).then_some(w)
+    });
+    assert_eq!(got[0].1, 2);
+    let letters = dead_letters(&lake, "ndjson_files-lines");
+    assert_eq!(letters.len(), 2);
+    assert_eq!(letters[1]["location"], "events/b.ndjson:2");
+    assert_eq!(letters[1]["reason"], "line longer than 4096 bytes");
+    assert!(letters[1]["event"].as_str().unwrap().len() <= 4098);
+    assert_eq!(stream_status(&agent, "ndjson_files:lines")["accepted"], 2);
+}
+
+#[test]
+fn issue_15_sparse_events_under_a_wide_schema_are_refused_before_the_wal() {
+    let (lake, config) = inferring_lake(
+        "sparse",
+        "[[sources]]\nkind = \"http\"\ndataset = \"sparse\"\ninfer_schema = true\nwindow = { rows = 1000000, seconds = 3600 }\n",
+    );
+    let agent = start(&lake, &config, &[]);
+    // 1,000 columns: within max_columns, so the schema is held.
+    let first = post(&agent, "sparse", "application/x-ndjson", wide_event(1000));
+    assert_eq!(first.status, 200, "{}", first.body);
+    let before = wal_bytes(&lake, "http-sparse");
+    // 30 KB of `{}`: 10,000 rows of 1,000 int64 columns, ~80 MB of frames.
+    let sparse = b"{}\n".repeat(10_000);
+    let refused = post(&agent, "sparse", "application/x-ndjson", sparse);
+    assert_eq!(refused.status, 413, "{}", refused.body);
+    let error = refused.body["error"].as_str().unwrap();
+    // Refused before decoding, from a lower bound of the rows' size: 10,000
+    // rows × 1,000 columns × (64 value bits + 1 validity bit).
+    assert_eq!(
+        error,
+        "the events would take 81250000 bytes in the write-ahead log, more than the 67108864 allowed for 30000 bytes of input (64× the input, at least 67108864 bytes); send fewer events per post or declare a narrower schema"
+    );
+    assert_eq!(wal_bytes(&lake, "http-sparse"), before, "nothing written");
+    // The same events in posts the budget allows are taken.
+    let ok = post(
+        &agent,
+        "sparse",
+        "application/x-ndjson",
+        b"{}\n".repeat(2_000),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.body["accepted"], 2_000);
 }

@@ -605,15 +605,26 @@ fn prometheus_scrapes_the_agent_and_answers_queries_for_the_drift_metric() {
     lake.land("b2.parquet", &lake.bytes(3000, 62, 45));
     wait_results(&lake, &agent, 2);
     // /metrics itself: every instrument, by the documented Prometheus names.
-    let (code, body) = agent.get("/metrics");
-    assert_eq!(code, 200);
+    // The results-log line is written before the batch's metrics are
+    // recorded: wait for the second batch to be counted.
+    let body = crate::agent::wait_for("the second batch's metrics", || {
+        let (code, body) = agent.get("/metrics");
+        let counted: f64 = body
+            .lines()
+            .filter(|l| l.starts_with("driftwatch_batches_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        (code == 200 && counted >= 2.0).then_some(body)
+    });
     for instrument in names::INSTRUMENTS {
         if instrument.name == names::FILES_ERRORED.name
+            || instrument.name == names::BATCH_RETRIES.name
             || instrument.name.starts_with("driftwatch.webhook.")
             || instrument.name.starts_with("driftwatch.stream.")
         {
-            // No batch errored here, no webhook or stream is configured
-            // (tests/it/webhooks.rs and tests/it/streams.rs read those).
+            // No batch errored or was retried here, no webhook or stream is
+            // configured (tests/it/webhooks.rs, tests/it/streams.rs and
+            // tests/it/hardening.rs read those).
             continue;
         }
         assert!(

@@ -870,3 +870,136 @@ fn https_receivers_are_trusted_through_the_system_store_or_a_ca_file_only() {
             .all(|r| r.json()["webhook"] == "retrain")
     );
 }
+
+/// A receiver that answers every request with `status`, `headers` and a body
+/// of `body_bytes` generated as it is sent, counting the bytes it produced.
+struct HugeAnswer {
+    addr: SocketAddr,
+    produced: Arc<std::sync::atomic::AtomicU64>,
+    requests: Arc<std::sync::atomic::AtomicU64>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl HugeAnswer {
+    fn start(
+        status: u16,
+        headers: &'static [(&'static str, &'static str)],
+        body_bytes: u64,
+    ) -> Self {
+        use futures::StreamExt as _;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let produced = Arc::new(AtomicU64::new(0));
+        let requests = Arc::new(AtomicU64::new(0));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (p, r) = (produced.clone(), requests.clone());
+        let app = axum::Router::new().fallback(move || {
+            let produced = p.clone();
+            r.fetch_add(1, Ordering::SeqCst);
+            async move {
+                const CHUNK: usize = 64 << 10;
+                let chunks = body_bytes.div_ceil(CHUNK as u64);
+                let stream = futures::stream::iter(0..chunks).map(move |_| {
+                    produced.fetch_add(CHUNK as u64, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; CHUNK]))
+                });
+                let mut response = (
+                    axum::http::StatusCode::from_u16(status).unwrap(),
+                    axum::body::Body::from_stream(stream),
+                )
+                    .into_response();
+                for (k, v) in headers {
+                    response.headers_mut().insert(*k, v.parse().unwrap());
+                }
+                response
+            }
+        });
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        HugeAnswer {
+            addr,
+            produced,
+            requests,
+            _stop: stop,
+        }
+    }
+}
+
+#[test]
+fn issue_15_a_receivers_huge_error_body_is_read_only_as_far_as_it_is_kept() {
+    const BODY: u64 = 400 << 20;
+    let receiver = HugeAnswer::start(400, &[], BODY);
+    let lake = Lake::new(ROWS_RULES);
+    let webhooks = generic_webhook(
+        &format!("http://{}/hooks/retrain", receiver.addr),
+        "[webhooks.trigger]\nchecks = [\"row_count\"]",
+    );
+    let agent = start_agent(&lake, &webhooks);
+    lake.land("small.parquet", &lake.bytes(1000, 91, 0));
+    let dead = wait_delivery(&agent, "dead");
+    assert_eq!(dead["last_status"], 400);
+    let kept = dead["last_response"].as_str().unwrap();
+    assert_eq!(kept, "x".repeat(2048));
+    let produced = receiver.produced.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!("the receiver produced {produced} bytes of a {BODY}-byte body");
+    // What sat in socket buffers when the agent hung up, not 400 MB.
+    assert!(
+        produced < 32 << 20,
+        "the receiver produced {produced} bytes"
+    );
+    assert_eq!(
+        receiver.requests.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+#[test]
+fn issue_15_a_huge_retry_after_is_clamped_not_wrapped_to_an_immediate_retry() {
+    let receiver = HugeAnswer::start(503, &[("retry-after", "18446744073709551615")], 2);
+    let lake = Lake::new(ROWS_RULES);
+    let webhooks = generic_webhook(
+        &format!("http://{}/hooks/retrain", receiver.addr),
+        "[webhooks.trigger]\nchecks = [\"row_count\"]",
+    );
+    let agent = start_agent(&lake, &webhooks);
+    lake.land("small.parquet", &lake.bytes(1000, 91, 0));
+    let pending = wait_for("a failed attempt", || {
+        outbox(&agent)["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["attempts"] == 1 && d["state"] == "pending")
+            .cloned()
+    });
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let next = pending["next_attempt_at_ms"].as_i64().unwrap();
+    // One hour (the clamp; max_age is 24 h), give or take the test's time.
+    let wait = next - now_ms;
+    assert!(
+        (3_500_000..=3_600_000).contains(&wait),
+        "next attempt in {wait} ms"
+    );
+    // A wrapped delay would have retried at once, again and again.
+    assert_eq!(
+        receiver.requests.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}

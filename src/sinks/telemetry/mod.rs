@@ -166,6 +166,8 @@ struct Instruments {
     dataset_drifted: Gauge<u64>,
     last_batch_time: Gauge<f64>,
     _queue_depth: ObservableGauge<u64>,
+    batch_retries: Counter<u64>,
+    degraded: Gauge<u64>,
     webhook_events: Counter<u64>,
     webhook_attempts: Counter<u64>,
     webhook_attempt_duration: Histogram<f64>,
@@ -387,6 +389,12 @@ impl Telemetry {
             dataset_drifted: gauge_u(&names::DATASET_DRIFTED),
             last_batch_time: gauge_f(&names::LAST_BATCH_TIME),
             _queue_depth: queue_depth,
+            batch_retries: counter(&names::BATCH_RETRIES),
+            degraded: {
+                let g = gauge_u(&names::AGENT_DEGRADED);
+                g.record(0, &[]);
+                g
+            },
             webhook_events: counter(&names::WEBHOOK_EVENTS),
             webhook_attempts: counter(&names::WEBHOOK_ATTEMPTS),
             webhook_attempt_duration: {
@@ -535,6 +543,22 @@ impl Telemetry {
         self.record_metrics(report, timings);
         self.record_trace(report, batch, timings);
         self.flush.notify_one();
+    }
+
+    /// Counts a batch put back after an environment fault at `stage`.
+    pub fn record_retry(&self, dataset: &str, stage: &'static str) {
+        self.instruments.batch_retries.add(
+            1,
+            &[
+                KeyValue::new(names::DATASET, dataset.to_string()),
+                KeyValue::new(names::STAGE, stage),
+            ],
+        );
+    }
+
+    /// Sets whether the agent is degraded (cannot make progress).
+    pub fn set_degraded(&self, degraded: bool) {
+        self.instruments.degraded.record(u64::from(degraded), &[]);
     }
 
     /// Counts a webhook trigger: `fired`, `dry_run` or `cooling_down`.

@@ -76,6 +76,8 @@ pub const COLUMN: &str = "column";
 pub const TEST: &str = "test";
 /// Attribute: `error` or `warn`.
 pub const SEVERITY: &str = "severity";
+/// Attribute: where an environment fault stopped a batch: `evaluate` or `record`.
+pub const STAGE: &str = "stage";
 /// Attribute: `passed`, `failed` or `error` (batches); per webhook instrument, its own small set.
 pub const OUTCOME: &str = "outcome";
 /// Attribute: a webhook's name (from the config file).
@@ -197,6 +199,22 @@ pub const QUEUE_DEPTH: Instrument = Instrument {
     attributes: &[],
     description: "Batches queued or being evaluated.",
 };
+/// Batches put back for another try after an environment fault.
+pub const BATCH_RETRIES: Instrument = Instrument {
+    name: "driftwatch.batch.retries",
+    kind: Kind::Counter,
+    unit: "{attempt}",
+    attributes: &[DATASET, STAGE],
+    description: "Batches put back for another try because of the environment (I/O, descriptors, memory, a full disk), not the data, by stage: evaluate or record. Never recorded as a verdict.",
+};
+/// Whether the agent cannot make progress.
+pub const AGENT_DEGRADED: Instrument = Instrument {
+    name: "driftwatch.agent.degraded",
+    kind: Kind::Gauge,
+    unit: "{flag}",
+    attributes: &[],
+    description: "1 while environment faults keep batches from being evaluated or recorded (see `/status` `agent.degraded`), else 0.",
+};
 /// Webhook events written to the outbox.
 pub const WEBHOOK_EVENTS: Instrument = Instrument {
     name: "driftwatch.webhook.events",
@@ -286,6 +304,8 @@ pub const INSTRUMENTS: &[Instrument] = &[
     DATASET_DRIFTED,
     LAST_BATCH_TIME,
     QUEUE_DEPTH,
+    BATCH_RETRIES,
+    AGENT_DEGRADED,
     WEBHOOK_EVENTS,
     WEBHOOK_ATTEMPTS,
     WEBHOOK_ATTEMPT_DURATION,

@@ -22,8 +22,15 @@ use super::sign::{SIGNATURE_HEADER, TIMESTAMP_HEADER, signature};
 
 /// Header carrying the event id (constant across attempts).
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
-/// Response bytes kept with a delivery for the operator.
+/// Response bytes kept with a delivery for the operator; also all that is
+/// read of a response body (the connection is dropped after them), so a
+/// receiver answering with a huge body costs nothing more.
 pub const RESPONSE_KEPT_BYTES: usize = 2048;
+/// The shortest wait a `Retry-After` can ask for.
+pub const RETRY_AFTER_MIN: Duration = Duration::from_secs(1);
+/// The longest wait a `Retry-After` can ask for (or the webhook's `max_age`
+/// when that is shorter): a larger value is clamped, never wrapped.
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(3600);
 /// The GitHub REST API version the preset speaks.
 pub const GITHUB_API_VERSION: &str = "2022-11-28";
 
@@ -214,11 +221,8 @@ pub async fn attempt(
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, SystemTime::now()));
-            let text = match response.bytes().await {
-                Ok(bytes) => {
-                    let kept = &bytes[..bytes.len().min(RESPONSE_KEPT_BYTES)];
-                    String::from_utf8_lossy(kept).into_owned()
-                }
+            let text = match read_kept(response).await {
+                Ok(kept) => String::from_utf8_lossy(&kept).into_owned(),
                 Err(e) => format!("(body unreadable: {})", error_chain(&e)),
             };
             let error = format!("HTTP {status}");
@@ -239,6 +243,21 @@ pub async fn attempt(
     }
 }
 
+/// The first [`RESPONSE_KEPT_BYTES`] of a response body. The rest is never
+/// read: dropping the response with its body unfinished closes the
+/// connection instead of draining it.
+async fn read_kept(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut kept = Vec::new();
+    while kept.len() < RESPONSE_KEPT_BYTES {
+        let Some(chunk) = response.chunk().await? else {
+            break;
+        };
+        let room = RESPONSE_KEPT_BYTES - kept.len();
+        kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+    Ok(kept)
+}
+
 /// `Retry-After`: seconds or an HTTP date (a date in the past is 0).
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
@@ -253,7 +272,9 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 /// `retry_backoff · 2^(attempts-1)` capped at `retry_backoff_max`, with
 /// "equal jitter" (a uniformly random point in the upper half, from
 /// `random`), so retries of many events spread out but never come at once.
-/// A longer `Retry-After` wins.
+/// A longer `Retry-After` wins, clamped to [`RETRY_AFTER_MIN`] ..
+/// [`RETRY_AFTER_MAX`] or `max_age` if shorter (a huge value would otherwise
+/// overflow the scheduled time into an immediate retry).
 pub fn next_delay(
     config: &WebhookConfig,
     attempts: u32,
@@ -272,7 +293,8 @@ pub fn next_delay(
         random % (half.as_millis() as u64 + 1)
     };
     let delay = half + Duration::from_millis(jitter_ms);
-    match retry_after {
+    let ceiling = RETRY_AFTER_MAX.min(config.max_age).max(RETRY_AFTER_MIN);
+    match retry_after.map(|a| a.clamp(RETRY_AFTER_MIN, ceiling)) {
         Some(asked) if asked > delay => asked,
         _ => delay,
     }
@@ -414,6 +436,22 @@ mod tests {
         assert_eq!(
             next_delay(&c, 5, Some(Duration::from_secs(1)), 0),
             Duration::from_secs(8)
+        );
+    }
+
+    #[test]
+    fn issue_15_retry_after_is_clamped_to_an_hour_or_max_age() {
+        let mut c = config(Preset::Generic);
+        let huge = parse_retry_after("18446744073709551615", SystemTime::now());
+        assert_eq!(huge, Some(Duration::from_secs(u64::MAX)));
+        assert_eq!(next_delay(&c, 1, huge, 0), Duration::from_secs(3600));
+        c.max_age = Duration::from_secs(600);
+        assert_eq!(next_delay(&c, 1, huge, 0), Duration::from_secs(600));
+        // The floor: `Retry-After: 0` waits a second, not zero.
+        c.retry_backoff = Duration::from_millis(10);
+        assert_eq!(
+            next_delay(&c, 1, Some(Duration::ZERO), 0),
+            Duration::from_secs(1)
         );
     }
 

@@ -37,6 +37,9 @@ use crate::rules::{BatchUnit, RuleFile};
 /// this many settle times without change.
 pub const CORRUPT_AFTER_SETTLES: u32 = 10;
 
+/// How soon a listing is tried again after folders could not be read.
+const LISTING_RETRY: Duration = Duration::from_secs(1);
+
 /// Filesystem events buffered between notify's thread and the loop; beyond
 /// this the loop falls back to a full listing (nothing is lost, memory stays bounded).
 const EVENT_BUFFER: usize = 4096;
@@ -67,6 +70,10 @@ pub struct LakeStats {
     pub pending: AtomicU64,
     /// The start-up listing is done and its complete batches are queued.
     pub ready: AtomicBool,
+    /// Set while listings cannot read some folder (descriptors exhausted,
+    /// permissions, EIO): (since RFC 3339, the latest error). Cleared by a
+    /// full listing without errors.
+    pub listing_error: Mutex<Option<(String, String)>>,
 }
 
 /// Whether a dataset's batch version was already evaluated (the store).
@@ -112,7 +119,45 @@ impl Candidate {
     }
 }
 
+/// How listings went since the last look.
+enum Listing {
+    Fine,
+    Failing,
+    Recovered,
+}
+
 impl LakeSource {
+    /// Turns folders that listings could not read into a degraded state, a
+    /// log line when that starts and one when a full listing (`listed`)
+    /// succeeds again.
+    fn note_listing_errors(&self, listed: bool) -> Listing {
+        let (count, latest) = scan::take_listing_errors();
+        let Ok(mut state) = self.stats.listing_error.lock() else {
+            return Listing::Fine;
+        };
+        if count > 0 {
+            let latest = latest.unwrap_or_default();
+            if state.is_none() {
+                tracing::error!(error = %latest, folders = count, "degraded: the lake cannot be fully listed; new batches there wait until it can (one line per episode)");
+            }
+            let since = state
+                .take()
+                .map(|(since, _)| since)
+                .unwrap_or_else(|| chrono::Utc::now().to_rfc3339());
+            *state = Some((since, latest));
+            return Listing::Failing;
+        }
+        if listed && state.take().is_some() {
+            tracing::info!("recovered: the lake is fully listed again");
+            return Listing::Recovered;
+        }
+        if state.is_some() {
+            Listing::Failing
+        } else {
+            Listing::Fine
+        }
+    }
+
     /// Runs until `shutdown` turns true (or the queue closes).
     pub async fn run(mut self, queue: mpsc::Sender<Batch>, mut shutdown: watch::Receiver<bool>) {
         let (event_tx, mut events) = mpsc::channel::<(PathBuf, bool)>(EVENT_BUFFER);
@@ -129,11 +174,13 @@ impl LakeSource {
             (o.settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(500))
         };
         let mut first = true;
+        let mut listed = false;
         loop {
             // A full listing when due (start-up, interval, lost events, new rules or options).
             if Instant::now() >= next_listing || overflow.swap(false, Ordering::Relaxed) {
                 let rules = self.rules.borrow().clone();
                 let found = list_all(&options, &rules).await;
+                listed = true;
                 self.stats.unmatched.store(found.1, Ordering::Relaxed);
                 for key in found.0 {
                     candidates.entry(key).or_insert_with(Candidate::new);
@@ -161,6 +208,21 @@ impl LakeSource {
                 first = false;
                 self.stats.ready.store(true, Ordering::Relaxed);
             }
+            match self.note_listing_errors(listed) {
+                Listing::Failing => {
+                    // Look again soon rather than at the next rescan: what
+                    // could not be listed may hold new batches.
+                    next_listing = next_listing.min(Instant::now() + LISTING_RETRY);
+                }
+                Listing::Recovered => {
+                    // A folder that vanished and came back (a remounted
+                    // share) lost its watch with it: watch again.
+                    drop(watcher.take());
+                    watcher = start_watcher(&options, &event_tx, &overflow);
+                }
+                Listing::Fine => {}
+            }
+            listed = false;
             self.stats
                 .pending
                 .store(candidates.len() as u64, Ordering::Relaxed);
@@ -215,6 +277,11 @@ impl LakeSource {
         let Ok(relative) = path.strip_prefix(root) else {
             return;
         };
+        // A link created while the agent runs raises an event like any file:
+        // it is not followed (out of the lake, or into a loop) here either.
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return;
+        }
         let keys = if path.file_name().is_some_and(|n| n == scan::SUCCESS_MARKER) {
             // The marker completes a folder batch: look at its parts.
             keys_under(options, rules, path.parent().unwrap_or(root))
@@ -408,7 +475,10 @@ fn start_watcher(
             overflow.store(true, Ordering::Relaxed);
         }
     };
-    let mut watcher = match notify::recommended_watcher(handler) {
+    // Never follow symbolic links out of the lake (one link to `/usr` once
+    // took fifteen thousand inotify watches).
+    let config = notify::Config::default().with_follow_symlinks(false);
+    let mut watcher = match <notify::RecommendedWatcher as Watcher>::new(handler, config) {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(error = %e, "cannot start filesystem events; listing every rescan interval");

@@ -93,7 +93,9 @@ pub struct Observed {
     pub marker: bool,
 }
 
-fn modified_ns(meta: &std::fs::Metadata) -> i64 {
+/// A file's modification time in nanoseconds since the epoch (part of its
+/// batch version).
+pub fn modified_ns(meta: &std::fs::Metadata) -> i64 {
     meta.modified()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -106,7 +108,10 @@ pub fn observe(root: &Path, key: &BatchKey, filter: &Filter) -> Option<Observed>
     let path = root.join(&key.relative);
     match key.unit {
         BatchUnit::File => {
-            let meta = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
+            // Not `metadata`: a symbolic link is not followed.
+            let meta = std::fs::symlink_metadata(&path)
+                .ok()
+                .filter(|m| m.is_file())?;
             Some(Observed {
                 version: BatchVersion {
                     kind: "file".to_string(),
@@ -153,11 +158,40 @@ pub fn observe(root: &Path, key: &BatchKey, filter: &Filter) -> Option<Observed>
 /// Calls `found(path, relative)` for every accepted data file under `dir`
 /// (recursively), in no particular order. Unreadable folders are skipped:
 /// the next scan tries again.
+///
+/// Symbolic links are not followed (neither to folders nor to files): a
+/// link could lead out of the lake, or in a loop. A folder that cannot be
+/// read (other than one that vanished meanwhile) is counted in
+/// [`LISTING_ERRORS`] with its error, so that the agent can say the lake is
+/// not fully visible rather than silently see less of it.
 pub fn walk(root: &Path, dir: &Path, filter: &Filter, found: &mut dyn FnMut(&Path, &Path)) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            // A watched folder that cannot be read is an episode (a mount
+            // that went away, descriptors exhausted). Below it, a folder may
+            // vanish while listed, and one that is not ours to read (say
+            // `lost+found`) stays so: neither makes the agent degraded.
+            let transient = !matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            );
+            if dir == root || transient {
+                note_listing_error(dir, &e);
+            } else if e.kind() == std::io::ErrorKind::PermissionDenied {
+                tracing::debug!(folder = %crate::report::escape_control(&dir.display().to_string()), "cannot read folder: skipped");
+            }
+            return;
+        }
     };
-    for entry in entries.flatten() {
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                note_listing_error(dir, &e);
+                continue;
+            }
+        };
         let path = entry.path();
         let Ok(relative) = path.strip_prefix(root) else {
             continue;
@@ -165,6 +199,9 @@ pub fn walk(root: &Path, dir: &Path, filter: &Filter, found: &mut dyn FnMut(&Pat
         let Ok(file_type) = entry.file_type() else {
             continue;
         };
+        if file_type.is_symlink() {
+            continue;
+        }
         if file_type.is_dir() {
             if !is_ignored(relative) {
                 walk(root, &path, filter, found);
@@ -173,6 +210,30 @@ pub fn walk(root: &Path, dir: &Path, filter: &Filter, found: &mut dyn FnMut(&Pat
             found(&path, relative);
         }
     }
+}
+
+/// Folders that could not be read by listings, with the latest error: a
+/// process-wide tally that the lake source turns into a log line per episode
+/// and a degraded state (see `LakeStats::listing_error`).
+pub static LISTING_ERRORS: std::sync::Mutex<(u64, Option<String>)> =
+    std::sync::Mutex::new((0, None));
+
+fn note_listing_error(dir: &Path, e: &std::io::Error) {
+    if let Ok(mut tally) = LISTING_ERRORS.lock() {
+        tally.0 += 1;
+        tally.1 = Some(format!(
+            "cannot list {}: {e}",
+            crate::report::escape_control(&dir.display().to_string())
+        ));
+    }
+}
+
+/// Takes the listing errors noted since the last call: (count, latest).
+pub fn take_listing_errors() -> (u64, Option<String>) {
+    LISTING_ERRORS
+        .lock()
+        .map(|mut tally| std::mem::take(&mut *tally))
+        .unwrap_or_default()
 }
 
 /// Whether a file ends with a Parquet footer that parses: the one sure sign

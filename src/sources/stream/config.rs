@@ -16,6 +16,16 @@ use crate::config::{parse_bytes, parse_interval};
 pub const DEFAULT_WINDOW_ROWS: u64 = 100_000;
 /// Default window length in seconds.
 pub const DEFAULT_WINDOW_SECONDS: u64 = 60;
+/// Default `max_body` of an `http` source.
+pub const DEFAULT_MAX_BODY: usize = 64 << 20;
+/// The largest `max_body` accepted: a post is written to the write-ahead log
+/// as one frame, frames are limited to [`super::wal::MAX_FRAME`] (2 GiB), and
+/// decoded rows take more room than their text — half of it leaves room.
+pub const MAX_BODY_LIMIT: usize = 1 << 30;
+/// Default `max_columns`: the widest schema inference may fix.
+pub const DEFAULT_MAX_COLUMNS: usize = 1000;
+/// Default `max_line` of an `ndjson_files` source.
+pub const DEFAULT_MAX_LINE: usize = 1 << 20;
 
 /// Which kind of stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -52,14 +62,29 @@ pub struct SourceSection {
     /// after its first event, whichever comes first. Default `{ rows =
     /// 100000, seconds = 60 }`; give one key to close by that alone.
     pub window: Option<WindowSection>,
-    /// `http`: largest request body, e.g. `64MiB` (default); larger bodies get 413.
+    /// `http`: largest request body, e.g. `64MiB` (default); larger bodies
+    /// get 413. At most `1GiB` (a post is one write-ahead-log frame).
     pub max_body: Option<String>,
+    /// The most columns a schema inferred from the first events may have
+    /// (default 1000). Wider first events are refused (400 for a post, dead
+    /// letters for file lines and Kafka messages) and fix no schema. Does not
+    /// apply to a schema declared in the rule file.
+    pub max_columns: Option<usize>,
+    /// `ndjson_files`: the longest line read, e.g. `1MiB` (default); a longer
+    /// line becomes a dead letter ("line longer than N bytes") and reading
+    /// goes on without buffering it.
+    pub max_line: Option<String>,
     /// `http`: how long a body may take to arrive once it is being read,
     /// e.g. `30s` (default); a slower one gets 408 and frees its slot.
     pub body_timeout: Option<String>,
     /// `http`: environment variable holding a bearer token that posts must
     /// carry (`Authorization: Bearer …`). Default: no token.
     pub bearer_token_env: Option<String>,
+    /// `http`: without a `schema` check in the dataset's rule file, let the
+    /// first post fix the stream's schema (inferred from its events).
+    /// Default `false`: such posts get 409 until a schema is declared,
+    /// because anyone who can post would otherwise choose the schema.
+    pub infer_schema: Option<bool>,
     /// Events accepted but not yet evaluated beyond which `http` posts get
     /// 429 with `Retry-After`, `ndjson_files` reading waits, and `kafka`
     /// consumption pauses. Default `10 × window.rows`, at least 1,000,000.
@@ -120,6 +145,8 @@ pub struct SourceConfig {
     pub dataset: String,
     /// When windows close.
     pub window: WindowSpec,
+    /// The most columns an inferred schema may have.
+    pub max_columns: usize,
     /// Kind-specific settings.
     pub settings: SourceSettings,
 }
@@ -148,6 +175,8 @@ pub enum SourceSettings {
         max_pending_events: u64,
         /// The environment variable of the bearer token.
         bearer_token_env: Option<String>,
+        /// Whether posts may fix the schema when no rule file declares one.
+        infer_schema: bool,
     },
     /// NDJSON files.
     NdjsonFiles {
@@ -157,6 +186,8 @@ pub enum SourceSettings {
         include: Vec<String>,
         /// Unchanged-for time before reading.
         settle: Duration,
+        /// The longest line read, bytes; longer lines are dead letters.
+        max_line: usize,
         /// Reading pauses beyond this many unevaluated events.
         max_pending_events: u64,
     },
@@ -220,6 +251,15 @@ pub fn resolve(
         let kafka = kind == SourceKind::Kafka;
         only("max_body", !http && s.max_body.is_some(), "kind = \"http\"")?;
         only(
+            "max_line",
+            !files && s.max_line.is_some(),
+            "kind = \"ndjson_files\"",
+        )?;
+        let max_columns = s.max_columns.unwrap_or(DEFAULT_MAX_COLUMNS);
+        if max_columns == 0 {
+            return Err((key("max_columns"), "must be at least 1".to_string()));
+        }
+        only(
             "body_timeout",
             !http && s.body_timeout.is_some(),
             "kind = \"http\"",
@@ -227,6 +267,11 @@ pub fn resolve(
         only(
             "bearer_token_env",
             !http && s.bearer_token_env.is_some(),
+            "kind = \"http\"",
+        )?;
+        only(
+            "infer_schema",
+            !http && s.infer_schema.is_some(),
             "kind = \"http\"",
         )?;
         for (k, set) in [
@@ -289,8 +334,19 @@ pub fn resolve(
             SourceKind::Http => {
                 let max_body = match &s.max_body {
                     Some(t) => parse_bytes(t).map_err(|m| (key("max_body"), m))?,
-                    None => 64 << 20,
+                    None => DEFAULT_MAX_BODY,
                 };
+                if max_body > MAX_BODY_LIMIT {
+                    return Err((
+                        key("max_body"),
+                        format!(
+                            "{max_body} bytes: must be at most 1GiB ({MAX_BODY_LIMIT} bytes), since a post is written to the write-ahead log as one frame and frames are limited to 2GiB"
+                        ),
+                    ));
+                }
+                if max_body == 0 {
+                    return Err((key("max_body"), "must be greater than zero".to_string()));
+                }
                 if let Some(var) = &s.bearer_token_env
                     && env(var).is_none_or(|v| v.is_empty())
                 {
@@ -311,6 +367,7 @@ pub fn resolve(
                     body_timeout,
                     max_pending_events: pending,
                     bearer_token_env: s.bearer_token_env.clone(),
+                    infer_schema: s.infer_schema.unwrap_or(false),
                 }
             }
             SourceKind::NdjsonFiles => {
@@ -336,10 +393,18 @@ pub fn resolve(
                     Some(t) => parse_interval(t).map_err(|m| (key("settle"), m))?,
                     None => Duration::from_secs(2),
                 };
+                let max_line = match &s.max_line {
+                    Some(t) => parse_bytes(t).map_err(|m| (key("max_line"), m))?,
+                    None => DEFAULT_MAX_LINE,
+                };
+                if max_line == 0 {
+                    return Err((key("max_line"), "must be greater than zero".to_string()));
+                }
                 SourceSettings::NdjsonFiles {
                     path,
                     include,
                     settle,
+                    max_line,
                     max_pending_events: pending,
                 }
             }
@@ -392,6 +457,7 @@ pub fn resolve(
             name,
             dataset: s.dataset.clone(),
             window,
+            max_columns,
             settings,
         });
     }
@@ -489,5 +555,57 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.0, "sources[1].dataset");
+    }
+
+    #[test]
+    fn issue_15_max_body_is_capped_below_the_wal_frame_limit() {
+        const { assert!((MAX_BODY_LIMIT as u64) < super::super::wal::MAX_FRAME as u64) };
+        let e = parse("[[sources]]\nkind = \"http\"\ndataset = \"o\"\nmax_body = \"2GiB\"\n")
+            .unwrap_err();
+        assert_eq!(
+            (e.0.as_str(), e.1.as_str()),
+            (
+                "sources[0].max_body",
+                "2147483648 bytes: must be at most 1GiB (1073741824 bytes), since a post is written to the write-ahead log as one frame and frames are limited to 2GiB"
+            )
+        );
+        let ok =
+            parse("[[sources]]\nkind = \"http\"\ndataset = \"o\"\nmax_body = \"1GiB\"\n").unwrap();
+        assert!(
+            matches!(ok[0].settings, SourceSettings::Http { max_body, .. } if max_body == 1 << 30)
+        );
+    }
+
+    #[test]
+    fn issue_15_schema_width_and_line_length_have_defaults_and_keys() {
+        let s = parse(
+            "[[sources]]\nkind = \"ndjson_files\"\ndataset = \"o\"\n\
+             [[sources]]\nkind = \"ndjson_files\"\ndataset = \"p\"\nmax_columns = 20\nmax_line = \"4KiB\"\n",
+        )
+        .unwrap();
+        assert_eq!((s[0].max_columns, s[1].max_columns), (1000, 20));
+        let lines: Vec<usize> = s
+            .iter()
+            .map(|c| match c.settings {
+                SourceSettings::NdjsonFiles { max_line, .. } => max_line,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(lines, vec![1 << 20, 4096]);
+        for (body, key, message) in [
+            (
+                "kind = \"http\"\ndataset = \"o\"\nmax_line = \"1KiB\"",
+                "sources[0].max_line",
+                "only for kind = \"ndjson_files\"; this source has kind = \"http\"",
+            ),
+            (
+                "kind = \"http\"\ndataset = \"o\"\nmax_columns = 0",
+                "sources[0].max_columns",
+                "must be at least 1",
+            ),
+        ] {
+            let e = parse(&format!("[[sources]]\n{body}\n")).unwrap_err();
+            assert_eq!((e.0.as_str(), e.1.as_str()), (key, message), "{body}");
+        }
     }
 }

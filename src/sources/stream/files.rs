@@ -60,7 +60,12 @@ pub struct FileSource {
     log: Arc<WindowedLog>,
     root: PathBuf,
     include: GlobSet,
+    /// Folders never read (the agent's state folder: its dead letters are
+    /// NDJSON too, and reading them would feed the stream its own rejects).
+    skip: Vec<PathBuf>,
     settle: Duration,
+    /// The longest line read (`max_line`); longer ones are dead letters.
+    max_line: usize,
     rules: watch::Receiver<Arc<Vec<RuleFile>>>,
     progress_path: PathBuf,
     progress: Mutex<BTreeMap<String, FileProgress>>,
@@ -68,12 +73,15 @@ pub struct FileSource {
 
 impl FileSource {
     /// A file source over `root` feeding `log`; progress lives in `dir`.
+    /// `root` should be a canonical (resolved) path, as listings compare
+    /// paths by prefix (see [`FileSource::skipping`]).
     pub fn new(
         log: Arc<WindowedLog>,
         dir: &Path,
         root: PathBuf,
         include: &[String],
         settle: Duration,
+        max_line: usize,
         rules: watch::Receiver<Arc<Vec<RuleFile>>>,
     ) -> Result<Self> {
         let mut builder = GlobSetBuilder::new();
@@ -98,11 +106,19 @@ impl FileSource {
             log,
             root,
             include,
+            skip: Vec::new(),
             settle,
+            max_line,
             rules,
             progress_path,
             progress: Mutex::new(progress),
         })
+    }
+
+    /// Never reads anything under these (canonical) folders.
+    pub fn skipping(mut self, folders: Vec<PathBuf>) -> Self {
+        self.skip = folders;
+        self
     }
 
     /// Lists and reads files until `stop`.
@@ -110,7 +126,7 @@ impl FileSource {
         let mut seen: HashMap<PathBuf, (Listed, Instant)> = HashMap::new();
         loop {
             let mut ready = Vec::new();
-            let listed = list(&self.root, &self.include);
+            let listed = list(&self.root, &self.include, &self.skip);
             let now = Instant::now();
             seen.retain(|p, _| listed.iter().any(|l| &l.path == p));
             for file in listed {
@@ -158,7 +174,12 @@ impl FileSource {
             .into_owned()
     }
 
-    fn schema(&self, first_lines: &[(u64, Vec<u8>)]) -> Result<Option<EventSchema>> {
+    /// The schema held, or adopted from these lines; `Ok(Err(reason))` when
+    /// there is none, the reason every line of the chunk is a dead letter.
+    fn schema(
+        &self,
+        first_lines: &[(u64, Vec<u8>)],
+    ) -> Result<std::result::Result<EventSchema, String>> {
         let dataset = &self.log.source().dataset;
         let from_rule = self
             .rules
@@ -169,11 +190,15 @@ impl FileSource {
             .transpose()
             .map_err(StreamError::Schema)?;
         if let Some(s) = self.log.schema(from_rule)? {
-            return Ok(Some(s));
+            return Ok(Ok(s));
         }
         match EventSchema::infer(first_lines.iter().map(|(_, l)| l.as_slice())) {
-            Some(s) => Ok(Some(self.log.adopt_schema(s)?)),
-            None => Ok(None),
+            Some(s) => match self.log.adopt_schema(s) {
+                Ok(s) => Ok(Ok(s)),
+                Err(e @ StreamError::SchemaTooWide { .. }) => Ok(Err(e.to_string())),
+                Err(e) => Err(e),
+            },
+            None => Ok(Err("expected a JSON object".to_string())),
         }
     }
 
@@ -207,25 +232,35 @@ impl FileSource {
         let mut n = 0u64;
         let mut buf = Vec::new();
         let mut chunk: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut long: Vec<super::DeadLetter> = Vec::new();
         loop {
             buf.clear();
-            let read = reader.read_until(b'\n', &mut buf).map_err(io)?;
+            let (read, too_long) =
+                read_line_capped(&mut reader, &mut buf, self.max_line).map_err(io)?;
             if read > 0 {
                 n += 1;
-                if n > start
+                if n > start && too_long {
+                    long.push(super::DeadLetter::new(
+                        &source_name,
+                        format!("{rel}:{n}"),
+                        format!("line longer than {} bytes", self.max_line),
+                        &buf,
+                    ));
+                } else if n > start
                     && let Some(line) = event_line(&buf)
                 {
                     chunk.push((n, line.to_vec()));
                 }
             }
             let end = read == 0;
-            if chunk.len() >= ROWS_PER_BATCH || (end && n > start) {
-                if !self.flush_chunk(&rel, &source_name, &chunk, n, stop)? {
+            if chunk.len() + long.len() >= ROWS_PER_BATCH || (end && n > start) {
+                if !self.flush_chunk(&rel, &source_name, &chunk, &long, n, stop)? {
                     // Stopping while the stream was full: this chunk was not
                     // taken, and the progress saved says so.
                     return Ok(());
                 }
                 chunk.clear();
+                long.clear();
             }
             if end {
                 break;
@@ -245,36 +280,31 @@ impl FileSource {
 
     /// Decodes and appends one chunk (through line `through`), waiting while
     /// the stream is full; `false` when it stopped waiting because the agent
-    /// is stopping (nothing of the chunk was taken).
+    /// is stopping (nothing of the chunk was taken). `long` are the chunk's
+    /// lines over `max_line`, already dead letters.
     fn flush_chunk(
         &self,
         rel: &str,
         source_name: &str,
         chunk: &[(u64, Vec<u8>)],
+        long: &[super::DeadLetter],
         through: u64,
         stop: &watch::Receiver<bool>,
     ) -> Result<bool> {
-        let Some(schema) = self.schema(chunk)? else {
-            // No line is a JSON object: all of them are bad records.
-            let letters: Vec<_> = chunk
-                .iter()
-                .map(|(n, l)| {
-                    super::DeadLetter::new(
-                        source_name,
-                        format!("{rel}:{n}"),
-                        "expected a JSON object".to_string(),
-                        l,
-                    )
-                })
-                .collect();
-            self.log.dead.write(&letters)?;
-            self.log
-                .stats
-                .rejected
-                .fetch_add(letters.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            self.save_lines(rel, through)?;
-            return Ok(true);
+        let schema = match self.schema(chunk)? {
+            Ok(s) => s,
+            // No schema (no line is a JSON object, or they would fix one
+            // too wide): all of them are bad records.
+            Err(reason) => {
+                return self.reject_chunk(rel, source_name, chunk, long, through, &reason);
+            }
         };
+        let input: usize = chunk.iter().map(|(_, l)| l.len() + 1).sum();
+        if let Err(e) =
+            super::log::wal_budget_before_decoding(chunk.len() as u64, schema.arrow(), input)
+        {
+            return self.reject_chunk(rel, source_name, chunk, long, through, &e.to_string());
+        }
         let decoded = decode_ndjson(
             chunk.iter().map(|(n, l)| (*n, l.as_slice())),
             &schema,
@@ -282,6 +312,9 @@ impl FileSource {
             &|n| format!("{rel}:{n}"),
         )
         .map_err(StreamError::Schema)?;
+        if let Err(e) = super::log::wal_budget(&decoded.batches, input) {
+            return self.reject_chunk(rel, source_name, chunk, long, through, &e.to_string());
+        }
         let origin = FileOrigin {
             file: rel.to_string(),
             row_lines: decoded.row_lines.clone(),
@@ -292,9 +325,10 @@ impl FileSource {
                 &decoded.batches,
                 Some(&origin),
                 || {
-                    self.log.dead.write(&decoded.rejected)?;
+                    self.log.dead.write_text(&decoded.rejected.text())?;
+                    self.log.dead.write(long)?;
                     self.log.stats.rejected.fetch_add(
-                        decoded.rejected.len() as u64,
+                        decoded.rejected.count() + long.len() as u64,
                         std::sync::atomic::Ordering::Relaxed,
                     );
                     Ok(())
@@ -314,6 +348,31 @@ impl FileSource {
         }
     }
 
+    /// Makes every line of a chunk a dead letter for `reason` (with the
+    /// chunk's over-long lines) and marks the chunk read.
+    fn reject_chunk(
+        &self,
+        rel: &str,
+        source_name: &str,
+        chunk: &[(u64, Vec<u8>)],
+        long: &[super::DeadLetter],
+        through: u64,
+        reason: &str,
+    ) -> Result<bool> {
+        let mut rejects = super::Rejects::new(source_name, super::DEAD_LETTER_BUDGET);
+        for (n, l) in chunk {
+            rejects.push(format!("{rel}:{n}"), reason.to_string(), l);
+        }
+        self.log.dead.write_text(&rejects.text())?;
+        self.log.dead.write(long)?;
+        self.log.stats.rejected.fetch_add(
+            rejects.count() + long.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.save_lines(rel, through)?;
+        Ok(true)
+    }
+
     fn save_lines(&self, rel: &str, lines: u64) -> Result<()> {
         let mut progress = self.progress.lock().map_err(|_| StreamError::Io {
             path: self.progress_path.clone(),
@@ -323,6 +382,48 @@ impl FileSource {
         p.lines = lines;
         save(&self.progress_path, &progress)
     }
+}
+
+/// Reads one line (through its `\n`, if any) into `buf`, keeping at most
+/// `max + 2` bytes of it (the line and a `\r\n`): the rest of a longer line
+/// is read and dropped, so a file without line breaks never fills memory.
+/// Returns the bytes consumed (0 at the end) and whether the line, without
+/// its ending, was longer than `max`.
+fn read_line_capped(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<(usize, bool)> {
+    let keep = max.saturating_add(2);
+    let mut consumed = 0usize;
+    let mut over = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            break;
+        }
+        let (part, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (&available[..=i], true),
+            None => (available, false),
+        };
+        let room = keep.saturating_sub(buf.len());
+        if part.len() > room {
+            over = true;
+        }
+        buf.extend_from_slice(&part[..part.len().min(room)]);
+        let used = part.len();
+        reader.consume(used);
+        consumed += used;
+        if done {
+            break;
+        }
+    }
+    let too_long = over || event_line(buf).is_some_and(|l| l.len() > max);
+    Ok((consumed, too_long))
 }
 
 fn save(path: &Path, progress: &BTreeMap<String, FileProgress>) -> Result<()> {
@@ -345,7 +446,7 @@ fn save(path: &Path, progress: &BTreeMap<String, FileProgress>) -> Result<()> {
 
 /// Files under `root` matching `include` (hidden and `_` names skipped),
 /// with size, modification time (ns) and inode.
-fn list(root: &Path, include: &GlobSet) -> Vec<Listed> {
+fn list(root: &Path, include: &GlobSet, skip: &[PathBuf]) -> Vec<Listed> {
     use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
@@ -362,7 +463,9 @@ fn list(root: &Path, include: &GlobSet) -> Vec<Listed> {
             let path = e.path();
             let Ok(meta) = e.metadata() else { continue };
             if meta.is_dir() {
-                dirs.push(path);
+                if !skip.iter().any(|s| path.starts_with(s)) {
+                    dirs.push(path);
+                }
             } else if meta.is_file() && include.is_match(path.strip_prefix(root).unwrap_or(&path)) {
                 let mtime_ns = meta
                     .modified()

@@ -6,7 +6,7 @@
 
 use arrow::array::RecordBatch;
 
-use super::{DeadLetter, EventSchema};
+use super::{DEAD_LETTER_BUDGET, EventSchema, Rejects};
 
 /// Rows per record batch built from NDJSON.
 pub const ROWS_PER_BATCH: usize = 65_536;
@@ -72,7 +72,7 @@ pub fn event_line(raw: &[u8]) -> Option<&[u8]> {
 }
 
 /// NDJSON decoded against a schema.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Decoded {
     /// The events that fit.
     pub batches: Vec<RecordBatch>,
@@ -80,8 +80,9 @@ pub struct Decoded {
     pub accepted: u64,
     /// The line number of each accepted event, in order.
     pub row_lines: Vec<u64>,
-    /// The events that do not fit, with reasons.
-    pub rejected: Vec<DeadLetter>,
+    /// The events that do not fit, with reasons (dead-letter text within
+    /// [`DEAD_LETTER_BUDGET`]).
+    pub rejected: Rejects,
 }
 
 /// Decodes NDJSON lines; `location` names a line number for dead letters.
@@ -92,19 +93,23 @@ pub fn decode_ndjson<'a>(
     location: &dyn Fn(u64) -> String,
 ) -> Result<Decoded, String> {
     let mut builder = schema.builder();
-    let mut out = Decoded::default();
+    let mut out = Decoded {
+        batches: Vec::new(),
+        accepted: 0,
+        row_lines: Vec::new(),
+        rejected: Rejects::new(source, DEAD_LETTER_BUDGET),
+    };
     for (n, line) in lines {
         match builder.push_json(line) {
             Ok(()) => {
+                out.rejected.saw(line.len());
                 out.accepted += 1;
                 out.row_lines.push(n);
                 if builder.len() >= ROWS_PER_BATCH {
                     out.batches.push(builder.finish()?);
                 }
             }
-            Err(reason) => out
-                .rejected
-                .push(DeadLetter::new(source, location(n), reason, line)),
+            Err(reason) => out.rejected.push(location(n), reason, line),
         }
     }
     if !builder.is_empty() {
@@ -145,6 +150,7 @@ fn read_ipc(
     body: &[u8],
     schema: Option<&EventSchema>,
 ) -> Result<(Vec<RecordBatch>, EventSchema), String> {
+    check_ipc_framing(body)?;
     let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
         .map_err(|e| format!("not an Arrow IPC stream: {e}"))?;
     let schema = match schema {
@@ -161,6 +167,89 @@ fn read_ipc(
         );
     }
     Ok((batches, schema))
+}
+
+/// Walks an Arrow IPC stream's framing before any of it is decoded: every
+/// message's metadata must be a valid flatbuffer inside the body, and every
+/// message body it announces must lie inside the body too.
+///
+/// Why: the IPC reader allocates a message's `bodyLength` before reading
+/// it, so a few hundred bytes claiming a 2^62-byte body abort the process.
+/// A record batch's row count is bounded by its body's bits as well (every
+/// column type a stream accepts takes at least one bit per row), so a tiny
+/// body cannot claim billions of rows that later steps would materialize.
+pub fn check_ipc_framing(body: &[u8]) -> Result<(), String> {
+    let word = |at: usize| -> Option<i32> {
+        let bytes: [u8; 4] = body.get(at..at.checked_add(4)?)?.try_into().ok()?;
+        Some(i32::from_le_bytes(bytes))
+    };
+    let mut pos = 0usize;
+    let mut index = 0usize;
+    while pos < body.len() {
+        let Some(mut len) = word(pos) else {
+            return Err(format!(
+                "not an Arrow IPC stream: {} stray bytes at offset {pos}",
+                body.len() - pos
+            ));
+        };
+        pos += 4;
+        // 0xFFFFFFFF is the continuation marker of the current format; the
+        // length follows it. Older writers put the length first.
+        if len == -1 {
+            len = word(pos).ok_or_else(|| {
+                format!("not an Arrow IPC stream: message {index} is cut off at offset {pos}")
+            })?;
+            pos += 4;
+        }
+        if len == 0 {
+            return Ok(()); // end-of-stream marker
+        }
+        let remaining = body.len() - pos;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|l| *l <= remaining)
+            .ok_or_else(|| {
+                format!(
+                    "not an Arrow IPC stream: message {index} claims {len} bytes of metadata, {remaining} remain"
+                )
+            })?;
+        let message = arrow_ipc::root_as_message(&body[pos..pos + len])
+            .map_err(|e| format!("not an Arrow IPC stream: message {index}: {e}"))?;
+        pos += len;
+        let remaining = body.len() - pos;
+        let body_len = usize::try_from(message.bodyLength())
+            .ok()
+            .filter(|l| *l <= remaining)
+            .ok_or_else(|| {
+                format!(
+                    "not an Arrow IPC stream: message {index} claims a {}-byte body, {remaining} bytes remain",
+                    message.bodyLength()
+                )
+            })?;
+        let batch = message
+            .header_as_record_batch()
+            .or_else(|| message.header_as_dictionary_batch().and_then(|d| d.data()));
+        // Compressed buffers announce their uncompressed size, which the
+        // reader allocates before decompressing: a few bytes could claim
+        // terabytes. Streams of events have no need for it.
+        if batch.is_some_and(|b| b.compression().is_some()) {
+            return Err(format!(
+                "not accepted: message {index} has compressed buffers (send the Arrow IPC stream uncompressed)"
+            ));
+        }
+        let rows = batch.map(|b| b.length());
+        if let Some(rows) = rows {
+            let bound = (body_len as i64).saturating_mul(8);
+            if !(0..=bound).contains(&rows) {
+                return Err(format!(
+                    "not an Arrow IPC stream: message {index} claims {rows} rows in a {body_len}-byte body"
+                ));
+            }
+        }
+        pos += body_len;
+        index += 1;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -206,10 +295,11 @@ mod tests {
         let d = decode_ndjson(lines(body), &schema, "http:t", &|n| format!("line {n}")).unwrap();
         assert_eq!(d.accepted, 2);
         assert_eq!(d.batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
-        let got: Vec<(String, String, String)> = d
-            .rejected
-            .iter()
-            .map(|l| (l.location.clone(), l.reason.clone(), l.event.clone()))
+        let got: Vec<(String, String, String)> = String::from_utf8(d.rejected.text())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<crate::sources::stream::DeadLetter>(l).unwrap())
+            .map(|l| (l.location, l.reason, l.event))
             .collect();
         assert_eq!(got[0].0, "line 3");
         assert_eq!(
@@ -219,6 +309,117 @@ mod tests {
         assert_eq!(got[0].2, "{\"x\": \"a\"}");
         assert_eq!(got[1].0, "line 6");
         assert!(got[1].1.starts_with("not JSON: "), "{}", got[1].1);
-        assert_eq!(d.rejected.len(), 2);
+        assert_eq!(d.rejected.count(), 2);
+        assert_eq!(got.len(), 2);
+    }
+
+    /// A one-batch IPC stream of `x: Int64` = 1..=n.
+    fn ipc_stream(n: i64) -> Vec<u8> {
+        use std::sync::Arc;
+        let batch = RecordBatch::try_from_iter([(
+            "x",
+            Arc::new(arrow::array::Int64Array::from_iter_values(1..=n)) as arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let mut out = Vec::new();
+        let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut out, &batch.schema()).unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        drop(w);
+        out
+    }
+
+    /// Rewrites the record batch's `bodyLength` (found as its 8 little-endian
+    /// bytes in the message metadata) to `claimed`.
+    fn patch_body_length(stream: &mut [u8], claimed: i64) {
+        let mut pos = 0;
+        loop {
+            assert_eq!(&stream[pos..pos + 4], &[0xff; 4]);
+            let len = i32::from_le_bytes(stream[pos + 4..pos + 8].try_into().unwrap()) as usize;
+            let meta = pos + 8..pos + 8 + len;
+            let message = arrow_ipc::root_as_message(&stream[meta.clone()]).unwrap();
+            let body = message.bodyLength();
+            if message.header_as_record_batch().is_some() {
+                let needle = body.to_le_bytes();
+                let at = stream[meta.clone()]
+                    .windows(8)
+                    .position(|w| w == needle)
+                    .unwrap();
+                stream[meta.start + at..meta.start + at + 8]
+                    .copy_from_slice(&claimed.to_le_bytes());
+                return;
+            }
+            pos = meta.end + body as usize;
+        }
+    }
+
+    #[test]
+    fn issue_15_an_ipc_body_claiming_a_huge_message_body_is_refused_before_any_allocation() {
+        let good = ipc_stream(3);
+        assert_eq!(check_ipc_framing(&good), Ok(()));
+        let (batches, _) = decode_ipc(&good, None).unwrap();
+        assert_eq!(batches[0].num_rows(), 3);
+        let mut bad = good.clone();
+        patch_body_length(&mut bad, 1 << 62);
+        let e = decode_ipc(&bad, None).unwrap_err();
+        assert!(
+            e.starts_with(
+                "not an Arrow IPC stream: message 1 claims a 4611686018427387904-byte body,"
+            ),
+            "{e}"
+        );
+        let mut negative = good.clone();
+        patch_body_length(&mut negative, -8);
+        assert!(
+            decode_ipc(&negative, None)
+                .unwrap_err()
+                .contains("claims a -8-byte body")
+        );
+    }
+
+    #[test]
+    fn issue_15_compressed_ipc_buffers_are_refused_before_their_claimed_size_is_allocated() {
+        use std::sync::Arc;
+        let batch = RecordBatch::try_from_iter([(
+            "x",
+            Arc::new(arrow::array::Int64Array::from_iter_values(1..=100)) as arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let mut out = Vec::new();
+        let options = arrow_ipc::writer::IpcWriteOptions::default()
+            .try_with_compression(Some(arrow_ipc::CompressionType::LZ4_FRAME))
+            .unwrap();
+        let mut w = arrow_ipc::writer::StreamWriter::try_new_with_options(
+            &mut out,
+            &batch.schema(),
+            options,
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+        drop(w);
+        assert_eq!(
+            decode_ipc(&out, None).unwrap_err(),
+            "not accepted: message 1 has compressed buffers (send the Arrow IPC stream uncompressed)"
+        );
+    }
+
+    #[test]
+    fn issue_15_ipc_framing_refuses_cut_and_oversized_metadata() {
+        let good = ipc_stream(3);
+        // Cut anywhere: an error or a shorter valid prefix, never a panic.
+        for cut in 0..good.len() {
+            let _ = decode_ipc(&good[..cut], None);
+        }
+        let mut huge_meta = good.clone();
+        huge_meta[4..8].copy_from_slice(&i32::MAX.to_le_bytes());
+        assert_eq!(
+            check_ipc_framing(&huge_meta).unwrap_err(),
+            format!(
+                "not an Arrow IPC stream: message 0 claims {} bytes of metadata, {} remain",
+                i32::MAX,
+                good.len() - 8
+            )
+        );
     }
 }

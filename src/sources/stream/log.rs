@@ -53,6 +53,75 @@ pub enum AppendError {
     Failed(#[from] StreamError),
 }
 
+/// Write-ahead-log bytes one append may take per byte of its input. A row
+/// costs every column of the schema (a validity bit and 4–8 bytes each), so
+/// sparse events under a wide schema grow: a 90 KB post of `{}` lines under a
+/// 10,000-column schema was 778 MB of frames. Rows are estimated by their
+/// Arrow memory size, which the IPC frame matches closely.
+pub const WAL_BYTES_PER_INPUT_BYTE: u64 = 64;
+/// The budget of a small input: an append may always take this much.
+pub const WAL_FLOOR_BYTES: u64 = 64 << 20;
+
+/// Checks that `batches`, decoded from `input_bytes` of input, fit the
+/// write-ahead-log budget ([`WAL_BYTES_PER_INPUT_BYTE`] × input, at least
+/// [`WAL_FLOOR_BYTES`]); call before [`WindowedLog::append`].
+pub fn wal_budget(batches: &[RecordBatch], input_bytes: usize) -> Result<()> {
+    let bytes: u64 = batches
+        .iter()
+        .map(|b| b.get_array_memory_size() as u64)
+        .sum();
+    let input = input_bytes as u64;
+    let limit = input
+        .saturating_mul(WAL_BYTES_PER_INPUT_BYTE)
+        .max(WAL_FLOOR_BYTES);
+    if bytes > limit {
+        return Err(StreamError::WalBudget {
+            bytes,
+            input,
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// [`wal_budget`] before decoding: refuses `rows` events under `schema`
+/// whose rows cannot fit the budget whatever their values, from a lower
+/// bound of each row's Arrow size (a validity bit per column, plus a bit per
+/// boolean, 4 bytes of offset per string, the width of other values). This
+/// keeps a post of millions of `{}` lines under a wide schema from being
+/// decoded (allocated) at all only to be refused.
+pub fn wal_budget_before_decoding(
+    rows: u64,
+    schema: &arrow::datatypes::Schema,
+    input_bytes: usize,
+) -> Result<()> {
+    use arrow::datatypes::DataType;
+    let bits: u64 = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            1 + match f.data_type() {
+                DataType::Boolean => 1,
+                DataType::Utf8 => 32,
+                other => other.primitive_width().map_or(0, |w| w as u64 * 8),
+            }
+        })
+        .sum();
+    let bytes = rows.saturating_mul(bits) / 8;
+    let input = input_bytes as u64;
+    let limit = input
+        .saturating_mul(WAL_BYTES_PER_INPUT_BYTE)
+        .max(WAL_FLOOR_BYTES);
+    if bytes > limit {
+        return Err(StreamError::WalBudget {
+            bytes,
+            input,
+            limit,
+        });
+    }
+    Ok(())
+}
+
 /// Which lines of an event file the rows of an append come from.
 #[derive(Debug, Clone)]
 pub struct FileOrigin {
@@ -244,11 +313,21 @@ impl WindowedLog {
     }
 
     /// Holds `inferred` as the schema from now on (persisted), unless one is
-    /// held already; returns the schema held.
+    /// held already; returns the schema held. An inferred schema wider than
+    /// the source's `max_columns` is refused ([`StreamError::SchemaTooWide`])
+    /// and nothing is held: every event's row costs every column in the
+    /// write-ahead log, so one wide first event must not fix it for good.
     pub fn adopt_schema(&self, inferred: EventSchema) -> Result<EventSchema> {
         let mut inner = self.lock()?;
         if let Some(s) = &inner.schema {
             return Ok(s.clone());
+        }
+        let columns = inferred.arrow().fields().len();
+        if columns > self.source.max_columns {
+            return Err(StreamError::SchemaTooWide {
+                columns,
+                limit: self.source.max_columns,
+            });
         }
         let path = self.dir.join("schema.json");
         let tmp = self.dir.join(".schema.json.tmp");
@@ -593,11 +672,13 @@ mod tests {
                 rows: Some(rows),
                 duration: None,
             },
+            max_columns: crate::sources::stream::config::DEFAULT_MAX_COLUMNS,
             settings: SourceSettings::Http {
                 max_body: 1 << 20,
                 body_timeout: std::time::Duration::from_secs(30),
                 max_pending_events: 5,
                 bearer_token_env: None,
+                infer_schema: false,
             },
         }
     }
@@ -637,6 +718,48 @@ mod tests {
                 (n, lines)
             })
             .collect()
+    }
+
+    #[test]
+    fn issue_15_the_wal_budget_scales_with_the_input_above_a_floor() {
+        let batch = rows(0..100_000);
+        let bytes = batch.get_array_memory_size() as u64;
+        assert!(bytes > 800_000, "{bytes}");
+        assert!(
+            wal_budget(std::slice::from_ref(&batch), 0).is_ok(),
+            "under the floor"
+        );
+        let wide = RecordBatch::try_new(
+            Arc::new(Schema::new(
+                (0..100)
+                    .map(|i| Field::new(format!("c{i}"), DataType::Int64, true))
+                    .collect::<Vec<_>>(),
+            )),
+            (0..100)
+                .map(|_| Arc::new(Int64Array::from(vec![None::<i64>; 100_000])) as _)
+                .collect(),
+        )
+        .unwrap();
+        // 80 MB of rows from 300 KB of `{}` lines: over 64 × 300 KB.
+        let e = wal_budget(std::slice::from_ref(&wide), 300_000).unwrap_err();
+        assert!(
+            matches!(e, StreamError::WalBudget { input: 300_000, limit, .. } if limit == WAL_FLOOR_BYTES),
+            "{e}"
+        );
+        assert!(
+            wal_budget(std::slice::from_ref(&wide), 2_000_000).is_ok(),
+            "64 × 2 MB is enough"
+        );
+        // The bound before decoding is below the decoded size, and refuses
+        // what the decoded size would.
+        let lower = |rows| match wal_budget_before_decoding(rows, &wide.schema(), 0) {
+            Err(StreamError::WalBudget { bytes, .. }) => bytes,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(lower(100_000), 100_000 * 100 * 65 / 8);
+        assert!(lower(100_000) <= wide.get_array_memory_size() as u64);
+        assert!(wal_budget_before_decoding(100_000, &wide.schema(), 300_000).is_err());
+        assert!(wal_budget_before_decoding(100_000, &wide.schema(), 2_000_000).is_ok());
     }
 
     #[test]

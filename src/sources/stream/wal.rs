@@ -24,8 +24,12 @@ use arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 const MAGIC: &[u8; 4] = b"DWF1";
-/// A frame larger than this is corrupt (bodies are far smaller).
-const MAX_FRAME: u32 = 1 << 31;
+/// The largest frame the reader accepts (its `len` field, exclusive): a
+/// longer one reads as a torn tail. The writer refuses frames at or past it
+/// ([`WalError::FrameTooLarge`]) so that nothing acknowledged is dropped at
+/// recovery, and `max_body` is capped well below it
+/// ([`super::config::MAX_BODY_LIMIT`]).
+pub const MAX_FRAME: u32 = 1 << 31;
 
 /// What a frame says besides its rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +62,17 @@ pub enum WalError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A frame would be larger than recovery reads back: refused before
+    /// anything is written (the append is not acknowledged).
+    #[error("{}: a write-ahead-log frame of {bytes} bytes is over the frame limit of {limit} bytes; send smaller posts or files", path.display())]
+    FrameTooLarge {
+        /// The segment.
+        path: PathBuf,
+        /// The frame's length field.
+        bytes: u64,
+        /// The limit (exclusive).
+        limit: u64,
+    },
     /// Encoding or decoding Arrow IPC failed.
     #[error("{}: {message}", path.display())]
     Arrow {
@@ -73,6 +88,9 @@ pub struct SegmentWriter {
     path: PathBuf,
     file: File,
     len: u64,
+    /// Frames whose length field reaches this are refused: [`MAX_FRAME`],
+    /// lowered only by tests (a 2 GiB frame is too big to build in one).
+    frame_limit: u64,
 }
 
 impl SegmentWriter {
@@ -95,7 +113,14 @@ impl SegmentWriter {
             path: path.to_path_buf(),
             file,
             len: 0,
+            frame_limit: u64::from(MAX_FRAME),
         })
+    }
+
+    #[cfg(test)]
+    fn with_frame_limit(mut self, limit: u64) -> Self {
+        self.frame_limit = limit;
+        self
     }
 
     /// The segment's path.
@@ -110,6 +135,15 @@ impl SegmentWriter {
             path: self.path.clone(),
             message,
         })?;
+        // The length field counts the CRC and the body: what the reader checks.
+        let field = frame.len() as u64 - 8;
+        if field >= self.frame_limit {
+            return Err(WalError::FrameTooLarge {
+                path: self.path.clone(),
+                bytes: field,
+                limit: self.frame_limit,
+            });
+        }
         let written = self
             .file
             .write_all(&frame)
@@ -145,7 +179,9 @@ fn encode_frame(batches: &[RecordBatch], meta: &FrameMeta) -> Result<Vec<u8>, St
     }
     let mut frame = Vec::with_capacity(body.len() + 12);
     frame.extend_from_slice(MAGIC);
-    frame.extend_from_slice(&(body.len() as u32 + 4).to_le_bytes());
+    // Saturates rather than wraps; the writer refuses anything this large.
+    let field = u32::try_from(body.len() + 4).unwrap_or(u32::MAX);
+    frame.extend_from_slice(&field.to_le_bytes());
     frame.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
     frame.extend_from_slice(&body);
     Ok(frame)
@@ -362,6 +398,50 @@ mod tests {
         assert_eq!(frames.len(), 2);
         assert_eq!(frames[0], (meta(2, 2), vec![1, 2]));
         assert_eq!(frames[1], (meta(3, 6), vec![3, 4, 5]));
+    }
+
+    #[test]
+    fn issue_15_wal_frames_over_the_read_limit_are_refused_at_write_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.log");
+        let meta = FrameMeta {
+            rows: 1,
+            origin: None,
+        };
+        let one = encode_frame(&[batch(&[1])], &meta).unwrap();
+        let field = one.len() as u64 - 8;
+        let values: Vec<i64> = (0..10_000).collect();
+        // A limit just above a one-row frame: that frame is written, a
+        // 10,000-row one is refused and leaves the file as it was.
+        let mut w = SegmentWriter::create(&path)
+            .unwrap()
+            .with_frame_limit(field + 1);
+        w.append(&[batch(&[1])], &meta).unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        let e = w
+            .append(
+                &[batch(&values)],
+                &FrameMeta {
+                    rows: 10_000,
+                    origin: None,
+                },
+            )
+            .unwrap_err();
+        assert!(matches!(e, WalError::FrameTooLarge { limit, .. } if limit == field + 1));
+        assert!(e.to_string().contains("over the frame limit of"), "{e}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), before);
+        assert_eq!(read_all(&path), vec![(meta.clone(), vec![1])]);
+        // The default limit is the one the reader applies.
+        let w = SegmentWriter::create(&dir.path().join("t.log")).unwrap();
+        assert_eq!(w.frame_limit, u64::from(MAX_FRAME));
+        // A frame exactly at the limit is refused: the reader would drop it.
+        let mut w = SegmentWriter::create(&dir.path().join("u.log"))
+            .unwrap()
+            .with_frame_limit(field);
+        assert!(matches!(
+            w.append(&[batch(&[1])], &meta),
+            Err(WalError::FrameTooLarge { .. })
+        ));
     }
 
     #[test]

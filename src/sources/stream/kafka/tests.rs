@@ -23,6 +23,7 @@ fn state_done(dir: &Path, rows: u64, schema: Option<EventSchema>, done: bool) ->
             rows: Some(rows),
             duration: None,
         },
+        max_columns: crate::sources::stream::config::DEFAULT_MAX_COLUMNS,
         settings: SourceSettings::Kafka {
             brokers: "localhost:1".to_string(),
             topics: vec!["t".to_string()],
@@ -712,4 +713,34 @@ async fn a_full_queue_never_blocks_sending_windows_wait_in_order_and_too_many_wa
     s.message(msg_p(kept.1, next + 1));
     drop(k.batches);
     assert!(!s.send_closed(&k.queue, &k.in_flight, &k.ack).await);
+}
+
+#[test]
+fn issue_15_an_inferred_schema_wider_than_max_columns_is_not_held_and_its_messages_are_dead_letters()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = state(dir.path(), 10, None);
+    s.source.max_columns = 2;
+    s.message(msg(0, r#"{"a": 1, "b": 2, "c": 3}"#));
+    s.message(msg(1, r#"{"a": 4}"#));
+    s.infer();
+    assert!(s.schema.is_none());
+    assert!(!dir.path().join("schema.json").exists());
+    let letters: Vec<(String, String)> = s
+        .letters
+        .iter()
+        .map(|l| (l.location.clone(), l.reason.clone()))
+        .collect();
+    let reason = "the events would fix an inferred schema of 3 columns, more than max_columns = 2; declare the schema in the rule file's `schema` check or raise `max_columns`".to_string();
+    assert_eq!(
+        letters,
+        [
+            ("t/0@0".to_string(), reason.clone()),
+            ("t/0@1".to_string(), reason)
+        ]
+    );
+    // Narrow messages after it fix a schema of their own.
+    s.message(msg(2, r#"{"a": 5}"#));
+    s.infer();
+    assert_eq!(s.schema.as_ref().map(|h| h.arrow().fields().len()), Some(1));
 }

@@ -121,6 +121,9 @@ pub(super) struct State {
     /// Messages waiting for a schema to be inferred.
     pub(super) unschematized: Vec<Msg>,
     infer_since: Option<Instant>,
+    /// Why the last inference fixed no schema when it was too wide (the
+    /// reason the messages it looked at are dead letters).
+    too_wide: Option<String>,
     /// Dead letters not yet written (written before any commit).
     pub(super) letters: Vec<DeadLetter>,
     /// The bytes of `letters` (about).
@@ -309,6 +312,7 @@ impl State {
             parts: HashMap::new(),
             unschematized: Vec::new(),
             infer_since: None,
+            too_wide: None,
             max_pending,
             outbox: VecDeque::new(),
             outbox_events: 0,
@@ -496,6 +500,19 @@ impl State {
                 .iter()
                 .filter_map(|m| m.payload.as_deref()),
         );
+        self.too_wide = None;
+        let inferred = match inferred {
+            Some(s) if s.arrow().fields().len() > self.source.max_columns => {
+                let e = StreamError::SchemaTooWide {
+                    columns: s.arrow().fields().len(),
+                    limit: self.source.max_columns,
+                };
+                tracing::warn!(source = %self.source.name, error = %e, "no schema inferred; the messages looked at are dead letters");
+                self.too_wide = Some(e.to_string());
+                None
+            }
+            other => other,
+        };
         if let Some(s) = inferred {
             let path = self.dir.join("schema.json");
             let tmp = self.dir.join(".schema.json.tmp");
@@ -579,7 +596,10 @@ impl State {
         let decoded = match (&msg.payload, open.builder.as_mut()) {
             (None, _) => Err("the message has no payload".to_string()),
             (Some(p), Some(b)) => b.push_json(p),
-            (Some(p), None) => Err(unschematized_reason(p)),
+            (Some(p), None) => Err(self
+                .too_wide
+                .clone()
+                .unwrap_or_else(|| unschematized_reason(p))),
         };
         open.last = msg.offset;
         open.last_message = now;
