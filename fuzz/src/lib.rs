@@ -198,13 +198,16 @@ pub fn fix_up_frames(mut rest: &[u8]) -> Vec<u8> {
 }
 
 /// Lets panics that the library itself catches (at its trust boundaries,
-/// around third-party decoders) unwind as they do in the agent. libFuzzer's
-/// hook aborts on every panic, caught or not; with the default hook back, a
-/// panic that escapes the library still reaches libfuzzer-sys, which aborts:
-/// the target judges only what the agent would suffer.
+/// around third-party decoders) unwind as they do in the agent. libfuzzer-sys
+/// installs a hook that aborts on every panic, caught or not; with a hook
+/// that only prints, a panic that escapes the library still reaches
+/// libfuzzer-sys's own `catch_unwind`, which aborts: the target judges only
+/// what the agent would suffer.
 pub fn init() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let _libfuzzer_hook = std::panic::take_hook();
+        // One line per panic (file:line and message), no backtrace: caught
+        // panics are frequent and must not slow the run.
+        std::panic::set_hook(Box::new(|info| eprintln!("{info}")));
     });
 }
