@@ -282,6 +282,9 @@ impl SegmentReader {
 
 /// The record batches of a frame's Arrow IPC stream.
 fn read_ipc(ipc: &[u8]) -> Result<Vec<RecordBatch>, String> {
+    // The reader allocates a message's claimed body length before reading
+    // it; a corrupt frame must not claim gigabytes (found by fuzzing, issue 15).
+    super::http::check_ipc_framing(ipc)?;
     let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None)
         .map_err(|e| e.to_string())?;
     reader.map(|b| b.map_err(|e| e.to_string())).collect()
@@ -312,6 +315,46 @@ mod tests {
     use arrow::array::{Array, Int64Array};
     use arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
+
+    #[test]
+    fn issue_15_fuzz_wal_frame_claiming_a_huge_ipc_body_is_an_error() {
+        // The fuzzer's input: a mode byte, then `len: u16 LE | body` chunks
+        // that the target frames with valid lengths and CRCs (as here).
+        let input = include_bytes!("../../../fuzz/corpus/wal_recover/oom-wal-ipc-body-length");
+        let mut rest = &input[1..];
+        let mut segment = Vec::new();
+        while rest.len() >= 2 {
+            let n = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
+            rest = &rest[2..];
+            let body = &rest[..n.min(rest.len())];
+            rest = &rest[body.len()..];
+            segment.extend_from_slice(MAGIC);
+            segment.extend_from_slice(&(body.len() as u32 + 4).to_le_bytes());
+            segment.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+            segment.extend_from_slice(body);
+        }
+        segment.extend_from_slice(rest);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg.wal");
+        std::fs::write(&path, &segment).unwrap();
+        let mut reader = SegmentReader::open(&path, true).unwrap();
+        let mut errors = Vec::new();
+        for _ in 0..100 {
+            match reader.next_frame() {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    errors.push(e.to_string());
+                    break;
+                }
+            }
+        }
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(&format!("{}: ", path.display())),
+            "{errors:?}"
+        );
+    }
 
     #[test]
     fn issue_15_fuzz_wal_frame_with_malformed_ipc_is_an_error() {
