@@ -22,8 +22,8 @@ fuzz_target!(|data: &[u8]| {
     let schema = declared_schema();
     if let Ok(decoded) = decode_ndjson(lines(data), schema, "http:fuzz", &location) {
         assert_eq!(
-            decoded.accepted as usize + decoded.rejected.len(),
-            lines(data).count(),
+            decoded.accepted + decoded.rejected.count(),
+            lines(data).count() as u64,
             "every line is accepted or rejected"
         );
         driftwatch_fuzz::downstream(&decoded.batches, schema);
