@@ -70,6 +70,13 @@ pub fn wal_budget(batches: &[RecordBatch], input_bytes: usize) -> Result<()> {
         .iter()
         .map(|b| b.get_array_memory_size() as u64)
         .sum();
+    within_wal_budget(bytes, input_bytes)
+}
+
+/// The one rule both checks apply: `bytes` of WAL for `input_bytes` of
+/// input, at most [`WAL_BYTES_PER_INPUT_BYTE`] times it (at least
+/// [`WAL_FLOOR_BYTES`]).
+fn within_wal_budget(bytes: u64, input_bytes: usize) -> Result<()> {
     let input = input_bytes as u64;
     let limit = input
         .saturating_mul(WAL_BYTES_PER_INPUT_BYTE)
@@ -108,18 +115,7 @@ pub fn wal_budget_before_decoding(
         })
         .sum();
     let bytes = rows.saturating_mul(bits) / 8;
-    let input = input_bytes as u64;
-    let limit = input
-        .saturating_mul(WAL_BYTES_PER_INPUT_BYTE)
-        .max(WAL_FLOOR_BYTES);
-    if bytes > limit {
-        return Err(StreamError::WalBudget {
-            bytes,
-            input,
-            limit,
-        });
-    }
-    Ok(())
+    within_wal_budget(bytes, input_bytes)
 }
 
 /// Which lines of an event file the rows of an append come from.
