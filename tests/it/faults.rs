@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use driftwatch::sinks::telemetry::names;
+
 use crate::agent::{Agent, Lake, RULES, sources, wait_for, wait_results};
+use crate::telemetry::{Receiver as Collector, Transport, agent_exporting};
 use crate::webhooks::{ROWS_RULES, Receiver, generic_webhook, outbox, start_agent};
 
 /// A fixed-seed generator (a 64-bit LCG): kill points and delays look
@@ -255,8 +258,8 @@ fn issue_15_sigkills_during_webhook_delivery_lose_no_event_and_redeliver_with_th
         );
     }
     // A last start delivers whatever is left.
-    let agent = start_agent(&lake, &webhooks);
     let restarted = Instant::now();
+    let agent = start_agent(&lake, &webhooks);
     let outbox = wait_for("every event to be recorded delivered", || {
         let d = deliveries(&agent);
         (d.len() as u64 == landed && d.iter().all(|d| d["state"] == "delivered")).then_some(d)
@@ -400,4 +403,107 @@ fn issue_15_the_prune_forgets_no_version_while_the_lake_root_is_missing_or_an_em
          5 batches, each reported once; 1 deleted file forgotten",
         after
     );
+}
+
+/// Batches counted on the agent's `/metrics` (all outcomes).
+fn batches_counted(agent: &Agent) -> Option<f64> {
+    let (code, body) = agent.get("/metrics");
+    (code == 200).then(|| {
+        body.lines()
+            .filter(|l| l.starts_with("driftwatch_batches_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    })
+}
+
+/// The longest a SIGTERM may take with a wedged collector: the last export
+/// is given 10 s, the runtime 5 s more to wind down.
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(16);
+
+fn a_stalled_collector(transport: Transport) {
+    let protocol = match transport {
+        Transport::Grpc => "grpc",
+        Transport::Http => "http/protobuf",
+    };
+    let stall = Stall::start();
+    let port = stall.addr.port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let lake = Lake::new(RULES);
+    let agent = agent_exporting(&lake, &endpoint, protocol);
+    let mut slowest = Duration::ZERO;
+    for i in 1..=5u64 {
+        let landed = Instant::now();
+        lake.land(&format!("b{i}.parquet"), &lake.bytes(1000, i, 0));
+        wait_results(&lake, &agent, i as usize);
+        slowest = slowest.max(landed.elapsed());
+        assert_eq!(agent.get("/healthz").0, 200);
+    }
+    wait_for("the exporter to hang in the collector", || {
+        (stall.accepted() >= 1 && stall.bytes_read() > 0).then_some(())
+    });
+    wait_for("the export failure to be logged", || {
+        agent
+            .log_text()
+            .contains("OpenTelemetry export failed")
+            .then_some(())
+    });
+    // Still healthy, still answering, every batch recorded and counted.
+    assert_eq!(agent.get("/healthz").0, 200);
+    assert_eq!(agent.get("/readyz").0, 200);
+    wait_for("five batches on /metrics", || {
+        (batches_counted(&agent) == Some(5.0)).then_some(())
+    });
+    assert_eq!(lake.results().len(), 5);
+    // A stop does not wait for the wedged collector.
+    let stopping = Instant::now();
+    assert_eq!(agent.terminate(), Some(0));
+    let shutdown = stopping.elapsed();
+    assert!(
+        shutdown < SHUTDOWN_BOUND,
+        "SIGTERM took {shutdown:?} with a stalled collector"
+    );
+
+    // Started again against the same wedged collector; then a real one
+    // takes its port.
+    let agent = agent_exporting(&lake, &endpoint, protocol);
+    lake.land("b6.parquet", &lake.bytes(1000, 6, 0));
+    wait_results(&lake, &agent, 6);
+    let hung = stall.accepted();
+    drop(stall);
+    let cleared = Instant::now();
+    let receiver = Collector::start(transport, port);
+    lake.land("b7.parquet", &lake.bytes(1000, 7, 0));
+    wait_results(&lake, &agent, 7);
+    wait_for("the real collector to receive both batches' counts", || {
+        let counted: f64 = receiver
+            .metric_points()
+            .iter()
+            .filter(|((name, _), _)| name == names::BATCHES.name)
+            .map(|(_, v)| v)
+            .sum();
+        (counted == 2.0).then_some(())
+    });
+    let recovered = cleared.elapsed();
+    assert_eq!(agent.terminate(), Some(0));
+    let r = lake.results();
+    assert_eq!(r.len(), 7);
+    let mut batches = sources(&r);
+    batches.sort();
+    batches.dedup();
+    assert_eq!(batches.len(), 7);
+    eprintln!(
+        "figures ({protocol}): 7 batches, each recorded once, slowest {slowest:?} while {hung} export \
+         connections hung; SIGTERM took {shutdown:?} (bound {SHUTDOWN_BOUND:?}); the real collector had \
+         the counts {recovered:?} after it took the port"
+    );
+}
+
+#[test]
+fn issue_15_a_stalled_otlp_grpc_collector_neither_stops_evaluation_nor_holds_up_shutdown() {
+    a_stalled_collector(Transport::Grpc);
+}
+
+#[test]
+fn issue_15_a_stalled_otlp_http_collector_neither_stops_evaluation_nor_holds_up_shutdown() {
+    a_stalled_collector(Transport::Http);
 }
