@@ -416,9 +416,13 @@ fn batches_counted(agent: &Agent) -> Option<f64> {
     })
 }
 
-/// The longest a SIGTERM may take with a wedged collector: the last export
-/// is given 10 s, the runtime 5 s more to wind down.
-const SHUTDOWN_BOUND: Duration = Duration::from_secs(16);
+/// The longest a SIGTERM may take with a wedged collector and
+/// `otlp_timeout = "2s"`: an export in flight, then the providers' last
+/// exports (all signals at once), each cut at the timeout — two timeouts,
+/// with slack for a loaded machine. (Before, the signals were flushed one
+/// after the other and then shut down: 8 s here, and with the default 5 s
+/// timeout the 10 s cap on the last export plus 5 s for the runtime.)
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(7);
 
 fn a_stalled_collector(transport: Transport) {
     let protocol = match transport {
