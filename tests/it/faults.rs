@@ -224,10 +224,10 @@ const SLOW_ANSWER_MS: u64 = 1500;
 
 #[test]
 fn issue_15_sigkills_during_webhook_delivery_lose_no_event_and_redeliver_with_the_same_id_and_bytes()
-{
+ {
     let receiver = Receiver::start("127.0.0.1:0");
-    let mut rng = Lcg::new(0x5eed_0f_4e11);
-    let mut delays = Lcg::new(0xde1a_75);
+    let mut rng = Lcg::new(0x005e_ed0f_4e11);
+    let mut delays = Lcg::new(0x00de_1a75);
     receiver.delay_answers(move || 200 + delays.below(SLOW_ANSWER_MS - 200));
     let lake = Lake::new(ROWS_RULES);
     let webhooks = every_small_batch(&receiver.url("/hooks/retrain"), "timeout = \"5s\"");
@@ -239,10 +239,7 @@ fn issue_15_sigkills_during_webhook_delivery_lose_no_event_and_redeliver_with_th
         let seen = receiver.requests().len();
         for _ in 0..2 {
             landed += 1;
-            lake.land(
-                &format!("b{landed}.parquet"),
-                &lake.bytes(1000, landed, 0),
-            );
+            lake.land(&format!("b{landed}.parquet"), &lake.bytes(1000, landed, 0));
         }
         // Killed while the receiver holds a request (its answer is late).
         wait_for("a delivery to reach the receiver", || {
