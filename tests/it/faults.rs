@@ -182,6 +182,19 @@ fn issue_15_a_stalled_webhook_receiver_neither_slows_evaluation_nor_loses_or_rep
         ids
     };
 
+    // A stop does not wait for the hung attempts; they stay pending.
+    let stopping = Instant::now();
+    assert_eq!(agent.terminate(), Some(0));
+    let stop_took = stopping.elapsed();
+    assert!(stop_took < timeout, "SIGTERM took {stop_took:?}");
+    let agent = start_agent(
+        &lake,
+        &every_small_batch(
+            &format!("http://127.0.0.1:{port}/hooks/retrain"),
+            "timeout = \"4s\"\nmax_attempts = 1000",
+        ),
+    );
+    assert_eq!(agent.status()["webhooks"]["retrain"]["pending"], 6);
     // The receiver comes back on the same port, answering 200.
     drop(stall);
     let cleared = Instant::now();
@@ -214,8 +227,8 @@ fn issue_15_a_stalled_webhook_receiver_neither_slows_evaluation_nor_loses_or_rep
     assert_eq!(batches.len(), 6);
     eprintln!(
         "figures: 6 batches, 6 events; {hung} connections hung in the stalled receiver; slowest batch \
-         {slowest:?} while deliveries hung (timeout {timeout:?}); all delivered {recovered:?} after the \
-         receiver came back; lost 0, received twice 0"
+         {slowest:?} while deliveries hung (timeout {timeout:?}); SIGTERM took {stop_took:?}; all delivered \
+         {recovered:?} after the receiver came back (agent restarted meanwhile); lost 0, received twice 0"
     );
 }
 
@@ -507,4 +520,59 @@ fn issue_15_a_stalled_otlp_grpc_collector_neither_stops_evaluation_nor_holds_up_
 #[test]
 fn issue_15_a_stalled_otlp_http_collector_neither_stops_evaluation_nor_holds_up_shutdown() {
     a_stalled_collector(Transport::Http);
+}
+
+#[test]
+fn issue_15_a_stalled_webhook_receiver_does_not_hold_up_deliveries_to_another() {
+    let stall = Stall::start();
+    let healthy = Receiver::start("127.0.0.1:0");
+    let lake = Lake::new(ROWS_RULES);
+    let timeout = Duration::from_secs(5);
+    let webhooks = format!(
+        "{}\n{}",
+        every_small_batch(
+            &format!("http://{}/hooks/stalled", stall.addr),
+            "timeout = \"5s\"\nmax_attempts = 1000",
+        )
+        .replacen("name = \"retrain\"", "name = \"stalled\"", 1),
+        every_small_batch(&healthy.url("/hooks/healthy"), "timeout = \"5s\"").replacen(
+            "name = \"retrain\"",
+            "name = \"healthy\"",
+            1
+        ),
+    );
+    let agent = start_agent(&lake, &webhooks);
+    // Each small batch fires both webhooks. The stalled receiver's attempts
+    // pile up (each hangs for the whole timeout); the healthy receiver
+    // still gets each event at once.
+    let batches = 8u64;
+    let mut slowest = Duration::ZERO;
+    for i in 1..=batches {
+        lake.land(&format!("b{i}.parquet"), &lake.bytes(1000, i, 0));
+        wait_results(&lake, &agent, i as usize);
+        let recorded = Instant::now();
+        healthy.wait_requests(i as usize);
+        slowest = slowest.max(recorded.elapsed());
+    }
+    let hung = stall.accepted();
+    assert!(hung >= 4, "{hung} attempts hung");
+    assert!(
+        slowest < timeout / 2,
+        "an event for the healthy receiver waited {slowest:?} behind the stalled one's attempts"
+    );
+    let status = agent.status();
+    assert_eq!(status["webhooks"]["healthy"]["delivered"], batches);
+    assert_eq!(status["webhooks"]["stalled"]["pending"], batches);
+    let mut ids: Vec<String> = healthy
+        .requests()
+        .iter()
+        .map(|r| r.header("Idempotency-Key").to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len() as u64, batches);
+    eprintln!(
+        "figures: {batches} batches, {batches} events per webhook; {hung} attempts hung in the stalled \
+         receiver; the healthy receiver got each event within {slowest:?} of its batch's record"
+    );
 }
