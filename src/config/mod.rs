@@ -804,6 +804,7 @@ mod tests {
         assert_eq!(s.include, vec!["**/*.parquet".to_string()]);
         assert_eq!(s.mode, WatchMode::Notify);
         assert_eq!(s.results_log_max_size, 64 << 20);
+        assert_eq!(s.prune_interval, Duration::from_secs(3600));
         assert_eq!(
             s.http,
             HttpSettings {
@@ -814,6 +815,32 @@ mod tests {
                 header_timeout: Duration::from_secs(10),
                 body_budget: 256 << 20,
             }
+        );
+    }
+
+    #[test]
+    fn the_prune_interval_is_read_and_must_not_be_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.toml");
+        let resolve = |value: &str| {
+            std::fs::write(
+                &path,
+                format!("watch = [\"lake\"]\nrules = \"rules\"\n[retention]\nprune_interval = \"{value}\"\n"),
+            )
+            .unwrap();
+            Settings::resolve(Some(&path), &Overrides::default()).map_err(|e| {
+                e.to_string()
+                    .trim_start_matches(&path.display().to_string())
+                    .to_string()
+            })
+        };
+        assert_eq!(
+            resolve("10m").unwrap().prune_interval,
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            resolve("0s").unwrap_err(),
+            ": `retention.prune_interval`: must be greater than zero"
         );
     }
 
