@@ -24,12 +24,22 @@ use crate::telemetry::{Receiver as Collector, Transport, agent_exporting};
 use crate::webhooks::{ROWS_RULES, Receiver, generic_webhook, outbox, start_agent};
 
 /// A fixed-seed generator (a 64-bit LCG): kill points and delays look
-/// arbitrary, and a run is repeatable; the seed is printed.
+/// arbitrary, and a run is repeatable; the seed is printed. To explore other
+/// schedules, set `DRIFTWATCH_FAULT_SEED` (decimal or `0x` hex): it is mixed
+/// into every test's own seed.
 pub(crate) struct Lcg(u64);
 
 impl Lcg {
     pub(crate) fn new(seed: u64) -> Lcg {
-        eprintln!("seed: {seed:#x}");
+        let extra = std::env::var("DRIFTWATCH_FAULT_SEED")
+            .ok()
+            .and_then(|v| match v.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16).ok(),
+                None => v.parse().ok(),
+            })
+            .unwrap_or(0);
+        let seed = seed ^ extra;
+        eprintln!("seed: {seed:#x} (DRIFTWATCH_FAULT_SEED {extra:#x})");
         Lcg(seed)
     }
 
