@@ -873,8 +873,8 @@ impl Telemetry {
 
     /// Shuts the providers down (blocking). Each provider's shutdown exports
     /// what it still holds (no flush before it: that would try a wedged
-    /// collector twice), and the three run at once, so a stop waits for at
-    /// most one export timeout.
+    /// collector twice), and the three run at once, so a stop waits for one
+    /// export timeout (after an export already in flight, if any).
     pub fn shutdown(&self) {
         std::thread::scope(|s| {
             let traces = s.spawn(|| self.tracer_provider.shutdown());
