@@ -449,8 +449,8 @@ fn batches_counted(agent: &Agent) -> Option<f64> {
 /// `otlp_timeout = "2s"`: an export in flight, then the providers' last
 /// exports (all signals at once), each cut at the timeout — two timeouts,
 /// with slack for a loaded machine. (Before, the signals were flushed one
-/// after the other and then shut down: 8 s here, and with the default 5 s
-/// timeout the 10 s cap on the last export plus 5 s for the runtime.)
+/// after the other and then shut down: 8 s here; with the default 5 s
+/// timeout that would reach the 10 s cap on the last export.)
 const SHUTDOWN_BOUND: Duration = Duration::from_secs(7);
 
 fn a_stalled_collector(transport: Transport) {
