@@ -36,7 +36,7 @@ mod serve;
 mod webhooks;
 mod worker;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -739,10 +739,15 @@ async fn repair_results_log(shared: Arc<Shared>, mut stop: watch::Receiver<bool>
 }
 
 /// Prunes store records of files gone from the lake, and finished webhook
-/// deliveries, hourly.
+/// deliveries, every `retention.prune_interval` (hourly by default).
 async fn housekeeping(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let period = std::time::Duration::from_secs(3600);
     loop {
+        // Read each time: a reload may change it.
+        let period = shared
+            .settings
+            .lock()
+            .map(|s| s.prune_interval)
+            .unwrap_or(std::time::Duration::from_secs(3600));
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
             _ = tokio::time::sleep(period) => {}
@@ -768,10 +773,7 @@ async fn housekeeping(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             .collect();
         let store = shared.store.clone();
         let pruned = if missing.is_empty() {
-            tokio::task::spawn_blocking(move || {
-                store.prune_versions(cutoff, |path| Path::new(path).exists())
-            })
-            .await
+            tokio::task::spawn_blocking(move || prune_lake_versions(&store, cutoff, &roots)).await
         } else {
             tracing::warn!(missing = %missing.join(", "), "watched folders missing: not forgetting any batch version this time");
             Ok(Ok(0))
@@ -792,6 +794,44 @@ async fn housekeeping(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ => {}
         }
     }
+}
+
+/// Forgets versions evaluated before `cutoff` whose file is gone — but only
+/// when the watched folder holding it is there and lists something. An
+/// empty folder where a root was is what an unmounted mount point looks like
+/// (and a folder can vanish while the prune runs): judged by it, every
+/// version would look deleted and the whole lake would be evaluated again
+/// when the mount returns. Such versions are kept, and the folder logged.
+fn prune_lake_versions(
+    store: &Store,
+    cutoff: i64,
+    roots: &[PathBuf],
+) -> std::result::Result<usize, StateError> {
+    let held: std::cell::RefCell<BTreeMap<PathBuf, usize>> = Default::default();
+    let pruned = store.prune_versions(cutoff, |path| {
+        let path = Path::new(path);
+        if path.exists() {
+            return true;
+        }
+        // Asked again for each gone file, not once per prune: the folder
+        // may go away between two of them.
+        let Some(root) = roots.iter().find(|r| path.starts_with(r)) else {
+            return false;
+        };
+        let lists_something = std::fs::read_dir(root).is_ok_and(|mut d| d.next().is_some());
+        if !lists_something {
+            *held.borrow_mut().entry(root.clone()).or_default() += 1;
+        }
+        !lists_something
+    })?;
+    for (root, versions) in held.into_inner() {
+        tracing::warn!(
+            folder = %worker::display_path(&root),
+            versions,
+            "watched folder is missing or empty but has recorded batch versions (an unmounted mount point?): not forgetting them"
+        );
+    }
+    Ok(pruned)
 }
 
 fn hostname() -> String {

@@ -3,8 +3,9 @@
 //! loop that drains the outbox.
 //!
 //! The loop is the only sender. It reads due deliveries from the store,
-//! makes at most [`PARALLEL_ATTEMPTS`] HTTP attempts at once (never two for
-//! the same event), and records each outcome in its own transaction:
+//! makes at most [`PARALLEL_ATTEMPTS`] HTTP attempts at once per webhook
+//! (never two for the same event), and records each outcome in its own
+//! transaction:
 //! delivered, pending again at `now + backoff` (or `Retry-After`), or dead.
 //! It sleeps until the next delivery is due, a batch fires a new event, or
 //! `retry` re-queues one. Attempts cut short by shutdown or a crash leave
@@ -24,8 +25,14 @@ use crate::sinks::webhook::WebhookConfig;
 use crate::sinks::webhook::deliver::{self, Outcome};
 use crate::state::{AttemptRecord, Delivery, DeliveryState};
 
-/// HTTP attempts in flight at once, over all webhooks.
+/// HTTP attempts in flight at once, per webhook. Per webhook, not over all
+/// of them: a receiver that accepts connections and never answers holds each
+/// attempt for the webhook's whole `timeout`, and must not take the slots of
+/// the other webhooks' receivers.
 pub const PARALLEL_ATTEMPTS: usize = 4;
+/// Due deliveries looked at, beyond those in flight, to find when the loop
+/// must wake next (the first one whose webhook has a free slot).
+const NEXT_DUE_SCAN: usize = 256;
 /// Longest sleep between two reads of the outbox.
 const IDLE_WAKE: Duration = Duration::from_secs(30);
 
@@ -82,15 +89,22 @@ fn now_ms() -> i64 {
 /// Drains the outbox until `stop`.
 pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut in_flight: HashSet<String> = HashSet::new();
-    // Which event each task carries, so even a task that panicked frees it.
-    let mut task_events: HashMap<tokio::task::Id, String> = HashMap::new();
+    // Attempts in flight per webhook.
+    let mut busy: HashMap<String, usize> = HashMap::new();
+    // Which event (and webhook) each task carries, so even a task that
+    // panicked frees them.
+    let mut task_events: HashMap<tokio::task::Id, (String, String)> = HashMap::new();
     let mut clients: HashMap<String, (WebhookConfig, reqwest::Client)> = HashMap::new();
     let mut tasks: JoinSet<String> = JoinSet::new();
     loop {
         publish_backlog(&shared).await;
         let now = now_ms();
         let store = shared.store.clone();
-        let due = match tokio::task::spawn_blocking(move || store.due_deliveries(now, 256)).await {
+        // As many as the wake-up below looks at: whatever it finds due now
+        // is attempted in this pass (no busy loop over a skipped delivery).
+        let limit = in_flight.len() + NEXT_DUE_SCAN;
+        let due = match tokio::task::spawn_blocking(move || store.due_deliveries(now, limit)).await
+        {
             Ok(Ok(due)) => due,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot read the webhook outbox; trying again");
@@ -107,10 +121,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             .map(|s| s.webhooks.clone())
             .unwrap_or_default();
         for delivery in due {
-            if tasks.len() >= PARALLEL_ATTEMPTS {
-                break;
-            }
-            if in_flight.contains(&delivery.event_id) {
+            if in_flight.contains(&delivery.event_id)
+                || busy.get(&delivery.webhook).copied().unwrap_or(0) >= PARALLEL_ATTEMPTS
+            {
                 continue;
             }
             let Some(config) = configs.iter().find(|c| c.name == delivery.webhook) else {
@@ -147,34 +160,38 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 }),
             };
             in_flight.insert(delivery.event_id.clone());
+            *busy.entry(delivery.webhook.clone()).or_default() += 1;
             let shared = shared.clone();
             let config = config.clone();
-            let event_id = delivery.event_id.clone();
+            let event = (delivery.event_id.clone(), delivery.webhook.clone());
             let handle = tasks.spawn(async move {
                 let id = delivery.event_id.clone();
                 attempt(&shared, client, &config, delivery).await;
                 id
             });
-            task_events.insert(handle.id(), event_id);
+            task_events.insert(handle.id(), event);
         }
-        // The next due delivery that is not being attempted right now.
+        // The next due delivery that could be attempted: not in flight, its
+        // webhook with a free slot. (The end of an attempt wakes the loop
+        // too, and frees a slot.)
         let next_due = {
             let store = shared.store.clone();
-            let limit = in_flight.len() + 1;
+            let limit = in_flight.len() + NEXT_DUE_SCAN;
             tokio::task::spawn_blocking(move || store.due_deliveries(i64::MAX, limit))
                 .await
                 .ok()
                 .and_then(|r| r.ok())
                 .and_then(|due| {
                     due.into_iter()
-                        .find(|d| !in_flight.contains(&d.event_id))
+                        .find(|d| {
+                            !in_flight.contains(&d.event_id)
+                                && busy.get(&d.webhook).copied().unwrap_or(0) < PARALLEL_ATTEMPTS
+                        })
                         .and_then(|d| d.next_attempt_at_ms)
                 })
         };
-        // With every slot busy, the end of an attempt wakes the loop.
         let now = now_ms();
         let sleep = match next_due {
-            _ if tasks.len() >= PARALLEL_ATTEMPTS => IDLE_WAKE,
             Some(at) => {
                 Duration::from_millis((at - now).clamp(0, IDLE_WAKE.as_millis() as i64) as u64)
             }
@@ -197,8 +214,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                             e.id()
                         }
                     };
-                    if let Some(event_id) = task_events.remove(&task) {
+                    if let Some((event_id, webhook)) = task_events.remove(&task) {
                         in_flight.remove(&event_id);
+                        if let Some(n) = busy.get_mut(&webhook) {
+                            *n = n.saturating_sub(1);
+                        }
                     }
                 }
             }

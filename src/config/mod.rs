@@ -275,6 +275,10 @@ pub struct RetentionSection {
     pub reports_per_dataset: Option<usize>,
     /// Records of files no longer in the lake are forgotten after this long (default `30d`).
     pub max_age: Option<String>,
+    /// How often the state is pruned of versions of files gone from the lake and of old
+    /// webhook deliveries (default `1h`). Shorten it when files are deleted and landed again
+    /// under the same name faster than that, or lengthen it on a lake that is slow to list.
+    pub prune_interval: Option<String>,
 }
 
 /// Command-line flags of `driftwatch run`; each, when given, wins over the file.
@@ -349,6 +353,8 @@ pub struct Settings {
     pub reports_per_dataset: usize,
     /// Forget vanished files after this long.
     pub max_age: Duration,
+    /// Period of the housekeeping prune (`retention.prune_interval`).
+    pub prune_interval: Duration,
     /// OpenTelemetry export.
     pub telemetry: crate::sinks::telemetry::TelemetrySettings,
     /// Retraining webhooks.
@@ -525,6 +531,17 @@ impl Settings {
             "retention.max_age",
             pick(&None, &file.retention.max_age, "30d"),
         )?;
+        let prune_interval = interval(
+            "retention.prune_interval",
+            pick(&None, &file.retention.prune_interval, "1h"),
+        )?;
+        if prune_interval.is_zero() {
+            return Err(invalid(
+                &origin,
+                "retention.prune_interval",
+                "must be greater than zero".to_string(),
+            ));
+        }
         let (listen_text, listen_from) = pick(&overrides.listen, &file.http.listen, DEFAULT_LISTEN);
         let listen: SocketAddr = listen_text.parse().map_err(|e| {
             invalid(
@@ -598,6 +615,7 @@ impl Settings {
             results_log_files: file.retention.results_log_files.unwrap_or(5),
             reports_per_dataset: file.retention.reports_per_dataset.unwrap_or(1000).max(1),
             max_age,
+            prune_interval,
             telemetry,
             webhooks,
             sources,
@@ -786,6 +804,7 @@ mod tests {
         assert_eq!(s.include, vec!["**/*.parquet".to_string()]);
         assert_eq!(s.mode, WatchMode::Notify);
         assert_eq!(s.results_log_max_size, 64 << 20);
+        assert_eq!(s.prune_interval, Duration::from_secs(3600));
         assert_eq!(
             s.http,
             HttpSettings {
@@ -796,6 +815,32 @@ mod tests {
                 header_timeout: Duration::from_secs(10),
                 body_budget: 256 << 20,
             }
+        );
+    }
+
+    #[test]
+    fn the_prune_interval_is_read_and_must_not_be_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.toml");
+        let resolve = |value: &str| {
+            std::fs::write(
+                &path,
+                format!("watch = [\"lake\"]\nrules = \"rules\"\n[retention]\nprune_interval = \"{value}\"\n"),
+            )
+            .unwrap();
+            Settings::resolve(Some(&path), &Overrides::default()).map_err(|e| {
+                e.to_string()
+                    .trim_start_matches(&path.display().to_string())
+                    .to_string()
+            })
+        };
+        assert_eq!(
+            resolve("10m").unwrap().prune_interval,
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            resolve("0s").unwrap_err(),
+            ": `retention.prune_interval`: must be greater than zero"
         );
     }
 

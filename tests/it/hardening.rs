@@ -524,13 +524,7 @@ fn issue_15_ingest_through_random_sigkills_evaluates_every_acknowledged_event_on
         "[[sources]]\nkind = \"http\"\ndataset = \"orders\"\nwindow = { rows = 5000, seconds = 1 }\n",
     );
     // A fixed-seed generator: the kill points are arbitrary, the run repeatable.
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move |n: u64| {
-        seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (seed >> 33) % n
-    };
+    let mut rng = crate::faults::Lcg::new(0x2545_f491_4f6c_dd1d);
     let (mut acknowledged, mut unknown) = (0u64, 0u64);
     let mut first_id = 1u64;
     for _ in 0..4 {
@@ -568,7 +562,7 @@ fn issue_15_ingest_through_random_sigkills_evaluates_every_acknowledged_event_on
                 (ok, lost, id)
             })
         };
-        std::thread::sleep(std::time::Duration::from_millis(150 + next(600)));
+        std::thread::sleep(std::time::Duration::from_millis(150 + rng.below(600)));
         agent.kill9();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let (ok, lost, id) = poster.join().unwrap();

@@ -12,6 +12,7 @@ mod docs;
 mod drift;
 mod edge_cases;
 mod errors;
+mod faults;
 mod golden;
 mod hardening;
 mod html;

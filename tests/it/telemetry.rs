@@ -79,14 +79,14 @@ impl LogsService for Sink {
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Transport {
+pub(crate) enum Transport {
     Grpc,
     Http,
 }
 
 /// An OTLP receiver on its own runtime, so stopping it really closes every
 /// connection (an outage), and it can come back on the same port.
-struct Receiver {
+pub(crate) struct Receiver {
     runtime: Option<tokio::runtime::Runtime>,
     addr: SocketAddr,
     sink: Sink,
@@ -94,7 +94,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn start(transport: Transport, port: u16) -> Receiver {
+    pub(crate) fn start(transport: Transport, port: u16) -> Receiver {
         Self::start_with(transport, port, Sink::default())
     }
 
@@ -180,7 +180,7 @@ impl Receiver {
     }
 
     /// The latest value of each (metric name, attributes) point.
-    fn metric_points(&self) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
+    pub(crate) fn metric_points(&self) -> BTreeMap<(String, BTreeMap<String, String>), f64> {
         let got = self.sink.0.lock().unwrap();
         let mut out = BTreeMap::new();
         for metric in got
@@ -290,7 +290,7 @@ const RULES: &str = "dataset: flights\nchecks:\n  - not_null: carrier\n  \
     overrides:\n    dep_delay: { test: ks }\n";
 
 /// Starts the agent with a config file exporting to `endpoint`.
-fn agent_exporting(lake: &Lake, endpoint: &str, protocol: &str) -> Agent {
+pub(crate) fn agent_exporting(lake: &Lake, endpoint: &str, protocol: &str) -> Agent {
     std::fs::write(
         lake.path("driftwatch.toml"),
         format!(

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::agent::{Agent, Lake, wait_for, wait_results};
 
-const SECRET: &str = "s3cret-for-tests";
+pub(crate) const SECRET: &str = "s3cret-for-tests";
 
 /// One request as the receiver saw it.
 #[derive(Debug, Clone)]
@@ -26,7 +26,7 @@ pub(crate) struct Received {
     method: String,
     path: String,
     headers: BTreeMap<String, String>,
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
     at: Instant,
 }
 
@@ -37,11 +37,11 @@ impl Received {
             .map(String::as_str)
             .unwrap_or("")
     }
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("the body is JSON")
     }
     /// Whether the signature headers verify with the test secret.
-    fn signed(&self) -> bool {
+    pub(crate) fn signed(&self) -> bool {
         sign::verify(
             SECRET.as_bytes(),
             self.header("X-Driftwatch-Timestamp"),
@@ -59,6 +59,9 @@ struct ReceiverState {
     requests: Vec<Received>,
     /// Answers per path, used in order; afterwards 200.
     script: BTreeMap<String, VecDeque<Answer>>,
+    /// How long to wait before answering each request (a slow receiver):
+    /// a seeded generator of delays in milliseconds, or none.
+    delay: Option<Box<dyn FnMut() -> u64 + Send>>,
 }
 
 /// An HTTP receiver on loopback, in its own thread and runtime.
@@ -76,22 +79,29 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> impl IntoResponse {
-    let mut s = state.lock().unwrap();
-    s.requests.push(Received {
-        method: method.to_string(),
-        path: uri.path().to_string(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect(),
-        body: body.to_vec(),
-        at: Instant::now(),
-    });
-    let (status, extra, text) = s
-        .script
-        .get_mut(uri.path())
-        .and_then(|q| q.pop_front())
-        .unwrap_or((200, Vec::new(), "ok"));
+    let ((status, extra, text), delay) = {
+        let mut s = state.lock().unwrap();
+        s.requests.push(Received {
+            method: method.to_string(),
+            path: uri.path().to_string(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect(),
+            body: body.to_vec(),
+            at: Instant::now(),
+        });
+        let answer = s
+            .script
+            .get_mut(uri.path())
+            .and_then(|q| q.pop_front())
+            .unwrap_or((200, Vec::new(), "ok"));
+        (answer, s.delay.as_mut().map(|next| next()))
+    };
+    // A slow receiver takes the event, then answers late.
+    if let Some(ms) = delay {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     let mut response = (
         axum::http::StatusCode::from_u16(status).unwrap(),
         text.to_string(),
@@ -213,6 +223,12 @@ impl Receiver {
             .insert(path.to_string(), answers.into());
     }
 
+    /// Answers each later request only after `next()` milliseconds (the
+    /// request is recorded when it arrives, before the wait).
+    pub(crate) fn delay_answers(&self, next: impl FnMut() -> u64 + Send + 'static) {
+        self.state.lock().unwrap().delay = Some(Box::new(next));
+    }
+
     pub(crate) fn requests(&self) -> Vec<Received> {
         self.state.lock().unwrap().requests.clone()
     }
@@ -246,7 +262,7 @@ fn refusing_port() -> (SocketAddr, tokio::net::TcpSocket) {
 }
 
 /// Writes `driftwatch.toml` for `lake` with these `[[webhooks]]` and starts the agent.
-fn start_agent(lake: &Lake, webhooks: &str) -> Agent {
+pub(crate) fn start_agent(lake: &Lake, webhooks: &str) -> Agent {
     let config = config_file(lake, webhooks);
     Agent::spawn_with_env(
         lake,
@@ -280,7 +296,7 @@ fn config_file(lake: &Lake, webhooks: &str) -> PathBuf {
 }
 
 /// `GET /webhooks` from the agent.
-fn outbox(agent: &Agent) -> Value {
+pub(crate) fn outbox(agent: &Agent) -> Value {
     let (code, body) = agent.get("/webhooks");
     assert_eq!(code, 200, "{body}");
     serde_json::from_str(&body).unwrap()
@@ -315,9 +331,9 @@ const DRIFT_RULES: &str = "dataset: flights\nchecks:\n  - not_null: carrier\ndri
                            columns: [dep_delay]\nwebhooks: [retrain]\n";
 
 /// A row-count check that fails on small batches (1,000 rows) and passes on large ones (3,000).
-const ROWS_RULES: &str = "dataset: flights\nchecks:\n  - row_count: { min: 2000 }\n";
+pub(crate) const ROWS_RULES: &str = "dataset: flights\nchecks:\n  - row_count: { min: 2000 }\n";
 
-fn generic_webhook(url: &str, extra: &str) -> String {
+pub(crate) fn generic_webhook(url: &str, extra: &str) -> String {
     format!(
         "[[webhooks]]\nname = \"retrain\"\nurl = \"{url}\"\nsecret_env = \"DW_TEST_SECRET\"\nretry_backoff = \"50ms\"\nretry_backoff_max = \"200ms\"\n{extra}\n"
     )

@@ -850,11 +850,16 @@ impl Telemetry {
         }
     }
 
-    /// Exports everything now (blocking; call from a blocking thread).
+    /// Exports everything now (blocking; call from a blocking thread). The
+    /// three signals export at once, each on its own thread: a collector
+    /// that never answers costs one export timeout, not three in a row.
     pub fn flush_now(&self) -> Result<(), String> {
-        let traces = self.tracer_provider.force_flush();
-        let logs = self.logger_provider.force_flush();
-        let metrics = self.meter_provider.force_flush();
+        let (traces, logs, metrics) = std::thread::scope(|s| {
+            let traces = s.spawn(|| self.tracer_provider.force_flush());
+            let logs = s.spawn(|| self.logger_provider.force_flush());
+            let metrics = self.meter_provider.force_flush();
+            (joined(traces.join()), joined(logs.join()), metrics)
+        });
         match (traces, logs, metrics) {
             (Ok(()), Ok(()), Ok(())) => Ok(()),
             (t, l, m) => Err([t.err(), l.err(), m.err()]
@@ -866,15 +871,30 @@ impl Telemetry {
         }
     }
 
-    /// Flushes and shuts the providers down (blocking).
+    /// Shuts the providers down (blocking). Each provider's shutdown exports
+    /// what it still holds (no flush before it: that would try a wedged
+    /// collector twice), and the three run at once, so a stop waits for one
+    /// export timeout (after an export already in flight, if any).
     pub fn shutdown(&self) {
-        if self.exporting {
-            let _ = self.flush_now();
-        }
-        let _ = self.tracer_provider.shutdown();
-        let _ = self.logger_provider.shutdown();
-        let _ = self.meter_provider.shutdown();
+        std::thread::scope(|s| {
+            let traces = s.spawn(|| self.tracer_provider.shutdown());
+            let logs = s.spawn(|| self.logger_provider.shutdown());
+            let _ = self.meter_provider.shutdown();
+            // Joined here, so a panic in one is not re-raised by the scope.
+            let _ = (traces.join(), logs.join());
+        });
     }
+}
+
+/// A flush thread's result; a panicked flush is a failed export.
+fn joined(
+    r: std::thread::Result<opentelemetry_sdk::error::OTelSdkResult>,
+) -> opentelemetry_sdk::error::OTelSdkResult {
+    r.unwrap_or_else(|_| {
+        Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(
+            "the export thread panicked".to_string(),
+        ))
+    })
 }
 
 fn severity_name(s: RuleSeverity) -> &'static str {
