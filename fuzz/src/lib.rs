@@ -1,7 +1,8 @@
 //! Shared pieces of the fuzz targets (see docs/fuzzing.md): fixed schemas and
 //! rule files the targets decode or evaluate against, a scratch folder for
 //! targets whose code under test reads a file, and a tokio runtime for the
-//! engine. Built only by `cargo fuzz`; not part of the main workspace.
+//! engine. Built by `fuzz/run` (docs/fuzzing.md); a member of the root
+//! workspace that `cargo build`/`test` at the root leave out.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
