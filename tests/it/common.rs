@@ -232,3 +232,54 @@ pub fn driftwatch(args: &[&str]) -> Output {
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// One answer: status, headers, body text.
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
+    }
+}
+
+/// A request with reqwest (which sends `Host: <addr>` like Prometheus does).
+pub fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, Vec<u8>)>,
+) -> Answer {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    driftwatch::tls::ensure_crypto_provider();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let mut req = client
+            .request(method.parse().unwrap(), url)
+            .timeout(std::time::Duration::from_secs(120));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some((content_type, bytes)) = body {
+            req = req.header("content-type", content_type).body(bytes);
+        }
+        let resp = req.send().await.expect("the agent answers");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        Answer {
+            status,
+            headers,
+            text,
+        }
+    })
+}

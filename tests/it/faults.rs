@@ -138,12 +138,14 @@ fn issue_15_a_stalled_webhook_receiver_neither_slows_evaluation_nor_loses_or_rep
     let port = stall.addr.port();
     let lake = Lake::new(ROWS_RULES);
     // A delivery hangs for its whole timeout; it never gives up.
-    let timeout = Duration::from_secs(4);
+    // Long enough that a loaded machine's evaluation time cannot be mistaken
+    // for waiting on a delivery.
+    let timeout = Duration::from_secs(10);
     let agent = start_agent(
         &lake,
         &every_small_batch(
             &format!("http://127.0.0.1:{port}/hooks/retrain"),
-            "timeout = \"4s\"\nmax_attempts = 1000",
+            "timeout = \"10s\"\nmax_attempts = 1000",
         ),
     );
     lake.land("b1.parquet", &lake.bytes(1000, 1, 0));
@@ -201,7 +203,7 @@ fn issue_15_a_stalled_webhook_receiver_neither_slows_evaluation_nor_loses_or_rep
         &lake,
         &every_small_batch(
             &format!("http://127.0.0.1:{port}/hooks/retrain"),
-            "timeout = \"4s\"\nmax_attempts = 1000",
+            "timeout = \"10s\"\nmax_attempts = 1000",
         ),
     );
     assert_eq!(agent.status()["webhooks"]["retrain"]["pending"], 6);
@@ -546,15 +548,15 @@ fn issue_15_a_stalled_webhook_receiver_does_not_hold_up_deliveries_to_another() 
     let stall = Stall::start();
     let healthy = Receiver::start("127.0.0.1:0");
     let lake = Lake::new(ROWS_RULES);
-    let timeout = Duration::from_secs(5);
+    let timeout = Duration::from_secs(12);
     let webhooks = format!(
         "{}\n{}",
         every_small_batch(
             &format!("http://{}/hooks/stalled", stall.addr),
-            "timeout = \"5s\"\nmax_attempts = 1000",
+            "timeout = \"12s\"\nmax_attempts = 1000",
         )
         .replacen("name = \"retrain\"", "name = \"stalled\"", 1),
-        every_small_batch(&healthy.url("/hooks/healthy"), "timeout = \"5s\"").replacen(
+        every_small_batch(&healthy.url("/hooks/healthy"), "timeout = \"12s\"").replacen(
             "name = \"retrain\"",
             "name = \"healthy\"",
             1

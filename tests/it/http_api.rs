@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::common::{Answer, send};
+
 use crate::agent::{Agent, Lake, RULES, wait_for, wait_results};
 
 /// Rules of the `events` stream: a declared schema.
@@ -40,57 +42,6 @@ fn start(lake: &Lake, config: &Path, env: &[(&str, &str)]) -> Agent {
         config.display().to_string(),
     ];
     Agent::spawn_with_env(lake, &args, &lake.state(), env)
-}
-
-/// One answer: status, headers, body text.
-struct Answer {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    text: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap())
-            .unwrap_or("")
-    }
-}
-
-/// A request with reqwest (which sends `Host: <addr>` like Prometheus does).
-fn send(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: Option<(&str, Vec<u8>)>,
-) -> Answer {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    driftwatch::tls::ensure_crypto_provider();
-    rt.block_on(async {
-        let client = reqwest::Client::new();
-        let mut req = client
-            .request(method.parse().unwrap(), url)
-            .timeout(Duration::from_secs(60));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        if let Some((content_type, bytes)) = body {
-            req = req.header("content-type", content_type).body(bytes);
-        }
-        let resp = req.send().await.expect("the agent answers");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap();
-        Answer {
-            status,
-            headers,
-            text,
-        }
-    })
 }
 
 fn events(first: u64, n: u64) -> Vec<u8> {

@@ -68,34 +68,22 @@ fn post_with(
     body: Vec<u8>,
     bearer: Option<&str>,
 ) -> Posted {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    driftwatch::tls::ensure_crypto_provider();
-    rt.block_on(async {
-        let client = reqwest::Client::new();
-        let mut req = client
-            .post(format!("http://{}/ingest/{dataset}", agent.addr))
-            .header("content-type", content_type)
-            .timeout(Duration::from_secs(120))
-            .body(body);
-        if let Some(t) = bearer {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.expect("the agent answers");
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
+    let auth = bearer.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    let answer = crate::common::send(
+        "POST",
+        &format!("http://{}/ingest/{dataset}", agent.addr),
+        &headers,
+        Some((content_type, body)),
+    );
+    Posted {
+        status: answer.status,
+        retry_after: answer
+            .headers
             .get("retry-after")
-            .map(|v| v.to_str().unwrap().to_string());
-        let text = resp.text().await.unwrap();
-        Posted {
-            status,
-            retry_after,
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
-        }
-    })
+            .map(|v| v.to_str().unwrap().to_string()),
+        body: serde_json::from_str(&answer.text).unwrap_or(Value::Null),
+    }
 }
 
 /// `n` NDJSON events with ids from `first`.
