@@ -9,6 +9,7 @@
 
 mod compile;
 mod duplicates;
+pub mod guard;
 mod profiler;
 mod verdict;
 
@@ -490,6 +491,21 @@ impl Engine {
                 path: path.display().to_string(),
                 reason: "not a Parquet file: 0 bytes".to_string(),
             });
+        }
+        // Thrift the parquet crate would spend unbounded time skipping is
+        // refused before it sees the file (see `guard`).
+        match guard::check_batch(path) {
+            Ok(()) => {}
+            Err(guard::GuardError::Invalid(reason)) => {
+                return Err(EngineError::Input {
+                    path: path.display().to_string(),
+                    reason: format!("not a valid Parquet file: {reason}"),
+                });
+            }
+            Err(guard::GuardError::Io(e)) => {
+                let e = DataFusionError::IoError(e);
+                return Err(read_error(path, &e));
+            }
         }
         // A file: any extension (the caller decided it is a batch). A folder
         // of part files: its `*.parquet` files, which leaves out `_SUCCESS`,

@@ -714,3 +714,78 @@ fn issue_15_an_ndjson_source_never_reads_the_dead_letters_of_a_state_folder_insi
             .unwrap();
     assert_eq!(letters.lines().count(), 1, "{letters}");
 }
+
+/// `path`'s footer with `n` unknown fields appended, each a `list<bool>`
+/// claiming 2³¹−1 elements in 8 bytes: the parquet crate's skipper iterates
+/// over each element without reading (seconds per field).
+fn with_boolean_bomb_footer(path: &Path, n: usize) {
+    let bytes = std::fs::read(path).unwrap();
+    let len = bytes.len();
+    let footer_len = u32::from_le_bytes(bytes[len - 8..len - 4].try_into().unwrap()) as usize;
+    let footer = &bytes[len - 8 - footer_len..len - 8];
+    assert_eq!(footer.last(), Some(&0), "a footer ends with its stop byte");
+    let field = [0x09, 0xC8, 0x01, 0xF1, 0xFF, 0xFF, 0xFF, 0xFF, 0x07];
+    let mut out = bytes[..len - 8 - footer_len].to_vec();
+    out.extend_from_slice(&footer[..footer.len() - 1]);
+    for _ in 0..n {
+        out.extend_from_slice(&field);
+    }
+    out.push(0);
+    out.extend_from_slice(&((footer.len() - 1 + n * field.len() + 1) as u32).to_le_bytes());
+    out.extend_from_slice(b"PAR1");
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn issue_15_fuzz_a_footer_the_parquet_crate_would_skip_through_for_hours_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    ids(&data.join("good.parquet"), 3);
+    ids(&data.join("bomb.parquet"), 3);
+    // 64 fields: about 64 × 10 s of skipping before the guard.
+    with_boolean_bomb_footer(&data.join("bomb.parquet"), 64);
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(&rules, "dataset: ids\nchecks:\n  - not_null: id\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_driftwatch"))
+        .args([
+            "check",
+            data.to_str().unwrap(),
+            "--rules",
+            rules.to_str().unwrap(),
+        ])
+        .args(["--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A generous bound, not a timing: without the guard this runs for ~10 min.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("check is still skipping through the footer after 120 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reports = json["reports"].as_array().unwrap();
+    let by_name = |name: &str| {
+        reports
+            .iter()
+            .find(|r| r["source"].as_str().unwrap().ends_with(name))
+            .unwrap()
+    };
+    assert_eq!(by_name("good.parquet")["rows"], 3);
+    let bomb = by_name("bomb.parquet");
+    assert_eq!(
+        bomb["error"].as_str().unwrap(),
+        format!(
+            "{}: cannot read Parquet input: not a valid Parquet file: the footer: a container \
+             claims 2147483647 boolean elements, more than the structure has bytes",
+            data.join("bomb.parquet").display()
+        )
+    );
+}

@@ -239,9 +239,14 @@ pub fn take_listing_errors() -> (u64, Option<String>) {
 /// Whether a file ends with a Parquet footer that parses: the one sure sign
 /// a writer finished it (the footer is written last).
 pub fn footer_parses(path: &Path) -> bool {
-    let Ok(file) = std::fs::File::open(path) else {
+    let Ok(mut file) = std::fs::File::open(path) else {
         return false;
     };
+    // A footer the parquet crate would take unbounded time to skip through
+    // does not parse (the engine then reports it as invalid).
+    if crate::engine::guard::check_footer(&mut file).is_err() {
+        return false;
+    }
     parquet::file::metadata::ParquetMetaDataReader::new()
         .parse_and_finish(&file)
         .is_ok()
