@@ -60,9 +60,36 @@ pub struct ColumnDrift {
     pub drifted: bool,
     /// Notes: the path taken (sketched), edge cases, infinite statistics.
     pub message: Option<String>,
+    /// How the column's distributions were read from the profiles: `exact`
+    /// (every value or category with its exact count) or `sketched` (a
+    /// quantile sketch, or heavy hitters plus "other"); null when untested.
+    #[serde(default)]
+    pub path: Option<DistributionPath>,
     /// Whether this column counts in the drifted share.
     #[serde(skip)]
     pub tested: bool,
+}
+
+/// How a column's distribution was read from its profiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DistributionPath {
+    /// Both profiles hold every value (or category) with its exact count:
+    /// statistics equal a computation on the raw data.
+    Exact,
+    /// At least one profile holds a summary: statistics are within the
+    /// documented bound (given in the column's `message`).
+    Sketched,
+}
+
+impl DistributionPath {
+    /// `exact` or `sketched`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DistributionPath::Exact => "exact",
+            DistributionPath::Sketched => "sketched",
+        }
+    }
 }
 
 /// The drift section of a batch report.
@@ -184,6 +211,7 @@ fn untested(name: &str, column_type: &str, drifted: bool, message: String) -> Co
         threshold: None,
         drifted,
         message: Some(message),
+        path: None,
         tested: drifted,
     }
 }
@@ -277,6 +305,7 @@ fn column_drift(
         threshold: Some(threshold),
         drifted: false,
         message: None,
+        path: Some(distribution_path(test_kind, reference, current)),
         tested: true,
     };
     match run_test(test_kind, reference, current) {
@@ -298,10 +327,46 @@ fn column_drift(
         }
         Err(message) => {
             result.tested = false;
+            result.path = None;
             result.message = Some(message);
         }
     }
     result
+}
+
+/// Whether `kind` runs on exact data for these two profiles.
+fn distribution_path(
+    kind: TestKind,
+    reference: &ColumnProfile,
+    current: &ColumnProfile,
+) -> DistributionPath {
+    let exact = match reference.kind {
+        ColumnKind::Categorical => reference.frequencies.exact && current.frequencies.exact,
+        ColumnKind::Numeric => {
+            let both = |f: fn(&crate::profile::NumericStats) -> bool| {
+                reference.numeric.as_ref().is_some_and(f) && current.numeric.as_ref().is_some_and(f)
+            };
+            let samples = both(|s| s.exact_values.is_some());
+            let domain = both(|s| s.small_domain.is_some());
+            match kind {
+                // Value counts are the distribution; deciles of a sketch are not.
+                TestKind::Ks | TestKind::Wasserstein => samples || domain,
+                TestKind::Jensenshannon
+                | TestKind::Psi
+                | TestKind::KlDiv
+                | TestKind::Hellinger
+                | TestKind::Tvd
+                | TestKind::Chisquare
+                | TestKind::Z => domain,
+                _ => samples,
+            }
+        }
+    };
+    if exact {
+        DistributionPath::Exact
+    } else {
+        DistributionPath::Sketched
+    }
 }
 
 /// Finite non-null values (numeric) or non-null values (categorical).
@@ -344,6 +409,74 @@ fn counts(p: &ColumnProfile) -> Option<BTreeMap<String, u64>> {
             .as_ref()
             .map(|d| d.iter().map(|(v, c)| (v.to_string(), *c)).collect()),
         _ => Some(p.frequencies.items.clone()),
+    }
+}
+
+/// Shares of each side's values that a categorical summary no longer
+/// attributes to a category: `(other_ref / n_ref, other_cur / n_cur)`.
+type Missing = (f64, f64);
+
+/// Aligned counts over the union of kept values (sorted), and — when either
+/// side's frequencies are a heavy-hitters summary — one more bin at the end
+/// holding each side's "other" count, with the missing shares. `None` for a
+/// numeric column past its small domain.
+fn aligned_counts(
+    reference: &ColumnProfile,
+    current: &ColumnProfile,
+) -> Option<(Vec<u64>, Vec<u64>, Option<Missing>)> {
+    let (r, c) = (counts(reference)?, counts(current)?);
+    let (_, mut rc, mut cc) = super::align_counts(&r, &c);
+    if reference.kind != ColumnKind::Categorical
+        || (reference.frequencies.exact && current.frequencies.exact)
+    {
+        return Some((rc, cc, None));
+    }
+    let (fr, fc) = (&reference.frequencies, &current.frequencies);
+    rc.push(fr.other());
+    cc.push(fc.other());
+    let share = |f: &crate::profile::Frequencies| {
+        if f.n == 0 {
+            0.0
+        } else {
+            f.other() as f64 / f.n as f64
+        }
+    };
+    Some((rc, cc, Some((share(fr), share(fc)))))
+}
+
+/// The documented bound of a categorical statistic computed on heavy
+/// hitters plus "other" (docs/drift.md): δ = each side's missing share is
+/// the total variation distance between its true distribution and the
+/// summarised one, so for the metrics TVD, Hellinger and Jensen–Shannon the
+/// triangle inequality bounds the error by the two sides' distances to
+/// their summaries — δ for TVD, √δ for Hellinger (H² ≤ TVD), √(δ·ln 2) for
+/// the JS distance (JSD ≤ ln 2 · TVD). PSI, KL and χ² are not continuous in
+/// the missing mass (one unseen category can move them without limit), so
+/// none is claimed for them.
+pub fn sketched_bound(kind: TestKind, (dr, dc): Missing) -> Option<f64> {
+    match kind {
+        TestKind::Tvd => Some(dr + dc),
+        TestKind::Hellinger => Some(dr.sqrt() + dc.sqrt()),
+        TestKind::Jensenshannon => {
+            let ln2 = std::f64::consts::LN_2;
+            Some((dr * ln2).sqrt() + (dc * ln2).sqrt())
+        }
+        _ => None,
+    }
+}
+
+fn sketched_note(kind: TestKind, missing: Missing) -> String {
+    let head = format!(
+        "sketched: heavy hitters + \"other\" ({:.2}% of reference and {:.2}% of batch values not kept by category)",
+        missing.0 * 100.0,
+        missing.1 * 100.0
+    );
+    match sketched_bound(kind, missing) {
+        Some(b) => format!("{head}; {} within ±{b:.4} of the exact value", kind.name()),
+        None => format!(
+            "{head}; no error bound for {} on this path (raise max_categories for an exact value)",
+            kind.name()
+        ),
     }
 }
 
@@ -493,26 +626,25 @@ fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) 
             }
         }
         TestKind::Chisquare | TestKind::Z => {
-            let (Some(r), Some(c)) = (counts(reference), counts(current)) else {
+            let Some((rc, cc, missing)) = aligned_counts(reference, current) else {
                 return Err(format!(
                     "`{}` needs the value counts, which the profile no longer holds (over 1,000 distinct values)",
                     kind.name()
                 ));
             };
-            let (_, rc, cc) = super::align_counts(&r, &c);
             let outcome = if kind == TestKind::Chisquare {
                 chisquare(&rc, &cc).map_err(err)?
             } else {
                 z_test(&rc, &cc).map_err(err)?
             };
-            Ok((outcome, None))
+            Ok((outcome, missing.map(|m| sketched_note(kind, m))))
         }
         TestKind::Jensenshannon
         | TestKind::Psi
         | TestKind::KlDiv
         | TestKind::Hellinger
         | TestKind::Tvd => {
-            let (rb, cb, note) = binned(reference, current)?;
+            let (rb, cb, note) = binned(kind, reference, current)?;
             let f = match kind {
                 TestKind::Jensenshannon => jensenshannon,
                 TestKind::Psi => psi,
@@ -551,11 +683,16 @@ fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) 
 }
 
 /// Aligned bins: one per value where value counts exist, else reference deciles.
-fn binned(reference: &ColumnProfile, current: &ColumnProfile) -> Result<Bins, String> {
+fn binned(
+    kind: TestKind,
+    reference: &ColumnProfile,
+    current: &ColumnProfile,
+) -> Result<Bins, String> {
     if reference.kind == ColumnKind::Categorical {
-        let (_, r, c) =
-            super::categorical_bins(&reference.frequencies.items, &current.frequencies.items);
-        return Ok((r, c, None));
+        let (r, c, missing) =
+            aligned_counts(reference, current).ok_or("no category counts".to_string())?;
+        let to_f = |v: Vec<u64>| v.into_iter().map(|x| x as f64).collect();
+        return Ok((to_f(r), to_f(c), missing.map(|m| sketched_note(kind, m))));
     }
     if let Some((r, c)) = numeric_domain_bins(reference, current) {
         return Ok((r, c, None));
@@ -658,6 +795,7 @@ mod tests {
             threshold: Some(0.05),
             drifted: false,
             message: None,
+            path: None,
             tested: true,
         };
         let mut r = vec![mk(0.01), mk(0.04), mk(0.03), mk(0.5)];

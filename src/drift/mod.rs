@@ -48,6 +48,8 @@ pub mod ks;
 pub mod location;
 
 #[cfg(test)]
+mod categorical_reference;
+#[cfg(test)]
 mod properties;
 #[cfg(test)]
 mod scipy_reference;

@@ -180,11 +180,24 @@ pub fn compile(
         let Ok(column) = column_expr(schema, name) else {
             continue;
         };
-        let udaf = match kind {
-            crate::profile::ColumnKind::Numeric => &*PROFILE_NUMERIC,
-            crate::profile::ColumnKind::Categorical => &*PROFILE_CATEGORICAL,
+        let limit = rules
+            .drift
+            .as_ref()
+            .map_or(crate::profile::DEFAULT_CATEGORY_LIMIT, |d| {
+                d.category_limit(name)
+            });
+        let call = match kind {
+            crate::profile::ColumnKind::Numeric => PROFILE_NUMERIC.call(vec![column]),
+            crate::profile::ColumnKind::Categorical
+                if limit == crate::profile::DEFAULT_CATEGORY_LIMIT =>
+            {
+                PROFILE_CATEGORICAL.call(vec![column])
+            }
+            crate::profile::ColumnKind::Categorical => {
+                super::profiler::Profiler::udaf_with_limit(kind, limit).call(vec![column])
+            }
         };
-        profiles.push((name.to_string(), outputs.add(udaf.call(vec![column]))));
+        profiles.push((name.to_string(), outputs.add(call)));
     }
     CompiledRules {
         outputs: outputs.exprs,

@@ -46,14 +46,24 @@ pub fn profile_kind(data_type: &DataType) -> Option<ColumnKind> {
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Profiler {
     numeric: bool,
+    /// Distinct categories counted exactly (`drift.max_categories`).
+    category_limit: usize,
     signature: Signature,
 }
 
 impl Profiler {
-    /// The aggregate for `kind` as a DataFusion UDAF.
+    /// The aggregate for `kind` as a DataFusion UDAF, with the default
+    /// category limit.
     pub fn udaf(kind: ColumnKind) -> AggregateUDF {
+        Self::udaf_with_limit(kind, crate::profile::DEFAULT_CATEGORY_LIMIT)
+    }
+
+    /// The aggregate for `kind` keeping up to `category_limit` categories
+    /// exactly.
+    pub fn udaf_with_limit(kind: ColumnKind, category_limit: usize) -> AggregateUDF {
         AggregateUDF::from(Self {
             numeric: kind == ColumnKind::Numeric,
+            category_limit,
             signature: Signature::any(1, Volatility::Immutable),
         })
     }
@@ -93,7 +103,11 @@ impl AggregateUDFImpl for Profiler {
                 DataFusionError::Internal(format!("{} takes one argument", self.name()))
             })?;
         Ok(Box::new(ProfileAccumulator {
-            profile: ColumnProfile::new(self.kind(), describe_arrow_type(&data_type)),
+            profile: ColumnProfile::with_category_limit(
+                self.kind(),
+                describe_arrow_type(&data_type),
+                self.category_limit,
+            ),
             numbers: HashMap::default(),
             peak: Default::default(),
             partials: Vec::new(),

@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use distinct::DistinctSketch;
-pub use frequencies::Frequencies;
+pub use frequencies::{
+    DEFAULT_LIMIT as DEFAULT_CATEGORY_LIMIT, Frequencies, MAX_LIMIT as MAX_CATEGORY_LIMIT,
+};
 pub use moments::Moments;
 pub use quantiles::QuantileSketch;
 
@@ -41,8 +43,19 @@ pub const SMALL_DOMAIN_LIMIT: usize = 1000;
 /// The profile file format's name, written in every file.
 pub const PROFILE_FORMAT: &str = "driftwatch-profile";
 
-/// The profile file format's version; readers refuse other versions.
-pub const PROFILE_VERSION: u32 = 1;
+/// The profile file format's version, written in every file.
+///
+/// - 1: category frequencies exact up to 1,000 values (256 KiB of values).
+/// - 2 (issue 17): exact up to `drift.max_categories` (default 65,536; 1 MiB
+///   of values); optional `order` evidence for ID-like detection.
+///
+/// Version 1 files are still read: the layout is a subset of version 2's,
+/// and their columns past 1,000 categories take the sketched path (the
+/// report says so). Newer versions are refused with a clear message.
+pub const PROFILE_VERSION: u32 = 2;
+
+/// The oldest profile format version this driftwatch reads.
+pub const MIN_PROFILE_VERSION: u32 = 1;
 
 /// Errors reading or writing profile files: the user's (a wrong or damaged
 /// file) unless stated otherwise.
@@ -65,7 +78,7 @@ pub enum ProfileError {
         reason: String,
     },
     /// The file is a profile of another format version.
-    #[error("{}: profile format version {found} is not supported (this driftwatch reads version {PROFILE_VERSION}); rebuild it with `driftwatch baseline`", path.display())]
+    #[error("{}: profile format version {found} is not supported (this driftwatch reads versions {MIN_PROFILE_VERSION} to {PROFILE_VERSION}); rebuild it with `driftwatch baseline`", path.display())]
     Version {
         /// The file.
         path: PathBuf,
@@ -201,13 +214,23 @@ pub struct ColumnProfile {
 impl ColumnProfile {
     /// An empty profile of the given kind and logical type.
     pub fn new(kind: ColumnKind, data_type: impl Into<String>) -> Self {
+        Self::with_category_limit(kind, data_type, frequencies::DEFAULT_LIMIT)
+    }
+
+    /// An empty profile whose category frequencies stay exact up to
+    /// `limit` distinct values (`drift.max_categories`).
+    pub fn with_category_limit(
+        kind: ColumnKind,
+        data_type: impl Into<String>,
+        limit: usize,
+    ) -> Self {
         Self {
             kind,
             data_type: data_type.into(),
             count: 0,
             nulls: 0,
             numeric: (kind == ColumnKind::Numeric).then(NumericStats::default),
-            frequencies: Frequencies::default(),
+            frequencies: Frequencies::new(limit),
             distinct: DistinctSketch::new(),
         }
     }
@@ -633,7 +656,7 @@ impl DatasetProfile {
             )));
         }
         match header.version {
-            Some(PROFILE_VERSION) => {}
+            Some(MIN_PROFILE_VERSION..=PROFILE_VERSION) => {}
             Some(found) => {
                 return Err(ProfileError::Version {
                     path: path.to_path_buf(),
@@ -714,7 +737,7 @@ mod tests {
 
         let text = std::fs::read_to_string(&path)
             .unwrap()
-            .replace("\"version\": 1", "\"version\": 99");
+            .replace("\"version\": 2", "\"version\": 99");
         let e = DatasetProfile::from_json(&path, &text)
             .unwrap_err()
             .to_string();
@@ -722,6 +745,15 @@ mod tests {
             e.contains("profile format version 99 is not supported"),
             "{e}"
         );
+        // Issue 17: a version 1 file (categories exact up to 1,000) still loads.
+        let v1 = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("\"version\": 2", "\"version\": 1")
+            .replace("\"limit\": 65536", "\"limit\": 1000");
+        let old = DatasetProfile::from_json(&path, &v1).unwrap();
+        assert_eq!(old.version, 1);
+        assert_eq!(old.columns["origin"].frequencies.limit, 1000);
+        assert_eq!(old.columns["origin"].frequencies.items.get("EWR"), Some(&1));
         let e = DatasetProfile::from_json(&path, "{\"a\": 1}")
             .unwrap_err()
             .to_string();

@@ -183,7 +183,7 @@ fn render_batch(out: &mut String, b: &BatchReport, profiles: Option<Profiles<'_>
     {
         let _ = write!(
             out,
-            "<h3>Drift against {}</h3><table class=\"drift\"><thead><tr><th>column</th><th>test</th><th>statistic</th><th>p-value</th><th>threshold</th><th>drifted</th></tr></thead><tbody>",
+            "<h3>Drift against {}</h3><table class=\"drift\"><thead><tr><th>column</th><th>test</th><th>path</th><th>statistic</th><th>p-value</th><th>threshold</th><th>drifted</th></tr></thead><tbody>",
             escape(&d.reference)
         );
         let mut columns: Vec<_> = d.columns.iter().collect();
@@ -191,9 +191,11 @@ fn render_batch(out: &mut String, b: &BatchReport, profiles: Option<Profiles<'_>
         for c in &columns {
             let _ = write!(
                 out,
-                "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"{}\">{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td title=\"{}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"{}\">{}</td></tr>",
                 escape(&c.column),
                 c.test.map_or("—", |t| t.name()),
+                escape(c.message.as_deref().unwrap_or("")),
+                c.path.map_or("—", |p| p.name()),
                 number(c.statistic),
                 number(c.p_value),
                 number(c.threshold),
@@ -360,8 +362,17 @@ fn categorical_bars(reference: &ColumnProfile, current: &ColumnProfile) -> Bars 
         labels.push("other".to_string());
         r.push((1.0 - rs).max(0.0));
         c.push((1.0 - cs).max(0.0));
+        let kept = if fr.exact && fc.exact {
+            "all counted exactly in the profiles".to_string()
+        } else {
+            format!(
+                "profiles keep heavy hitters only (sketched: {} and {} of reference and batch values not kept)",
+                fr.other(),
+                fc.other()
+            )
+        };
         Some(format!(
-            "top {} of {} categories kept in the profiles, the rest as \"other\"",
+            "top {} of {} categories shown, the rest as \"other\"; {kept}",
             shown.len(),
             keys.len()
         ))

@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use super::{BatchReport, CheckResult, CheckStatus, DriftReport, Report};
+use crate::drift::compare::DistributionPath;
 
 const RED: &str = "\x1b[31m";
 const YELLOW: &str = "\x1b[33m";
@@ -176,8 +177,7 @@ fn render_drift(out: &mut String, drift: &DriftReport, color: bool) {
                     "ok".into()
                 },
                 c.column.clone(),
-                c.test
-                    .map_or_else(|| "-".to_string(), |t| t.name().to_string()),
+                test_name(c),
                 num(c.statistic),
                 num(c.p_value_adjusted.or(c.p_value)),
                 num(c.threshold),
@@ -204,11 +204,20 @@ fn render_drift(out: &mut String, drift: &DriftReport, color: bool) {
         |i| if columns[i].drifted { RED } else { GREEN },
         |i| {
             let c = columns[i];
-            (c.drifted || c.test.is_none())
+            (c.drifted || c.test.is_none() || c.path == Some(DistributionPath::Sketched))
                 .then(|| c.message.clone())
                 .flatten()
         },
     );
+}
+
+/// The test's name, marked when it ran on a summary rather than exact data.
+fn test_name(c: &crate::drift::compare::ColumnDrift) -> String {
+    match (c.test, c.path) {
+        (None, _) => "-".to_string(),
+        (Some(t), Some(DistributionPath::Sketched)) => format!("{} (sketched)", t.name()),
+        (Some(t), _) => t.name().to_string(),
+    }
 }
 
 /// Aligned columns: a header, then rows whose first cell is tinted, each

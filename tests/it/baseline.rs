@@ -31,7 +31,7 @@ fn baseline_profiles_every_supported_column_exactly() {
     let p = DatasetProfile::read(&output).unwrap();
     assert_eq!(
         (p.format.as_str(), p.version, p.rows),
-        ("driftwatch-profile", 1, 10)
+        ("driftwatch-profile", 2, 10)
     );
     // Timestamps are not profiled; numbers, strings and dictionaries are.
     let names: Vec<&str> = p.columns.keys().map(String::as_str).collect();

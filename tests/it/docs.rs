@@ -78,7 +78,8 @@ fn report_doc_example_has_the_shape_of_a_real_report() {
                 "p_value_adjusted",
                 "threshold",
                 "drifted",
-                "message"
+                "message",
+                "path"
             ]
         );
     }
