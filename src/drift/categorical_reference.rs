@@ -140,6 +140,28 @@ fn issue_17_exact_categoricals_equal_scipy_on_the_raw_data() {
             assert!(e <= 1e-9, "{name} {}: {got} vs scipy {want}", kind.name());
             worst = worst.max(e);
         }
+        for kind in [TestKind::ChisquareHomogeneity, TestKind::GTest] {
+            let d = run(&pr, &pc, kind);
+            assert_eq!(d.path, Some(DistributionPath::Exact));
+            let want = &case[kind.name()];
+            let (stat, p) = (num(&want["statistic"]), num(&want["p_value"]));
+            let got = d.statistic.unwrap_or(f64::NAN);
+            let e = rel_error(got, stat);
+            assert!(e <= 1e-9, "{name} {}: {got} vs scipy {stat}", kind.name());
+            worst = worst.max(e);
+            let got_p = d.p_value.unwrap_or(f64::NAN);
+            assert!(
+                rel_error(got_p, p) <= 1e-9 || (got_p - p).abs() <= 1e-12,
+                "{name} {} p {got_p} vs scipy {p}",
+                kind.name()
+            );
+            if kind == TestKind::GTest && want.get("williams_q").is_some() {
+                // Undo Williams' correction: scipy's own G.
+                let g = got * num(&want["williams_q"]);
+                let e = rel_error(g, num(&case["g_scipy"]["statistic"]));
+                assert!(e <= 1e-9, "{name} G {g} vs scipy");
+            }
+        }
         let d = run(&pr, &pc, TestKind::Chisquare);
         assert_eq!(d.path, Some(DistributionPath::Exact));
         let (stat, p) = (

@@ -36,7 +36,7 @@ use super::{
     tvd, z_test,
 };
 use crate::profile::{ColumnKind, ColumnProfile, DatasetProfile};
-use crate::rules::{Correction, DriftConfig, Severity};
+use crate::rules::{Correction, DriftConfig, DriftDefaults, Severity};
 
 /// The drift verdict of one column.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -180,6 +180,7 @@ pub fn compare(
                 current.columns.get(name),
                 overrides,
                 current.rows,
+                config.defaults,
             )
         })
         .collect();
@@ -229,6 +230,7 @@ fn column_drift(
     current: Option<&ColumnProfile>,
     (test_override, threshold_override): (Option<TestKind>, Option<f64>),
     current_rows: u64,
+    defaults: DriftDefaults,
 ) -> ColumnDrift {
     let Some(reference) = reference else {
         return untested(
@@ -292,7 +294,10 @@ fn column_drift(
             ColumnKind::Numeric => TestColumnKind::Numerical,
             ColumnKind::Categorical => TestColumnKind::Categorical,
         };
-        default_test(k, ref_n, distinct)
+        match defaults {
+            DriftDefaults::Evidently => default_test(k, ref_n, distinct),
+            DriftDefaults::Sound => super::sound_default_test(k, ref_n, distinct),
+        }
     });
     let threshold = threshold_override.unwrap_or_else(|| default_threshold(test_kind));
     let mut result = ColumnDrift {
@@ -357,6 +362,8 @@ fn distribution_path(
                 | TestKind::Hellinger
                 | TestKind::Tvd
                 | TestKind::Chisquare
+                | TestKind::ChisquareHomogeneity
+                | TestKind::GTest
                 | TestKind::Z => domain,
                 _ => samples,
             }
@@ -625,18 +632,20 @@ fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) 
                 ))
             }
         }
-        TestKind::Chisquare | TestKind::Z => {
+        TestKind::Chisquare | TestKind::Z | TestKind::ChisquareHomogeneity | TestKind::GTest => {
             let Some((rc, cc, missing)) = aligned_counts(reference, current) else {
                 return Err(format!(
                     "`{}` needs the value counts, which the profile no longer holds (over 1,000 distinct values)",
                     kind.name()
                 ));
             };
-            let outcome = if kind == TestKind::Chisquare {
-                chisquare(&rc, &cc).map_err(err)?
-            } else {
-                z_test(&rc, &cc).map_err(err)?
-            };
+            let outcome = match kind {
+                TestKind::Chisquare => chisquare(&rc, &cc),
+                TestKind::ChisquareHomogeneity => super::chisquare_homogeneity(&rc, &cc),
+                TestKind::GTest => super::g_test(&rc, &cc),
+                _ => z_test(&rc, &cc),
+            }
+            .map_err(err)?;
             Ok((outcome, missing.map(|m| sketched_note(kind, m))))
         }
         TestKind::Jensenshannon

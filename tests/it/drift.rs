@@ -409,6 +409,18 @@ fn bad_drift_sections_name_their_location() {
             "dataset: t\ndrift:\n  overrides:\n    x: { test: magic }\n",
             ":4:16: unknown variant `magic`",
         ),
+        (
+            "dataset: t\ndrift:\n  max_categories: 0\n",
+            ":3:3: `max_categories` must be between 1 and 1048576, got 0",
+        ),
+        (
+            "dataset: t\ndrift:\n  overrides:\n    x: { max_categories: 2000000 }\n",
+            ":3:3: `overrides.x.max_categories` must be between 1 and 1048576, got 2000000",
+        ),
+        (
+            "dataset: t\ndrift:\n  defaults: careful\n",
+            ":3:13: unknown variant `careful`",
+        ),
     ] {
         let rules = lake.rules("bad.yaml", yaml);
         let out = driftwatch(&["rules", "check", rules.to_str().unwrap()]);
@@ -479,4 +491,122 @@ fn issue_15_a_small_file_of_huge_distinct_strings_makes_a_small_profile_and_drif
     assert_eq!(s["drifted"], false, "{s:#}");
     let report_bytes = serde_json::to_vec(&report).unwrap().len();
     assert!(report_bytes < 1 << 20, "the report is {report_bytes} bytes");
+}
+
+/// A `tailnum`-like column: 4,000 categories, category `i` `1 + (i * 7 +
+/// shift) % 13` times, plus `carrier` with 16 categories.
+fn tails(shift: usize) -> (RecordBatch, std::collections::BTreeMap<String, u64>) {
+    let mut counts = std::collections::BTreeMap::new();
+    let mut tail: Vec<String> = Vec::new();
+    for i in 0..4000usize {
+        let name = format!("N{}{}", 100 + i, ["", "A", "BC"][i % 3]);
+        let n = 1 + (i * 7 + shift) % 13;
+        counts.insert(name.clone(), n as u64);
+        tail.extend(std::iter::repeat_n(name, n));
+    }
+    let carrier: Vec<String> = (0..tail.len()).map(|i| format!("C{}", i % 16)).collect();
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("tailnum", DataType::Utf8, true),
+            Field::new("carrier", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(StringArray::from(tail)) as ArrayRef,
+            Arc::new(StringArray::from(carrier)) as ArrayRef,
+        ],
+    )
+    .unwrap();
+    (batch, counts)
+}
+
+#[test]
+fn issue_17_a_4000_category_column_is_tested_on_exact_counts_unless_max_categories_is_lower() {
+    let lake = Lake::new();
+    let (reference, ref_counts) = tails(0);
+    let (current, cur_counts) = tails(5);
+    let (ref_data, cur_data) = (
+        lake.write("ref.parquet", &reference),
+        lake.write("cur.parquet", &current),
+    );
+    // The statistic on the raw data: every category with its count.
+    let (r, c) = (
+        driftwatch::drift::categorical_bins(&ref_counts, &cur_counts).1,
+        driftwatch::drift::categorical_bins(&ref_counts, &cur_counts).2,
+    );
+    let exact = driftwatch::drift::jensenshannon(&r, &c).unwrap().statistic;
+
+    let rules = lake.rules(
+        "t.yaml",
+        "dataset: t\ndrift:\n  columns: [tailnum, carrier]\n",
+    );
+    let profile = baseline(&lake, &ref_data, &rules);
+    let (_, report, stderr) = check(&cur_data, &rules, Some(&profile));
+    let tail = column(&report, "tailnum");
+    assert_eq!(tail["test"], "jensenshannon", "{stderr}{tail:#}");
+    assert_eq!(tail["path"], "exact", "{tail:#}");
+    assert_eq!(tail["message"], Value::Null, "{tail:#}");
+    let got = tail["statistic"].as_f64().unwrap();
+    assert!((got - exact).abs() <= 1e-12, "{got} vs raw-data {exact}");
+    assert_eq!(column(&report, "carrier")["path"], "exact");
+
+    // The old limit, set by the rule file: heavy hitters + "other", bounded.
+    let rules = lake.rules(
+        "t.yaml",
+        "dataset: t\ndrift:\n  columns: [tailnum, carrier]\n  overrides:\n    tailnum: { max_categories: 1000 }\n",
+    );
+    let profile = baseline(&lake, &ref_data, &rules);
+    let (_, report, _) = check(&cur_data, &rules, Some(&profile));
+    let tail = column(&report, "tailnum");
+    assert_eq!(tail["path"], "sketched", "{tail:#}");
+    let message = tail["message"].as_str().unwrap();
+    let bound: f64 = message
+        .rsplit_once("within ±")
+        .and_then(|(_, b)| b.split_whitespace().next())
+        .and_then(|b| b.parse().ok())
+        .unwrap_or_else(|| panic!("no bound in {message}"));
+    let got = tail["statistic"].as_f64().unwrap();
+    assert!((got - exact).abs() <= bound, "{got} vs {exact} ± {bound}");
+    assert_eq!(column(&report, "carrier")["path"], "exact");
+}
+
+#[test]
+fn issue_17_defaults_sound_uses_the_homogeneity_test_where_evidently_over_alarms() {
+    let lake = Lake::new();
+    let reference = lake.write(
+        "ref.parquet",
+        &batch(100, 0.0, &[("a", 50), ("b", 30), ("c", 20)], false),
+    );
+    let current = lake.write(
+        "cur.parquet",
+        &batch(100, 0.0, &[("a", 36), ("b", 40), ("c", 24)], false),
+    );
+    let rules = lake.rules("t.yaml", "dataset: t\ndrift:\n  columns: [cat]\n");
+    let profile = baseline(&lake, &reference, &rules);
+    // Evidently's choice stays the default: goodness of fit, drift.
+    let (code, report, _) = check(&current, &rules, Some(&profile));
+    let cat = column(&report, "cat");
+    assert_eq!(
+        (cat["test"].as_str(), cat["drifted"].as_bool()),
+        (Some("chisquare"), Some(true))
+    );
+    assert!((cat["statistic"].as_f64().unwrap() - (3.92 + 100.0 / 30.0 + 0.8)).abs() < 1e-9);
+    assert_eq!(code, 1);
+    let rules = lake.rules(
+        "t.yaml",
+        "dataset: t\ndrift:\n  columns: [cat]\n  defaults: sound\n",
+    );
+    let (code, report, _) = check(&current, &rules, Some(&profile));
+    let cat = column(&report, "cat");
+    assert_eq!(
+        (cat["test"].as_str(), cat["drifted"].as_bool()),
+        (Some("chisquare_homogeneity"), Some(false)),
+        "{cat:#}"
+    );
+    // 2 × (7²/43 + 5²/35 + 2²/22): expected counts 43, 35, 22 per side.
+    let want = 2.0 * (49.0 / 43.0 + 25.0 / 35.0 + 4.0 / 22.0);
+    assert!(
+        (cat["statistic"].as_f64().unwrap() - want).abs() < 1e-9,
+        "{cat:#}"
+    );
+    assert_eq!(code, 0);
 }
