@@ -65,6 +65,10 @@ pub struct ColumnDrift {
     /// quantile sketch, or heavy hitters plus "other"); null when untested.
     #[serde(default)]
     pub path: Option<DistributionPath>,
+    /// The scale a temporal column was tested on (e.g. `seconds since
+    /// 1970-01-01T00:00:00Z`); null for plain numbers and categories.
+    #[serde(default)]
+    pub unit: Option<String>,
     /// Whether this column counts in the drifted share.
     #[serde(skip)]
     pub tested: bool,
@@ -113,6 +117,19 @@ pub struct DriftReport {
     pub message: Option<String>,
     /// One entry per column, in name order.
     pub columns: Vec<ColumnDrift>,
+    /// Columns left out of drift testing for their type, with the type and
+    /// why (issue 17: nothing is left out silently).
+    #[serde(default)]
+    pub not_tested: Vec<NotTested>,
+}
+
+/// A column not tested for its type: not profiled, or temporal and not named.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct NotTested {
+    /// The column.
+    pub column: String,
+    /// `type: reason`, e.g. `binary: binary values have neither an order …`.
+    pub reason: String,
 }
 
 impl DriftReport {
@@ -128,6 +145,7 @@ impl DriftReport {
             error: None,
             message: None,
             columns: Vec::new(),
+            not_tested: Vec::new(),
         }
     }
 
@@ -166,10 +184,7 @@ pub fn compare(
     current: &DatasetProfile,
     config: &DriftConfig,
 ) -> DriftReport {
-    let columns: Vec<String> = match &config.columns {
-        Some(c) => c.clone(),
-        None => reference.columns.keys().cloned().collect(),
-    };
+    let (columns, not_tested) = columns_to_test(reference, current, config);
     let mut results: Vec<ColumnDrift> = columns
         .iter()
         .map(|name| {
@@ -198,7 +213,69 @@ pub fn compare(
         error: None,
         message: None,
         columns: results,
+        not_tested,
     }
+}
+
+/// The columns to test, and those left out with why: columns whose type is
+/// not profiled (either side), and — unless `columns` or `overrides` name
+/// them — temporal columns, which move with every batch of a time-ordered
+/// dataset (Evidently's default leaves datetime columns out too, so
+/// Evidently-compatible verdicts do not change).
+fn columns_to_test(
+    reference: &DatasetProfile,
+    current: &DatasetProfile,
+    config: &DriftConfig,
+) -> (Vec<String>, Vec<NotTested>) {
+    let mut not_tested = Vec::new();
+    let named = config.columns.is_some();
+    let candidates: Vec<String> = match &config.columns {
+        Some(c) => c.clone(),
+        None => reference
+            .columns
+            .keys()
+            .chain(current.unprofiled.keys())
+            .cloned()
+            .collect::<std::collections::BTreeSet<String>>()
+            .into_iter()
+            .collect(),
+    };
+    let mut columns = Vec::new();
+    for name in candidates {
+        let unprofiled = current
+            .unprofiled
+            .get(&name)
+            .or_else(|| reference.unprofiled.get(&name));
+        if let Some(reason) = unprofiled
+            && !reference.columns.contains_key(&name)
+        {
+            not_tested.push(NotTested {
+                column: name,
+                reason: reason.clone(),
+            });
+            continue;
+        }
+        let temporal = reference
+            .columns
+            .get(&name)
+            .filter(|p| crate::profile::epoch_unit(&p.data_type).is_some());
+        if let Some(p) = temporal
+            && !named
+            && !config.overrides.contains_key(&name)
+            && !config.forced.contains(&name)
+        {
+            not_tested.push(NotTested {
+                column: name,
+                reason: format!(
+                    "{}: a time column is tested only when `columns` or `overrides` name it (it moves with every batch of time-ordered data)",
+                    p.data_type
+                ),
+            });
+            continue;
+        }
+        columns.push(name);
+    }
+    (columns, not_tested)
 }
 
 fn untested(name: &str, column_type: &str, drifted: bool, message: String) -> ColumnDrift {
@@ -213,6 +290,7 @@ fn untested(name: &str, column_type: &str, drifted: bool, message: String) -> Co
         drifted,
         message: Some(message),
         path: None,
+        unit: None,
         tested: drifted,
     }
 }
@@ -311,6 +389,7 @@ fn column_drift(
         drifted: false,
         message: None,
         path: Some(distribution_path(test_kind, reference, current)),
+        unit: crate::profile::epoch_unit(&reference.data_type).map(|u| u.describe().to_string()),
         tested: true,
     };
     match run_test(test_kind, reference, current) {
@@ -805,6 +884,7 @@ mod tests {
             drifted: false,
             message: None,
             path: None,
+            unit: None,
             tested: true,
         };
         let mut r = vec![mk(0.01), mk(0.04), mk(0.03), mk(0.5)];

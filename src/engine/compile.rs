@@ -80,6 +80,8 @@ pub struct CompiledRules {
     pub rows: usize,
     /// Profiled columns and the output index of each one's profile.
     pub profiles: Vec<(String, usize)>,
+    /// Requested columns left unprofiled for their type: name, `type: why`.
+    pub unprofiled: Vec<(String, String)>,
 }
 
 /// Which columns to profile alongside the checks.
@@ -170,11 +172,15 @@ pub fn compile(
         ProfileRequest::Columns(columns) => columns.iter().map(String::as_str).collect(),
     };
     let mut profiles = Vec::new();
+    let mut unprofiled = Vec::new();
     for name in wanted {
         let Ok(field) = schema.field_with_unqualified_name(name) else {
             continue;
         };
         let Some(kind) = super::profiler::profile_kind(field.data_type()) else {
+            if let Some(reason) = super::profiler::unprofiled_reason(field.data_type()) {
+                unprofiled.push((name.to_string(), reason));
+            }
             continue;
         };
         let Ok(column) = column_expr(schema, name) else {
@@ -204,6 +210,7 @@ pub fn compile(
         checks,
         rows,
         profiles,
+        unprofiled,
     }
 }
 

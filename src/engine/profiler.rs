@@ -22,15 +22,17 @@ use datafusion::logical_expr::{
 use crate::profile::{ColumnKind, ColumnProfile, SMALL_DOMAIN_LIMIT, canonical_bits};
 use crate::rules::describe_arrow_type;
 
-/// Which kind of profile a column gets, if any: numbers are numeric; strings
-/// (plain, large, view, dictionary) and booleans are categorical; other types
-/// (timestamps, binary, nested) are not profiled.
+/// Which kind of profile a column gets, if any: numbers (decimals included)
+/// and temporal values are numeric — timestamps, dates, durations and times
+/// of day on their epoch scale (see [`numeric_view`]); strings (plain,
+/// large, view, dictionary) and booleans are categorical; the types of
+/// [`unprofiled_reason`] are not profiled.
 pub fn profile_kind(data_type: &DataType) -> Option<ColumnKind> {
     let value = match data_type {
         DataType::Dictionary(_, v) => v.as_ref(),
         other => other,
     };
-    if value.is_numeric() {
+    if value.is_numeric() || is_epoch_scaled(value) {
         Some(ColumnKind::Numeric)
     } else if matches!(
         value,
@@ -39,6 +41,120 @@ pub fn profile_kind(data_type: &DataType) -> Option<ColumnKind> {
         Some(ColumnKind::Categorical)
     } else {
         None
+    }
+}
+
+/// Why a column of this type is not profiled (and so not tested for
+/// drift), as `type: reason` with the type's logical name (the same for
+/// every physical layout DataFusion may read, e.g. `binary` for
+/// `BinaryView`); `None` for the types [`profile_kind`] accepts. Drift
+/// reports list such columns with it.
+pub fn unprofiled_reason(data_type: &DataType) -> Option<String> {
+    if profile_kind(data_type).is_some() {
+        return None;
+    }
+    let value = match data_type {
+        DataType::Dictionary(_, v) => v.as_ref(),
+        other => other,
+    };
+    let (name, reason) = match value {
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => (
+            "binary".to_string(),
+            "binary values have neither an order nor categories to compare; test a derived column (e.g. its length) with a `metric` check",
+        ),
+        DataType::Interval(_) => (
+            "interval".to_string(),
+            "an interval (months, days, nanoseconds) is not one number on one scale",
+        ),
+        DataType::Null => ("null".to_string(), "the column holds only nulls"),
+        DataType::List(_)
+        | DataType::LargeList(_)
+        | DataType::ListView(_)
+        | DataType::LargeListView(_)
+        | DataType::FixedSizeList(_, _)
+        | DataType::Struct(_)
+        | DataType::Map(_, _)
+        | DataType::Union(_, _) => (
+            describe_arrow_type(value),
+            "nested values are not profiled; flatten the field you want tested",
+        ),
+        other => (
+            describe_arrow_type(other),
+            "no profile is defined for this type",
+        ),
+    };
+    Some(format!("{name}: {reason}"))
+}
+
+/// Temporal types profiled as numbers on their epoch scale.
+fn is_epoch_scaled(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Timestamp(_, _)
+            | DataType::Date32
+            | DataType::Date64
+            | DataType::Duration(_)
+            | DataType::Time32(_)
+            | DataType::Time64(_)
+    )
+}
+
+/// A numeric or temporal column as `f64`s on the scale drift is tested on:
+/// numbers (and decimals) as themselves; timestamps as seconds since
+/// 1970-01-01T00:00:00 (UTC for zoned ones), dates as days since
+/// 1970-01-01, durations as seconds, times of day as seconds since
+/// midnight. Nulls stay null. (Timestamps in nanoseconds past 2^53 ns keep
+/// about 0.25 µs of resolution as `f64` seconds.)
+pub fn numeric_view(array: &ArrayRef) -> Result<ArrayRef> {
+    use arrow::datatypes::{Int32Type, Int64Type, TimeUnit};
+    let value_type = match array.data_type() {
+        DataType::Dictionary(_, v) => v.as_ref().clone(),
+        other => other.clone(),
+    };
+    let per_second = |unit: &TimeUnit| match unit {
+        TimeUnit::Second => 1.0,
+        TimeUnit::Millisecond => 1e3,
+        TimeUnit::Microsecond => 1e6,
+        TimeUnit::Nanosecond => 1e9,
+    };
+    let scaled = |ints: ArrayRef, divisor: f64| -> Result<ArrayRef> {
+        let ints = arrow::compute::cast(&ints, &DataType::Int64)?;
+        let out: arrow::array::Float64Array = ints
+            .as_primitive::<Int64Type>()
+            .unary(|v| v as f64 / divisor);
+        Ok(Arc::new(out))
+    };
+    let plain = match array.data_type() {
+        DataType::Dictionary(_, _) => arrow::compute::cast(array, &value_type)?,
+        _ => array.clone(),
+    };
+    match &value_type {
+        DataType::Timestamp(unit, _) | DataType::Duration(unit) => {
+            let ints = arrow::compute::cast(&plain, &DataType::Int64)?;
+            scaled(ints, per_second(unit))
+        }
+        DataType::Time32(unit) => {
+            let ints = arrow::compute::cast(&plain, &DataType::Int32)?;
+            let ints: arrow::array::Int64Array = ints.as_primitive::<Int32Type>().unary(i64::from);
+            scaled(Arc::new(ints), per_second(unit))
+        }
+        DataType::Time64(unit) => {
+            let ints = arrow::compute::cast(&plain, &DataType::Int64)?;
+            scaled(ints, per_second(unit))
+        }
+        DataType::Date32 => {
+            let ints = arrow::compute::cast(&plain, &DataType::Int32)?;
+            let ints: arrow::array::Int64Array = ints.as_primitive::<Int32Type>().unary(i64::from);
+            scaled(Arc::new(ints), 1.0)
+        }
+        DataType::Date64 => {
+            let ints = arrow::compute::cast(&plain, &DataType::Int64)?;
+            scaled(ints, 86_400_000.0)
+        }
+        _ => Ok(arrow::compute::cast(array, &DataType::Float64)?),
     }
 }
 
@@ -209,7 +325,7 @@ impl Accumulator for ProfileAccumulator {
         };
         match self.profile.kind {
             ColumnKind::Numeric => {
-                let cast = arrow::compute::cast(array, &DataType::Float64)?;
+                let cast = numeric_view(array)?;
                 let numbers = cast.as_primitive::<Float64Type>();
                 self.profile.update_nulls(numbers.null_count() as u64);
                 let domain_holds = self
@@ -392,6 +508,68 @@ mod tests {
             prop_assert!((g.moments.mean - e.moments.mean).abs() <= 1e-9 * e.moments.mean.abs().max(1.0));
             prop_assert_eq!(g.quantiles().n(), e.quantiles().n());
         }
+    }
+
+    #[test]
+    fn issue_17_temporal_columns_are_numbers_on_their_epoch_scale() {
+        use arrow::array::{
+            Date32Array, Date64Array, DurationNanosecondArray, Time32MillisecondArray,
+            Time64MicrosecondArray, TimestampNanosecondArray, TimestampSecondArray,
+        };
+        let cases: Vec<(ArrayRef, Vec<Option<f64>>)> = vec![
+            (
+                Arc::new(TimestampSecondArray::from(vec![Some(1_704_067_200), None])),
+                vec![Some(1_704_067_200.0), None],
+            ),
+            (
+                Arc::new(
+                    TimestampNanosecondArray::from(vec![1_704_067_200_500_000_000])
+                        .with_timezone("+02:00"),
+                ),
+                vec![Some(1_704_067_200.5)],
+            ),
+            (
+                Arc::new(Date32Array::from(vec![19_723, -1])),
+                vec![Some(19_723.0), Some(-1.0)],
+            ),
+            (
+                Arc::new(Date64Array::from(vec![86_400_000 * 3])),
+                vec![Some(3.0)],
+            ),
+            (
+                Arc::new(DurationNanosecondArray::from(vec![1_500_000_000])),
+                vec![Some(1.5)],
+            ),
+            (
+                Arc::new(Time32MillisecondArray::from(vec![3_600_500])),
+                vec![Some(3600.5)],
+            ),
+            (
+                Arc::new(Time64MicrosecondArray::from(vec![60_000_001])),
+                vec![Some(60.000001)],
+            ),
+        ];
+        for (array, want) in cases {
+            assert_eq!(profile_kind(array.data_type()), Some(ColumnKind::Numeric));
+            let got = numeric_view(&array).unwrap();
+            let got: Vec<Option<f64>> = got.as_primitive::<Float64Type>().iter().collect();
+            assert_eq!(got, want, "{}", array.data_type());
+        }
+        assert_eq!(
+            profile_kind(&DataType::Decimal128(10, 2)),
+            Some(ColumnKind::Numeric)
+        );
+        assert!(
+            unprofiled_reason(&DataType::BinaryView)
+                .unwrap()
+                .starts_with("binary: ")
+        );
+        assert!(
+            unprofiled_reason(&DataType::Interval(arrow::datatypes::IntervalUnit::DayTime))
+                .unwrap()
+                .starts_with("interval: ")
+        );
+        assert_eq!(unprofiled_reason(&DataType::Date32), None);
     }
 
     #[test]

@@ -164,6 +164,104 @@ impl NumericStats {
     }
 }
 
+/// The unit a numeric column's profile is on, for temporal columns
+/// (profiled on their epoch scale, see `engine::profiler::numeric_view`),
+/// from its logical type name; `None` for plain numbers.
+pub fn epoch_unit(data_type: &str) -> Option<EpochUnit> {
+    if data_type.starts_with("timestamp") {
+        Some(EpochUnit::UnixSeconds)
+    } else if data_type.starts_with("date") {
+        Some(EpochUnit::UnixDays)
+    } else if data_type.starts_with("duration") {
+        Some(EpochUnit::Seconds)
+    } else if data_type.starts_with("time32") || data_type.starts_with("time64") {
+        Some(EpochUnit::SecondsOfDay)
+    } else {
+        None
+    }
+}
+
+/// The scale of a temporal column's numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochUnit {
+    /// Timestamps: seconds since 1970-01-01T00:00:00Z.
+    UnixSeconds,
+    /// Dates: days since 1970-01-01.
+    UnixDays,
+    /// Durations: seconds.
+    Seconds,
+    /// Times of day: seconds since midnight.
+    SecondsOfDay,
+}
+
+impl EpochUnit {
+    /// The unit as reports write it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            EpochUnit::UnixSeconds => "seconds since 1970-01-01T00:00:00Z",
+            EpochUnit::UnixDays => "days since 1970-01-01",
+            EpochUnit::Seconds => "seconds",
+            EpochUnit::SecondsOfDay => "seconds since midnight",
+        }
+    }
+
+    /// A value on this scale, readable: an RFC 3339 time, a date, a
+    /// duration or a time of day.
+    pub fn format_value(self, v: f64) -> String {
+        match self {
+            EpochUnit::UnixSeconds => {
+                let (secs, nanos) = (v.floor(), ((v - v.floor()) * 1e9).round());
+                chrono::DateTime::from_timestamp(secs as i64, (nanos as u32).min(999_999_999))
+                    .map_or_else(
+                        || format!("{v} s"),
+                        |t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                    )
+            }
+            EpochUnit::UnixDays => chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
+                .and_then(|d| d.checked_add_signed(chrono::TimeDelta::days(v.floor() as i64)))
+                .map_or_else(|| format!("{v} days"), |d| d.to_string()),
+            EpochUnit::Seconds => format_duration(v),
+            EpochUnit::SecondsOfDay => {
+                let s = v.rem_euclid(86_400.0);
+                format!(
+                    "{:02}:{:02}:{:02}",
+                    (s / 3600.0) as u32,
+                    ((s % 3600.0) / 60.0) as u32,
+                    (s % 60.0) as u32
+                )
+            }
+        }
+    }
+
+    /// A difference of two values on this scale, readable (`+3.5 h`,
+    /// `-2 days`).
+    pub fn format_difference(self, d: f64) -> String {
+        match self {
+            EpochUnit::UnixDays => format!("{d:+} days"),
+            _ => {
+                let text = format_duration(d.abs());
+                format!("{}{text}", if d < 0.0 { "-" } else { "+" })
+            }
+        }
+    }
+}
+
+/// Seconds as the largest unit that keeps them ≥ 1 (`90 s`, `1.5 h`, `3 d`).
+fn format_duration(seconds: f64) -> String {
+    let a = seconds.abs();
+    let (value, unit) = if a >= 86_400.0 {
+        (seconds / 86_400.0, "d")
+    } else if a >= 3600.0 {
+        (seconds / 3600.0, "h")
+    } else if a >= 60.0 {
+        (seconds / 60.0, "min")
+    } else {
+        (seconds, "s")
+    };
+    let rounded = (value * 100.0).round() / 100.0;
+    format!("{rounded} {unit}")
+}
+
 /// The bits a number is counted under: `-0.0` as `0.0`, every NaN as one.
 pub fn canonical_bits(v: f64) -> u64 {
     if v == 0.0 {
@@ -581,6 +679,10 @@ pub struct DatasetProfile {
     pub sources: Vec<String>,
     /// Column profiles by name.
     pub columns: BTreeMap<String, ColumnProfile>,
+    /// Columns of the data left unprofiled for their type, with the type and
+    /// why (`binary: …`); drift reports list them (issue 17).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unprofiled: BTreeMap<String, String>,
 }
 
 impl DatasetProfile {
@@ -593,6 +695,7 @@ impl DatasetProfile {
             rows: 0,
             sources: Vec::new(),
             columns: BTreeMap::new(),
+            unprofiled: BTreeMap::new(),
         }
     }
 
@@ -601,6 +704,11 @@ impl DatasetProfile {
     pub fn merge(&mut self, other: &DatasetProfile) -> Result<()> {
         self.rows += other.rows;
         self.sources.extend(other.sources.iter().cloned());
+        for (name, why) in &other.unprofiled {
+            self.unprofiled
+                .entry(name.clone())
+                .or_insert_with(|| why.clone());
+        }
         for (name, column) in &other.columns {
             match self.columns.get_mut(name) {
                 Some(mine) => mine.merge(column, name)?,
@@ -709,6 +817,25 @@ mod tests {
             Some(&[(0.0, 1), (1.0, 1), (3.0, 1)][..])
         );
         assert_eq!(p.frequencies.n, 0);
+    }
+
+    #[test]
+    fn issue_17_epoch_units_read_as_times_dates_and_durations() {
+        let ts = epoch_unit("timestamp(UTC) [us]").unwrap();
+        assert_eq!(ts.format_value(1_704_067_200.5), "2024-01-01T00:00:00.500Z");
+        assert_eq!(ts.format_difference(-5400.0), "-1.5 h");
+        let day = epoch_unit("date32").unwrap();
+        assert_eq!(day.format_value(19_723.0), "2024-01-01");
+        assert_eq!(day.format_difference(3.0), "+3 days");
+        assert_eq!(
+            epoch_unit("duration(ns)").unwrap().format_value(90.0),
+            "1.5 min"
+        );
+        assert_eq!(
+            epoch_unit("time64(µs)").unwrap().format_value(3_723.0),
+            "01:02:03"
+        );
+        assert_eq!(epoch_unit("float64"), None);
     }
 
     #[test]

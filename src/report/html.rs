@@ -204,6 +204,19 @@ fn render_batch(out: &mut String, b: &BatchReport, profiles: Option<Profiles<'_>
             );
         }
         out.push_str("</tbody></table>");
+        if !d.not_tested.is_empty() {
+            out.push_str("<p class=\"note\">Not tested: ");
+            for (i, n) in d.not_tested.iter().enumerate() {
+                let _ = write!(
+                    out,
+                    "{}<code>{}</code> — {}",
+                    if i > 0 { "; " } else { "" },
+                    escape(&n.column),
+                    escape(&n.reason)
+                );
+            }
+            out.push_str("</p>");
+        }
         if let Some(p) = profiles {
             out.push_str("<h3>Reference vs batch</h3><div class=\"charts\">");
             for c in &columns {
@@ -259,6 +272,10 @@ fn shares(w: &[f64]) -> Vec<f64> {
 
 fn numeric_bins(reference: &ColumnProfile, current: &ColumnProfile) -> Bars {
     let (pr, pc) = (points(reference), points(current));
+    // Temporal columns are profiled on their epoch scale; label them as
+    // times, dates or durations.
+    let unit = crate::profile::epoch_unit(&reference.data_type);
+    let label = |v: f64| unit.map_or_else(|| number(Some(v)), |u| u.format_value(v));
     let mut values: Vec<f64> = pr.iter().chain(&pc).map(|p| p.0).collect();
     values.sort_by(f64::total_cmp);
     values.dedup();
@@ -276,7 +293,7 @@ fn numeric_bins(reference: &ColumnProfile, current: &ColumnProfile) -> Bars {
             |p: &[(f64, f64)], v: f64| p.iter().filter(|x| x.0 == v).map(|x| x.1).sum::<f64>();
         let r: Vec<f64> = values.iter().map(|&v| weight(&pr, v)).collect();
         let c: Vec<f64> = values.iter().map(|&v| weight(&pc, v)).collect();
-        let labels = values.iter().map(|v| number(Some(*v))).collect();
+        let labels = values.iter().map(|v| label(*v)).collect();
         return (labels, shares(&r), shares(&c), None);
     }
     // Equal-width bins between the pooled 1st and 99th percentiles, so
@@ -317,14 +334,12 @@ fn numeric_bins(reference: &ColumnProfile, current: &ColumnProfile) -> Bars {
         (out, if total > 0.0 { outside / total } else { 0.0 })
     };
     let ((r, ro), (c, co)) = (bin(&pr), bin(&pc));
-    let labels = (0..BINS)
-        .map(|i| number(Some(lo + width * i as f64)))
-        .collect();
+    let labels = (0..BINS).map(|i| label(lo + width * i as f64)).collect();
     let note = (ro > 0.0 || co > 0.0).then(|| {
         format!(
             "clipped to [{}, {}] (the pooled 1st–99th percentiles): {:.1} % of the reference and {:.1} % of the batch lie outside",
-            number(Some(lo)),
-            number(Some(hi)),
+            label(lo),
+            label(hi),
             ro * 100.0,
             co * 100.0
         )

@@ -209,6 +209,9 @@ fn render_drift(out: &mut String, drift: &DriftReport, color: bool) {
                 .flatten()
         },
     );
+    for n in &drift.not_tested {
+        let _ = writeln!(out, "    not tested: {} ({})", n.column, n.reason);
+    }
 }
 
 /// The test's name, marked when it ran on a summary rather than exact data.

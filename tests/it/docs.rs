@@ -63,7 +63,8 @@ fn report_doc_example_has_the_shape_of_a_real_report() {
             "severity",
             "error",
             "message",
-            "columns"
+            "columns",
+            "not_tested"
         ]
     );
     for column in drift["columns"].as_array().unwrap() {
@@ -79,7 +80,8 @@ fn report_doc_example_has_the_shape_of_a_real_report() {
                 "threshold",
                 "drifted",
                 "message",
-                "path"
+                "path",
+                "unit"
             ]
         );
     }

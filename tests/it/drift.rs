@@ -610,3 +610,146 @@ fn issue_17_defaults_sound_uses_the_homogeneity_test_where_evidently_over_alarms
     );
     assert_eq!(code, 0);
 }
+
+/// Timestamps (µs, UTC), dates, booleans, decimals and a binary column;
+/// `shift_days` moves the temporal columns, `true_share` the booleans.
+fn typed(n: usize, shift_days: i64, true_share: usize) -> RecordBatch {
+    use arrow::array::{
+        BinaryArray, BooleanArray, Date32Array, Decimal128Array, TimestampMicrosecondArray,
+    };
+    use arrow::datatypes::TimeUnit;
+    let start = 1_704_067_200i64; // 2024-01-01T00:00:00Z
+    let ts: Vec<i64> = (0..n as i64)
+        .map(|i| (start + shift_days * 86_400 + (i * 7919 % n as i64) * 3600) * 1_000_000)
+        .collect();
+    let day: Vec<i32> = (0..n as i32)
+        .map(|i| 19_723 + shift_days as i32 + (i * 31 % 10))
+        .collect();
+    let flag: Vec<bool> = (0..n).map(|i| i % 100 < true_share).collect();
+    let price: Vec<i128> = (0..n as i128).map(|i| 1000 + (i * 37 % 500)).collect();
+    let blob: Vec<&[u8]> = (0..n)
+        .map(|i| if i % 2 == 0 { &b"ab"[..] } else { &b"c"[..] })
+        .collect();
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new("day", DataType::Date32, true),
+            Field::new("flag", DataType::Boolean, true),
+            Field::new("price", DataType::Decimal128(10, 2), true),
+            Field::new("blob", DataType::Binary, true),
+        ])),
+        vec![
+            Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")) as ArrayRef,
+            Arc::new(Date32Array::from(day)),
+            Arc::new(BooleanArray::from(flag)),
+            Arc::new(
+                Decimal128Array::from(price)
+                    .with_precision_and_scale(10, 2)
+                    .unwrap(),
+            ),
+            Arc::new(BinaryArray::from(blob)),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn issue_17_timestamps_dates_booleans_and_decimals_are_tested_and_binary_is_listed_with_why() {
+    let lake = Lake::new();
+    let reference = lake.write("ref.parquet", &typed(300, 0, 50));
+    let current = lake.write("cur.parquet", &typed(300, 3, 70));
+    // Time columns are tested when named (they move with every batch of
+    // time-ordered data, so not by default).
+    let rules = lake.rules("t.yaml", "dataset: t\ndrift: {}\n");
+    let profile = baseline(&lake, &reference, &rules);
+    let (_, report, _) = check(&current, &rules, Some(&profile));
+    let not_tested = &report["reports"][0]["drift"]["not_tested"];
+    let left_out: Vec<&str> = not_tested
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["column"].as_str().unwrap())
+        .collect();
+    assert_eq!(left_out, ["blob", "day", "ts"], "{not_tested:#}");
+    assert!(
+        not_tested[2]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("timestamp(UTC) [us]: a time column is tested only when"),
+        "{not_tested:#}"
+    );
+    let rules = lake.rules(
+        "t.yaml",
+        "dataset: t\ndrift:\n  columns: [ts, day, flag, price, blob]\n",
+    );
+    let (_, report, stderr) = check(&current, &rules, Some(&profile));
+    // Timestamps on the epoch scale in seconds: KS equals the raw-data one.
+    let ts = column(&report, "ts");
+    assert_eq!(ts["test"], "ks", "{stderr}{ts:#}");
+    assert_eq!(ts["path"], "exact");
+    assert_eq!(ts["unit"], "seconds since 1970-01-01T00:00:00Z");
+    let seconds = |shift: i64| {
+        let mut v: Vec<f64> = (0..300i64)
+            .map(|i| (1_704_067_200 + shift * 86_400 + (i * 7919 % 300) * 3600) as f64)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let raw = driftwatch::drift::ks(&seconds(0), &seconds(3)).unwrap();
+    assert_eq!(ts["statistic"].as_f64(), Some(raw.statistic), "{ts:#}");
+    assert_eq!(ts["p_value"].as_f64(), raw.p_value, "{ts:#}");
+    assert_eq!(ts["drifted"], true);
+    let day = column(&report, "day");
+    assert_eq!(
+        (day["test"].as_str(), day["unit"].as_str()),
+        (Some("ks"), Some("days since 1970-01-01"))
+    );
+    assert_eq!(day["drifted"], true, "{day:#}");
+    // Booleans are two categories: the z test, 50 % vs 70 % true.
+    let flag = column(&report, "flag");
+    assert_eq!(
+        (flag["test"].as_str(), flag["type"].as_str()),
+        (Some("z"), Some("categorical"))
+    );
+    assert_eq!(flag["drifted"], true, "{flag:#}");
+    // Decimals are numbers (the same values on both sides: no drift).
+    let price = column(&report, "price");
+    assert_eq!(
+        (price["test"].as_str(), price["statistic"].as_f64()),
+        (Some("ks"), Some(0.0))
+    );
+    assert_eq!(price["unit"], Value::Null);
+    // Binary is left out, and the report says so and why.
+    let not_tested = &report["reports"][0]["drift"]["not_tested"];
+    assert_eq!(
+        not_tested.as_array().map(Vec::len),
+        Some(1),
+        "{not_tested:#}"
+    );
+    assert_eq!(not_tested[0]["column"], "blob");
+    assert!(
+        not_tested[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("binary: binary values have neither an order nor categories"),
+        "{not_tested:#}"
+    );
+    // The terminal table says it too.
+    let out = driftwatch(&[
+        "check",
+        current.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "--reference",
+        profile.to_str().unwrap(),
+    ]);
+    assert!(
+        text(&out.stdout).contains("not tested: blob (binary: "),
+        "{}",
+        text(&out.stdout)
+    );
+}
