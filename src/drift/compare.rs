@@ -65,6 +65,11 @@ pub struct ColumnDrift {
     /// quantile sketch, or heavy hitters plus "other"); null when untested.
     #[serde(default)]
     pub path: Option<DistributionPath>,
+    /// Why the column was not tested although it could have been: `id-like`
+    /// or `constant`, with the evidence in `message` (issue 17). Null
+    /// otherwise. `overrides.COLUMN.force: true` tests it anyway.
+    #[serde(default)]
+    pub skipped: Option<Skipped>,
     /// The scale a temporal column was tested on (e.g. `seconds since
     /// 1970-01-01T00:00:00Z`); null for plain numbers and categories.
     #[serde(default)]
@@ -73,6 +78,25 @@ pub struct ColumnDrift {
     #[serde(skip)]
     pub tested: bool,
 }
+
+/// Why a testable column was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum Skipped {
+    /// Nearly every value distinct (and, for numbers, increasing row by
+    /// row) on both sides: an identifier, which "drifts" on every batch.
+    #[serde(rename = "id-like")]
+    IdLike,
+    /// One and the same value on both sides: nothing to compare.
+    #[serde(rename = "constant")]
+    Constant,
+}
+
+/// Share of distinct values from which a column is ID-like.
+pub const ID_LIKE_DISTINCT_RATIO: f64 = 0.95;
+
+/// Fewest non-null values on a side for ID-like evidence (in a small sample
+/// every value of a category column may be distinct by chance).
+pub const ID_LIKE_MIN_VALUES: u64 = 50;
 
 /// How a column's distribution was read from its profiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -196,6 +220,7 @@ pub fn compare(
                 overrides,
                 current.rows,
                 config.defaults,
+                config.forced.contains(name),
             )
         })
         .collect();
@@ -290,6 +315,7 @@ fn untested(name: &str, column_type: &str, drifted: bool, message: String) -> Co
         drifted,
         message: Some(message),
         path: None,
+        skipped: None,
         unit: None,
         tested: drifted,
     }
@@ -309,6 +335,7 @@ fn column_drift(
     (test_override, threshold_override): (Option<TestKind>, Option<f64>),
     current_rows: u64,
     defaults: DriftDefaults,
+    forced: bool,
 ) -> ColumnDrift {
     let Some(reference) = reference else {
         return untested(
@@ -366,6 +393,11 @@ fn column_drift(
             "no non-null (finite) value in the batch".to_string(),
         );
     }
+    if !forced && let Some((skipped, evidence)) = skip_evidence(name, reference, current) {
+        let mut result = untested(name, type_name, false, evidence);
+        result.skipped = Some(skipped);
+        return result;
+    }
     let distinct = distinct_union(reference, current);
     let test_kind = test_override.unwrap_or_else(|| {
         let k = match reference.kind {
@@ -389,6 +421,7 @@ fn column_drift(
         drifted: false,
         message: None,
         path: Some(distribution_path(test_kind, reference, current)),
+        skipped: None,
         unit: crate::profile::epoch_unit(&reference.data_type).map(|u| u.describe().to_string()),
         tested: true,
     };
@@ -416,6 +449,82 @@ fn column_drift(
         }
     }
     result
+}
+
+/// Whether the column is ID-like or constant on *both* sides, with the
+/// evidence as a message. One side alone is not enough: a reference of ids
+/// and a batch with repeated values is a change worth testing, and so is a
+/// constant that changes value.
+fn skip_evidence(
+    name: &str,
+    reference: &ColumnProfile,
+    current: &ColumnProfile,
+) -> Option<(Skipped, String)> {
+    let force = format!("; set `overrides.{name}.force: true` to test it");
+    if let (Some(a), Some(b)) = (single_value(reference), single_value(current))
+        && a == b
+    {
+        return Some((
+            Skipped::Constant,
+            format!("skipped: constant — the one value `{a}` in reference and batch{force}"),
+        ));
+    }
+    let (r, c) = (id_evidence(reference)?, id_evidence(current)?);
+    Some((
+        Skipped::IdLike,
+        format!("skipped: id-like — reference {r}; batch {c}{force}"),
+    ))
+}
+
+/// The column's only non-null (finite) value, when it has exactly one.
+fn single_value(p: &ColumnProfile) -> Option<String> {
+    match (&p.kind, &p.numeric) {
+        (ColumnKind::Numeric, Some(s)) => {
+            let (lo, hi) = (s.min?, s.max?);
+            (lo == hi && s.nan == 0 && s.pos_inf == 0 && s.neg_inf == 0).then(|| lo.to_string())
+        }
+        _ => {
+            let f = &p.frequencies;
+            if f.exact && f.items.len() == 1 {
+                f.items.keys().next().cloned()
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// ID-like evidence of one side: at least [`ID_LIKE_MIN_VALUES`] values, at
+/// least [`ID_LIKE_DISTINCT_RATIO`] of them distinct, and for numbers
+/// increasing row by row (a continuous measurement is distinct too, but
+/// not a sequence).
+fn id_evidence(p: &ColumnProfile) -> Option<String> {
+    let n = values_counted(p);
+    if n < ID_LIKE_MIN_VALUES {
+        return None;
+    }
+    let (distinct, exact) = p.distinct_values();
+    let ratio = (distinct / n as f64).min(1.0);
+    if ratio < ID_LIKE_DISTINCT_RATIO {
+        return None;
+    }
+    let counted = if exact {
+        format!("{distinct:.0} distinct of {n} values")
+    } else {
+        format!("≈ {distinct:.0} distinct (HLL estimate) of {n} values")
+    };
+    match p.kind {
+        ColumnKind::Numeric => {
+            if p.numeric.as_ref()?.increasing != Some(true) {
+                return None;
+            }
+            Some(format!(
+                "{:.1} % distinct ({counted}), increasing row by row",
+                ratio * 100.0
+            ))
+        }
+        ColumnKind::Categorical => Some(format!("{:.1} % distinct ({counted})", ratio * 100.0)),
+    }
 }
 
 /// Whether `kind` runs on exact data for these two profiles.
@@ -884,6 +993,7 @@ mod tests {
             drifted: false,
             message: None,
             path: None,
+            skipped: None,
             unit: None,
             tested: true,
         };

@@ -225,6 +225,8 @@ impl AggregateUDFImpl for Profiler {
                 self.category_limit,
             ),
             numbers: HashMap::default(),
+            last: None,
+            increasing: true,
             peak: Default::default(),
             partials: Vec::new(),
         }))
@@ -298,6 +300,10 @@ struct ProfileAccumulator {
     /// Numbers counted (by canonical bits) while the column's distinct
     /// values may still fit the small domain; folded in value order.
     numbers: HashMap<u64, u64, foldhash::fast::FixedState>,
+    /// The last finite number seen, in row order (for `increasing`).
+    last: Option<f64>,
+    /// Whether the numbers seen so far increased row by row.
+    increasing: bool,
     /// The largest size reported so far (see [`Accumulator::size`] below).
     peak: std::sync::atomic::AtomicUsize,
     /// Serialized partial profiles received from other partitions.
@@ -328,6 +334,10 @@ impl Accumulator for ProfileAccumulator {
                 let cast = numeric_view(array)?;
                 let numbers = cast.as_primitive::<Float64Type>();
                 self.profile.update_nulls(numbers.null_count() as u64);
+                if self.increasing {
+                    self.increasing =
+                        ColumnProfile::observe_order(numbers.iter().flatten(), &mut self.last);
+                }
                 let domain_holds = self
                     .profile
                     .numeric
@@ -355,6 +365,7 @@ impl Accumulator for ProfileAccumulator {
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
         self.fold_numbers();
+        self.profile.set_increasing(self.increasing);
         self.profile.finish();
         Ok(vec![ScalarValue::LargeBinary(Some(to_bytes(
             &self.profile,
@@ -376,6 +387,7 @@ impl Accumulator for ProfileAccumulator {
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
         self.fold_numbers();
+        self.profile.set_increasing(self.increasing);
         self.profile.finish();
         let mut partials = std::mem::take(&mut self.partials);
         partials.sort();
@@ -487,7 +499,9 @@ mod tests {
             expected.finish();
             let mut acc = ProfileAccumulator {
                 profile: ColumnProfile::new(ColumnKind::Numeric, "int64"),
-                    numbers: HashMap::default(),
+                numbers: HashMap::default(),
+                last: None,
+                increasing: true,
                 partials: Vec::new(),
                 peak: Default::default(),
             };

@@ -133,6 +133,12 @@ pub struct NumericStats {
     /// Quantile sketch of the finite values once the small domain is gone
     /// (empty while there is one; read it through [`NumericStats::quantiles`]).
     pub sketch: QuantileSketch,
+    /// Whether the finite values increase row by row (non-decreasing within
+    /// each part the engine profiled in order, and parts not overlapping):
+    /// the "sequence" evidence of ID-like detection (issue 17). Null when
+    /// unknown (profiles of format version 1, or built value by value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub increasing: Option<bool>,
 }
 
 impl NumericStats {
@@ -285,6 +291,7 @@ impl Default for NumericStats {
             exact_values: Some(Vec::new()),
             small_domain: Some(Vec::new()),
             sketch: QuantileSketch::default(),
+            increasing: None,
         }
     }
 }
@@ -562,6 +569,16 @@ impl ColumnProfile {
         self.frequencies.merge(&other.frequencies);
         self.distinct.merge(&other.distinct);
         if let (Some(a), Some(b)) = (self.numeric.as_mut(), other.numeric.as_ref()) {
+            // Two increasing parts are increasing together when one's values
+            // all come before the other's (either way round: merge order is
+            // not row order); an empty part changes nothing.
+            a.increasing = match (a.increasing, b.increasing, a.max, b.min, b.max, a.min) {
+                (Some(x), Some(y), Some(a_max), Some(b_min), Some(b_max), Some(a_min)) => {
+                    Some(x && y && (a_max < b_min || b_max < a_min))
+                }
+                (Some(x), Some(y), ..) => Some(x && y),
+                _ => None,
+            };
             a.nan += b.nan;
             a.pos_inf += b.pos_inf;
             a.neg_inf += b.neg_inf;
@@ -597,6 +614,48 @@ impl ColumnProfile {
     /// Non-null values.
     pub fn non_null(&self) -> u64 {
         self.count - self.nulls
+    }
+
+    /// Records the row order of a run of values the caller sees in row
+    /// order (NaN and ±inf skipped): `last` carries the previous finite
+    /// value between calls. The result is stored by [`Self::set_increasing`].
+    pub fn observe_order(values: impl IntoIterator<Item = f64>, last: &mut Option<f64>) -> bool {
+        let mut increasing = true;
+        for v in values.into_iter().filter(|v| v.is_finite()) {
+            if last.is_some_and(|l| v < l) {
+                increasing = false;
+            }
+            *last = Some(v);
+        }
+        increasing
+    }
+
+    /// Stores whether this profile's values increased row by row.
+    pub fn set_increasing(&mut self, increasing: bool) {
+        if let Some(s) = self.numeric.as_mut() {
+            s.increasing = Some(increasing);
+        }
+    }
+
+    /// Distinct non-null values: exact while the profile counts every value
+    /// (`true`), else the HLL estimate (`false`).
+    pub fn distinct_values(&self) -> (f64, bool) {
+        match (&self.kind, &self.numeric) {
+            (ColumnKind::Numeric, Some(s)) => {
+                if let Some(d) = &s.small_domain {
+                    return (d.len() as f64, true);
+                }
+                if let Some(v) = &s.exact_values {
+                    let mut v = v.clone();
+                    v.sort_by(f64::total_cmp);
+                    v.dedup_by(|a, b| a.total_cmp(b).is_eq());
+                    return (v.len() as f64, true);
+                }
+                (self.distinct.estimate(), false)
+            }
+            _ if self.frequencies.exact => (self.frequencies.items.len() as f64, true),
+            _ => (self.distinct.estimate(), false),
+        }
     }
 }
 
@@ -1041,6 +1100,48 @@ mod tests {
                         prop_assert!(miss <= bound * n + 1.0, "q {} -> {} misses by {} (bound {})", q, x, miss, bound * n);
                     }
                 }
+            }
+        }
+
+        /// Issue 17: `increasing` of parts profiled in row order merges (in
+        /// either order) to whether the whole, read part by part, increases —
+        /// and survives a JSON round trip.
+        #[test]
+        fn issue_17_increasing_merges_as_the_row_order_of_the_parts(
+            values in proptest::collection::vec(-50i32..50, 1..200),
+            cut in 0usize..200,
+            sort in any::<bool>(),
+        ) {
+            // Distinct values (ties are "increasing" within a part but not
+            // across parts, which this oracle does not model).
+            let mut seen = std::collections::BTreeSet::new();
+            let mut values: Vec<f64> = values
+                .into_iter()
+                .filter(|v| seen.insert(*v))
+                .map(f64::from)
+                .collect();
+            if sort {
+                values.sort_by(f64::total_cmp);
+            }
+            let cut = cut.min(values.len());
+            let part = |v: &[f64]| {
+                let mut p = ColumnProfile::new(ColumnKind::Numeric, "int64");
+                v.iter().for_each(|&x| p.update_f64(x));
+                let mut last = None;
+                p.set_increasing(ColumnProfile::observe_order(v.iter().copied(), &mut last));
+                p.finish();
+                p
+            };
+            let whole_increasing = values.windows(2).all(|w| w[0] < w[1]);
+            let (a, b) = (part(&values[..cut]), part(&values[cut..]));
+            for (x, y) in [(&a, &b), (&b, &a)] {
+                let mut m = x.clone();
+                m.merge(y, "x").unwrap();
+                prop_assert_eq!(m.numeric.as_ref().unwrap().increasing, Some(whole_increasing));
+                let mut d = DatasetProfile::new("t");
+                d.columns.insert("x".into(), m.clone());
+                let back = DatasetProfile::from_json(Path::new("mem"), &serde_json::to_string(&d).unwrap()).unwrap();
+                prop_assert_eq!(back.columns["x"].numeric.as_ref().unwrap().increasing, Some(whole_increasing));
             }
         }
 

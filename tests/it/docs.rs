@@ -81,6 +81,7 @@ fn report_doc_example_has_the_shape_of_a_real_report() {
                 "drifted",
                 "message",
                 "path",
+                "skipped",
                 "unit"
             ]
         );

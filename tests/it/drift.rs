@@ -471,7 +471,9 @@ fn issue_15_a_small_file_of_huge_distinct_strings_makes_a_small_profile_and_drif
     assert!(file_bytes < 256 << 10, "the file is {file_bytes} bytes");
     let rules = lake.rules(
         "t.yaml",
-        "dataset: t\ndrift:\n  reference: t.profile\n  columns: [s]\n",
+        // Issue 17: 1,000 distinct values in 1,000 rows are ID-like; forced
+        // so that the test still runs on the cut values.
+        "dataset: t\ndrift:\n  reference: t.profile\n  columns: [s]\n  overrides:\n    s: { force: true }\n",
     );
     let reference = baseline(&lake, &data, &rules);
     let profile_bytes = std::fs::metadata(&reference).unwrap().len();
@@ -751,5 +753,103 @@ fn issue_17_timestamps_dates_booleans_and_decimals_are_tested_and_binary_is_list
         text(&out.stdout).contains("not tested: blob (binary: "),
         "{}",
         text(&out.stdout)
+    );
+}
+
+/// Flights-shaped rows `start..start + n`: `row_id` (unique, increasing),
+/// `user` (unique strings, shuffled), `amount` (unique floats, shuffled),
+/// `tailnum` (4,000 tail numbers, each about n / 4,000 times), `carrier`
+/// (16), `origin` (3), `dest` (100) and `const` (always `x`).
+fn flights_like(start: i64, n: i64) -> RecordBatch {
+    let shuffled = |i: i64| (i * 7919) % n;
+    let strings = |f: &dyn Fn(i64) -> String| -> ArrayRef {
+        Arc::new(StringArray::from((0..n).map(f).collect::<Vec<_>>()))
+    };
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("row_id", DataType::Int64, false),
+            Field::new("user", DataType::Utf8, false),
+            Field::new("amount", DataType::Float64, false),
+            Field::new("tailnum", DataType::Utf8, false),
+            Field::new("carrier", DataType::Utf8, false),
+            Field::new("origin", DataType::Utf8, false),
+            Field::new("dest", DataType::Utf8, false),
+            Field::new("const", DataType::Utf8, false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from((start..start + n).collect::<Vec<_>>())),
+            strings(&|i| format!("u{}", start + shuffled(i))),
+            Arc::new(Float64Array::from(
+                (0..n)
+                    .map(|i| (start + shuffled(i)) as f64 * 0.37)
+                    .collect::<Vec<_>>(),
+            )),
+            strings(&|i| format!("N{}", 100 + (i * 31 + i / 7) % 4000)),
+            strings(&|i| format!("C{}", i % 16)),
+            strings(&|i| ["EWR", "JFK", "LGA"][(i % 3) as usize].to_string()),
+            strings(&|i| format!("D{}", (i * 13) % 100)),
+            strings(&|_| "x".to_string()),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn issue_17_id_like_and_constant_columns_are_skipped_with_evidence_unless_forced() {
+    let lake = Lake::new();
+    let reference = lake.write("ref.parquet", &flights_like(0, 40_000));
+    let current = lake.write("cur.parquet", &flights_like(40_000, 40_000));
+    let rules = lake.rules("t.yaml", "dataset: t\ndrift: {}\n");
+    let profile = baseline(&lake, &reference, &rules);
+    let (_, report, stderr) = check(&current, &rules, Some(&profile));
+    let row_id = column(&report, "row_id");
+    assert_eq!(row_id["skipped"], "id-like", "{stderr}{row_id:#}");
+    assert_eq!(
+        (row_id["test"].clone(), row_id["drifted"].clone()),
+        (Value::Null, Value::Bool(false))
+    );
+    let message = row_id["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("skipped: id-like — reference "),
+        "{message}"
+    );
+    assert!(message.contains("increasing row by row"), "{message}");
+    assert!(
+        message.ends_with("set `overrides.row_id.force: true` to test it"),
+        "{message}"
+    );
+    assert_eq!(column(&report, "user")["skipped"], "id-like");
+    let constant = column(&report, "const");
+    assert_eq!(constant["skipped"], "constant", "{constant:#}");
+    assert!(
+        constant["message"]
+            .as_str()
+            .unwrap()
+            .contains("the one value `x`")
+    );
+    // Unique but not a sequence, and high-cardinality categories: tested.
+    for name in ["amount", "tailnum", "carrier", "origin", "dest"] {
+        let c = column(&report, name);
+        assert_eq!(c["skipped"], Value::Null, "{c:#}");
+        assert!(c["test"].is_string(), "{c:#}");
+    }
+    assert_eq!(column(&report, "tailnum")["path"], "exact");
+    // Skipped columns do not count in the drifted share: amount drifted
+    // (new values), the five others tested did not.
+    assert_eq!(
+        report["reports"][0]["drift"]["drifted_share"].as_f64(),
+        Some(1.0 / 5.0)
+    );
+
+    let rules = lake.rules(
+        "t.yaml",
+        "dataset: t\ndrift:\n  overrides:\n    row_id: { force: true }\n",
+    );
+    let (_, report, _) = check(&current, &rules, Some(&profile));
+    let row_id = column(&report, "row_id");
+    assert_eq!(row_id["skipped"], Value::Null, "{row_id:#}");
+    assert_eq!(
+        (row_id["test"].as_str(), row_id["drifted"].as_bool()),
+        (Some("wasserstein"), Some(true))
     );
 }
