@@ -70,6 +70,11 @@ pub struct ColumnDrift {
     /// otherwise. `overrides.COLUMN.force: true` tests it anyway.
     #[serde(default)]
     pub skipped: Option<Skipped>,
+    /// What moved, in the data's own units: the median shift (numeric) or
+    /// the categories whose share changed most (categorical). Null when no
+    /// test ran.
+    #[serde(default)]
+    pub effect: Option<Effect>,
     /// The scale a temporal column was tested on (e.g. `seconds since
     /// 1970-01-01T00:00:00Z`); null for plain numbers and categories.
     #[serde(default)]
@@ -78,6 +83,52 @@ pub struct ColumnDrift {
     #[serde(skip)]
     pub tested: bool,
 }
+
+/// What moved in a column, in its own units (issue 17: a statistic alone
+/// does not say what changed).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Effect {
+    /// Numeric columns: the reference's and the batch's medians and the
+    /// shift (batch − reference), on the column's scale (epoch units for
+    /// temporal columns). Exact while the profiles hold exact values or
+    /// value counts; from the quantile sketches (within their rank error)
+    /// otherwise.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub median: Option<MedianShift>,
+    /// Categorical columns: the categories whose share of non-null values
+    /// changed most (at most [`TOP_MOVING_CATEGORIES`]), largest change first.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub categories: Vec<CategoryShift>,
+    /// The same, readable: `median 12 → 15.5 (+3.5)`, `median +1.5 h
+    /// (2024-01-01T00:00:00Z → …)`, ``C3 6.2 % → 9.8 % (+3.6 pp), …``.
+    pub summary: String,
+}
+
+/// Reference and batch medians of a numeric column.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct MedianShift {
+    /// The reference's median.
+    pub reference: f64,
+    /// The batch's median.
+    pub batch: f64,
+    /// `batch − reference`.
+    pub shift: f64,
+}
+
+/// A category's share of non-null values on each side.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct CategoryShift {
+    /// The category (`other` for the values a sketched profile no longer
+    /// attributes to a category).
+    pub category: String,
+    /// Its share of the reference's non-null values, in [0, 1].
+    pub reference_share: f64,
+    /// Its share of the batch's non-null values, in [0, 1].
+    pub batch_share: f64,
+}
+
+/// Categories listed in an [`Effect`].
+pub const TOP_MOVING_CATEGORIES: usize = 3;
 
 /// Why a testable column was skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -316,6 +367,7 @@ fn untested(name: &str, column_type: &str, drifted: bool, message: String) -> Co
         message: Some(message),
         path: None,
         skipped: None,
+        effect: None,
         unit: None,
         tested: drifted,
     }
@@ -422,6 +474,7 @@ fn column_drift(
         message: None,
         path: Some(distribution_path(test_kind, reference, current)),
         skipped: None,
+        effect: effect(reference, current),
         unit: crate::profile::epoch_unit(&reference.data_type).map(|u| u.describe().to_string()),
         tested: true,
     };
@@ -445,6 +498,7 @@ fn column_drift(
         Err(message) => {
             result.tested = false;
             result.path = None;
+            result.effect = None;
             result.message = Some(message);
         }
     }
@@ -524,6 +578,132 @@ fn id_evidence(p: &ColumnProfile) -> Option<String> {
             ))
         }
         ColumnKind::Categorical => Some(format!("{:.1} % distinct ({counted})", ratio * 100.0)),
+    }
+}
+
+/// What moved between the two profiles, in the column's units.
+fn effect(reference: &ColumnProfile, current: &ColumnProfile) -> Option<Effect> {
+    match reference.kind {
+        ColumnKind::Numeric => {
+            let (r, c) = (median(reference)?, median(current)?);
+            let shift = c - r;
+            let summary = match crate::profile::epoch_unit(&reference.data_type) {
+                Some(u) => format!(
+                    "median {} ({} → {})",
+                    u.format_difference(shift),
+                    u.format_value(r),
+                    u.format_value(c)
+                ),
+                None => format!(
+                    "median {} → {} ({})",
+                    short(r),
+                    short(c),
+                    short_signed(shift)
+                ),
+            };
+            Some(Effect {
+                median: Some(MedianShift {
+                    reference: r,
+                    batch: c,
+                    shift,
+                }),
+                categories: Vec::new(),
+                summary,
+            })
+        }
+        ColumnKind::Categorical => {
+            let (fr, fc) = (&reference.frequencies, &current.frequencies);
+            if fr.n == 0 || fc.n == 0 {
+                return None;
+            }
+            let share = |f: &crate::profile::Frequencies, k: &str| {
+                f.items.get(k).copied().unwrap_or(0) as f64 / f.n as f64
+            };
+            let mut moved: Vec<CategoryShift> = fr
+                .items
+                .keys()
+                .chain(fc.items.keys())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .map(|k| CategoryShift {
+                    category: k.clone(),
+                    reference_share: share(fr, k),
+                    batch_share: share(fc, k),
+                })
+                .collect();
+            if !(fr.exact && fc.exact) {
+                moved.push(CategoryShift {
+                    category: "other".to_string(),
+                    reference_share: fr.other() as f64 / fr.n as f64,
+                    batch_share: fc.other() as f64 / fc.n as f64,
+                });
+            }
+            let change = |c: &CategoryShift| (c.batch_share - c.reference_share).abs();
+            // Largest change first; ties by name, so the order is stable.
+            moved.sort_by(|a, b| {
+                change(b)
+                    .total_cmp(&change(a))
+                    .then(a.category.cmp(&b.category))
+            });
+            moved.truncate(TOP_MOVING_CATEGORIES);
+            let summary = moved
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} {:.1} % → {:.1} % ({:+.1} pp)",
+                        c.category,
+                        c.reference_share * 100.0,
+                        c.batch_share * 100.0,
+                        (c.batch_share - c.reference_share) * 100.0
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            Some(Effect {
+                median: None,
+                categories: moved,
+                summary,
+            })
+        }
+    }
+}
+
+/// The median of a numeric profile's finite values: exact (numpy's, the
+/// mean of the two middle values for an even count) from exact values,
+/// else the quantile sketch's (exact from value counts).
+fn median(p: &ColumnProfile) -> Option<f64> {
+    let s = p.numeric.as_ref()?;
+    if let Some(v) = &s.exact_values
+        && !v.is_empty()
+    {
+        let mut v = v.clone();
+        v.sort_by(f64::total_cmp);
+        let m = v.len() / 2;
+        return Some(if v.len() % 2 == 1 {
+            v[m]
+        } else {
+            (v[m - 1] + v[m]) / 2.0
+        });
+    }
+    s.quantiles().quantile(0.5)
+}
+
+/// A number with at most 4 significant decimals, trailing zeros dropped.
+fn short(v: f64) -> String {
+    let text = format!("{v:.4}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" {
+        "0".to_string()
+    } else {
+        text.to_string()
+    }
+}
+
+fn short_signed(v: f64) -> String {
+    if v >= 0.0 {
+        format!("+{}", short(v))
+    } else {
+        short(v)
     }
 }
 
@@ -994,6 +1174,7 @@ mod tests {
             message: None,
             path: None,
             skipped: None,
+            effect: None,
             unit: None,
             tested: true,
         };

@@ -183,7 +183,7 @@ fn render_batch(out: &mut String, b: &BatchReport, profiles: Option<Profiles<'_>
     {
         let _ = write!(
             out,
-            "<h3>Drift against {}</h3><table class=\"drift\"><thead><tr><th>column</th><th>test</th><th>path</th><th>statistic</th><th>p-value</th><th>threshold</th><th>drifted</th></tr></thead><tbody>",
+            "<h3>Drift against {}</h3><table class=\"drift\"><thead><tr><th>column</th><th>test</th><th>path</th><th>statistic</th><th>p-value</th><th>threshold</th><th>drifted</th><th>what moved</th></tr></thead><tbody>",
             escape(&d.reference)
         );
         let mut columns: Vec<_> = d.columns.iter().collect();
@@ -191,7 +191,7 @@ fn render_batch(out: &mut String, b: &BatchReport, profiles: Option<Profiles<'_>
         for c in &columns {
             let _ = write!(
                 out,
-                "<tr><td>{}</td><td>{}</td><td title=\"{}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"{}\">{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td title=\"{}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
                 escape(&c.column),
                 c.test.map_or("—", |t| t.name()),
                 escape(c.message.as_deref().unwrap_or("")),
@@ -201,6 +201,7 @@ fn render_batch(out: &mut String, b: &BatchReport, profiles: Option<Profiles<'_>
                 number(c.threshold),
                 if c.drifted { "fail" } else { "pass" },
                 if c.drifted { "yes" } else { "no" },
+                escape(c.effect.as_ref().map_or("", |e| e.summary.as_str())),
             );
         }
         out.push_str("</tbody></table>");

@@ -204,9 +204,20 @@ fn render_drift(out: &mut String, drift: &DriftReport, color: bool) {
         |i| if columns[i].drifted { RED } else { GREEN },
         |i| {
             let c = columns[i];
-            (c.drifted || c.test.is_none() || c.path == Some(DistributionPath::Sketched))
-                .then(|| c.message.clone())
-                .flatten()
+            let message =
+                (c.drifted || c.test.is_none() || c.path == Some(DistributionPath::Sketched))
+                    .then(|| c.message.clone())
+                    .flatten();
+            // What moved, in the data's units, for drifted columns.
+            let effect = c
+                .effect
+                .as_ref()
+                .filter(|_| c.drifted)
+                .map(|e| e.summary.clone());
+            match (message, effect) {
+                (Some(m), Some(e)) => Some(format!("{e}; {m}")),
+                (m, e) => e.or(m),
+            }
         },
     );
     for n in &drift.not_tested {

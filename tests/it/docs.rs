@@ -82,6 +82,7 @@ fn report_doc_example_has_the_shape_of_a_real_report() {
                 "message",
                 "path",
                 "skipped",
+                "effect",
                 "unit"
             ]
         );

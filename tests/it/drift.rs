@@ -705,6 +705,15 @@ fn issue_17_timestamps_dates_booleans_and_decimals_are_tested_and_binary_is_list
     assert_eq!(ts["statistic"].as_f64(), Some(raw.statistic), "{ts:#}");
     assert_eq!(ts["p_value"].as_f64(), raw.p_value, "{ts:#}");
     assert_eq!(ts["drifted"], true);
+    // What moved, in the data's units: medians 3 days apart.
+    assert_eq!(
+        ts["effect"]["median"]["shift"].as_f64(),
+        Some(3.0 * 86_400.0)
+    );
+    assert_eq!(
+        ts["effect"]["summary"],
+        "median +3 d (2024-01-07T05:30:00Z → 2024-01-10T05:30:00Z)"
+    );
     let day = column(&report, "day");
     assert_eq!(
         (day["test"].as_str(), day["unit"].as_str()),
@@ -718,6 +727,10 @@ fn issue_17_timestamps_dates_booleans_and_decimals_are_tested_and_binary_is_list
         (Some("z"), Some("categorical"))
     );
     assert_eq!(flag["drifted"], true, "{flag:#}");
+    assert_eq!(
+        flag["effect"]["summary"],
+        "false 50.0 % → 30.0 % (-20.0 pp), true 50.0 % → 70.0 % (+20.0 pp)"
+    );
     // Decimals are numbers (the same values on both sides: no drift).
     let price = column(&report, "price");
     assert_eq!(
@@ -834,6 +847,13 @@ fn issue_17_id_like_and_constant_columns_are_skipped_with_evidence_unless_forced
         assert!(c["test"].is_string(), "{c:#}");
     }
     assert_eq!(column(&report, "tailnum")["path"], "exact");
+    // The amount's median moved by 40,000 × 0.37 (its rows moved by
+    // 40,000); from the sketches (40,000 values), so within their rank
+    // error: 2 × 6/1024 × 40,000 ranks × 0.37 per rank ≈ 173.
+    let shift = column(&report, "amount")["effect"]["median"]["shift"]
+        .as_f64()
+        .unwrap();
+    assert!((shift - 14_800.0).abs() <= 174.0, "{shift}");
     // Skipped columns do not count in the drifted share: amount drifted
     // (new values), the five others tested did not.
     assert_eq!(
