@@ -195,6 +195,16 @@ fn issue_17_the_4000_category_column_was_truncated_at_the_old_limit() {
     );
     let d = run(&pr, &pc, TestKind::Jensenshannon);
     assert_eq!(d.path, Some(DistributionPath::Sketched));
+    // Before issue 17 the test ran on the kept categories alone (no "other"
+    // bin): the figure the issue reported as 50 % off.
+    let (_, r_kept, c_kept) = super::categorical_bins(&pr.frequencies.items, &pc.frequencies.items);
+    let before = super::jensenshannon(&r_kept, &c_kept).map_or(f64::NAN, |o| o.statistic);
+    let exact = num(&case["jensenshannon"]);
+    let sketched = d.statistic.unwrap_or(f64::NAN);
+    eprintln!(
+        "4,000 categories, JS distance: scipy {exact:.4}; limit 1,000 kept-only (before) {before:.4}; limit 1,000 with \"other\" {sketched:.4}"
+    );
+    assert!((before - exact).abs() > (sketched - exact).abs());
     let message = d.message.unwrap_or_default();
     assert!(
         message.starts_with("sketched: heavy hitters + \"other\""),

@@ -412,7 +412,7 @@ impl Accumulator for ProfileAccumulator {
         let now = std::mem::size_of_val(self)
             + self.numbers.capacity() * 24
             + numeric
-            + self.profile.frequencies.items.len() * 64
+            + self.profile.frequencies.items.len() * 80
             + self.profile.frequencies.kept_bytes()
             + 4096 // HLL registers
             + self.partials.iter().map(Vec::len).sum::<usize>();

@@ -27,14 +27,16 @@
 //! Both are pure functions of the input, so profiles stay deterministic and
 //! mergeable (merging keeps the smaller limit; the error bound still holds).
 //!
-//! **Memory.** A kept category costs its bytes plus about 56 bytes of map
-//! entry and allocation (a `BTreeMap<String, u64>` entry); in JSON its bytes
-//! plus about 12. So a column at the default limit with values of at most
-//! 16 bytes holds at most 1 MiB of value bytes + 65,536 × 56 B ≈ 4.5 MiB in
-//! memory (per scan partition while a batch is profiled) and ≈ 1.8 MiB of
-//! JSON; a 4,000-category column of 6-byte tail numbers ≈ 250 KiB in memory
-//! and ≈ 72 KiB of JSON. Whatever the values, [`MAX_KEPT_BYTES`] caps the
-//! value bytes, so a column never holds more than 1 MiB + limit × 56 B.
+//! **Memory** (estimated, not measured). A kept category costs its bytes
+//! plus up to about 80 bytes: its share of a `BTreeMap<String, u64>` node
+//! (≈ 40–50 B) and its key's heap allocation (≈ 16–32 B with allocator
+//! rounding); in a (pretty-printed) profile file its bytes plus about 20.
+//! So a column at the default limit holds at most 1 MiB of value bytes +
+//! 65,536 × 80 B ≈ 6 MiB in memory (per scan partition while a batch is
+//! profiled) and ≈ 2.3 MiB of JSON; a 4,000-category column of 6-byte tail
+//! numbers ≈ 350 KiB in memory and ≈ 100 KiB of JSON. Whatever the values,
+//! [`MAX_KEPT_BYTES`] caps the value bytes, so a column never holds more
+//! than 1 MiB + limit × 80 B.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
@@ -48,7 +50,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_LIMIT: usize = 65_536;
 
 /// Largest limit a rule file may set (`drift.max_categories`): past it the
-/// per-entry overhead alone (≈ 56 B each) would pass 56 MiB per column.
+/// per-entry overhead alone (≈ 80 B each) would pass 80 MiB per column.
 pub const MAX_LIMIT: usize = 1 << 20;
 
 /// Longest value kept as written, in bytes; a longer one is kept as its
