@@ -542,6 +542,14 @@ fn issue_17_a_4000_category_column_is_tested_on_exact_counts_unless_max_categori
         "dataset: t\ndrift:\n  columns: [tailnum, carrier]\n",
     );
     let profile = baseline(&lake, &ref_data, &rules);
+    // What the exact counts cost in the profile file (pretty JSON).
+    let p = driftwatch::profile::DatasetProfile::read(&profile).unwrap();
+    let tail_json = serde_json::to_string_pretty(&p.columns["tailnum"])
+        .unwrap()
+        .len();
+    eprintln!("4,000-category column: {tail_json} bytes of profile JSON");
+    assert!(p.columns["tailnum"].frequencies.exact);
+    assert!(tail_json < 150_000, "{tail_json}");
     let (_, report, stderr) = check(&cur_data, &rules, Some(&profile));
     let tail = column(&report, "tailnum");
     assert_eq!(tail["test"], "jensenshannon", "{stderr}{tail:#}");
