@@ -10,7 +10,17 @@
 //! the exact one, and its p-value uses the asymptotic Kolmogorov distribution
 //! (scipy's `ks_2samp(method='asymp')`). Tests that need raw samples
 //! (`anderson`, `cramer_von_mises`, `mannw`, `energy`, `t_test`) are reported
-//! as not applicable on the sketched path.
+//! as not applicable on the sketched path. Categorical columns are exact
+//! while both profiles count every category (up to `max_categories`); past
+//! it their tests run on the heavy hitters plus one "other" bin per side,
+//! with the bound of [`sketched_bound`] where the statistic has one. Each
+//! tested column says which path it took ([`DistributionPath`]).
+//!
+//! **What is not tested, and why.** ID-like and constant columns (evidence
+//! from both profiles, [`Skipped`]) are skipped unless forced; columns of
+//! unprofiled types, and time columns nobody named, are listed in
+//! [`DriftReport::not_tested`]. Each tested column also reports what moved
+//! in its own units ([`Effect`]).
 //!
 //! **Binning.** Categorical columns, and numeric columns whose profiles still
 //! count every distinct value (at most 1,000), get one bin per value, like
