@@ -24,9 +24,9 @@ use crate::rules::describe_arrow_type;
 
 /// Which kind of profile a column gets, if any: numbers (decimals included)
 /// and temporal values are numeric — timestamps, dates, durations and times
-/// of day on their epoch scale (see [`numeric_view`]); strings (plain,
+/// of day on their epoch scale (see `numeric_view`); strings (plain,
 /// large, view, dictionary) and booleans are categorical; the types of
-/// [`unprofiled_reason`] are not profiled.
+/// `unprofiled_reason` are not profiled.
 pub fn profile_kind(data_type: &DataType) -> Option<ColumnKind> {
     let value = match data_type {
         DataType::Dictionary(_, v) => v.as_ref(),
