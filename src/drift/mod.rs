@@ -56,6 +56,8 @@ mod categorical_reference;
 mod properties;
 #[cfg(test)]
 mod scipy_reference;
+#[cfg(test)]
+mod sketch_bounds;
 
 use serde::{Deserialize, Serialize};
 
