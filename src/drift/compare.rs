@@ -10,7 +10,17 @@
 //! the exact one, and its p-value uses the asymptotic Kolmogorov distribution
 //! (scipy's `ks_2samp(method='asymp')`). Tests that need raw samples
 //! (`anderson`, `cramer_von_mises`, `mannw`, `energy`, `t_test`) are reported
-//! as not applicable on the sketched path.
+//! as not applicable on the sketched path. Categorical columns are exact
+//! while both profiles count every category (up to `max_categories`); past
+//! it their tests run on the heavy hitters plus one "other" bin per side,
+//! with the bound of [`sketched_bound`] where the statistic has one. Each
+//! tested column says which path it took ([`DistributionPath`]).
+//!
+//! **What is not tested, and why.** ID-like and constant columns (evidence
+//! from both profiles, [`Skipped`]) are skipped unless forced; columns of
+//! unprofiled types, and time columns nobody named, are listed in
+//! [`DriftReport::not_tested`]. Each tested column also reports what moved
+//! in its own units ([`Effect`]).
 //!
 //! **Binning.** Categorical columns, and numeric columns whose profiles still
 //! count every distinct value (at most 1,000), get one bin per value, like
@@ -36,7 +46,7 @@ use super::{
     tvd, z_test,
 };
 use crate::profile::{ColumnKind, ColumnProfile, DatasetProfile};
-use crate::rules::{Correction, DriftConfig, Severity};
+use crate::rules::{Correction, DriftConfig, DriftDefaults, Severity};
 
 /// The drift verdict of one column.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -60,9 +70,115 @@ pub struct ColumnDrift {
     pub drifted: bool,
     /// Notes: the path taken (sketched), edge cases, infinite statistics.
     pub message: Option<String>,
+    /// How the column's distributions were read from the profiles: `exact`
+    /// (every value or category with its exact count) or `sketched` (a
+    /// quantile sketch, or heavy hitters plus "other"); null when untested.
+    #[serde(default)]
+    pub path: Option<DistributionPath>,
+    /// Why the column was not tested although it could have been: `id-like`
+    /// or `constant`, with the evidence in `message` (issue 17). Null
+    /// otherwise. `overrides.COLUMN.force: true` tests it anyway.
+    #[serde(default)]
+    pub skipped: Option<Skipped>,
+    /// What moved, in the data's own units: the median shift (numeric) or
+    /// the categories whose share changed most (categorical). Null when no
+    /// test ran.
+    #[serde(default)]
+    pub effect: Option<Effect>,
+    /// The scale a temporal column was tested on (e.g. `seconds since
+    /// 1970-01-01T00:00:00Z`); null for plain numbers and categories.
+    #[serde(default)]
+    pub unit: Option<String>,
     /// Whether this column counts in the drifted share.
     #[serde(skip)]
     pub tested: bool,
+}
+
+/// What moved in a column, in its own units (issue 17: a statistic alone
+/// does not say what changed).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Effect {
+    /// Numeric columns: the reference's and the batch's medians and the
+    /// shift (batch − reference), on the column's scale (epoch units for
+    /// temporal columns). Exact while the profiles hold exact values or
+    /// value counts; from the quantile sketches (within their rank error)
+    /// otherwise.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub median: Option<MedianShift>,
+    /// Categorical columns: the categories whose share of non-null values
+    /// changed most (at most [`TOP_MOVING_CATEGORIES`]), largest change first.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub categories: Vec<CategoryShift>,
+    /// The same, readable: `median 12 → 15.5 (+3.5)`, `median +1.5 h
+    /// (2024-01-01T00:00:00Z → …)`, ``C3 6.2 % → 9.8 % (+3.6 pp), …``.
+    pub summary: String,
+}
+
+/// Reference and batch medians of a numeric column.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct MedianShift {
+    /// The reference's median.
+    pub reference: f64,
+    /// The batch's median.
+    pub batch: f64,
+    /// `batch − reference`.
+    pub shift: f64,
+}
+
+/// A category's share of non-null values on each side.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct CategoryShift {
+    /// The category (`other` for the values a sketched profile no longer
+    /// attributes to a category).
+    pub category: String,
+    /// Its share of the reference's non-null values, in [0, 1].
+    pub reference_share: f64,
+    /// Its share of the batch's non-null values, in [0, 1].
+    pub batch_share: f64,
+}
+
+/// Categories listed in an [`Effect`].
+pub const TOP_MOVING_CATEGORIES: usize = 3;
+
+/// Why a testable column was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum Skipped {
+    /// Nearly every value distinct (and, for numbers, increasing row by
+    /// row) on both sides: an identifier, which "drifts" on every batch.
+    #[serde(rename = "id-like")]
+    IdLike,
+    /// One and the same value on both sides: nothing to compare.
+    #[serde(rename = "constant")]
+    Constant,
+}
+
+/// Share of distinct values from which a column is ID-like.
+pub const ID_LIKE_DISTINCT_RATIO: f64 = 0.95;
+
+/// Fewest non-null values on a side for ID-like evidence (in a small sample
+/// every value of a category column may be distinct by chance).
+pub const ID_LIKE_MIN_VALUES: u64 = 50;
+
+/// How a column's distribution was read from its profiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DistributionPath {
+    /// Both profiles hold every value (or category) with its exact count:
+    /// statistics equal a computation on the raw data.
+    Exact,
+    /// At least one profile holds a summary: statistics are within the
+    /// documented bound (given in the column's `message`).
+    Sketched,
+}
+
+impl DistributionPath {
+    /// `exact` or `sketched`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DistributionPath::Exact => "exact",
+            DistributionPath::Sketched => "sketched",
+        }
+    }
 }
 
 /// The drift section of a batch report.
@@ -86,6 +202,19 @@ pub struct DriftReport {
     pub message: Option<String>,
     /// One entry per column, in name order.
     pub columns: Vec<ColumnDrift>,
+    /// Columns left out of drift testing for their type, with the type and
+    /// why (issue 17: nothing is left out silently).
+    #[serde(default)]
+    pub not_tested: Vec<NotTested>,
+}
+
+/// A column not tested for its type: not profiled, or temporal and not named.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct NotTested {
+    /// The column.
+    pub column: String,
+    /// `type: reason`, e.g. `binary: binary values have neither an order …`.
+    pub reason: String,
 }
 
 impl DriftReport {
@@ -101,6 +230,7 @@ impl DriftReport {
             error: None,
             message: None,
             columns: Vec::new(),
+            not_tested: Vec::new(),
         }
     }
 
@@ -139,10 +269,7 @@ pub fn compare(
     current: &DatasetProfile,
     config: &DriftConfig,
 ) -> DriftReport {
-    let columns: Vec<String> = match &config.columns {
-        Some(c) => c.clone(),
-        None => reference.columns.keys().cloned().collect(),
-    };
+    let (columns, not_tested) = columns_to_test(reference, current, config);
     let mut results: Vec<ColumnDrift> = columns
         .iter()
         .map(|name| {
@@ -153,6 +280,8 @@ pub fn compare(
                 current.columns.get(name),
                 overrides,
                 current.rows,
+                config.defaults,
+                config.forced.contains(name),
             )
         })
         .collect();
@@ -170,7 +299,69 @@ pub fn compare(
         error: None,
         message: None,
         columns: results,
+        not_tested,
     }
+}
+
+/// The columns to test, and those left out with why: columns whose type is
+/// not profiled (either side), and — unless `columns` or `overrides` name
+/// them — temporal columns, which move with every batch of a time-ordered
+/// dataset (Evidently's default leaves datetime columns out too, so
+/// Evidently-compatible verdicts do not change).
+fn columns_to_test(
+    reference: &DatasetProfile,
+    current: &DatasetProfile,
+    config: &DriftConfig,
+) -> (Vec<String>, Vec<NotTested>) {
+    let mut not_tested = Vec::new();
+    let named = config.columns.is_some();
+    let candidates: Vec<String> = match &config.columns {
+        Some(c) => c.clone(),
+        None => reference
+            .columns
+            .keys()
+            .chain(current.unprofiled.keys())
+            .cloned()
+            .collect::<std::collections::BTreeSet<String>>()
+            .into_iter()
+            .collect(),
+    };
+    let mut columns = Vec::new();
+    for name in candidates {
+        let unprofiled = current
+            .unprofiled
+            .get(&name)
+            .or_else(|| reference.unprofiled.get(&name));
+        if let Some(reason) = unprofiled
+            && !reference.columns.contains_key(&name)
+        {
+            not_tested.push(NotTested {
+                column: name,
+                reason: reason.clone(),
+            });
+            continue;
+        }
+        let temporal = reference
+            .columns
+            .get(&name)
+            .filter(|p| crate::profile::epoch_unit(&p.data_type).is_some());
+        if let Some(p) = temporal
+            && !named
+            && !config.overrides.contains_key(&name)
+            && !config.forced.contains(&name)
+        {
+            not_tested.push(NotTested {
+                column: name,
+                reason: format!(
+                    "{}: a time column is tested only when `columns` or `overrides` name it (it moves with every batch of time-ordered data)",
+                    p.data_type
+                ),
+            });
+            continue;
+        }
+        columns.push(name);
+    }
+    (columns, not_tested)
 }
 
 fn untested(name: &str, column_type: &str, drifted: bool, message: String) -> ColumnDrift {
@@ -184,6 +375,10 @@ fn untested(name: &str, column_type: &str, drifted: bool, message: String) -> Co
         threshold: None,
         drifted,
         message: Some(message),
+        path: None,
+        skipped: None,
+        effect: None,
+        unit: None,
         tested: drifted,
     }
 }
@@ -201,6 +396,8 @@ fn column_drift(
     current: Option<&ColumnProfile>,
     (test_override, threshold_override): (Option<TestKind>, Option<f64>),
     current_rows: u64,
+    defaults: DriftDefaults,
+    forced: bool,
 ) -> ColumnDrift {
     let Some(reference) = reference else {
         return untested(
@@ -258,13 +455,21 @@ fn column_drift(
             "no non-null (finite) value in the batch".to_string(),
         );
     }
+    if !forced && let Some((skipped, evidence)) = skip_evidence(name, reference, current) {
+        let mut result = untested(name, type_name, false, evidence);
+        result.skipped = Some(skipped);
+        return result;
+    }
     let distinct = distinct_union(reference, current);
     let test_kind = test_override.unwrap_or_else(|| {
         let k = match reference.kind {
             ColumnKind::Numeric => TestColumnKind::Numerical,
             ColumnKind::Categorical => TestColumnKind::Categorical,
         };
-        default_test(k, ref_n, distinct)
+        match defaults {
+            DriftDefaults::Evidently => default_test(k, ref_n, distinct),
+            DriftDefaults::Sound => super::sound_default_test(k, ref_n, distinct),
+        }
     });
     let threshold = threshold_override.unwrap_or_else(|| default_threshold(test_kind));
     let mut result = ColumnDrift {
@@ -277,6 +482,10 @@ fn column_drift(
         threshold: Some(threshold),
         drifted: false,
         message: None,
+        path: Some(distribution_path(test_kind, reference, current)),
+        skipped: None,
+        effect: effect(reference, current),
+        unit: crate::profile::epoch_unit(&reference.data_type).map(|u| u.describe().to_string()),
         tested: true,
     };
     match run_test(test_kind, reference, current) {
@@ -298,10 +507,251 @@ fn column_drift(
         }
         Err(message) => {
             result.tested = false;
+            result.path = None;
+            result.effect = None;
             result.message = Some(message);
         }
     }
     result
+}
+
+/// Whether the column is ID-like or constant on *both* sides, with the
+/// evidence as a message. One side alone is not enough: a reference of ids
+/// and a batch with repeated values is a change worth testing, and so is a
+/// constant that changes value.
+fn skip_evidence(
+    name: &str,
+    reference: &ColumnProfile,
+    current: &ColumnProfile,
+) -> Option<(Skipped, String)> {
+    let force = format!("; set `overrides.{name}.force: true` to test it");
+    if let (Some(a), Some(b)) = (single_value(reference), single_value(current))
+        && a == b
+    {
+        return Some((
+            Skipped::Constant,
+            format!("skipped: constant — the one value `{a}` in reference and batch{force}"),
+        ));
+    }
+    let (r, c) = (id_evidence(reference)?, id_evidence(current)?);
+    Some((
+        Skipped::IdLike,
+        format!("skipped: id-like — reference {r}; batch {c}{force}"),
+    ))
+}
+
+/// The column's only non-null (finite) value, when it has exactly one.
+fn single_value(p: &ColumnProfile) -> Option<String> {
+    match (&p.kind, &p.numeric) {
+        (ColumnKind::Numeric, Some(s)) => {
+            let (lo, hi) = (s.min?, s.max?);
+            (lo == hi && s.nan == 0 && s.pos_inf == 0 && s.neg_inf == 0).then(|| lo.to_string())
+        }
+        _ => {
+            let f = &p.frequencies;
+            if f.exact && f.items.len() == 1 {
+                f.items.keys().next().cloned()
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// ID-like evidence of one side: at least [`ID_LIKE_MIN_VALUES`] values, at
+/// least [`ID_LIKE_DISTINCT_RATIO`] of them distinct, and for numbers
+/// increasing row by row (a continuous measurement is distinct too, but
+/// not a sequence).
+fn id_evidence(p: &ColumnProfile) -> Option<String> {
+    let n = values_counted(p);
+    if n < ID_LIKE_MIN_VALUES {
+        return None;
+    }
+    let (distinct, exact) = p.distinct_values();
+    let ratio = (distinct / n as f64).min(1.0);
+    if ratio < ID_LIKE_DISTINCT_RATIO {
+        return None;
+    }
+    let counted = if exact {
+        format!("{distinct:.0} distinct of {n} values")
+    } else {
+        format!("≈ {distinct:.0} distinct (HLL estimate) of {n} values")
+    };
+    match p.kind {
+        ColumnKind::Numeric => {
+            if p.numeric.as_ref()?.increasing != Some(true) {
+                return None;
+            }
+            Some(format!(
+                "{:.1} % distinct ({counted}), increasing row by row",
+                ratio * 100.0
+            ))
+        }
+        ColumnKind::Categorical => Some(format!("{:.1} % distinct ({counted})", ratio * 100.0)),
+    }
+}
+
+/// What moved between the two profiles, in the column's units.
+fn effect(reference: &ColumnProfile, current: &ColumnProfile) -> Option<Effect> {
+    match reference.kind {
+        ColumnKind::Numeric => {
+            let (r, c) = (median(reference)?, median(current)?);
+            let shift = c - r;
+            let summary = match crate::profile::epoch_unit(&reference.data_type) {
+                Some(u) => format!(
+                    "median {} ({} → {})",
+                    u.format_difference(shift),
+                    u.format_value(r),
+                    u.format_value(c)
+                ),
+                None => format!(
+                    "median {} → {} ({})",
+                    short(r),
+                    short(c),
+                    short_signed(shift)
+                ),
+            };
+            Some(Effect {
+                median: Some(MedianShift {
+                    reference: r,
+                    batch: c,
+                    shift,
+                }),
+                categories: Vec::new(),
+                summary,
+            })
+        }
+        ColumnKind::Categorical => {
+            let (fr, fc) = (&reference.frequencies, &current.frequencies);
+            if fr.n == 0 || fc.n == 0 {
+                return None;
+            }
+            let share = |f: &crate::profile::Frequencies, k: &str| {
+                f.items.get(k).copied().unwrap_or(0) as f64 / f.n as f64
+            };
+            let mut moved: Vec<CategoryShift> = fr
+                .items
+                .keys()
+                .chain(fc.items.keys())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .map(|k| CategoryShift {
+                    category: k.clone(),
+                    reference_share: share(fr, k),
+                    batch_share: share(fc, k),
+                })
+                .collect();
+            if !(fr.exact && fc.exact) {
+                moved.push(CategoryShift {
+                    category: "other".to_string(),
+                    reference_share: fr.other() as f64 / fr.n as f64,
+                    batch_share: fc.other() as f64 / fc.n as f64,
+                });
+            }
+            let change = |c: &CategoryShift| (c.batch_share - c.reference_share).abs();
+            // Largest change first; ties by name, so the order is stable.
+            moved.sort_by(|a, b| {
+                change(b)
+                    .total_cmp(&change(a))
+                    .then(a.category.cmp(&b.category))
+            });
+            moved.truncate(TOP_MOVING_CATEGORIES);
+            let summary = moved
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} {:.1} % → {:.1} % ({:+.1} pp)",
+                        c.category,
+                        c.reference_share * 100.0,
+                        c.batch_share * 100.0,
+                        (c.batch_share - c.reference_share) * 100.0
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            Some(Effect {
+                median: None,
+                categories: moved,
+                summary,
+            })
+        }
+    }
+}
+
+/// The median of a numeric profile's finite values: exact (numpy's, the
+/// mean of the two middle values for an even count) from exact values,
+/// else the quantile sketch's (exact from value counts).
+fn median(p: &ColumnProfile) -> Option<f64> {
+    let s = p.numeric.as_ref()?;
+    if let Some(v) = &s.exact_values
+        && !v.is_empty()
+    {
+        let mut v = v.clone();
+        v.sort_by(f64::total_cmp);
+        let m = v.len() / 2;
+        return Some(if v.len() % 2 == 1 {
+            v[m]
+        } else {
+            (v[m - 1] + v[m]) / 2.0
+        });
+    }
+    s.quantiles().quantile(0.5)
+}
+
+/// A number with at most 4 significant decimals, trailing zeros dropped.
+fn short(v: f64) -> String {
+    let text = format!("{v:.4}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" {
+        "0".to_string()
+    } else {
+        text.to_string()
+    }
+}
+
+fn short_signed(v: f64) -> String {
+    if v >= 0.0 {
+        format!("+{}", short(v))
+    } else {
+        short(v)
+    }
+}
+
+/// Whether `kind` runs on exact data for these two profiles.
+fn distribution_path(
+    kind: TestKind,
+    reference: &ColumnProfile,
+    current: &ColumnProfile,
+) -> DistributionPath {
+    let exact = match reference.kind {
+        ColumnKind::Categorical => reference.frequencies.exact && current.frequencies.exact,
+        ColumnKind::Numeric => {
+            let both = |f: fn(&crate::profile::NumericStats) -> bool| {
+                reference.numeric.as_ref().is_some_and(f) && current.numeric.as_ref().is_some_and(f)
+            };
+            let samples = both(|s| s.exact_values.is_some());
+            let domain = both(|s| s.small_domain.is_some());
+            match kind {
+                // Value counts are the distribution; deciles of a sketch are not.
+                TestKind::Ks | TestKind::Wasserstein => samples || domain,
+                TestKind::Jensenshannon
+                | TestKind::Psi
+                | TestKind::KlDiv
+                | TestKind::Hellinger
+                | TestKind::Tvd
+                | TestKind::Chisquare
+                | TestKind::ChisquareHomogeneity
+                | TestKind::GTest
+                | TestKind::Z => domain,
+                _ => samples,
+            }
+        }
+    };
+    if exact {
+        DistributionPath::Exact
+    } else {
+        DistributionPath::Sketched
+    }
 }
 
 /// Finite non-null values (numeric) or non-null values (categorical).
@@ -344,6 +794,74 @@ fn counts(p: &ColumnProfile) -> Option<BTreeMap<String, u64>> {
             .as_ref()
             .map(|d| d.iter().map(|(v, c)| (v.to_string(), *c)).collect()),
         _ => Some(p.frequencies.items.clone()),
+    }
+}
+
+/// Shares of each side's values that a categorical summary no longer
+/// attributes to a category: `(other_ref / n_ref, other_cur / n_cur)`.
+type Missing = (f64, f64);
+
+/// Aligned counts over the union of kept values (sorted), and — when either
+/// side's frequencies are a heavy-hitters summary — one more bin at the end
+/// holding each side's "other" count, with the missing shares. `None` for a
+/// numeric column past its small domain.
+fn aligned_counts(
+    reference: &ColumnProfile,
+    current: &ColumnProfile,
+) -> Option<(Vec<u64>, Vec<u64>, Option<Missing>)> {
+    let (r, c) = (counts(reference)?, counts(current)?);
+    let (_, mut rc, mut cc) = super::align_counts(&r, &c);
+    if reference.kind != ColumnKind::Categorical
+        || (reference.frequencies.exact && current.frequencies.exact)
+    {
+        return Some((rc, cc, None));
+    }
+    let (fr, fc) = (&reference.frequencies, &current.frequencies);
+    rc.push(fr.other());
+    cc.push(fc.other());
+    let share = |f: &crate::profile::Frequencies| {
+        if f.n == 0 {
+            0.0
+        } else {
+            f.other() as f64 / f.n as f64
+        }
+    };
+    Some((rc, cc, Some((share(fr), share(fc)))))
+}
+
+/// The documented bound of a categorical statistic computed on heavy
+/// hitters plus "other" (docs/drift.md): δ = each side's missing share is
+/// the total variation distance between its true distribution and the
+/// summarised one, so for the metrics TVD, Hellinger and Jensen–Shannon the
+/// triangle inequality bounds the error by the two sides' distances to
+/// their summaries — δ for TVD, √δ for Hellinger (H² ≤ TVD), √(δ·ln 2) for
+/// the JS distance (JSD ≤ ln 2 · TVD). PSI, KL and χ² are not continuous in
+/// the missing mass (one unseen category can move them without limit), so
+/// none is claimed for them.
+pub fn sketched_bound(kind: TestKind, (dr, dc): Missing) -> Option<f64> {
+    match kind {
+        TestKind::Tvd => Some(dr + dc),
+        TestKind::Hellinger => Some(dr.sqrt() + dc.sqrt()),
+        TestKind::Jensenshannon => {
+            let ln2 = std::f64::consts::LN_2;
+            Some((dr * ln2).sqrt() + (dc * ln2).sqrt())
+        }
+        _ => None,
+    }
+}
+
+fn sketched_note(kind: TestKind, missing: Missing) -> String {
+    let head = format!(
+        "sketched: heavy hitters + \"other\" ({:.2}% of reference and {:.2}% of batch values not kept by category)",
+        missing.0 * 100.0,
+        missing.1 * 100.0
+    );
+    match sketched_bound(kind, missing) {
+        Some(b) => format!("{head}; {} within ±{b:.4} of the exact value", kind.name()),
+        None => format!(
+            "{head}; no error bound for {} on this path (raise max_categories for an exact value)",
+            kind.name()
+        ),
     }
 }
 
@@ -492,27 +1010,28 @@ fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) 
                 ))
             }
         }
-        TestKind::Chisquare | TestKind::Z => {
-            let (Some(r), Some(c)) = (counts(reference), counts(current)) else {
+        TestKind::Chisquare | TestKind::Z | TestKind::ChisquareHomogeneity | TestKind::GTest => {
+            let Some((rc, cc, missing)) = aligned_counts(reference, current) else {
                 return Err(format!(
                     "`{}` needs the value counts, which the profile no longer holds (over 1,000 distinct values)",
                     kind.name()
                 ));
             };
-            let (_, rc, cc) = super::align_counts(&r, &c);
-            let outcome = if kind == TestKind::Chisquare {
-                chisquare(&rc, &cc).map_err(err)?
-            } else {
-                z_test(&rc, &cc).map_err(err)?
-            };
-            Ok((outcome, None))
+            let outcome = match kind {
+                TestKind::Chisquare => chisquare(&rc, &cc),
+                TestKind::ChisquareHomogeneity => super::chisquare_homogeneity(&rc, &cc),
+                TestKind::GTest => super::g_test(&rc, &cc),
+                _ => z_test(&rc, &cc),
+            }
+            .map_err(err)?;
+            Ok((outcome, missing.map(|m| sketched_note(kind, m))))
         }
         TestKind::Jensenshannon
         | TestKind::Psi
         | TestKind::KlDiv
         | TestKind::Hellinger
         | TestKind::Tvd => {
-            let (rb, cb, note) = binned(reference, current)?;
+            let (rb, cb, note) = binned(kind, reference, current)?;
             let f = match kind {
                 TestKind::Jensenshannon => jensenshannon,
                 TestKind::Psi => psi,
@@ -551,11 +1070,16 @@ fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) 
 }
 
 /// Aligned bins: one per value where value counts exist, else reference deciles.
-fn binned(reference: &ColumnProfile, current: &ColumnProfile) -> Result<Bins, String> {
+fn binned(
+    kind: TestKind,
+    reference: &ColumnProfile,
+    current: &ColumnProfile,
+) -> Result<Bins, String> {
     if reference.kind == ColumnKind::Categorical {
-        let (_, r, c) =
-            super::categorical_bins(&reference.frequencies.items, &current.frequencies.items);
-        return Ok((r, c, None));
+        let (r, c, missing) =
+            aligned_counts(reference, current).ok_or("no category counts".to_string())?;
+        let to_f = |v: Vec<u64>| v.into_iter().map(|x| x as f64).collect();
+        return Ok((to_f(r), to_f(c), missing.map(|m| sketched_note(kind, m))));
     }
     if let Some((r, c)) = numeric_domain_bins(reference, current) {
         return Ok((r, c, None));
@@ -658,6 +1182,10 @@ mod tests {
             threshold: Some(0.05),
             drifted: false,
             message: None,
+            path: None,
+            skipped: None,
+            effect: None,
+            unit: None,
             tested: true,
         };
         let mut r = vec![mk(0.01), mk(0.04), mk(0.03), mk(0.5)];

@@ -14,7 +14,8 @@
 //! - [`ks`]: two-sample Kolmogorov–Smirnov with scipy's exact and asymptotic
 //!   p-values (`ks_2samp(method='auto')`).
 //! - [`categorical`]: `chisquare` and the two-proportion `z` test over aligned
-//!   counts, plus the helper that aligns two category→count maps.
+//!   counts, the two-sample homogeneity tests `chisquare_homogeneity` and
+//!   `g_test`, plus the helper that aligns two category→count maps.
 //! - [`binned`]: distances over aligned bins (`jensenshannon`, `psi`,
 //!   `kl_div`, `hellinger`, `tvd`) with Evidently's empty-bin smoothing.
 //! - [`distance`]: `wasserstein` (normed) and `energy` over raw samples.
@@ -48,15 +49,21 @@ pub mod ks;
 pub mod location;
 
 #[cfg(test)]
+mod calibration;
+#[cfg(test)]
+mod categorical_reference;
+#[cfg(test)]
 mod properties;
 #[cfg(test)]
 mod scipy_reference;
+#[cfg(test)]
+mod sketch_bounds;
 
 use serde::{Deserialize, Serialize};
 
 pub use anderson::anderson;
 pub use binned::{categorical_bins, fill_zeroes, hellinger, jensenshannon, kl_div, psi, tvd};
-pub use categorical::{align_counts, chisquare, z_test};
+pub use categorical::{align_counts, chisquare, chisquare_homogeneity, g_test, z_test};
 pub use cvm::cramer_von_mises;
 pub use distance::{energy, wasserstein};
 pub use ks::{kolmogorov_two_sided_sf, ks};
@@ -124,6 +131,10 @@ pub enum TestKind {
     Mannw,
     Energy,
     TTest,
+    /// Pearson's χ² test of homogeneity (2×k), not an Evidently test.
+    ChisquareHomogeneity,
+    /// The G-test (log-likelihood ratio) of homogeneity (2×k).
+    GTest,
 }
 
 impl TestKind {
@@ -144,6 +155,8 @@ impl TestKind {
             TestKind::Mannw => "mannw",
             TestKind::Energy => "energy",
             TestKind::TTest => "t_test",
+            TestKind::ChisquareHomogeneity => "chisquare_homogeneity",
+            TestKind::GTest => "g_test",
         }
     }
 
@@ -159,6 +172,8 @@ impl TestKind {
                 | TestKind::CramerVonMises
                 | TestKind::Mannw
                 | TestKind::TTest
+                | TestKind::ChisquareHomogeneity
+                | TestKind::GTest
         )
     }
 }
@@ -192,9 +207,13 @@ impl TestOutcome {
 /// 0.05 when a test does not set one).
 pub fn default_threshold(kind: TestKind) -> f64 {
     match kind {
-        TestKind::Ks | TestKind::Chisquare | TestKind::Z | TestKind::Mannw | TestKind::TTest => {
-            0.05
-        }
+        TestKind::Ks
+        | TestKind::Chisquare
+        | TestKind::Z
+        | TestKind::Mannw
+        | TestKind::TTest
+        | TestKind::ChisquareHomogeneity
+        | TestKind::GTest => 0.05,
         TestKind::Wasserstein
         | TestKind::Psi
         | TestKind::Jensenshannon
@@ -260,6 +279,18 @@ pub fn default_test(column: ColumnKind, reference_rows: u64, distinct: u64) -> T
     }
 }
 
+/// The `defaults: sound` choice: Evidently's ([`default_test`]) except that
+/// its goodness-of-fit `chisquare`, which treats the reference proportions
+/// as exact and so over-alarms on small samples, becomes the two-sample
+/// [`chisquare_homogeneity`]. (`z` is already a two-sample test: the pooled
+/// two-proportion z² is the 2×2 homogeneity χ².)
+pub fn sound_default_test(column: ColumnKind, reference_rows: u64, distinct: u64) -> TestKind {
+    match default_test(column, reference_rows, distinct) {
+        TestKind::Chisquare => TestKind::ChisquareHomogeneity,
+        other => other,
+    }
+}
+
 /// Walks two sorted samples together, one group of equal values at a time,
 /// calling `visit(reference_range, current_range, values_before)` with the
 /// group's index ranges in each sample and how many pooled values precede it.
@@ -319,6 +350,29 @@ mod tests {
         assert_eq!(default_test(Numerical, 1001, 6), TestKind::Wasserstein);
         assert_eq!(default_test(Numerical, 1001, 5), TestKind::Jensenshannon);
         assert_eq!(default_test(Categorical, 5000, 2), TestKind::Jensenshannon);
+    }
+
+    #[test]
+    fn sound_defaults_swap_only_the_goodness_of_fit_chisquare() {
+        use ColumnKind::*;
+        assert_eq!(
+            sound_default_test(Categorical, 500, 40),
+            TestKind::ChisquareHomogeneity
+        );
+        assert_eq!(
+            sound_default_test(Numerical, 1000, 5),
+            TestKind::ChisquareHomogeneity
+        );
+        assert_eq!(sound_default_test(Categorical, 500, 2), TestKind::Z);
+        assert_eq!(sound_default_test(Numerical, 1000, 6), TestKind::Ks);
+        assert_eq!(
+            sound_default_test(Categorical, 5000, 40),
+            TestKind::Jensenshannon
+        );
+        assert_eq!(
+            sound_default_test(Numerical, 5000, 40),
+            TestKind::Wasserstein
+        );
     }
 
     #[test]

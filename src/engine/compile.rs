@@ -80,6 +80,8 @@ pub struct CompiledRules {
     pub rows: usize,
     /// Profiled columns and the output index of each one's profile.
     pub profiles: Vec<(String, usize)>,
+    /// Requested columns left unprofiled for their type: name, `type: why`.
+    pub unprofiled: Vec<(String, String)>,
 }
 
 /// Which columns to profile alongside the checks.
@@ -170,27 +172,45 @@ pub fn compile(
         ProfileRequest::Columns(columns) => columns.iter().map(String::as_str).collect(),
     };
     let mut profiles = Vec::new();
+    let mut unprofiled = Vec::new();
     for name in wanted {
         let Ok(field) = schema.field_with_unqualified_name(name) else {
             continue;
         };
         let Some(kind) = super::profiler::profile_kind(field.data_type()) else {
+            if let Some(reason) = super::profiler::unprofiled_reason(field.data_type()) {
+                unprofiled.push((name.to_string(), reason));
+            }
             continue;
         };
         let Ok(column) = column_expr(schema, name) else {
             continue;
         };
-        let udaf = match kind {
-            crate::profile::ColumnKind::Numeric => &*PROFILE_NUMERIC,
-            crate::profile::ColumnKind::Categorical => &*PROFILE_CATEGORICAL,
+        let limit = rules
+            .drift
+            .as_ref()
+            .map_or(crate::profile::DEFAULT_CATEGORY_LIMIT, |d| {
+                d.category_limit(name)
+            });
+        let call = match kind {
+            crate::profile::ColumnKind::Numeric => PROFILE_NUMERIC.call(vec![column]),
+            crate::profile::ColumnKind::Categorical
+                if limit == crate::profile::DEFAULT_CATEGORY_LIMIT =>
+            {
+                PROFILE_CATEGORICAL.call(vec![column])
+            }
+            crate::profile::ColumnKind::Categorical => {
+                super::profiler::Profiler::udaf_with_limit(kind, limit).call(vec![column])
+            }
         };
-        profiles.push((name.to_string(), outputs.add(udaf.call(vec![column]))));
+        profiles.push((name.to_string(), outputs.add(call)));
     }
     CompiledRules {
         outputs: outputs.exprs,
         checks,
         rows,
         profiles,
+        unprofiled,
     }
 }
 

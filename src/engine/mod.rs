@@ -437,10 +437,13 @@ impl Engine {
         compiled: &CompiledRules,
         values: &[ScalarValue],
     ) -> Result<Option<DatasetProfile>> {
-        if compiled.profiles.is_empty() {
+        if compiled.profiles.is_empty() && compiled.unprofiled.is_empty() {
             return Ok(None);
         }
         let mut profile = DatasetProfile::new(rules.dataset.clone());
+        for (column, reason) in &compiled.unprofiled {
+            profile.unprofiled.insert(column.clone(), reason.clone());
+        }
         profile.sources.push(source.to_string());
         profile.rows = match values.get(compiled.rows) {
             Some(ScalarValue::Int64(Some(n))) => u64::try_from(*n).unwrap_or(0),
@@ -641,6 +644,7 @@ impl Engine {
                 checks,
                 rows: rebuilt.rows,
                 profiles: rebuilt.profiles,
+                unprofiled: rebuilt.unprofiled,
             },
         })
     }

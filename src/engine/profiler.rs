@@ -22,15 +22,17 @@ use datafusion::logical_expr::{
 use crate::profile::{ColumnKind, ColumnProfile, SMALL_DOMAIN_LIMIT, canonical_bits};
 use crate::rules::describe_arrow_type;
 
-/// Which kind of profile a column gets, if any: numbers are numeric; strings
-/// (plain, large, view, dictionary) and booleans are categorical; other types
-/// (timestamps, binary, nested) are not profiled.
+/// Which kind of profile a column gets, if any: numbers (decimals included)
+/// and temporal values are numeric — timestamps, dates, durations and times
+/// of day on their epoch scale (see `numeric_view`); strings (plain,
+/// large, view, dictionary) and booleans are categorical; the types of
+/// `unprofiled_reason` are not profiled.
 pub fn profile_kind(data_type: &DataType) -> Option<ColumnKind> {
     let value = match data_type {
         DataType::Dictionary(_, v) => v.as_ref(),
         other => other,
     };
-    if value.is_numeric() {
+    if value.is_numeric() || is_epoch_scaled(value) {
         Some(ColumnKind::Numeric)
     } else if matches!(
         value,
@@ -42,18 +44,142 @@ pub fn profile_kind(data_type: &DataType) -> Option<ColumnKind> {
     }
 }
 
+/// Why a column of this type is not profiled (and so not tested for
+/// drift), as `type: reason` with the type's logical name (the same for
+/// every physical layout DataFusion may read, e.g. `binary` for
+/// `BinaryView`); `None` for the types [`profile_kind`] accepts. Drift
+/// reports list such columns with it.
+pub fn unprofiled_reason(data_type: &DataType) -> Option<String> {
+    if profile_kind(data_type).is_some() {
+        return None;
+    }
+    let value = match data_type {
+        DataType::Dictionary(_, v) => v.as_ref(),
+        other => other,
+    };
+    let (name, reason) = match value {
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => (
+            "binary".to_string(),
+            "binary values have neither an order nor categories to compare; test a derived column (e.g. its length) with a `metric` check",
+        ),
+        DataType::Interval(_) => (
+            "interval".to_string(),
+            "an interval (months, days, nanoseconds) is not one number on one scale",
+        ),
+        DataType::Null => ("null".to_string(), "the column holds only nulls"),
+        DataType::List(_)
+        | DataType::LargeList(_)
+        | DataType::ListView(_)
+        | DataType::LargeListView(_)
+        | DataType::FixedSizeList(_, _)
+        | DataType::Struct(_)
+        | DataType::Map(_, _)
+        | DataType::Union(_, _) => (
+            describe_arrow_type(value),
+            "nested values are not profiled; flatten the field you want tested",
+        ),
+        other => (
+            describe_arrow_type(other),
+            "no profile is defined for this type",
+        ),
+    };
+    Some(format!("{name}: {reason}"))
+}
+
+/// Temporal types profiled as numbers on their epoch scale.
+fn is_epoch_scaled(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Timestamp(_, _)
+            | DataType::Date32
+            | DataType::Date64
+            | DataType::Duration(_)
+            | DataType::Time32(_)
+            | DataType::Time64(_)
+    )
+}
+
+/// A numeric or temporal column as `f64`s on the scale drift is tested on:
+/// numbers (and decimals) as themselves; timestamps as seconds since
+/// 1970-01-01T00:00:00 (UTC for zoned ones), dates as days since
+/// 1970-01-01, durations as seconds, times of day as seconds since
+/// midnight. Nulls stay null. (Timestamps in nanoseconds past 2^53 ns keep
+/// about 0.25 µs of resolution as `f64` seconds.)
+pub fn numeric_view(array: &ArrayRef) -> Result<ArrayRef> {
+    use arrow::datatypes::{Int32Type, Int64Type, TimeUnit};
+    let value_type = match array.data_type() {
+        DataType::Dictionary(_, v) => v.as_ref().clone(),
+        other => other.clone(),
+    };
+    let per_second = |unit: &TimeUnit| match unit {
+        TimeUnit::Second => 1.0,
+        TimeUnit::Millisecond => 1e3,
+        TimeUnit::Microsecond => 1e6,
+        TimeUnit::Nanosecond => 1e9,
+    };
+    let scaled = |ints: ArrayRef, divisor: f64| -> Result<ArrayRef> {
+        let ints = arrow::compute::cast(&ints, &DataType::Int64)?;
+        let out: arrow::array::Float64Array = ints
+            .as_primitive::<Int64Type>()
+            .unary(|v| v as f64 / divisor);
+        Ok(Arc::new(out))
+    };
+    let plain = match array.data_type() {
+        DataType::Dictionary(_, _) => arrow::compute::cast(array, &value_type)?,
+        _ => array.clone(),
+    };
+    match &value_type {
+        DataType::Timestamp(unit, _) | DataType::Duration(unit) => {
+            let ints = arrow::compute::cast(&plain, &DataType::Int64)?;
+            scaled(ints, per_second(unit))
+        }
+        DataType::Time32(unit) => {
+            let ints = arrow::compute::cast(&plain, &DataType::Int32)?;
+            let ints: arrow::array::Int64Array = ints.as_primitive::<Int32Type>().unary(i64::from);
+            scaled(Arc::new(ints), per_second(unit))
+        }
+        DataType::Time64(unit) => {
+            let ints = arrow::compute::cast(&plain, &DataType::Int64)?;
+            scaled(ints, per_second(unit))
+        }
+        DataType::Date32 => {
+            let ints = arrow::compute::cast(&plain, &DataType::Int32)?;
+            let ints: arrow::array::Int64Array = ints.as_primitive::<Int32Type>().unary(i64::from);
+            scaled(Arc::new(ints), 1.0)
+        }
+        DataType::Date64 => {
+            let ints = arrow::compute::cast(&plain, &DataType::Int64)?;
+            scaled(ints, 86_400_000.0)
+        }
+        _ => Ok(arrow::compute::cast(array, &DataType::Float64)?),
+    }
+}
+
 /// The profiling aggregate for one kind of column.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Profiler {
     numeric: bool,
+    /// Distinct categories counted exactly (`drift.max_categories`).
+    category_limit: usize,
     signature: Signature,
 }
 
 impl Profiler {
-    /// The aggregate for `kind` as a DataFusion UDAF.
+    /// The aggregate for `kind` as a DataFusion UDAF, with the default
+    /// category limit.
     pub fn udaf(kind: ColumnKind) -> AggregateUDF {
+        Self::udaf_with_limit(kind, crate::profile::DEFAULT_CATEGORY_LIMIT)
+    }
+
+    /// The aggregate for `kind` keeping up to `category_limit` categories
+    /// exactly.
+    pub fn udaf_with_limit(kind: ColumnKind, category_limit: usize) -> AggregateUDF {
         AggregateUDF::from(Self {
             numeric: kind == ColumnKind::Numeric,
+            category_limit,
             signature: Signature::any(1, Volatility::Immutable),
         })
     }
@@ -93,8 +219,14 @@ impl AggregateUDFImpl for Profiler {
                 DataFusionError::Internal(format!("{} takes one argument", self.name()))
             })?;
         Ok(Box::new(ProfileAccumulator {
-            profile: ColumnProfile::new(self.kind(), describe_arrow_type(&data_type)),
+            profile: ColumnProfile::with_category_limit(
+                self.kind(),
+                describe_arrow_type(&data_type),
+                self.category_limit,
+            ),
             numbers: HashMap::default(),
+            last: None,
+            increasing: true,
             peak: Default::default(),
             partials: Vec::new(),
         }))
@@ -168,6 +300,10 @@ struct ProfileAccumulator {
     /// Numbers counted (by canonical bits) while the column's distinct
     /// values may still fit the small domain; folded in value order.
     numbers: HashMap<u64, u64, foldhash::fast::FixedState>,
+    /// The last finite number seen, in row order (for `increasing`).
+    last: Option<f64>,
+    /// Whether the numbers seen so far increased row by row.
+    increasing: bool,
     /// The largest size reported so far (see [`Accumulator::size`] below).
     peak: std::sync::atomic::AtomicUsize,
     /// Serialized partial profiles received from other partitions.
@@ -195,9 +331,13 @@ impl Accumulator for ProfileAccumulator {
         };
         match self.profile.kind {
             ColumnKind::Numeric => {
-                let cast = arrow::compute::cast(array, &DataType::Float64)?;
+                let cast = numeric_view(array)?;
                 let numbers = cast.as_primitive::<Float64Type>();
                 self.profile.update_nulls(numbers.null_count() as u64);
+                if self.increasing {
+                    self.increasing =
+                        ColumnProfile::observe_order(numbers.iter().flatten(), &mut self.last);
+                }
                 let domain_holds = self
                     .profile
                     .numeric
@@ -225,6 +365,7 @@ impl Accumulator for ProfileAccumulator {
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
         self.fold_numbers();
+        self.profile.set_increasing(self.increasing);
         self.profile.finish();
         Ok(vec![ScalarValue::LargeBinary(Some(to_bytes(
             &self.profile,
@@ -246,6 +387,7 @@ impl Accumulator for ProfileAccumulator {
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
         self.fold_numbers();
+        self.profile.set_increasing(self.increasing);
         self.profile.finish();
         let mut partials = std::mem::take(&mut self.partials);
         partials.sort();
@@ -270,7 +412,7 @@ impl Accumulator for ProfileAccumulator {
         let now = std::mem::size_of_val(self)
             + self.numbers.capacity() * 24
             + numeric
-            + self.profile.frequencies.items.len() * 64
+            + self.profile.frequencies.items.len() * 80
             + self.profile.frequencies.kept_bytes()
             + 4096 // HLL registers
             + self.partials.iter().map(Vec::len).sum::<usize>();
@@ -357,7 +499,9 @@ mod tests {
             expected.finish();
             let mut acc = ProfileAccumulator {
                 profile: ColumnProfile::new(ColumnKind::Numeric, "int64"),
-                    numbers: HashMap::default(),
+                numbers: HashMap::default(),
+                last: None,
+                increasing: true,
                 partials: Vec::new(),
                 peak: Default::default(),
             };
@@ -378,6 +522,68 @@ mod tests {
             prop_assert!((g.moments.mean - e.moments.mean).abs() <= 1e-9 * e.moments.mean.abs().max(1.0));
             prop_assert_eq!(g.quantiles().n(), e.quantiles().n());
         }
+    }
+
+    #[test]
+    fn issue_17_temporal_columns_are_numbers_on_their_epoch_scale() {
+        use arrow::array::{
+            Date32Array, Date64Array, DurationNanosecondArray, Time32MillisecondArray,
+            Time64MicrosecondArray, TimestampNanosecondArray, TimestampSecondArray,
+        };
+        let cases: Vec<(ArrayRef, Vec<Option<f64>>)> = vec![
+            (
+                Arc::new(TimestampSecondArray::from(vec![Some(1_704_067_200), None])),
+                vec![Some(1_704_067_200.0), None],
+            ),
+            (
+                Arc::new(
+                    TimestampNanosecondArray::from(vec![1_704_067_200_500_000_000])
+                        .with_timezone("+02:00"),
+                ),
+                vec![Some(1_704_067_200.5)],
+            ),
+            (
+                Arc::new(Date32Array::from(vec![19_723, -1])),
+                vec![Some(19_723.0), Some(-1.0)],
+            ),
+            (
+                Arc::new(Date64Array::from(vec![86_400_000 * 3])),
+                vec![Some(3.0)],
+            ),
+            (
+                Arc::new(DurationNanosecondArray::from(vec![1_500_000_000])),
+                vec![Some(1.5)],
+            ),
+            (
+                Arc::new(Time32MillisecondArray::from(vec![3_600_500])),
+                vec![Some(3600.5)],
+            ),
+            (
+                Arc::new(Time64MicrosecondArray::from(vec![60_000_001])),
+                vec![Some(60.000001)],
+            ),
+        ];
+        for (array, want) in cases {
+            assert_eq!(profile_kind(array.data_type()), Some(ColumnKind::Numeric));
+            let got = numeric_view(&array).unwrap();
+            let got: Vec<Option<f64>> = got.as_primitive::<Float64Type>().iter().collect();
+            assert_eq!(got, want, "{}", array.data_type());
+        }
+        assert_eq!(
+            profile_kind(&DataType::Decimal128(10, 2)),
+            Some(ColumnKind::Numeric)
+        );
+        assert!(
+            unprofiled_reason(&DataType::BinaryView)
+                .unwrap()
+                .starts_with("binary: ")
+        );
+        assert!(
+            unprofiled_reason(&DataType::Interval(arrow::datatypes::IntervalUnit::DayTime))
+                .unwrap()
+                .starts_with("interval: ")
+        );
+        assert_eq!(unprofiled_reason(&DataType::Date32), None);
     }
 
     #[test]

@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use distinct::DistinctSketch;
-pub use frequencies::Frequencies;
+pub use frequencies::{
+    DEFAULT_LIMIT as DEFAULT_CATEGORY_LIMIT, Frequencies, MAX_LIMIT as MAX_CATEGORY_LIMIT,
+};
 pub use moments::Moments;
 pub use quantiles::QuantileSketch;
 
@@ -41,8 +43,19 @@ pub const SMALL_DOMAIN_LIMIT: usize = 1000;
 /// The profile file format's name, written in every file.
 pub const PROFILE_FORMAT: &str = "driftwatch-profile";
 
-/// The profile file format's version; readers refuse other versions.
-pub const PROFILE_VERSION: u32 = 1;
+/// The profile file format's version, written in every file.
+///
+/// - 1: category frequencies exact up to 1,000 values (256 KiB of values).
+/// - 2 (issue 17): exact up to `drift.max_categories` (default 65,536; 1 MiB
+///   of values); optional `order` evidence for ID-like detection.
+///
+/// Version 1 files are still read: the layout is a subset of version 2's,
+/// and their columns past 1,000 categories take the sketched path (the
+/// report says so). Newer versions are refused with a clear message.
+pub const PROFILE_VERSION: u32 = 2;
+
+/// The oldest profile format version this driftwatch reads.
+pub const MIN_PROFILE_VERSION: u32 = 1;
 
 /// Errors reading or writing profile files: the user's (a wrong or damaged
 /// file) unless stated otherwise.
@@ -65,7 +78,7 @@ pub enum ProfileError {
         reason: String,
     },
     /// The file is a profile of another format version.
-    #[error("{}: profile format version {found} is not supported (this driftwatch reads version {PROFILE_VERSION}); rebuild it with `driftwatch baseline`", path.display())]
+    #[error("{}: profile format version {found} is not supported (this driftwatch reads versions {MIN_PROFILE_VERSION} to {PROFILE_VERSION}); rebuild it with `driftwatch baseline`", path.display())]
     Version {
         /// The file.
         path: PathBuf,
@@ -120,6 +133,12 @@ pub struct NumericStats {
     /// Quantile sketch of the finite values once the small domain is gone
     /// (empty while there is one; read it through [`NumericStats::quantiles`]).
     pub sketch: QuantileSketch,
+    /// Whether the finite values increase row by row (non-decreasing within
+    /// each part the engine profiled in order, and parts not overlapping):
+    /// the "sequence" evidence of ID-like detection (issue 17). Null when
+    /// unknown (profiles of format version 1, or built value by value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub increasing: Option<bool>,
 }
 
 impl NumericStats {
@@ -151,6 +170,104 @@ impl NumericStats {
     }
 }
 
+/// The unit a numeric column's profile is on, for temporal columns
+/// (profiled on their epoch scale, see `engine::profiler::numeric_view`),
+/// from its logical type name; `None` for plain numbers.
+pub fn epoch_unit(data_type: &str) -> Option<EpochUnit> {
+    if data_type.starts_with("timestamp") {
+        Some(EpochUnit::UnixSeconds)
+    } else if data_type.starts_with("date") {
+        Some(EpochUnit::UnixDays)
+    } else if data_type.starts_with("duration") {
+        Some(EpochUnit::Seconds)
+    } else if data_type.starts_with("time32") || data_type.starts_with("time64") {
+        Some(EpochUnit::SecondsOfDay)
+    } else {
+        None
+    }
+}
+
+/// The scale of a temporal column's numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochUnit {
+    /// Timestamps: seconds since 1970-01-01T00:00:00Z.
+    UnixSeconds,
+    /// Dates: days since 1970-01-01.
+    UnixDays,
+    /// Durations: seconds.
+    Seconds,
+    /// Times of day: seconds since midnight.
+    SecondsOfDay,
+}
+
+impl EpochUnit {
+    /// The unit as reports write it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            EpochUnit::UnixSeconds => "seconds since 1970-01-01T00:00:00Z",
+            EpochUnit::UnixDays => "days since 1970-01-01",
+            EpochUnit::Seconds => "seconds",
+            EpochUnit::SecondsOfDay => "seconds since midnight",
+        }
+    }
+
+    /// A value on this scale, readable: an RFC 3339 time, a date, a
+    /// duration or a time of day.
+    pub fn format_value(self, v: f64) -> String {
+        match self {
+            EpochUnit::UnixSeconds => {
+                let (secs, nanos) = (v.floor(), ((v - v.floor()) * 1e9).round());
+                chrono::DateTime::from_timestamp(secs as i64, (nanos as u32).min(999_999_999))
+                    .map_or_else(
+                        || format!("{v} s"),
+                        |t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                    )
+            }
+            EpochUnit::UnixDays => chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
+                .and_then(|d| d.checked_add_signed(chrono::TimeDelta::days(v.floor() as i64)))
+                .map_or_else(|| format!("{v} days"), |d| d.to_string()),
+            EpochUnit::Seconds => format_duration(v),
+            EpochUnit::SecondsOfDay => {
+                let s = v.rem_euclid(86_400.0);
+                format!(
+                    "{:02}:{:02}:{:02}",
+                    (s / 3600.0) as u32,
+                    ((s % 3600.0) / 60.0) as u32,
+                    (s % 60.0) as u32
+                )
+            }
+        }
+    }
+
+    /// A difference of two values on this scale, readable (`+3.5 h`,
+    /// `-2 days`).
+    pub fn format_difference(self, d: f64) -> String {
+        match self {
+            EpochUnit::UnixDays => format!("{d:+} days"),
+            _ => {
+                let text = format_duration(d.abs());
+                format!("{}{text}", if d < 0.0 { "-" } else { "+" })
+            }
+        }
+    }
+}
+
+/// Seconds as the largest unit that keeps them ≥ 1 (`90 s`, `1.5 h`, `3 d`).
+fn format_duration(seconds: f64) -> String {
+    let a = seconds.abs();
+    let (value, unit) = if a >= 86_400.0 {
+        (seconds / 86_400.0, "d")
+    } else if a >= 3600.0 {
+        (seconds / 3600.0, "h")
+    } else if a >= 60.0 {
+        (seconds / 60.0, "min")
+    } else {
+        (seconds, "s")
+    };
+    let rounded = (value * 100.0).round() / 100.0;
+    format!("{rounded} {unit}")
+}
+
 /// The bits a number is counted under: `-0.0` as `0.0`, every NaN as one.
 pub fn canonical_bits(v: f64) -> u64 {
     if v == 0.0 {
@@ -174,6 +291,7 @@ impl Default for NumericStats {
             exact_values: Some(Vec::new()),
             small_domain: Some(Vec::new()),
             sketch: QuantileSketch::default(),
+            increasing: None,
         }
     }
 }
@@ -201,13 +319,23 @@ pub struct ColumnProfile {
 impl ColumnProfile {
     /// An empty profile of the given kind and logical type.
     pub fn new(kind: ColumnKind, data_type: impl Into<String>) -> Self {
+        Self::with_category_limit(kind, data_type, frequencies::DEFAULT_LIMIT)
+    }
+
+    /// An empty profile whose category frequencies stay exact up to
+    /// `limit` distinct values (`drift.max_categories`).
+    pub fn with_category_limit(
+        kind: ColumnKind,
+        data_type: impl Into<String>,
+        limit: usize,
+    ) -> Self {
         Self {
             kind,
             data_type: data_type.into(),
             count: 0,
             nulls: 0,
             numeric: (kind == ColumnKind::Numeric).then(NumericStats::default),
-            frequencies: Frequencies::default(),
+            frequencies: Frequencies::new(limit),
             distinct: DistinctSketch::new(),
         }
     }
@@ -441,6 +569,16 @@ impl ColumnProfile {
         self.frequencies.merge(&other.frequencies);
         self.distinct.merge(&other.distinct);
         if let (Some(a), Some(b)) = (self.numeric.as_mut(), other.numeric.as_ref()) {
+            // Two increasing parts are increasing together when one's values
+            // all come before the other's (either way round: merge order is
+            // not row order); an empty part changes nothing.
+            a.increasing = match (a.increasing, b.increasing, a.max, b.min, b.max, a.min) {
+                (Some(x), Some(y), Some(a_max), Some(b_min), Some(b_max), Some(a_min)) => {
+                    Some(x && y && (a_max < b_min || b_max < a_min))
+                }
+                (Some(x), Some(y), ..) => Some(x && y),
+                _ => None,
+            };
             a.nan += b.nan;
             a.pos_inf += b.pos_inf;
             a.neg_inf += b.neg_inf;
@@ -476,6 +614,48 @@ impl ColumnProfile {
     /// Non-null values.
     pub fn non_null(&self) -> u64 {
         self.count - self.nulls
+    }
+
+    /// Records the row order of a run of values the caller sees in row
+    /// order (NaN and ±inf skipped): `last` carries the previous finite
+    /// value between calls. The result is stored by [`Self::set_increasing`].
+    pub fn observe_order(values: impl IntoIterator<Item = f64>, last: &mut Option<f64>) -> bool {
+        let mut increasing = true;
+        for v in values.into_iter().filter(|v| v.is_finite()) {
+            if last.is_some_and(|l| v < l) {
+                increasing = false;
+            }
+            *last = Some(v);
+        }
+        increasing
+    }
+
+    /// Stores whether this profile's values increased row by row.
+    pub fn set_increasing(&mut self, increasing: bool) {
+        if let Some(s) = self.numeric.as_mut() {
+            s.increasing = Some(increasing);
+        }
+    }
+
+    /// Distinct non-null values: exact while the profile counts every value
+    /// (`true`), else the HLL estimate (`false`).
+    pub fn distinct_values(&self) -> (f64, bool) {
+        match (&self.kind, &self.numeric) {
+            (ColumnKind::Numeric, Some(s)) => {
+                if let Some(d) = &s.small_domain {
+                    return (d.len() as f64, true);
+                }
+                if let Some(v) = &s.exact_values {
+                    let mut v = v.clone();
+                    v.sort_by(f64::total_cmp);
+                    v.dedup_by(|a, b| a.total_cmp(b).is_eq());
+                    return (v.len() as f64, true);
+                }
+                (self.distinct.estimate(), false)
+            }
+            _ if self.frequencies.exact => (self.frequencies.items.len() as f64, true),
+            _ => (self.distinct.estimate(), false),
+        }
     }
 }
 
@@ -558,6 +738,10 @@ pub struct DatasetProfile {
     pub sources: Vec<String>,
     /// Column profiles by name.
     pub columns: BTreeMap<String, ColumnProfile>,
+    /// Columns of the data left unprofiled for their type, with the type and
+    /// why (`binary: …`); drift reports list them (issue 17).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unprofiled: BTreeMap<String, String>,
 }
 
 impl DatasetProfile {
@@ -570,6 +754,7 @@ impl DatasetProfile {
             rows: 0,
             sources: Vec::new(),
             columns: BTreeMap::new(),
+            unprofiled: BTreeMap::new(),
         }
     }
 
@@ -578,6 +763,11 @@ impl DatasetProfile {
     pub fn merge(&mut self, other: &DatasetProfile) -> Result<()> {
         self.rows += other.rows;
         self.sources.extend(other.sources.iter().cloned());
+        for (name, why) in &other.unprofiled {
+            self.unprofiled
+                .entry(name.clone())
+                .or_insert_with(|| why.clone());
+        }
         for (name, column) in &other.columns {
             match self.columns.get_mut(name) {
                 Some(mine) => mine.merge(column, name)?,
@@ -633,7 +823,7 @@ impl DatasetProfile {
             )));
         }
         match header.version {
-            Some(PROFILE_VERSION) => {}
+            Some(MIN_PROFILE_VERSION..=PROFILE_VERSION) => {}
             Some(found) => {
                 return Err(ProfileError::Version {
                     path: path.to_path_buf(),
@@ -689,6 +879,25 @@ mod tests {
     }
 
     #[test]
+    fn issue_17_epoch_units_read_as_times_dates_and_durations() {
+        let ts = epoch_unit("timestamp(UTC) [us]").unwrap();
+        assert_eq!(ts.format_value(1_704_067_200.5), "2024-01-01T00:00:00.500Z");
+        assert_eq!(ts.format_difference(-5400.0), "-1.5 h");
+        let day = epoch_unit("date32").unwrap();
+        assert_eq!(day.format_value(19_723.0), "2024-01-01");
+        assert_eq!(day.format_difference(3.0), "+3 days");
+        assert_eq!(
+            epoch_unit("duration(ns)").unwrap().format_value(90.0),
+            "1.5 min"
+        );
+        assert_eq!(
+            epoch_unit("time64(µs)").unwrap().format_value(3_723.0),
+            "01:02:03"
+        );
+        assert_eq!(epoch_unit("float64"), None);
+    }
+
+    #[test]
     fn exact_values_stop_past_the_limit() {
         let values: Vec<Option<f64>> = (0..=EXACT_LIMIT).map(|i| Some(i as f64)).collect();
         let p = numeric(&values);
@@ -714,7 +923,7 @@ mod tests {
 
         let text = std::fs::read_to_string(&path)
             .unwrap()
-            .replace("\"version\": 1", "\"version\": 99");
+            .replace("\"version\": 2", "\"version\": 99");
         let e = DatasetProfile::from_json(&path, &text)
             .unwrap_err()
             .to_string();
@@ -722,6 +931,15 @@ mod tests {
             e.contains("profile format version 99 is not supported"),
             "{e}"
         );
+        // Issue 17: a version 1 file (categories exact up to 1,000) still loads.
+        let v1 = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("\"version\": 2", "\"version\": 1")
+            .replace("\"limit\": 65536", "\"limit\": 1000");
+        let old = DatasetProfile::from_json(&path, &v1).unwrap();
+        assert_eq!(old.version, 1);
+        assert_eq!(old.columns["origin"].frequencies.limit, 1000);
+        assert_eq!(old.columns["origin"].frequencies.items.get("EWR"), Some(&1));
         let e = DatasetProfile::from_json(&path, "{\"a\": 1}")
             .unwrap_err()
             .to_string();
@@ -882,6 +1100,48 @@ mod tests {
                         prop_assert!(miss <= bound * n + 1.0, "q {} -> {} misses by {} (bound {})", q, x, miss, bound * n);
                     }
                 }
+            }
+        }
+
+        /// Issue 17: `increasing` of parts profiled in row order merges (in
+        /// either order) to whether the whole, read part by part, increases —
+        /// and survives a JSON round trip.
+        #[test]
+        fn issue_17_increasing_merges_as_the_row_order_of_the_parts(
+            values in proptest::collection::vec(-50i32..50, 1..200),
+            cut in 0usize..200,
+            sort in any::<bool>(),
+        ) {
+            // Distinct values (ties are "increasing" within a part but not
+            // across parts, which this oracle does not model).
+            let mut seen = std::collections::BTreeSet::new();
+            let mut values: Vec<f64> = values
+                .into_iter()
+                .filter(|v| seen.insert(*v))
+                .map(f64::from)
+                .collect();
+            if sort {
+                values.sort_by(f64::total_cmp);
+            }
+            let cut = cut.min(values.len());
+            let part = |v: &[f64]| {
+                let mut p = ColumnProfile::new(ColumnKind::Numeric, "int64");
+                v.iter().for_each(|&x| p.update_f64(x));
+                let mut last = None;
+                p.set_increasing(ColumnProfile::observe_order(v.iter().copied(), &mut last));
+                p.finish();
+                p
+            };
+            let whole_increasing = values.windows(2).all(|w| w[0] < w[1]);
+            let (a, b) = (part(&values[..cut]), part(&values[cut..]));
+            for (x, y) in [(&a, &b), (&b, &a)] {
+                let mut m = x.clone();
+                m.merge(y, "x").unwrap();
+                prop_assert_eq!(m.numeric.as_ref().unwrap().increasing, Some(whole_increasing));
+                let mut d = DatasetProfile::new("t");
+                d.columns.insert("x".into(), m.clone());
+                let back = DatasetProfile::from_json(Path::new("mem"), &serde_json::to_string(&d).unwrap()).unwrap();
+                prop_assert_eq!(back.columns["x"].numeric.as_ref().unwrap().increasing, Some(whole_increasing));
             }
         }
 

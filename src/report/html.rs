@@ -183,7 +183,7 @@ fn render_batch(out: &mut String, b: &BatchReport, profiles: Option<Profiles<'_>
     {
         let _ = write!(
             out,
-            "<h3>Drift against {}</h3><table class=\"drift\"><thead><tr><th>column</th><th>test</th><th>statistic</th><th>p-value</th><th>threshold</th><th>drifted</th></tr></thead><tbody>",
+            "<h3>Drift against {}</h3><table class=\"drift\"><thead><tr><th>column</th><th>test</th><th>path</th><th>statistic</th><th>p-value</th><th>threshold</th><th>drifted</th><th>what moved</th></tr></thead><tbody>",
             escape(&d.reference)
         );
         let mut columns: Vec<_> = d.columns.iter().collect();
@@ -191,17 +191,33 @@ fn render_batch(out: &mut String, b: &BatchReport, profiles: Option<Profiles<'_>
         for c in &columns {
             let _ = write!(
                 out,
-                "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"{}\">{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td title=\"{}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
                 escape(&c.column),
                 c.test.map_or("—", |t| t.name()),
+                escape(c.message.as_deref().unwrap_or("")),
+                c.path.map_or("—", |p| p.name()),
                 number(c.statistic),
                 number(c.p_value),
                 number(c.threshold),
                 if c.drifted { "fail" } else { "pass" },
                 if c.drifted { "yes" } else { "no" },
+                escape(c.effect.as_ref().map_or("", |e| e.summary.as_str())),
             );
         }
         out.push_str("</tbody></table>");
+        if !d.not_tested.is_empty() {
+            out.push_str("<p class=\"note\">Not tested: ");
+            for (i, n) in d.not_tested.iter().enumerate() {
+                let _ = write!(
+                    out,
+                    "{}<code>{}</code> — {}",
+                    if i > 0 { "; " } else { "" },
+                    escape(&n.column),
+                    escape(&n.reason)
+                );
+            }
+            out.push_str("</p>");
+        }
         if let Some(p) = profiles {
             out.push_str("<h3>Reference vs batch</h3><div class=\"charts\">");
             for c in &columns {
@@ -257,6 +273,10 @@ fn shares(w: &[f64]) -> Vec<f64> {
 
 fn numeric_bins(reference: &ColumnProfile, current: &ColumnProfile) -> Bars {
     let (pr, pc) = (points(reference), points(current));
+    // Temporal columns are profiled on their epoch scale; label them as
+    // times, dates or durations.
+    let unit = crate::profile::epoch_unit(&reference.data_type);
+    let label = |v: f64| unit.map_or_else(|| number(Some(v)), |u| u.format_value(v));
     let mut values: Vec<f64> = pr.iter().chain(&pc).map(|p| p.0).collect();
     values.sort_by(f64::total_cmp);
     values.dedup();
@@ -274,7 +294,7 @@ fn numeric_bins(reference: &ColumnProfile, current: &ColumnProfile) -> Bars {
             |p: &[(f64, f64)], v: f64| p.iter().filter(|x| x.0 == v).map(|x| x.1).sum::<f64>();
         let r: Vec<f64> = values.iter().map(|&v| weight(&pr, v)).collect();
         let c: Vec<f64> = values.iter().map(|&v| weight(&pc, v)).collect();
-        let labels = values.iter().map(|v| number(Some(*v))).collect();
+        let labels = values.iter().map(|v| label(*v)).collect();
         return (labels, shares(&r), shares(&c), None);
     }
     // Equal-width bins between the pooled 1st and 99th percentiles, so
@@ -315,14 +335,12 @@ fn numeric_bins(reference: &ColumnProfile, current: &ColumnProfile) -> Bars {
         (out, if total > 0.0 { outside / total } else { 0.0 })
     };
     let ((r, ro), (c, co)) = (bin(&pr), bin(&pc));
-    let labels = (0..BINS)
-        .map(|i| number(Some(lo + width * i as f64)))
-        .collect();
+    let labels = (0..BINS).map(|i| label(lo + width * i as f64)).collect();
     let note = (ro > 0.0 || co > 0.0).then(|| {
         format!(
             "clipped to [{}, {}] (the pooled 1st–99th percentiles): {:.1} % of the reference and {:.1} % of the batch lie outside",
-            number(Some(lo)),
-            number(Some(hi)),
+            label(lo),
+            label(hi),
             ro * 100.0,
             co * 100.0
         )
@@ -360,8 +378,17 @@ fn categorical_bars(reference: &ColumnProfile, current: &ColumnProfile) -> Bars 
         labels.push("other".to_string());
         r.push((1.0 - rs).max(0.0));
         c.push((1.0 - cs).max(0.0));
+        let kept = if fr.exact && fc.exact {
+            "all counted exactly in the profiles".to_string()
+        } else {
+            format!(
+                "profiles keep heavy hitters only (sketched: {} and {} of reference and batch values not kept)",
+                fr.other(),
+                fc.other()
+            )
+        };
         Some(format!(
-            "top {} of {} categories kept in the profiles, the rest as \"other\"",
+            "top {} of {} categories shown, the rest as \"other\"; {kept}",
             shown.len(),
             keys.len()
         ))

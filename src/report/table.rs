@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use super::{BatchReport, CheckResult, CheckStatus, DriftReport, Report};
+use crate::drift::compare::DistributionPath;
 
 const RED: &str = "\x1b[31m";
 const YELLOW: &str = "\x1b[33m";
@@ -176,8 +177,7 @@ fn render_drift(out: &mut String, drift: &DriftReport, color: bool) {
                     "ok".into()
                 },
                 c.column.clone(),
-                c.test
-                    .map_or_else(|| "-".to_string(), |t| t.name().to_string()),
+                test_name(c),
                 num(c.statistic),
                 num(c.p_value_adjusted.or(c.p_value)),
                 num(c.threshold),
@@ -204,11 +204,34 @@ fn render_drift(out: &mut String, drift: &DriftReport, color: bool) {
         |i| if columns[i].drifted { RED } else { GREEN },
         |i| {
             let c = columns[i];
-            (c.drifted || c.test.is_none())
-                .then(|| c.message.clone())
-                .flatten()
+            let message =
+                (c.drifted || c.test.is_none() || c.path == Some(DistributionPath::Sketched))
+                    .then(|| c.message.clone())
+                    .flatten();
+            // What moved, in the data's units, for drifted columns.
+            let effect = c
+                .effect
+                .as_ref()
+                .filter(|_| c.drifted)
+                .map(|e| e.summary.clone());
+            match (message, effect) {
+                (Some(m), Some(e)) => Some(format!("{e}; {m}")),
+                (m, e) => e.or(m),
+            }
         },
     );
+    for n in &drift.not_tested {
+        let _ = writeln!(out, "    not tested: {} ({})", n.column, n.reason);
+    }
+}
+
+/// The test's name, marked when it ran on a summary rather than exact data.
+fn test_name(c: &crate::drift::compare::ColumnDrift) -> String {
+    match (c.test, c.path) {
+        (None, _) => "-".to_string(),
+        (Some(t), Some(DistributionPath::Sketched)) => format!("{} (sketched)", t.name()),
+        (Some(t), _) => t.name().to_string(),
+    }
 }
 
 /// Aligned columns: a header, then rows whose first cell is tinted, each

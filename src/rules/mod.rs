@@ -166,11 +166,29 @@ pub struct DriftConfig {
     pub correction: Correction,
     /// Whether dataset drift fails the batch.
     pub severity: Severity,
+    /// Distinct categories counted exactly per column (`max_categories`).
+    pub max_categories: usize,
+    /// Per-column `max_categories` overrides.
+    pub category_limits: std::collections::BTreeMap<String, usize>,
+    /// The default-test policy (`defaults`).
+    pub defaults: DriftDefaults,
+    /// Columns tested even when ID-like or constant (`overrides.X.force`).
+    pub forced: std::collections::BTreeSet<String>,
     /// Where the section starts.
     pub location: SourceLocation,
 }
 
+pub use spec::DriftDefaults;
+
 impl DriftConfig {
+    /// Distinct categories of `column` counted exactly.
+    pub fn category_limit(&self, column: &str) -> usize {
+        self.category_limits
+            .get(column)
+            .copied()
+            .unwrap_or(self.max_categories)
+    }
+
     /// The settings used when only `check --reference` asks for drift.
     pub fn defaults(rule_file: &Path) -> Self {
         Self {
@@ -180,6 +198,10 @@ impl DriftConfig {
             drift_share: 0.5,
             correction: Correction::None,
             severity: Severity::Error,
+            max_categories: crate::profile::DEFAULT_CATEGORY_LIMIT,
+            category_limits: Default::default(),
+            defaults: DriftDefaults::Evidently,
+            forced: Default::default(),
             location: SourceLocation {
                 file: rule_file.to_path_buf(),
                 line: 1,

@@ -171,8 +171,33 @@ fn validate_drift(path: &Path, section: Spanned<DriftSpec>) -> Result<DriftConfi
             format!("`drift_share` must be in (0, 1], got {drift_share}"),
         ));
     }
+    let limit = |key: String, v: u64| -> Result<usize> {
+        let max = crate::profile::MAX_CATEGORY_LIMIT;
+        if v == 0 || v > max as u64 {
+            return Err(invalid(
+                location.clone(),
+                format!("`{key}` must be between 1 and {max}, got {v}"),
+            ));
+        }
+        Ok(v as usize)
+    };
+    let max_categories = match spec.max_categories {
+        Some(v) => limit("max_categories".to_string(), v)?,
+        None => crate::profile::DEFAULT_CATEGORY_LIMIT,
+    };
+    let mut category_limits = std::collections::BTreeMap::new();
+    let mut forced = std::collections::BTreeSet::new();
     let mut overrides = std::collections::BTreeMap::new();
     for (column, o) in spec.overrides {
+        if let Some(v) = o.max_categories {
+            category_limits.insert(
+                column.clone(),
+                limit(format!("overrides.{column}.max_categories"), v)?,
+            );
+        }
+        if o.force == Some(true) {
+            forced.insert(column.clone());
+        }
         if let Some(t) = o.threshold
             && !(t.is_finite() && t >= 0.0)
         {
@@ -218,6 +243,10 @@ fn validate_drift(path: &Path, section: Spanned<DriftSpec>) -> Result<DriftConfi
             None | Some(SeveritySpec::Error) => Severity::Error,
             Some(SeveritySpec::Warn) => Severity::Warn,
         },
+        max_categories,
+        category_limits,
+        defaults: spec.defaults.unwrap_or_default(),
+        forced,
         location,
     })
 }

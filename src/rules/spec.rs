@@ -60,6 +60,27 @@ pub struct DriftSpec {
     pub correction: Option<CorrectionSpec>,
     /// `error` (default): dataset drift fails the batch; `warn`: reported only.
     pub severity: Option<SeveritySpec>,
+    /// Distinct categories counted exactly per column (default 65,536, at
+    /// most 1,048,576); past it a column keeps its heavy hitters and an
+    /// "other" count, and its categorical statistics take the sketched path.
+    pub max_categories: Option<u64>,
+    /// Which default test each column gets: `evidently` (default; Evidently
+    /// 0.7's choice) or `sound` (two-sample homogeneity tests instead of
+    /// Evidently's goodness-of-fit `chisquare`).
+    pub defaults: Option<DriftDefaults>,
+}
+
+/// The default-test policy of a `drift:` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftDefaults {
+    /// Evidently 0.7's default test choice, so verdicts match Evidently's.
+    #[default]
+    Evidently,
+    /// Evidently's choice, except that `chisquare` (goodness of fit against
+    /// the reference proportions taken as exact) becomes
+    /// `chisquare_homogeneity` (a 2×k test of two samples).
+    Sound,
 }
 
 /// Where the reference profile comes from.
@@ -91,6 +112,12 @@ pub struct DriftOverrideSpec {
     pub test: Option<crate::drift::TestKind>,
     /// Its threshold (p-value for tests, distance for distances).
     pub threshold: Option<f64>,
+    /// Distinct categories of this column counted exactly (overrides
+    /// `max_categories`).
+    pub max_categories: Option<u64>,
+    /// Test the column even when its profile says it is ID-like or constant
+    /// (such columns are otherwise skipped with the evidence).
+    pub force: Option<bool>,
 }
 
 /// Multiple-testing correction.

@@ -25,17 +25,28 @@ fn baseline_profiles_every_supported_column_exactly() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).starts_with(&format!(
-        "wrote {}: dataset t, 10 rows from 1 batch(es), 6 column(s)",
+        "wrote {}: dataset t, 10 rows from 1 batch(es), 8 column(s)",
         output.display()
     )));
     let p = DatasetProfile::read(&output).unwrap();
     assert_eq!(
         (p.format.as_str(), p.version, p.rows),
-        ("driftwatch-profile", 1, 10)
+        ("driftwatch-profile", 2, 10)
     );
-    // Timestamps are not profiled; numbers, strings and dictionaries are.
+    // Numbers, strings, dictionaries and (issue 17) timestamps are profiled.
     let names: Vec<&str> = p.columns.keys().map(String::as_str).collect();
-    assert_eq!(names, ["city", "code", "id", "my col", "name", "score"]);
+    assert_eq!(
+        names,
+        [
+            "city", "code", "id", "local_ts", "my col", "name", "score", "ts"
+        ]
+    );
+    // Timestamps on their epoch scale: seconds since 1970-01-01T00:00:00Z.
+    let ts = p.columns["ts"].numeric.as_ref().unwrap();
+    assert_eq!(
+        (ts.min, ts.max, ts.moments.n),
+        (Some(1_714_348_800.0), Some(1_714_521_600.0), 9)
+    );
 
     let id = &p.columns["id"];
     assert_eq!((id.kind, id.count, id.nulls), (ColumnKind::Numeric, 10, 1));

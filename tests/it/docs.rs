@@ -63,7 +63,8 @@ fn report_doc_example_has_the_shape_of_a_real_report() {
             "severity",
             "error",
             "message",
-            "columns"
+            "columns",
+            "not_tested"
         ]
     );
     for column in drift["columns"].as_array().unwrap() {
@@ -78,7 +79,11 @@ fn report_doc_example_has_the_shape_of_a_real_report() {
                 "p_value_adjusted",
                 "threshold",
                 "drifted",
-                "message"
+                "message",
+                "path",
+                "skipped",
+                "effect",
+                "unit"
             ]
         );
     }

@@ -409,6 +409,18 @@ fn bad_drift_sections_name_their_location() {
             "dataset: t\ndrift:\n  overrides:\n    x: { test: magic }\n",
             ":4:16: unknown variant `magic`",
         ),
+        (
+            "dataset: t\ndrift:\n  max_categories: 0\n",
+            ":3:3: `max_categories` must be between 1 and 1048576, got 0",
+        ),
+        (
+            "dataset: t\ndrift:\n  overrides:\n    x: { max_categories: 2000000 }\n",
+            ":3:3: `overrides.x.max_categories` must be between 1 and 1048576, got 2000000",
+        ),
+        (
+            "dataset: t\ndrift:\n  defaults: careful\n",
+            ":3:13: unknown variant `careful`",
+        ),
     ] {
         let rules = lake.rules("bad.yaml", yaml);
         let out = driftwatch(&["rules", "check", rules.to_str().unwrap()]);
@@ -459,7 +471,9 @@ fn issue_15_a_small_file_of_huge_distinct_strings_makes_a_small_profile_and_drif
     assert!(file_bytes < 256 << 10, "the file is {file_bytes} bytes");
     let rules = lake.rules(
         "t.yaml",
-        "dataset: t\ndrift:\n  reference: t.profile\n  columns: [s]\n",
+        // Issue 17: 1,000 distinct values in 1,000 rows are ID-like; forced
+        // so that the test still runs on the cut values.
+        "dataset: t\ndrift:\n  reference: t.profile\n  columns: [s]\n  overrides:\n    s: { force: true }\n",
     );
     let reference = baseline(&lake, &data, &rules);
     let profile_bytes = std::fs::metadata(&reference).unwrap().len();
@@ -479,4 +493,391 @@ fn issue_15_a_small_file_of_huge_distinct_strings_makes_a_small_profile_and_drif
     assert_eq!(s["drifted"], false, "{s:#}");
     let report_bytes = serde_json::to_vec(&report).unwrap().len();
     assert!(report_bytes < 1 << 20, "the report is {report_bytes} bytes");
+}
+
+/// A `tailnum`-like column: 4,000 categories, category `i` `1 + (i * 7 +
+/// shift) % 13` times, plus `carrier` with 16 categories.
+fn tails(shift: usize) -> (RecordBatch, std::collections::BTreeMap<String, u64>) {
+    let mut counts = std::collections::BTreeMap::new();
+    let mut tail: Vec<String> = Vec::new();
+    for i in 0..4000usize {
+        let name = format!("N{}{}", 100 + i, ["", "A", "BC"][i % 3]);
+        let n = 1 + (i * 7 + shift) % 13;
+        counts.insert(name.clone(), n as u64);
+        tail.extend(std::iter::repeat_n(name, n));
+    }
+    let carrier: Vec<String> = (0..tail.len()).map(|i| format!("C{}", i % 16)).collect();
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("tailnum", DataType::Utf8, true),
+            Field::new("carrier", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(StringArray::from(tail)) as ArrayRef,
+            Arc::new(StringArray::from(carrier)) as ArrayRef,
+        ],
+    )
+    .unwrap();
+    (batch, counts)
+}
+
+#[test]
+fn issue_17_a_4000_category_column_is_tested_on_exact_counts_unless_max_categories_is_lower() {
+    let lake = Lake::new();
+    let (reference, ref_counts) = tails(0);
+    let (current, cur_counts) = tails(5);
+    let (ref_data, cur_data) = (
+        lake.write("ref.parquet", &reference),
+        lake.write("cur.parquet", &current),
+    );
+    // The statistic on the raw data: every category with its count.
+    let (r, c) = (
+        driftwatch::drift::categorical_bins(&ref_counts, &cur_counts).1,
+        driftwatch::drift::categorical_bins(&ref_counts, &cur_counts).2,
+    );
+    let exact = driftwatch::drift::jensenshannon(&r, &c).unwrap().statistic;
+
+    let rules = lake.rules(
+        "t.yaml",
+        "dataset: t\ndrift:\n  columns: [tailnum, carrier]\n",
+    );
+    let profile = baseline(&lake, &ref_data, &rules);
+    // What the exact counts cost in the profile file (pretty JSON).
+    let p = driftwatch::profile::DatasetProfile::read(&profile).unwrap();
+    let tail_json = serde_json::to_string_pretty(&p.columns["tailnum"])
+        .unwrap()
+        .len();
+    eprintln!("4,000-category column: {tail_json} bytes of profile JSON");
+    assert!(p.columns["tailnum"].frequencies.exact);
+    assert!(tail_json < 150_000, "{tail_json}");
+    let (_, report, stderr) = check(&cur_data, &rules, Some(&profile));
+    let tail = column(&report, "tailnum");
+    assert_eq!(tail["test"], "jensenshannon", "{stderr}{tail:#}");
+    assert_eq!(tail["path"], "exact", "{tail:#}");
+    assert_eq!(tail["message"], Value::Null, "{tail:#}");
+    let got = tail["statistic"].as_f64().unwrap();
+    assert!((got - exact).abs() <= 1e-12, "{got} vs raw-data {exact}");
+    assert_eq!(column(&report, "carrier")["path"], "exact");
+
+    // The old limit, set by the rule file: heavy hitters + "other", bounded.
+    let rules = lake.rules(
+        "t.yaml",
+        "dataset: t\ndrift:\n  columns: [tailnum, carrier]\n  overrides:\n    tailnum: { max_categories: 1000 }\n",
+    );
+    let profile = baseline(&lake, &ref_data, &rules);
+    let (_, report, _) = check(&cur_data, &rules, Some(&profile));
+    let tail = column(&report, "tailnum");
+    assert_eq!(tail["path"], "sketched", "{tail:#}");
+    let message = tail["message"].as_str().unwrap();
+    let bound: f64 = message
+        .rsplit_once("within ±")
+        .and_then(|(_, b)| b.split_whitespace().next())
+        .and_then(|b| b.parse().ok())
+        .unwrap_or_else(|| panic!("no bound in {message}"));
+    let got = tail["statistic"].as_f64().unwrap();
+    assert!((got - exact).abs() <= bound, "{got} vs {exact} ± {bound}");
+    assert_eq!(column(&report, "carrier")["path"], "exact");
+}
+
+#[test]
+fn issue_17_defaults_sound_uses_the_homogeneity_test_where_evidently_over_alarms() {
+    let lake = Lake::new();
+    let reference = lake.write(
+        "ref.parquet",
+        &batch(100, 0.0, &[("a", 50), ("b", 30), ("c", 20)], false),
+    );
+    let current = lake.write(
+        "cur.parquet",
+        &batch(100, 0.0, &[("a", 36), ("b", 40), ("c", 24)], false),
+    );
+    let rules = lake.rules("t.yaml", "dataset: t\ndrift:\n  columns: [cat]\n");
+    let profile = baseline(&lake, &reference, &rules);
+    // Evidently's choice stays the default: goodness of fit, drift.
+    let (code, report, _) = check(&current, &rules, Some(&profile));
+    let cat = column(&report, "cat");
+    assert_eq!(
+        (cat["test"].as_str(), cat["drifted"].as_bool()),
+        (Some("chisquare"), Some(true))
+    );
+    assert!((cat["statistic"].as_f64().unwrap() - (3.92 + 100.0 / 30.0 + 0.8)).abs() < 1e-9);
+    assert_eq!(code, 1);
+    let rules = lake.rules(
+        "t.yaml",
+        "dataset: t\ndrift:\n  columns: [cat]\n  defaults: sound\n",
+    );
+    let (code, report, _) = check(&current, &rules, Some(&profile));
+    let cat = column(&report, "cat");
+    assert_eq!(
+        (cat["test"].as_str(), cat["drifted"].as_bool()),
+        (Some("chisquare_homogeneity"), Some(false)),
+        "{cat:#}"
+    );
+    // 2 × (7²/43 + 5²/35 + 2²/22): expected counts 43, 35, 22 per side.
+    let want = 2.0 * (49.0 / 43.0 + 25.0 / 35.0 + 4.0 / 22.0);
+    assert!(
+        (cat["statistic"].as_f64().unwrap() - want).abs() < 1e-9,
+        "{cat:#}"
+    );
+    assert_eq!(code, 0);
+}
+
+/// Timestamps (µs, UTC), dates, booleans, decimals and a binary column;
+/// `shift_days` moves the temporal columns, `true_share` the booleans.
+fn typed(n: usize, shift_days: i64, true_share: usize) -> RecordBatch {
+    use arrow::array::{
+        BinaryArray, BooleanArray, Date32Array, Decimal128Array, TimestampMicrosecondArray,
+    };
+    use arrow::datatypes::TimeUnit;
+    let start = 1_704_067_200i64; // 2024-01-01T00:00:00Z
+    let ts: Vec<i64> = (0..n as i64)
+        .map(|i| (start + shift_days * 86_400 + (i * 7919 % n as i64) * 3600) * 1_000_000)
+        .collect();
+    let day: Vec<i32> = (0..n as i32)
+        .map(|i| 19_723 + shift_days as i32 + (i * 31 % 10))
+        .collect();
+    let flag: Vec<bool> = (0..n).map(|i| i % 100 < true_share).collect();
+    let price: Vec<i128> = (0..n as i128).map(|i| 1000 + (i * 37 % 500)).collect();
+    let blob: Vec<&[u8]> = (0..n)
+        .map(|i| if i % 2 == 0 { &b"ab"[..] } else { &b"c"[..] })
+        .collect();
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new("day", DataType::Date32, true),
+            Field::new("flag", DataType::Boolean, true),
+            Field::new("price", DataType::Decimal128(10, 2), true),
+            Field::new("blob", DataType::Binary, true),
+        ])),
+        vec![
+            Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")) as ArrayRef,
+            Arc::new(Date32Array::from(day)),
+            Arc::new(BooleanArray::from(flag)),
+            Arc::new(
+                Decimal128Array::from(price)
+                    .with_precision_and_scale(10, 2)
+                    .unwrap(),
+            ),
+            Arc::new(BinaryArray::from(blob)),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn issue_17_timestamps_dates_booleans_and_decimals_are_tested_and_binary_is_listed_with_why() {
+    let lake = Lake::new();
+    let reference = lake.write("ref.parquet", &typed(300, 0, 50));
+    let current = lake.write("cur.parquet", &typed(300, 3, 70));
+    // Time columns are tested when named (they move with every batch of
+    // time-ordered data, so not by default).
+    let rules = lake.rules("t.yaml", "dataset: t\ndrift: {}\n");
+    let profile = baseline(&lake, &reference, &rules);
+    let (_, report, _) = check(&current, &rules, Some(&profile));
+    let not_tested = &report["reports"][0]["drift"]["not_tested"];
+    let left_out: Vec<&str> = not_tested
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["column"].as_str().unwrap())
+        .collect();
+    assert_eq!(left_out, ["blob", "day", "ts"], "{not_tested:#}");
+    assert!(
+        not_tested[2]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("timestamp(UTC) [us]: a time column is tested only when"),
+        "{not_tested:#}"
+    );
+    let rules = lake.rules(
+        "t.yaml",
+        "dataset: t\ndrift:\n  columns: [ts, day, flag, price, blob]\n",
+    );
+    let (_, report, stderr) = check(&current, &rules, Some(&profile));
+    // Timestamps on the epoch scale in seconds: KS equals the raw-data one.
+    let ts = column(&report, "ts");
+    assert_eq!(ts["test"], "ks", "{stderr}{ts:#}");
+    assert_eq!(ts["path"], "exact");
+    assert_eq!(ts["unit"], "seconds since 1970-01-01T00:00:00Z");
+    let seconds = |shift: i64| {
+        let mut v: Vec<f64> = (0..300i64)
+            .map(|i| (1_704_067_200 + shift * 86_400 + (i * 7919 % 300) * 3600) as f64)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let raw = driftwatch::drift::ks(&seconds(0), &seconds(3)).unwrap();
+    assert_eq!(ts["statistic"].as_f64(), Some(raw.statistic), "{ts:#}");
+    assert_eq!(ts["p_value"].as_f64(), raw.p_value, "{ts:#}");
+    assert_eq!(ts["drifted"], true);
+    // What moved, in the data's units: medians 3 days apart.
+    assert_eq!(
+        ts["effect"]["median"]["shift"].as_f64(),
+        Some(3.0 * 86_400.0)
+    );
+    assert_eq!(
+        ts["effect"]["summary"],
+        "median +3 d (2024-01-07T05:30:00Z → 2024-01-10T05:30:00Z)"
+    );
+    let day = column(&report, "day");
+    assert_eq!(
+        (day["test"].as_str(), day["unit"].as_str()),
+        (Some("ks"), Some("days since 1970-01-01"))
+    );
+    assert_eq!(day["drifted"], true, "{day:#}");
+    // Booleans are two categories: the z test, 50 % vs 70 % true.
+    let flag = column(&report, "flag");
+    assert_eq!(
+        (flag["test"].as_str(), flag["type"].as_str()),
+        (Some("z"), Some("categorical"))
+    );
+    assert_eq!(flag["drifted"], true, "{flag:#}");
+    assert_eq!(
+        flag["effect"]["summary"],
+        "false 50.0 % → 30.0 % (-20.0 pp), true 50.0 % → 70.0 % (+20.0 pp)"
+    );
+    // Decimals are numbers (the same values on both sides: no drift).
+    let price = column(&report, "price");
+    assert_eq!(
+        (price["test"].as_str(), price["statistic"].as_f64()),
+        (Some("ks"), Some(0.0))
+    );
+    assert_eq!(price["unit"], Value::Null);
+    // Binary is left out, and the report says so and why.
+    let not_tested = &report["reports"][0]["drift"]["not_tested"];
+    assert_eq!(
+        not_tested.as_array().map(Vec::len),
+        Some(1),
+        "{not_tested:#}"
+    );
+    assert_eq!(not_tested[0]["column"], "blob");
+    assert!(
+        not_tested[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("binary: binary values have neither an order nor categories"),
+        "{not_tested:#}"
+    );
+    // The terminal table says it too.
+    let out = driftwatch(&[
+        "check",
+        current.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "--reference",
+        profile.to_str().unwrap(),
+    ]);
+    assert!(
+        text(&out.stdout).contains("not tested: blob (binary: "),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// Flights-shaped rows `start..start + n`: `row_id` (unique, increasing),
+/// `user` (unique strings, shuffled), `amount` (unique floats, shuffled),
+/// `tailnum` (4,000 tail numbers, each about n / 4,000 times), `carrier`
+/// (16), `origin` (3), `dest` (100) and `const` (always `x`).
+fn flights_like(start: i64, n: i64) -> RecordBatch {
+    let shuffled = |i: i64| (i * 7919) % n;
+    let strings = |f: &dyn Fn(i64) -> String| -> ArrayRef {
+        Arc::new(StringArray::from((0..n).map(f).collect::<Vec<_>>()))
+    };
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("row_id", DataType::Int64, false),
+            Field::new("user", DataType::Utf8, false),
+            Field::new("amount", DataType::Float64, false),
+            Field::new("tailnum", DataType::Utf8, false),
+            Field::new("carrier", DataType::Utf8, false),
+            Field::new("origin", DataType::Utf8, false),
+            Field::new("dest", DataType::Utf8, false),
+            Field::new("const", DataType::Utf8, false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from((start..start + n).collect::<Vec<_>>())),
+            strings(&|i| format!("u{}", start + shuffled(i))),
+            Arc::new(Float64Array::from(
+                (0..n)
+                    .map(|i| (start + shuffled(i)) as f64 * 0.37)
+                    .collect::<Vec<_>>(),
+            )),
+            strings(&|i| format!("N{}", 100 + (i * 31 + i / 7) % 4000)),
+            strings(&|i| format!("C{}", i % 16)),
+            strings(&|i| ["EWR", "JFK", "LGA"][(i % 3) as usize].to_string()),
+            strings(&|i| format!("D{}", (i * 13) % 100)),
+            strings(&|_| "x".to_string()),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn issue_17_id_like_and_constant_columns_are_skipped_with_evidence_unless_forced() {
+    let lake = Lake::new();
+    let reference = lake.write("ref.parquet", &flights_like(0, 40_000));
+    let current = lake.write("cur.parquet", &flights_like(40_000, 40_000));
+    let rules = lake.rules("t.yaml", "dataset: t\ndrift: {}\n");
+    let profile = baseline(&lake, &reference, &rules);
+    let (_, report, stderr) = check(&current, &rules, Some(&profile));
+    let row_id = column(&report, "row_id");
+    assert_eq!(row_id["skipped"], "id-like", "{stderr}{row_id:#}");
+    assert_eq!(
+        (row_id["test"].clone(), row_id["drifted"].clone()),
+        (Value::Null, Value::Bool(false))
+    );
+    let message = row_id["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("skipped: id-like — reference "),
+        "{message}"
+    );
+    assert!(message.contains("increasing row by row"), "{message}");
+    assert!(
+        message.ends_with("set `overrides.row_id.force: true` to test it"),
+        "{message}"
+    );
+    assert_eq!(column(&report, "user")["skipped"], "id-like");
+    let constant = column(&report, "const");
+    assert_eq!(constant["skipped"], "constant", "{constant:#}");
+    assert!(
+        constant["message"]
+            .as_str()
+            .unwrap()
+            .contains("the one value `x`")
+    );
+    // Unique but not a sequence, and high-cardinality categories: tested.
+    for name in ["amount", "tailnum", "carrier", "origin", "dest"] {
+        let c = column(&report, name);
+        assert_eq!(c["skipped"], Value::Null, "{c:#}");
+        assert!(c["test"].is_string(), "{c:#}");
+    }
+    assert_eq!(column(&report, "tailnum")["path"], "exact");
+    // The amount's median moved by 40,000 × 0.37 (its rows moved by
+    // 40,000); from the sketches (40,000 values), so within their rank
+    // error: 2 × 6/1024 × 40,000 ranks × 0.37 per rank ≈ 173.
+    let shift = column(&report, "amount")["effect"]["median"]["shift"]
+        .as_f64()
+        .unwrap();
+    assert!((shift - 14_800.0).abs() <= 174.0, "{shift}");
+    // Skipped columns do not count in the drifted share: amount drifted
+    // (new values), the five others tested did not.
+    assert_eq!(
+        report["reports"][0]["drift"]["drifted_share"].as_f64(),
+        Some(1.0 / 5.0)
+    );
+
+    let rules = lake.rules(
+        "t.yaml",
+        "dataset: t\ndrift:\n  overrides:\n    row_id: { force: true }\n",
+    );
+    let (_, report, _) = check(&current, &rules, Some(&profile));
+    let row_id = column(&report, "row_id");
+    assert_eq!(row_id["skipped"], Value::Null, "{row_id:#}");
+    assert_eq!(
+        (row_id["test"].as_str(), row_id["drifted"].as_bool()),
+        (Some("wasserstein"), Some(true))
+    );
 }

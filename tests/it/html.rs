@@ -139,11 +139,14 @@ fn check_writes_a_self_contained_html_report_with_tables_and_charts() {
     assert_eq!(drift.len(), 5);
     let first_calm = drift
         .iter()
-        .position(|r| r[5] == "no")
+        .position(|r| r[6] == "no")
         .unwrap_or(drift.len());
-    assert!(drift[first_calm..].iter().all(|r| r[5] == "no"));
+    assert!(drift[first_calm..].iter().all(|r| r[6] == "no"));
     let dep = drift.iter().find(|r| r[0] == "dep_delay").unwrap();
-    assert_eq!(dep[5], "yes");
+    assert_eq!(dep[6], "yes");
+    // Issue 17: each tested column says which path its statistic took.
+    let carrier = drift.iter().find(|r| r[0] == "carrier").unwrap();
+    assert_eq!(carrier[2], "exact");
 
     // One chart per tested column, each with reference and batch bars.
     let charts = by_class("chart");

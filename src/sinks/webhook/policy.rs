@@ -179,6 +179,7 @@ mod tests {
             error: None,
             message: None,
             columns: Vec::new(),
+            not_tested: Vec::new(),
         });
         for (name, fails, severity) in [
             (
