@@ -95,6 +95,9 @@ const ROLLING: TableDefinition<&str, &[u8]> = TableDefinition::new("rolling");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// dataset → the profile of its latest profiled batch (JSON), for reports.
 const LATEST_PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("latest_profiles");
+/// `dataset\0table location` → the newest table version recorded for it
+/// (evaluated or skipped): where a restarted agent goes on from.
+const TABLE_CURSORS: TableDefinition<&str, u64> = TableDefinition::new("table_cursors");
 
 /// How one batch version ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +109,9 @@ pub enum Outcome {
     Failed,
     /// The batch could not be evaluated (corrupt, unreadable).
     Error,
+    /// A table version that added no data (optimize, vacuum, a delete):
+    /// recorded so it is accounted for, not evaluated.
+    Skipped,
 }
 
 /// What the store keeps per batch version.
@@ -130,6 +136,10 @@ pub struct DatasetCounters {
     pub failed: u64,
     /// Batches that could not be evaluated.
     pub errored: u64,
+    /// Table versions recorded as skipped (they added no data); counted
+    /// in `evaluated` too.
+    #[serde(default)]
+    pub skipped: u64,
     /// Rows evaluated.
     pub rows: u64,
     /// The latest report's seq.
@@ -185,12 +195,25 @@ pub struct Store {
     path: PathBuf,
 }
 
-/// The key of a batch version for one dataset.
+/// The key of a batch version for one dataset. A table version is
+/// (dataset, format, table location, table version): its size and time
+/// say nothing more, and a vacuum that later removes its files does not
+/// make it a new version.
 pub fn version_key(dataset: &str, version: &BatchVersion) -> String {
+    if let Some(table) = &version.table {
+        return format!(
+            "{dataset}\0{}\0{}\0v{}",
+            table.format, table.location, table.version
+        );
+    }
     format!(
         "{dataset}\0{}\0{}\0{}\0{}",
         version.kind, version.path, version.size, version.modified_ns
     )
+}
+
+fn cursor_key(dataset: &str, location: &str) -> String {
+    format!("{dataset}\0{location}")
 }
 
 fn seq_key(dataset: &str, seq: u64) -> String {
@@ -219,6 +242,7 @@ impl Store {
             txn.open_table(ROLLING)?;
             txn.open_table(META)?;
             txn.open_table(LATEST_PROFILES)?;
+            txn.open_table(TABLE_CURSORS)?;
             txn.open_table(outbox::DELIVERIES)?;
             txn.open_table(outbox::DUE)?;
             txn.open_table(outbox::POLICY)?;
@@ -329,6 +353,17 @@ impl Store {
         }
     }
 
+    /// The newest version of the table at `location` recorded for
+    /// `dataset` (evaluated or skipped), if any.
+    pub fn table_cursor(&self, dataset: &str, location: &str) -> Result<Option<u64>> {
+        let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(TABLE_CURSORS).map_err(|e| self.err(e))?;
+        Ok(table
+            .get(cursor_key(dataset, location).as_str())
+            .map_err(|e| self.err(e))?
+            .map(|v| v.value()))
+    }
+
     /// The seq the next recorded report will get.
     pub fn next_seq(&self) -> Result<u64> {
         let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
@@ -437,6 +472,7 @@ impl Store {
                 Outcome::Passed => {}
                 Outcome::Failed => counters.failed += 1,
                 Outcome::Error => counters.errored += 1,
+                Outcome::Skipped => counters.skipped += 1,
             }
             counters.rows += evaluated.rows;
             counters.last_seq = seq;
@@ -455,6 +491,14 @@ impl Store {
                     for old in &keys[..keys.len() - capacity] {
                         rolling.remove(old.as_str())?;
                     }
+                }
+            }
+            if let Some(table) = &evaluated.version.table {
+                let mut cursors = txn.open_table(TABLE_CURSORS)?;
+                let key = cursor_key(evaluated.dataset, &table.location);
+                let newest = cursors.get(key.as_str())?.map(|v| v.value());
+                if newest.is_none_or(|n| n < table.version) {
+                    cursors.insert(key.as_str(), table.version)?;
                 }
             }
             if let Some(profile) = evaluated.profile {
@@ -607,6 +651,7 @@ mod tests {
             size,
             modified_ns: 7,
             parts: 1,
+            table: None,
         }
     }
 

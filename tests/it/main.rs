@@ -19,5 +19,6 @@ mod http_api;
 mod kafka;
 mod one_scan;
 mod streams;
+mod tables;
 mod telemetry;
 mod webhooks;
