@@ -551,6 +551,12 @@ async fn check(args: CheckArgs) -> Result<i32> {
     if args.explain {
         let (pairs, _) = inputs::assign(&inputs, &rule_files, single);
         for (input, i) in pairs {
+            if input.table.is_some() {
+                anyhow::bail!(
+                    "{}: `--explain` does not read Delta tables yet; give one of its Parquet files",
+                    input.display()
+                );
+            }
             let plan = engine
                 .explain(&input.path, &rule_files[i], &ProfileRequest::None)
                 .await?;

@@ -151,7 +151,9 @@ pub struct LakeSection {
     /// `notify` (filesystem events, default) or `poll` (list the lake every
     /// `poll_interval`; for network mounts without inotify).
     pub mode: Option<WatchMode>,
-    /// The listing interval in `poll` mode (default `2s`).
+    /// The listing interval in `poll` mode (default `2s`); also how often
+    /// Delta tables (rule files with `table:`) are polled for new versions,
+    /// unless a rule file sets `table.poll_interval`.
     pub poll_interval: Option<String>,
     /// Move files whose evaluation errors (corrupt, unreadable) into this
     /// folder, keeping their path relative to the watched folder. Default: leave them.

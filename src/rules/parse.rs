@@ -191,15 +191,15 @@ fn validate_table(path: &Path, spec: TableSpec) -> Result<TableConfig> {
     }
     // Object-store locations come with object-store support; a URL must not
     // be taken for a relative folder named `s3:`.
-    if let Some((scheme, _)) = written.split_once("://") {
-        if scheme != "file" {
-            return Err(invalid(
-                at_location,
-                format!(
-                    "`table.location`: `{scheme}://` tables are not supported yet; give a local folder"
-                ),
-            ));
-        }
+    if let Some((scheme, _)) = written.split_once("://")
+        && scheme != "file"
+    {
+        return Err(invalid(
+            at_location,
+            format!(
+                "`table.location`: `{scheme}://` tables are not supported yet; give a local folder"
+            ),
+        ));
     }
     let written = written.strip_prefix("file://").unwrap_or(written);
     let location = PathBuf::from(written);

@@ -74,6 +74,11 @@ impl Writer {
 
     /// `rows` rows; `amount` is negative on every row when `negative`.
     fn rows(&mut self, rows: i64, negative: bool) -> RecordBatch {
+        self.rows_shifted(rows, negative, 0.0)
+    }
+
+    /// `rows` rows whose `amount` cycles through 0, 1.5, … 148.5 (+ `shift`).
+    fn rows_shifted(&mut self, rows: i64, negative: bool, shift: f64) -> RecordBatch {
         let ids: Vec<i64> = (self.next_id..self.next_id + rows).collect();
         self.next_id += rows;
         let carriers: Vec<Option<&str>> = ids
@@ -82,7 +87,13 @@ impl Writer {
             .collect();
         let amounts: Vec<f64> = ids
             .iter()
-            .map(|i| if negative { -1.0 } else { *i as f64 * 1.5 })
+            .map(|i| {
+                if negative {
+                    -1.0
+                } else {
+                    (*i % 100) as f64 * 1.5 + shift
+                }
+            })
             .collect();
         let schema = Arc::new(arrow::datatypes::Schema::new(vec![
             arrow::datatypes::Field::new("id", arrow::datatypes::DataType::Int64, false),
@@ -143,7 +154,12 @@ impl Writer {
 
     /// An append of `rows` rows (WRITE, mode Append).
     fn append(&mut self, rows: i64) -> u64 {
-        let batch = self.rows(rows, false);
+        self.append_shifted(rows, 0.0)
+    }
+
+    /// An append whose amounts are shifted by `shift`.
+    fn append_shifted(&mut self, rows: i64, shift: f64) -> u64 {
+        let batch = self.rows_shifted(rows, false, shift);
         let Writer { table, rt, .. } = self;
         rt.block_on(async {
             let mut writer = RecordBatchWriter::for_table(table).unwrap();
@@ -368,6 +384,39 @@ fn issue_16_delta_versions_each_reported_once_in_order_across_restarts() {
     assert_eq!(last, (11, at(10), Some(5), "passed".into(), "WRITE".into()));
     // The table's files were never quarantined or touched: still readable.
     assert_eq!(agent.terminate(), Some(0));
+}
+
+#[test]
+fn issue_16_rolling_reference_over_table_versions_skips_versions_without_data() {
+    let lake = Lake::new(
+        "dataset: events
+table: { format: delta, location: ../table, poll_interval: 100ms }
+checks:
+  - row_count: { min: 1 }
+drift:
+  reference: { rolling: { batches: 1 } }
+  columns: [amount]
+",
+    );
+    let mut writer = Writer::create(&lake.path("table")); // v0: skipped
+    writer.append(200); // v1: the window is empty
+    writer.optimize(); // v2: skipped, not part of the window
+    writer.append(200); // v3: like v1
+    writer.append_shifted(200, 1000.0); // v4: shifted
+    let agent = Agent::start(&lake, &[]);
+    wait_versions(&lake, &agent, 5);
+    let results = lake.results();
+    let drift = |i: usize| results[i]["reports"][0]["drift"].clone();
+    assert_eq!(drift(0), Value::Null);
+    assert_eq!(
+        drift(1)["message"],
+        "rolling reference has 0 of 1 batches; drift is tested once it has at least one"
+    );
+    assert_eq!(drift(2), Value::Null);
+    assert_eq!(drift(3)["dataset_drift"], false);
+    assert_eq!(drift(3)["reference"], "rolling (previous 1 batches)");
+    assert_eq!(drift(4)["dataset_drift"], true);
+    assert_eq!(results[4]["reports"][0]["passed"], false);
 }
 
 #[test]
