@@ -432,12 +432,19 @@ impl Settings {
         } else {
             overrides.watch.clone()
         };
-        if watch.is_empty() && file.sources.is_empty() {
+        // Without folders, streams or a state folder there is nothing to run;
+        // with a state folder, rule files with `table:` may be all there is
+        // (the agent checks that once it has read them).
+        if watch.is_empty()
+            && file.sources.is_empty()
+            && overrides.state.is_none()
+            && file.state.is_none()
+        {
             return Err(invalid(
                 &cli,
                 "watch",
                 "no folder to watch: give `--watch DIR` or `watch = [\"DIR\"]` in the config file \
-                 (or declare `[[sources]]` event streams and a `state` folder)"
+                 (or declare `[[sources]]` event streams, or rule files with `table:`, and a `state` folder)"
                     .to_string(),
             ));
         }

@@ -291,9 +291,17 @@ fn wait_versions(lake: &Lake, agent: &Agent, n: usize) {
 
 #[test]
 fn issue_16_delta_versions_each_reported_once_in_order_across_restarts() {
-    let lake = Lake::new(TABLE_RULES);
-    let table_dir = lake.path("table");
-    let location = std::fs::canonicalize(lake.path(""))
+    // The table lives inside the watched folder, next to a rule file that
+    // takes every Parquet file there: its files are the table's, never lake
+    // batches.
+    let lake = Lake::new(&TABLE_RULES.replace("../table", "../lake/table"));
+    std::fs::write(
+        lake.path("rules/files.yaml"),
+        "dataset: files\nchecks:\n  - row_count: { min: 1 }\n",
+    )
+    .unwrap();
+    let table_dir = lake.lake().join("table");
+    let location = std::fs::canonicalize(lake.lake())
         .unwrap()
         .join("table")
         .display()
@@ -367,7 +375,10 @@ fn issue_16_delta_versions_each_reported_once_in_order_across_restarts() {
     assert_eq!(table["latest_version"], 9);
     assert_eq!(table["recorded_version"], 9);
     assert_eq!(table["error"], Value::Null);
+    assert_eq!(status["datasets"][1]["dataset"], "files");
+    assert_eq!(status["datasets"][1]["evaluated"], 0);
     let dataset = &status["datasets"][0];
+    assert_eq!(dataset["dataset"], "events");
     assert_eq!(dataset["evaluated"], 10);
     assert_eq!(dataset["skipped"], 4);
     assert_eq!(dataset["failed"], 1);
@@ -499,11 +510,23 @@ fn issue_16_delta_table_with_checkpoint_and_cleaned_log_is_read_through_the_chec
     assert_eq!(written["sources"][0], format!("{location}@v3"));
 
     // An agent that never saw the table starts from the whole table as of
-    // its latest version (the earlier commits are gone), then goes on.
+    // its latest version (the earlier commits are gone), then goes on. It
+    // watches no folder: the table is all there is.
     let lake = Lake::new(&format!(
         "dataset: events\ntable: {{ format: delta, location: {location}, poll_interval: 100ms }}\nchecks:\n  - row_count: {{ min: 1 }}\n"
     ));
-    let agent = Agent::start(&lake, &[]);
+    let args: Vec<String> = [
+        "run",
+        "--rules",
+        lake.path("rules").to_str().unwrap(),
+        "--state",
+        lake.state().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]
+    .map(String::from)
+    .to_vec();
+    let agent = Agent::spawn(&lake, &args, &lake.state());
     wait_versions(&lake, &agent, 1);
     writer.append(500); // v5
     wait_versions(&lake, &agent, 2);
