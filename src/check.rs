@@ -91,7 +91,11 @@ pub async fn run_check_with_profiles(
         let rules_path = rule_file.path.display().to_string();
         let evaluation = match &table {
             Some(Err(error)) => skipped_evaluation(BatchReport::failed(
-                input.display(),
+                input
+                    .table
+                    .as_ref()
+                    .map(|t| t.location.clone())
+                    .unwrap_or_else(|| input.display()),
                 rule_file.dataset.clone(),
                 rules_path,
                 error.clone(),

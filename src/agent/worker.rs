@@ -561,6 +561,10 @@ fn log_outcome(seq: u64, report: &BatchReport, rule_file: &RuleFile, latency_ms:
         tracing::warn!(seq, dataset = %report.dataset, source = %report.source, partitions, error = %error, "batch could not be evaluated");
         return;
     }
+    if let Some(table) = report.table.as_ref().filter(|t| t.skipped.is_some()) {
+        tracing::info!(seq, dataset = %report.dataset, source = %report.source, operation = %table.operation, reason = table.skipped.as_deref().unwrap_or_default(), "table version skipped: no new data");
+        return;
+    }
     let failed = report.failing_checks();
     let drifted = report.drifted_columns();
     let drift = report.drift.as_ref();

@@ -22,7 +22,14 @@ pub fn init_logging(format: LogFormat, level: &str) {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
+    // delta-rs and its kernel log every log-segment read at INFO (one line
+    // per table poll): only their warnings unless RUST_LOG asks for more.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| {
+            tracing_subscriber::EnvFilter::try_new(format!(
+                "{level},buoyant_kernel=warn,buoyant_kernel_engine=warn,deltalake_core=warn"
+            ))
+        })
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let not_sdk =
