@@ -282,8 +282,11 @@ impl TableWatcher {
                     }
                     Err(e) => {
                         self.failed(&key, &e);
-                        // Open again next time: the folder may become a table.
+                        // Open again at the next poll (not at the next
+                        // tick, even when behind): the folder may become a
+                        // table, the log readable.
                         entry.log = None;
+                        entry.latest = None;
                         entry.next_poll = Instant::now() + interval;
                         None
                     }
