@@ -243,7 +243,21 @@ pub fn status_from_store(store: &Store) -> Result<StatusDocument, StateError> {
         datasets: datasets_from_store(store, &Default::default(), &[])?,
         webhooks: store.delivery_counts()?,
         streams: Vec::new(),
-        tables: Vec::new(),
+        // What the store knows: each table's recorded version (the format is
+        // the only one there is; the latest version needs the running agent).
+        tables: store
+            .table_cursors()?
+            .into_iter()
+            .map(
+                |(dataset, location, version)| crate::sources::table::TableStatus {
+                    dataset,
+                    format: crate::rules::TableFormat::Delta.name().to_string(),
+                    location,
+                    recorded_version: Some(version),
+                    ..Default::default()
+                },
+            )
+            .collect(),
     })
 }
 

@@ -364,6 +364,21 @@ impl Store {
             .map(|v| v.value()))
     }
 
+    /// Every table's cursor: (dataset, location, newest recorded version).
+    pub fn table_cursors(&self) -> Result<Vec<(String, String, u64)>> {
+        let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(TABLE_CURSORS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.err(e))? {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            let key = k.value().to_string();
+            if let Some((dataset, location)) = key.split_once('\0') {
+                out.push((dataset.to_string(), location.to_string(), v.value()));
+            }
+        }
+        Ok(out)
+    }
+
     /// The seq the next recorded report will get.
     pub fn next_seq(&self) -> Result<u64> {
         let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;

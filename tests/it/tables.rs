@@ -393,8 +393,20 @@ fn issue_16_delta_versions_each_reported_once_in_order_across_restarts() {
     wait_versions(&lake, &agent, 11);
     let last = table_results(&lake).pop().unwrap();
     assert_eq!(last, (11, at(10), Some(5), "passed".into(), "WRITE".into()));
-    // The table's files were never quarantined or touched: still readable.
     assert_eq!(agent.terminate(), Some(0));
+    // A stopped agent's store still tells the recorded version.
+    let out = driftwatch(&[
+        "status",
+        "--state",
+        lake.state().to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["tables"][0]["location"], location.as_str());
+    assert_eq!(status["tables"][0]["recorded_version"], 10);
+    assert_eq!(status["datasets"][0]["skipped"], 4);
 }
 
 #[test]
