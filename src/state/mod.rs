@@ -692,6 +692,49 @@ mod tests {
     }
 
     #[test]
+    fn issue_16_a_table_version_is_keyed_by_location_and_version_and_moves_the_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let table = |version: u64, size: u64, skipped: Option<&str>| BatchVersion {
+            kind: "delta".to_string(),
+            path: "/t".to_string(),
+            size,
+            modified_ns: 1,
+            parts: 1,
+            table: Some(crate::report::TableRef {
+                format: "delta".to_string(),
+                location: "/t".to_string(),
+                version,
+                operation: "WRITE".to_string(),
+                skipped: skipped.map(String::from),
+            }),
+        };
+        assert_eq!(store.table_cursor("d", "/t").unwrap(), None);
+        assert_eq!(
+            record(&store, &table(0, 0, Some("no data")), Outcome::Skipped),
+            (1, true)
+        );
+        assert_eq!(
+            record(&store, &table(1, 10, None), Outcome::Passed),
+            (2, true)
+        );
+        // Its files' size is no part of a table version's identity.
+        assert_eq!(
+            record(&store, &table(1, 99, None), Outcome::Passed),
+            (2, false)
+        );
+        assert_eq!(store.table_cursor("d", "/t").unwrap(), Some(1));
+        assert_eq!(store.table_cursor("d", "/other").unwrap(), None);
+        assert_eq!(store.table_cursor("e", "/t").unwrap(), None);
+        assert_eq!(
+            store.table_cursors().unwrap(),
+            vec![("d".to_string(), "/t".to_string(), 1)]
+        );
+        let (_, counters) = &store.datasets().unwrap()[0];
+        assert_eq!((counters.evaluated, counters.skipped), (2, 1));
+    }
+
+    #[test]
     fn versions_are_recorded_once_and_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
