@@ -375,6 +375,7 @@ fn issue_16_delta_versions_each_reported_once_in_order_across_restarts() {
     assert_eq!(table["latest_version"], 9);
     assert_eq!(table["recorded_version"], 9);
     assert_eq!(table["error"], Value::Null);
+    assert_eq!(status["agent"]["unmatched_files"], 0);
     assert_eq!(status["datasets"][1]["dataset"], "files");
     assert_eq!(status["datasets"][1]["evaluated"], 0);
     let dataset = &status["datasets"][0];

@@ -434,12 +434,11 @@ async fn list_all(options: &LakeOptions, rules: &Arc<Vec<RuleFile>>) -> (Vec<Bat
         let mut unmatched = 0;
         let tables = table_folders(&rules);
         for (index, root) in options.roots.iter().enumerate() {
-            let (found, n) = scan::scan_root(index, root, &options.filter, &rules);
+            let (found, n) = scan::scan_root(index, root, &options.filter, &rules, &tables);
             unmatched += n;
             keys.extend(found.into_keys().filter(|k| {
                 let path = root.join(&k.relative);
                 !options.skip.iter().any(|s| path.starts_with(s))
-                    && !tables.iter().any(|t| path.starts_with(t))
             }));
         }
         (keys, unmatched)

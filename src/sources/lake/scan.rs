@@ -256,10 +256,16 @@ pub fn scan_root(
     root: &Path,
     filter: &Filter,
     rules: &[RuleFile],
+    tables: &[PathBuf],
 ) -> (BTreeMap<BatchKey, ()>, u64) {
     let mut batches = BTreeMap::new();
     let mut unmatched = 0;
     walk(root, root, filter, &mut |_, relative| {
+        // A table's files are the table's (read through its log): neither
+        // batches nor unmatched files.
+        if !tables.is_empty() && tables.iter().any(|t| root.join(relative).starts_with(t)) {
+            return;
+        }
         let keys = batches_of(index, relative, rules);
         if keys.is_empty() {
             unmatched += 1;
