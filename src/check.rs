@@ -15,7 +15,7 @@ use crate::engine::{BatchInput, Engine};
 use crate::evaluate::{self, Reference, ReferenceCache, RollingWindow};
 use crate::inputs::{self, Input};
 use crate::profile::DatasetProfile;
-use crate::report::Report;
+use crate::report::{BatchReport, Report};
 use crate::rules::{self, DriftConfig, RuleFile};
 
 /// Evaluates `inputs` against `rules` (see [`inputs::assign`] for `single`).
@@ -79,19 +79,71 @@ pub async fn run_check_with_profiles(
             };
             (config, reference)
         });
-        let batch = BatchInput {
-            path: &input.path,
-            source: &input.display(),
-            partitions: &input.partitions,
+        // A table input: the files its version added, read through its log.
+        let table = match &input.table {
+            Some(t) => Some(
+                crate::sources::table::read_version(&t.location, t.version, false)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
+            None => None,
         };
-        let evaluation = evaluate::evaluate(
-            engine,
-            &batch,
-            rule_file,
-            now,
-            resolved.as_ref().map(|(c, r)| (*c, r.clone())),
-        )
-        .await;
+        let rules_path = rule_file.path.display().to_string();
+        let evaluation = match &table {
+            Some(Err(error)) => skipped_evaluation(BatchReport::failed(
+                input
+                    .table
+                    .as_ref()
+                    .map(|t| t.location.clone())
+                    .unwrap_or_else(|| input.display()),
+                rule_file.dataset.clone(),
+                rules_path,
+                error.clone(),
+            )),
+            Some(Ok(version)) if version.table.skipped.is_some() => {
+                skipped_evaluation(BatchReport::skipped(
+                    version.source(),
+                    rule_file.dataset.clone(),
+                    rules_path,
+                    version.table.clone(),
+                ))
+            }
+            Some(Ok(version)) if version.unreadable.is_some() => skipped_evaluation(
+                BatchReport::failed(
+                    version.source(),
+                    rule_file.dataset.clone(),
+                    rules_path,
+                    format!(
+                        "{}: unsupported Delta table: {}",
+                        version.table.location,
+                        version.unreadable.clone().unwrap_or_default()
+                    ),
+                )
+                .with_table(Some(&version.table)),
+            ),
+            _ => {
+                let version = table.as_ref().and_then(|t| t.as_ref().ok());
+                let source = version
+                    .map(|v| v.source())
+                    .unwrap_or_else(|| input.display());
+                let batch = BatchInput {
+                    path: &input.path,
+                    source: &source,
+                    partitions: version.map(|v| &v.partitions).unwrap_or(&input.partitions),
+                    files: version.map(|v| v.files.as_slice()).unwrap_or(&[]),
+                };
+                let mut evaluation = evaluate::evaluate(
+                    engine,
+                    &batch,
+                    rule_file,
+                    now,
+                    resolved.as_ref().map(|(c, r)| (*c, r.clone())),
+                )
+                .await;
+                evaluation.report.table = version.map(|v| v.table.clone());
+                evaluation
+            }
+        };
         let reference_profile = match &resolved {
             Some((_, Reference::Profile { profile, .. })) => Some(profile.clone()),
             _ => None,
@@ -114,6 +166,19 @@ pub async fn run_check_with_profiles(
     CheckRun {
         report: Report::new(reports, unmatched.iter().map(|i| i.display()).collect()),
         profiles,
+    }
+}
+
+/// An evaluation that did not scan anything (a table version that added
+/// no data, or a table that could not be read).
+fn skipped_evaluation(report: BatchReport) -> crate::engine::Evaluation {
+    crate::engine::Evaluation {
+        report,
+        profile: None,
+        timings: Default::default(),
+        environment: None,
+        timed_out: false,
+        out_of_memory: false,
     }
 }
 

@@ -39,6 +39,18 @@ pub struct Input {
     pub relative: PathBuf,
     /// Hive partition values from the relative path's folders.
     pub partitions: BTreeMap<String, String>,
+    /// Set when the input is a Delta table (a folder with `_delta_log/`):
+    /// its location and which version to read; `path` is the table's folder.
+    pub table: Option<TableInput>,
+}
+
+/// A table given to `check` or `baseline`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableInput {
+    /// The location as [`crate::sources::table::location_key`] writes it.
+    pub location: String,
+    /// The version (None: the latest).
+    pub version: Option<u64>,
 }
 
 impl Input {
@@ -46,6 +58,37 @@ impl Input {
     pub fn display(&self) -> String {
         self.path.display().to_string()
     }
+
+    /// A table input for the table at `location`.
+    pub fn table(location: &Path, version: Option<u64>) -> Self {
+        Self {
+            path: location.to_path_buf(),
+            relative: location
+                .file_name()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| location.to_path_buf()),
+            partitions: BTreeMap::new(),
+            table: Some(TableInput {
+                location: crate::sources::table::location_key(location),
+                version,
+            }),
+        }
+    }
+}
+
+/// Whether `path` is a Delta table's folder (it holds `_delta_log/`).
+pub fn is_delta_table(path: &Path) -> bool {
+    path.join("_delta_log").is_dir()
+}
+
+/// The tables the rule files name (`table:`), as inputs at `version`: what
+/// `check` and `baseline` read when no PATH is given.
+pub fn tables_of(rules: &[RuleFile], version: Option<u64>) -> Vec<Input> {
+    rules
+        .iter()
+        .filter_map(|r| r.table.as_ref())
+        .map(|t| Input::table(&t.location, version))
+        .collect()
 }
 
 /// Expands PATH arguments into input files, in a deterministic order.
@@ -56,7 +99,10 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<Input>, InputError> {
             path: root.clone(),
             source,
         })?;
-        if meta.is_dir() {
+        if meta.is_dir() && is_delta_table(root) {
+            // A table is read through its log, never as loose files.
+            inputs.push(Input::table(root, None));
+        } else if meta.is_dir() {
             let mut found = Vec::new();
             walk(root, &mut found)?;
             found.sort();
@@ -67,6 +113,7 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<Input>, InputError> {
                     path,
                     relative,
                     partitions,
+                    table: None,
                 });
             }
         } else {
@@ -78,6 +125,7 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<Input>, InputError> {
                 path: root.clone(),
                 relative,
                 partitions: BTreeMap::new(),
+                table: None,
             });
         }
     }
@@ -127,7 +175,17 @@ pub fn assign<'a>(
     for input in inputs {
         let before = pairs.len();
         for (i, rule_file) in rules.iter().enumerate() {
-            if single || rule_file.matches(&input.relative) {
+            let applies = match &input.table {
+                // A table: the rule file that names it (or the one given).
+                Some(table) => {
+                    single
+                        || rule_file.table.as_ref().is_some_and(|t| {
+                            crate::sources::table::location_key(&t.location) == table.location
+                        })
+                }
+                None => single || rule_file.matches(&input.relative),
+            };
+            if applies {
                 pairs.push((input, i));
             }
         }

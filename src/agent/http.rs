@@ -37,6 +37,10 @@ pub struct StatusDocument {
     /// Stream sources (`[[sources]]`) of the running agent.
     #[serde(default)]
     pub streams: Vec<crate::sources::stream::SourceStatus>,
+    /// Tables (rule files with `table:`) the running agent follows: latest
+    /// and recorded version, and why one cannot be read.
+    #[serde(default)]
+    pub tables: Vec<crate::sources::table::TableStatus>,
 }
 
 /// The `/webhooks` document.
@@ -111,6 +115,9 @@ pub struct DatasetStatus {
     pub failed: u64,
     /// Could not be evaluated.
     pub errored: u64,
+    /// Table versions recorded as skipped (they added no data).
+    #[serde(default)]
+    pub skipped: u64,
     /// Queued or being evaluated.
     pub queued: u64,
     /// Rows evaluated.
@@ -136,6 +143,9 @@ pub struct RecentResult {
     pub passed: bool,
     /// Why it could not be evaluated.
     pub error: Option<String>,
+    /// A table version recorded as skipped: why (it added no data).
+    #[serde(default)]
+    pub skipped: Option<String>,
     /// Names of checks that did not pass.
     pub failed_checks: Vec<String>,
     /// Dataset drift; null without a drift section.
@@ -171,6 +181,7 @@ impl RecentResult {
             rows: report["rows"].as_u64(),
             passed: report["passed"].as_bool().unwrap_or(false),
             error: report["error"].as_str().map(String::from),
+            skipped: report["table"]["skipped"].as_str().map(String::from),
             failed_checks: strings(
                 report["checks"].as_array(),
                 &|c| c["status"].as_str() != Some("pass"),
@@ -211,6 +222,7 @@ pub fn datasets_from_store(
             evaluated: c.evaluated,
             failed: c.failed,
             errored: c.errored,
+            skipped: c.skipped,
             queued: q,
             rows: c.rows,
             last_evaluated_at: (c.evaluated > 0)
@@ -231,6 +243,21 @@ pub fn status_from_store(store: &Store) -> Result<StatusDocument, StateError> {
         datasets: datasets_from_store(store, &Default::default(), &[])?,
         webhooks: store.delivery_counts()?,
         streams: Vec::new(),
+        // What the store knows: each table's recorded version (the format is
+        // the only one there is; the latest version needs the running agent).
+        tables: store
+            .table_cursors()?
+            .into_iter()
+            .map(
+                |(dataset, location, version)| crate::sources::table::TableStatus {
+                    dataset,
+                    format: crate::rules::TableFormat::Delta.name().to_string(),
+                    location,
+                    recorded_version: Some(version),
+                    ..Default::default()
+                },
+            )
+            .collect(),
     })
 }
 
@@ -536,6 +563,18 @@ fn build_status(shared: &Shared) -> Result<StatusDocument, StateError> {
             .streams
             .iter()
             .map(|s| s.stats.status(&s.config, &s.dead_letters))
+            .collect(),
+        tables: shared
+            .tables
+            .snapshot()
+            .into_iter()
+            .map(|mut t| {
+                // The store is the record: fresher than the watcher's last look.
+                if let Ok(Some(v)) = shared.store.table_cursor(&t.dataset, &t.location) {
+                    t.recorded_version = Some(v);
+                }
+                t
+            })
             .collect(),
     })
 }

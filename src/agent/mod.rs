@@ -131,6 +131,8 @@ pub struct Shared {
     pub(crate) references: Mutex<crate::evaluate::ReferenceCache>,
     pub(crate) in_flight: InFlight,
     pub(crate) lake: Arc<LakeStats>,
+    /// The tables followed (rule files with `table:`).
+    pub(crate) tables: Arc<crate::sources::table::TableStats>,
     pub(crate) events: broadcast::Sender<Arc<Evaluation>>,
     pub(crate) reports_per_dataset: usize,
     pub(crate) queue_capacity: usize,
@@ -187,7 +189,10 @@ impl Shared {
         if let Some(d) = self.health.degraded() {
             return Some(d);
         }
-        let listing = self.lake.listing_error.lock().ok()?.clone()?;
+        let listing = match self.lake.listing_error.lock().ok()?.clone() {
+            Some(listing) => listing,
+            None => self.tables.first_error()?,
+        };
         Some(health::Degraded {
             since: listing.0,
             reason: listing.1,
@@ -299,6 +304,16 @@ pub async fn run(
     }
     idle::tune_malloc();
     let rules = crate::rules::load_rules(&settings.rules)?;
+    if settings.watch.is_empty()
+        && settings.sources.is_empty()
+        && !rules.iter().any(|r| r.table.is_some())
+    {
+        return Err(AgentError::Config(ConfigError::Invalid {
+            origin: "command line".to_string(),
+            key: "watch".to_string(),
+            message: "nothing to watch: give `--watch DIR`, `[[sources]]` event streams, or rule files with `table:`".to_string(),
+        }));
+    }
     webhooks::check_names(&rules, &settings.webhooks)?;
     for w in &settings.webhooks {
         if w.secret_env.is_none() && !w.dry_run {
@@ -472,6 +487,7 @@ pub async fn run(
         references: Mutex::new(crate::evaluate::ReferenceCache::default()),
         in_flight,
         lake: Arc::new(LakeStats::default()),
+        tables: Arc::new(crate::sources::table::TableStats::default()),
         events: events.clone(),
         reports_per_dataset: settings.reports_per_dataset,
         queue_capacity: settings.queue,
@@ -549,6 +565,20 @@ pub async fn run(
             stream_tasks.push(tokio::spawn(Arc::new(files).run(stop_rx.clone())));
         }
     }
+    // Tables: their versions, in order, one at a time.
+    let store_for_cursor = store.clone();
+    let tables = crate::sources::table::TableWatcher {
+        rules: shared.rules.clone(),
+        cursor: Arc::new(move |dataset: &str, location: &str| {
+            store_for_cursor
+                .table_cursor(dataset, location)
+                .map_err(|e| e.to_string())
+        }),
+        in_flight: shared.in_flight.clone(),
+        stats: shared.tables.clone(),
+        poll_interval: settings.poll_interval,
+    };
+    let table_task = tokio::spawn(tables.run(queue_tx.clone(), stop_rx.clone()));
     let lake_task = tokio::spawn(lake.run(queue_tx, stop_rx.clone()));
 
     // Workers.
@@ -638,6 +668,7 @@ pub async fn run(
     tracing::info!("shutting down: no new batches; finishing evaluations in progress");
     let _ = stop_tx.send(true);
     let _ = lake_task.await;
+    let _ = table_task.await;
     for t in stream_tasks {
         let _ = t.await;
     }

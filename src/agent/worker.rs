@@ -73,10 +73,60 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
     };
 
     let started = SystemTime::now();
+    // A table version that added no data is recorded, not evaluated; one
+    // whose files cannot be read as they are is an error report.
+    if let Some(table) = &batch.version.table {
+        let skipped = table.skipped.is_some();
+        let unreadable = batch.table.as_ref().and_then(|t| t.unreadable.clone());
+        if skipped || unreadable.is_some() {
+            let rules_path = rule_file.path.display().to_string();
+            let report = match unreadable {
+                Some(reason) if !skipped => BatchReport::failed(
+                    batch.version.path.clone(),
+                    batch.dataset.clone(),
+                    rules_path,
+                    format!("{}: unsupported Delta table: {reason}", batch.version.path),
+                )
+                .with_table(Some(table)),
+                _ => BatchReport::skipped(
+                    crate::sources::table::source_name(&table.location, table.version),
+                    batch.dataset.clone(),
+                    rules_path,
+                    table.clone(),
+                ),
+            };
+            let evaluation = crate::engine::Evaluation {
+                report,
+                profile: None,
+                timings: Default::default(),
+                environment: None,
+                timed_out: false,
+                out_of_memory: false,
+            };
+            match record(shared, &batch, &rule_file, evaluation, rolling, started).await {
+                Err(reason) => retry_later(shared, batch, "record", reason),
+                Ok(()) => shared.forget(&key),
+            }
+            return;
+        }
+    }
     let engine = shared.engine.clone();
     let path = batch.path.clone();
-    let source = batch.version.path.clone();
+    let source = match &batch.version.table {
+        Some(table) => crate::sources::table::source_name(&table.location, table.version),
+        None => batch.version.path.clone(),
+    };
     let partitions = batch.partitions.clone();
+    let files: Vec<crate::engine::FileInput> = batch
+        .table
+        .iter()
+        .flat_map(|t| &t.files)
+        .map(|f| crate::engine::FileInput {
+            path: f.path.clone(),
+            partitions: f.partitions.clone(),
+        })
+        .collect();
+    let table = batch.version.table.clone();
     let rules_for_eval = rule_file.clone();
     let evaluated = shared
         .eval_runtime
@@ -85,15 +135,18 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
                 path: &path,
                 source: &source,
                 partitions: &partitions,
+                files: &files,
             };
-            evaluate::evaluate(
+            let mut evaluation = evaluate::evaluate(
                 &engine,
                 &input,
                 &rules_for_eval,
                 Utc::now(),
                 reference.as_ref().map(|(c, r)| (c, r.clone())),
             )
-            .await
+            .await;
+            evaluation.report.table = table;
+            evaluation
         })
         .await;
     let evaluation = match evaluated {
@@ -110,7 +163,8 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
                         "internal error evaluating the batch: {e} (this is a bug; please report it)"
                     ),
                 )
-                .with_partitions(&batch.partitions),
+                .with_partitions(&batch.partitions)
+                .with_table(batch.version.table.as_ref()),
                 profile: None,
                 timings: Default::default(),
                 environment: None,
@@ -288,7 +342,9 @@ async fn record(
     // rules' cost or the pool's size, not on the file: it is not quarantined.
     let keep_in_place = evaluation.timed_out || evaluation.out_of_memory;
     let report = evaluation.report;
-    let outcome = if report.error.is_some() {
+    let outcome = if report.is_skipped() {
+        Outcome::Skipped
+    } else if report.error.is_some() {
         Outcome::Error
     } else if report.passed {
         Outcome::Passed
@@ -320,7 +376,9 @@ async fn record(
             .lock()
             .map_err(|_| "results log lock poisoned".to_string())?;
         let rolling_entry = match (&profile, rolling) {
-            (Some(p), Some(n)) if outcome != Outcome::Error => Some((p, n)),
+            (Some(p), Some(n)) if outcome != Outcome::Error && outcome != Outcome::Skipped => {
+                Some((p, n))
+            }
             _ => None,
         };
         let mut line = String::new();
@@ -336,7 +394,8 @@ async fn record(
                     evaluated_at: evaluated_at.timestamp(),
                     rolling: rolling_entry,
                     profile: profile.as_ref().filter(|_| outcome != Outcome::Error),
-                    webhooks: (!webhooks.is_empty()).then_some(WebhookStep {
+                    // A skipped table version is no batch for the policies either.
+                    webhooks: (!webhooks.is_empty() && outcome != Outcome::Skipped).then_some(WebhookStep {
                         report: &report2,
                         source: &version.path,
                         evaluated_at: &evaluated_text,
@@ -409,7 +468,8 @@ async fn record(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     log_outcome(seq, &report, rule_file, latency_ms);
     announce_webhooks(shared, &report.dataset, seq, &policies);
-    if outcome == Outcome::Error && !keep_in_place {
+    // A table's files are the table's: never moved.
+    if outcome == Outcome::Error && !keep_in_place && batch.table.is_none() {
         quarantine(shared, batch);
     }
     shared.telemetry.record_batch(
@@ -499,6 +559,10 @@ fn log_outcome(seq: u64, report: &BatchReport, rule_file: &RuleFile, latency_ms:
         .join(",");
     if let Some(error) = &report.error {
         tracing::warn!(seq, dataset = %report.dataset, source = %report.source, partitions, error = %error, "batch could not be evaluated");
+        return;
+    }
+    if let Some(table) = report.table.as_ref().filter(|t| t.skipped.is_some()) {
+        tracing::info!(seq, dataset = %report.dataset, source = %report.source, operation = %table.operation, reason = table.skipped.as_deref().unwrap_or_default(), "table version skipped: no new data");
         return;
     }
     let failed = report.failing_checks();

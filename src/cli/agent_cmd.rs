@@ -22,7 +22,14 @@ pub fn init_logging(format: LogFormat, level: &str) {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
+    // delta-rs and its kernel log every log-segment read at INFO (one line
+    // per table poll): only their warnings unless RUST_LOG asks for more.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| {
+            tracing_subscriber::EnvFilter::try_new(format!(
+                "{level},buoyant_kernel=warn,buoyant_kernel_engine=warn,deltalake_core=warn"
+            ))
+        })
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let not_sdk =
@@ -198,7 +205,9 @@ fn render(doc: &StatusDocument) -> String {
     ));
     for d in &doc.datasets {
         let last = d.recent.first().map(|r| {
-            let mut text = if let Some(e) = &r.error {
+            let mut text = if let Some(why) = &r.skipped {
+                format!("skipped: {why}")
+            } else if let Some(e) = &r.error {
                 format!("error: {}", e.lines().next().unwrap_or_default())
             } else if r.passed {
                 "pass".to_string()
@@ -223,6 +232,27 @@ fn render(doc: &StatusDocument) -> String {
             d.last_evaluated_at.as_deref().unwrap_or("-"),
             last.unwrap_or_else(|| "-".to_string())
         ));
+    }
+    if !doc.tables.is_empty() {
+        out.push('\n');
+        out.push_str(&format!(
+            "{:<20} {:>8} {:>8}  {}\n",
+            "TABLE DATASET", "LATEST", "RECORDED", "LOCATION"
+        ));
+        let version = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".to_string());
+        for t in &doc.tables {
+            out.push_str(&format!(
+                "{:<20} {:>8} {:>8}  {}{}\n",
+                t.dataset,
+                version(t.latest_version),
+                version(t.recorded_version),
+                t.location,
+                t.error
+                    .as_ref()
+                    .map(|e| format!(" — error: {e}"))
+                    .unwrap_or_default()
+            ));
+        }
     }
     if !doc.streams.is_empty() {
         out.push('\n');

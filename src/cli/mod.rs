@@ -174,9 +174,14 @@ enum WebhooksCommand {
 
 #[derive(clap::Args)]
 struct BaselineArgs {
-    /// Parquet files or folders (searched recursively for *.parquet).
-    #[arg(required = true)]
+    /// Parquet files or folders (searched recursively for *.parquet), or
+    /// Delta table folders (read as of `--table-version`). Default: the
+    /// tables the rule files name (`table:`).
     paths: Vec<PathBuf>,
+    /// Profile Delta tables as of this version (every file live then;
+    /// default: the latest).
+    #[arg(long)]
+    table_version: Option<u64>,
     /// A rule file, or a folder of rule files matched by their `match` globs.
     #[arg(long)]
     rules: PathBuf,
@@ -220,9 +225,14 @@ enum CheckFormat {
 
 #[derive(clap::Args)]
 struct CheckArgs {
-    /// Parquet files or folders (searched recursively for *.parquet).
-    #[arg(required = true)]
+    /// Parquet files or folders (searched recursively for *.parquet), or
+    /// Delta table folders (the files one version added). Default: the
+    /// tables the rule files name (`table:`).
     paths: Vec<PathBuf>,
+    /// Check this version of Delta tables (the files it added; default:
+    /// the latest version).
+    #[arg(long)]
+    table_version: Option<u64>,
     /// A rule file, or a folder of rule files matched by their `match` globs.
     #[arg(long)]
     rules: PathBuf,
@@ -359,6 +369,7 @@ struct Setup {
 fn setup(
     rules_path: &Path,
     paths: &[PathBuf],
+    table_version: Option<u64>,
     memory_limit: Option<usize>,
     evaluation_timeout: Option<std::time::Duration>,
 ) -> Result<Setup> {
@@ -366,7 +377,27 @@ fn setup(
     let single = std::fs::metadata(rules_path)
         .with_context(|| format!("{}", rules_path.display()))?
         .is_file();
-    let inputs = inputs::expand(paths)?;
+    let mut inputs = if paths.is_empty() {
+        let tables = inputs::tables_of(&rule_files, None);
+        if tables.is_empty() {
+            anyhow::bail!(
+                "no input: give Parquet files, folders or Delta tables, or rule files with `table:`"
+            );
+        }
+        tables
+    } else {
+        inputs::expand(paths)?
+    };
+    if let Some(version) = table_version {
+        let mut any = false;
+        for table in inputs.iter_mut().filter_map(|i| i.table.as_mut()) {
+            table.version = Some(version);
+            any = true;
+        }
+        if !any {
+            anyhow::bail!("`--table-version` needs a Delta table among the inputs");
+        }
+    }
     let engine = Engine::new(&EngineOptions {
         memory_limit,
         evaluation_timeout,
@@ -389,6 +420,7 @@ async fn baseline(args: BaselineArgs) -> Result<i32> {
     } = setup(
         &args.rules,
         &args.paths,
+        args.table_version,
         args.memory_limit,
         args.evaluation_timeout,
     )?;
@@ -407,10 +439,44 @@ async fn baseline(args: BaselineArgs) -> Result<i32> {
     let mut profiles: std::collections::BTreeMap<String, DatasetProfile> = Default::default();
     let mut failed = false;
     for (input, i) in pairs {
+        // A table: every file live at the version, as one batch.
+        let table = match &input.table {
+            Some(t) => {
+                match driftwatch::sources::table::read_version(&t.location, t.version, true).await {
+                    Ok(version) => Some(version),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        failed = true;
+                        continue;
+                    }
+                }
+            }
+            None => None,
+        };
+        if let Some(reason) = table
+            .as_ref()
+            .and_then(|t| t.unreadable.as_ref().or(t.table.skipped.as_ref()))
+        {
+            eprintln!("error: {}: {reason}", input.display());
+            failed = true;
+            continue;
+        }
+        let source = table
+            .as_ref()
+            .map(|t| t.source())
+            .unwrap_or_else(|| input.display());
+        let batch = driftwatch::engine::BatchInput {
+            path: &input.path,
+            source: &source,
+            partitions: table
+                .as_ref()
+                .map(|t| &t.partitions)
+                .unwrap_or(&input.partitions),
+            files: table.as_ref().map(|t| t.files.as_slice()).unwrap_or(&[]),
+        };
         let evaluation = engine
-            .evaluate_with_profiles(
-                &input.path,
-                &input.display(),
+            .evaluate_batch(
+                &batch,
                 &rule_files[i],
                 Utc::now(),
                 &ProfileRequest::AllSupported,
@@ -422,10 +488,7 @@ async fn baseline(args: BaselineArgs) -> Result<i32> {
             continue;
         }
         let Some(profile) = evaluation.profile else {
-            eprintln!(
-                "warning: {}: no column of a supported type to profile",
-                input.display()
-            );
+            eprintln!("warning: {source}: no column of a supported type to profile");
             continue;
         };
         match profiles.get_mut(&rule_files[i].dataset) {
@@ -481,12 +544,19 @@ async fn check(args: CheckArgs) -> Result<i32> {
     } = setup(
         &args.rules,
         &args.paths,
+        args.table_version,
         args.memory_limit,
         args.evaluation_timeout,
     )?;
     if args.explain {
         let (pairs, _) = inputs::assign(&inputs, &rule_files, single);
         for (input, i) in pairs {
+            if input.table.is_some() {
+                anyhow::bail!(
+                    "{}: `--explain` does not read Delta tables yet; give one of its Parquet files",
+                    input.display()
+                );
+            }
             let plan = engine
                 .explain(&input.path, &rule_files[i], &ProfileRequest::None)
                 .await?;

@@ -151,7 +151,9 @@ pub struct LakeSection {
     /// `notify` (filesystem events, default) or `poll` (list the lake every
     /// `poll_interval`; for network mounts without inotify).
     pub mode: Option<WatchMode>,
-    /// The listing interval in `poll` mode (default `2s`).
+    /// The listing interval in `poll` mode (default `2s`); also how often
+    /// Delta tables (rule files with `table:`) are polled for new versions,
+    /// unless a rule file sets `table.poll_interval`.
     pub poll_interval: Option<String>,
     /// Move files whose evaluation errors (corrupt, unreadable) into this
     /// folder, keeping their path relative to the watched folder. Default: leave them.
@@ -436,12 +438,19 @@ impl Settings {
         } else {
             overrides.watch.clone()
         };
-        if watch.is_empty() && file.sources.is_empty() {
+        // Without folders, streams or a state folder there is nothing to run;
+        // with a state folder, rule files with `table:` may be all there is
+        // (the agent checks that once it has read them).
+        if watch.is_empty()
+            && file.sources.is_empty()
+            && overrides.state.is_none()
+            && file.state.is_none()
+        {
             return Err(invalid(
                 &cli,
                 "watch",
                 "no folder to watch: give `--watch DIR` or `watch = [\"DIR\"]` in the config file \
-                 (or declare `[[sources]]` event streams and a `state` folder)"
+                 (or declare `[[sources]]` event streams, or rule files with `table:`, and a `state` folder)"
                     .to_string(),
             ));
         }

@@ -32,6 +32,7 @@ pub fn build_report(
         error: None,
         checks,
         drift: None,
+        table: None,
     }
     .with_passed_from_checks()
 }

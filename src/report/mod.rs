@@ -59,6 +59,29 @@ pub struct BatchVersion {
     pub modified_ns: i64,
     /// Part files in the batch (1 for a file).
     pub parts: u64,
+    /// For a table version (`kind: delta`): which table, version and
+    /// operation; null for files and folders. `path` is then the table's
+    /// location, `size` and `parts` the bytes and number of the data files
+    /// the version added, `modified_ns` its commit time.
+    pub table: Option<TableRef>,
+}
+
+/// One version of a table (a Delta Lake commit): what a batch made of the
+/// data files that version added is named by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+pub struct TableRef {
+    /// The table format: `delta`.
+    pub format: String,
+    /// The table's location as configured (a local path).
+    pub location: String,
+    /// The table version (Delta: the commit number).
+    pub version: u64,
+    /// The commit's operation as its writer named it (`WRITE`, `MERGE`,
+    /// `OPTIMIZE`, `VACUUM END`, …; `UNKNOWN` when the commit does not say).
+    pub operation: String,
+    /// Why the version is not a batch (it added no data: `OPTIMIZE`,
+    /// `VACUUM`, a delete); null for a version that was evaluated.
+    pub skipped: Option<String>,
 }
 
 impl Report {
@@ -113,6 +136,10 @@ pub struct BatchReport {
     pub checks: Vec<CheckResult>,
     /// Drift against the reference profile; null when no reference applies.
     pub drift: Option<DriftReport>,
+    /// The table version the batch is (its format, location, version and
+    /// operation, and why it was skipped when it added no data); null for
+    /// files and folders.
+    pub table: Option<TableRef>,
 }
 
 impl BatchReport {
@@ -128,12 +155,44 @@ impl BatchReport {
             error: Some(error),
             checks: Vec::new(),
             drift: None,
+            table: None,
         }
     }
 
-    /// `error` (could not be evaluated), `passed` or `failed`.
+    /// The record of a table version that added no data: nothing was
+    /// evaluated; `passed`, no rows.
+    pub fn skipped(source: String, dataset: String, rules: String, table: TableRef) -> Self {
+        Self {
+            source,
+            dataset,
+            rules,
+            partitions: Default::default(),
+            rows: None,
+            passed: true,
+            error: None,
+            checks: Vec::new(),
+            drift: None,
+            table: Some(table),
+        }
+    }
+
+    /// Whether this is the record of a table version that added no data.
+    pub fn is_skipped(&self) -> bool {
+        self.table.as_ref().is_some_and(|t| t.skipped.is_some())
+    }
+
+    /// Names the table version the batch is.
+    pub fn with_table(mut self, table: Option<&TableRef>) -> Self {
+        self.table = table.cloned();
+        self
+    }
+
+    /// `error` (could not be evaluated), `skipped` (a table version that
+    /// added no data), `passed` or `failed`.
     pub fn outcome(&self) -> &'static str {
-        if self.error.is_some() {
+        if self.is_skipped() {
+            "skipped"
+        } else if self.error.is_some() {
             "error"
         } else if self.passed {
             "passed"

@@ -51,6 +51,22 @@ pub fn render_table(report: &Report, color: bool) -> String {
 }
 
 fn render_batch(out: &mut String, batch: &BatchReport, color: bool) {
+    // A table version that added no data: nothing was evaluated.
+    if let Some(table) = batch.table.as_ref().filter(|t| t.skipped.is_some()) {
+        let _ = writeln!(
+            out,
+            "{}{}{} — dataset {} ({} {}, rules {}): SKIPPED: {}",
+            if color { BOLD } else { "" },
+            super::escape_control(&batch.source),
+            if color { RESET } else { "" },
+            batch.dataset,
+            table.format,
+            super::escape_control(&table.operation),
+            batch.rules,
+            super::escape_control(table.skipped.as_deref().unwrap_or_default())
+        );
+        return;
+    }
     let verdict = if batch.passed { "PASSED" } else { "FAILED" };
     let verdict = paint(verdict, if batch.passed { GREEN } else { RED }, color);
     let rows = batch

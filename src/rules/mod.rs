@@ -28,6 +28,7 @@ use serde::Serialize;
 pub use duration::{format_duration, parse_duration};
 pub use parse::{load_rules, parse_rule_file};
 pub use spec::LiteralSpec as Literal;
+pub use spec::TableSpec;
 pub use types::{LogicalType, TimeZoneSpec, describe_arrow_type, time_unit_name};
 
 /// Errors in rule files: always the user's to fix, always with a location.
@@ -96,6 +97,38 @@ pub struct RuleFile {
     pub batch: BatchUnit,
     /// Webhooks named in `webhooks:` (checked against the agent's config when it loads).
     pub webhooks: Vec<WebhookRef>,
+    /// The `table:` section: the dataset is a table, not files.
+    pub table: Option<TableConfig>,
+}
+
+/// A table format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TableFormat {
+    /// Delta Lake: a batch per table version (commit).
+    Delta,
+}
+
+impl TableFormat {
+    /// The name as written in rule files and reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TableFormat::Delta => "delta",
+        }
+    }
+}
+
+/// The validated `table:` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableConfig {
+    /// The format.
+    pub format: TableFormat,
+    /// The table's folder, resolved against the rule file's folder.
+    pub location: PathBuf,
+    /// The agent's poll interval for this table (None: `lake.poll_interval`).
+    pub poll_interval: Option<Duration>,
+    /// Where `location` is written.
+    pub at: SourceLocation,
 }
 
 /// A webhook named by a rule file.
@@ -212,9 +245,11 @@ impl DriftConfig {
 }
 
 impl RuleFile {
-    /// Whether a path relative to the watched root (or `check` PATH) matches this file's glob.
+    /// Whether a path relative to the watched root (or `check` PATH) matches
+    /// this file's glob. A table's rule file matches no file: its batches
+    /// are the table's versions.
     pub fn matches(&self, relative: &Path) -> bool {
-        self.matcher.is_match(relative)
+        self.table.is_none() && self.matcher.is_match(relative)
     }
 }
 

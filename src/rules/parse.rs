@@ -9,10 +9,11 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 use globset::GlobBuilder;
 use serde_saphyr::{Location, Spanned};
 
-use super::spec::{CheckSpec, DriftSpec, ReferenceSpec, RuleFileSpec, SeveritySpec};
+use super::spec::{CheckSpec, DriftSpec, ReferenceSpec, RuleFileSpec, SeveritySpec, TableSpec};
 use super::{
-    Check, CheckKind, Correction, DriftConfig, LogicalType, MAX_ROLLING_BATCHES, Reference, Result,
-    RuleError, RuleFile, Severity, SourceLocation, SqlText, Tolerance, WebhookRef, parse_duration,
+    BatchUnit, Check, CheckKind, Correction, DriftConfig, LogicalType, MAX_ROLLING_BATCHES,
+    Reference, Result, RuleError, RuleFile, Severity, SourceLocation, SqlText, TableConfig,
+    Tolerance, WebhookRef, parse_duration,
 };
 
 /// The glob used when a rule file has no `match`.
@@ -142,6 +143,26 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<RuleFile> {
         Some(section) => Some(validate_drift(path, section)?),
         None => None,
     };
+    let table = match spec.table {
+        Some(section) => {
+            let at = at(path, section.referenced);
+            // `match` and `batch` choose files; a table's batches are its versions.
+            if spec.match_glob.is_some() {
+                return Err(invalid(
+                    at,
+                    "a rule file with `table` takes its batches from the table's versions: remove `match`",
+                ));
+            }
+            if spec.batch != BatchUnit::File {
+                return Err(invalid(
+                    at,
+                    "a rule file with `table` takes its batches from the table's versions: remove `batch`",
+                ));
+            }
+            Some(validate_table(path, section.value)?)
+        }
+        None => None,
+    };
     Ok(RuleFile {
         path: path.to_path_buf(),
         dataset: spec.dataset,
@@ -150,6 +171,7 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<RuleFile> {
         checks,
         drift,
         batch: spec.batch,
+        table,
         webhooks: spec
             .webhooks
             .into_iter()
@@ -158,6 +180,55 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<RuleFile> {
                 name: w.value,
             })
             .collect(),
+    })
+}
+
+fn validate_table(path: &Path, spec: TableSpec) -> Result<TableConfig> {
+    let at_location = at(path, spec.location.referenced);
+    let written = spec.location.value.trim();
+    if written.is_empty() {
+        return Err(invalid(at_location, "`table.location` must not be empty"));
+    }
+    // Object-store locations come with object-store support; a URL must not
+    // be taken for a relative folder named `s3:`.
+    if let Some((scheme, _)) = written.split_once("://")
+        && scheme != "file"
+    {
+        return Err(invalid(
+            at_location,
+            format!(
+                "`table.location`: `{scheme}://` tables are not supported yet; give a local folder"
+            ),
+        ));
+    }
+    let written = written.strip_prefix("file://").unwrap_or(written);
+    let location = PathBuf::from(written);
+    let location = if location.is_absolute() {
+        location
+    } else {
+        path.parent().unwrap_or(Path::new("")).join(location)
+    };
+    let poll_interval = match spec.poll_interval {
+        Some(interval) => {
+            let at_interval = at(path, interval.referenced);
+            // An interval like the agent's own (`500ms`, `30s`, `5m`).
+            let value = crate::config::parse_interval(&interval.value)
+                .map_err(|e| invalid(at_interval.clone(), format!("`table.poll_interval`: {e}")))?;
+            if value.is_zero() {
+                return Err(invalid(
+                    at_interval,
+                    "`table.poll_interval` must be more than zero",
+                ));
+            }
+            Some(value)
+        }
+        None => None,
+    };
+    Ok(TableConfig {
+        format: spec.format,
+        location,
+        poll_interval,
+        at: at_location,
     })
 }
 

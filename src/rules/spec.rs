@@ -39,6 +39,27 @@ pub struct RuleFileSpec {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub webhooks: Vec<Spanned<String>>,
+    /// The dataset is a table, not files in a watched folder: each new table
+    /// version's added data files are one batch (`match` and `batch` do not
+    /// apply).
+    #[schemars(with = "Option<TableSpec>")]
+    pub table: Option<Spanned<TableSpec>>,
+}
+
+/// The `table:` section.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    /// The table format: `delta` (Delta Lake).
+    pub format: super::TableFormat,
+    /// The table's folder (the one holding `_delta_log/`): an absolute path,
+    /// or relative to this rule file's folder.
+    #[schemars(with = "String")]
+    pub location: Spanned<String>,
+    /// How often the agent looks for new versions, e.g. `30s` (default: the
+    /// agent's `lake.poll_interval`).
+    #[schemars(with = "Option<String>")]
+    pub poll_interval: Option<Spanned<String>>,
 }
 
 /// The `drift:` section.

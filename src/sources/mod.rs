@@ -5,6 +5,9 @@
 //! - [`lake`]: watches folders for Parquet files (or folders of part files)
 //!   and sends each complete, not yet evaluated version once.
 //! - [`partitions`]: Hive `key=value` path segments → batch attributes.
+//! - [`table`]: Delta Lake tables: each new table version's added data
+//!   files are one batch, sent in version order; versions that add no data
+//!   are sent to be recorded as skipped.
 //!
 //! - [`stream`]: event streams (HTTP ingest, NDJSON files, Kafka) windowed
 //!   into batches: a closed window is written as a Parquet file in the state
@@ -14,6 +17,7 @@
 pub mod lake;
 pub mod partitions;
 pub mod stream;
+pub mod table;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,6 +44,9 @@ pub struct Batch {
     pub discovered: Instant,
     /// Told once the batch's record is durable (or could not be made).
     pub ack: Option<Ack>,
+    /// A table version's data files (`version.table` names the version);
+    /// `None` for lake files and stream windows.
+    pub table: Option<table::TableBatch>,
 }
 
 /// Tells a stream source whether a window it sent is recorded: `true` once

@@ -95,6 +95,9 @@ const ROLLING: TableDefinition<&str, &[u8]> = TableDefinition::new("rolling");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// dataset → the profile of its latest profiled batch (JSON), for reports.
 const LATEST_PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("latest_profiles");
+/// `dataset\0table location` → the newest table version recorded for it
+/// (evaluated or skipped): where a restarted agent goes on from.
+const TABLE_CURSORS: TableDefinition<&str, u64> = TableDefinition::new("table_cursors");
 
 /// How one batch version ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +109,9 @@ pub enum Outcome {
     Failed,
     /// The batch could not be evaluated (corrupt, unreadable).
     Error,
+    /// A table version that added no data (optimize, vacuum, a delete):
+    /// recorded so it is accounted for, not evaluated.
+    Skipped,
 }
 
 /// What the store keeps per batch version.
@@ -130,6 +136,10 @@ pub struct DatasetCounters {
     pub failed: u64,
     /// Batches that could not be evaluated.
     pub errored: u64,
+    /// Table versions recorded as skipped (they added no data); counted
+    /// in `evaluated` too.
+    #[serde(default)]
+    pub skipped: u64,
     /// Rows evaluated.
     pub rows: u64,
     /// The latest report's seq.
@@ -185,12 +195,25 @@ pub struct Store {
     path: PathBuf,
 }
 
-/// The key of a batch version for one dataset.
+/// The key of a batch version for one dataset. A table version is
+/// (dataset, format, table location, table version): its size and time
+/// say nothing more, and a vacuum that later removes its files does not
+/// make it a new version.
 pub fn version_key(dataset: &str, version: &BatchVersion) -> String {
+    if let Some(table) = &version.table {
+        return format!(
+            "{dataset}\0{}\0{}\0v{}",
+            table.format, table.location, table.version
+        );
+    }
     format!(
         "{dataset}\0{}\0{}\0{}\0{}",
         version.kind, version.path, version.size, version.modified_ns
     )
+}
+
+fn cursor_key(dataset: &str, location: &str) -> String {
+    format!("{dataset}\0{location}")
 }
 
 fn seq_key(dataset: &str, seq: u64) -> String {
@@ -219,6 +242,7 @@ impl Store {
             txn.open_table(ROLLING)?;
             txn.open_table(META)?;
             txn.open_table(LATEST_PROFILES)?;
+            txn.open_table(TABLE_CURSORS)?;
             txn.open_table(outbox::DELIVERIES)?;
             txn.open_table(outbox::DUE)?;
             txn.open_table(outbox::POLICY)?;
@@ -329,6 +353,32 @@ impl Store {
         }
     }
 
+    /// The newest version of the table at `location` recorded for
+    /// `dataset` (evaluated or skipped), if any.
+    pub fn table_cursor(&self, dataset: &str, location: &str) -> Result<Option<u64>> {
+        let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(TABLE_CURSORS).map_err(|e| self.err(e))?;
+        Ok(table
+            .get(cursor_key(dataset, location).as_str())
+            .map_err(|e| self.err(e))?
+            .map(|v| v.value()))
+    }
+
+    /// Every table's cursor: (dataset, location, newest recorded version).
+    pub fn table_cursors(&self) -> Result<Vec<(String, String, u64)>> {
+        let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(TABLE_CURSORS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.err(e))? {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            let key = k.value().to_string();
+            if let Some((dataset, location)) = key.split_once('\0') {
+                out.push((dataset.to_string(), location.to_string(), v.value()));
+            }
+        }
+        Ok(out)
+    }
+
     /// The seq the next recorded report will get.
     pub fn next_seq(&self) -> Result<u64> {
         let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
@@ -437,6 +487,7 @@ impl Store {
                 Outcome::Passed => {}
                 Outcome::Failed => counters.failed += 1,
                 Outcome::Error => counters.errored += 1,
+                Outcome::Skipped => counters.skipped += 1,
             }
             counters.rows += evaluated.rows;
             counters.last_seq = seq;
@@ -455,6 +506,14 @@ impl Store {
                     for old in &keys[..keys.len() - capacity] {
                         rolling.remove(old.as_str())?;
                     }
+                }
+            }
+            if let Some(table) = &evaluated.version.table {
+                let mut cursors = txn.open_table(TABLE_CURSORS)?;
+                let key = cursor_key(evaluated.dataset, &table.location);
+                let newest = cursors.get(key.as_str())?.map(|v| v.value());
+                if newest.is_none_or(|n| n < table.version) {
+                    cursors.insert(key.as_str(), table.version)?;
                 }
             }
             if let Some(profile) = evaluated.profile {
@@ -607,6 +666,7 @@ mod tests {
             size,
             modified_ns: 7,
             parts: 1,
+            table: None,
         }
     }
 
@@ -629,6 +689,49 @@ mod tests {
                 |seq| format!("{{\"seq\":{seq}}}"),
             )
             .unwrap()
+    }
+
+    #[test]
+    fn issue_16_a_table_version_is_keyed_by_location_and_version_and_moves_the_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let table = |version: u64, size: u64, skipped: Option<&str>| BatchVersion {
+            kind: "delta".to_string(),
+            path: "/t".to_string(),
+            size,
+            modified_ns: 1,
+            parts: 1,
+            table: Some(crate::report::TableRef {
+                format: "delta".to_string(),
+                location: "/t".to_string(),
+                version,
+                operation: "WRITE".to_string(),
+                skipped: skipped.map(String::from),
+            }),
+        };
+        assert_eq!(store.table_cursor("d", "/t").unwrap(), None);
+        assert_eq!(
+            record(&store, &table(0, 0, Some("no data")), Outcome::Skipped),
+            (1, true)
+        );
+        assert_eq!(
+            record(&store, &table(1, 10, None), Outcome::Passed),
+            (2, true)
+        );
+        // Its files' size is no part of a table version's identity.
+        assert_eq!(
+            record(&store, &table(1, 99, None), Outcome::Passed),
+            (2, false)
+        );
+        assert_eq!(store.table_cursor("d", "/t").unwrap(), Some(1));
+        assert_eq!(store.table_cursor("d", "/other").unwrap(), None);
+        assert_eq!(store.table_cursor("e", "/t").unwrap(), None);
+        assert_eq!(
+            store.table_cursors().unwrap(),
+            vec![("d".to_string(), "/t".to_string(), 1)]
+        );
+        let (_, counters) = &store.datasets().unwrap()[0];
+        assert_eq!((counters.evaluated, counters.skipped), (2, 1));
     }
 
     #[test]

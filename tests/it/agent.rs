@@ -125,6 +125,13 @@ pub(crate) struct Agent {
 
 impl Agent {
     pub(crate) fn start(lake: &Lake, extra: &[&str]) -> Agent {
+        let agent = Self::start_unready(lake, extra);
+        wait_for("/readyz", || (agent.get("/readyz").0 == 200).then_some(()));
+        agent
+    }
+
+    /// Like `start`, without waiting for `/readyz` (an agent that starts degraded).
+    pub(crate) fn start_unready(lake: &Lake, extra: &[&str]) -> Agent {
         let mut args: Vec<String> = vec![
             "run".into(),
             "--watch".into(),
@@ -140,7 +147,7 @@ impl Agent {
             args.extend(["--settle".to_string(), "300ms".to_string()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        Self::spawn(lake, &args, &lake.state())
+        Self::start_process(lake, &args, &lake.state(), &[], None, false)
     }
 
     pub(crate) fn spawn(lake: &Lake, args: &[String], state: &Path) -> Agent {
@@ -150,7 +157,7 @@ impl Agent {
     /// Like `spawn`, in the working directory `cwd` (relative paths in `args`
     /// are resolved there).
     pub(crate) fn spawn_in(lake: &Lake, args: &[String], state: &Path, cwd: &Path) -> Agent {
-        Self::start_process(lake, args, state, &[], Some(cwd))
+        Self::start_process(lake, args, state, &[], Some(cwd), true)
     }
 
     /// Like `spawn`, with extra environment variables for the agent process.
@@ -160,7 +167,7 @@ impl Agent {
         state: &Path,
         env: &[(&str, &str)],
     ) -> Agent {
-        Self::start_process(lake, args, state, env, None)
+        Self::start_process(lake, args, state, env, None, true)
     }
 
     fn start_process(
@@ -169,6 +176,7 @@ impl Agent {
         state: &Path,
         env: &[(&str, &str)],
         cwd: Option<&Path>,
+        ready: bool,
     ) -> Agent {
         let n = std::fs::read_dir(lake.dir.path()).unwrap().count();
         let log = lake.path(&format!("agent-{n}.log"));
@@ -196,7 +204,9 @@ impl Agent {
             let info = driftwatch::agent::read_agent_info(state)?;
             (info.pid == pid).then(|| info.listen.parse().unwrap())
         });
-        wait_for("/readyz", || (agent.get("/readyz").0 == 200).then_some(()));
+        if ready {
+            wait_for("/readyz", || (agent.get("/readyz").0 == 200).then_some(()));
+        }
         agent
     }
 

@@ -127,7 +127,8 @@ fn json_report_has_every_field_even_when_null() {
             "passed",
             "error",
             "checks",
-            "drift"
+            "drift",
+            "table"
         ]
     );
     let c = r["checks"][0].as_object().unwrap();

@@ -20,5 +20,6 @@ mod http_api;
 mod kafka;
 mod one_scan;
 mod streams;
+mod tables;
 mod telemetry;
 mod webhooks;

@@ -93,7 +93,7 @@ pub const BATCHES: Instrument = Instrument {
     kind: Kind::Counter,
     unit: "{batch}",
     attributes: &[DATASET, OUTCOME],
-    description: "Batches evaluated, by outcome: passed, failed (an error-severity check or dataset drift), error (unreadable).",
+    description: "Batches evaluated, by outcome: passed, failed (an error-severity check or dataset drift), error (unreadable), skipped (a Delta table version that added no data: recorded, not evaluated).",
 };
 /// Rows evaluated.
 pub const ROWS: Instrument = Instrument {

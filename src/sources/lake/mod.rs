@@ -277,6 +277,9 @@ impl LakeSource {
         let Ok(relative) = path.strip_prefix(root) else {
             return;
         };
+        if table_folders(rules).iter().any(|t| path.starts_with(t)) {
+            return;
+        }
         // A link created while the agent runs raises an event like any file:
         // it is not followed (out of the lake, or into a loop) here either.
         if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
@@ -380,6 +383,7 @@ impl LakeSource {
                 root: root.clone(),
                 discovered,
                 ack: None,
+                table: None,
             };
             tokio::select! {
                 sent = queue.send(batch) => if sent.is_err() { return false },
@@ -410,6 +414,17 @@ fn keys_under(options: &LakeOptions, rules: &[RuleFile], dir: &Path) -> Vec<Batc
     keys
 }
 
+/// The folders of the tables the rule files name: inside a watched folder
+/// their Parquet files are the table's (read through its log), never files
+/// of their own.
+fn table_folders(rules: &[RuleFile]) -> Vec<PathBuf> {
+    rules
+        .iter()
+        .filter_map(|r| r.table.as_ref())
+        .map(|t| PathBuf::from(crate::sources::table::location_key(&t.location)))
+        .collect()
+}
+
 /// Lists every watched folder (on a blocking thread: big lakes take a while).
 async fn list_all(options: &LakeOptions, rules: &Arc<Vec<RuleFile>>) -> (Vec<BatchKey>, u64) {
     let options = options.clone();
@@ -417,8 +432,9 @@ async fn list_all(options: &LakeOptions, rules: &Arc<Vec<RuleFile>>) -> (Vec<Bat
     tokio::task::spawn_blocking(move || {
         let mut keys = Vec::new();
         let mut unmatched = 0;
+        let tables = table_folders(&rules);
         for (index, root) in options.roots.iter().enumerate() {
-            let (found, n) = scan::scan_root(index, root, &options.filter, &rules);
+            let (found, n) = scan::scan_root(index, root, &options.filter, &rules, &tables);
             unmatched += n;
             keys.extend(found.into_keys().filter(|k| {
                 let path = root.join(&k.relative);

@@ -119,6 +119,7 @@ pub fn observe(root: &Path, key: &BatchKey, filter: &Filter) -> Option<Observed>
                     size: meta.len(),
                     modified_ns: modified_ns(&meta),
                     parts: 1,
+                    table: None,
                 },
                 files: vec![path],
                 marker: false,
@@ -147,6 +148,7 @@ pub fn observe(root: &Path, key: &BatchKey, filter: &Filter) -> Option<Observed>
                     size,
                     modified_ns: modified,
                     parts: files.len() as u64,
+                    table: None,
                 },
                 marker: path.join(SUCCESS_MARKER).is_file(),
                 files,
@@ -259,10 +261,16 @@ pub fn scan_root(
     root: &Path,
     filter: &Filter,
     rules: &[RuleFile],
+    tables: &[PathBuf],
 ) -> (BTreeMap<BatchKey, ()>, u64) {
     let mut batches = BTreeMap::new();
     let mut unmatched = 0;
     walk(root, root, filter, &mut |_, relative| {
+        // A table's files are the table's (read through its log): neither
+        // batches nor unmatched files.
+        if !tables.is_empty() && tables.iter().any(|t| root.join(relative).starts_with(t)) {
+            return;
+        }
         let keys = batches_of(index, relative, rules);
         if keys.is_empty() {
             unmatched += 1;

@@ -602,6 +602,7 @@ impl WindowedLog {
                     version,
                     discovered: c.last_event,
                     ack: Some(Ack(ack_tx.clone())),
+                    table: None,
                 };
                 tokio::select! {
                     sent = queue.send(batch) => if sent.is_err() { return },

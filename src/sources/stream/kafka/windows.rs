@@ -1105,6 +1105,7 @@ impl State {
             version,
             discovered,
             ack: Some(ack.clone()),
+            table: None,
         };
         Some((batch, events))
     }

@@ -1,0 +1,489 @@
+//! Table sources: rule files whose data is a Delta Lake table
+//! (`table: { format: delta, location: … }`) rather than files in a
+//! watched folder.
+//!
+//! A table's unit of change is a *version* (a commit), so a batch is one
+//! version: the data files it added ([`delta`] decides which). The
+//! [`TableWatcher`] polls each table's latest version every poll interval
+//! and sends the versions after the newest one the store has recorded for
+//! (dataset, table location), **one at a time and in order**: the next is
+//! sent only once the previous one is recorded. That is what makes "every
+//! version exactly once, in version order" hold across restarts: the store's
+//! cursor moves in the same transaction as the report, and a restarted agent
+//! starts from it. Versions that add no data are sent too, marked skipped,
+//! so their record (status `skipped`) moves the cursor like any other.
+//!
+//! A location that is not a table (or a log that cannot be read) is an error
+//! on `/status` and one log line per episode; it is tried again every poll.
+
+pub mod delta;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use self::delta::{DataFile, DeltaLog, VersionChanges};
+use super::Batch;
+use super::lake::InFlight;
+use crate::report::{BatchVersion, TableRef};
+use crate::rules::{RuleFile, TableConfig};
+
+/// Table errors: the user's (not a table, an unsupported table feature, a
+/// version that does not exist) or the log's (unreadable now; tried again).
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    /// The location is not a Delta table.
+    #[error("{location}: not a Delta table: {reason}")]
+    NotATable {
+        /// The location.
+        location: String,
+        /// One-line reason.
+        reason: String,
+    },
+    /// The transaction log could not be read.
+    #[error("{location}: cannot read the Delta log: {reason}")]
+    Log {
+        /// The location.
+        location: String,
+        /// One-line reason.
+        reason: String,
+    },
+    /// The table uses a feature whose files cannot be read as plain Parquet.
+    #[error("{location}: unsupported Delta table: {reason}")]
+    Unsupported {
+        /// The location.
+        location: String,
+        /// One-line reason.
+        reason: String,
+    },
+    /// The asked version is not in the table.
+    #[error("{location}: the Delta table has no version {version}")]
+    NoVersion {
+        /// The location.
+        location: String,
+        /// The version asked for.
+        version: u64,
+    },
+}
+
+/// A table version's data, as the worker needs it.
+#[derive(Debug, Clone)]
+pub struct TableBatch {
+    /// The data files the version added.
+    pub files: Vec<DataFile>,
+    /// Why they cannot be evaluated as they are (an error report).
+    pub unreadable: Option<String>,
+}
+
+/// How a table location is written in reports and keys: absolute, links
+/// resolved where it exists — one spelling however it was configured.
+pub fn location_key(location: &Path) -> String {
+    std::fs::canonicalize(location)
+        .or_else(|_| std::path::absolute(location))
+        .unwrap_or_else(|_| location.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// How a table version is named as a report's `source`: `LOCATION@vN`.
+pub fn source_name(location: &str, version: u64) -> String {
+    format!("{location}@v{version}")
+}
+
+/// The batch for one version of a table (`location` as [`location_key`] gives it).
+pub fn batch_of(
+    dataset: &str,
+    location: &str,
+    format: &str,
+    changes: VersionChanges,
+    discovered: Instant,
+) -> Batch {
+    let table = TableRef {
+        format: format.to_string(),
+        location: location.to_string(),
+        version: changes.version,
+        operation: changes.operation,
+        skipped: changes.skipped,
+    };
+    let partitions = common_partitions(&changes.files);
+    let version = BatchVersion {
+        kind: format.to_string(),
+        path: location.to_string(),
+        size: changes.files.iter().map(|f| f.size).sum(),
+        modified_ns: changes.timestamp_ms.saturating_mul(1_000_000),
+        parts: changes.files.len() as u64,
+        table: Some(table),
+    };
+    Batch {
+        dataset: dataset.to_string(),
+        path: PathBuf::from(location),
+        version,
+        relative: PathBuf::new(),
+        root: PathBuf::from(location),
+        partitions,
+        discovered,
+        ack: None,
+        table: Some(TableBatch {
+            files: changes.files,
+            unreadable: changes.unreadable,
+        }),
+    }
+}
+
+/// The partition values every file shares (what the report shows).
+pub fn common_partitions(files: &[DataFile]) -> BTreeMap<String, String> {
+    let Some(first) = files.first() else {
+        return BTreeMap::new();
+    };
+    first
+        .partitions
+        .iter()
+        .filter(|(k, v)| files.iter().all(|f| f.partitions.get(*k) == Some(*v)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// The newest version recorded for (dataset, table location), from the store.
+pub type CursorFn = Arc<dyn Fn(&str, &str) -> Result<Option<u64>, String> + Send + Sync>;
+
+/// One table on `/status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TableStatus {
+    /// The dataset (rule file) it feeds.
+    pub dataset: String,
+    /// `delta`.
+    pub format: String,
+    /// The location.
+    pub location: String,
+    /// The newest version seen in the table; null before the first poll.
+    pub latest_version: Option<u64>,
+    /// The newest version recorded (evaluated or skipped); null before the first.
+    pub recorded_version: Option<u64>,
+    /// Why the table cannot be read now (not a table, an unreadable log);
+    /// null when it can. Tried again every poll.
+    pub error: Option<String>,
+    /// Since when (RFC 3339); null without an error.
+    pub error_since: Option<String>,
+}
+
+/// What `/status` shows of the tables, by (dataset, location).
+#[derive(Debug, Default)]
+pub struct TableStats {
+    /// Per table.
+    pub tables: Mutex<BTreeMap<(String, String), TableStatus>>,
+}
+
+impl TableStats {
+    /// The tables, by dataset then location.
+    pub fn snapshot(&self) -> Vec<TableStatus> {
+        self.tables
+            .lock()
+            .map(|t| t.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The first table error, for the agent's degraded state: (since, reason).
+    pub fn first_error(&self) -> Option<(String, String)> {
+        self.tables.lock().ok()?.values().find_map(|t| {
+            t.error
+                .clone()
+                .map(|e| (t.error_since.clone().unwrap_or_default(), e))
+        })
+    }
+
+    fn update(&self, key: &(String, String), change: impl FnOnce(&mut TableStatus)) {
+        if let Ok(mut tables) = self.tables.lock()
+            && let Some(status) = tables.get_mut(key)
+        {
+            change(status);
+        }
+    }
+}
+
+/// One table being followed.
+struct Followed {
+    log: Option<DeltaLog>,
+    latest: Option<u64>,
+    next_poll: Instant,
+}
+
+/// Follows the tables of the current rule files and sends their versions.
+pub struct TableWatcher {
+    /// The current rule files.
+    pub rules: watch::Receiver<Arc<Vec<RuleFile>>>,
+    /// The store's cursor per (dataset, location).
+    pub cursor: CursorFn,
+    /// Sent but not recorded (shared with the agent, which removes them).
+    pub in_flight: InFlight,
+    /// What `/status` shows.
+    pub stats: Arc<TableStats>,
+    /// Poll interval of tables that do not set their own (`lake.poll_interval`).
+    pub poll_interval: Duration,
+}
+
+/// How often the loop looks whether a sent version is recorded (and the
+/// next can go).
+const TICK: Duration = Duration::from_millis(50);
+
+impl TableWatcher {
+    /// Runs until `shutdown` turns true (or the queue closes).
+    pub async fn run(self, queue: mpsc::Sender<Batch>, mut shutdown: watch::Receiver<bool>) {
+        let mut followed: HashMap<(String, String), Followed> = HashMap::new();
+        loop {
+            let rules = self.rules.borrow().clone();
+            let tables: Vec<(&RuleFile, &TableConfig, String)> = rules
+                .iter()
+                .filter_map(|r| r.table.as_ref().map(|t| (r, t, location_key(&t.location))))
+                .collect();
+            // Tables no rule file names any more are forgotten.
+            followed.retain(|key, _| {
+                tables
+                    .iter()
+                    .any(|(r, _, l)| (&r.dataset, l) == (&key.0, &key.1))
+            });
+            if let Ok(mut stats) = self.stats.tables.lock() {
+                stats.retain(|key, _| {
+                    followed.contains_key(key)
+                        || tables
+                            .iter()
+                            .any(|(r, _, l)| (&r.dataset, l) == (&key.0, &key.1))
+                });
+                for (rule_file, table, location) in &tables {
+                    stats
+                        .entry((rule_file.dataset.clone(), location.clone()))
+                        .or_insert_with(|| TableStatus {
+                            dataset: rule_file.dataset.clone(),
+                            format: table.format.name().to_string(),
+                            location: location.clone(),
+                            ..TableStatus::default()
+                        });
+                }
+            }
+            for (rule_file, table, location) in &tables {
+                let key = (rule_file.dataset.clone(), location.clone());
+                let entry = followed.entry(key.clone()).or_insert_with(|| Followed {
+                    log: None,
+                    latest: None,
+                    next_poll: Instant::now(),
+                });
+                let interval = table.poll_interval.unwrap_or(self.poll_interval);
+                let next = match self.next_batch(&key, table, entry, interval).await {
+                    Ok(next) => {
+                        // Only a table that opened has recovered (a tick
+                        // between polls says nothing).
+                        if entry.log.is_some() {
+                            self.recovered(&key);
+                        }
+                        next
+                    }
+                    Err(e) => {
+                        self.failed(&key, &e);
+                        // Open again at the next poll (not at the next
+                        // tick, even when behind): the folder may become a
+                        // table, the log readable.
+                        entry.log = None;
+                        entry.latest = None;
+                        entry.next_poll = Instant::now() + interval;
+                        None
+                    }
+                };
+                let Some(batch) = next else { continue };
+                if let Ok(mut set) = self.in_flight.lock() {
+                    set.insert((batch.dataset.clone(), batch.version.clone()));
+                }
+                tokio::select! {
+                    sent = queue.send(batch) => if sent.is_err() { return },
+                    _ = shutdown.changed() => return,
+                }
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(TICK) => {}
+            }
+        }
+    }
+
+    /// The next version of one table to send, if one is due: none while a
+    /// version of it is in flight, none before the poll when the recorded
+    /// cursor has caught up with the latest version seen.
+    async fn next_batch(
+        &self,
+        key: &(String, String),
+        table: &TableConfig,
+        followed: &mut Followed,
+        interval: Duration,
+    ) -> Result<Option<Batch>, TableError> {
+        let (dataset, location) = key;
+        let busy = self.in_flight.lock().is_ok_and(|set| {
+            set.iter().any(|(d, v)| {
+                d == dataset && v.table.as_ref().is_some_and(|t| &t.location == location)
+            })
+        });
+        if busy {
+            return Ok(None);
+        }
+        let recorded = (self.cursor)(dataset, location).map_err(|reason| TableError::Log {
+            location: location.clone(),
+            reason: format!("cannot read the state store: {reason}"),
+        })?;
+        self.stats.update(key, |s| s.recorded_version = recorded);
+        let caught_up = match (recorded, followed.latest) {
+            (_, None) => true,
+            (None, Some(_)) => false,
+            (Some(r), Some(l)) => r >= l,
+        };
+        if caught_up {
+            if Instant::now() < followed.next_poll {
+                return Ok(None);
+            }
+            followed.next_poll = Instant::now() + interval;
+        }
+        if followed.log.is_none() {
+            followed.log = Some(DeltaLog::open(Path::new(location)).await?);
+        }
+        let Some(log) = followed.log.as_ref() else {
+            return Ok(None);
+        };
+        if caught_up {
+            let latest = log.latest_version(recorded).await?;
+            followed.latest = Some(latest);
+            self.stats.update(key, |s| s.latest_version = Some(latest));
+        }
+        let Some(latest) = followed.latest else {
+            return Ok(None);
+        };
+        let discovered = Instant::now();
+        let changes = match recorded {
+            Some(r) if r >= latest => return Ok(None),
+            Some(r) => log.changes(r + 1).await?,
+            // A table never recorded: from its first commit, or — when the
+            // log no longer holds it — from the whole table as of now.
+            None if log.has_commit(0).await? => log.changes(0).await?,
+            None => {
+                let (at, files) = log.snapshot(Some(latest)).await?;
+                VersionChanges {
+                    version: at,
+                    operation: "SNAPSHOT".to_string(),
+                    timestamp_ms: 0,
+                    skipped: files
+                        .is_empty()
+                        .then(|| "the table holds no data files".to_string()),
+                    files,
+                    unreadable: None,
+                }
+            }
+        };
+        Ok(Some(batch_of(
+            dataset,
+            location,
+            table.format.name(),
+            changes,
+            discovered,
+        )))
+    }
+
+    fn failed(&self, key: &(String, String), e: &TableError) {
+        let message = e.to_string();
+        let mut first = false;
+        self.stats.update(key, |s| {
+            first = s.error.is_none();
+            if first {
+                s.error_since = Some(chrono::Utc::now().to_rfc3339());
+            }
+            s.error = Some(message.clone());
+        });
+        if first {
+            tracing::error!(dataset = %key.0, table = %key.1, error = %message, "table cannot be read; tried again every poll (one line per episode)");
+        }
+    }
+
+    fn recovered(&self, key: &(String, String)) {
+        let mut was = false;
+        self.stats.update(key, |s| {
+            was = s.error.take().is_some();
+            s.error_since = None;
+        });
+        if was {
+            tracing::info!(dataset = %key.0, table = %key.1, "table readable again");
+        }
+    }
+}
+
+/// A table version read for `check` or `baseline`: what to scan and how to
+/// name it.
+#[derive(Debug, Clone)]
+pub struct ReadVersion {
+    /// The version (with `skipped` set when it added no data).
+    pub table: TableRef,
+    /// The files to scan.
+    pub files: Vec<crate::engine::FileInput>,
+    /// The partition values every file shares.
+    pub partitions: BTreeMap<String, String>,
+    /// Why the files cannot be evaluated as they are.
+    pub unreadable: Option<String>,
+}
+
+impl ReadVersion {
+    /// How the version is named as a report's `source`.
+    pub fn source(&self) -> String {
+        source_name(&self.table.location, self.table.version)
+    }
+}
+
+/// Reads the Delta table at `location` at `version` (None: the latest):
+/// the files that version added (`whole: false`, what the agent's batch
+/// for it is), or every file live at it (`whole: true`, for baselines).
+pub async fn read_version(
+    location: &str,
+    version: Option<u64>,
+    whole: bool,
+) -> Result<ReadVersion, TableError> {
+    let log = DeltaLog::open(Path::new(location)).await?;
+    let latest = log.latest_version(None).await?;
+    let version = version.unwrap_or(latest);
+    if version > latest {
+        return Err(TableError::NoVersion {
+            location: location.to_string(),
+            version,
+        });
+    }
+    let changes = if whole {
+        let (at, files) = log.snapshot(Some(version)).await?;
+        let operation = log.changes(at).await?.operation;
+        VersionChanges {
+            version: at,
+            operation,
+            timestamp_ms: 0,
+            skipped: files
+                .is_empty()
+                .then(|| "the table holds no data files at this version".to_string()),
+            files,
+            unreadable: None,
+        }
+    } else {
+        log.changes(version).await?
+    };
+    Ok(ReadVersion {
+        table: TableRef {
+            format: crate::rules::TableFormat::Delta.name().to_string(),
+            location: location.to_string(),
+            version: changes.version,
+            operation: changes.operation,
+            skipped: changes.skipped,
+        },
+        partitions: common_partitions(&changes.files),
+        files: changes
+            .files
+            .into_iter()
+            .map(|f| crate::engine::FileInput {
+                path: f.path,
+                partitions: f.partitions,
+            })
+            .collect(),
+        unreadable: changes.unreadable,
+    })
+}

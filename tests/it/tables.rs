@@ -1,0 +1,728 @@
+//! Delta Lake tables (issue 16): tables written by delta-rs itself (its
+//! record-batch writer, its commit path, vacuum and checkpoints), read by the
+//! real agent and `check`/`baseline` binaries; and a table written by the
+//! Python `deltalake` package (tests/fixtures/delta/).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
+use deltalake_core::kernel::transaction::CommitBuilder;
+use deltalake_core::kernel::{Action, DataType, PrimitiveType, StructField};
+use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use deltalake_core::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake_core::{DeltaTable, DeltaTableBuilder};
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::agent::{Agent, Lake, wait_for};
+use crate::common::{driftwatch, text};
+
+/// The rule file of the tests' table (`location` relative to the rules folder).
+const TABLE_RULES: &str = "dataset: events
+table: { format: delta, location: ../table, poll_interval: 100ms }
+checks:
+  - not_null: carrier
+  - range: { column: amount, min: 0 }
+  - row_count: { min: 1 }
+";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A Delta table written with delta-rs.
+struct Writer {
+    table: DeltaTable,
+    rt: tokio::runtime::Runtime,
+    next_id: i64,
+}
+
+impl Writer {
+    /// Creates the table at `dir` (version 0: CREATE TABLE, no data).
+    fn create(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let rt = runtime();
+        let url = url::Url::from_directory_path(std::fs::canonicalize(dir).unwrap()).unwrap();
+        let table = rt.block_on(async {
+            DeltaTableBuilder::from_url(url)
+                .unwrap()
+                .build()
+                .unwrap()
+                .create()
+                .with_columns([
+                    StructField::new("id", DataType::Primitive(PrimitiveType::Long), false),
+                    StructField::new("carrier", DataType::Primitive(PrimitiveType::String), true),
+                    StructField::new("amount", DataType::Primitive(PrimitiveType::Double), true),
+                ])
+                .await
+                .unwrap()
+        });
+        Writer {
+            table,
+            rt,
+            next_id: 1,
+        }
+    }
+
+    fn version(&self) -> u64 {
+        self.table.version().unwrap()
+    }
+
+    /// `rows` rows; `amount` is negative on every row when `negative`.
+    fn rows(&mut self, rows: i64, negative: bool) -> RecordBatch {
+        self.rows_shifted(rows, negative, 0.0)
+    }
+
+    /// `rows` rows whose `amount` cycles through 0, 1.5, … 148.5 (+ `shift`).
+    fn rows_shifted(&mut self, rows: i64, negative: bool, shift: f64) -> RecordBatch {
+        let ids: Vec<i64> = (self.next_id..self.next_id + rows).collect();
+        self.next_id += rows;
+        let carriers: Vec<Option<&str>> = ids
+            .iter()
+            .map(|i| Some(["AA", "UA", "DL"][(*i % 3) as usize]))
+            .collect();
+        let amounts: Vec<f64> = ids
+            .iter()
+            .map(|i| {
+                if negative {
+                    -1.0
+                } else {
+                    (*i % 100) as f64 * 1.5 + shift
+                }
+            })
+            .collect();
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("id", arrow::datatypes::DataType::Int64, false),
+            arrow::datatypes::Field::new("carrier", arrow::datatypes::DataType::Utf8, true),
+            arrow::datatypes::Field::new("amount", arrow::datatypes::DataType::Float64, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(StringArray::from(carriers)),
+                Arc::new(Float64Array::from(amounts)),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// Data files written by delta-rs's record-batch writer (not committed).
+    fn write_files(&mut self, batch: RecordBatch) -> Vec<deltalake_core::kernel::Add> {
+        let Writer { table, rt, .. } = self;
+        rt.block_on(async {
+            let mut writer = RecordBatchWriter::for_table(table).unwrap();
+            writer.write(batch).await.unwrap();
+            writer.flush().await.unwrap()
+        })
+    }
+
+    /// The data files live now, as removes.
+    fn removes(&mut self, data_change: bool) -> Vec<Action> {
+        let Writer { table, rt, .. } = self;
+        rt.block_on(async {
+            let mut views = table.get_active_add_actions_by_partitions(&[]);
+            let mut removes = Vec::new();
+            while let Some(view) = views.next().await {
+                removes.push(Action::Remove(view.unwrap().remove_action(data_change)));
+            }
+            removes
+        })
+    }
+
+    fn commit(&mut self, actions: Vec<Action>, operation: DeltaOperation) -> u64 {
+        let Writer { table, rt, .. } = self;
+        rt.block_on(async {
+            let version = CommitBuilder::default()
+                .with_actions(actions)
+                .build(
+                    Some(table.snapshot().unwrap()),
+                    table.log_store(),
+                    operation,
+                )
+                .await
+                .unwrap()
+                .version();
+            table.load().await.unwrap();
+            version
+        })
+    }
+
+    /// An append of `rows` rows (WRITE, mode Append).
+    fn append(&mut self, rows: i64) -> u64 {
+        self.append_shifted(rows, 0.0)
+    }
+
+    /// An append whose amounts are shifted by `shift`.
+    fn append_shifted(&mut self, rows: i64, shift: f64) -> u64 {
+        let batch = self.rows_shifted(rows, false, shift);
+        let Writer { table, rt, .. } = self;
+        rt.block_on(async {
+            let mut writer = RecordBatchWriter::for_table(table).unwrap();
+            writer.write(batch).await.unwrap();
+            writer.flush_and_commit(table).await.unwrap()
+        })
+    }
+
+    /// An overwrite with `rows` rows: the new file added, every live file removed.
+    fn overwrite(&mut self, rows: i64, negative: bool) -> u64 {
+        let batch = self.rows(rows, negative);
+        let adds = self.write_files(batch);
+        let mut actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+        actions.extend(self.removes(true));
+        self.commit(
+            actions,
+            DeltaOperation::Write {
+                mode: SaveMode::Overwrite,
+                partition_by: None,
+                predicate: None,
+            },
+        )
+    }
+
+    /// An optimize: every live file's rows rewritten into one file
+    /// (`dataChange: false` on both sides, as OPTIMIZE commits them).
+    fn optimize(&mut self) -> u64 {
+        let files: Vec<PathBuf> = {
+            let Writer { table, rt, .. } = self;
+            let root = table.table_url().to_file_path().unwrap();
+            rt.block_on(async {
+                let mut views = table.get_active_add_actions_by_partitions(&[]);
+                let mut files = Vec::new();
+                while let Some(view) = views.next().await {
+                    files.push(root.join(view.unwrap().path().as_ref()));
+                }
+                files
+            })
+        };
+        let mut batches = Vec::new();
+        for file in files {
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                std::fs::File::open(file).unwrap(),
+            )
+            .unwrap()
+            .build()
+            .unwrap();
+            batches.extend(reader.map(|b| b.unwrap()));
+        }
+        let merged = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+        let mut actions: Vec<Action> = self
+            .write_files(merged)
+            .into_iter()
+            .map(|mut add| {
+                add.data_change = false;
+                Action::Add(add)
+            })
+            .collect();
+        actions.extend(self.removes(false));
+        self.commit(
+            actions,
+            DeltaOperation::Optimize {
+                predicate: None,
+                target_size: 1 << 20,
+            },
+        )
+    }
+
+    /// VACUUM with no retention: deletes every removed file (VACUUM START
+    /// and VACUUM END commits).
+    fn vacuum(&mut self) -> u64 {
+        let Writer { table, rt, .. } = self;
+        rt.block_on(async {
+            let (vacuumed, metrics) = table
+                .clone()
+                .vacuum()
+                .with_retention_period(chrono::Duration::zero())
+                .with_enforce_retention_duration(false)
+                .await
+                .unwrap();
+            assert!(!metrics.files_deleted.is_empty(), "vacuum deleted nothing");
+            *table = vacuumed;
+            table.version().unwrap()
+        })
+    }
+
+    /// Writes a checkpoint at the current version.
+    fn checkpoint(&mut self) {
+        let Writer { table, rt, .. } = self;
+        rt.block_on(deltalake_core::checkpoints::create_checkpoint(table, None))
+            .unwrap();
+    }
+}
+
+/// The results log's reports for the table, in log order: (seq, source,
+/// rows, outcome, operation).
+fn table_results(lake: &Lake) -> Vec<(u64, String, Option<u64>, String, String)> {
+    lake.results()
+        .iter()
+        .map(|r| {
+            let report = &r["reports"][0];
+            let outcome = if report["table"]["skipped"].is_string() {
+                "skipped"
+            } else if report["error"].is_string() {
+                "error"
+            } else if report["passed"] == true {
+                "passed"
+            } else {
+                "failed"
+            };
+            (
+                r["agent"]["seq"].as_u64().unwrap(),
+                report["source"].as_str().unwrap().to_string(),
+                report["rows"].as_u64(),
+                outcome.to_string(),
+                report["table"]["operation"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn wait_versions(lake: &Lake, agent: &Agent, n: usize) {
+    wait_for(&format!("{n} table versions recorded"), || {
+        (lake.results().len() >= n).then_some(())
+    });
+    // Nothing beyond: no version twice.
+    assert_eq!(lake.results().len(), n, "{}", agent.log_text());
+}
+
+#[test]
+fn issue_16_delta_versions_each_reported_once_in_order_across_restarts() {
+    // The table lives inside the watched folder, next to a rule file that
+    // takes every Parquet file there: its files are the table's, never lake
+    // batches.
+    let lake = Lake::new(&TABLE_RULES.replace("../table", "../lake/table"));
+    std::fs::write(
+        lake.path("rules/files.yaml"),
+        "dataset: files\nchecks:\n  - row_count: { min: 1 }\n",
+    )
+    .unwrap();
+    let table_dir = lake.lake().join("table");
+    let location = std::fs::canonicalize(lake.lake())
+        .unwrap()
+        .join("table")
+        .display()
+        .to_string();
+    let mut writer = Writer::create(&table_dir);
+    assert_eq!(writer.version(), 0);
+    assert_eq!(writer.append(10), 1);
+    assert_eq!(writer.append(20), 2);
+
+    let agent = Agent::start(&lake, &[]);
+    wait_versions(&lake, &agent, 3);
+    agent.kill9();
+
+    // While the agent is down: two appends, an overwrite (one of whose
+    // rows breaks the range check), an append.
+    assert_eq!(writer.append(30), 3);
+    assert_eq!(writer.append(40), 4);
+    assert_eq!(writer.overwrite(50, true), 5);
+    assert_eq!(writer.append(60), 6);
+
+    let agent = Agent::start(&lake, &[]);
+    wait_versions(&lake, &agent, 7);
+    agent.kill9();
+
+    // Down again: optimize, then vacuum (which deletes files of versions
+    // already evaluated).
+    assert_eq!(writer.optimize(), 7);
+    let vacuumed = writer.vacuum();
+    assert_eq!(vacuumed, 9, "VACUUM START and VACUUM END");
+
+    let agent = Agent::start(&lake, &[]);
+    wait_versions(&lake, &agent, 10);
+
+    let at = |v: u64| format!("{location}@v{v}");
+    let expected: Vec<(u64, String, Option<u64>, String, String)> = vec![
+        (1, at(0), None, "skipped".into(), "CREATE TABLE".into()),
+        (2, at(1), Some(10), "passed".into(), "WRITE".into()),
+        (3, at(2), Some(20), "passed".into(), "WRITE".into()),
+        (4, at(3), Some(30), "passed".into(), "WRITE".into()),
+        (5, at(4), Some(40), "passed".into(), "WRITE".into()),
+        (6, at(5), Some(50), "failed".into(), "WRITE".into()),
+        (7, at(6), Some(60), "passed".into(), "WRITE".into()),
+        (8, at(7), None, "skipped".into(), "OPTIMIZE".into()),
+        (9, at(8), None, "skipped".into(), "VACUUM START".into()),
+        (10, at(9), None, "skipped".into(), "VACUUM END".into()),
+    ];
+    assert_eq!(table_results(&lake), expected, "{}", agent.log_text());
+
+    let results = lake.results();
+    // The overwrite is a batch of what it added (its removes do not count).
+    let overwrite = &results[5];
+    assert_eq!(overwrite["agent"]["batch"]["kind"], "delta");
+    assert_eq!(overwrite["agent"]["batch"]["path"], location.as_str());
+    assert_eq!(overwrite["agent"]["batch"]["parts"], 1);
+    assert_eq!(overwrite["agent"]["batch"]["table"]["version"], 5);
+    assert_eq!(overwrite["reports"][0]["table"]["version"], 5);
+    let range = &overwrite["reports"][0]["checks"][1];
+    assert_eq!(range["name"], "range_amount");
+    assert_eq!(range["failing_rows"], 50);
+    assert_eq!(
+        results[7]["reports"][0]["table"]["skipped"],
+        "OPTIMIZE rewrote 2 file(s) into 1 without new data"
+    );
+    assert_eq!(results[7]["reports"][0]["passed"], true);
+    assert_eq!(results[7]["reports"][0]["checks"], Value::Array(vec![]));
+
+    let status = agent.status();
+    let table = &status["tables"][0];
+    assert_eq!(table["location"], location.as_str());
+    assert_eq!(table["format"], "delta");
+    assert_eq!(table["latest_version"], 9);
+    assert_eq!(table["recorded_version"], 9);
+    assert_eq!(table["error"], Value::Null);
+    assert_eq!(status["agent"]["unmatched_files"], 0);
+    assert_eq!(status["datasets"][1]["dataset"], "files");
+    assert_eq!(status["datasets"][1]["evaluated"], 0);
+    let dataset = &status["datasets"][0];
+    assert_eq!(dataset["dataset"], "events");
+    assert_eq!(dataset["evaluated"], 10);
+    assert_eq!(dataset["skipped"], 4);
+    assert_eq!(dataset["failed"], 1);
+    assert_eq!(dataset["rows"], 210);
+    assert_eq!(
+        dataset["recent"][0]["skipped"],
+        "VACUUM END added no data files"
+    );
+
+    // A new append while it runs: the next version, once.
+    assert_eq!(writer.append(5), 10);
+    wait_versions(&lake, &agent, 11);
+    let last = table_results(&lake).pop().unwrap();
+    assert_eq!(last, (11, at(10), Some(5), "passed".into(), "WRITE".into()));
+    assert_eq!(agent.terminate(), Some(0));
+    // A stopped agent's store still tells the recorded version.
+    let out = driftwatch(&[
+        "status",
+        "--state",
+        lake.state().to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["tables"][0]["location"], location.as_str());
+    assert_eq!(status["tables"][0]["recorded_version"], 10);
+    assert_eq!(status["datasets"][0]["skipped"], 4);
+}
+
+#[test]
+fn issue_16_rolling_reference_over_table_versions_skips_versions_without_data() {
+    let lake = Lake::new(
+        "dataset: events
+table: { format: delta, location: ../table, poll_interval: 100ms }
+checks:
+  - row_count: { min: 1 }
+drift:
+  reference: { rolling: { batches: 1 } }
+  columns: [amount]
+",
+    );
+    let mut writer = Writer::create(&lake.path("table")); // v0: skipped
+    writer.append(200); // v1: the window is empty
+    writer.optimize(); // v2: skipped, not part of the window
+    writer.append(200); // v3: like v1
+    writer.append_shifted(200, 1000.0); // v4: shifted
+    let agent = Agent::start(&lake, &[]);
+    wait_versions(&lake, &agent, 5);
+    let results = lake.results();
+    let drift = |i: usize| results[i]["reports"][0]["drift"].clone();
+    assert_eq!(drift(0), Value::Null);
+    assert_eq!(
+        drift(1)["message"],
+        "rolling reference has 0 of 1 batches; drift is tested once it has at least one"
+    );
+    assert_eq!(drift(2), Value::Null);
+    assert_eq!(drift(3)["dataset_drift"], false);
+    assert_eq!(drift(3)["reference"], "rolling (previous 1 batches)");
+    assert_eq!(drift(4)["dataset_drift"], true);
+    assert_eq!(results[4]["reports"][0]["passed"], false);
+}
+
+#[test]
+fn issue_16_delta_table_with_checkpoint_and_cleaned_log_is_read_through_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let table_dir = dir.path().join("table");
+    let mut writer = Writer::create(&table_dir);
+    writer.append(100); // v1
+    writer.append(200); // v2
+    writer.append(300); // v3
+    writer.checkpoint(); // at v3
+    writer.append(400); // v4
+    // Log clean-up: the commits the checkpoint covers are gone.
+    for v in 0..=3 {
+        std::fs::remove_file(table_dir.join(format!("_delta_log/{v:020}.json"))).unwrap();
+    }
+    assert!(
+        table_dir
+            .join("_delta_log/00000000000000000003.checkpoint.parquet")
+            .is_file()
+    );
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "dataset: events\ntable: { format: delta, location: table }\nchecks:\n  - row_count: { min: 1 }\n",
+    )
+    .unwrap();
+    let location = std::fs::canonicalize(&table_dir)
+        .unwrap()
+        .display()
+        .to_string();
+
+    // `check` with no PATH reads the rule file's table at its latest version.
+    let out = driftwatch(&[
+        "check",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let batch = &report["reports"][0];
+    assert_eq!(batch["source"], format!("{location}@v4"));
+    assert_eq!(batch["rows"], 400);
+    assert_eq!(batch["table"]["version"], 4);
+    assert_eq!(batch["table"]["operation"], "WRITE");
+
+    // A version whose commit was cleaned up cannot be a batch: said so.
+    let out = driftwatch(&[
+        "check",
+        table_dir.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "--table-version",
+        "2",
+        "--format",
+        "json",
+    ]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["reports"][0]["table"]["skipped"],
+        "its commit is no longer in the log (cleaned up after a checkpoint)"
+    );
+
+    // The baseline at version 3 is the whole table then: from the checkpoint.
+    let profile = dir.path().join("v3.profile");
+    let out = driftwatch(&[
+        "baseline",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--table-version",
+        "3",
+        "--output",
+        profile.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
+    assert_eq!(written["rows"], 600);
+    assert_eq!(written["sources"][0], format!("{location}@v3"));
+
+    // An agent that never saw the table starts from the whole table as of
+    // its latest version (the earlier commits are gone), then goes on. It
+    // watches no folder: the table is all there is.
+    let lake = Lake::new(&format!(
+        "dataset: events\ntable: {{ format: delta, location: {location}, poll_interval: 100ms }}\nchecks:\n  - row_count: {{ min: 1 }}\n"
+    ));
+    let args: Vec<String> = [
+        "run",
+        "--rules",
+        lake.path("rules").to_str().unwrap(),
+        "--state",
+        lake.state().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]
+    .map(String::from)
+    .to_vec();
+    let agent = Agent::spawn(&lake, &args, &lake.state());
+    wait_versions(&lake, &agent, 1);
+    writer.append(500); // v5
+    wait_versions(&lake, &agent, 2);
+    let results = table_results(&lake);
+    assert_eq!(
+        results,
+        vec![
+            (
+                1,
+                format!("{location}@v4"),
+                Some(1000),
+                "passed".into(),
+                "SNAPSHOT".into()
+            ),
+            (
+                2,
+                format!("{location}@v5"),
+                Some(500),
+                "passed".into(),
+                "WRITE".into()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn issue_16_not_a_table_is_a_one_line_error_for_check_and_the_agent() {
+    let lake = Lake::new(TABLE_RULES);
+    std::fs::create_dir_all(lake.path("table")).unwrap();
+    std::fs::write(lake.path("table/part-0.parquet"), b"not parquet").unwrap();
+    let location = std::fs::canonicalize(lake.path("table"))
+        .unwrap()
+        .display()
+        .to_string();
+    let message = format!(
+        "{location}: not a Delta table: no Delta transaction log (`_delta_log/` with commits) in it"
+    );
+
+    let rules = lake.path("rules/flights.yaml");
+    let out = driftwatch(&[
+        "check",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["reports"][0]["error"], message.as_str());
+
+    // The agent: an error on /status (and not ready) and one log line,
+    // retried, no crash.
+    let agent = Agent::start_unready(&lake, &[]);
+    let status = wait_for("the table error on /status", || {
+        let status = agent.status();
+        status["tables"][0]["error"].is_string().then_some(status)
+    });
+    assert_eq!(status["tables"][0]["error"], message.as_str());
+    assert_eq!(status["agent"]["degraded"]["reason"], message.as_str());
+    assert_eq!(agent.get("/readyz").0, 503);
+    wait_for("the error log line", || {
+        agent
+            .log_text()
+            .contains("table cannot be read; tried again every poll")
+            .then_some(())
+    });
+    // The folder becomes a table: picked up at the next poll.
+    std::fs::remove_file(lake.path("table/part-0.parquet")).unwrap();
+    let mut writer = Writer::create(&lake.path("table"));
+    writer.append(7);
+    wait_versions(&lake, &agent, 2);
+    let status = agent.status();
+    assert_eq!(status["tables"][0]["error"], Value::Null);
+    assert_eq!(status["agent"]["degraded"], Value::Null);
+    assert_eq!(agent.get("/readyz").0, 200);
+    assert_eq!(
+        agent
+            .log_text()
+            .matches("table cannot be read; tried again every poll")
+            .count(),
+        1
+    );
+
+    // An object-store location is a rule error until object stores come.
+    std::fs::write(
+        &rules,
+        "dataset: events\ntable:\n  format: delta\n  location: s3://bucket/events\n",
+    )
+    .unwrap();
+    let out = driftwatch(&["rules", "check", rules.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        format!(
+            "error: {}:4:13: `table.location`: `s3://` tables are not supported yet; give a local folder",
+            rules.display()
+        )
+    );
+}
+
+/// tests/fixtures/delta/python_table: written once by the Python
+/// `deltalake` package (tests/fixtures/delta/generate.py): a partitioned
+/// table with a first write, 2 appends (one into two partitions), an
+/// overwrite of one partition, a compaction and a delete.
+#[test]
+fn issue_16_delta_table_written_by_python_deltalake_is_read_exactly() {
+    let fixture = Path::new("tests/fixtures/delta/python_table");
+    let rules = Path::new("tests/fixtures/delta/rules.yaml");
+    let check = |version: &str| -> Value {
+        let out = driftwatch(&[
+            "check",
+            fixture.to_str().unwrap(),
+            "--rules",
+            rules.to_str().unwrap(),
+            "--table-version",
+            version,
+            "--format",
+            "json",
+        ]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)))
+    };
+    let expected = include_str!("../fixtures/delta/expected.json");
+    let expected: Value = serde_json::from_str(expected).unwrap();
+    for (version, want) in expected.as_object().unwrap() {
+        let got = &check(version)["reports"][0];
+        assert_eq!(&got["rows"], &want["rows"], "v{version}");
+        assert_eq!(&got["passed"], &want["passed"], "v{version}");
+        assert_eq!(&got["partitions"], &want["partitions"], "v{version}");
+        assert_eq!(&got["table"]["operation"], &want["operation"], "v{version}");
+        assert_eq!(
+            got["table"]["skipped"].is_string(),
+            want["skipped"].as_bool().unwrap(),
+            "v{version}"
+        );
+        let failing: Vec<(&str, u64)> = got["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| Some((c["name"].as_str()?, c["failing_rows"].as_u64()?)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let want_failing: Vec<(&str, u64)> = want["failing"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_u64().unwrap()))
+            .collect();
+        assert_eq!(failing, want_failing, "v{version}");
+    }
+}
+
+#[test]
+fn issue_16_table_key_errors_name_file_line_col() {
+    let error = |yaml: &str| -> String {
+        match driftwatch::rules::parse_rule_file(Path::new("rules/t.yaml"), yaml) {
+            Ok(_) => panic!("accepted:\n{yaml}"),
+            Err(e) => e.to_string(),
+        }
+    };
+    assert_eq!(
+        error("dataset: t\ntable: { format: delta, location: a, poll_interval: 0s }\n"),
+        "rules/t.yaml:2:53: `table.poll_interval` must be more than zero"
+    );
+    assert_eq!(
+        error("dataset: t\ntable:\n  format: delta\n  location: ''\n"),
+        "rules/t.yaml:4:13: `table.location` must not be empty"
+    );
+    assert_eq!(
+        error("dataset: t\nmatch: '*.parquet'\ntable: { format: delta, location: a }\n"),
+        "rules/t.yaml:3:8: a rule file with `table` takes its batches from the table's versions: remove `match`"
+    );
+    let e = error("dataset: t\ntable: { format: iceberg, location: a }\n");
+    assert!(
+        e.starts_with("rules/t.yaml:2:18: unknown variant `iceberg`, expected one of delta"),
+        "{e}"
+    );
+    // A relative location is the rule file's folder's.
+    let rules = driftwatch::rules::parse_rule_file(
+        Path::new("rules/t.yaml"),
+        "dataset: t\ntable: { format: delta, location: ../tables/t, poll_interval: 5s }\n",
+    )
+    .unwrap();
+    let table = rules.table.unwrap();
+    assert_eq!(table.location, Path::new("rules/../tables/t"));
+    assert_eq!(table.poll_interval, Some(std::time::Duration::from_secs(5)));
+}
