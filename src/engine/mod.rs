@@ -118,6 +118,19 @@ fn read_error(path: &Path, e: &DataFusionError) -> EngineError {
     }
 }
 
+/// The guard's verdict on `path` as an engine error: refused Thrift is the
+/// input's fault; a read that failed is classified like any other.
+fn guarded(path: &Path, check: guard::Result<()>) -> Result<()> {
+    match check {
+        Ok(()) => Ok(()),
+        Err(guard::GuardError::Invalid(reason)) => Err(EngineError::Input {
+            path: path.display().to_string(),
+            reason: format!("not a valid Parquet file: {reason}"),
+        }),
+        Err(guard::GuardError::Io(e)) => Err(read_error(path, &DataFusionError::IoError(e))),
+    }
+}
+
 /// Time spent per stage of one evaluation (for traces and metrics).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timings {
@@ -518,19 +531,7 @@ impl Engine {
         }
         // Thrift the parquet crate would spend unbounded time skipping is
         // refused before it sees the file (see `guard`).
-        match guard::check_batch(path) {
-            Ok(()) => {}
-            Err(guard::GuardError::Invalid(reason)) => {
-                return Err(EngineError::Input {
-                    path: path.display().to_string(),
-                    reason: format!("not a valid Parquet file: {reason}"),
-                });
-            }
-            Err(guard::GuardError::Io(e)) => {
-                let e = DataFusionError::IoError(e);
-                return Err(read_error(path, &e));
-            }
-        }
+        guarded(path, guard::check_batch(path))?;
         // A file: any extension (the caller decided it is a batch). A folder
         // of part files: its `*.parquet` files, which leaves out `_SUCCESS`,
         // `.crc` and other writer leftovers.
@@ -584,6 +585,7 @@ impl Engine {
                 }
                 Err(e) => return Err(read_error(&file.path, &DataFusionError::IoError(e))),
             }
+            guarded(&file.path, guard::check_file(&file.path))?;
             let absolute = std::path::absolute(&file.path)
                 .map_err(|e| read_error(&file.path, &DataFusionError::IoError(e)))?;
             let url = url::Url::from_file_path(&absolute).map_err(|()| EngineError::Input {
