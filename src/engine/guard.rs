@@ -380,6 +380,56 @@ pub fn check_file(path: &Path) -> Result<()> {
         return Ok(());
     };
     let len = file.metadata()?.len();
+    // Every byte range the footer names must lie inside the file: readers
+    // allocate a range's length before reading it (object_store's local
+    // reader aborted the process on a chunk claiming 64 TB; found by the
+    // parquet_engine fuzz target).
+    let within = |what: &str, offset: Option<i64>, length: Option<u64>| -> Result<()> {
+        let (Some(offset), Some(length)) = (offset, length) else {
+            return Ok(());
+        };
+        let end = u64::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(length));
+        match end {
+            Some(end) if end <= len => Ok(()),
+            _ => Err(GuardError::Invalid(format!(
+                "{what} at offset {offset} with {length} bytes lies beyond the end of the \
+                 file ({len} bytes)"
+            ))),
+        }
+    };
+    for row_group in metadata.row_groups() {
+        for chunk in row_group.columns() {
+            let (start, size) = chunk.byte_range();
+            within(
+                "a column chunk",
+                i64::try_from(start).ok().or(Some(-1)),
+                Some(size),
+            )?;
+            within(
+                "a column index",
+                chunk.column_index_offset(),
+                chunk
+                    .column_index_length()
+                    .and_then(|l| u64::try_from(l).ok()),
+            )?;
+            within(
+                "an offset index",
+                chunk.offset_index_offset(),
+                chunk
+                    .offset_index_length()
+                    .and_then(|l| u64::try_from(l).ok()),
+            )?;
+            within(
+                "a bloom filter",
+                chunk.bloom_filter_offset(),
+                chunk
+                    .bloom_filter_length()
+                    .and_then(|l| u64::try_from(l).ok()),
+            )?;
+        }
+    }
     let range = |file: &File, start: u64, end: u64| -> Result<Range> {
         let mut file = file.try_clone()?;
         file.seek(SeekFrom::Start(start))?;
@@ -547,6 +597,21 @@ mod tests {
         // Truncated thrift: ended, not refused.
         check_footer_bytes(&[0x15]).unwrap();
         check_footer_bytes(&[]).unwrap();
+    }
+
+    #[test]
+    fn issue_15_fuzz_a_column_chunk_beyond_the_end_of_the_file_is_refused() {
+        // Found by the parquet_engine fuzz target: the chunk's range made
+        // object_store allocate 64 TB and the process abort.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus/parquet_engine/crash-chunk-range-beyond-file");
+        let e = check_file(&path).unwrap_err();
+        assert!(
+            e.to_string().starts_with("not a valid Parquet file: ")
+                && e.to_string()
+                    .ends_with("lies beyond the end of the file (5243 bytes)"),
+            "{e}"
+        );
     }
 
     #[test]
