@@ -236,6 +236,7 @@ mod tests {
                 size: 1,
                 modified_ns: 0,
                 parts: 1,
+                etag: None,
             },
         )
     }

@@ -238,6 +238,7 @@ mod tests {
             size: n,
             modified_ns: 1,
             parts: 1,
+            etag: None,
         };
         let line = |_seq: u64| {
             serde_json::to_string(&Report {

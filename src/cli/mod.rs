@@ -174,7 +174,8 @@ enum WebhooksCommand {
 
 #[derive(clap::Args)]
 struct BaselineArgs {
-    /// Parquet files or folders (searched recursively for *.parquet).
+    /// Parquet files or folders (searched recursively for *.parquet), or
+    /// object-store URLs: an object or a prefix (`s3://bucket/flights/`).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// A rule file, or a folder of rule files matched by their `match` globs.
@@ -190,6 +191,11 @@ struct BaselineArgs {
     /// `500ms`; a longer one is stopped and reported as an error.
     #[arg(long, value_parser = parse_interval)]
     evaluation_timeout: Option<std::time::Duration>,
+    /// A config file whose `[lake.object_store]` section says how to reach
+    /// `s3://`/`az://` inputs (endpoint, region, path style); credentials
+    /// come from the environment (`AWS_ACCESS_KEY_ID`, …).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -220,7 +226,8 @@ enum CheckFormat {
 
 #[derive(clap::Args)]
 struct CheckArgs {
-    /// Parquet files or folders (searched recursively for *.parquet).
+    /// Parquet files or folders (searched recursively for *.parquet), or
+    /// object-store URLs: an object or a prefix (`s3://bucket/flights/`).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// A rule file, or a folder of rule files matched by their `match` globs.
@@ -249,6 +256,11 @@ struct CheckArgs {
     /// overrides the rule files' `drift.reference`.
     #[arg(long)]
     reference: Option<PathBuf>,
+    /// A config file whose `[lake.object_store]` section says how to reach
+    /// `s3://`/`az://` inputs (endpoint, region, path style); credentials
+    /// come from the environment (`AWS_ACCESS_KEY_ID`, …).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -356,20 +368,27 @@ struct Setup {
     engine: Engine,
 }
 
-fn setup(
+async fn setup(
     rules_path: &Path,
     paths: &[PathBuf],
     memory_limit: Option<usize>,
     evaluation_timeout: Option<std::time::Duration>,
+    config: Option<&Path>,
 ) -> Result<Setup> {
     let rule_files = rules::load_rules(rules_path)?;
     let single = std::fs::metadata(rules_path)
         .with_context(|| format!("{}", rules_path.display()))?
         .is_file();
-    let inputs = inputs::expand(paths)?;
+    // Only `[lake.object_store]` of a config file matters here.
+    let object_store = match config {
+        Some(path) => driftwatch::config::object_store_options(path)?,
+        None => Default::default(),
+    };
+    let inputs = inputs::expand_all(paths, &object_store).await?;
     let engine = Engine::new(&EngineOptions {
         memory_limit,
         evaluation_timeout,
+        object_store,
         ..EngineOptions::default()
     })?;
     Ok(Setup {
@@ -391,7 +410,9 @@ async fn baseline(args: BaselineArgs) -> Result<i32> {
         &args.paths,
         args.memory_limit,
         args.evaluation_timeout,
-    )?;
+        args.config.as_deref(),
+    )
+    .await?;
     let (pairs, unmatched) = inputs::assign(&inputs, &rule_files, single);
     for input in &unmatched {
         eprintln!(
@@ -483,7 +504,9 @@ async fn check(args: CheckArgs) -> Result<i32> {
         &args.paths,
         args.memory_limit,
         args.evaluation_timeout,
-    )?;
+        args.config.as_deref(),
+    )
+    .await?;
     if args.explain {
         let (pairs, _) = inputs::assign(&inputs, &rule_files, single);
         for (input, i) in pairs {

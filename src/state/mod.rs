@@ -187,10 +187,15 @@ pub struct Store {
 
 /// The key of a batch version for one dataset.
 pub fn version_key(dataset: &str, version: &BatchVersion) -> String {
-    format!(
+    let key = format!(
         "{dataset}\0{}\0{}\0{}\0{}",
         version.kind, version.path, version.size, version.modified_ns
-    )
+    );
+    // Local versions have no ETag: their keys are as they always were.
+    match &version.etag {
+        Some(etag) => format!("{key}\0{etag}"),
+        None => key,
+    }
 }
 
 fn seq_key(dataset: &str, seq: u64) -> String {
@@ -607,6 +612,7 @@ mod tests {
             size,
             modified_ns: 7,
             parts: 1,
+            etag: None,
         }
     }
 

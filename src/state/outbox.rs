@@ -592,6 +592,7 @@ mod tests {
             size: 1,
             modified_ns: 1,
             parts: 1,
+            etag: None,
         };
         store
             .record_evaluation(

@@ -517,6 +517,7 @@ pub fn window_version(
         size: key_events,
         modified_ns: 0,
         parts: events,
+        etag: None,
     }
 }
 
