@@ -131,6 +131,8 @@ pub struct Shared {
     pub(crate) references: Mutex<crate::evaluate::ReferenceCache>,
     pub(crate) in_flight: InFlight,
     pub(crate) lake: Arc<LakeStats>,
+    /// The object-store watcher's counters (`--watch s3://…`).
+    pub(crate) objects: Arc<LakeStats>,
     pub(crate) events: broadcast::Sender<Arc<Evaluation>>,
     pub(crate) reports_per_dataset: usize,
     pub(crate) queue_capacity: usize,
@@ -187,7 +189,9 @@ impl Shared {
         if let Some(d) = self.health.degraded() {
             return Some(d);
         }
-        let listing = self.lake.listing_error.lock().ok()?.clone()?;
+        let folders = self.lake.listing_error.lock().ok()?.clone();
+        let objects = self.objects.listing_error.lock().ok()?.clone();
+        let listing = folders.or(objects)?;
         Some(health::Degraded {
             since: listing.0,
             reason: listing.1,
@@ -258,6 +262,9 @@ fn lake_options(settings: &Settings) -> Result<LakeOptions> {
             settings.rescan
         },
         poll: settings.mode == crate::config::WatchMode::Poll,
+        object_roots: settings.watch_objects.clone(),
+        object_store: settings.object_store.clone(),
+        poll_interval: settings.poll_interval,
     })
 }
 
@@ -353,6 +360,7 @@ pub async fn run(
     let engine = Arc::new(Engine::new(&EngineOptions {
         memory_limit: Some(settings.memory_limit),
         evaluation_timeout: Some(settings.evaluation_timeout),
+        object_store: settings.object_store.clone(),
         ..EngineOptions::default()
     })?);
 
@@ -472,6 +480,7 @@ pub async fn run(
         references: Mutex::new(crate::evaluate::ReferenceCache::default()),
         in_flight,
         lake: Arc::new(LakeStats::default()),
+        objects: Arc::new(LakeStats::default()),
         events: events.clone(),
         reports_per_dataset: settings.reports_per_dataset,
         queue_capacity: settings.queue,
@@ -495,6 +504,13 @@ pub async fn run(
     write_agent_info(&settings.state, &shared)?;
 
     // Discovery.
+    let objects = crate::sources::lake::objects::ObjectLakeSource {
+        options: options_rx.clone(),
+        rules: rules_rx.clone(),
+        done: done.clone(),
+        in_flight: shared.in_flight.clone(),
+        stats: shared.objects.clone(),
+    };
     let lake = LakeSource {
         options: options_rx,
         rules: rules_rx,
@@ -549,6 +565,7 @@ pub async fn run(
             stream_tasks.push(tokio::spawn(Arc::new(files).run(stop_rx.clone())));
         }
     }
+    let objects_task = tokio::spawn(objects.run(queue_tx.clone(), stop_rx.clone()));
     let lake_task = tokio::spawn(lake.run(queue_tx, stop_rx.clone()));
 
     // Workers.
@@ -623,6 +640,7 @@ pub async fn run(
         listen = %listen,
         metrics_listen = ?metrics_listen,
         watch = ?roots,
+        watch_objects = %settings.watch_objects.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(", "),
         rules = %rules_path.display(),
         state = %settings.state.display(),
         concurrency = settings.concurrency,
@@ -638,6 +656,7 @@ pub async fn run(
     tracing::info!("shutting down: no new batches; finishing evaluations in progress");
     let _ = stop_tx.send(true);
     let _ = lake_task.await;
+    let _ = objects_task.await;
     for t in stream_tasks {
         let _ = t.await;
     }
@@ -768,8 +787,12 @@ async fn housekeeping(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             .collect();
         let store = shared.store.clone();
         let pruned = if missing.is_empty() {
+            // An object's version is kept: telling a deleted object from
+            // one the store would not list just now takes a request each.
             tokio::task::spawn_blocking(move || {
-                store.prune_versions(cutoff, |path| Path::new(path).exists())
+                store.prune_versions(cutoff, |path| {
+                    crate::location::ObjectUrl::parse(path).is_some() || Path::new(path).exists()
+                })
             })
             .await
         } else {

@@ -163,7 +163,30 @@ impl Agent {
         Self::start_process(lake, args, state, env, None)
     }
 
+    /// Like `spawn_with_env`, without waiting for `/readyz` (an agent that
+    /// starts degraded never says ready).
+    pub(crate) fn spawn_unready(
+        lake: &Lake,
+        args: &[String],
+        state: &Path,
+        env: &[(&str, &str)],
+    ) -> Agent {
+        Self::launch(lake, args, state, env, None)
+    }
+
     fn start_process(
+        lake: &Lake,
+        args: &[String],
+        state: &Path,
+        env: &[(&str, &str)],
+        cwd: Option<&Path>,
+    ) -> Agent {
+        let agent = Self::launch(lake, args, state, env, cwd);
+        wait_for("/readyz", || (agent.get("/readyz").0 == 200).then_some(()));
+        agent
+    }
+
+    fn launch(
         lake: &Lake,
         args: &[String],
         state: &Path,
@@ -196,7 +219,6 @@ impl Agent {
             let info = driftwatch::agent::read_agent_info(state)?;
             (info.pid == pid).then(|| info.listen.parse().unwrap())
         });
-        wait_for("/readyz", || (agent.get("/readyz").0 == 200).then_some(()));
         agent
     }
 

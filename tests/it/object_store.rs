@@ -5,6 +5,7 @@
 //! uses), and every request is signed with the test's key pair, which the
 //! server checks: wrong credentials fail for real.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -15,7 +16,7 @@ use driftwatch::demo::{Defects, FlightsSpec, write_flights};
 use object_store::ObjectStore;
 use serde_json::Value;
 
-use crate::agent::wait_for;
+use crate::agent::{Agent, Lake, RULES, wait_for, wait_results};
 use crate::common::text;
 
 /// Where `.ci/run` caches the server.
@@ -331,5 +332,248 @@ fn issue_16_check_and_baseline_on_s3_match_a_local_copy() {
     assert_eq!(
         json.replace(&format!("s3://{BUCKET}/"), "<ROOT>/"),
         local_one.replace(&format!("{}/", local.display()), "<ROOT>/"),
+    );
+}
+
+/// Arguments of `driftwatch run` watching `url` with a fast poll interval.
+fn agent_args(lake: &Lake, url: &str) -> Vec<String> {
+    let config = lake.path("driftwatch.toml");
+    std::fs::write(&config, "[lake]\npoll_interval = \"200ms\"\n").unwrap();
+    [
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--watch",
+        url,
+        "--rules",
+        lake.path("rules").to_str().unwrap(),
+        "--state",
+        lake.state().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+#[test]
+fn issue_16_agent_on_s3_reports_every_object_once_through_sigkills() {
+    let server = S3Server::start();
+    let lake = Lake::new(RULES);
+    let files: Vec<Vec<u8>> = (0..30)
+        .map(|i| flights(&lake.path("staging"), 300, 100 + i, 0))
+        .collect();
+    let rewrite = flights(&lake.path("staging"), 400, 999, 0);
+    let key = |i: usize| format!("flights/day=2024-05-0{}/part-{i:03}.parquet", 1 + i % 3);
+    let args = agent_args(&lake, "s3://lake/flights");
+    let env = server.env();
+    let env = env_refs(&env);
+    let first_etag = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut first_etag = String::new();
+            for (i, bytes) in files.iter().enumerate() {
+                server.put(&key(i), bytes);
+                if i == 5 {
+                    first_etag = server.etag(&key(5));
+                }
+                if i == 20 {
+                    server.put(&key(5), &rewrite);
+                }
+                if i == 25 {
+                    server.put(
+                        "flights/day=2024-05-09/corrupt.parquet",
+                        b"PAR1 not parquet",
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(60));
+            }
+            first_etag
+        });
+        // The crash schedule: run a while, SIGKILL, restart — three times.
+        for run_ms in [500u64, 900, 400] {
+            let agent = Agent::spawn_with_env(&lake, &args, &lake.state(), &env);
+            std::thread::sleep(Duration::from_millis(run_ms));
+            agent.kill9();
+        }
+        writer.join().unwrap()
+    });
+    let agent = Agent::spawn_with_env(&lake, &args, &lake.state(), &env);
+    // 30 objects, one rewrite, one corrupt object = 32 versions.
+    let r = wait_results(&lake, &agent, 32);
+    assert_eq!(agent.terminate(), Some(0));
+    assert_eq!(lake.results().len(), 32, "nothing more after a clean stop");
+    let seqs: Vec<u64> = r
+        .iter()
+        .map(|x| x["agent"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=32).collect::<Vec<_>>());
+    // s3s-fs lists no ETags (S3, Azure and GCS do): a version is then the
+    // key, size and last-modified time the listing gives.
+    let mut versions: BTreeMap<(String, u64, i64, Option<String>), usize> = BTreeMap::new();
+    for x in &r {
+        let b = &x["agent"]["batch"];
+        assert_eq!(b["kind"], "object");
+        assert_eq!(x["reports"][0]["source"], b["path"]);
+        *versions
+            .entry((
+                b["path"].as_str().unwrap().to_string(),
+                b["size"].as_u64().unwrap(),
+                b["modified_ns"].as_i64().unwrap(),
+                b["etag"].as_str().map(str::to_string),
+            ))
+            .or_default() += 1;
+    }
+    assert_eq!(versions.len(), 32, "every version exactly once");
+    let paths: BTreeSet<&str> = versions.keys().map(|(p, ..)| p.as_str()).collect();
+    assert_eq!(paths.len(), 31);
+    // The rewritten object (a new ETag): reported again, with its new rows.
+    let fifth = format!("s3://lake/{}", key(5));
+    assert_ne!(first_etag, server.etag(&key(5)));
+    assert_eq!(versions.keys().filter(|(p, ..)| *p == fifth).count(), 2);
+    let rows_of_fifth: BTreeSet<u64> = r
+        .iter()
+        .filter(|x| x["agent"]["batch"]["path"] == fifth.as_str())
+        .map(|x| x["reports"][0]["rows"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rows_of_fifth, BTreeSet::from([300, 400]));
+    // The corrupt object: an error report; every other one passed, with
+    // its Hive partition.
+    for x in &r {
+        let report = &x["reports"][0];
+        let source = report["source"].as_str().unwrap();
+        if source.ends_with("corrupt.parquet") {
+            let error = report["error"].as_str().unwrap();
+            assert!(
+                error.starts_with(
+                    "s3://lake/flights/day=2024-05-09/corrupt.parquet: cannot read Parquet input"
+                ),
+                "{error}"
+            );
+        } else {
+            assert_eq!(report["error"], Value::Null, "{report}");
+            assert_eq!(report["passed"], true);
+            let day = &source["s3://lake/flights/day=".len()..][..10];
+            assert_eq!(report["partitions"]["day"], day);
+        }
+    }
+}
+
+#[test]
+fn issue_16_bad_object_store_settings_are_one_line_errors_without_secrets() {
+    let server = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    server.put("flights/part-0.parquet", &flights(dir.path(), 100, 1, 0));
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(&rules, RULES).unwrap();
+    let wrong_secret = "wrong-secret-8d7f6e5d4c3b";
+    let with = |name: &str, value: &str| -> Vec<(&'static str, String)> {
+        server
+            .env()
+            .into_iter()
+            .map(|(k, v)| {
+                if k == name {
+                    (k, value.to_string())
+                } else {
+                    (k, v)
+                }
+            })
+            .collect()
+    };
+    let check = |url: &str, env: &[(&'static str, String)]| {
+        let out = driftwatch_env(&["check", url, "--rules", rules.to_str().unwrap()], env);
+        (out.status.code(), text(&out.stderr))
+    };
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let cases = [
+        (
+            "s3://lake/flights/",
+            with("AWS_SECRET_ACCESS_KEY", wrong_secret),
+            "error: s3://lake/flights/: cannot list objects: ",
+        ),
+        (
+            "s3://no-such-bucket/flights/",
+            server.env(),
+            "error: s3://no-such-bucket/flights/: cannot list objects: ",
+        ),
+        (
+            "s3://lake/flights/",
+            with("AWS_ENDPOINT_URL", &closed),
+            "error: s3://lake/flights/: cannot list objects: ",
+        ),
+    ];
+    for (url, env, start) in &cases {
+        let (code, stderr) = check(url, env);
+        assert_eq!(code, Some(2), "{url}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.starts_with(start), "{stderr}");
+        for secret in [wrong_secret, SECRET_KEY] {
+            assert!(!stderr.contains(secret), "a secret in: {stderr}");
+        }
+    }
+
+    // The agent with refused credentials: degraded on /status, one log
+    // line, no secret anywhere, still running and listing again.
+    let lake = Lake::new(RULES);
+    let args = agent_args(&lake, "s3://lake/flights");
+    let env = with("AWS_SECRET_ACCESS_KEY", wrong_secret);
+    let agent = Agent::spawn_unready(&lake, &args, &lake.state(), &env_refs(&env));
+    let degraded = wait_for("a degraded /status", || {
+        let status = agent.status();
+        let d = &status["agent"]["degraded"];
+        (!d.is_null()).then(|| d.clone())
+    });
+    let reason = degraded["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("s3://lake/flights: cannot list objects: "),
+        "{reason}"
+    );
+    let (code, body) = agent.get("/readyz");
+    assert_eq!(code, 503, "{body}");
+    std::thread::sleep(Duration::from_millis(800));
+    let log = agent.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("degraded: the object store cannot be listed"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line per episode: {log}");
+    for text in [log.as_str(), &agent.get("/status").1] {
+        assert!(
+            !text.contains(wrong_secret) && !text.contains(SECRET_KEY),
+            "{text}"
+        );
+    }
+    assert_eq!(agent.terminate(), Some(0));
+
+    // A missing bucket: degraded until it exists, then its object is reported.
+    let lake = Lake::new(RULES);
+    let args = agent_args(&lake, "s3://later/flights");
+    let env = server.env();
+    let agent = Agent::spawn_unready(&lake, &args, &lake.state(), &env_refs(&env));
+    wait_for("a degraded /status", || {
+        (!agent.status()["agent"]["degraded"].is_null()).then_some(())
+    });
+    std::fs::create_dir_all(server.root.join("later/flights")).unwrap();
+    std::fs::write(
+        server.root.join("later/flights/part-0.parquet"),
+        flights(dir.path(), 100, 2, 0),
+    )
+    .unwrap();
+    let r = wait_results(&lake, &agent, 1);
+    assert_eq!(
+        r[0]["reports"][0]["source"],
+        "s3://later/flights/part-0.parquet"
+    );
+    wait_for("recovery", || {
+        agent.status()["agent"]["degraded"].is_null().then_some(())
+    });
+    assert!(
+        agent
+            .log_text()
+            .contains("recovered: the object store is listed again")
     );
 }
