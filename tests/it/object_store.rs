@@ -577,3 +577,244 @@ fn issue_16_bad_object_store_settings_are_one_line_errors_without_secrets() {
             .contains("recovered: the object store is listed again")
     );
 }
+
+/// Where `.ci/run` caches Azurite (npm).
+const AZURITE_CACHE: &str = ".cache/driftwatch-tools/azurite-3.37.0/node_modules/.bin/azurite-blob";
+
+/// Azurite's published development account and key (its README).
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+fn azurite_binary() -> PathBuf {
+    let path = match std::env::var_os("DRIFTWATCH_AZURITE") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(AZURITE_CACHE),
+    };
+    assert!(
+        path.is_file(),
+        "the Azure tests need Azurite 3.37.0 at {} (set DRIFTWATCH_AZURITE to use another path); \
+         `.ci/run` installs it: npm install azurite@3.37.0 in ~/.cache/driftwatch-tools/azurite-3.37.0",
+        path.display()
+    );
+    path
+}
+
+/// An Azurite blob service on a free loopback port (no telemetry), with
+/// the container `lake`, killed on drop.
+struct Azurite {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Azurite {
+    fn start() -> Azurite {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("azurite.log");
+        let port = free_port();
+        let child = Command::new(azurite_binary())
+            .args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                &port.to_string(),
+                "--skipApiVersionCheck",
+                "--disableTelemetry",
+                "--location",
+            ])
+            .arg(dir.path().join("data"))
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+            ))
+            .spawn()
+            .expect("start azurite-blob");
+        let mut azurite = Azurite {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            log,
+            _dir: dir,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        };
+        let addr = azurite.addr;
+        wait_for("azurite to accept connections", || {
+            if let Ok(Some(status)) = azurite.child.try_wait() {
+                panic!(
+                    "azurite exited with {status}: {}",
+                    std::fs::read_to_string(&azurite.log).unwrap_or_default()
+                );
+            }
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                .ok()
+                .map(|_| ())
+        });
+        azurite.create_container(BUCKET);
+        azurite
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Creates a container: the one call `object_store` has not, made by
+    /// hand with a SharedKey signature (Azure's documented scheme).
+    fn create_container(&self, name: &str) {
+        use base64::Engine as _;
+        use std::io::{Read, Write};
+        let date = chrono::Utc::now()
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        let version = "2021-08-06";
+        let to_sign = format!(
+            "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n\
+             /{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{name}\nrestype:container"
+        );
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(AZURITE_KEY)
+            .unwrap();
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
+        let signature = base64::engine::general_purpose::STANDARD
+            .encode(ring::hmac::sign(&key, to_sign.as_bytes()).as_ref());
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        write!(
+            stream,
+            "PUT /{AZURITE_ACCOUNT}/{name}?restype=container HTTP/1.1\r\nHost: {}\r\n\
+             x-ms-date: {date}\r\nx-ms-version: {version}\r\nContent-Length: 0\r\n\
+             Authorization: SharedKey {AZURITE_ACCOUNT}:{signature}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 201"),
+            "create container: {answer}"
+        );
+    }
+
+    /// The environment a `driftwatch` process reaches Azurite with.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AZURE_STORAGE_USE_EMULATOR", "true".to_string()),
+            ("AZURITE_BLOB_STORAGE_URL", self.url()),
+            ("AZURE_STORAGE_ACCOUNT_NAME", AZURITE_ACCOUNT.to_string()),
+            ("AZURE_STORAGE_ACCOUNT_KEY", AZURITE_KEY.to_string()),
+        ]
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) {
+        use object_store::ObjectStoreExt;
+        // Azurite's path-style account URL as the endpoint (emulator mode
+        // would read the port from the environment).
+        let client = object_store::azure::MicrosoftAzureBuilder::new()
+            .with_endpoint(format!("{}/{AZURITE_ACCOUNT}", self.url()))
+            .with_allow_http(true)
+            .with_account(AZURITE_ACCOUNT)
+            .with_access_key(AZURITE_KEY)
+            .with_container_name(BUCKET)
+            .build()
+            .unwrap();
+        self.runtime
+            .block_on(client.put(&key_path(key), bytes.to_vec().into()))
+            .unwrap_or_else(|e| panic!("PUT {key}: {e}"));
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn issue_16_check_and_the_agent_on_azure_blob_storage() {
+    let azurite = Azurite::start();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("copy");
+    for (i, key) in [
+        "flights/day=2013-01-01/part-0.parquet",
+        "flights/day=2013-01-02/part-0.parquet",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let bytes = flights(dir.path(), 1500, 10 + i as u64, 0);
+        azurite.put(key, &bytes);
+        let path = local.join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+    }
+    let rules = rules_with_drift(dir.path());
+    let rules = rules.to_str().unwrap();
+    let env = azurite.env();
+    let check = |root: &str| {
+        let out = driftwatch_env(
+            &[
+                "check",
+                root,
+                "--rules",
+                rules,
+                "--format",
+                "json",
+                "--now",
+                "2013-01-03T00:00:00Z",
+            ],
+            &env,
+        );
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let local_root = format!("{}/", local.join("flights").display());
+    let remote_root = format!("az://{BUCKET}/flights/");
+    let (local_code, local_json, _) = check(&local_root);
+    let (code, json, err) = check(&remote_root);
+    assert_eq!(code, local_code, "{err}");
+    let report: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        report["reports"][1]["source"],
+        "az://lake/flights/day=2013-01-02/part-0.parquet"
+    );
+    assert_eq!(report["reports"][1]["rows"], 1500);
+    assert_eq!(
+        without_sources(&json, &local_root, &remote_root),
+        without_sources(&local_json, &local_root, &remote_root),
+    );
+
+    // The agent watching the container: each blob once, with its ETag.
+    let lake = Lake::new(RULES);
+    let args = agent_args(&lake, "az://lake/flights");
+    let agent = Agent::spawn_with_env(&lake, &args, &lake.state(), &env_refs(&env));
+    let r = wait_results(&lake, &agent, 2);
+    azurite.put(
+        "flights/day=2013-01-03/part-0.parquet",
+        &flights(dir.path(), 100, 12, 0),
+    );
+    let r3 = wait_results(&lake, &agent, 3);
+    assert_eq!(agent.terminate(), Some(0));
+    let mut sources: Vec<&str> = r3
+        .iter()
+        .map(|x| x["reports"][0]["source"].as_str().unwrap())
+        .collect();
+    sources.sort();
+    assert_eq!(
+        sources,
+        [
+            "az://lake/flights/day=2013-01-01/part-0.parquet",
+            "az://lake/flights/day=2013-01-02/part-0.parquet",
+            "az://lake/flights/day=2013-01-03/part-0.parquet",
+        ]
+    );
+    assert!(
+        r[0]["agent"]["batch"]["etag"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty())
+    );
+    assert_eq!(lake.results().len(), 3);
+}
