@@ -818,3 +818,69 @@ fn issue_16_check_and_the_agent_on_azure_blob_storage() {
     );
     assert_eq!(lake.results().len(), 3);
 }
+
+#[test]
+fn issue_16_directory_batches_on_s3_wait_for_success_or_a_stable_listing() {
+    let server = S3Server::start();
+    let lake = Lake::new(
+        "dataset: flights\nbatch: directory\nchecks:\n  - not_null: carrier\n  - row_count: { min: 1 }\n",
+    );
+    let staging = lake.path("staging");
+    // day=1: a marker; day=2: none (taken once two listings agree).
+    server.put(
+        "flights/day=1/part-0.parquet",
+        &flights(&staging, 100, 1, 0),
+    );
+    server.put(
+        "flights/day=1/part-1.parquet",
+        &flights(&staging, 200, 2, 0),
+    );
+    server.put("flights/day=1/_SUCCESS", b"");
+    server.put(
+        "flights/day=2/part-0.parquet",
+        &flights(&staging, 300, 3, 0),
+    );
+    let args = agent_args(&lake, "s3://lake/flights");
+    let env = server.env();
+    let agent = Agent::spawn_with_env(&lake, &args, &lake.state(), &env_refs(&env));
+    let r = wait_results(&lake, &agent, 2);
+    let mut got: Vec<(String, u64, u64, String)> = r
+        .iter()
+        .map(|x| {
+            let b = &x["agent"]["batch"];
+            (
+                x["reports"][0]["source"].as_str().unwrap().to_string(),
+                x["reports"][0]["rows"].as_u64().unwrap(),
+                b["parts"].as_u64().unwrap(),
+                b["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (
+                "s3://lake/flights/day=1/".to_string(),
+                300,
+                2,
+                "prefix".to_string()
+            ),
+            (
+                "s3://lake/flights/day=2/".to_string(),
+                300,
+                1,
+                "prefix".to_string()
+            ),
+        ]
+    );
+    assert!(r[0]["reports"][0]["partitions"]["day"].is_string());
+    // A part added later makes the prefix a new version: evaluated again, whole.
+    server.put("flights/day=2/part-1.parquet", &flights(&staging, 50, 4, 0));
+    let r = wait_results(&lake, &agent, 3);
+    assert_eq!(r[2]["reports"][0]["source"], "s3://lake/flights/day=2/");
+    assert_eq!(r[2]["reports"][0]["rows"], 350);
+    assert_eq!(r[2]["agent"]["batch"]["parts"], 2);
+    assert_eq!(agent.terminate(), Some(0));
+    assert_eq!(lake.results().len(), 3);
+}
