@@ -33,7 +33,7 @@ pub enum InputError {
         source: std::io::Error,
     },
     /// An object-store URL could not be listed (the message names it).
-    #[error("{source}")]
+    #[error(transparent)]
     Object {
         /// What went wrong, secrets removed.
         source: crate::location::LocationError,
@@ -123,21 +123,43 @@ async fn expand_object(
     use object_store::ObjectStoreExt;
     let store = crate::location::build_store(url, options)
         .map_err(|source| InputError::Object { source })?;
-    if !url.key.is_empty() && !url.key.ends_with('/') {
+    let named = !url.key.is_empty() && !url.key.ends_with('/');
+    if named {
         let key = crate::location::key_path(&url.key);
-        if store.head(&key).await.is_ok() {
-            let relative = PathBuf::from(url.key.rsplit('/').next().unwrap_or(&url.key));
-            return Ok(vec![Input {
-                path: url.to_path(),
-                relative,
-                partitions: BTreeMap::new(),
-            }]);
+        match store.head(&key).await {
+            Ok(_) => {
+                let relative = PathBuf::from(url.key.rsplit('/').next().unwrap_or(&url.key));
+                return Ok(vec![Input {
+                    path: url.to_path(),
+                    relative,
+                    partitions: BTreeMap::new(),
+                }]);
+            }
+            // Not an object: perhaps a prefix.
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                return Err(InputError::Object {
+                    source: crate::location::LocationError::List {
+                        url: url.to_string(),
+                        reason: crate::location::error_line(&e, options),
+                    },
+                });
+            }
         }
     }
     let prefix = url.prefix();
-    let listed = crate::location::list(store.as_ref(), url, options)
+    let listed = crate::location::list(store.as_ref(), url, None, options)
         .await
         .map_err(|source| InputError::Object { source })?;
+    // Like a local path that does not exist.
+    if named && listed.is_empty() {
+        return Err(InputError::Object {
+            source: crate::location::LocationError::Invalid {
+                url: url.to_string(),
+                reason: "no such object or prefix".to_string(),
+            },
+        });
+    }
     let mut found: Vec<(PathBuf, String)> = listed
         .into_iter()
         .filter_map(|object| {

@@ -334,23 +334,30 @@ pub struct Listed {
     pub etag: Option<String>,
 }
 
-/// Every object under `url`'s prefix, sorted by key.
+/// Every object under `url`'s prefix (with `after`, only keys greater
+/// than it: S3's `start-after`, Azure's `marker`), sorted by key.
 pub async fn list(
     store: &dyn ObjectStore,
     url: &ObjectUrl,
+    after: Option<&str>,
     options: &ObjectStoreOptions,
 ) -> Result<Vec<Listed>, LocationError> {
     use futures::TryStreamExt;
     let prefix = url.prefix();
     let prefix_path = key_path(prefix.trim_end_matches('/'));
-    let listing: Vec<object_store::ObjectMeta> = store
-        .list((!prefix.is_empty()).then_some(&prefix_path))
-        .try_collect()
-        .await
-        .map_err(|e| LocationError::List {
-            url: url.to_string(),
-            reason: error_line(&e, options),
-        })?;
+    let prefix_path = (!prefix.is_empty()).then_some(&prefix_path);
+    let stream = match after {
+        Some(after) => store.list_with_offset(prefix_path, &key_path(after)),
+        None => store.list(prefix_path),
+    };
+    let listing: Vec<object_store::ObjectMeta> =
+        stream
+            .try_collect()
+            .await
+            .map_err(|e| LocationError::List {
+                url: url.to_string(),
+                reason: error_line(&e, options),
+            })?;
     let mut found: Vec<Listed> = listing
         .into_iter()
         .map(|meta| Listed {

@@ -265,6 +265,7 @@ fn lake_options(settings: &Settings) -> Result<LakeOptions> {
         object_roots: settings.watch_objects.clone(),
         object_store: settings.object_store.clone(),
         poll_interval: settings.poll_interval,
+        object_rescan: settings.rescan,
     })
 }
 

@@ -229,6 +229,7 @@ fn reload(
             || old.rescan != options.rescan
             || old.skip != options.skip
             || old.poll_interval != options.poll_interval
+            || old.object_rescan != options.object_rescan
             || old.object_store != options.object_store
             || current.include != settings.include
             || current.exclude != settings.exclude

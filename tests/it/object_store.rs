@@ -338,7 +338,11 @@ fn issue_16_check_and_baseline_on_s3_match_a_local_copy() {
 /// Arguments of `driftwatch run` watching `url` with a fast poll interval.
 fn agent_args(lake: &Lake, url: &str) -> Vec<String> {
     let config = lake.path("driftwatch.toml");
-    std::fs::write(&config, "[lake]\npoll_interval = \"200ms\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "[lake]\npoll_interval = \"200ms\"\nrescan = \"1s\"\n",
+    )
+    .unwrap();
     [
         "run",
         "--config",
@@ -505,11 +509,17 @@ fn issue_16_bad_object_store_settings_are_one_line_errors_without_secrets() {
             with("AWS_ENDPOINT_URL", &closed),
             "error: s3://lake/flights/: cannot list objects: ",
         ),
+        (
+            "s3://lake/flights/missing.parquet",
+            server.env(),
+            "error: s3://lake/flights/missing.parquet: no such object or prefix",
+        ),
     ];
     for (url, env, start) in &cases {
         let (code, stderr) = check(url, env);
         assert_eq!(code, Some(2), "{url}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert_eq!(stderr.matches(*url).count(), 1, "said once: {stderr}");
         assert!(stderr.starts_with(start), "{stderr}");
         for secret in [wrong_secret, SECRET_KEY] {
             assert!(!stderr.contains(secret), "a secret in: {stderr}");
@@ -883,4 +893,67 @@ fn issue_16_directory_batches_on_s3_wait_for_success_or_a_stable_listing() {
     assert_eq!(r[2]["agent"]["batch"]["parts"], 2);
     assert_eq!(agent.terminate(), Some(0));
     assert_eq!(lake.results().len(), 3);
+}
+
+#[test]
+fn issue_16_between_full_listings_only_the_newest_partition_is_listed() {
+    let server = S3Server::start();
+    let lake = Lake::new(RULES);
+    let staging = lake.path("staging");
+    for day in 1..=3 {
+        server.put(
+            &format!("flights/day=2024-05-0{day}/part-0.parquet"),
+            &flights(&staging, 100, day, 0),
+        );
+    }
+    let args = agent_args(&lake, "s3://lake/flights");
+    // The same arguments with another config: a full listing only at start-up.
+    std::fs::write(
+        lake.path("driftwatch.toml"),
+        "[lake]\npoll_interval = \"100ms\"\nrescan = \"1h\"\n",
+    )
+    .unwrap();
+    let env = server.env();
+    let agent = Agent::spawn_with_env(&lake, &args, &lake.state(), &env_refs(&env));
+    wait_results(&lake, &agent, 3);
+    // A new partition after the newest is found by the incremental listings.
+    server.put(
+        "flights/day=2024-05-04/part-0.parquet",
+        &flights(&staging, 100, 4, 0),
+    );
+    let r = wait_results(&lake, &agent, 4);
+    assert_eq!(
+        r[3]["reports"][0]["source"],
+        "s3://lake/flights/day=2024-05-04/part-0.parquet"
+    );
+    // The next listings start at the new newest partition.
+    wait_for("a listing after the new partition", || {
+        server
+            .log_text()
+            .contains("start-after=flights%2Fday%3D2024-05-04")
+            .then_some(())
+    });
+    assert_eq!(agent.terminate(), Some(0));
+    // The server's own log of requests: one full listing, then listings
+    // that start after the newest partition folder seen.
+    let log = server.log_text();
+    let lists: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("req: Request { method: GET") && l.contains("list-type=2"))
+        .collect();
+    assert!(lists.len() >= 3, "{}", lists.len());
+    assert!(!lists[0].contains("start-after"), "{}", lists[0]);
+    assert!(
+        lists[1].contains("start-after=flights%2Fday%3D2024-05-03"),
+        "{}",
+        lists[1]
+    );
+    assert!(
+        lists
+            .last()
+            .unwrap()
+            .contains("start-after=flights%2Fday%3D2024-05-04"),
+        "{}",
+        lists.last().unwrap()
+    );
 }

@@ -68,8 +68,11 @@ pub struct LakeOptions {
     pub object_roots: Vec<crate::location::ObjectUrl>,
     /// How their clients are built.
     pub object_store: crate::location::ObjectStoreOptions,
-    /// How often they are listed (`lake.poll_interval`).
+    /// How often they are listed (`lake.poll_interval`): their newest
+    /// partitions only, between full listings.
     pub poll_interval: Duration,
+    /// How often they are listed in full (`lake.rescan`).
+    pub object_rescan: Duration,
 }
 
 /// Counters the agent shows on `/status`.

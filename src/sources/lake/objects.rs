@@ -4,10 +4,17 @@
 //!
 //! Why a loop of its own: object stores have no events a sidecar can rely
 //! on, only listings, and they publish whole objects — an object is complete
-//! once it is listed, so there is no settle time and no footer probing. So
-//! discovery is a full listing of every watched prefix every
-//! `lake.poll_interval`; what is a batch, which files count and how Hive
-//! partitions are read are the same functions as for folders ([`scan`]).
+//! once it is listed, so there is no settle time and no footer probing. What
+//! is a batch, which files count and how Hive partitions are read are the
+//! same functions as for folders ([`scan`]).
+//!
+//! Listing costs requests (one LIST per 1,000 keys), so every watched prefix
+//! is listed in full only at start-up and every `lake.rescan`; every
+//! `lake.poll_interval` in between, only the keys from its newest partition
+//! on are listed (S3's `start-after`: keys greater than the folder of the
+//! greatest data key seen). Hive partitions named by date or sequence sort
+//! in time, so new data lands there or later; an object landing in an older
+//! partition is found by the next full listing.
 //!
 //! A version is (key, size, last modified, ETag): a rewritten object is a new
 //! version. A `batch: directory` batch is the data objects under one prefix
@@ -64,13 +71,16 @@ impl ObjectLakeSource {
     pub async fn run(mut self, queue: mpsc::Sender<Batch>, mut shutdown: watch::Receiver<bool>) {
         let mut options = self.options.borrow_and_update().clone();
         let mut stores: HashMap<String, Arc<dyn ObjectStore>> = HashMap::new();
+        // Per watched prefix: the key incremental listings start after.
+        let mut newest: HashMap<usize, String> = HashMap::new();
+        let mut next_full = Instant::now();
         // Prefix batches without a marker: the version the last listing saw.
         let mut unsettled: HashMap<BatchKey, BatchVersion> = HashMap::new();
         loop {
             let rules = self.rules.borrow().clone();
+            let full = Instant::now() >= next_full;
             let mut errors = Vec::new();
             let mut unmatched = 0;
-            let mut pending = 0;
             let mut ready = Vec::new();
             let mut seen = HashSet::new();
             for (index, root) in options.object_roots.iter().enumerate() {
@@ -81,9 +91,11 @@ impl ObjectLakeSource {
                         continue;
                     }
                 };
+                let after = if full { None } else { newest.get(&index) };
                 let listed = match crate::location::list(
                     store.as_ref(),
                     root,
+                    after.map(String::as_str),
                     &options.object_store,
                 )
                 .await
@@ -94,6 +106,9 @@ impl ObjectLakeSource {
                         continue;
                     }
                 };
+                if let Some(start) = start_after(root, &listed, &options) {
+                    newest.insert(index, start);
+                }
                 let (batches, markers, n) = group(index, root, listed, &options, &rules);
                 unmatched += n;
                 for (key, found) in batches {
@@ -114,17 +129,24 @@ impl ObjectLakeSource {
                         && unsettled.get(&key) != Some(&version)
                     {
                         unsettled.insert(key, version);
-                        pending += 1;
                         continue;
                     }
                     unsettled.remove(&key);
                     ready.push((root.clone(), key, version));
                 }
             }
-            unsettled.retain(|key, _| seen.contains(key));
+            if full {
+                // Only a full listing shows what is gone, and what no rule matches.
+                unsettled.retain(|key, _| seen.contains(key));
+                self.stats.unmatched.store(unmatched, Ordering::Relaxed);
+                if errors.is_empty() {
+                    next_full = Instant::now() + options.object_rescan;
+                }
+            }
             self.note_errors(&errors);
-            self.stats.unmatched.store(unmatched, Ordering::Relaxed);
-            self.stats.pending.store(pending, Ordering::Relaxed);
+            self.stats
+                .pending
+                .store(unsettled.len() as u64, Ordering::Relaxed);
             for (root, key, version) in ready {
                 if let Ok(mut set) = self.in_flight.lock() {
                     set.insert((key.dataset.clone(), version.clone()));
@@ -150,11 +172,12 @@ impl ObjectLakeSource {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(options.poll_interval) => {}
-                Ok(()) = self.rules.changed() => {}
+                Ok(()) = self.rules.changed() => next_full = Instant::now(),
                 Ok(()) = self.options.changed() => {
                     options = self.options.borrow_and_update().clone();
                     // Client options may have changed: build clients anew.
                     stores.clear();
+                    next_full = Instant::now();
                 }
             }
         }
@@ -184,6 +207,26 @@ impl ObjectLakeSource {
             }
         }
     }
+}
+
+/// Where the next incremental listing of `root` starts: just before the
+/// folder of the greatest data key listed (so that folder is listed again,
+/// whole). None when nothing was listed, or the greatest key is not in a
+/// folder below the prefix (then every listing is a full one).
+fn start_after(root: &ObjectUrl, listed: &[Listed], options: &LakeOptions) -> Option<String> {
+    let prefix = root.prefix();
+    let greatest = listed
+        .iter()
+        .filter(|o| {
+            o.key
+                .strip_prefix(&prefix)
+                .is_some_and(|rel| options.filter.accepts(std::path::Path::new(rel)))
+        })
+        .map(|o| o.key.as_str())
+        .max()?;
+    let folder = greatest.rsplit_once('/').map(|(folder, _)| folder)?;
+    // Keys of the folder itself (`folder/…`) sort after `folder`.
+    (folder.len() > prefix.trim_end_matches('/').len()).then(|| folder.to_string())
 }
 
 /// The client for `root`'s bucket, built once per bucket (and anew after
@@ -306,5 +349,72 @@ fn batch_of(root: &ObjectUrl, key: BatchKey, version: BatchVersion) -> Batch {
         root: root.to_path(),
         discovered: Instant::now(),
         ack: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> LakeOptions {
+        let mut include = globset::GlobSetBuilder::new();
+        include.add(globset::Glob::new("**/*.parquet").unwrap());
+        LakeOptions {
+            roots: Vec::new(),
+            filter: scan::Filter {
+                include: include.build().unwrap(),
+                exclude: globset::GlobSet::empty(),
+            },
+            skip: Vec::new(),
+            settle: std::time::Duration::from_secs(2),
+            rescan: std::time::Duration::from_secs(30),
+            poll: false,
+            object_roots: Vec::new(),
+            object_store: Default::default(),
+            poll_interval: std::time::Duration::from_secs(2),
+            object_rescan: std::time::Duration::from_secs(30),
+        }
+    }
+
+    fn listed(keys: &[&str]) -> Vec<Listed> {
+        keys.iter()
+            .map(|k| Listed {
+                key: k.to_string(),
+                size: 1,
+                modified_ns: 0,
+                etag: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn incremental_listings_start_at_the_newest_partition() {
+        let root = ObjectUrl::parse("s3://lake/flights").unwrap().unwrap();
+        let o = options();
+        let keys = [
+            "flights/day=1/a.parquet",
+            "flights/day=3/b.parquet",
+            "flights/day=3/_SUCCESS",
+            "flights/day=2/c.parquet",
+            "flights/day=9/.hidden.parquet",
+        ];
+        let start = start_after(&root, &listed(&keys), &o).unwrap();
+        assert_eq!(start, "flights/day=3");
+        // What a listing after it sees: the newest folder again, and later ones.
+        for later in ["flights/day=3/a.parquet", "flights/day=4/a.parquet"] {
+            assert!(later > start.as_str(), "{later}");
+        }
+        assert!("flights/day=2/z.parquet" < start.as_str());
+        // Objects at the prefix's top level, or none: always full listings.
+        assert_eq!(
+            start_after(&root, &listed(&["flights/a.parquet"]), &o),
+            None
+        );
+        assert_eq!(start_after(&root, &listed(&[]), &o), None);
+        let bucket = ObjectUrl::parse("s3://lake").unwrap().unwrap();
+        assert_eq!(
+            start_after(&bucket, &listed(&["x/day=1/a.parquet"]), &o),
+            Some("x/day=1".to_string())
+        );
     }
 }
