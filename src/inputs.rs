@@ -7,6 +7,11 @@
 //! which writers leave beside their data). Rule files' `match` globs are
 //! matched against the path relative to the PATH argument a file came from; a
 //! file given by name matches by its file name.
+//!
+//! A PATH may also be an object-store URL ([`crate::location`]): an object
+//! (`s3://bucket/day=1/part-0.parquet`) is taken as given, a prefix
+//! (`s3://bucket/flights/`) is listed for `*.parquet` keys with the same
+//! leftovers skipped, and the input's path is the object's URL.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +31,12 @@ pub enum InputError {
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// An object-store URL could not be listed (the message names it).
+    #[error(transparent)]
+    Object {
+        /// What went wrong, secrets removed.
+        source: crate::location::LocationError,
     },
 }
 
@@ -130,6 +141,93 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<Input>, InputError> {
         }
     }
     Ok(inputs)
+}
+
+/// [`expand`], with object-store URLs among the PATH arguments listed
+/// through clients built with `options`.
+pub async fn expand_all(
+    paths: &[PathBuf],
+    options: &crate::location::ObjectStoreOptions,
+) -> Result<Vec<Input>, InputError> {
+    let mut inputs = Vec::new();
+    for root in paths {
+        match crate::location::ObjectUrl::from_path(root) {
+            None => inputs.extend(expand(std::slice::from_ref(root))?),
+            Some(url) => {
+                let url = url.map_err(|source| InputError::Object { source })?;
+                inputs.extend(expand_object(&url, options).await?);
+            }
+        }
+    }
+    Ok(inputs)
+}
+
+/// The inputs one object-store URL names: the object itself when it
+/// exists, else the data objects under it as a prefix.
+async fn expand_object(
+    url: &crate::location::ObjectUrl,
+    options: &crate::location::ObjectStoreOptions,
+) -> Result<Vec<Input>, InputError> {
+    use object_store::ObjectStoreExt;
+    let store = crate::location::build_store(url, options)
+        .map_err(|source| InputError::Object { source })?;
+    let named = !url.key.is_empty() && !url.key.ends_with('/');
+    if named {
+        let key = crate::location::key_path(&url.key);
+        match store.head(&key).await {
+            Ok(_) => {
+                let relative = PathBuf::from(url.key.rsplit('/').next().unwrap_or(&url.key));
+                return Ok(vec![Input {
+                    table: None,
+                    path: url.to_path(),
+                    relative,
+                    partitions: BTreeMap::new(),
+                }]);
+            }
+            // Not an object: perhaps a prefix.
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => {
+                return Err(InputError::Object {
+                    source: crate::location::LocationError::List {
+                        url: url.to_string(),
+                        reason: crate::location::error_line(&e, options),
+                    },
+                });
+            }
+        }
+    }
+    let prefix = url.prefix();
+    let listed = crate::location::list(store.as_ref(), url, None, options)
+        .await
+        .map_err(|source| InputError::Object { source })?;
+    // Like a local path that does not exist.
+    if named && listed.is_empty() {
+        return Err(InputError::Object {
+            source: crate::location::LocationError::Invalid {
+                url: url.to_string(),
+                reason: "no such object or prefix".to_string(),
+            },
+        });
+    }
+    let mut found: Vec<(PathBuf, String)> = listed
+        .into_iter()
+        .filter_map(|object| {
+            let relative = PathBuf::from(object.key.strip_prefix(&prefix)?);
+            (!is_ignored(&relative) && object.key.to_ascii_lowercase().ends_with(".parquet"))
+                .then_some((relative, object.key))
+        })
+        .collect();
+    // The order a local copy of the same files is checked in.
+    found.sort();
+    Ok(found
+        .into_iter()
+        .map(|(relative, key)| Input {
+            table: None,
+            path: url.with_key(&key).to_path(),
+            partitions: partitions_of(&relative),
+            relative,
+        })
+        .collect())
 }
 
 fn walk(dir: &Path, found: &mut Vec<PathBuf>) -> Result<(), InputError> {

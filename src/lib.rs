@@ -29,6 +29,9 @@
 //!   (a profile file or a rolling window): what `check` and the agent share.
 //! - [`inputs`]: expands the paths given to `check` into batches and matches
 //!   each against the rule files' `match` globs.
+//! - [`location`]: object-store locations (`s3://`, `az://`): telling them
+//!   from local paths, building store clients from the environment and
+//!   `[lake.object_store]`, listing prefixes, keeping secrets out of messages.
 //! - [`check`]: the one-shot `driftwatch check`: inputs × rule files → report.
 //! - [`sources`]: where the agent's batches come from — the lake watcher
 //!   (events, listings, settle time, footers, `batch: directory`), Hive
@@ -65,6 +68,7 @@ pub mod drift;
 pub mod engine;
 pub mod evaluate;
 pub mod inputs;
+pub mod location;
 pub mod profile;
 pub mod report;
 pub mod rules;

@@ -237,6 +237,7 @@ mod tests {
                 modified_ns: 0,
                 parts: 1,
                 table: None,
+                etag: None,
             },
         )
     }

@@ -495,7 +495,7 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    if !shared.lake.ready.load(Ordering::Relaxed) {
+    if !shared.lake.ready.load(Ordering::Relaxed) || !shared.objects.ready.load(Ordering::Relaxed) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "starting: the start-up listing is not done\n".to_string(),
@@ -539,7 +539,8 @@ fn build_status(shared: &Shared) -> Result<StatusDocument, StateError> {
             version: env!("CARGO_PKG_VERSION").to_string(),
             instance: shared.instance.clone(),
             started_at: shared.started_at.to_rfc3339(),
-            ready: shared.lake.ready.load(Ordering::Relaxed),
+            ready: shared.lake.ready.load(Ordering::Relaxed)
+                && shared.objects.ready.load(Ordering::Relaxed),
             rules: settings
                 .as_ref()
                 .map(|s| s.rules.display().to_string())
@@ -548,13 +549,21 @@ fn build_status(shared: &Shared) -> Result<StatusDocument, StateError> {
             rules_error: shared.rules_error.lock().ok().and_then(|e| e.clone()),
             watch: settings
                 .as_ref()
-                .map(|s| s.watch.iter().map(|w| w.display().to_string()).collect())
+                .map(|s| {
+                    s.watch
+                        .iter()
+                        .map(|w| w.display().to_string())
+                        .chain(s.watch_objects.iter().map(|u| u.to_string()))
+                        .collect()
+                })
                 .unwrap_or_default(),
-            pending: shared.lake.pending.load(Ordering::Relaxed),
+            pending: shared.lake.pending.load(Ordering::Relaxed)
+                + shared.objects.pending.load(Ordering::Relaxed),
             queued: queued.values().sum(),
             running: shared.running.load(Ordering::Relaxed),
             queue_capacity: shared.queue_capacity,
-            unmatched_files: shared.lake.unmatched.load(Ordering::Relaxed),
+            unmatched_files: shared.lake.unmatched.load(Ordering::Relaxed)
+                + shared.objects.unmatched.load(Ordering::Relaxed),
             degraded: shared.degraded(),
         }),
         datasets,

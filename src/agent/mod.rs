@@ -133,6 +133,8 @@ pub struct Shared {
     pub(crate) lake: Arc<LakeStats>,
     /// The tables followed (rule files with `table:`).
     pub(crate) tables: Arc<crate::sources::table::TableStats>,
+    /// The object-store watcher's counters (`--watch s3://…`).
+    pub(crate) objects: Arc<LakeStats>,
     pub(crate) events: broadcast::Sender<Arc<Evaluation>>,
     pub(crate) reports_per_dataset: usize,
     pub(crate) queue_capacity: usize,
@@ -189,7 +191,9 @@ impl Shared {
         if let Some(d) = self.health.degraded() {
             return Some(d);
         }
-        let listing = match self.lake.listing_error.lock().ok()?.clone() {
+        let folders = self.lake.listing_error.lock().ok()?.clone();
+        let objects = self.objects.listing_error.lock().ok()?.clone();
+        let listing = match folders.or(objects) {
             Some(listing) => listing,
             None => self.tables.first_error()?,
         };
@@ -263,6 +267,10 @@ fn lake_options(settings: &Settings) -> Result<LakeOptions> {
             settings.rescan
         },
         poll: settings.mode == crate::config::WatchMode::Poll,
+        object_roots: settings.watch_objects.clone(),
+        object_store: settings.object_store.clone(),
+        poll_interval: settings.poll_interval,
+        object_rescan: settings.rescan,
     })
 }
 
@@ -368,6 +376,7 @@ pub async fn run(
     let engine = Arc::new(Engine::new(&EngineOptions {
         memory_limit: Some(settings.memory_limit),
         evaluation_timeout: Some(settings.evaluation_timeout),
+        object_store: settings.object_store.clone(),
         ..EngineOptions::default()
     })?);
 
@@ -488,6 +497,7 @@ pub async fn run(
         in_flight,
         lake: Arc::new(LakeStats::default()),
         tables: Arc::new(crate::sources::table::TableStats::default()),
+        objects: Arc::new(LakeStats::default()),
         events: events.clone(),
         reports_per_dataset: settings.reports_per_dataset,
         queue_capacity: settings.queue,
@@ -511,6 +521,13 @@ pub async fn run(
     write_agent_info(&settings.state, &shared)?;
 
     // Discovery.
+    let objects = crate::sources::lake::objects::ObjectLakeSource {
+        options: options_rx.clone(),
+        rules: rules_rx.clone(),
+        done: done.clone(),
+        in_flight: shared.in_flight.clone(),
+        stats: shared.objects.clone(),
+    };
     let lake = LakeSource {
         options: options_rx,
         rules: rules_rx,
@@ -579,6 +596,7 @@ pub async fn run(
         poll_interval: settings.poll_interval,
     };
     let table_task = tokio::spawn(tables.run(queue_tx.clone(), stop_rx.clone()));
+    let objects_task = tokio::spawn(objects.run(queue_tx.clone(), stop_rx.clone()));
     let lake_task = tokio::spawn(lake.run(queue_tx, stop_rx.clone()));
 
     // Workers.
@@ -653,6 +671,7 @@ pub async fn run(
         listen = %listen,
         metrics_listen = ?metrics_listen,
         watch = ?roots,
+        watch_objects = %settings.watch_objects.iter().map(|u| u.to_string()).collect::<Vec<_>>().join(", "),
         rules = %rules_path.display(),
         state = %settings.state.display(),
         concurrency = settings.concurrency,
@@ -669,6 +688,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = lake_task.await;
     let _ = table_task.await;
+    let _ = objects_task.await;
     for t in stream_tasks {
         let _ = t.await;
     }
@@ -840,6 +860,11 @@ fn prune_lake_versions(
 ) -> std::result::Result<usize, StateError> {
     let held: std::cell::RefCell<BTreeMap<PathBuf, usize>> = Default::default();
     let pruned = store.prune_versions(cutoff, |path| {
+        // An object's version is kept: telling a deleted object from one the
+        // store would not list just now takes a request each.
+        if crate::location::ObjectUrl::parse(path).is_some() {
+            return true;
+        }
         let path = Path::new(path);
         if path.exists() {
             return true;

@@ -239,6 +239,7 @@ mod tests {
             modified_ns: 1,
             parts: 1,
             table: None,
+            etag: None,
         };
         let line = |_seq: u64| {
             serde_json::to_string(&Report {

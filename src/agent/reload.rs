@@ -186,7 +186,10 @@ fn reload(
         }
     };
     let restart = [
-        ("watch", current.watch != settings.watch),
+        (
+            "watch",
+            current.watch != settings.watch || current.watch_objects != settings.watch_objects,
+        ),
         ("state", current.state != settings.state),
         ("http.listen", current.listen != settings.listen),
         ("http", current.http != settings.http),
@@ -225,6 +228,9 @@ fn reload(
         old.settle != options.settle
             || old.rescan != options.rescan
             || old.skip != options.skip
+            || old.poll_interval != options.poll_interval
+            || old.object_rescan != options.object_rescan
+            || old.object_store != options.object_store
             || current.include != settings.include
             || current.exclude != settings.exclude
     };
@@ -235,6 +241,7 @@ fn reload(
         let mut applied = settings;
         // Keep what only a restart changes, so /status tells the truth.
         applied.watch = current.watch;
+        applied.watch_objects = current.watch_objects;
         applied.state = current.state;
         applied.listen = current.listen;
         applied.http = current.http;

@@ -175,7 +175,8 @@ enum WebhooksCommand {
 #[derive(clap::Args)]
 struct BaselineArgs {
     /// Parquet files or folders (searched recursively for *.parquet), or
-    /// Delta table folders (read as of `--table-version`). Default: the
+    /// Delta table folders (read as of `--table-version`), or object-store
+    /// URLs: an object or a prefix (`s3://bucket/flights/`). Default: the
     /// tables the rule files name (`table:`).
     paths: Vec<PathBuf>,
     /// Profile Delta tables as of this version (every file live then;
@@ -195,6 +196,11 @@ struct BaselineArgs {
     /// `500ms`; a longer one is stopped and reported as an error.
     #[arg(long, value_parser = parse_interval)]
     evaluation_timeout: Option<std::time::Duration>,
+    /// A config file whose `[lake.object_store]` section says how to reach
+    /// `s3://`/`az://` inputs (endpoint, region, path style); credentials
+    /// come from the environment (`AWS_ACCESS_KEY_ID`, …).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -226,7 +232,8 @@ enum CheckFormat {
 #[derive(clap::Args)]
 struct CheckArgs {
     /// Parquet files or folders (searched recursively for *.parquet), or
-    /// Delta table folders (the files one version added). Default: the
+    /// Delta table folders (the files one version added), or object-store
+    /// URLs: an object or a prefix (`s3://bucket/flights/`). Default: the
     /// tables the rule files name (`table:`).
     paths: Vec<PathBuf>,
     /// Check this version of Delta tables (the files it added; default:
@@ -259,6 +266,11 @@ struct CheckArgs {
     /// overrides the rule files' `drift.reference`.
     #[arg(long)]
     reference: Option<PathBuf>,
+    /// A config file whose `[lake.object_store]` section says how to reach
+    /// `s3://`/`az://` inputs (endpoint, region, path style); credentials
+    /// come from the environment (`AWS_ACCESS_KEY_ID`, …).
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -366,17 +378,23 @@ struct Setup {
     engine: Engine,
 }
 
-fn setup(
+async fn setup(
     rules_path: &Path,
     paths: &[PathBuf],
     table_version: Option<u64>,
     memory_limit: Option<usize>,
     evaluation_timeout: Option<std::time::Duration>,
+    config: Option<&Path>,
 ) -> Result<Setup> {
     let rule_files = rules::load_rules(rules_path)?;
     let single = std::fs::metadata(rules_path)
         .with_context(|| format!("{}", rules_path.display()))?
         .is_file();
+    // Only `[lake.object_store]` of a config file matters here.
+    let object_store = match config {
+        Some(path) => driftwatch::config::object_store_options(path)?,
+        None => Default::default(),
+    };
     let mut inputs = if paths.is_empty() {
         let tables = inputs::tables_of(&rule_files, None);
         if tables.is_empty() {
@@ -386,7 +404,7 @@ fn setup(
         }
         tables
     } else {
-        inputs::expand(paths)?
+        inputs::expand_all(paths, &object_store).await?
     };
     if let Some(version) = table_version {
         let mut any = false;
@@ -401,6 +419,7 @@ fn setup(
     let engine = Engine::new(&EngineOptions {
         memory_limit,
         evaluation_timeout,
+        object_store,
         ..EngineOptions::default()
     })?;
     Ok(Setup {
@@ -423,7 +442,9 @@ async fn baseline(args: BaselineArgs) -> Result<i32> {
         args.table_version,
         args.memory_limit,
         args.evaluation_timeout,
-    )?;
+        args.config.as_deref(),
+    )
+    .await?;
     let (pairs, unmatched) = inputs::assign(&inputs, &rule_files, single);
     for input in &unmatched {
         eprintln!(
@@ -547,7 +568,9 @@ async fn check(args: CheckArgs) -> Result<i32> {
         args.table_version,
         args.memory_limit,
         args.evaluation_timeout,
-    )?;
+        args.config.as_deref(),
+    )
+    .await?;
     if args.explain {
         let (pairs, _) = inputs::assign(&inputs, &rule_files, single);
         for (input, i) in pairs {

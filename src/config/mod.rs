@@ -158,6 +158,77 @@ pub struct LakeSection {
     /// Move files whose evaluation errors (corrupt, unreadable) into this
     /// folder, keeping their path relative to the watched folder. Default: leave them.
     pub quarantine: Option<PathBuf>,
+    /// How to reach watched object-store prefixes (`s3://…`, `az://…`).
+    /// Credentials are never written here: they come from the environment
+    /// variables each cloud's SDKs read.
+    #[serde(default)]
+    pub object_store: ObjectStoreSection,
+}
+
+/// `[lake.object_store]`: the client for `s3://` and `az://` locations, over
+/// what the standard environment variables say (`AWS_ENDPOINT_URL`,
+/// `AWS_REGION`, `AWS_ALLOW_HTTP`, `AZURE_STORAGE_ACCOUNT_NAME`, …).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectStoreSection {
+    /// Endpoint URL of an S3-compatible server (MinIO, Ceph, a local test
+    /// server) or of Azurite, e.g. `http://127.0.0.1:9000`. Default: the
+    /// cloud's own (or `AWS_ENDPOINT_URL`).
+    pub endpoint: Option<String>,
+    /// S3 region, e.g. `eu-west-1` (or `AWS_REGION`; default `us-east-1`).
+    pub region: Option<String>,
+    /// Allow a plain `http://` endpoint (local servers only). Default `false`
+    /// (or `AWS_ALLOW_HTTP`).
+    pub allow_http: Option<bool>,
+    /// S3 virtual-hosted-style requests (`https://bucket.host/key`) instead
+    /// of path-style (`https://host/bucket/key`, the default, which
+    /// S3-compatible servers expect).
+    pub virtual_hosted_style: Option<bool>,
+    /// The name of the environment variable holding the access key id
+    /// (Azure: the storage account name), when not the standard one.
+    pub access_key_id_env: Option<String>,
+    /// The name of the environment variable holding the secret access key
+    /// (Azure: the account key), when not the standard one. Its value is
+    /// kept out of every message.
+    pub secret_access_key_env: Option<String>,
+    /// Retries of one request to the store before it counts as failed (default 4).
+    pub max_retries: Option<usize>,
+    /// Longest time one request is retried, e.g. `30s` (default).
+    pub retry_timeout: Option<String>,
+}
+
+impl ObjectStoreSection {
+    /// The resolved client options; `origin` names the file in errors.
+    pub fn resolve(&self, origin: &str) -> Result<crate::location::ObjectStoreOptions> {
+        let retry_timeout = self
+            .retry_timeout
+            .as_deref()
+            .map(parse_interval)
+            .transpose()
+            .map_err(|message| ConfigError::Invalid {
+                origin: origin.to_string(),
+                key: "lake.object_store.retry_timeout".to_string(),
+                message,
+            })?;
+        Ok(crate::location::ObjectStoreOptions {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            allow_http: self.allow_http,
+            virtual_hosted_style: self.virtual_hosted_style,
+            access_key_id_env: self.access_key_id_env.clone(),
+            secret_access_key_env: self.secret_access_key_env.clone(),
+            max_retries: self.max_retries,
+            retry_timeout,
+        })
+    }
+}
+
+/// `[lake.object_store]` of a config file, resolved (for `check` and `baseline`).
+pub fn object_store_options(path: &Path) -> Result<crate::location::ObjectStoreOptions> {
+    ConfigFile::read(path)?
+        .lake
+        .object_store
+        .resolve(&path.display().to_string())
 }
 
 /// How the lake is watched.
@@ -311,8 +382,12 @@ pub struct Overrides {
 pub struct Settings {
     /// The config file, when one was given (re-read on reload).
     pub config_file: Option<PathBuf>,
-    /// Watched folders (absolute or as given, non-empty).
+    /// Watched folders (absolute or as given).
     pub watch: Vec<PathBuf>,
+    /// Watched object-store prefixes (`s3://bucket/prefix`).
+    pub watch_objects: Vec<crate::location::ObjectUrl>,
+    /// How object-store clients are built.
+    pub object_store: crate::location::ObjectStoreOptions,
     /// The rules folder or file.
     pub rules: PathBuf,
     /// The state folder.
@@ -433,15 +508,35 @@ impl Settings {
             message,
         };
 
-        let watch: Vec<PathBuf> = if overrides.watch.is_empty() {
-            file.watch.iter().map(relative).collect()
+        // Object-store URLs are not paths: never made relative to the file.
+        let given: Vec<(PathBuf, &str)> = if overrides.watch.is_empty() {
+            file.watch
+                .iter()
+                .map(|w| (w.clone(), origin.as_str()))
+                .collect()
         } else {
-            overrides.watch.clone()
+            overrides
+                .watch
+                .iter()
+                .map(|w| (w.clone(), cli.as_str()))
+                .collect()
         };
+        let mut watch: Vec<PathBuf> = Vec::new();
+        let mut watch_objects = Vec::new();
+        for (entry, from) in given {
+            match crate::location::ObjectUrl::from_path(&entry) {
+                Some(url) => {
+                    watch_objects.push(url.map_err(|e| invalid(from, "watch", e.to_string()))?)
+                }
+                None if overrides.watch.is_empty() => watch.push(relative(&entry)),
+                None => watch.push(entry),
+            }
+        }
         // Without folders, streams or a state folder there is nothing to run;
         // with a state folder, rule files with `table:` may be all there is
         // (the agent checks that once it has read them).
         if watch.is_empty()
+            && watch_objects.is_empty()
             && file.sources.is_empty()
             && overrides.state.is_none()
             && file.state.is_none()
@@ -475,7 +570,7 @@ impl Settings {
                     return Err(invalid(
                         &cli,
                         "state",
-                        "no watched folder to keep the state in: give `--state DIR` or `state = \"DIR\"`"
+                        "no watched folder to keep the state in (an object store is no place for it): give `--state DIR` or `state = \"DIR\"`"
                             .to_string(),
                     ));
                 }
@@ -599,6 +694,8 @@ impl Settings {
         Ok(Settings {
             config_file: config_path.map(Path::to_path_buf),
             watch,
+            watch_objects,
+            object_store: file.lake.object_store.resolve(&origin)?,
             rules,
             state,
             include,

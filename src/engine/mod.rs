@@ -63,7 +63,8 @@ pub struct Evaluation {
 /// Whether a DataFusion failure came from the environment rather than from
 /// the batch's bytes: an I/O error other than invalid or truncated data
 /// (descriptors, permissions, a full disk, a vanished file, EIO) anywhere in
-/// its chain, or an exhausted memory pool or spill budget.
+/// its chain, an object store's error other than a missing object (network,
+/// credentials, throttling), or an exhausted memory pool or spill budget.
 ///
 /// Why: data errors are verdicts (recorded, the file quarantined), but a
 /// transient fault recorded as a verdict would never be evaluated again.
@@ -73,6 +74,13 @@ pub fn is_environment_fault(e: &DataFusionError) -> bool {
     }
     let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = next {
+        // An object store that cannot be reached, refuses the credentials
+        // or throttles is the environment; an object that is not there (any
+        // more) is that version's answer, as a vanished file's would be if
+        // it could not be told from a transient fault.
+        if let Some(store) = err.downcast_ref::<object_store::Error>() {
+            return !matches!(store, object_store::Error::NotFound { .. });
+        }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             return !matches!(
                 io.kind(),
@@ -249,6 +257,8 @@ pub struct EngineOptions {
     /// is cancelled with [`EngineError::Timeout`] (default
     /// [`DEFAULT_EVALUATION_TIMEOUT`]).
     pub evaluation_timeout: Option<std::time::Duration>,
+    /// How clients for object-store batches (`s3://…`) are built.
+    pub object_store: crate::location::ObjectStoreOptions,
 }
 
 /// Default memory pool size: plenty for aggregates over sketches, small
@@ -264,6 +274,7 @@ pub const DEFAULT_EVALUATION_TIMEOUT: std::time::Duration = std::time::Duration:
 pub struct Engine {
     ctx: SessionContext,
     timeout: std::time::Duration,
+    object_store: crate::location::ObjectStoreOptions,
 }
 
 /// The planned form of one evaluation, before execution.
@@ -318,6 +329,7 @@ impl Engine {
             timeout: options
                 .evaluation_timeout
                 .unwrap_or(DEFAULT_EVALUATION_TIMEOUT),
+            object_store: options.object_store.clone(),
         })
     }
 
@@ -367,15 +379,17 @@ impl Engine {
         let (path, source) = (input.path, input.source);
         let started = std::time::Instant::now();
         let mut timings = Timings::default();
+        // No credential ever reaches a report, a log line or `/status`.
+        let message = |e: &EngineError| crate::location::redact(&e.to_string(), &self.object_store);
         let failed = |e: EngineError, timings: Timings| Evaluation {
-            environment: matches!(e, EngineError::Environment { .. }).then(|| e.to_string()),
+            environment: matches!(e, EngineError::Environment { .. }).then(|| message(&e)),
             timed_out: matches!(e, EngineError::Timeout { .. }),
             out_of_memory: matches!(e, EngineError::Environment { memory: true, .. }),
             report: BatchReport::failed(
                 source.to_string(),
                 rules.dataset.clone(),
                 rules.path.display().to_string(),
-                e.to_string(),
+                message(&e),
             )
             .with_partitions(input.partitions),
             profile: None,
@@ -517,6 +531,9 @@ impl Engine {
     }
 
     async fn open(&self, path: &Path) -> Result<DataFrame> {
+        if let Some(url) = crate::location::ObjectUrl::from_path(path) {
+            return self.open_object(path, url).await;
+        }
         let meta = std::fs::metadata(path).map_err(|e| {
             let e = DataFusionError::IoError(e);
             read_error(path, &e)
@@ -648,6 +665,44 @@ impl Engine {
             .cloned()
             .collect();
         Ok((df, data_schema, added))
+    }
+
+    /// Opens an object (or, for a key ending in `/`, the `*.parquet` objects
+    /// under that prefix) through the store registered for its bucket, which
+    /// is built on first use. DataFusion then reads the footer and only the
+    /// needed column chunks with ranged GETs: nothing is downloaded whole.
+    async fn open_object(
+        &self,
+        path: &Path,
+        url: std::result::Result<crate::location::ObjectUrl, crate::location::LocationError>,
+    ) -> Result<DataFrame> {
+        let input = |reason: String| EngineError::Input {
+            path: path.display().to_string(),
+            reason,
+        };
+        let url = url.map_err(|e| input(e.to_string()))?;
+        let store_url = url.store_url().map_err(|e| input(e.to_string()))?;
+        let runtime = self.ctx.runtime_env();
+        if runtime.object_store_registry.get_store(&store_url).is_err() {
+            // A client that cannot be built (a malformed endpoint, no region
+            // anywhere) is the setup's fault, not the object's.
+            let store = crate::location::build_store(&url, &self.object_store).map_err(|e| {
+                EngineError::Environment {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                    memory: false,
+                }
+            })?;
+            runtime.register_object_store(&store_url, store);
+        }
+        let folder = url.key.ends_with('/');
+        let scan_url = url.scan_url(folder).map_err(|e| input(e.to_string()))?;
+        let options =
+            ParquetReadOptions::default().file_extension(if folder { ".parquet" } else { "" });
+        self.ctx
+            .read_parquet(scan_url.to_string(), options)
+            .await
+            .map_err(|e| read_error(path, &e))
     }
 
     /// Opens the batch and adds each Hive partition value the file does not

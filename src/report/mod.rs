@@ -46,12 +46,13 @@ pub struct AgentRecord {
 }
 
 /// One version of a batch: a file (or folder of part files) at a given size
-/// and modification time. A rewritten file is a new version.
+/// and modification time, or an object (or prefix of part objects) with its
+/// ETag. A rewritten file or object is a new version.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub struct BatchVersion {
-    /// `file` or `directory`.
+    /// `file` or `directory`; `object` or `prefix` on an object store.
     pub kind: String,
-    /// The path under the watched folder, as found.
+    /// The path under the watched folder, as found (an object's URL).
     pub path: String,
     /// Bytes (for a folder: of all its part files).
     pub size: u64,
@@ -64,6 +65,11 @@ pub struct BatchVersion {
     /// location, `size` and `parts` the bytes and number of the data files
     /// the version added, `modified_ns` its commit time.
     pub table: Option<TableRef>,
+    /// An object's ETag or version id (for a prefix batch: a digest of its
+    /// parts' ETags); absent for local files. A rewritten object is a new
+    /// version even at the same size and modification second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
 }
 
 /// One version of a table (a Delta Lake commit): what a batch made of the

@@ -206,10 +206,15 @@ pub fn version_key(dataset: &str, version: &BatchVersion) -> String {
             table.format, table.location, table.version
         );
     }
-    format!(
+    let key = format!(
         "{dataset}\0{}\0{}\0{}\0{}",
         version.kind, version.path, version.size, version.modified_ns
-    )
+    );
+    // Local versions have no ETag: their keys are as they always were.
+    match &version.etag {
+        Some(etag) => format!("{key}\0{etag}"),
+        None => key,
+    }
 }
 
 fn cursor_key(dataset: &str, location: &str) -> String {
@@ -667,6 +672,7 @@ mod tests {
             modified_ns: 7,
             parts: 1,
             table: None,
+            etag: None,
         }
     }
 
@@ -696,6 +702,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let table = |version: u64, size: u64, skipped: Option<&str>| BatchVersion {
+            etag: None,
             kind: "delta".to_string(),
             path: "/t".to_string(),
             size,

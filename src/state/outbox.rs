@@ -593,6 +593,7 @@ mod tests {
             modified_ns: 1,
             parts: 1,
             table: None,
+            etag: None,
         };
         store
             .record_evaluation(

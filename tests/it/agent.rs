@@ -170,6 +170,17 @@ impl Agent {
         Self::start_process(lake, args, state, env, None, true)
     }
 
+    /// Like `spawn_with_env`, without waiting for `/readyz` (an agent that
+    /// starts degraded never says ready).
+    pub(crate) fn spawn_unready(
+        lake: &Lake,
+        args: &[String],
+        state: &Path,
+        env: &[(&str, &str)],
+    ) -> Agent {
+        Self::launch(lake, args, state, env, None)
+    }
+
     fn start_process(
         lake: &Lake,
         args: &[String],
@@ -177,6 +188,20 @@ impl Agent {
         env: &[(&str, &str)],
         cwd: Option<&Path>,
         ready: bool,
+    ) -> Agent {
+        let agent = Self::launch(lake, args, state, env, cwd);
+        if ready {
+            wait_for("/readyz", || (agent.get("/readyz").0 == 200).then_some(()));
+        }
+        agent
+    }
+
+    fn launch(
+        lake: &Lake,
+        args: &[String],
+        state: &Path,
+        env: &[(&str, &str)],
+        cwd: Option<&Path>,
     ) -> Agent {
         let n = std::fs::read_dir(lake.dir.path()).unwrap().count();
         let log = lake.path(&format!("agent-{n}.log"));
@@ -204,9 +229,6 @@ impl Agent {
             let info = driftwatch::agent::read_agent_info(state)?;
             (info.pid == pid).then(|| info.listen.parse().unwrap())
         });
-        if ready {
-            wait_for("/readyz", || (agent.get("/readyz").0 == 200).then_some(()));
-        }
         agent
     }
 

@@ -18,6 +18,7 @@ mod hardening;
 mod html;
 mod http_api;
 mod kafka;
+mod object_store;
 mod one_scan;
 mod streams;
 mod tables;

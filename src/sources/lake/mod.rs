@@ -15,7 +15,12 @@
 //! still does not parse after [`CORRUPT_AFTER_SETTLES`] settle times of
 //! silence is sent anyway, so a corrupt file is reported as an error rather
 //! than waited on forever.
+//!
+//! Object-store prefixes are watched by [`objects`], which shares the
+//! notions of what a batch is ([`scan`]) but not the timing: listings only,
+//! and no settle time.
 
+pub mod objects;
 pub mod scan;
 
 use std::collections::{BTreeMap, HashSet};
@@ -59,6 +64,15 @@ pub struct LakeOptions {
     pub rescan: Duration,
     /// Listing only (no filesystem events).
     pub poll: bool,
+    /// Watched object-store prefixes ([`objects`]).
+    pub object_roots: Vec<crate::location::ObjectUrl>,
+    /// How their clients are built.
+    pub object_store: crate::location::ObjectStoreOptions,
+    /// How often they are listed (`lake.poll_interval`): their newest
+    /// partitions only, between full listings.
+    pub poll_interval: Duration,
+    /// How often they are listed in full (`lake.rescan`).
+    pub object_rescan: Duration,
 }
 
 /// Counters the agent shows on `/status`.

@@ -518,6 +518,7 @@ pub fn window_version(
         modified_ns: 0,
         parts: events,
         table: None,
+        etag: None,
     }
 }
 

@@ -111,6 +111,7 @@ pub fn batch_of(
     };
     let partitions = common_partitions(&changes.files);
     let version = BatchVersion {
+        etag: None,
         kind: format.to_string(),
         path: location.to_string(),
         size: changes.files.iter().map(|f| f.size).sum(),
