@@ -313,13 +313,14 @@ pub async fn run(
     idle::tune_malloc();
     let rules = crate::rules::load_rules(&settings.rules)?;
     if settings.watch.is_empty()
+        && settings.watch_objects.is_empty()
         && settings.sources.is_empty()
         && !rules.iter().any(|r| r.table.is_some())
     {
         return Err(AgentError::Config(ConfigError::Invalid {
             origin: "command line".to_string(),
             key: "watch".to_string(),
-            message: "nothing to watch: give `--watch DIR`, `[[sources]]` event streams, or rule files with `table:`".to_string(),
+            message: "nothing to watch: give `--watch DIR` (or an object-store URL), `[[sources]]` event streams, or rule files with `table:`".to_string(),
         }));
     }
     webhooks::check_names(&rules, &settings.webhooks)?;
