@@ -343,6 +343,21 @@ pub fn check_footer(file: &mut File) -> Result<()> {
     check_footer_bytes(&footer)
 }
 
+/// A column chunk's bytes: (start, length). The parquet crate's own
+/// `byte_range` panics on negative values; here they are the file's fault.
+fn chunk_range(chunk: &parquet::file::metadata::ColumnChunkMetaData) -> Result<(u64, u64)> {
+    let start = chunk
+        .dictionary_page_offset()
+        .unwrap_or_else(|| chunk.data_page_offset());
+    match (u64::try_from(start), u64::try_from(chunk.compressed_size())) {
+        (Ok(start), Ok(length)) => Ok((start, length)),
+        _ => Err(GuardError::Invalid(format!(
+            "a column chunk at offset {start} has a negative offset or size ({})",
+            chunk.compressed_size()
+        ))),
+    }
+}
+
 /// Checks every Parquet file of a batch (a file, or a folder's `*.parquet`
 /// files, as the engine reads them; links are not followed).
 pub fn check_batch(path: &Path) -> Result<()> {
@@ -401,7 +416,7 @@ pub fn check_file(path: &Path) -> Result<()> {
     };
     for row_group in metadata.row_groups() {
         for chunk in row_group.columns() {
-            let (start, size) = chunk.byte_range();
+            let (start, size) = chunk_range(chunk)?;
             within(
                 "a column chunk",
                 i64::try_from(start).ok().or(Some(-1)),
@@ -465,7 +480,7 @@ pub fn check_file(path: &Path) -> Result<()> {
             }
             // The crate reads a page header from a reader that runs to the
             // end of the file, not of the chunk: walk the same bytes.
-            let (start, size) = chunk.byte_range();
+            let (start, size) = chunk_range(chunk)?;
             let chunk_end = start.saturating_add(size).min(len);
             let mut pages = range(&file, start, len)?;
             while len - pages.remaining() < chunk_end {
@@ -610,6 +625,19 @@ mod tests {
             e.to_string().starts_with("not a valid Parquet file: ")
                 && e.to_string()
                     .ends_with("lies beyond the end of the file (5243 bytes)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn issue_15_fuzz_a_negative_column_chunk_size_is_refused_not_a_panic() {
+        // Found by CI's parquet_read run: the parquet crate's `byte_range`
+        // asserts on it, and the guard called it.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus/parquet_read/crash-negative-chunk-size");
+        let e = check_file(&path).unwrap_err();
+        assert!(
+            e.to_string().contains("has a negative offset or size"),
             "{e}"
         );
     }
