@@ -90,7 +90,7 @@ pub async fn run_check_with_profiles(
         };
         let rules_path = rule_file.path.display().to_string();
         let evaluation = match &table {
-            Some(Err(error)) => skipped_evaluation(BatchReport::failed(
+            Some(Err(error)) => crate::engine::Evaluation::without_scan(BatchReport::failed(
                 input
                     .table
                     .as_ref()
@@ -101,26 +101,28 @@ pub async fn run_check_with_profiles(
                 error.clone(),
             )),
             Some(Ok(version)) if version.table.skipped.is_some() => {
-                skipped_evaluation(BatchReport::skipped(
+                crate::engine::Evaluation::without_scan(BatchReport::skipped(
                     version.source(),
                     rule_file.dataset.clone(),
                     rules_path,
                     version.table.clone(),
                 ))
             }
-            Some(Ok(version)) if version.unreadable.is_some() => skipped_evaluation(
-                BatchReport::failed(
-                    version.source(),
-                    rule_file.dataset.clone(),
-                    rules_path,
-                    format!(
-                        "{}: unsupported Delta table: {}",
-                        version.table.location,
-                        version.unreadable.clone().unwrap_or_default()
-                    ),
+            Some(Ok(version)) if version.unreadable.is_some() => {
+                crate::engine::Evaluation::without_scan(
+                    BatchReport::failed(
+                        version.source(),
+                        rule_file.dataset.clone(),
+                        rules_path,
+                        format!(
+                            "{}: unsupported Delta table: {}",
+                            version.table.location,
+                            version.unreadable.clone().unwrap_or_default()
+                        ),
+                    )
+                    .with_table(Some(&version.table)),
                 )
-                .with_table(Some(&version.table)),
-            ),
+            }
             _ => {
                 let version = table.as_ref().and_then(|t| t.as_ref().ok());
                 let source = version
@@ -166,19 +168,6 @@ pub async fn run_check_with_profiles(
     CheckRun {
         report: Report::new(reports, unmatched.iter().map(|i| i.display()).collect()),
         profiles,
-    }
-}
-
-/// An evaluation that did not scan anything (a table version that added
-/// no data, or a table that could not be read).
-fn skipped_evaluation(report: BatchReport) -> crate::engine::Evaluation {
-    crate::engine::Evaluation {
-        report,
-        profile: None,
-        timings: Default::default(),
-        environment: None,
-        timed_out: false,
-        out_of_memory: false,
     }
 }
 

@@ -95,14 +95,7 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
                     table.clone(),
                 ),
             };
-            let evaluation = crate::engine::Evaluation {
-                report,
-                profile: None,
-                timings: Default::default(),
-                environment: None,
-                timed_out: false,
-                out_of_memory: false,
-            };
+            let evaluation = crate::engine::Evaluation::without_scan(report);
             match record(shared, &batch, &rule_file, evaluation, rolling, started).await {
                 Err(reason) => retry_later(shared, batch, "record", reason),
                 Ok(()) => shared.forget(&key),

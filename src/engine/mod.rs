@@ -60,6 +60,21 @@ pub struct Evaluation {
     pub out_of_memory: bool,
 }
 
+impl Evaluation {
+    /// An evaluation that scanned nothing (a table version that added no
+    /// data, or a table that could not be read): its report alone.
+    pub fn without_scan(report: BatchReport) -> Self {
+        Evaluation {
+            report,
+            profile: None,
+            timings: Timings::default(),
+            environment: None,
+            timed_out: false,
+            out_of_memory: false,
+        }
+    }
+}
+
 /// Whether a DataFusion failure came from the environment rather than from
 /// the batch's bytes: an I/O error other than invalid or truncated data
 /// (descriptors, permissions, a full disk, a vanished file, EIO) anywhere in
