@@ -19,6 +19,15 @@
 //! passes. Everything else (unknown types, truncation, nonsense values) is
 //! left for the parquet crate to report in its own words: this guard only
 //! refuses what would make decoding unbounded.
+//!
+//! The guard is the second line, not the fix: the parquet crate decodes known
+//! fields by field id whatever wire type a file declares, so a walk by wire
+//! type can see different bytes than the crate (CI's fuzz run on 2026-12-04
+//! found a page header that passed the guard and still spun the crate). The
+//! crate itself is patched to decode in linear time
+//! (`vendor/parquet/PATCHES.md`); what stays here is what no decoder checks —
+//! byte ranges that must lie inside the file — and refusing the known
+//! hostile shapes early with a message naming the structure.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
@@ -654,5 +663,44 @@ mod tests {
                 .starts_with("not a valid Parquet file: a page header: a container claims"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn issue_15_fuzz_the_patched_parquet_crate_alone_ends_on_both_hangs() {
+        // Without the guard: the parquet crate itself (vendor/parquet,
+        // PATCHES.md) must end on both inputs that made it spin — a huge
+        // list of booleans, and a huge list of UUIDs past the end of a page.
+        // On its own thread, so a regression fails after a generous deadline
+        // instead of hanging the suite.
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/parquet_read");
+        for name in [
+            "timeout-page-header-bool-list",
+            "timeout-overlong-varint-uuid-list",
+        ] {
+            let file = File::open(corpus.join(name)).unwrap();
+            let (done, wait) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                // Batches until the first error (a reader keeps failing
+                // once it has failed).
+                let mut outcome = "no reader";
+                if let Ok(builder) = ParquetRecordBatchReaderBuilder::try_new(file)
+                    && let Ok(reader) = builder.build()
+                {
+                    outcome = "read to the end";
+                    for batch in reader {
+                        if batch.is_err() {
+                            outcome = "an error";
+                            break;
+                        }
+                    }
+                }
+                let _ = done.send(outcome);
+            });
+            let outcome = wait
+                .recv_timeout(std::time::Duration::from_secs(120))
+                .unwrap_or_else(|_| panic!("{name}: reading did not end"));
+            assert_eq!(outcome, "an error", "{name}");
+        }
     }
 }

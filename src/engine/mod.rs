@@ -941,4 +941,39 @@ mod tests {
         let error = error.expect("an error");
         assert!(error.contains("cannot read Parquet input"), "{error}");
     }
+
+    #[tokio::test]
+    async fn issue_15_fuzz_a_uuid_list_past_the_end_of_a_page_header_is_an_error_not_a_hang() {
+        // Found by CI's parquet_read run (2,445 bytes): a page header with
+        // an overlong varint, then an unknown field holding a list that
+        // claims 794,820,607 UUIDs. The parquet crate skipped UUIDs past the
+        // end of the page bytes without reading and spun for minutes; the
+        // patched crate (vendor/parquet/PATCHES.md) stops at the end. The
+        // evaluation runs on its own thread so that a regression fails this
+        // test after a generous deadline instead of hanging the suite.
+        let (done, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            let result = runtime.block_on(error_of(include_bytes!(
+                "../../fuzz/corpus/parquet_engine/timeout-overlong-varint-uuid-list"
+            )));
+            let _ = done.send(result);
+        });
+        let (path, error) = wait
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the evaluation ends");
+        assert_eq!(
+            error.as_deref(),
+            Some(
+                format!(
+                    "{path}: cannot read Parquet input: Arrow error: Parquet argument error: \
+                     External: failed to fill whole buffer"
+                )
+                .as_str()
+            )
+        );
+    }
 }
