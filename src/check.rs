@@ -57,6 +57,9 @@ pub async fn run_check_with_profiles(
     let (pairs, unmatched) = inputs::assign(inputs, rules, single);
     let mut files = ReferenceCache::default();
     let mut windows: HashMap<String, RollingWindow> = HashMap::new();
+    // Each dataset's sequential detector, carried from input to input in
+    // the order given (`drift.sequential`).
+    let mut detectors: HashMap<String, std::collections::BTreeMap<String, f64>> = HashMap::new();
     let mut reports = Vec::with_capacity(pairs.len());
     let total = pairs.len();
     for (input, rule_index) in pairs {
@@ -146,6 +149,24 @@ pub async fn run_check_with_profiles(
                 evaluation
             }
         };
+        let mut evaluation = evaluation;
+        if let (Some(sequential), Some(drift)) = (
+            config.as_ref().and_then(|c| c.sequential),
+            evaluation.report.drift.as_mut(),
+        ) {
+            let rows = match (&resolved, evaluation.report.rows) {
+                (Some((_, Reference::Profile { profile, .. })), Some(rows)) => {
+                    Some((profile.rows, rows))
+                }
+                _ => None,
+            };
+            let state = detectors.entry(rule_file.dataset.clone()).or_default();
+            crate::drift::sequential::apply(drift, sequential, state, rows);
+            if let Some(section) = &drift.sequential {
+                *state = crate::drift::sequential::carried_state(section);
+            }
+            evaluation.report = evaluation.report.with_passed_from_checks();
+        }
         let reference_profile = match &resolved {
             Some((_, Reference::Profile { profile, .. })) => Some(profile.clone()),
             _ => None,

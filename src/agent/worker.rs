@@ -55,10 +55,23 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
         }) => Some(*batches),
         _ => None,
     };
+    // So must a sequential detector: each window starts from the last.
+    let sequential = rule_file.drift.as_ref().and_then(|d| d.sequential);
     let dataset_lock = shared.dataset_lock(&batch.dataset);
-    let _serial = match rolling {
-        Some(_) => Some(dataset_lock.lock().await),
+    let _serial = match (rolling, sequential) {
+        (None, None) => None,
+        _ => Some(dataset_lock.lock().await),
+    };
+    let sequential_state = match sequential {
         None => None,
+        Some(config) => match sequential_state(shared, &batch.dataset).await {
+            Ok(state) => Some((config, state)),
+            // The store could not be read: not a verdict on the batch.
+            Err(fault) => {
+                retry_later(shared, batch, "sequential state", fault);
+                return;
+            }
+        },
     };
     let reference = match rule_file.drift.as_ref() {
         None => None,
@@ -103,6 +116,11 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
             return;
         }
     }
+    // For the sequential detector's reference-size condition.
+    let reference_rows = match &reference {
+        Some((_, evaluate::Reference::Profile { profile, .. })) => Some(profile.rows),
+        _ => None,
+    };
     let engine = shared.engine.clone();
     let path = batch.path.clone();
     let source = match &batch.version.table {
@@ -181,10 +199,47 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
             tries + 1
         ));
     }
+    if let (Some((config, state)), Some(drift)) =
+        (&sequential_state, evaluation.report.drift.as_mut())
+    {
+        let rows = reference_rows.zip(evaluation.report.rows);
+        crate::drift::sequential::apply(drift, *config, state, rows);
+        evaluation.report = evaluation.report.with_passed_from_checks();
+    }
     match record(shared, &batch, &rule_file, evaluation, rolling, started).await {
         Err(reason) => retry_later(shared, batch, "record", reason),
         Ok(()) => shared.forget(&key),
     }
+}
+
+/// Reports searched for the dataset's last sequential detector state: a
+/// report without one (an error, a skipped table version) does not reset it.
+const SEQUENTIAL_LOOKBACK: usize = 64;
+
+/// The sequential detector state the dataset's next window starts from: the
+/// one in its newest stored report that has one (empty for the first).
+/// `Err` when the store cannot be read.
+async fn sequential_state(
+    shared: &Arc<Shared>,
+    dataset: &str,
+) -> Result<std::collections::BTreeMap<String, f64>, String> {
+    let store = shared.store.clone();
+    let dataset = dataset.to_string();
+    let reports =
+        tokio::task::spawn_blocking(move || store.latest_reports(&dataset, SEQUENTIAL_LOOKBACK))
+            .await
+            .map_err(|e| format!("reading the sequential state: {e}"))?
+            .map_err(|e| format!("reading the sequential state: {e}"))?;
+    Ok(reports
+        .iter()
+        .find_map(|(_, line)| {
+            let document: serde_json::Value = serde_json::from_str(line).ok()?;
+            let section = document.pointer("/reports/0/drift/sequential")?;
+            serde_json::from_value::<crate::drift::sequential::SequentialSection>(section.clone())
+                .ok()
+        })
+        .map(|section| crate::drift::sequential::carried_state(&section))
+        .unwrap_or_default())
 }
 
 /// Puts a batch that met an environment fault back in the queue after a

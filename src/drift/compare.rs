@@ -206,6 +206,10 @@ pub struct DriftReport {
     /// why (issue 17: nothing is left out silently).
     #[serde(default)]
     pub not_tested: Vec<NotTested>,
+    /// The sequential detector (`drift.sequential`): each column's
+    /// statistic after this window and the threshold; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential: Option<super::sequential::SequentialSection>,
 }
 
 /// A column not tested for its type: not profiled, or temporal and not named.
@@ -231,6 +235,7 @@ impl DriftReport {
             message: None,
             columns: Vec::new(),
             not_tested: Vec::new(),
+            sequential: None,
         }
     }
 
@@ -300,6 +305,7 @@ pub fn compare(
         message: None,
         columns: results,
         not_tested,
+        sequential: None,
     }
 }
 
@@ -469,6 +475,7 @@ fn column_drift(
         match defaults {
             DriftDefaults::Evidently => default_test(k, ref_n, distinct),
             DriftDefaults::Sound => super::sound_default_test(k, ref_n, distinct),
+            DriftDefaults::PValues => super::p_value_default_test(k, distinct),
         }
     });
     let threshold = threshold_override.unwrap_or_else(|| default_threshold(test_kind));

@@ -25,6 +25,8 @@
 //!   exact or sketched path, multiple-testing correction, dataset drift.
 //! - [`anderson`]: two-sample Anderson–Darling with scipy's interpolated,
 //!   capped p-value.
+//! - [`sequential`]: a Shiryaev–Roberts e-detector per column that bounds
+//!   the false alarms over many windows (`drift.sequential`).
 //!
 //! # Inputs, errors and NaN
 //!
@@ -47,6 +49,7 @@ pub mod cvm;
 pub mod distance;
 pub mod ks;
 pub mod location;
+pub mod sequential;
 
 #[cfg(test)]
 mod calibration;
@@ -289,6 +292,15 @@ pub fn sound_default_test(column: ColumnKind, reference_rows: u64, distinct: u64
         TestKind::Chisquare => TestKind::ChisquareHomogeneity,
         other => other,
     }
+}
+
+/// The `defaults: p_values` choice (what `drift.sequential` needs): a
+/// p-value test whatever the reference's size — `ks` for continuous numeric
+/// columns, `chisquare_homogeneity` for categories, `z` for two values —
+/// i.e. the sound choice Evidently makes for small references, where it does
+/// not yet switch to distances.
+pub fn p_value_default_test(column: ColumnKind, distinct: u64) -> TestKind {
+    sound_default_test(column, 0, distinct)
 }
 
 /// Walks two sorted samples together, one group of equal values at a time,

@@ -207,6 +207,8 @@ pub struct DriftConfig {
     pub defaults: DriftDefaults,
     /// Columns tested even when ID-like or constant (`overrides.X.force`).
     pub forced: std::collections::BTreeSet<String>,
+    /// The sequential detector over windows (`sequential`), if asked for.
+    pub sequential: Option<crate::drift::sequential::SequentialConfig>,
     /// Where the section starts.
     pub location: SourceLocation,
 }
@@ -234,6 +236,7 @@ impl DriftConfig {
             max_categories: crate::profile::DEFAULT_CATEGORY_LIMIT,
             category_limits: Default::default(),
             defaults: DriftDefaults::Evidently,
+            sequential: None,
             forced: Default::default(),
             location: SourceLocation {
                 file: rule_file.to_path_buf(),

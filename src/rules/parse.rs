@@ -279,6 +279,71 @@ fn validate_drift(path: &Path, section: Spanned<DriftSpec>) -> Result<DriftConfi
         }
         overrides.insert(column, (o.test, o.threshold));
     }
+    let sequential = match spec.sequential {
+        None => None,
+        Some(s) => {
+            let at_sequential = at(path, s.referenced);
+            let windows = s.value.windows.unwrap_or(1_000);
+            if !(1..=1_000_000_000).contains(&windows) {
+                return Err(invalid(
+                    at_sequential,
+                    format!("`sequential.windows` must be between 1 and 1000000000, got {windows}"),
+                ));
+            }
+            let false_alarm = s.value.false_alarm.unwrap_or(0.05);
+            if !(false_alarm > 0.0 && false_alarm < 1.0) {
+                return Err(invalid(
+                    at_sequential,
+                    format!("`sequential.false_alarm` must be in (0, 1), got {false_alarm}"),
+                ));
+            }
+            // The guarantee holds for p-value tests on a fixed reference,
+            // without a per-window correction (docs/drift.md).
+            let needs =
+                |what: String| invalid(at_sequential.clone(), format!("`sequential` needs {what}"));
+            if let Some(c) = spec.correction
+                && c != Correction::None
+            {
+                return Err(needs(
+                    "no multiple-testing `correction` (its threshold already accounts for the columns)"
+                        .to_string(),
+                ));
+            }
+            if matches!(spec.reference, Some(ReferenceSpec::Rolling { .. })) {
+                return Err(needs(
+                    "a fixed reference (a profile file): a rolling reference makes successive \
+                     windows' p-values dependent"
+                        .to_string(),
+                ));
+            }
+            for (column, o) in &overrides {
+                if let (Some(test), _) = o
+                    && !test.is_p_value_test()
+                {
+                    return Err(needs(format!(
+                        "p-value tests; `overrides.{column}.test` is the distance `{}`",
+                        test.name()
+                    )));
+                }
+            }
+            Some(crate::drift::sequential::SequentialConfig {
+                windows,
+                false_alarm,
+            })
+        }
+    };
+    let defaults = match (spec.defaults, &sequential) {
+        (None, None) => super::DriftDefaults::default(),
+        (None, Some(_)) => super::DriftDefaults::PValues,
+        (Some(d), None) => d.value,
+        (Some(d), Some(_)) if d.value == super::DriftDefaults::PValues => d.value,
+        (Some(d), Some(_)) => {
+            return Err(invalid(
+                at(path, d.referenced),
+                "`sequential` needs p-value tests: `defaults: p_values` (or leave `defaults` out)",
+            ));
+        }
+    };
     let reference = match spec.reference {
         None => None,
         Some(ReferenceSpec::File(r)) => {
@@ -316,7 +381,8 @@ fn validate_drift(path: &Path, section: Spanned<DriftSpec>) -> Result<DriftConfi
         },
         max_categories,
         category_limits,
-        defaults: spec.defaults.unwrap_or_default(),
+        defaults,
+        sequential,
         forced,
         location,
     })

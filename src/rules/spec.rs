@@ -86,9 +86,29 @@ pub struct DriftSpec {
     /// "other" count, and its categorical statistics take the sketched path.
     pub max_categories: Option<u64>,
     /// Which default test each column gets: `evidently` (default; Evidently
-    /// 0.7's choice) or `sound` (two-sample homogeneity tests instead of
-    /// Evidently's goodness-of-fit `chisquare`).
-    pub defaults: Option<DriftDefaults>,
+    /// 0.7's choice), `sound` (two-sample homogeneity tests instead of
+    /// Evidently's goodness-of-fit `chisquare`) or `p_values` (p-value tests
+    /// whatever the size: `ks`, `chisquare_homogeneity`, `z`; the default
+    /// with `sequential`).
+    #[schemars(with = "Option<DriftDefaults>")]
+    pub defaults: Option<Spanned<DriftDefaults>>,
+    /// Bound the false alarms over many windows instead of testing each
+    /// window alone (agent and multi-input `check`): `{ windows: T,
+    /// false_alarm: α }` — the probability of any false alarm in the dataset
+    /// within T windows is at most α (docs/drift.md).
+    #[schemars(with = "Option<SequentialSpec>")]
+    pub sequential: Option<Spanned<SequentialSpec>>,
+}
+
+/// `drift.sequential`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SequentialSpec {
+    /// The horizon T, in windows (batches) of the dataset (default 1,000).
+    pub windows: Option<u64>,
+    /// The probability of any false alarm in the dataset within `windows`
+    /// (default 0.05).
+    pub false_alarm: Option<f64>,
 }
 
 /// The default-test policy of a `drift:` section.
@@ -102,6 +122,9 @@ pub enum DriftDefaults {
     /// the reference proportions taken as exact) becomes
     /// `chisquare_homogeneity` (a 2×k test of two samples).
     Sound,
+    /// A p-value test whatever the reference's size (`ks`,
+    /// `chisquare_homogeneity`, `z`): what `sequential` needs.
+    PValues,
 }
 
 /// Where the reference profile comes from.

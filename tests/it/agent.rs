@@ -655,6 +655,69 @@ fn rolling_reference_lives_in_the_store_across_restarts() {
 }
 
 #[test]
+fn issue_17_the_sequential_detector_lives_in_the_reports_across_restarts() {
+    // The windows of drift::issue_17_sequential_check_carries_evidence_…,
+    // landed one at a time with a restart after the sixth: the agent's
+    // detector statistics equal `check`'s, window for window.
+    let rules = "dataset: flights\ndrift:\n  reference: ref.profile\n  \
+                 sequential: { windows: 100, false_alarm: 0.05 }\n";
+    let lake = Lake::new(rules);
+    let window = |w: u64| {
+        let tmp = lake.path(&format!("staging/w{w}.bin"));
+        let shift = if w < 4 { 0.0 } else { 0.3 };
+        crate::common::write_parquet(&tmp, &crate::drift::normals(200, shift, 100 + w), 1000);
+        std::fs::read(&tmp).unwrap()
+    };
+    let reference = lake.path("staging/ref.parquet");
+    // Row groups as in the `check` test: the reference (20,000 rows) is
+    // sketched, and a sketch depends on how the rows were split.
+    crate::common::write_parquet(&reference, &crate::drift::normals(20_000, 0.0, 1), 1000);
+    let out = crate::common::driftwatch(&[
+        "baseline",
+        reference.to_str().unwrap(),
+        "--rules",
+        lake.path("rules/flights.yaml").to_str().unwrap(),
+        "--output",
+        lake.path("rules/ref.profile").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", crate::common::text(&out.stderr));
+    let mut agent = Agent::start(&lake, &[]);
+    for w in 0..8u64 {
+        if w == 6 {
+            assert_eq!(agent.terminate(), Some(0));
+            agent = Agent::start(&lake, &[]);
+        }
+        lake.land(&format!("w{w}.parquet"), &window(w));
+        wait_results(&lake, &agent, w as usize + 1);
+    }
+    let statistics: Vec<(f64, bool)> = lake
+        .results()
+        .iter()
+        .map(|r| {
+            let d = &r["reports"][0]["drift"];
+            let s = &d["sequential"]["columns"]["x"];
+            (
+                (s["statistic"].as_f64().unwrap() * 100.0).round() / 100.0,
+                d["columns"][0]["drifted"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statistics,
+        [
+            (3.81, false),
+            (7.11, false),
+            (9.69, false),
+            (5.5, false),
+            (576.94, false),
+            (25887.48, true),
+            (6.69, false),
+            (55.81, false),
+        ]
+    );
+}
+
+#[test]
 fn status_answers_from_the_agent_and_from_the_store_when_stopped() {
     let lake = Lake::new(RULES);
     let agent = Agent::start(&lake, &["--poll"]);

@@ -421,6 +421,30 @@ fn bad_drift_sections_name_their_location() {
             "dataset: t\ndrift:\n  defaults: careful\n",
             ":3:13: unknown variant `careful`",
         ),
+        (
+            "dataset: t\ndrift:\n  sequential: { windows: 0 }\n",
+            ":3:15: `sequential.windows` must be between 1 and 1000000000, got 0",
+        ),
+        (
+            "dataset: t\ndrift:\n  sequential: { false_alarm: 1.5 }\n",
+            ":3:15: `sequential.false_alarm` must be in (0, 1), got 1.5",
+        ),
+        (
+            "dataset: t\ndrift:\n  defaults: sound\n  sequential: {}\n",
+            ":3:13: `sequential` needs p-value tests: `defaults: p_values` (or leave `defaults` out)",
+        ),
+        (
+            "dataset: t\ndrift:\n  correction: bonferroni\n  sequential: {}\n",
+            ":4:15: `sequential` needs no multiple-testing `correction` (its threshold already accounts for the columns)",
+        ),
+        (
+            "dataset: t\ndrift:\n  reference: { rolling: { batches: 3 } }\n  sequential: {}\n",
+            ":4:15: `sequential` needs a fixed reference (a profile file): a rolling reference makes successive windows' p-values dependent",
+        ),
+        (
+            "dataset: t\ndrift:\n  overrides:\n    x: { test: psi }\n  sequential: {}\n",
+            ":5:15: `sequential` needs p-value tests; `overrides.x.test` is the distance `psi`",
+        ),
     ] {
         let rules = lake.rules("bad.yaml", yaml);
         let out = driftwatch(&["rules", "check", rules.to_str().unwrap()]);
@@ -460,6 +484,99 @@ fn rolling_reference_in_check_uses_the_previous_inputs_of_the_run() {
     // 3 against 2 alone (a window of one batch): shifted by half the range.
     assert_eq!(drift(2)["dataset_drift"], true);
     assert_eq!(report["reports"][2]["passed"], false);
+}
+
+/// `n` values of N(`shift`, 1): inverse-CDF draws from a seeded SplitMix64.
+pub(crate) fn normals(n: usize, shift: f64, seed: u64) -> RecordBatch {
+    use statrs::distribution::{ContinuousCDF, Normal};
+    let normal = Normal::new(0.0, 1.0).unwrap();
+    let mut state = seed;
+    let x: Vec<f64> = (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            let u = ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
+            normal.inverse_cdf(u.clamp(1e-12, 1.0 - 1e-12)) + shift
+        })
+        .collect();
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, true)])),
+        vec![Arc::new(Float64Array::from(x)) as ArrayRef],
+    )
+    .unwrap()
+}
+
+#[test]
+fn issue_17_sequential_check_carries_evidence_across_inputs_and_bounds_false_alarms() {
+    // A reference of 20,000 rows; 8 windows of 200 rows in name order: four
+    // alike, then four shifted by 0.3 standard deviations. A per-window ks
+    // at α = 0.05 flags every shifted window; the sequential detector
+    // (c = T·k/α = 100·1/0.05 = 2,000) accumulates their evidence and
+    // alarms once it is enough, and never on the alike ones.
+    let lake = Lake::new();
+    std::fs::create_dir_all(lake.path("data")).unwrap();
+    lake.write("ref.parquet", &normals(20_000, 0.0, 1));
+    for w in 0..8u64 {
+        let shift = if w < 4 { 0.0 } else { 0.3 };
+        lake.write(&format!("data/w{w}.parquet"), &normals(200, shift, 100 + w));
+    }
+    let rules = lake.rules(
+        "rules.yaml",
+        "dataset: t\ndrift:\n  reference: ref.profile\n  sequential: { windows: 100, false_alarm: 0.05 }\n",
+    );
+    let reference = baseline(&lake, &lake.path("ref.parquet"), &rules);
+    let (code, report, stderr) = check(&lake.path("data"), &rules, Some(&reference));
+    assert_eq!(code, 1, "{stderr}");
+    let window = |i: usize| report["reports"][i]["drift"].clone();
+    let rows: Vec<(String, f64, f64, bool, bool)> = (0..8)
+        .map(|i| {
+            let d = window(i);
+            let x = &d["columns"][0];
+            let s = &d["sequential"]["columns"]["x"];
+            assert_eq!(x["test"], "ks");
+            (
+                format!("{:.4}", x["p_value"].as_f64().unwrap()),
+                (s["statistic"].as_f64().unwrap() * 100.0).round() / 100.0,
+                d["sequential"]["threshold"].as_f64().unwrap(),
+                x["drifted"].as_bool().unwrap(),
+                d["dataset_drift"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, f64, f64, bool, bool)> = [
+        // Alike: window 0's p = 0.0172 is a per-window false alarm at
+        // α = 0.05; its e-value (3.81) is far from the threshold.
+        ("0.0172", 3.81, false),
+        ("0.1143", 7.11, false),
+        ("0.1753", 9.69, false),
+        ("0.9452", 5.5, false),
+        // Shifted: evidence accumulates, the alarm comes at the second
+        // shifted window and the detector starts again from 0.
+        ("0.0000", 576.94, false),
+        ("0.0001", 25887.48, true),
+        ("0.0056", 6.69, false),
+        ("0.0048", 55.81, false),
+    ]
+    .into_iter()
+    .map(|(p, r, alarm)| (p.to_string(), r, 2000.0, alarm, alarm))
+    .collect();
+    assert_eq!(rows, expected, "{rows:?}");
+    assert_eq!(window(0)["sequential"]["message"], Value::Null);
+
+    // Too small a reference for 100,000 windows of 200 rows: said so.
+    let rules = lake.rules(
+        "long.yaml",
+        "dataset: t\ndrift:\n  reference: ref.profile\n  sequential: { windows: 100000 }\n",
+    );
+    let (_, report, stderr) = check(&lake.path("data/w0.parquet"), &rules, Some(&reference));
+    assert_eq!(
+        report["reports"][0]["drift"]["sequential"]["message"],
+        "the reference has 20000 rows: over 100000 windows of 200 rows its own sampling error \
+         can raise false alarms above 0.05; a reference of at least 2000000 rows keeps them within it",
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -180,6 +180,7 @@ mod tests {
             message: None,
             columns: Vec::new(),
             not_tested: Vec::new(),
+            sequential: None,
         });
         for (name, fails, severity) in [
             (
