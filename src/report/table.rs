@@ -239,6 +239,31 @@ fn render_drift(out: &mut String, drift: &DriftReport, color: bool) {
     for n in &drift.not_tested {
         let _ = writeln!(out, "    not tested: {} ({})", n.column, n.reason);
     }
+    // With `sequential`, the verdicts are the detectors', not the p-values'.
+    if let Some(s) = &drift.sequential {
+        let detectors: Vec<String> = s
+            .columns
+            .iter()
+            .map(|(name, c)| {
+                format!(
+                    "{name} {:.2}{}",
+                    c.statistic,
+                    if c.alarm { " (alarm)" } else { "" }
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "    sequential: drift when R >= {:.0} (P(any false alarm within {} windows) <= {}); R: {}",
+            s.threshold,
+            s.windows,
+            s.false_alarm,
+            detectors.join(", ")
+        );
+        if let Some(message) = &s.message {
+            let _ = writeln!(out, "    sequential: {message}");
+        }
+    }
 }
 
 /// The test's name, marked when it ran on a summary rather than exact data.

@@ -564,6 +564,25 @@ fn issue_17_sequential_check_carries_evidence_across_inputs_and_bounds_false_ala
     .collect();
     assert_eq!(rows, expected, "{rows:?}");
     assert_eq!(window(0)["sequential"]["message"], Value::Null);
+    // The terminal table says whose verdict it is: w5 alone (p = 0.0001)
+    // is one window of evidence, R = e = 44.79, below the threshold.
+    let out = driftwatch(&[
+        "check",
+        lake.path("data/w5.parquet").to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "--reference",
+        reference.to_str().unwrap(),
+        "--format",
+        "table",
+    ]);
+    let table = text(&out.stdout);
+    assert!(
+        table.contains(
+            "    sequential: drift when R >= 2000 (P(any false alarm within 100 windows) <= 0.05); R: x 44.79"
+        ),
+        "{table}"
+    );
 
     // Too small a reference for 100,000 windows of 200 rows: said so.
     let rules = lake.rules(
