@@ -25,6 +25,9 @@
 //! - [`report`]: the report value, its versioned JSON form, the terminal
 //!   table and the self-contained HTML report (charts from profiles).
 //!   Read-only consumers of engine results.
+//! - [`anomaly`]: the `anomaly` check's method — a metric judged against
+//!   its own history with robust, seasonal bands — and the history file of
+//!   `check --history`. Pure logic.
 //! - [`evaluate`]: one batch against one rule file with its drift reference
 //!   (a profile file or a rolling window): what `check` and the agent share.
 //! - [`inputs`]: expands the paths given to `check` into batches and matches
@@ -61,6 +64,7 @@
 //!   uses `anyhow`.
 
 pub mod agent;
+pub mod anomaly;
 pub mod check;
 pub mod config;
 pub mod demo;

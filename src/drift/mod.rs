@@ -49,7 +49,7 @@ pub mod ks;
 pub mod location;
 
 #[cfg(test)]
-mod calibration;
+pub(crate) mod calibration;
 #[cfg(test)]
 mod categorical_reference;
 #[cfg(test)]

@@ -151,13 +151,13 @@ fn render_batch(out: &mut String, b: &BatchReport, profiles: Option<Profiles<'_>
         // Failures first (errors before warnings), then the rest in file order.
         checks.sort_by_key(|c| {
             (
-                c.status == CheckStatus::Pass,
+                !c.status.is_problem(),
                 c.severity != crate::rules::Severity::Error,
             )
         });
         for c in checks {
             let class = match c.status {
-                CheckStatus::Pass => "pass",
+                CheckStatus::Pass | CheckStatus::Skipped => "pass",
                 _ if c.severity == crate::rules::Severity::Warn => "warn",
                 _ => "fail",
             };
@@ -573,7 +573,7 @@ pub fn render_dataset_page(
         let failing: Vec<&str> = r
             .checks
             .iter()
-            .filter(|c| c.status != CheckStatus::Pass)
+            .filter(|c| c.status.is_problem())
             .map(|c| c.name.as_str())
             .collect();
         let _ = write!(

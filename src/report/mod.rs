@@ -211,7 +211,7 @@ impl BatchReport {
     pub fn failing_checks(&self) -> Vec<&str> {
         self.checks
             .iter()
-            .filter(|c| c.status != CheckStatus::Pass)
+            .filter(|c| c.status.is_problem())
             .map(|c| c.name.as_str())
             .collect()
     }
@@ -246,7 +246,7 @@ impl BatchReport {
             && !self
                 .checks
                 .iter()
-                .any(|c| c.severity == Severity::Error && c.status != CheckStatus::Pass);
+                .any(|c| c.severity == Severity::Error && c.status.is_problem());
         self
     }
 }
@@ -261,6 +261,17 @@ pub enum CheckStatus {
     Fail,
     /// Could not be evaluated (e.g. an unknown column); the message says why and where.
     Error,
+    /// Not judged: an `anomaly` check still learning its history (the
+    /// message says how much it has). Never fails the batch.
+    Skipped,
+}
+
+impl CheckStatus {
+    /// Whether the check found a problem (failed or errored): what fails a
+    /// batch at `error` severity.
+    pub fn is_problem(self) -> bool {
+        matches!(self, CheckStatus::Fail | CheckStatus::Error)
+    }
 }
 
 impl std::fmt::Display for CheckStatus {
@@ -269,6 +280,7 @@ impl std::fmt::Display for CheckStatus {
             CheckStatus::Pass => "pass",
             CheckStatus::Fail => "fail",
             CheckStatus::Error => "error",
+            CheckStatus::Skipped => "skipped",
         })
     }
 }

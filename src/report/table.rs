@@ -34,7 +34,7 @@ pub fn render_table(report: &Report, color: bool) -> String {
             f + r
                 .checks
                 .iter()
-                .filter(|c| c.status != CheckStatus::Pass)
+                .filter(|c| c.status.is_problem())
                 .count(),
         )
     });
@@ -94,6 +94,7 @@ fn render_batch(out: &mut String, batch: &BatchReport, color: bool) {
         CheckStatus::Error => 0,
         CheckStatus::Fail => 1,
         CheckStatus::Pass => 2,
+        CheckStatus::Skipped => 3,
     });
     let rows: Vec<[String; 6]> = checks
         .iter()
@@ -129,7 +130,7 @@ fn render_batch(out: &mut String, batch: &BatchReport, color: bool) {
         &header,
         &rows,
         |i| match (checks[i].status, checks[i].severity) {
-            (CheckStatus::Pass, _) => GREEN,
+            (CheckStatus::Pass | CheckStatus::Skipped, _) => GREEN,
             (_, crate::rules::Severity::Warn) => YELLOW,
             _ => RED,
         },

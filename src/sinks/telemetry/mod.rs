@@ -661,6 +661,7 @@ impl Telemetry {
                 CheckStatus::Pass => 0,
                 CheckStatus::Fail => 1,
                 CheckStatus::Error => 2,
+                CheckStatus::Skipped => 3,
             };
             m.check_status.record(status, &attrs);
             if let Some(rows) = check.failing_rows {
@@ -778,7 +779,7 @@ impl Telemetry {
         for check in report
             .checks
             .iter()
-            .filter(|c| c.status != CheckStatus::Pass)
+            .filter(|c| c.status.is_problem())
         {
             emit(
                 "driftwatch.check.failed",

@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::{BatchReport, CheckStatus};
+use crate::report::BatchReport;
 use crate::rules::Severity;
 
 /// The conditions of a webhook.
@@ -109,7 +109,7 @@ pub fn matches(trigger: &Trigger, report: &BatchReport) -> Option<Reason> {
         .iter()
         .filter(|c| {
             c.severity == Severity::Error
-                && c.status != CheckStatus::Pass
+                && c.status.is_problem()
                 && trigger.checks.iter().any(|n| n == &c.name)
         })
         .map(|c| c.name.as_str())
@@ -163,7 +163,7 @@ pub fn decide(
 mod tests {
     use super::*;
     use crate::drift::compare::DriftReport;
-    use crate::report::CheckResult;
+    use crate::report::{CheckResult, CheckStatus};
 
     fn report(drifted: bool, share: f64, failing_check: Option<&str>) -> BatchReport {
         let mut r = BatchReport::failed("s".into(), "d".into(), "r".into(), String::new());
