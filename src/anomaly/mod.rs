@@ -10,9 +10,13 @@
 //! # The method (documented for users in `rules/README.md`)
 //!
 //! * **Reference.** The history window (the last N batches, or the batches
-//!   of the last duration before this batch's time) minus every batch
-//!   earlier judged anomalous: an abnormal batch never widens or moves the
-//!   band (it is kept, flagged, so a level shift can be recognised).
+//!   of the last duration before this batch's time). A batch judged
+//!   anomalous is kept, flagged: it never enters a centre (median), and it
+//!   enters the noise scale only by its rank (the MAD sees on which side of
+//!   it a residual lies, not how far out), so an anomaly of any size moves
+//!   the band by one rank step at most. (Leaving anomalies out of the scale
+//!   too would shrink it, as a truncated sample, and raise the false-alarm
+//!   rate.) The flags also let a level shift be recognised.
 //! * **Seasonality.** `none` compares with every batch; `hourly`, `daily`
 //!   and `weekly` (the period) compare with the batches in the same slot of
 //!   the period: the same minute of the hour, hour of the day, day of the
@@ -20,7 +24,9 @@
 //! * **Band.** centre = median of the slot's reference values; scale =
 //!   1.4826 × the median absolute residual of all reference batches from
 //!   their own slot's median (pooled over slots, so a slot needs few
-//!   batches; 1.4826 × MAD estimates σ for normal noise). The band is
+//!   batches; 1.4826 × MAD estimates σ for normal noise). With seasonality
+//!   the residuals are pooled relative to their slot's median and scaled
+//!   back by the centre (noise proportional to the level, as in volumes). The band is
 //!   centre ± k × scale with k = z(1 − α/2) (z(1 − α) for one direction)
 //!   widened for the estimation error of the centre and the scale:
 //!   k = t_{ν}(…) × √(1 + π/(2·n_slot)), ν = 0.37·(n − 1), where α is
@@ -401,14 +407,24 @@ impl Series {
     pub fn judge(&self, settings: &Settings, what: &str, t: i64, v: f64) -> Judgement {
         let when = DateTime::from_timestamp(t, 0).unwrap_or_default();
         let slot = settings.seasonality.slot(when);
-        let reference: Vec<(u32, f64)> = self
+        // (slot, value, normal): anomalous batches are kept for the scale.
+        let window: Vec<(u32, f64, bool)> = self
             .window(settings, t)
             .into_iter()
-            .filter(|p| p.anomalous.is_none() && p.v.is_finite())
+            .filter(|p| p.v.is_finite())
             .map(|p| {
                 let at = DateTime::from_timestamp(p.t, 0).unwrap_or_default();
-                (settings.seasonality.slot(at), self.adjusted(p))
+                (
+                    settings.seasonality.slot(at),
+                    self.adjusted(p),
+                    p.anomalous.is_none(),
+                )
             })
+            .collect();
+        let reference: Vec<(u32, f64)> = window
+            .iter()
+            .filter(|(_, _, normal)| *normal)
+            .map(|(s, v, _)| (*s, *v))
             .collect();
         let n = reference.len();
         let mut in_slot: Vec<f64> = reference
@@ -439,23 +455,60 @@ impl Series {
             };
         }
         let center = median(&mut in_slot);
-        // Residuals from each slot's own median, pooled over slots.
-        let mut by_slot: std::collections::BTreeMap<u32, Vec<f64>> = Default::default();
-        for (s, value) in &reference {
-            by_slot.entry(*s).or_default().push(*value);
-        }
-        let mut residuals = Vec::with_capacity(n);
-        for values in by_slot.values_mut() {
-            if values.len() < 2 {
-                continue; // a lone value's residual is 0 by construction
+        // Residuals from each slot's own median, pooled over slots. With
+        // seasonality the noise is taken as proportional to the level
+        // (volumes: weekdays vary more in rows than Sundays), so residuals are
+        // pooled relative to their slot's median; absolute when a median is 0.
+        // Each slot's median is of its normal batches; every batch of the
+        // window, anomalous ones too, gives a residual: the MAD sees only
+        // which side of it a residual falls, never how far out, so an
+        // anomaly of any size moves the scale by one rank at most — while
+        // leaving anomalies out would shrink it (a truncated sample) and
+        // raise the false-alarm rate.
+        let mut by_slot: std::collections::BTreeMap<u32, (Vec<f64>, Vec<f64>)> =
+            Default::default();
+        for (s, value, normal) in &window {
+            let entry = by_slot.entry(*s).or_default();
+            entry.1.push(*value);
+            if *normal {
+                entry.0.push(*value);
             }
-            let m = median(&mut values.clone());
-            residuals.extend(values.iter().map(|x| (x - m).abs()));
+        }
+        let mut slots: Vec<(f64, usize, Vec<f64>)> = by_slot
+            .into_values()
+            // A lone value's residual is 0 by construction.
+            .filter(|(normal, _)| normal.len() >= 2)
+            .map(|(mut normal, all)| (median(&mut normal), normal.len(), all))
+            .collect();
+        let relative = settings.seasonality != Seasonality::None
+            && center != 0.0
+            && slots.iter().all(|(m, _, _)| *m != 0.0);
+        let mut residuals = Vec::with_capacity(n);
+        for (m, normal, values) in &mut slots {
+            let unit = if relative { m.abs() } else { 1.0 };
+            // Residuals from a sample's own median are too small: with an
+            // odd number of normal values one is 0 by construction (left
+            // out), and the rest are scaled by √(n/(n−1)) (exact for a mean;
+            // close for a median).
+            let k = *normal as f64;
+            let widen = (k / (k - 1.0)).sqrt();
+            let mut own: Vec<f64> = values
+                .iter()
+                .map(|x| (*x - *m).abs() / unit * widen)
+                .collect();
+            if *normal % 2 == 1 {
+                own.sort_by(f64::total_cmp);
+                own.remove(0);
+            }
+            residuals.extend(own);
         }
         let mut scale = 1.4826 * median(&mut residuals.clone());
         if !(scale > 0.0) {
             let mean_abs = residuals.iter().sum::<f64>() / residuals.len().max(1) as f64;
             scale = 1.2533 * mean_abs;
+        }
+        if relative {
+            scale *= center.abs();
         }
         if !scale.is_finite() {
             scale = 0.0;
@@ -583,3 +636,6 @@ impl Series {
     }
 }
 
+
+#[cfg(test)]
+mod calibration;
