@@ -259,6 +259,7 @@ mod tests {
             .record(
                 &Evaluated {
                     version: &version,
+                    anomaly: &[],
                     dataset,
                     outcome: Outcome::Error,
                     rows: 0,

@@ -55,10 +55,15 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
         }) => Some(*batches),
         _ => None,
     };
+    // So must an `anomaly` check's history.
+    let has_anomaly = rule_file
+        .checks
+        .iter()
+        .any(|c| matches!(c.kind, rules::CheckKind::Anomaly { .. }));
     let dataset_lock = shared.dataset_lock(&batch.dataset);
-    let _serial = match rolling {
-        Some(_) => Some(dataset_lock.lock().await),
-        None => None,
+    let _serial = match (rolling, has_anomaly) {
+        (None, false) => None,
+        _ => Some(dataset_lock.lock().await),
     };
     let reference = match rule_file.drift.as_ref() {
         None => None,
@@ -96,7 +101,7 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
                 ),
             };
             let evaluation = crate::engine::Evaluation::without_scan(report);
-            match record(shared, &batch, &rule_file, evaluation, rolling, started).await {
+            match record(shared, &batch, &rule_file, evaluation, rolling, &[], started).await {
                 Err(reason) => retry_later(shared, batch, "record", reason),
                 Ok(()) => shared.forget(&key),
             }
@@ -167,6 +172,34 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
         }
     };
     let mut evaluation = evaluation;
+    let mut anomaly = Vec::new();
+    if has_anomaly && evaluation.environment.is_none() {
+        let store = shared.store.clone();
+        let dataset = batch.dataset.clone();
+        match tokio::task::spawn_blocking(move || store.anomaly_series(&dataset)).await {
+            Ok(Ok(series)) => {
+                let mut histories = crate::anomaly::history::Histories::from_series(
+                    series
+                        .into_iter()
+                        .map(|(check, s)| (batch.dataset.clone(), check, s)),
+                );
+                anomaly = crate::anomaly::history::judge_report(
+                    &mut evaluation.report,
+                    &rule_file,
+                    &mut histories,
+                );
+            }
+            // The store could not be read: not a verdict on the batch.
+            Ok(Err(e)) => {
+                retry_later(shared, batch, "history", format!("cannot read the anomaly history: {e}"));
+                return;
+            }
+            Err(e) => {
+                retry_later(shared, batch, "history", format!("cannot read the anomaly history: {e}"));
+                return;
+            }
+        }
+    }
     if let Some(reason) = evaluation.environment.clone() {
         // A batch that keeps running out of memory is too big for the
         // configured pool, not unlucky: after a few tries that is its verdict
@@ -181,7 +214,7 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
             tries + 1
         ));
     }
-    match record(shared, &batch, &rule_file, evaluation, rolling, started).await {
+    match record(shared, &batch, &rule_file, evaluation, rolling, &anomaly, started).await {
         Err(reason) => retry_later(shared, batch, "record", reason),
         Ok(()) => shared.forget(&key),
     }
@@ -333,6 +366,7 @@ async fn record(
     rule_file: &RuleFile,
     evaluation: crate::engine::Evaluation,
     rolling: Option<usize>,
+    anomaly: &[crate::anomaly::history::Updated],
     started: SystemTime,
 ) -> Result<(), String> {
     let sinks_started = std::time::Instant::now();
@@ -367,6 +401,7 @@ async fn record(
         super::webhooks::watching(rule_file, &rules, &configured)
     };
     let instance = shared.instance.clone();
+    let anomaly = anomaly.to_vec();
     // The store commit and the log append happen under one lock so the log
     // is always in seq order.
     let written = tokio::task::spawn_blocking(move || {
@@ -386,6 +421,7 @@ async fn record(
             .store
             .record_evaluation(
                 &Evaluated {
+                    anomaly: &anomaly,
                     version: &version,
                     dataset: &dataset,
                     outcome,

@@ -266,6 +266,11 @@ struct CheckArgs {
     /// overrides the rule files' `drift.reference`.
     #[arg(long)]
     reference: Option<PathBuf>,
+    /// A history file for `anomaly` checks: read before the run (missing:
+    /// an empty history) and written back with this run's batches added, so
+    /// CI runs learn what normal looks like.
+    #[arg(long)]
+    history: Option<PathBuf>,
     /// A config file whose `[lake.object_store]` section says how to reach
     /// `s3://`/`az://` inputs (endpoint, region, path style); credentials
     /// come from the environment (`AWS_ACCESS_KEY_ID`, …).
@@ -592,6 +597,13 @@ async fn check(args: CheckArgs) -> Result<i32> {
         return Ok(0);
     }
     let now = args.now.unwrap_or_else(Utc::now);
+    let mut histories = match &args.history {
+        Some(path) => {
+            let datasets: Vec<&str> = rule_files.iter().map(|r| r.dataset.as_str()).collect();
+            driftwatch::anomaly::history::Histories::read(path, &datasets)?
+        }
+        None => Default::default(),
+    };
     // A progress bar on a terminal, for more than one file; nothing otherwise.
     let bar = (inputs.len() > 1 && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(0);
@@ -610,6 +622,7 @@ async fn check(args: CheckArgs) -> Result<i32> {
         single,
         now,
         args.reference.as_deref(),
+        &mut histories,
         &|done, total| {
             if let Some(bar) = &bar {
                 bar.set_length(total as u64);
@@ -620,6 +633,9 @@ async fn check(args: CheckArgs) -> Result<i32> {
     .await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+    if let Some(path) = &args.history {
+        histories.write(path)?;
     }
     let report = run.report;
     if args.format == CheckFormat::Html {

@@ -91,6 +91,8 @@ const DATASET_REPORTS: TableDefinition<&str, ()> = TableDefinition::new("dataset
 const DATASETS: TableDefinition<&str, &[u8]> = TableDefinition::new("datasets");
 /// `dataset\0{seq:020}` → profile JSON: the rolling reference's batches.
 const ROLLING: TableDefinition<&str, &[u8]> = TableDefinition::new("rolling");
+/// `dataset\0check` → the `anomaly` check's series (JSON, [`crate::anomaly::Series`]).
+const ANOMALY: TableDefinition<&str, &[u8]> = TableDefinition::new("anomaly");
 /// name → number (`next_seq`).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// dataset → the profile of its latest profiled batch (JSON), for reports.
@@ -168,6 +170,8 @@ pub struct Evaluated<'a> {
     pub webhooks: Option<WebhookStep<'a>>,
     /// The batch's profile, kept as the dataset's latest (for reports).
     pub profile: Option<&'a DatasetProfile>,
+    /// The `anomaly` series this batch extended (replacing the stored ones).
+    pub anomaly: &'a [crate::anomaly::history::Updated],
 }
 
 /// What [`Store::record_evaluation`] did.
@@ -248,6 +252,7 @@ impl Store {
             txn.open_table(META)?;
             txn.open_table(LATEST_PROFILES)?;
             txn.open_table(TABLE_CURSORS)?;
+            txn.open_table(ANOMALY)?;
             txn.open_table(outbox::DELIVERIES)?;
             txn.open_table(outbox::DUE)?;
             txn.open_table(outbox::POLICY)?;
@@ -521,6 +526,15 @@ impl Store {
                     cursors.insert(key.as_str(), table.version)?;
                 }
             }
+            if !evaluated.anomaly.is_empty() {
+                let mut table = txn.open_table(ANOMALY)?;
+                for updated in evaluated.anomaly {
+                    let json = serde_json::to_vec(&updated.series)
+                        .map_err(|e| decode_err("an anomaly series", e))?;
+                    let key = format!("{}\0{}", updated.dataset, updated.check);
+                    table.insert(key.as_str(), json.as_slice())?;
+                }
+            }
             if let Some(profile) = evaluated.profile {
                 let json = serde_json::to_vec(profile).map_err(|e| decode_err("a profile", e))?;
                 txn.open_table(LATEST_PROFILES)?
@@ -555,6 +569,24 @@ impl Store {
             out.push(self.decode("a rolling profile", v.value())?);
         }
         out.reverse();
+        Ok(out)
+    }
+
+    /// The `anomaly` series of a dataset, by check name.
+    pub fn anomaly_series(&self, dataset: &str) -> Result<Vec<(String, crate::anomaly::Series)>> {
+        let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(ANOMALY).map_err(|e| self.err(e))?;
+        let prefix = format!("{dataset}\0");
+        let end = format!("{dataset}\u{1}");
+        let mut out = Vec::new();
+        for entry in table
+            .range(prefix.as_str()..end.as_str())
+            .map_err(|e| self.err(e))?
+        {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            let check = k.value().rsplit('\0').next().unwrap_or_default().to_string();
+            out.push((check, self.decode("an anomaly series", v.value())?));
+        }
         Ok(out)
     }
 
@@ -681,6 +713,7 @@ mod tests {
             .record(
                 &Evaluated {
                     version: v,
+                    anomaly: &[],
                     dataset: "d",
                     outcome,
                     rows: 10,
@@ -801,6 +834,7 @@ mod tests {
                 .record(
                     &Evaluated {
                         version: &version("f", i),
+                        anomaly: &[],
                         dataset: "d",
                         outcome: Outcome::Passed,
                         rows: i,

@@ -599,6 +599,7 @@ mod tests {
             .record_evaluation(
                 &Evaluated {
                     version: &version,
+                    anomaly: &[],
                     dataset: "d",
                     outcome: Outcome::Failed,
                     rows: 5,
