@@ -159,6 +159,9 @@ struct Instruments {
     check_status: Gauge<u64>,
     check_failing_rows: Gauge<u64>,
     check_failing_fraction: Gauge<f64>,
+    anomaly_observed: Gauge<f64>,
+    anomaly_low: Gauge<f64>,
+    anomaly_high: Gauge<f64>,
     drift_statistic: Gauge<f64>,
     drift_p_value: Gauge<f64>,
     drift_drifted: Gauge<u64>,
@@ -382,6 +385,9 @@ impl Telemetry {
             check_status: gauge_u(&names::CHECK_STATUS),
             check_failing_rows: gauge_u(&names::CHECK_FAILING_ROWS),
             check_failing_fraction: gauge_f(&names::CHECK_FAILING_FRACTION),
+            anomaly_observed: gauge_f(&names::ANOMALY_OBSERVED),
+            anomaly_low: gauge_f(&names::ANOMALY_EXPECTED_LOW),
+            anomaly_high: gauge_f(&names::ANOMALY_EXPECTED_HIGH),
             drift_statistic: gauge_f(&names::DRIFT_STATISTIC),
             drift_p_value: gauge_f(&names::DRIFT_P_VALUE),
             drift_drifted: gauge_u(&names::DRIFT_DRIFTED),
@@ -669,6 +675,19 @@ impl Telemetry {
             }
             if let Some(fraction) = check.fraction {
                 m.check_failing_fraction.record(fraction, &attrs);
+            }
+            if check.kind == "anomaly" {
+                let attrs = [dataset.clone(), KeyValue::new(names::CHECK, check.name.clone())];
+                let number = |key: &str| check.expected.get(key).and_then(serde_json::Value::as_f64);
+                if let Some(v) = check.observed.as_f64() {
+                    m.anomaly_observed.record(v, &attrs);
+                }
+                if let Some(low) = number("low") {
+                    m.anomaly_low.record(low, &attrs);
+                }
+                if let Some(high) = number("high") {
+                    m.anomaly_high.record(high, &attrs);
+                }
             }
         }
         if let Some(drift) = &report.drift {

@@ -125,7 +125,31 @@ pub const CHECK_STATUS: Instrument = Instrument {
     kind: Kind::Gauge,
     unit: "{status}",
     attributes: &[DATASET, CHECK, SEVERITY],
-    description: "The check's status on the dataset's latest batch: 0 pass, 1 fail, 2 error.",
+    description: "The check's status on the dataset's latest batch: 0 pass, 1 fail, 2 error, 3 skipped (an `anomaly` check still learning).",
+};
+/// An `anomaly` check's observed value.
+pub const ANOMALY_OBSERVED: Instrument = Instrument {
+    name: "driftwatch.anomaly.observed",
+    kind: Kind::Gauge,
+    unit: "{value}",
+    attributes: &[DATASET, CHECK],
+    description: "The metric an `anomaly` check judges, on the dataset's latest batch.",
+};
+/// The low edge of an `anomaly` check's expected band.
+pub const ANOMALY_EXPECTED_LOW: Instrument = Instrument {
+    name: "driftwatch.anomaly.expected_low",
+    kind: Kind::Gauge,
+    unit: "{value}",
+    attributes: &[DATASET, CHECK],
+    description: "The lowest normal value of an `anomaly` check's expected band for the latest batch (absent with `direction: up` or while learning).",
+};
+/// The high edge of an `anomaly` check's expected band.
+pub const ANOMALY_EXPECTED_HIGH: Instrument = Instrument {
+    name: "driftwatch.anomaly.expected_high",
+    kind: Kind::Gauge,
+    unit: "{value}",
+    attributes: &[DATASET, CHECK],
+    description: "The highest normal value of an `anomaly` check's expected band for the latest batch (absent with `direction: down` or while learning).",
 };
 /// A check's failing rows.
 pub const CHECK_FAILING_ROWS: Instrument = Instrument {
@@ -297,6 +321,9 @@ pub const INSTRUMENTS: &[Instrument] = &[
     CHECK_STATUS,
     CHECK_FAILING_ROWS,
     CHECK_FAILING_FRACTION,
+    ANOMALY_OBSERVED,
+    ANOMALY_EXPECTED_LOW,
+    ANOMALY_EXPECTED_HIGH,
     DRIFT_STATISTIC,
     DRIFT_P_VALUE,
     DRIFT_DRIFTED,
