@@ -340,7 +340,8 @@ pub fn multiplier(settings: &Settings, n: usize, n_slot: usize) -> f64 {
     t * (1.0 + std::f64::consts::FRAC_PI_2 / n_slot.max(1) as f64).sqrt()
 }
 
-/// `1234567.0` → `1,234,567`; other values with up to 4 significant decimals.
+/// `1234567.0` → `1,234,567`; from 100 on rounded to a whole number
+/// (a band edge of 837.5189 rows reads as 838); below, up to 4 decimals.
 pub fn format_value(v: f64) -> String {
     if !v.is_finite() {
         return v.to_string();
@@ -356,7 +357,7 @@ pub fn format_value(v: f64) -> String {
         }
         return if v < 0.0 { format!("-{out}") } else { out };
     }
-    if v.abs() >= 1000.0 {
+    if v.abs() >= 100.0 {
         return format_value(v.round());
     }
     let text = format!("{v:.4}");
