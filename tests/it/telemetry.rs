@@ -621,10 +621,12 @@ fn prometheus_scrapes_the_agent_and_answers_queries_for_the_drift_metric() {
             || instrument.name == names::BATCH_RETRIES.name
             || instrument.name.starts_with("driftwatch.webhook.")
             || instrument.name.starts_with("driftwatch.stream.")
+            || instrument.name.starts_with("driftwatch.anomaly.")
         {
-            // No batch errored or was retried here, no webhook or stream is
-            // configured (tests/it/webhooks.rs, tests/it/streams.rs and
-            // tests/it/hardening.rs read those).
+            // No batch errored or was retried here, no webhook, stream or
+            // anomaly check is configured (tests/it/webhooks.rs,
+            // tests/it/streams.rs, tests/it/hardening.rs and
+            // tests/it/anomaly.rs read those).
             continue;
         }
         assert!(
