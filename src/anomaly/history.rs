@@ -278,3 +278,100 @@ pub fn judge_report(
     .with_passed_from_checks();
     updated
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::CheckResult;
+    use crate::rules::{Severity, parse_rule_file};
+
+    fn rules(metric: &str) -> RuleFile {
+        let text = format!(
+            "dataset: d\nchecks:\n  - not_null: x\n  - anomaly: {{ metric: \"{metric}\", min_history: 2 }}\n    where: \"x > 0\"\n"
+        );
+        parse_rule_file(Path::new("r.yaml"), &text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn report(name: &str, value: f64, at: &str) -> BatchReport {
+        let mut r = BatchReport::failed("s".into(), "d".into(), "r.yaml".into(), String::new());
+        r.error = None;
+        r.checks.push(CheckResult {
+            name: name.into(),
+            kind: "anomaly".into(),
+            column: None,
+            severity: Severity::Error,
+            status: CheckStatus::Skipped,
+            failing_rows: None,
+            rows_considered: Some(10),
+            fraction: None,
+            observed: json_f64(value),
+            expected: json!({ "at": at }),
+            message: None,
+        });
+        r
+    }
+
+    #[test]
+    fn issue_18_default_names_and_definitions_name_the_metric_and_its_filter() {
+        let r = rules("null_fraction(x)");
+        assert_eq!(r.checks[1].name, "anomaly_null_fraction_x");
+        assert_eq!(
+            r.checks[1].anomaly_definition().as_deref(),
+            Some("null_fraction(x) where x > 0")
+        );
+        assert_eq!(rules("quantile(x, 0.95)").checks[1].name, "anomaly_quantile_x_0.95");
+        assert_eq!(rules("avg(x) * 2").checks[1].name, "anomaly_2");
+        assert_eq!(
+            rules("failing_fraction(not_null_x)").checks[1].name,
+            "anomaly_failing_fraction_not_null_x"
+        );
+    }
+
+    #[test]
+    fn issue_18_a_changed_metric_definition_starts_a_new_history() {
+        let mean = rules("mean(x)");
+        let mut histories = Histories::default();
+        for (i, v) in [10.0, 10.0, 10.0].into_iter().enumerate() {
+            let mut r = report("anomaly_mean_x", v, &format!("2024-01-0{}T00:00:00Z", i + 1));
+            judge_report(&mut r, &mean, &mut histories);
+        }
+        let series = histories.get("d", "anomaly_mean_x").expect("series");
+        assert_eq!(series.points.len(), 3);
+        assert_eq!(series.definition, "mean(x) where x > 0");
+        // Same check name, another metric: the old points are not its history.
+        let changed = parse_rule_file(
+            Path::new("r.yaml"),
+            "dataset: d\nchecks:\n  - anomaly: { metric: \"mean(x)\", min_history: 2 }\n    name: anomaly_mean_x\n",
+        )
+        .unwrap();
+        let mut r = report("anomaly_mean_x", 500.0, "2024-01-05T00:00:00Z");
+        let updated = judge_report(&mut r, &changed, &mut histories);
+        assert_eq!(r.checks[0].status, CheckStatus::Skipped);
+        assert_eq!(
+            r.checks[0].message.as_deref(),
+            Some(
+                "learning: 0 of 2 batches of history needed (the metric's definition changed: its history started again)"
+            )
+        );
+        assert_eq!(updated[0].series.definition, "mean(x)");
+        assert_eq!(updated[0].series.points.len(), 1);
+        assert!(r.passed);
+    }
+
+    #[test]
+    fn issue_18_history_files_round_trip_and_a_missing_file_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.json");
+        assert_eq!(Histories::read(&path, &["d"]).unwrap(), Histories::default());
+        let mut series = Series::new("row_count");
+        series.points.push(super::super::Point {
+            t: 1,
+            v: 2.0,
+            center: None,
+            anomalous: None,
+        });
+        let histories = Histories::from_series([("d".to_string(), "c".to_string(), series)]);
+        histories.write(&path).unwrap();
+        assert_eq!(Histories::read(&path, &["d", "e"]).unwrap(), histories);
+    }
+}
