@@ -58,6 +58,8 @@
 //!   release, shutdown, and its own health (`agent::health`: environment
 //!   faults are retried with backoff, never recorded as verdicts, and make
 //!   the agent *degraded* until they clear).
+//! - [`suggest`]: `rules suggest` — a commented starter rule file learned
+//!   from data's profile, each check with its evidence. Pure logic.
 //! - [`demo`]: a deterministic generator of flights-shaped Parquet batches
 //!   and the live demo, used by `driftwatch demo`, benchmarks and tests.
 //! - `cli` (binary only): argument parsing, exit codes; the only place that
@@ -79,4 +81,5 @@ pub mod rules;
 pub mod sinks;
 pub mod sources;
 pub mod state;
+pub mod suggest;
 pub mod tls;

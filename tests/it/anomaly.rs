@@ -343,3 +343,113 @@ fn issue_18_agent_flags_exactly_the_abnormal_batch_and_keeps_history_across_rest
     );
     assert_eq!(r["passed"], true);
 }
+
+/// Writes a flights-shaped file of `rows` rows.
+fn flights(path: &Path, rows: u64, seed: u64, first_row_id: i64, defects: driftwatch::demo::Defects) {
+    driftwatch::demo::write_flights(
+        path,
+        &driftwatch::demo::FlightsSpec {
+            rows,
+            seed,
+            first_row_id,
+            defects,
+            ..driftwatch::demo::FlightsSpec::default()
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn issue_18_rules_suggest_writes_a_file_that_passes_on_its_data_and_catches_planted_defects() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("months");
+    std::fs::create_dir_all(&data).unwrap();
+    for (month, seed) in [(1, 101), (2, 102), (3, 103)] {
+        flights(
+            &data.join(format!("2013-{month:02}.parquet")),
+            5_000,
+            seed,
+            1 + (month - 1) * 5_000,
+            Default::default(),
+        );
+    }
+    let rules = dir.path().join("flights.yaml");
+    let out = driftwatch(&[
+        "rules",
+        "suggest",
+        data.to_str().unwrap(),
+        "--dataset",
+        "flights",
+        "--output",
+        rules.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let yaml = std::fs::read_to_string(&rules).unwrap();
+    println!("{yaml}");
+    assert!(dir.path().join("flights.profile").is_file());
+    // Valid, and passing on its own data.
+    let out = driftwatch(&["rules", "check", rules.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = driftwatch(&["check", data.to_str().unwrap(), "--rules", rules.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    // Exact evidence in the comments.
+    for line in [
+        "# Suggested by `driftwatch rules suggest` from 3 input(s), 15,000 rows; every check passed on them.",
+        "  # 0 nulls in 15,000 rows\n  - not_null: \"origin\"",
+        "  # 3 distinct values in 15,000 non-null rows: EWR 4,992, JFK 5,066, LGA 4,942\n  - accepted_values:\n      column: \"origin\"\n      values: [\"EWR\", \"JFK\", \"LGA\"]",
+        "  # 117 nulls in 15,000 rows (0.0078); tolerance 0.0098 = observed × 1.25, rounded up\n  - not_null: \"tailnum\"\n    max_fraction: 0.0098",
+        "  # all 14,627 distinct values have this shape; checked on all 14,883 non-null rows\n  - regex:\n      column: \"tailnum\"\n      pattern: \"^[A-Z][0-9]{3}[A-Z]{2}$\"",
+        "  # observed 187 to 4983 in 15,000 non-null rows; widened by 10% of the span each side\n  - range:\n      column: \"distance\"\n      min: 0\n      max: 5463",
+        "  # 3 batch(es) of 5,000 to 5,000 rows; judged against its own history once it has 10 batches\n  - anomaly:\n      metric: row_count",
+        "drift:\n  reference: \"flights.profile\"\n",
+    ] {
+        assert!(yaml.contains(line), "missing\n{line}\nin\n{yaml}");
+    }
+    assert!(!yaml.contains("not suggested"), "{yaml}");
+    assert!(yaml.contains("  - unique: \"row_id\""), "{yaml}");
+
+    // Planted defects in a batch like January's: exactly the checks about
+    // them fail.
+    let bad = dir.path().join("bad.parquet");
+    flights(
+        &bad,
+        5_000,
+        101,
+        1,
+        driftwatch::demo::Defects {
+            null_dep_delay_every: Some(10),
+            bad_origin_every: Some(50),
+            duplicate_row_id_every: Some(100),
+            bad_tailnum_every: Some(70),
+            negative_distance_every: Some(90),
+        },
+    );
+    let out = driftwatch(&[
+        "check",
+        bad.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failing: Vec<&str> = report["reports"][0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        failing,
+        [
+            "unique_row_id",
+            "not_null_dep_delay",
+            "regex_tailnum",
+            "accepted_values_origin",
+            "range_distance"
+        ],
+        "{report}"
+    );
+}
