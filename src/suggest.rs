@@ -333,7 +333,10 @@ fn column_checks(column: &SchemaColumn, p: &ColumnProfile, out: &mut Vec<Suggest
             // Times are profiled as epoch numbers; a range on them is a
             // `freshness` question, not a starter check.
             let plain = column.logical.as_deref().is_some_and(|t| {
-                t.starts_with("int") || t.starts_with("uint") || t.starts_with("float") || t == "decimal"
+                t.starts_with("int")
+                    || t.starts_with("uint")
+                    || t.starts_with("float")
+                    || t == "decimal"
             });
             if !plain {
                 return;
@@ -468,9 +471,7 @@ impl Suggestions {
                     quote(baseline)
                 ));
                 if let Some(why) = &self.drift_warn {
-                    out.push_str(&format!(
-                        "  # warn only: {why}\n  severity: warn\n"
-                    ));
+                    out.push_str(&format!("  # warn only: {why}\n  severity: warn\n"));
                 }
             }
             None => out.push_str(

@@ -101,7 +101,17 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
                 ),
             };
             let evaluation = crate::engine::Evaluation::without_scan(report);
-            match record(shared, &batch, &rule_file, evaluation, rolling, &[], started).await {
+            match record(
+                shared,
+                &batch,
+                &rule_file,
+                evaluation,
+                rolling,
+                &[],
+                started,
+            )
+            .await
+            {
                 Err(reason) => retry_later(shared, batch, "record", reason),
                 Ok(()) => shared.forget(&key),
             }
@@ -191,11 +201,21 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
             }
             // The store could not be read: not a verdict on the batch.
             Ok(Err(e)) => {
-                retry_later(shared, batch, "history", format!("cannot read the anomaly history: {e}"));
+                retry_later(
+                    shared,
+                    batch,
+                    "history",
+                    format!("cannot read the anomaly history: {e}"),
+                );
                 return;
             }
             Err(e) => {
-                retry_later(shared, batch, "history", format!("cannot read the anomaly history: {e}"));
+                retry_later(
+                    shared,
+                    batch,
+                    "history",
+                    format!("cannot read the anomaly history: {e}"),
+                );
                 return;
             }
         }
@@ -214,7 +234,11 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
             tries + 1
         ));
     }
-    match record(shared, &batch, &rule_file, evaluation, rolling, &anomaly, started).await {
+    match record(
+        shared, &batch, &rule_file, evaluation, rolling, &anomaly, started,
+    )
+    .await
+    {
         Err(reason) => retry_later(shared, batch, "record", reason),
         Ok(()) => shared.forget(&key),
     }

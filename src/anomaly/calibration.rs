@@ -51,7 +51,11 @@ fn issue_18_false_alarm_rate_on_stable_noise_is_within_the_sensitivity() {
     // 200 series × 300 batches of N(1000, 50²); judged after 10 batches.
     // Tolerance: the measured rate is within [0.5·α, 1.5·α] at α = 1 % and 5 %,
     // and at most 2·α at the default 0.1 %.
-    for (alpha, low, high) in [(0.05, 0.025, 0.075), (0.01, 0.005, 0.015), (0.001, 0.0, 0.002)] {
+    for (alpha, low, high) in [
+        (0.05, 0.025, 0.075),
+        (0.01, 0.005, 0.015),
+        (0.001, 0.0, 0.002),
+    ] {
         let settings = Settings {
             sensitivity: alpha,
             ..Settings::default()
@@ -81,7 +85,10 @@ fn issue_18_false_alarm_rate_with_weekly_seasonality_and_missing_batches() {
     // Daily batches with a weekday/weekend pattern, 4 % multiplicative noise,
     // a fifth of the days missing; weekly seasonality over 28 days and over
     // 60 batches. Tolerance: the rate is at most 1.5·α at α = 1 %.
-    for history in [HistoryLength::Duration(Duration::from_secs(28 * 86_400)), HistoryLength::Batches(60)] {
+    for history in [
+        HistoryLength::Duration(Duration::from_secs(28 * 86_400)),
+        HistoryLength::Batches(60),
+    ] {
         let settings = Settings {
             sensitivity: 0.01,
             seasonality: Seasonality::Weekly,
@@ -130,7 +137,12 @@ fn issue_18_a_30_percent_volume_drop_on_a_seasonal_series_is_caught_in_the_batch
             points.push((START + drop_day * DAY, 0.7 * normal_value));
             let (_, judgements) = run(&settings, &points);
             let last = judgements.last().expect("judged");
-            assert_eq!(last.verdict, Verdict::Anomalous(Side::Below), "seed {seed}: {}", last.reason);
+            assert_eq!(
+                last.verdict,
+                Verdict::Anomalous(Side::Below),
+                "seed {seed}: {}",
+                last.reason
+            );
         }
     }
     // The reason names the slot and the history.
@@ -141,8 +153,14 @@ fn issue_18_a_30_percent_volume_drop_on_a_seasonal_series_is_caught_in_the_batch
     points.push((START + 76 * DAY, 2_100.0));
     let (_, judgements) = run(&settings, &points);
     let reason = &judgements.last().expect("judged").reason;
-    assert!(reason.starts_with("m 2,100 is below the expected "), "{reason}");
-    assert!(reason.ends_with(" for Sundays (60 batches of history)"), "{reason}");
+    assert!(
+        reason.starts_with("m 2,100 is below the expected "),
+        "{reason}"
+    );
+    assert!(
+        reason.ends_with(" for Sundays (60 batches of history)"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -173,7 +191,11 @@ fn issue_18_a_level_shift_is_caught_then_becomes_the_new_normal_after_three_batc
         for j in &judgements[100..=at] {
             assert_eq!(j.verdict, Verdict::Anomalous(Side::Above), "seed {seed}");
         }
-        assert!(judgements[at].reason.contains("3 batches in a row above: taken as a new level"));
+        assert!(
+            judgements[at]
+                .reason
+                .contains("3 batches in a row above: taken as a new level")
+        );
         let (f, n) = anomalies(&judgements[at + 1..]);
         flagged += f;
         judged += n;
@@ -226,9 +248,15 @@ fn issue_18_learning_is_skipped_with_the_count_and_a_constant_metric_has_an_exac
     let points: Vec<(i64, f64)> = (0..6).map(|i| (START + i, 0.0)).collect();
     let (series, judgements) = run(&settings, &points);
     assert_eq!(judgements[3].verdict, Verdict::Skipped);
-    assert_eq!(judgements[3].reason, "learning: 3 of 5 batches of history needed");
+    assert_eq!(
+        judgements[3].reason,
+        "learning: 3 of 5 batches of history needed"
+    );
     assert_eq!(judgements[5].verdict, Verdict::Normal);
-    assert_eq!(judgements[5].reason, "m 0 is within the expected exactly 0 (5 batches of history)");
+    assert_eq!(
+        judgements[5].reason,
+        "m 0 is within the expected exactly 0 (5 batches of history)"
+    );
     let j = series.judge(&settings, "null_fraction(x)", START + 10, 0.25);
     assert_eq!(j.verdict, Verdict::Anomalous(Side::Above));
     assert_eq!(
@@ -262,8 +290,14 @@ fn issue_18_direction_limits_which_side_fails() {
 
 #[test]
 fn issue_18_history_length_parses_batches_and_durations() {
-    assert_eq!(HistoryLength::parse("60 batches"), Ok(HistoryLength::Batches(60)));
-    assert_eq!(HistoryLength::parse("1 batch"), Ok(HistoryLength::Batches(1)));
+    assert_eq!(
+        HistoryLength::parse("60 batches"),
+        Ok(HistoryLength::Batches(60))
+    );
+    assert_eq!(
+        HistoryLength::parse("1 batch"),
+        Ok(HistoryLength::Batches(1))
+    );
     assert_eq!(
         HistoryLength::parse("28d"),
         Ok(HistoryLength::Duration(Duration::from_secs(28 * 86_400)))
@@ -306,4 +340,3 @@ proptest::proptest! {
         }
     }
 }
-

@@ -81,10 +81,7 @@ impl Histories {
     /// Histories holding `series`.
     pub fn from_series(series: impl IntoIterator<Item = (String, String, Series)>) -> Self {
         Histories {
-            series: series
-                .into_iter()
-                .map(|(d, c, s)| ((d, c), s))
-                .collect(),
+            series: series.into_iter().map(|(d, c, s)| ((d, c), s)).collect(),
         }
     }
 
@@ -125,8 +122,8 @@ impl Histories {
             path: path.to_path_buf(),
             message,
         };
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|e| invalid(format!("not a history file: {e}")))?;
+        let value: Value =
+            serde_json::from_str(&text).map_err(|e| invalid(format!("not a history file: {e}")))?;
         if value.get("format").and_then(Value::as_str) != Some(HISTORY_FORMAT) {
             return Err(invalid(format!(
                 "not a history file (no `\"format\": \"{HISTORY_FORMAT}\"`)"
@@ -185,8 +182,8 @@ impl Histories {
             path: path.to_path_buf(),
             source,
         };
-        let text = serde_json::to_string_pretty(&document)
-            .map_err(|e| io(std::io::Error::other(e)))?;
+        let text =
+            serde_json::to_string_pretty(&document).map_err(|e| io(std::io::Error::other(e)))?;
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
@@ -233,7 +230,8 @@ pub fn judge_report(
             .and_then(Value::as_str)
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.timestamp());
-        let (Some(v), Some(t), CheckStatus::Skipped) = (result.observed.as_f64(), at, result.status)
+        let (Some(v), Some(t), CheckStatus::Skipped) =
+            (result.observed.as_f64(), at, result.status)
         else {
             continue; // no value (no rows), NaN, or the check errored
         };
@@ -255,7 +253,13 @@ pub fn judge_report(
         }
         result.message = Some(reason);
         if let Value::Object(map) = &mut result.expected {
-            let edge = |x: f64| if x.is_finite() { json_f64(x) } else { Value::Null };
+            let edge = |x: f64| {
+                if x.is_finite() {
+                    json_f64(x)
+                } else {
+                    Value::Null
+                }
+            };
             if let Some(band) = judgement.band {
                 map.insert("low".into(), edge(band.low));
                 map.insert("high".into(), edge(band.high));
@@ -319,7 +323,10 @@ mod tests {
             r.checks[1].anomaly_definition().as_deref(),
             Some("null_fraction(x) where x > 0")
         );
-        assert_eq!(rules("quantile(x, 0.95)").checks[1].name, "anomaly_quantile_x_0.95");
+        assert_eq!(
+            rules("quantile(x, 0.95)").checks[1].name,
+            "anomaly_quantile_x_0.95"
+        );
         assert_eq!(rules("avg(x) * 2").checks[1].name, "anomaly_2");
         assert_eq!(
             rules("failing_fraction(not_null_x)").checks[1].name,
@@ -332,7 +339,11 @@ mod tests {
         let mean = rules("mean(x)");
         let mut histories = Histories::default();
         for (i, v) in [10.0, 10.0, 10.0].into_iter().enumerate() {
-            let mut r = report("anomaly_mean_x", v, &format!("2024-01-0{}T00:00:00Z", i + 1));
+            let mut r = report(
+                "anomaly_mean_x",
+                v,
+                &format!("2024-01-0{}T00:00:00Z", i + 1),
+            );
             judge_report(&mut r, &mean, &mut histories);
         }
         let series = histories.get("d", "anomaly_mean_x").expect("series");
@@ -362,7 +373,10 @@ mod tests {
     fn issue_18_history_files_round_trip_and_a_missing_file_is_empty() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.json");
-        assert_eq!(Histories::read(&path, &["d"]).unwrap(), Histories::default());
+        assert_eq!(
+            Histories::read(&path, &["d"]).unwrap(),
+            Histories::default()
+        );
         let mut series = Series::new("row_count");
         series.points.push(super::super::Point {
             t: 1,

@@ -466,8 +466,7 @@ impl Series {
         // anomaly of any size moves the scale by one rank at most — while
         // leaving anomalies out would shrink it (a truncated sample) and
         // raise the false-alarm rate.
-        let mut by_slot: std::collections::BTreeMap<u32, (Vec<f64>, Vec<f64>)> =
-            Default::default();
+        let mut by_slot: std::collections::BTreeMap<u32, (Vec<f64>, Vec<f64>)> = Default::default();
         for (s, value, normal) in &window {
             let entry = by_slot.entry(*s).or_default();
             entry.1.push(*value);
@@ -504,7 +503,7 @@ impl Series {
             residuals.extend(own);
         }
         let mut scale = 1.4826 * median(&mut residuals.clone());
-        if !(scale > 0.0) {
+        if scale.is_nan() || scale <= 0.0 {
             let mean_abs = residuals.iter().sum::<f64>() / residuals.len().max(1) as f64;
             scale = 1.2533 * mean_abs;
         }
@@ -527,9 +526,8 @@ impl Series {
             high,
             scale,
         };
-        let side = if v.is_nan() {
-            Some(Side::Above)
-        } else if v > high {
+        // (NaN is refused before judging; were it here, it would be "above".)
+        let side = if v.is_nan() || v > high {
             Some(Side::Above)
         } else if v < low {
             Some(Side::Below)
@@ -566,16 +564,15 @@ impl Series {
         );
         // A run of same-side anomalies ending here is a new level.
         let run: Vec<&Point> = self.points.iter().rev().take(SHIFT_RUN - 1).collect();
-        let shift = (run.len() == SHIFT_RUN - 1
-            && run.iter().all(|p| p.anomalous == Some(side)))
-        .then(|| {
-            let mut residuals: Vec<f64> = run
-                .iter()
-                .map(|p| p.v - p.center.unwrap_or(center))
-                .chain(std::iter::once(v - center))
-                .collect();
-            median(&mut residuals)
-        });
+        let shift = (run.len() == SHIFT_RUN - 1 && run.iter().all(|p| p.anomalous == Some(side)))
+            .then(|| {
+                let mut residuals: Vec<f64> = run
+                    .iter()
+                    .map(|p| p.v - p.center.unwrap_or(center))
+                    .chain(std::iter::once(v - center))
+                    .collect();
+                median(&mut residuals)
+            });
         if shift.is_some() {
             reason.push_str(&format!(
                 "; {SHIFT_RUN} batches in a row {}: taken as a new level from the next batch on",
@@ -636,7 +633,6 @@ impl Series {
         }
     }
 }
-
 
 #[cfg(test)]
 mod calibration;

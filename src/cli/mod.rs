@@ -607,9 +607,13 @@ async fn suggest_rules(
             .unwrap_or_else(|| "data".to_string()),
     };
     let quoted = serde_json::to_string(&dataset)?;
-    let profile_rules =
-        rules::parse_rule_file(Path::new("suggest.yaml"), &format!("dataset: {quoted}
-"))?;
+    let profile_rules = rules::parse_rule_file(
+        Path::new("suggest.yaml"),
+        &format!(
+            "dataset: {quoted}
+"
+        ),
+    )?;
     let engine = Engine::new(&EngineOptions::default())?;
     let mut merged: Option<DatasetProfile> = None;
     let mut batch_rows = Vec::new();
@@ -622,7 +626,12 @@ async fn suggest_rules(
             files: &[],
         };
         let evaluation = engine
-            .evaluate_batch(&batch, &profile_rules, Utc::now(), &ProfileRequest::AllSupported)
+            .evaluate_batch(
+                &batch,
+                &profile_rules,
+                Utc::now(),
+                &ProfileRequest::AllSupported,
+            )
             .await;
         if let Some(error) = evaluation.report.error {
             anyhow::bail!("{error}");
@@ -636,13 +645,12 @@ async fn suggest_rules(
         }
     }
     let profile = merged.unwrap_or_else(|| DatasetProfile::new(dataset.clone()));
-    let file = std::fs::File::open(&first.path)
-        .with_context(|| format!("{}", first.path.display()))?;
-    let arrow_schema =
-        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .with_context(|| format!("{}", first.path.display()))?
-            .schema()
-            .clone();
+    let file =
+        std::fs::File::open(&first.path).with_context(|| format!("{}", first.path.display()))?;
+    let arrow_schema = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{}", first.path.display()))?
+        .schema()
+        .clone();
     let schema: Vec<suggest::SchemaColumn> = arrow_schema
         .fields()
         .iter()
@@ -682,7 +690,9 @@ async fn suggest_rules(
         ),
         "Review it: the evidence above each check is what it was learned from.".to_string(),
     ];
-    let rule_path = output.clone().unwrap_or_else(|| PathBuf::from("suggested.yaml"));
+    let rule_path = output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("suggested.yaml"));
     // Verify: every suggested check must pass on the data it came from.
     let mut text = suggestions.render();
     for _ in 0..3 {

@@ -456,10 +456,9 @@ fn compile_check(
                 }
                 AnomalyMetric::Mean(column) => {
                     let c = numeric(column, "mean")?;
-                    AnomalyValue::Output(outputs.add(cast(
-                        with_filter(avg(c), filter.clone()),
-                        DataType::Float64,
-                    )))
+                    AnomalyValue::Output(
+                        outputs.add(cast(with_filter(avg(c), filter.clone()), DataType::Float64)),
+                    )
                 }
                 AnomalyMetric::DistinctCount(column) => {
                     let c = column_expr(schema, column)?;
@@ -471,10 +470,9 @@ fn compile_check(
                 AnomalyMetric::Quantile(column, q) => {
                     let c = numeric(column, "quantile")?;
                     let call = approx_percentile_cont(c.sort(true, false), lit(*q), None);
-                    AnomalyValue::Output(outputs.add(cast(
-                        with_filter(call, filter.clone()),
-                        DataType::Float64,
-                    )))
+                    AnomalyValue::Output(
+                        outputs.add(cast(with_filter(call, filter.clone()), DataType::Float64)),
+                    )
                 }
                 AnomalyMetric::FailingFraction(name) => AnomalyValue::OtherCheck(name.clone()),
                 AnomalyMetric::Aggregate(sql) => {

@@ -29,7 +29,10 @@ pub fn build_report(
             ..
         } = c
         {
-            let fraction = checks.iter().find(|r| &r.name == target).map(|r| (r.status, r.fraction));
+            let fraction = checks
+                .iter()
+                .find(|r| &r.name == target)
+                .map(|r| (r.status, r.fraction));
             if let Some(result) = checks.get_mut(i) {
                 match fraction {
                     Some((CheckStatus::Error, _)) => {
@@ -121,10 +124,7 @@ fn expected(check: &Check, now: DateTime<Utc>) -> Value {
         CheckKind::Expr { predicate } => {
             map.insert("predicate".into(), json!(predicate.text));
         }
-        CheckKind::Anomaly {
-            settings,
-            ..
-        } => {
+        CheckKind::Anomaly { settings, .. } => {
             map.insert("metric".into(), json!(check.anomaly_definition()));
             map.insert("history".into(), json!(settings.history.text()));
             map.insert("seasonality".into(), json!(settings.seasonality.name()));

@@ -31,11 +31,7 @@ pub fn render_table(report: &Report, color: bool) -> String {
     let (checks, failing) = report.reports.iter().fold((0, 0), |(n, f), r| {
         (
             n + r.checks.len(),
-            f + r
-                .checks
-                .iter()
-                .filter(|c| c.status.is_problem())
-                .count(),
+            f + r.checks.iter().filter(|c| c.status.is_problem()).count(),
         )
     });
     let _ = writeln!(

@@ -9,11 +9,13 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 use globset::GlobBuilder;
 use serde_saphyr::{Location, Spanned};
 
-use super::spec::{AnomalySpec, CheckSpec, DriftSpec, ReferenceSpec, RuleFileSpec, SeveritySpec, TableSpec};
+use super::spec::{
+    AnomalySpec, CheckSpec, DriftSpec, ReferenceSpec, RuleFileSpec, SeveritySpec, TableSpec,
+};
 use super::{
-    AnomalyMetric, BatchUnit, Check, CheckKind, Correction, DriftConfig, LogicalType, MAX_ROLLING_BATCHES,
-    Reference, Result, RuleError, RuleFile, Severity, SourceLocation, SqlText, TableConfig,
-    Tolerance, WebhookRef, parse_duration,
+    AnomalyMetric, BatchUnit, Check, CheckKind, Correction, DriftConfig, LogicalType,
+    MAX_ROLLING_BATCHES, Reference, Result, RuleError, RuleFile, Severity, SourceLocation, SqlText,
+    TableConfig, Tolerance, WebhookRef, parse_duration,
 };
 
 /// The glob used when a rule file has no `match`.
@@ -159,7 +161,9 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<RuleFile> {
                 None => {
                     return Err(invalid(
                         check.location.clone(),
-                        format!("`failing_fraction({target})`: no check named `{target}` in this file"),
+                        format!(
+                            "`failing_fraction({target})`: no check named `{target}` in this file"
+                        ),
                     ));
                 }
             }
@@ -605,7 +609,13 @@ fn anomaly_name(metric: &AnomalyMetric, position: usize) -> String {
     let slug: String = metric
         .text()
         .chars()
-        .map(|c| if c.is_alphanumeric() || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let parts: Vec<&str> = slug.split('_').filter(|p| !p.is_empty()).collect();
     format!("anomaly_{}", parts.join("_"))
@@ -657,12 +667,16 @@ fn validate_anomaly(
                         "`quantile` takes two arguments: `quantile(column, 0.95)`",
                     ));
                 };
-                let q: f64 = q.parse().ok().filter(|q: &f64| *q > 0.0 && *q < 1.0).ok_or_else(|| {
-                    invalid(
-                        metric_at.clone(),
-                        format!("`quantile`: the level must be a number in (0, 1), got `{q}`"),
-                    )
-                })?;
+                let q: f64 = q
+                    .parse()
+                    .ok()
+                    .filter(|q: &f64| *q > 0.0 && *q < 1.0)
+                    .ok_or_else(|| {
+                        invalid(
+                            metric_at.clone(),
+                            format!("`quantile`: the level must be a number in (0, 1), got `{q}`"),
+                        )
+                    })?;
                 if column.is_empty() {
                     return Err(invalid(metric_at, "`quantile` needs a column"));
                 }
@@ -693,7 +707,10 @@ fn validate_anomaly(
     }
     let min_history = match spec.min_history {
         Some(0) => {
-            return Err(invalid(location.clone(), "`min_history` must be at least 1"));
+            return Err(invalid(
+                location.clone(),
+                "`min_history` must be at least 1",
+            ));
         }
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         None => crate::anomaly::DEFAULT_MIN_HISTORY,

@@ -584,7 +584,12 @@ impl Store {
             .map_err(|e| self.err(e))?
         {
             let (k, v) = entry.map_err(|e| self.err(e))?;
-            let check = k.value().rsplit('\0').next().unwrap_or_default().to_string();
+            let check = k
+                .value()
+                .rsplit('\0')
+                .next()
+                .unwrap_or_default()
+                .to_string();
             out.push((check, self.decode("an anomaly series", v.value())?));
         }
         Ok(out)

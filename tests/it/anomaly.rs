@@ -118,13 +118,23 @@ fn issue_18_check_history_file_learns_weekly_volumes_and_flags_only_the_abnormal
     assert_eq!(reports.len(), 60);
     let statuses: Vec<&str> = reports
         .iter()
-        .map(|r| anomaly_check(r, "anomaly_row_count")["status"].as_str().unwrap())
+        .map(|r| {
+            anomaly_check(r, "anomaly_row_count")["status"]
+                .as_str()
+                .unwrap()
+        })
         .collect();
     assert_eq!(statuses.iter().filter(|s| **s == "skipped").count(), 14 + 7);
-    assert_eq!(statuses[14..21].iter().filter(|s| **s == "skipped").count(), 7);
+    assert_eq!(
+        statuses[14..21].iter().filter(|s| **s == "skipped").count(),
+        7
+    );
     assert_eq!(statuses.iter().filter(|s| **s == "fail").count(), 0);
     let first = anomaly_check(&reports[0], "anomaly_row_count");
-    assert_eq!(first["message"], "learning: 0 of 14 batches of history needed");
+    assert_eq!(
+        first["message"],
+        "learning: 0 of 14 batches of history needed"
+    );
     assert_eq!(first["observed"], 950.0);
     // The history file holds both series.
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(&history).unwrap()).unwrap();
@@ -223,17 +233,20 @@ fn issue_18_bad_history_files_and_bad_anomaly_rules_are_clear_errors() {
         assert_eq!(out.status.code(), Some(2), "{yaml}");
         text(&out.stderr)
     };
-    let stderr = bad("dataset: d\nchecks:\n  - anomaly: { metric: row_count, seasonality: monthly }\n");
+    let stderr =
+        bad("dataset: d\nchecks:\n  - anomaly: { metric: row_count, seasonality: monthly }\n");
     assert!(stderr.contains("bad.yaml:3:"), "{stderr}");
     assert!(stderr.contains("monthly"), "{stderr}");
     let stderr = bad("dataset: d\nchecks:\n  - anomaly:\n      metric: quantile(x, 1.5)\n");
     assert!(
-        stderr.contains("bad.yaml:4:15: `quantile`: the level must be a number in (0, 1), got `1.5`"),
+        stderr
+            .contains("bad.yaml:4:15: `quantile`: the level must be a number in (0, 1), got `1.5`"),
         "{stderr}"
     );
     let stderr = bad("dataset: d\nchecks:\n  - anomaly: { metric: \"failing_fraction(nope)\" }\n");
     assert!(
-        stderr.contains("bad.yaml:3:5: `failing_fraction(nope)`: no check named `nope` in this file"),
+        stderr
+            .contains("bad.yaml:3:5: `failing_fraction(nope)`: no check named `nope` in this file"),
         "{stderr}"
     );
     let stderr = bad("dataset: d\nchecks:\n  - anomaly: { metric: row_count, history: 60 days }\n");
@@ -258,10 +271,9 @@ fn issue_18_bad_history_files_and_bad_anomaly_rules_are_clear_errors() {
     let c = &report["reports"][0]["checks"][0];
     assert_eq!(c["status"], "error");
     assert!(
-        c["message"]
-            .as_str()
-            .unwrap()
-            .ends_with("strings.yaml:3:5: `mean(ts)` needs a numeric column, but `ts` is timestamp(UTC) [us]"),
+        c["message"].as_str().unwrap().ends_with(
+            "strings.yaml:3:5: `mean(ts)` needs a numeric column, but `ts` is timestamp(UTC) [us]"
+        ),
         "{c}"
     );
 }
@@ -289,7 +301,10 @@ fn issue_18_agent_flags_exactly_the_abnormal_batch_and_keeps_history_across_rest
     lake.land("day-060.parquet", &bytes);
     let results = wait_results(&lake, &agent, 61);
     let r = &results[60]["reports"][0];
-    assert!(r["source"].as_str().unwrap().ends_with("/day-060.parquet"), "{r}");
+    assert!(
+        r["source"].as_str().unwrap().ends_with("/day-060.parquet"),
+        "{r}"
+    );
     assert_eq!(r["passed"], false);
     let volume = anomaly_check(r, "anomaly_row_count");
     assert_eq!(volume["status"], "fail", "{volume}");
@@ -301,7 +316,10 @@ fn issue_18_agent_flags_exactly_the_abnormal_batch_and_keeps_history_across_rest
     let status = agent.status();
     let dataset = &status["datasets"][0];
     assert_eq!(dataset["failed"], 1);
-    assert_eq!(dataset["recent"][0]["failed_checks"], serde_json::json!(["anomaly_row_count"]));
+    assert_eq!(
+        dataset["recent"][0]["failed_checks"],
+        serde_json::json!(["anomaly_row_count"])
+    );
     // Telemetry: the observed value beside the expected band.
     let metrics = wait_for("the anomaly gauges on /metrics", || {
         let (code, body) = agent.get("/metrics");
@@ -345,7 +363,13 @@ fn issue_18_agent_flags_exactly_the_abnormal_batch_and_keeps_history_across_rest
 }
 
 /// Writes a flights-shaped file of `rows` rows.
-fn flights(path: &Path, rows: u64, seed: u64, first_row_id: i64, defects: driftwatch::demo::Defects) {
+fn flights(
+    path: &Path,
+    rows: u64,
+    seed: u64,
+    first_row_id: i64,
+    defects: driftwatch::demo::Defects,
+) {
     driftwatch::demo::write_flights(
         path,
         &driftwatch::demo::FlightsSpec {
@@ -390,8 +414,19 @@ fn issue_18_rules_suggest_writes_a_file_that_passes_on_its_data_and_catches_plan
     // Valid, and passing on its own data.
     let out = driftwatch(&["rules", "check", rules.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let out = driftwatch(&["check", data.to_str().unwrap(), "--rules", rules.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    let out = driftwatch(&[
+        "check",
+        data.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     // Exact evidence in the comments.
     for line in [
         "# Suggested by `driftwatch rules suggest` from 3 input(s), 15,000 rows; every check passed on them.",

@@ -677,8 +677,12 @@ impl Telemetry {
                 m.check_failing_fraction.record(fraction, &attrs);
             }
             if check.kind == "anomaly" {
-                let attrs = [dataset.clone(), KeyValue::new(names::CHECK, check.name.clone())];
-                let number = |key: &str| check.expected.get(key).and_then(serde_json::Value::as_f64);
+                let attrs = [
+                    dataset.clone(),
+                    KeyValue::new(names::CHECK, check.name.clone()),
+                ];
+                let number =
+                    |key: &str| check.expected.get(key).and_then(serde_json::Value::as_f64);
                 if let Some(v) = check.observed.as_f64() {
                     m.anomaly_observed.record(v, &attrs);
                 }
@@ -795,11 +799,7 @@ impl Telemetry {
                 Vec::new(),
             );
         }
-        for check in report
-            .checks
-            .iter()
-            .filter(|c| c.status.is_problem())
-        {
+        for check in report.checks.iter().filter(|c| c.status.is_problem()) {
             emit(
                 "driftwatch.check.failed",
                 check.severity,
