@@ -206,7 +206,7 @@ fn issue_18_a_level_shift_is_caught_then_becomes_the_new_normal_after_three_batc
 }
 
 #[test]
-fn issue_18_a_single_outlier_moves_the_band_by_at_most_a_quarter_sigma() {
+fn issue_18_a_single_outlier_moves_the_band_by_at_most_the_stated_amount() {
     // Two copies of a N(1000, 50²) series, one with a 100σ spike at batch 40.
     // The spike is flagged: it is left out of the centre and counts in the
     // scale by rank only, so the band moves by one rank step of the median
