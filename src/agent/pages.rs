@@ -260,6 +260,7 @@ mod tests {
                 &Evaluated {
                     version: &version,
                     anomaly: &[],
+                    schema: None,
                     dataset,
                     outcome: Outcome::Error,
                     rows: 0,

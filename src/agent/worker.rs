@@ -178,6 +178,7 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
                 environment: None,
                 timed_out: false,
                 out_of_memory: false,
+                schema: None,
             }
         }
     };
@@ -215,6 +216,39 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
                     batch,
                     "history",
                     format!("cannot read the anomaly history: {e}"),
+                );
+                return;
+            }
+        }
+    }
+    // Schema changes against the dataset's previous batch: a health signal
+    // for every dataset, rules or not.
+    if let Some(schema) = evaluation.schema.clone()
+        && evaluation.environment.is_none()
+    {
+        let store = shared.store.clone();
+        let dataset = batch.dataset.clone();
+        match tokio::task::spawn_blocking(move || store.latest_schema(&dataset)).await {
+            Ok(Ok(Some(previous))) => {
+                evaluation.report.schema_changes =
+                    crate::report::schema_changes(&previous, &schema);
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                retry_later(
+                    shared,
+                    batch,
+                    "history",
+                    format!("cannot read the previous schema: {e}"),
+                );
+                return;
+            }
+            Err(e) => {
+                retry_later(
+                    shared,
+                    batch,
+                    "history",
+                    format!("cannot read the previous schema: {e}"),
                 );
                 return;
             }
@@ -399,6 +433,7 @@ async fn record(
     // rules' cost or the pool's size, not on the file: it is not quarantined.
     let keep_in_place = evaluation.timed_out || evaluation.out_of_memory;
     let report = evaluation.report;
+    let schema = evaluation.schema;
     let outcome = if report.is_skipped() {
         Outcome::Skipped
     } else if report.error.is_some() {
@@ -446,6 +481,7 @@ async fn record(
             .record_evaluation(
                 &Evaluated {
                     anomaly: &anomaly,
+                    schema: schema.as_deref(),
                     version: &version,
                     dataset: &dataset,
                     outcome,
@@ -526,6 +562,16 @@ async fn record(
         .activity
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     log_outcome(seq, &report, rule_file, latency_ms);
+    if !report.schema_changes.is_empty() {
+        tracing::warn!(
+            seq,
+            dataset = %report.dataset,
+            source = %crate::report::escape_control(&report.source),
+            changes = %report.schema_changes.join("; "),
+            "schema changed since the dataset's previous batch"
+        );
+        shared.telemetry.record_schema_change(&report.dataset);
+    }
     announce_webhooks(shared, &report.dataset, seq, &policies);
     // A table's files are the table's: never moved.
     if outcome == Outcome::Error && !keep_in_place && batch.table.is_none() {

@@ -56,6 +56,7 @@ pub fn build_report(
         checks,
         drift: None,
         table: None,
+        schema_changes: Vec::new(),
     }
     .with_passed_from_checks()
 }

@@ -146,6 +146,12 @@ pub struct BatchReport {
     /// operation, and why it was skipped when it added no data); null for
     /// files and folders.
     pub table: Option<TableRef>,
+    /// The agent only: how the batch's columns differ from the dataset's
+    /// previous batch (`column `x` was added (int64)`, `… was removed`,
+    /// `… changed type from int64 to utf8`). Absent when nothing changed
+    /// (and from `driftwatch check`), so older consumers see no new key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schema_changes: Vec<String>,
 }
 
 impl BatchReport {
@@ -162,6 +168,7 @@ impl BatchReport {
             checks: Vec::new(),
             drift: None,
             table: None,
+            schema_changes: Vec::new(),
         }
     }
 
@@ -179,6 +186,7 @@ impl BatchReport {
             checks: Vec::new(),
             drift: None,
             table: Some(table),
+            schema_changes: Vec::new(),
         }
     }
 
@@ -311,6 +319,32 @@ pub struct CheckResult {
     pub expected: serde_json::Value,
     /// A one-line explanation when the check fails or errors, or to note NaN/inf.
     pub message: Option<String>,
+}
+
+/// How a batch's columns differ from the previous batch's (name, type),
+/// in column-name order: added, removed, or of another type.
+pub fn schema_changes(previous: &[(String, String)], current: &[(String, String)]) -> Vec<String> {
+    let before: std::collections::BTreeMap<&str, &str> = previous
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let after: std::collections::BTreeMap<&str, &str> = current
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let names: std::collections::BTreeSet<&str> =
+        before.keys().chain(after.keys()).copied().collect();
+    names
+        .into_iter()
+        .filter_map(|name| match (before.get(name), after.get(name)) {
+            (None, Some(t)) => Some(format!("column `{name}` was added ({t})")),
+            (Some(_), None) => Some(format!("column `{name}` was removed")),
+            (Some(a), Some(b)) if a != b => {
+                Some(format!("column `{name}` changed type from {a} to {b}"))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// A JSON number for a float, or null for NaN and infinities (JSON has none).

@@ -93,6 +93,9 @@ const DATASETS: TableDefinition<&str, &[u8]> = TableDefinition::new("datasets");
 const ROLLING: TableDefinition<&str, &[u8]> = TableDefinition::new("rolling");
 /// `dataset\0check` → the `anomaly` check's series (JSON, [`crate::anomaly::Series`]).
 const ANOMALY: TableDefinition<&str, &[u8]> = TableDefinition::new("anomaly");
+/// dataset → its latest evaluated batch's columns and types (JSON), to tell
+/// the next batch's schema changes.
+const SCHEMAS: TableDefinition<&str, &[u8]> = TableDefinition::new("schemas");
 /// name → number (`next_seq`).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// dataset → the profile of its latest profiled batch (JSON), for reports.
@@ -172,6 +175,8 @@ pub struct Evaluated<'a> {
     pub profile: Option<&'a DatasetProfile>,
     /// The `anomaly` series this batch extended (replacing the stored ones).
     pub anomaly: &'a [crate::anomaly::history::Updated],
+    /// The batch's columns and types, kept as the dataset's latest schema.
+    pub schema: Option<&'a [(String, String)]>,
 }
 
 /// What [`Store::record_evaluation`] did.
@@ -253,6 +258,7 @@ impl Store {
             txn.open_table(LATEST_PROFILES)?;
             txn.open_table(TABLE_CURSORS)?;
             txn.open_table(ANOMALY)?;
+            txn.open_table(SCHEMAS)?;
             txn.open_table(outbox::DELIVERIES)?;
             txn.open_table(outbox::DUE)?;
             txn.open_table(outbox::POLICY)?;
@@ -526,6 +532,11 @@ impl Store {
                     cursors.insert(key.as_str(), table.version)?;
                 }
             }
+            if let Some(schema) = evaluated.schema {
+                let json = serde_json::to_vec(schema).map_err(|e| decode_err("a schema", e))?;
+                txn.open_table(SCHEMAS)?
+                    .insert(evaluated.dataset, json.as_slice())?;
+            }
             if !evaluated.anomaly.is_empty() {
                 let mut table = txn.open_table(ANOMALY)?;
                 for updated in evaluated.anomaly {
@@ -570,6 +581,16 @@ impl Store {
         }
         out.reverse();
         Ok(out)
+    }
+
+    /// The columns and types of a dataset's latest evaluated batch.
+    pub fn latest_schema(&self, dataset: &str) -> Result<Option<Vec<(String, String)>>> {
+        let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(SCHEMAS).map_err(|e| self.err(e))?;
+        match table.get(dataset).map_err(|e| self.err(e))? {
+            Some(v) => Ok(Some(self.decode("a schema", v.value())?)),
+            None => Ok(None),
+        }
     }
 
     /// The `anomaly` series of a dataset, by check name.
@@ -719,6 +740,7 @@ mod tests {
                 &Evaluated {
                     version: v,
                     anomaly: &[],
+                    schema: None,
                     dataset: "d",
                     outcome,
                     rows: 10,
@@ -840,6 +862,7 @@ mod tests {
                     &Evaluated {
                         version: &version("f", i),
                         anomaly: &[],
+                        schema: None,
                         dataset: "d",
                         outcome: Outcome::Passed,
                         rows: i,

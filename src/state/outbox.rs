@@ -542,6 +542,7 @@ mod tests {
                 dataset_drift: false,
                 drift_share_at_least: None,
                 checks: vec!["c".into()],
+                schema_changed: false,
                 consecutive: 1,
             },
             cooldown: Duration::from_secs(0),
@@ -600,6 +601,7 @@ mod tests {
                 &Evaluated {
                     version: &version,
                     anomaly: &[],
+                    schema: None,
                     dataset: "d",
                     outcome: Outcome::Failed,
                     rows: 5,

@@ -488,3 +488,77 @@ fn issue_18_rules_suggest_writes_a_file_that_passes_on_its_data_and_catches_plan
         "{report}"
     );
 }
+
+#[test]
+fn issue_18_a_schema_change_is_a_report_field_a_log_record_a_metric_and_a_webhook_trigger() {
+    use crate::webhooks::{Receiver, generic_webhook, start_agent};
+    let receiver = Receiver::start("127.0.0.1:0");
+    let lake = Lake::new("dataset: volumes\nchecks:\n  - row_count: { min: 1 }\n");
+    let webhooks = format!(
+        "{}[webhooks.trigger]\nschema_changed = true\n",
+        generic_webhook(&receiver.url("/hooks/schema"), "")
+    );
+    let agent = start_agent(&lake, &webhooks);
+    let staging = lake.path("staging");
+    let first = write_day(&staging, 0, 10);
+    lake.land("a.parquet", &std::fs::read(first).unwrap());
+    let r = wait_results(&lake, &agent, 1);
+    assert!(
+        r[0]["reports"][0].get("schema_changes").is_none(),
+        "{}",
+        r[0]
+    );
+    // The same columns again: no change.
+    let second = write_day(&staging, 1, 10);
+    lake.land("b.parquet", &std::fs::read(second).unwrap());
+    let r = wait_results(&lake, &agent, 2);
+    assert!(
+        r[1]["reports"][0].get("schema_changes").is_none(),
+        "{}",
+        r[1]
+    );
+    // `x` becomes a string, `y` appears, `ts` goes.
+    let changed = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("x", DataType::Utf8, false),
+            Field::new("y", DataType::Int64, false),
+        ])),
+        vec![
+            Arc::new(arrow::array::StringArray::from(vec!["a", "b"])) as ArrayRef,
+            Arc::new(arrow::array::Int64Array::from(vec![1, 2])) as ArrayRef,
+        ],
+    )
+    .unwrap();
+    let path = staging.join("c.parquet");
+    write_parquet(&path, &changed, 10);
+    lake.land("c.parquet", &std::fs::read(&path).unwrap());
+    let r = wait_results(&lake, &agent, 3);
+    let changes = serde_json::json!([
+        "column `ts` was removed",
+        "column `x` changed type from float64 to utf8",
+        "column `y` was added (int64)"
+    ]);
+    assert_eq!(r[2]["reports"][0]["schema_changes"], changes, "{}", r[2]);
+    // The webhook fired once, for that batch, saying why.
+    let requests = receiver.wait_requests(1);
+    let event = requests[0].json();
+    assert_eq!(event["reason"]["kind"], "schema_changed");
+    assert_eq!(
+        event["reason"]["description"],
+        "schema changed: column `ts` was removed; column `x` changed type from float64 to utf8; column `y` was added (int64)"
+    );
+    assert_eq!(event["batches"][0]["seq"], 3);
+    // The metric and the log record.
+    let (_, metrics) = agent.get("/metrics");
+    assert!(
+        metrics.contains("driftwatch_dataset_schema_changes_total{dataset=\"volumes\"} 1"),
+        "{metrics}"
+    );
+    let log = wait_for("the schema-change log record", || {
+        let log = agent.log_text();
+        log.contains("schema changed since the dataset's previous batch")
+            .then_some(log)
+    });
+    assert!(log.contains("column `y` was added (int64)"), "{log}");
+    assert_eq!(receiver.requests().len(), 1);
+}

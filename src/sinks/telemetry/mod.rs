@@ -159,6 +159,7 @@ struct Instruments {
     check_status: Gauge<u64>,
     check_failing_rows: Gauge<u64>,
     check_failing_fraction: Gauge<f64>,
+    schema_changes: Counter<u64>,
     anomaly_observed: Gauge<f64>,
     anomaly_low: Gauge<f64>,
     anomaly_high: Gauge<f64>,
@@ -385,6 +386,7 @@ impl Telemetry {
             check_status: gauge_u(&names::CHECK_STATUS),
             check_failing_rows: gauge_u(&names::CHECK_FAILING_ROWS),
             check_failing_fraction: gauge_f(&names::CHECK_FAILING_FRACTION),
+            schema_changes: counter(&names::SCHEMA_CHANGES),
             anomaly_observed: gauge_f(&names::ANOMALY_OBSERVED),
             anomaly_low: gauge_f(&names::ANOMALY_EXPECTED_LOW),
             anomaly_high: gauge_f(&names::ANOMALY_EXPECTED_HIGH),
@@ -560,6 +562,13 @@ impl Telemetry {
                 KeyValue::new(names::STAGE, stage),
             ],
         );
+    }
+
+    /// Counts a batch whose columns differ from its dataset's previous batch.
+    pub fn record_schema_change(&self, dataset: &str) {
+        self.instruments
+            .schema_changes
+            .add(1, &[KeyValue::new(names::DATASET, dataset.to_string())]);
     }
 
     /// Sets whether the agent is degraded (cannot make progress).

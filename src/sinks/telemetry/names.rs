@@ -127,6 +127,14 @@ pub const CHECK_STATUS: Instrument = Instrument {
     attributes: &[DATASET, CHECK, SEVERITY],
     description: "The check's status on the dataset's latest batch: 0 pass, 1 fail, 2 error, 3 skipped (an `anomaly` check still learning).",
 };
+/// Batches whose columns differ from their dataset's previous batch.
+pub const SCHEMA_CHANGES: Instrument = Instrument {
+    name: "driftwatch.dataset.schema_changes",
+    kind: Kind::Counter,
+    unit: "{batch}",
+    attributes: &[DATASET],
+    description: "Batches whose columns differ from the dataset's previous batch (a column added, removed or of another type).",
+};
 /// An `anomaly` check's observed value.
 pub const ANOMALY_OBSERVED: Instrument = Instrument {
     name: "driftwatch.anomaly.observed",
@@ -321,6 +329,7 @@ pub const INSTRUMENTS: &[Instrument] = &[
     CHECK_STATUS,
     CHECK_FAILING_ROWS,
     CHECK_FAILING_FRACTION,
+    SCHEMA_CHANGES,
     ANOMALY_OBSERVED,
     ANOMALY_EXPECTED_LOW,
     ANOMALY_EXPECTED_HIGH,

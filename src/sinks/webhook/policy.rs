@@ -25,6 +25,8 @@ pub struct Trigger {
     pub drift_share_at_least: Option<f64>,
     /// Fire when one of these error-severity checks does not pass.
     pub checks: Vec<String>,
+    /// Fire when the batch's columns differ from the previous batch's.
+    pub schema_changed: bool,
     /// Matching batches in a row needed (at least 1).
     pub consecutive: u32,
 }
@@ -103,6 +105,12 @@ pub fn matches(trigger: &Trigger, report: &BatchReport) -> Option<Reason> {
                 description: format!("drifted share {share:.3} ≥ {at_least}"),
             });
         }
+    }
+    if trigger.schema_changed && !report.schema_changes.is_empty() {
+        return Some(Reason {
+            kind: "schema_changed",
+            description: format!("schema changed: {}", report.schema_changes.join("; ")),
+        });
     }
     let failing: Vec<&str> = report
         .checks
@@ -224,6 +232,7 @@ mod tests {
             dataset_drift: true,
             drift_share_at_least: Some(0.3),
             checks: vec!["unique_row_id".into(), "warned".into()],
+            schema_changed: false,
             consecutive,
         }
     }
