@@ -622,9 +622,10 @@ fn prometheus_scrapes_the_agent_and_answers_queries_for_the_drift_metric() {
             || instrument.name.starts_with("driftwatch.webhook.")
             || instrument.name.starts_with("driftwatch.stream.")
             || instrument.name.starts_with("driftwatch.anomaly.")
+            || instrument.name == names::SCHEMA_CHANGES.name
         {
-            // No batch errored or was retried here, no webhook, stream or
-            // anomaly check is configured (tests/it/webhooks.rs,
+            // No batch errored, was retried or changed schema here, no
+            // webhook, stream or anomaly check is configured (tests/it/webhooks.rs,
             // tests/it/streams.rs, tests/it/hardening.rs and
             // tests/it/anomaly.rs read those).
             continue;
