@@ -472,6 +472,26 @@ pub async fn run(
         &hostname(),
         Arc::new(move || depth.lock().map(|s| s.len() as u64).unwrap_or(0)),
     )?);
+    // Lateness is learned from landing times: a restarted agent takes them
+    // from the reports it kept, so "overdue" holds across restarts.
+    if let Ok(datasets) = store.datasets() {
+        for (dataset, _) in datasets {
+            let lines = store
+                .latest_reports(&dataset, crate::anomaly::arrivals::KEPT)
+                .unwrap_or_default();
+            for (_, line) in lines.iter().rev() {
+                let landed = serde_json::from_str::<serde_json::Value>(line)
+                    .ok()
+                    .and_then(|v| {
+                        v.pointer("/agent/batch/modified_ns")
+                            .and_then(|n| n.as_i64())
+                    });
+                if let Some(ns) = landed {
+                    telemetry.record_arrival(&dataset, ns as f64 / 1e9);
+                }
+            }
+        }
+    }
     telemetry.observe_streams(
         streams
             .iter()

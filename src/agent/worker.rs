@@ -562,6 +562,10 @@ async fn record(
         .activity
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     log_outcome(seq, &report, rule_file, latency_ms);
+    // A skipped table version is no batch; its commit still says the table lives.
+    shared
+        .telemetry
+        .record_arrival(&report.dataset, batch.version.modified_ns as f64 / 1e9);
     if !report.schema_changes.is_empty() {
         tracing::warn!(
             seq,

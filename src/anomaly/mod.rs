@@ -41,6 +41,7 @@
 //! * **Warm-up.** With fewer than `min_history` reference batches, or fewer
 //!   than [`MIN_SLOT_BATCHES`] in the batch's slot, the check is `skipped`.
 
+pub mod arrivals;
 pub mod history;
 
 use std::time::Duration;

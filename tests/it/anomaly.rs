@@ -562,3 +562,63 @@ fn issue_18_a_schema_change_is_a_report_field_a_log_record_a_metric_and_a_webhoo
     assert!(log.contains("column `y` was added (int64)"), "{log}");
     assert_eq!(receiver.requests().len(), 1);
 }
+
+#[test]
+fn issue_18_lateness_is_learned_from_landing_times_and_survives_a_restart() {
+    let lake = Lake::new("dataset: volumes\nchecks:\n  - row_count: { min: 1 }\n");
+    let agent = Agent::start(&lake, &[]);
+    // Five hourly batches that landed two days ago (their modification
+    // times say so): the dataset is a day and a half overdue, without waiting.
+    let now = std::time::SystemTime::now();
+    let two_days = std::time::Duration::from_secs(2 * 86_400);
+    let staging = lake.path("staging");
+    for i in 0..5u64 {
+        let path = write_day(&staging, i as i64, 10);
+        let landed = now - two_days + std::time::Duration::from_secs(i * 3_600);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(landed)
+            .unwrap();
+        std::fs::rename(&path, lake.lake().join(format!("h{i}.parquet"))).unwrap();
+    }
+    wait_results(&lake, &agent, 5);
+    let gauge = |agent: &Agent, name: &str| -> f64 {
+        wait_for(name, || {
+            let (_, metrics) = agent.get("/metrics");
+            metrics
+                .lines()
+                .find(|l| l.starts_with(&format!("{name}{{dataset=\"volumes\"")))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        })
+    };
+    let expected_overdue = |now: std::time::SystemTime| {
+        // now − (last landing + interval): 2 days − 4 h − 1 h.
+        (now.duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64())
+            - (now - two_days + std::time::Duration::from_secs(5 * 3_600))
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+    };
+    assert_eq!(
+        gauge(&agent, "driftwatch_dataset_arrival_interval_seconds"),
+        3_600.0
+    );
+    let overdue = gauge(&agent, "driftwatch_dataset_overdue_seconds");
+    let expected = expected_overdue(now);
+    assert!(
+        overdue >= expected && overdue < expected + 120.0,
+        "overdue {overdue}, expected about {expected}"
+    );
+    assert_eq!(agent.terminate(), Some(0));
+    // Restarted, the agent knows it from the stored reports.
+    let agent = Agent::start(&lake, &[]);
+    assert_eq!(
+        gauge(&agent, "driftwatch_dataset_arrival_interval_seconds"),
+        3_600.0
+    );
+    assert!(gauge(&agent, "driftwatch_dataset_overdue_seconds") >= expected);
+}

@@ -212,6 +212,12 @@ pub struct Telemetry {
     exporting: bool,
     /// Stream instruments, read from the sources' counters at collection.
     streams: std::sync::Mutex<Vec<StreamInstruments>>,
+    /// Each dataset's recent landing times, read by the lateness gauges
+    /// when metrics are collected (so "overdue" grows without a batch).
+    arrivals: Arc<
+        std::sync::Mutex<std::collections::BTreeMap<String, crate::anomaly::arrivals::Arrivals>>,
+    >,
+    _lateness: [ObservableGauge<f64>; 2],
 }
 
 /// The stream instruments (held so their callbacks stay registered).
@@ -418,7 +424,43 @@ impl Telemetry {
             },
             webhook_deliveries: gauge_u(&names::WEBHOOK_DELIVERIES),
         };
+        let arrivals: Arc<
+            std::sync::Mutex<
+                std::collections::BTreeMap<String, crate::anomaly::arrivals::Arrivals>,
+            >,
+        > = Default::default();
+        let lateness = |i: &Instrument, overdue: bool| {
+            let arrivals = arrivals.clone();
+            meter
+                .f64_observable_gauge(i.name)
+                .with_unit(i.unit)
+                .with_description(i.description)
+                .with_callback(move |o| {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs_f64())
+                        .unwrap_or(0.0);
+                    let Ok(map) = arrivals.lock() else { return };
+                    for (dataset, a) in map.iter() {
+                        let value = if overdue {
+                            a.overdue(now)
+                        } else {
+                            a.interval()
+                        };
+                        if let Some(v) = value {
+                            o.observe(v, &[KeyValue::new(names::DATASET, dataset.clone())]);
+                        }
+                    }
+                })
+                .build()
+        };
+        let _lateness = [
+            lateness(&names::ARRIVAL_INTERVAL, false),
+            lateness(&names::OVERDUE, true),
+        ];
         Ok(Self {
+            arrivals,
+            _lateness,
             meter_provider,
             tracer_provider: tracers.build(),
             logger_provider: loggers.build(),
@@ -562,6 +604,13 @@ impl Telemetry {
                 KeyValue::new(names::STAGE, stage),
             ],
         );
+    }
+
+    /// Notes a batch's landing time (Unix seconds) for the lateness gauges.
+    pub fn record_arrival(&self, dataset: &str, landed: f64) {
+        if let Ok(mut map) = self.arrivals.lock() {
+            map.entry(dataset.to_string()).or_default().push(landed);
+        }
     }
 
     /// Counts a batch whose columns differ from its dataset's previous batch.

@@ -135,6 +135,22 @@ pub const SCHEMA_CHANGES: Instrument = Instrument {
     attributes: &[DATASET],
     description: "Batches whose columns differ from the dataset's previous batch (a column added, removed or of another type).",
 };
+/// The learned interval between a dataset's batches.
+pub const ARRIVAL_INTERVAL: Instrument = Instrument {
+    name: "driftwatch.dataset.arrival_interval",
+    kind: Kind::Gauge,
+    unit: "s",
+    attributes: &[DATASET],
+    description: "The usual interval between the dataset's batches: the median gap between the landing times of its last 50 (from 3 batches on).",
+};
+/// How far a dataset is past its next expected batch.
+pub const OVERDUE: Instrument = Instrument {
+    name: "driftwatch.dataset.overdue",
+    kind: Kind::Gauge,
+    unit: "s",
+    attributes: &[DATASET],
+    description: "Seconds since the dataset's next batch was expected (its last landing time plus the learned interval); 0 while not due.",
+};
 /// An `anomaly` check's observed value.
 pub const ANOMALY_OBSERVED: Instrument = Instrument {
     name: "driftwatch.anomaly.observed",
@@ -330,6 +346,8 @@ pub const INSTRUMENTS: &[Instrument] = &[
     CHECK_FAILING_ROWS,
     CHECK_FAILING_FRACTION,
     SCHEMA_CHANGES,
+    ARRIVAL_INTERVAL,
+    OVERDUE,
     ANOMALY_OBSERVED,
     ANOMALY_EXPECTED_LOW,
     ANOMALY_EXPECTED_HIGH,
