@@ -137,6 +137,8 @@ pub struct Shared {
     pub(crate) objects: Arc<LakeStats>,
     pub(crate) events: broadcast::Sender<Arc<Evaluation>>,
     pub(crate) reports_per_dataset: usize,
+    /// `[health] volume_sensitivity`; None when the volume signal is off.
+    pub(crate) volume_sensitivity: Option<f64>,
     pub(crate) queue_capacity: usize,
     pub(crate) running: AtomicU64,
     pub(crate) started_at: DateTime<Utc>,
@@ -521,6 +523,7 @@ pub async fn run(
         objects: Arc::new(LakeStats::default()),
         events: events.clone(),
         reports_per_dataset: settings.reports_per_dataset,
+        volume_sensitivity: settings.volume_sensitivity,
         queue_capacity: settings.queue,
         running: AtomicU64::new(0),
         started_at: Utc::now(),

@@ -184,7 +184,17 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
     };
     let mut evaluation = evaluation;
     let mut anomaly = Vec::new();
-    if has_anomaly && evaluation.environment.is_none() {
+    // The volume signal judges every batch against the ones before it:
+    // judging and recording are serialized per dataset (the evaluation
+    // itself ran in parallel), unless the whole batch already is.
+    let volume = shared
+        .volume_sensitivity
+        .filter(|_| evaluation.environment.is_none() && evaluation.report.error.is_none());
+    let _volume_serial = match (volume, &_serial) {
+        (Some(_), None) => Some(dataset_lock.lock().await),
+        _ => None,
+    };
+    if (has_anomaly || volume.is_some()) && evaluation.environment.is_none() {
         let store = shared.store.clone();
         let dataset = batch.dataset.clone();
         match tokio::task::spawn_blocking(move || store.anomaly_series(&dataset)).await {
@@ -194,11 +204,21 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
                         .into_iter()
                         .map(|(check, s)| (batch.dataset.clone(), check, s)),
                 );
-                anomaly = crate::anomaly::history::judge_report(
-                    &mut evaluation.report,
-                    &rule_file,
-                    &mut histories,
-                );
+                if has_anomaly {
+                    anomaly = crate::anomaly::history::judge_report(
+                        &mut evaluation.report,
+                        &rule_file,
+                        &mut histories,
+                    );
+                }
+                if let Some(sensitivity) = volume {
+                    anomaly.extend(crate::anomaly::history::judge_volume(
+                        &mut evaluation.report,
+                        &mut histories,
+                        sensitivity,
+                        Utc::now().timestamp(),
+                    ));
+                }
             }
             // The store could not be read: not a verdict on the batch.
             Ok(Err(e)) => {
@@ -575,6 +595,16 @@ async fn record(
             "schema changed since the dataset's previous batch"
         );
         shared.telemetry.record_schema_change(&report.dataset);
+    }
+    if let Some(reason) = &report.volume_anomaly {
+        tracing::warn!(
+            seq,
+            dataset = %report.dataset,
+            source = %crate::report::escape_control(&report.source),
+            reason = %reason,
+            "abnormal volume for the dataset"
+        );
+        shared.telemetry.record_volume_anomaly(&report.dataset);
     }
     announce_webhooks(shared, &report.dataset, seq, &policies);
     // A table's files are the table's: never moved.

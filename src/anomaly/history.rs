@@ -200,6 +200,52 @@ fn names(datasets: &[&str]) -> String {
         .join(", ")
 }
 
+/// The series name of the `[health]` volume signal (no check name starts
+/// with `@` in practice; rule files name checks after their kind).
+pub const VOLUME_SERIES: &str = "@volume";
+
+/// The volume signal's settings: the `anomaly` method on `row_count`, weekly
+/// seasonality over 28 days, 20 batches before it judges.
+pub fn volume_settings(sensitivity: f64) -> super::Settings {
+    super::Settings {
+        history: super::HistoryLength::Duration(std::time::Duration::from_secs(28 * 86_400)),
+        seasonality: super::Seasonality::Weekly,
+        sensitivity,
+        direction: super::Direction::Both,
+        min_history: 20,
+    }
+}
+
+/// The `[health]` volume signal: judges the batch's row count (at `at`,
+/// Unix seconds: when it is evaluated) against the dataset's volume series
+/// and sets `report.volume_anomaly` when it is abnormal. It never fails the
+/// batch. Returns the extended series to store.
+pub fn judge_volume(
+    report: &mut BatchReport,
+    histories: &mut Histories,
+    sensitivity: f64,
+    at: i64,
+) -> Option<Updated> {
+    let rows = report.rows.filter(|_| report.error.is_none())?;
+    let settings = volume_settings(sensitivity);
+    let mut series = histories
+        .get(&report.dataset, VOLUME_SERIES)
+        .filter(|s| s.definition == "row_count")
+        .cloned()
+        .unwrap_or_else(|| Series::new("row_count"));
+    let judgement = series.judge(&settings, "row_count", at, rows as f64);
+    if let Verdict::Anomalous(_) = judgement.verdict {
+        report.volume_anomaly = Some(judgement.reason.clone());
+    }
+    series.push(&settings, at, rows as f64, &judgement);
+    histories.set(&report.dataset, VOLUME_SERIES, series.clone());
+    Some(Updated {
+        dataset: report.dataset.clone(),
+        check: VOLUME_SERIES.to_string(),
+        series,
+    })
+}
+
 /// Judges the `anomaly` checks of `report` (made from `rules`) against
 /// `histories`, filling in each one's status, band and reason, and adds the
 /// batch's values to the series. Returns the series that changed. A batch

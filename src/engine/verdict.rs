@@ -57,6 +57,7 @@ pub fn build_report(
         drift: None,
         table: None,
         schema_changes: Vec::new(),
+        volume_anomaly: None,
     }
     .with_passed_from_checks()
 }

@@ -152,6 +152,11 @@ pub struct BatchReport {
     /// (and from `driftwatch check`), so older consumers see no new key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub schema_changes: Vec<String>,
+    /// The agent only: why the batch's row count is abnormal for the
+    /// dataset (the `[health]` volume signal; it does not fail the batch).
+    /// Absent when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_anomaly: Option<String>,
 }
 
 impl BatchReport {
@@ -169,6 +174,7 @@ impl BatchReport {
             drift: None,
             table: None,
             schema_changes: Vec::new(),
+            volume_anomaly: None,
         }
     }
 
@@ -187,6 +193,7 @@ impl BatchReport {
             drift: None,
             table: Some(table),
             schema_changes: Vec::new(),
+            volume_anomaly: None,
         }
     }
 

@@ -622,3 +622,59 @@ fn issue_18_lateness_is_learned_from_landing_times_and_survives_a_restart() {
     );
     assert!(gauge(&agent, "driftwatch_dataset_overdue_seconds") >= expected);
 }
+
+/// Lands `sizes` as batches `v00.parquet`, … one after the other.
+fn land_sizes(lake: &Lake, agent: &Agent, sizes: &[usize]) -> Vec<Value> {
+    let staging = lake.path("staging");
+    let mut results = Vec::new();
+    for (i, rows) in sizes.iter().enumerate() {
+        let path = write_day(&staging, i as i64, *rows);
+        lake.land(&format!("v{i:02}.parquet"), &std::fs::read(&path).unwrap());
+        results = wait_results(lake, agent, i + 1);
+    }
+    results
+}
+
+#[test]
+fn issue_18_the_volume_signal_flags_an_abnormal_row_count_without_rules_and_can_be_off() {
+    // 24 batches of 950–1,050 rows, then one of 100. (Evaluation time is the
+    // batch's time here: all fall on today's weekday slot.)
+    let mut sizes: Vec<usize> = (0..24).map(|i| 950 + (i * 37 % 11) * 10).collect();
+    sizes.push(100);
+    let lake = Lake::new("dataset: volumes\nchecks:\n  - row_count: { min: 1 }\n");
+    let agent = Agent::start(&lake, &[]);
+    let results = land_sizes(&lake, &agent, &sizes);
+    let flagged: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r["reports"][0].get("volume_anomaly").is_some())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(flagged, [24], "{results:?}");
+    let last = &results[24]["reports"][0];
+    let reason = last["volume_anomaly"].as_str().unwrap();
+    assert!(
+        reason.starts_with("row_count 100 is below the expected "),
+        "{reason}"
+    );
+    assert!(reason.ends_with("(24 batches of history)"), "{reason}");
+    // A signal, not a verdict: the batch passes its rules.
+    assert_eq!(last["passed"], true);
+    let (_, metrics) = agent.get("/metrics");
+    assert!(
+        metrics.contains("driftwatch_dataset_volume_anomalies_total{dataset=\"volumes\"} 1"),
+        "{metrics}"
+    );
+    assert!(agent.log_text().contains("abnormal volume for the dataset"));
+    drop(agent);
+
+    // Off.
+    let lake = Lake::new("dataset: volumes\nchecks:\n  - row_count: { min: 1 }\n");
+    let agent = crate::webhooks::start_agent(&lake, "[health]\nvolume_anomaly = false\n");
+    let results = land_sizes(&lake, &agent, &sizes);
+    assert!(
+        results
+            .iter()
+            .all(|r| r["reports"][0].get("volume_anomaly").is_none())
+    );
+}

@@ -623,6 +623,7 @@ fn prometheus_scrapes_the_agent_and_answers_queries_for_the_drift_metric() {
             || instrument.name.starts_with("driftwatch.stream.")
             || instrument.name.starts_with("driftwatch.anomaly.")
             || instrument.name == names::SCHEMA_CHANGES.name
+            || instrument.name == names::VOLUME_ANOMALIES.name
             || instrument.name == names::ARRIVAL_INTERVAL.name
             || instrument.name == names::OVERDUE.name
         {

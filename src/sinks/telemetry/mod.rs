@@ -160,6 +160,7 @@ struct Instruments {
     check_failing_rows: Gauge<u64>,
     check_failing_fraction: Gauge<f64>,
     schema_changes: Counter<u64>,
+    volume_anomalies: Counter<u64>,
     anomaly_observed: Gauge<f64>,
     anomaly_low: Gauge<f64>,
     anomaly_high: Gauge<f64>,
@@ -393,6 +394,7 @@ impl Telemetry {
             check_failing_rows: gauge_u(&names::CHECK_FAILING_ROWS),
             check_failing_fraction: gauge_f(&names::CHECK_FAILING_FRACTION),
             schema_changes: counter(&names::SCHEMA_CHANGES),
+            volume_anomalies: counter(&names::VOLUME_ANOMALIES),
             anomaly_observed: gauge_f(&names::ANOMALY_OBSERVED),
             anomaly_low: gauge_f(&names::ANOMALY_EXPECTED_LOW),
             anomaly_high: gauge_f(&names::ANOMALY_EXPECTED_HIGH),
@@ -611,6 +613,13 @@ impl Telemetry {
         if let Ok(mut map) = self.arrivals.lock() {
             map.entry(dataset.to_string()).or_default().push(landed);
         }
+    }
+
+    /// Counts a batch whose row count the volume signal found abnormal.
+    pub fn record_volume_anomaly(&self, dataset: &str) {
+        self.instruments
+            .volume_anomalies
+            .add(1, &[KeyValue::new(names::DATASET, dataset.to_string())]);
     }
 
     /// Counts a batch whose columns differ from its dataset's previous batch.

@@ -135,6 +135,14 @@ pub const SCHEMA_CHANGES: Instrument = Instrument {
     attributes: &[DATASET],
     description: "Batches whose columns differ from the dataset's previous batch (a column added, removed or of another type).",
 };
+/// Batches whose row count the volume signal found abnormal.
+pub const VOLUME_ANOMALIES: Instrument = Instrument {
+    name: "driftwatch.dataset.volume_anomalies",
+    kind: Kind::Counter,
+    unit: "{batch}",
+    attributes: &[DATASET],
+    description: "Batches whose row count is abnormal for the dataset (the `[health]` volume signal; such a batch is not failed for it).",
+};
 /// The learned interval between a dataset's batches.
 pub const ARRIVAL_INTERVAL: Instrument = Instrument {
     name: "driftwatch.dataset.arrival_interval",
@@ -346,6 +354,7 @@ pub const INSTRUMENTS: &[Instrument] = &[
     CHECK_FAILING_ROWS,
     CHECK_FAILING_FRACTION,
     SCHEMA_CHANGES,
+    VOLUME_ANOMALIES,
     ARRIVAL_INTERVAL,
     OVERDUE,
     ANOMALY_OBSERVED,
