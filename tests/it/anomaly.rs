@@ -339,6 +339,24 @@ fn issue_18_agent_flags_exactly_the_abnormal_batch_and_keeps_history_across_rest
     assert_eq!(gauge("driftwatch_anomaly_observed"), 600.0);
     assert_eq!(gauge("driftwatch_anomaly_expected_low"), low);
     assert_eq!(gauge("driftwatch_anomaly_expected_high"), high);
+    // The live dataset page draws the metric over time with its band.
+    let (code, page) = agent.get("/report/volumes?refresh=0");
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("<h2>Anomaly checks over the last batches</h2>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("anomaly_row_count — observed per batch (#"),
+        "{page}"
+    );
+    assert!(
+        page.contains("; shaded: the expected band</figcaption>"),
+        "{page}"
+    );
+    assert!(page.contains("<polygon class=\"band\""), "{page}");
+    assert!(page.contains("<circle class=\"anomaly\""), "{page}");
+    assert!(page.contains(": 600 (expected "), "{page}");
     assert_eq!(agent.terminate(), Some(0));
 
     // Restarted, the agent still has the history: a normal Saturday passes
