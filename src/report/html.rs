@@ -759,7 +759,7 @@ fn band_chart(check: &str, series: &[BandPoint]) -> String {
     );
     // The band: one polygon per run of batches that had one.
     let mut run: Vec<(usize, f64, f64)> = Vec::new();
-    let mut flush = |run: &mut Vec<(usize, f64, f64)>, s: &mut String| {
+    let flush = |run: &mut Vec<(usize, f64, f64)>, s: &mut String| {
         if run.len() > 1 {
             let upper = run
                 .iter()
