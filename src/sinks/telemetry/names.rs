@@ -261,7 +261,7 @@ pub const BATCH_RETRIES: Instrument = Instrument {
     kind: Kind::Counter,
     unit: "{attempt}",
     attributes: &[DATASET, STAGE],
-    description: "Batches put back for another try because of the environment (I/O, descriptors, memory, a full disk), not the data, by stage: evaluate or record. Never recorded as a verdict.",
+    description: "Batches put back for another try because of the environment (I/O, descriptors, memory, a full disk), not the data, by stage: evaluate, record, reference (a rolling reference) or history (an anomaly or volume history, or the previous schema). Never recorded as a verdict.",
 };
 /// Whether the agent cannot make progress.
 pub const AGENT_DEGRADED: Instrument = Instrument {
