@@ -4,6 +4,9 @@
 //! the same scan also profiles the batch and a drift section compares it with
 //! the reference. A rolling reference (`{rolling: {batches: N}}`) is the merge
 //! of the previous N inputs of the same dataset in this run, in input order.
+//! `anomaly` checks are judged in input order against `histories` (read from
+//! and written back to `check --history FILE` by the CLI), each batch added
+//! to its series after it is judged.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -28,9 +31,19 @@ pub async fn run_check(
     now: DateTime<Utc>,
     reference: Option<&Path>,
 ) -> Report {
-    run_check_with_profiles(engine, inputs, rules, single, now, reference, &|_, _| {})
-        .await
-        .report
+    let mut histories = crate::anomaly::history::Histories::default();
+    run_check_with_profiles(
+        engine,
+        inputs,
+        rules,
+        single,
+        now,
+        reference,
+        &mut histories,
+        &|_, _| {},
+    )
+    .await
+    .report
 }
 
 /// A check run's report, and for each batch report with drift results the
@@ -42,8 +55,10 @@ pub struct CheckRun {
     pub profiles: Vec<Option<(Arc<DatasetProfile>, DatasetProfile)>>,
 }
 
-/// [`run_check`], keeping the profiles; `progress(done, total)` is called
-/// after each (input, rule file) evaluation.
+/// [`run_check`], keeping the profiles and judging `anomaly` checks against
+/// `histories` (which gain each batch's values); `progress(done, total)` is
+/// called after each (input, rule file) evaluation.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_check_with_profiles(
     engine: &Engine,
     inputs: &[Input],
@@ -51,6 +66,7 @@ pub async fn run_check_with_profiles(
     single: bool,
     now: DateTime<Utc>,
     reference: Option<&Path>,
+    histories: &mut crate::anomaly::history::Histories,
     progress: &(dyn Fn(usize, usize) + Sync),
 ) -> CheckRun {
     let mut profiles = Vec::new();
@@ -183,7 +199,9 @@ pub async fn run_check_with_profiles(
                 .or_default()
                 .push(profile, *batches);
         }
-        reports.push(evaluation.report);
+        let mut report = evaluation.report;
+        crate::anomaly::history::judge_report(&mut report, rule_file, histories);
+        reports.push(report);
         progress(reports.len(), total);
     }
     CheckRun {

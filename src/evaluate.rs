@@ -100,6 +100,7 @@ pub async fn evaluate(
         environment,
         timed_out,
         out_of_memory,
+        schema,
     } = evaluation;
     report.drift = Some(section);
     timings.drift = started.elapsed();
@@ -110,6 +111,7 @@ pub async fn evaluate(
         environment,
         timed_out,
         out_of_memory,
+        schema,
     }
 }
 

@@ -25,6 +25,9 @@
 //! - [`report`]: the report value, its versioned JSON form, the terminal
 //!   table and the self-contained HTML report (charts from profiles).
 //!   Read-only consumers of engine results.
+//! - [`anomaly`]: the `anomaly` check's method — a metric judged against
+//!   its own history with robust, seasonal bands — and the history file of
+//!   `check --history`. Pure logic.
 //! - [`evaluate`]: one batch against one rule file with its drift reference
 //!   (a profile file or a rolling window): what `check` and the agent share.
 //! - [`inputs`]: expands the paths given to `check` into batches and matches
@@ -55,12 +58,15 @@
 //!   release, shutdown, and its own health (`agent::health`: environment
 //!   faults are retried with backoff, never recorded as verdicts, and make
 //!   the agent *degraded* until they clear).
+//! - [`suggest`]: `rules suggest` — a commented starter rule file learned
+//!   from data's profile, each check with its evidence. Pure logic.
 //! - [`demo`]: a deterministic generator of flights-shaped Parquet batches
 //!   and the live demo, used by `driftwatch demo`, benchmarks and tests.
 //! - `cli` (binary only): argument parsing, exit codes; the only place that
 //!   uses `anyhow`.
 
 pub mod agent;
+pub mod anomaly;
 pub mod check;
 pub mod config;
 pub mod demo;
@@ -75,4 +81,5 @@ pub mod rules;
 pub mod sinks;
 pub mod sources;
 pub mod state;
+pub mod suggest;
 pub mod tls;

@@ -146,7 +146,7 @@ pub struct RecentResult {
     /// A table version recorded as skipped: why (it added no data).
     #[serde(default)]
     pub skipped: Option<String>,
-    /// Names of checks that did not pass.
+    /// Names of checks that failed or could not be evaluated.
     pub failed_checks: Vec<String>,
     /// Dataset drift; null without a drift section.
     pub dataset_drift: Option<bool>,
@@ -184,7 +184,8 @@ impl RecentResult {
             skipped: report["table"]["skipped"].as_str().map(String::from),
             failed_checks: strings(
                 report["checks"].as_array(),
-                &|c| c["status"].as_str() != Some("pass"),
+                // A skipped check (an `anomaly` check still learning) did not fail.
+                &|c| matches!(c["status"].as_str(), Some("fail" | "error")),
                 "name",
             ),
             dataset_drift: report["drift"]["dataset_drift"].as_bool(),

@@ -137,6 +137,8 @@ pub struct Shared {
     pub(crate) objects: Arc<LakeStats>,
     pub(crate) events: broadcast::Sender<Arc<Evaluation>>,
     pub(crate) reports_per_dataset: usize,
+    /// `[health] volume_sensitivity`; None when the volume signal is off.
+    pub(crate) volume_sensitivity: Option<f64>,
     pub(crate) queue_capacity: usize,
     pub(crate) running: AtomicU64,
     pub(crate) started_at: DateTime<Utc>,
@@ -472,6 +474,26 @@ pub async fn run(
         &hostname(),
         Arc::new(move || depth.lock().map(|s| s.len() as u64).unwrap_or(0)),
     )?);
+    // Lateness is learned from landing times: a restarted agent takes them
+    // from the reports it kept, so "overdue" holds across restarts.
+    if let Ok(datasets) = store.datasets() {
+        for (dataset, _) in datasets {
+            let lines = store
+                .latest_reports(&dataset, crate::anomaly::arrivals::KEPT)
+                .unwrap_or_default();
+            for (_, line) in lines.iter().rev() {
+                let landed = serde_json::from_str::<serde_json::Value>(line)
+                    .ok()
+                    .and_then(|v| {
+                        v.pointer("/agent/batch/modified_ns")
+                            .and_then(|n| n.as_i64())
+                    });
+                if let Some(ns) = landed {
+                    telemetry.record_arrival(&dataset, ns as f64 / 1e9);
+                }
+            }
+        }
+    }
     telemetry.observe_streams(
         streams
             .iter()
@@ -501,6 +523,7 @@ pub async fn run(
         objects: Arc::new(LakeStats::default()),
         events: events.clone(),
         reports_per_dataset: settings.reports_per_dataset,
+        volume_sensitivity: settings.volume_sensitivity,
         queue_capacity: settings.queue,
         running: AtomicU64::new(0),
         started_at: Utc::now(),

@@ -259,6 +259,8 @@ mod tests {
             .record(
                 &Evaluated {
                     version: &version,
+                    anomaly: &[],
+                    schema: None,
                     dataset,
                     outcome: Outcome::Error,
                     rows: 0,

@@ -55,11 +55,16 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
         }) => Some(*batches),
         _ => None,
     };
-    // So must a sequential detector: each window starts from the last.
+    // So must a sequential detector (each window starts from the last) and
+    // an `anomaly` check's history.
     let sequential = rule_file.drift.as_ref().and_then(|d| d.sequential);
+    let has_anomaly = rule_file
+        .checks
+        .iter()
+        .any(|c| matches!(c.kind, rules::CheckKind::Anomaly { .. }));
     let dataset_lock = shared.dataset_lock(&batch.dataset);
-    let _serial = match (rolling, sequential) {
-        (None, None) => None,
+    let _serial = match (rolling, sequential, has_anomaly) {
+        (None, None, false) => None,
         _ => Some(dataset_lock.lock().await),
     };
     let sequential_state = match sequential {
@@ -109,7 +114,17 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
                 ),
             };
             let evaluation = crate::engine::Evaluation::without_scan(report);
-            match record(shared, &batch, &rule_file, evaluation, rolling, started).await {
+            match record(
+                shared,
+                &batch,
+                &rule_file,
+                evaluation,
+                rolling,
+                &[],
+                started,
+            )
+            .await
+            {
                 Err(reason) => retry_later(shared, batch, "record", reason),
                 Ok(()) => shared.forget(&key),
             }
@@ -181,10 +196,102 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
                 environment: None,
                 timed_out: false,
                 out_of_memory: false,
+                schema: None,
             }
         }
     };
     let mut evaluation = evaluation;
+    let mut anomaly = Vec::new();
+    // The volume signal judges every batch against the ones before it:
+    // judging and recording are serialized per dataset (the evaluation
+    // itself ran in parallel), unless the whole batch already is.
+    let volume = shared
+        .volume_sensitivity
+        .filter(|_| evaluation.environment.is_none() && evaluation.report.error.is_none());
+    let _volume_serial = match (volume, &_serial) {
+        (Some(_), None) => Some(dataset_lock.lock().await),
+        _ => None,
+    };
+    if (has_anomaly || volume.is_some()) && evaluation.environment.is_none() {
+        let store = shared.store.clone();
+        let dataset = batch.dataset.clone();
+        match tokio::task::spawn_blocking(move || store.anomaly_series(&dataset)).await {
+            Ok(Ok(series)) => {
+                let mut histories = crate::anomaly::history::Histories::from_series(
+                    series
+                        .into_iter()
+                        .map(|(check, s)| (batch.dataset.clone(), check, s)),
+                );
+                if has_anomaly {
+                    anomaly = crate::anomaly::history::judge_report(
+                        &mut evaluation.report,
+                        &rule_file,
+                        &mut histories,
+                    );
+                }
+                if let Some(sensitivity) = volume {
+                    anomaly.extend(crate::anomaly::history::judge_volume(
+                        &mut evaluation.report,
+                        &mut histories,
+                        sensitivity,
+                        Utc::now().timestamp(),
+                    ));
+                }
+            }
+            // The store could not be read: not a verdict on the batch.
+            Ok(Err(e)) => {
+                retry_later(
+                    shared,
+                    batch,
+                    "history",
+                    format!("cannot read the anomaly history: {e}"),
+                );
+                return;
+            }
+            Err(e) => {
+                retry_later(
+                    shared,
+                    batch,
+                    "history",
+                    format!("cannot read the anomaly history: {e}"),
+                );
+                return;
+            }
+        }
+    }
+    // Schema changes against the dataset's previous batch: a health signal
+    // for every dataset, rules or not.
+    if let Some(schema) = evaluation.schema.clone()
+        && evaluation.environment.is_none()
+    {
+        let store = shared.store.clone();
+        let dataset = batch.dataset.clone();
+        match tokio::task::spawn_blocking(move || store.latest_schema(&dataset)).await {
+            Ok(Ok(Some(previous))) => {
+                evaluation.report.schema_changes =
+                    crate::report::schema_changes(&previous, &schema);
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                retry_later(
+                    shared,
+                    batch,
+                    "history",
+                    format!("cannot read the previous schema: {e}"),
+                );
+                return;
+            }
+            Err(e) => {
+                retry_later(
+                    shared,
+                    batch,
+                    "history",
+                    format!("cannot read the previous schema: {e}"),
+                );
+                return;
+            }
+        }
+    }
     if let Some(reason) = evaluation.environment.clone() {
         // A batch that keeps running out of memory is too big for the
         // configured pool, not unlucky: after a few tries that is its verdict
@@ -206,7 +313,11 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
         crate::drift::sequential::apply(drift, *config, state, rows);
         evaluation.report = evaluation.report.with_passed_from_checks();
     }
-    match record(shared, &batch, &rule_file, evaluation, rolling, started).await {
+    match record(
+        shared, &batch, &rule_file, evaluation, rolling, &anomaly, started,
+    )
+    .await
+    {
         Err(reason) => retry_later(shared, batch, "record", reason),
         Ok(()) => shared.forget(&key),
     }
@@ -388,6 +499,7 @@ async fn record(
     rule_file: &RuleFile,
     evaluation: crate::engine::Evaluation,
     rolling: Option<usize>,
+    anomaly: &[crate::anomaly::history::Updated],
     started: SystemTime,
 ) -> Result<(), String> {
     let sinks_started = std::time::Instant::now();
@@ -396,6 +508,7 @@ async fn record(
     // rules' cost or the pool's size, not on the file: it is not quarantined.
     let keep_in_place = evaluation.timed_out || evaluation.out_of_memory;
     let report = evaluation.report;
+    let schema = evaluation.schema;
     let outcome = if report.is_skipped() {
         Outcome::Skipped
     } else if report.error.is_some() {
@@ -422,6 +535,7 @@ async fn record(
         super::webhooks::watching(rule_file, &rules, &configured)
     };
     let instance = shared.instance.clone();
+    let anomaly = anomaly.to_vec();
     // The store commit and the log append happen under one lock so the log
     // is always in seq order.
     let written = tokio::task::spawn_blocking(move || {
@@ -441,6 +555,8 @@ async fn record(
             .store
             .record_evaluation(
                 &Evaluated {
+                    anomaly: &anomaly,
+                    schema: schema.as_deref(),
                     version: &version,
                     dataset: &dataset,
                     outcome,
@@ -521,6 +637,30 @@ async fn record(
         .activity
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     log_outcome(seq, &report, rule_file, latency_ms);
+    // A skipped table version is no batch; its commit still says the table lives.
+    shared
+        .telemetry
+        .record_arrival(&report.dataset, batch.version.modified_ns as f64 / 1e9);
+    if !report.schema_changes.is_empty() {
+        tracing::warn!(
+            seq,
+            dataset = %report.dataset,
+            source = %crate::report::escape_control(&report.source),
+            changes = %report.schema_changes.join("; "),
+            "schema changed since the dataset's previous batch"
+        );
+        shared.telemetry.record_schema_change(&report.dataset);
+    }
+    if let Some(reason) = &report.volume_anomaly {
+        tracing::warn!(
+            seq,
+            dataset = %report.dataset,
+            source = %crate::report::escape_control(&report.source),
+            reason = %reason,
+            "abnormal volume for the dataset"
+        );
+        shared.telemetry.record_volume_anomaly(&report.dataset);
+    }
     announce_webhooks(shared, &report.dataset, seq, &policies);
     // A table's files are the table's: never moved.
     if outcome == Outcome::Error && !keep_in_place && batch.table.is_none() {

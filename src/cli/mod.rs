@@ -212,6 +212,20 @@ enum RulesCommand {
     },
     /// Print the JSON Schema of the rule-file format.
     Schema,
+    /// Profile Parquet files and write a commented starter rule file whose
+    /// every check passes on them, each with its evidence.
+    Suggest {
+        /// Parquet files or folders (searched recursively for *.parquet).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The dataset name (default: the first path's file or folder name).
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Write the rule file here (and its drift baseline next to it, as
+        /// `<name>.profile`); default: standard output, without a drift section.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -266,6 +280,11 @@ struct CheckArgs {
     /// overrides the rule files' `drift.reference`.
     #[arg(long)]
     reference: Option<PathBuf>,
+    /// A history file for `anomaly` checks: read before the run (missing:
+    /// an empty history) and written back with this run's batches added, so
+    /// CI runs learn what normal looks like.
+    #[arg(long)]
+    history: Option<PathBuf>,
     /// A config file whose `[lake.object_store]` section says how to reach
     /// `s3://`/`az://` inputs (endpoint, region, path style); credentials
     /// come from the environment (`AWS_ACCESS_KEY_ID`, …).
@@ -334,6 +353,14 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
+        Command::Rules {
+            command:
+                RulesCommand::Suggest {
+                    paths,
+                    dataset,
+                    output,
+                },
+        } => runtime()?.block_on(suggest_rules(paths, dataset, output)),
         Command::Rules {
             command: RulesCommand::Schema,
         } => {
@@ -549,6 +576,183 @@ async fn baseline(args: BaselineArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// `rules suggest`: one profiling scan per input, the suggestions, then one
+/// verification scan per input of the suggested file (checks that fail on
+/// their own data are left out, with why).
+async fn suggest_rules(
+    paths: Vec<PathBuf>,
+    dataset: Option<String>,
+    output: Option<PathBuf>,
+) -> Result<i32> {
+    use driftwatch::suggest;
+    let inputs = inputs::expand_all(&paths, &Default::default()).await?;
+    if let Some(input) = inputs.iter().find(|i| {
+        i.table.is_some() || driftwatch::location::ObjectUrl::from_path(&i.path).is_some()
+    }) {
+        anyhow::bail!(
+            "{}: `rules suggest` reads local Parquet files only",
+            input.display()
+        );
+    }
+    let Some(first) = inputs.first() else {
+        anyhow::bail!("no Parquet file found in the given paths");
+    };
+    let dataset = match dataset {
+        Some(d) => d,
+        None => paths
+            .first()
+            .and_then(|p| p.file_stem())
+            .map(|s| s.to_string_lossy().into_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "data".to_string()),
+    };
+    let quoted = serde_json::to_string(&dataset)?;
+    let profile_rules = rules::parse_rule_file(
+        Path::new("suggest.yaml"),
+        &format!(
+            "dataset: {quoted}
+"
+        ),
+    )?;
+    let engine = Engine::new(&EngineOptions::default())?;
+    let mut merged: Option<DatasetProfile> = None;
+    let mut batch_rows = Vec::new();
+    for input in &inputs {
+        let source = input.display();
+        let batch = driftwatch::engine::BatchInput {
+            path: &input.path,
+            source: &source,
+            partitions: &input.partitions,
+            files: &[],
+        };
+        let evaluation = engine
+            .evaluate_batch(
+                &batch,
+                &profile_rules,
+                Utc::now(),
+                &ProfileRequest::AllSupported,
+            )
+            .await;
+        if let Some(error) = evaluation.report.error {
+            anyhow::bail!("{error}");
+        }
+        batch_rows.push(evaluation.report.rows.unwrap_or(0));
+        if let Some(profile) = evaluation.profile {
+            match &mut merged {
+                Some(m) => m.merge(&profile)?,
+                None => merged = Some(profile),
+            }
+        }
+    }
+    let profile = merged.unwrap_or_else(|| DatasetProfile::new(dataset.clone()));
+    let file =
+        std::fs::File::open(&first.path).with_context(|| format!("{}", first.path.display()))?;
+    let arrow_schema = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{}", first.path.display()))?
+        .schema()
+        .clone();
+    let schema: Vec<suggest::SchemaColumn> = arrow_schema
+        .fields()
+        .iter()
+        .map(|f| suggest::SchemaColumn {
+            name: f.name().clone(),
+            logical: suggest::logical_name(f.data_type()),
+            integer: f.data_type().is_integer(),
+        })
+        .collect();
+    let baseline = match &output {
+        Some(path) => {
+            let baseline = path.with_extension("profile");
+            profile.write(&baseline)?;
+            Some(
+                baseline
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            )
+        }
+        None => None,
+    };
+    let mut suggestions = suggest::suggest(
+        &dataset,
+        &suggest::Evidence {
+            schema: &schema,
+            profile: &profile,
+            batch_rows: &batch_rows,
+            baseline: baseline.as_deref(),
+        },
+    );
+    suggestions.header = vec![
+        format!(
+            "Suggested by `driftwatch rules suggest` from {} input(s), {} rows; every check passed on them.",
+            inputs.len(),
+            driftwatch::anomaly::format_value(profile.rows as f64)
+        ),
+        "Review it: the evidence above each check is what it was learned from.".to_string(),
+    ];
+    let rule_path = output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("suggested.yaml"));
+    // Verify: every suggested check must pass on the data it came from.
+    let mut text = suggestions.render();
+    for _ in 0..3 {
+        let candidate = rules::parse_rule_file(&rule_path, &text)
+            .with_context(|| "internal error: the suggested rule file does not parse")?;
+        let report = driftwatch::check::run_check(
+            &engine,
+            &inputs,
+            std::slice::from_ref(&candidate),
+            true,
+            Utc::now(),
+            None,
+        )
+        .await;
+        let mut failures = std::collections::BTreeMap::new();
+        let mut drifted = None;
+        for r in &report.reports {
+            for c in r.checks.iter().filter(|c| c.status.is_problem()) {
+                failures.entry(c.name.clone()).or_insert_with(|| {
+                    format!("{}: {}", r.source, c.message.clone().unwrap_or_default())
+                });
+            }
+            if r.drift.as_ref().is_some_and(|d| d.dataset_drift) && drifted.is_none() {
+                drifted = Some(format!(
+                    "{} drifts from the merged profile of all inputs",
+                    r.source
+                ));
+            }
+        }
+        if failures.is_empty() && (drifted.is_none() || suggestions.drift_warn.is_some()) {
+            break;
+        }
+        suggestions.drop_failing(&failures);
+        if drifted.is_some() {
+            suggestions.drift_warn = drifted;
+        }
+        text = suggestions.render();
+    }
+    match &output {
+        Some(path) => {
+            std::fs::write(path, &text).with_context(|| format!("{}", path.display()))?;
+            eprintln!(
+                "wrote {} ({} checks{}){}",
+                path.display(),
+                suggestions.checks.len(),
+                if suggestions.dropped.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} left out", suggestions.dropped.len())
+                },
+                baseline
+                    .map(|b| format!(" and its drift baseline {b}"))
+                    .unwrap_or_default()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(0)
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -592,6 +796,13 @@ async fn check(args: CheckArgs) -> Result<i32> {
         return Ok(0);
     }
     let now = args.now.unwrap_or_else(Utc::now);
+    let mut histories = match &args.history {
+        Some(path) => {
+            let datasets: Vec<&str> = rule_files.iter().map(|r| r.dataset.as_str()).collect();
+            driftwatch::anomaly::history::Histories::read(path, &datasets)?
+        }
+        None => Default::default(),
+    };
     // A progress bar on a terminal, for more than one file; nothing otherwise.
     let bar = (inputs.len() > 1 && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new(0);
@@ -610,6 +821,7 @@ async fn check(args: CheckArgs) -> Result<i32> {
         single,
         now,
         args.reference.as_deref(),
+        &mut histories,
         &|done, total| {
             if let Some(bar) = &bar {
                 bar.set_length(total as u64);
@@ -620,6 +832,9 @@ async fn check(args: CheckArgs) -> Result<i32> {
     .await;
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+    if let Some(path) = &args.history {
+        histories.write(path)?;
     }
     let report = run.report;
     if args.format == CheckFormat::Html {

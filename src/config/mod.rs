@@ -92,6 +92,9 @@ pub struct ConfigFile {
     /// How much history the state folder keeps.
     #[serde(default)]
     pub retention: RetentionSection,
+    /// Dataset health signals the agent gives without rules.
+    #[serde(default)]
+    pub health: HealthSection,
     /// OpenTelemetry export (metrics, traces, logs over OTLP). The standard
     /// `OTEL_*` environment variables override these keys.
     #[serde(default)]
@@ -336,6 +339,21 @@ pub enum LogFormat {
     Json,
 }
 
+/// `[health]`: signals for every dataset, rules or not (docs/agent.md).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// Judge every batch's row count against the dataset's own history
+    /// (the `anomaly` method, weekly seasonality, 28 days; default true).
+    pub volume_anomaly: Option<bool>,
+    /// Its expected false-alarm rate per normal batch, in (0, 0.5)
+    /// (default 0.0001: conservative, as nobody chose it).
+    pub volume_sensitivity: Option<f64>,
+}
+
+/// Default `[health] volume_sensitivity`.
+pub const DEFAULT_VOLUME_SENSITIVITY: f64 = 0.0001;
+
 /// `[retention]`: bounds on the state folder.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -428,6 +446,8 @@ pub struct Settings {
     pub results_log_files: usize,
     /// Reports kept per dataset.
     pub reports_per_dataset: usize,
+    /// The volume anomaly signal's sensitivity; None when it is off.
+    pub volume_sensitivity: Option<f64>,
     /// Forget vanished files after this long.
     pub max_age: Duration,
     /// Period of the housekeeping prune (`retention.prune_interval`).
@@ -646,6 +666,22 @@ impl Settings {
                 "must be greater than zero".to_string(),
             ));
         }
+        let volume_sensitivity = file
+            .health
+            .volume_sensitivity
+            .unwrap_or(DEFAULT_VOLUME_SENSITIVITY);
+        if !(volume_sensitivity > 0.0 && volume_sensitivity < 0.5) {
+            return Err(invalid(
+                &origin,
+                "health.volume_sensitivity",
+                format!("{volume_sensitivity}: write an expected false-alarm rate in (0, 0.5)"),
+            ));
+        }
+        let volume_sensitivity = file
+            .health
+            .volume_anomaly
+            .unwrap_or(true)
+            .then_some(volume_sensitivity);
         let (listen_text, listen_from) = pick(&overrides.listen, &file.http.listen, DEFAULT_LISTEN);
         let listen: SocketAddr = listen_text.parse().map_err(|e| {
             invalid(
@@ -720,6 +756,7 @@ impl Settings {
             results_log_max_size,
             results_log_files: file.retention.results_log_files.unwrap_or(5),
             reports_per_dataset: file.retention.reports_per_dataset.unwrap_or(1000).max(1),
+            volume_sensitivity,
             max_age,
             prune_interval,
             telemetry,

@@ -52,7 +52,7 @@ pub mod location;
 pub mod sequential;
 
 #[cfg(test)]
-mod calibration;
+pub(crate) mod calibration;
 #[cfg(test)]
 mod categorical_reference;
 #[cfg(test)]

@@ -51,6 +51,15 @@ pub enum Compiled {
         /// Output index of the considered-row count.
         considered: usize,
     },
+    /// `anomaly`: the batch's metric value (judged later against its history).
+    Anomaly {
+        /// Where the value comes from.
+        value: AnomalyValue,
+        /// Output index of the considered-row count.
+        considered: usize,
+        /// Output index of `max(event_time column)`, when the check names one.
+        event_time: Option<usize>,
+    },
     /// `metric`: the value as Float64.
     Metric {
         /// Output index of the metric value.
@@ -58,6 +67,19 @@ pub enum Compiled {
         /// Output index of the considered-row count.
         considered: usize,
     },
+}
+
+/// Where an `anomaly` check's value is among the outputs.
+#[derive(Debug, Clone)]
+pub enum AnomalyValue {
+    /// The considered-row count itself.
+    Considered,
+    /// An output divided by the considered-row count.
+    PerRow(usize),
+    /// An output, as Float64.
+    Output(usize),
+    /// Another check's failing fraction (taken from its verdict).
+    OtherCheck(String),
 }
 
 /// The outcome of a `schema` check, computed without scanning.
@@ -389,6 +411,103 @@ fn compile_check(
             Compiled::RowLevel {
                 failing,
                 considered,
+            }
+        }
+        CheckKind::Anomaly {
+            metric, event_time, ..
+        } => {
+            use crate::rules::AnomalyMetric;
+            use datafusion::functions_aggregate::expr_fn::{
+                approx_distinct, approx_percentile_cont, avg,
+            };
+            let event_time = match event_time {
+                Some(column) => {
+                    let c = column_expr(schema, column)?;
+                    let data_type = column_type(schema, column)?;
+                    if !matches!(
+                        data_type,
+                        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
+                    ) {
+                        return Err(Problem::AtCheck(format!(
+                            "`event_time` needs a timestamp or date column, but `{column}` is {}",
+                            crate::rules::describe_arrow_type(&data_type)
+                        )));
+                    }
+                    Some(outputs.add(max(c)))
+                }
+                None => None,
+            };
+            let numeric = |column: &str, what: &str| -> Result<Expr, Problem> {
+                let c = column_expr(schema, column)?;
+                let data_type = column_type(schema, column)?;
+                if !data_type.is_numeric() {
+                    return Err(Problem::AtCheck(format!(
+                        "`{what}({column})` needs a numeric column, but `{column}` is {}",
+                        crate::rules::describe_arrow_type(&data_type)
+                    )));
+                }
+                Ok(c)
+            };
+            let value = match metric {
+                AnomalyMetric::RowCount => AnomalyValue::Considered,
+                AnomalyMetric::NullFraction(column) => {
+                    let c = column_expr(schema, column)?;
+                    AnomalyValue::PerRow(outputs.add(counted(Some(c.is_null()))))
+                }
+                AnomalyMetric::Mean(column) => {
+                    let c = numeric(column, "mean")?;
+                    AnomalyValue::Output(
+                        outputs.add(cast(with_filter(avg(c), filter.clone()), DataType::Float64)),
+                    )
+                }
+                AnomalyMetric::DistinctCount(column) => {
+                    let c = column_expr(schema, column)?;
+                    AnomalyValue::Output(outputs.add(cast(
+                        with_filter(approx_distinct(c), filter.clone()),
+                        DataType::Float64,
+                    )))
+                }
+                AnomalyMetric::Quantile(column, q) => {
+                    let c = numeric(column, "quantile")?;
+                    let call = approx_percentile_cont(c.sort(true, false), lit(*q), None);
+                    AnomalyValue::Output(
+                        outputs.add(cast(with_filter(call, filter.clone()), DataType::Float64)),
+                    )
+                }
+                AnomalyMetric::FailingFraction(name) => AnomalyValue::OtherCheck(name.clone()),
+                AnomalyMetric::Aggregate(sql) => {
+                    let e = parse(ctx, schema, sql, "anomaly.metric")?;
+                    if find_aggregate_exprs([&e]).is_empty() {
+                        return Err(Problem::At(
+                            sql.location.clone(),
+                            format!(
+                                "`anomaly.metric` must be `row_count`, `null_fraction(col)`, `mean(col)`, \
+                                 `distinct_count(col)`, `quantile(col, q)`, `failing_fraction(check)` \
+                                 or an aggregate expression such as `avg(x)`, got `{}`",
+                                sql.text
+                            ),
+                        ));
+                    }
+                    let data_type = e.get_type(schema).map_err(|err| {
+                        Problem::At(
+                            sql.location.clone(),
+                            format!("`anomaly.metric`: {}", one_line(&err.to_string())),
+                        )
+                    })?;
+                    if !(data_type.is_numeric() || data_type == DataType::Null) {
+                        return Err(Problem::At(
+                            sql.location.clone(),
+                            format!("`anomaly.metric` must be numeric, but it is {data_type}"),
+                        ));
+                    }
+                    let filtered = inject_filter(e, filter.clone())?;
+                    AnomalyValue::Output(outputs.add(cast(filtered, DataType::Float64)))
+                }
+            };
+            Compiled::Anomaly {
+                value,
+                considered,
+                event_time,
             }
         }
         CheckKind::Metric { expression, .. } => {

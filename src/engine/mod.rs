@@ -58,6 +58,10 @@ pub struct Evaluation {
     /// The environment fault was the memory pool or a spill budget running
     /// out (tried a few times only, then recorded).
     pub out_of_memory: bool,
+    /// The batch's own columns and their types as reports describe them
+    /// (None when it could not be read): what the agent compares with the
+    /// previous batch's.
+    pub schema: Option<Vec<(String, String)>>,
 }
 
 impl Evaluation {
@@ -71,6 +75,7 @@ impl Evaluation {
             environment: None,
             timed_out: false,
             out_of_memory: false,
+            schema: None,
         }
     }
 }
@@ -296,6 +301,8 @@ pub struct Engine {
 struct Planned {
     physical: Arc<dyn ExecutionPlan>,
     compiled: CompiledRules,
+    /// The batch's own columns (not partition values) and their types.
+    schema: Vec<(String, String)>,
 }
 
 const AGG_PREFIX: &str = "__driftwatch_agg_";
@@ -409,6 +416,7 @@ impl Engine {
             .with_partitions(input.partitions),
             profile: None,
             timings,
+            schema: None,
         };
         // The parquet and arrow crates panic on some corrupt files (found by
         // fuzzing, issue 15); DataFusion re-raises a task's panic here. A
@@ -483,6 +491,7 @@ impl Engine {
             environment: None,
             timed_out: false,
             out_of_memory: false,
+            schema: Some(planned.schema),
         }
     }
 
@@ -757,6 +766,16 @@ impl Engine {
     ) -> Result<Planned> {
         let path = input.path;
         let (df, data_schema, partition_columns) = self.open_with_partitions(input).await?;
+        let columns: Vec<(String, String)> = data_schema
+            .fields()
+            .iter()
+            .map(|f| {
+                (
+                    f.name().clone(),
+                    crate::rules::describe_arrow_type(f.data_type()),
+                )
+            })
+            .collect();
         let schema = df.schema().clone();
         let scan = df.into_unoptimized_plan();
         let compile_all = |rules: &RuleFile| {
@@ -766,7 +785,13 @@ impl Engine {
         };
         let mut compiled = compile_all(rules);
         match self.physical(&scan, &compiled.outputs).await {
-            Ok(physical) => return Ok(Planned { physical, compiled }),
+            Ok(physical) => {
+                return Ok(Planned {
+                    physical,
+                    compiled,
+                    schema: columns,
+                });
+            }
             Err(whole) => {
                 // Some check type-checked but does not plan. Find the culprits
                 // one by one, report them as errors and plan the rest.
@@ -824,6 +849,7 @@ impl Engine {
             .collect();
         Ok(Planned {
             physical,
+            schema: columns,
             compiled: CompiledRules {
                 outputs: rebuilt.outputs,
                 checks,

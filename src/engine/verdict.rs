@@ -4,7 +4,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use datafusion::scalar::ScalarValue;
 use serde_json::{Value, json};
 
-use super::compile::{Compiled, CompiledRules, literal_json, scalar_f64};
+use super::compile::{AnomalyValue, Compiled, CompiledRules, literal_json, scalar_f64};
 use crate::report::{BatchReport, CheckResult, CheckStatus, json_f64};
 use crate::rules::{Check, CheckKind, RuleFile, Tolerance, format_duration};
 
@@ -16,12 +16,35 @@ pub fn build_report(
     now: DateTime<Utc>,
 ) -> BatchReport {
     let rows = values.get(compiled.rows).and_then(as_u64);
-    let checks = rules
+    let mut checks: Vec<CheckResult> = rules
         .checks
         .iter()
         .zip(&compiled.checks)
         .map(|(check, c)| verdict(check, c, values, now))
         .collect();
+    // `failing_fraction(check)`: the other check's verdict has the number.
+    for (i, c) in compiled.checks.iter().enumerate() {
+        if let Compiled::Anomaly {
+            value: AnomalyValue::OtherCheck(target),
+            ..
+        } = c
+        {
+            let fraction = checks
+                .iter()
+                .find(|r| &r.name == target)
+                .map(|r| (r.status, r.fraction));
+            if let Some(result) = checks.get_mut(i) {
+                match fraction {
+                    Some((CheckStatus::Error, _)) => {
+                        result.status = CheckStatus::Error;
+                        result.message = Some(format!("`{target}` could not be evaluated"));
+                    }
+                    Some((_, Some(f))) => result.observed = json_f64(f),
+                    _ => result.message = Some("no rows considered".to_string()),
+                }
+            }
+        }
+    }
     BatchReport {
         source: source.to_string(),
         dataset: rules.dataset.clone(),
@@ -33,6 +56,8 @@ pub fn build_report(
         checks,
         drift: None,
         table: None,
+        schema_changes: Vec::new(),
+        volume_anomaly: None,
     }
     .with_passed_from_checks()
 }
@@ -100,6 +125,18 @@ fn expected(check: &Check, now: DateTime<Utc>) -> Value {
         }
         CheckKind::Expr { predicate } => {
             map.insert("predicate".into(), json!(predicate.text));
+        }
+        CheckKind::Anomaly { settings, .. } => {
+            map.insert("metric".into(), json!(check.anomaly_definition()));
+            map.insert("history".into(), json!(settings.history.text()));
+            map.insert("seasonality".into(), json!(settings.seasonality.name()));
+            map.insert("sensitivity".into(), json_f64(settings.sensitivity));
+            map.insert("direction".into(), json!(settings.direction.name()));
+            map.insert("min_history".into(), json!(settings.min_history));
+            map.insert("at".into(), json!(now.to_rfc3339()));
+            for key in ["low", "high", "center", "batches"] {
+                map.insert(key.into(), Value::Null);
+            }
         }
         CheckKind::Metric {
             expression,
@@ -217,6 +254,40 @@ fn verdict(
                     result.status = CheckStatus::Fail;
                     result.message = Some("the column has no non-null value".to_string());
                 }
+            }
+        }
+        Compiled::Anomaly {
+            value,
+            considered,
+            event_time,
+        } => {
+            let n = as_u64(&get(*considered)).unwrap_or(0);
+            result.rows_considered = Some(n);
+            // Judged against the history afterwards (crate::anomaly::judge);
+            // until then, and without history, the check is skipped.
+            result.status = CheckStatus::Skipped;
+            result.message = Some("no history to judge against".to_string());
+            if let Some(i) = event_time
+                && let Some(at) = to_utc(&get(*i))
+                && let Value::Object(map) = &mut result.expected
+            {
+                map.insert("at".into(), json!(at.to_rfc3339()));
+            }
+            let observed = match value {
+                AnomalyValue::Considered => Some(n as f64),
+                AnomalyValue::PerRow(i) => {
+                    (n > 0).then(|| as_u64(&get(*i)).unwrap_or(0) as f64 / n as f64)
+                }
+                AnomalyValue::Output(i) => scalar_f64(&get(*i)),
+                AnomalyValue::OtherCheck(_) => None,
+            };
+            match observed {
+                Some(v) if v.is_nan() => {
+                    result.status = CheckStatus::Fail;
+                    result.message = Some("the metric is NaN".to_string());
+                }
+                Some(v) => result.observed = json_f64(v),
+                None => result.message = Some("no value: no rows considered".to_string()),
             }
         }
         Compiled::Metric { value, considered } => {

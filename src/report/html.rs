@@ -41,7 +41,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .muted { color: var(--muted); } .charts { display: flex; flex-wrap: wrap; gap: 1em; }
 figure { margin: 0; } figcaption { font-size: .9em; color: var(--muted); max-width: 520px; }
 svg text { fill: var(--fg); font-size: 11px; } svg .axis { stroke: var(--muted); }
-svg .ref { fill: var(--ref); } svg .cur { fill: var(--cur); }
+svg .ref { fill: var(--ref); } svg .cur { fill: var(--cur); } svg .anomaly { fill: var(--fail); }
 ";
 
 /// Escapes text for HTML element content and attribute values.
@@ -151,13 +151,13 @@ fn render_batch(out: &mut String, b: &BatchReport, profiles: Option<Profiles<'_>
         // Failures first (errors before warnings), then the rest in file order.
         checks.sort_by_key(|c| {
             (
-                c.status == CheckStatus::Pass,
+                !c.status.is_problem(),
                 c.severity != crate::rules::Severity::Error,
             )
         });
         for c in checks {
             let class = match c.status {
-                CheckStatus::Pass => "pass",
+                CheckStatus::Pass | CheckStatus::Skipped => "pass",
                 _ if c.severity == crate::rules::Severity::Warn => "warn",
                 _ => "fail",
             };
@@ -567,13 +567,44 @@ pub fn render_dataset_page(
             out.push_str("</div>");
         }
     }
+    // Each `anomaly` check's metric over the stored batches, with the band
+    // each batch was judged against.
+    let anomaly_checks: Vec<&str> = latest
+        .report
+        .checks
+        .iter()
+        .filter(|c| c.kind == "anomaly")
+        .map(|c| c.name.as_str())
+        .collect();
+    if !anomaly_checks.is_empty() && history.len() > 1 {
+        out.push_str("<h2>Anomaly checks over the last batches</h2><div class=\"charts\">");
+        for name in anomaly_checks {
+            let series: Vec<BandPoint> = oldest_first
+                .iter()
+                .filter_map(|past| {
+                    let c = past.report.checks.iter().find(|c| c.name == name)?;
+                    let observed = c.observed.as_f64()?;
+                    let edge = |key: &str| c.expected.get(key).and_then(serde_json::Value::as_f64);
+                    Some(BandPoint {
+                        seq: past.seq,
+                        observed,
+                        low: edge("low"),
+                        high: edge("high"),
+                        failed: c.status.is_problem(),
+                    })
+                })
+                .collect();
+            out.push_str(&band_chart(name, &series));
+        }
+        out.push_str("</div>");
+    }
     out.push_str("<h2>Check failures by batch</h2><table class=\"history\"><thead><tr><th>#</th><th>evaluated</th><th>source</th><th>rows</th><th>outcome</th><th>checks not passing</th><th>dataset drift</th></tr></thead><tbody>");
     for past in history {
         let r = &past.report;
         let failing: Vec<&str> = r
             .checks
             .iter()
-            .filter(|c| c.status != CheckStatus::Pass)
+            .filter(|c| c.status.is_problem())
             .map(|c| c.name.as_str())
             .collect();
         let _ = write!(
@@ -672,6 +703,125 @@ pub fn percent_encode(text: &str) -> String {
 
 /// A small line chart of a column's drift score per batch, with the
 /// threshold as a dashed line.
+/// One batch of an `anomaly` check's chart.
+struct BandPoint {
+    seq: u64,
+    observed: f64,
+    low: Option<f64>,
+    high: Option<f64>,
+    failed: bool,
+}
+
+/// An `anomaly` check's observed value per batch (a line, failed batches as
+/// filled marks) over the expected band each was judged against (shaded;
+/// absent while the check was learning).
+fn band_chart(check: &str, series: &[BandPoint]) -> String {
+    let (w, h, left, bottom, top) = (520.0, 180.0, 52.0, 34.0, 10.0);
+    let plot_h = h - bottom - top;
+    let plot_w = w - left - 10.0;
+    let values = series
+        .iter()
+        .flat_map(|p| [Some(p.observed), p.low, p.high])
+        .flatten()
+        .filter(|v| v.is_finite());
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
+    let (lo, hi) = if lo.is_finite() && hi > lo {
+        (lo, hi)
+    } else {
+        (lo.min(0.0), lo.max(0.0) + 1.0)
+    };
+    let x = |i: usize| {
+        left + plot_w
+            * if series.len() > 1 {
+                i as f64 / (series.len() - 1) as f64
+            } else {
+                0.5
+            }
+    };
+    let y = |v: f64| h - bottom - (v.clamp(lo, hi) - lo) / (hi - lo) * plot_h;
+    let caption = format!(
+        "{check} — observed per batch (#{} to #{}); shaded: the expected band",
+        series.first().map_or(0, |p| p.seq),
+        series.last().map_or(0, |p| p.seq),
+    );
+    let mut s = String::new();
+    open_chart(&mut s, "trend", check, &caption, (w, h, left, bottom, top));
+    let _ = write!(
+        s,
+        "<text x=\"2\" y=\"{}\">{}</text><text x=\"2\" y=\"{}\">{}</text><text x=\"{left}\" y=\"{}\">batch #</text>",
+        top + 8.0,
+        number(Some(hi)),
+        h - bottom,
+        number(Some(lo)),
+        h - 4.0
+    );
+    // The band: one polygon per run of batches that had one.
+    let mut run: Vec<(usize, f64, f64)> = Vec::new();
+    let flush = |run: &mut Vec<(usize, f64, f64)>, s: &mut String| {
+        if run.len() > 1 {
+            let upper = run
+                .iter()
+                .map(|(i, _, high)| format!("{:.1},{:.1}", x(*i), y(*high)));
+            let lower = run
+                .iter()
+                .rev()
+                .map(|(i, low, _)| format!("{:.1},{:.1}", x(*i), y(*low)));
+            let points: Vec<String> = upper.chain(lower).collect();
+            let _ = write!(
+                s,
+                "<polygon class=\"band\" style=\"fill: var(--ref); opacity: 0.35\" points=\"{}\"/>",
+                points.join(" ")
+            );
+        }
+        run.clear();
+    };
+    for (i, p) in series.iter().enumerate() {
+        match (p.low, p.high) {
+            (None, None) => flush(&mut run, &mut s),
+            (low, high) => run.push((i, low.unwrap_or(lo), high.unwrap_or(hi))),
+        }
+    }
+    flush(&mut run, &mut s);
+    let path: Vec<String> = series
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{:.1},{:.1}", x(i), y(p.observed)))
+        .collect();
+    let _ = write!(
+        s,
+        "<polyline fill=\"none\" stroke=\"currentColor\" class=\"cur\" style=\"stroke: var(--cur)\" stroke-width=\"2\" points=\"{}\"/>",
+        path.join(" ")
+    );
+    for (i, p) in series.iter().enumerate() {
+        let band = match (p.low, p.high) {
+            (None, None) => "learning".to_string(),
+            (low, high) => format!(
+                "expected {} to {}",
+                low.map_or("—".to_string(), |v| number(Some(v))),
+                high.map_or("—".to_string(), |v| number(Some(v)))
+            ),
+        };
+        let _ = write!(
+            s,
+            "<circle class=\"{}\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"{}\"><title>#{}: {} ({band})</title></circle>",
+            if p.failed { "anomaly" } else { "cur" },
+            x(i),
+            y(p.observed),
+            if p.failed { 5 } else { 3 },
+            p.seq,
+            number(Some(p.observed)),
+        );
+    }
+    let _ = write!(
+        s,
+        "</svg><figcaption>{}</figcaption></figure>",
+        escape(&caption)
+    );
+    s
+}
+
 fn line_chart(column: &str, series: &[(u64, f64)], threshold: Option<f64>, what: &str) -> String {
     let (w, h, left, bottom, top) = (520.0, 180.0, 52.0, 34.0, 10.0);
     let plot_h = h - bottom - top;

@@ -146,6 +146,17 @@ pub struct BatchReport {
     /// operation, and why it was skipped when it added no data); null for
     /// files and folders.
     pub table: Option<TableRef>,
+    /// The agent only: how the batch's columns differ from the dataset's
+    /// previous batch (`column `x` was added (int64)`, `… was removed`,
+    /// `… changed type from int64 to utf8`). Absent when nothing changed
+    /// (and from `driftwatch check`), so older consumers see no new key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schema_changes: Vec<String>,
+    /// The agent only: why the batch's row count is abnormal for the
+    /// dataset (the `[health]` volume signal; it does not fail the batch).
+    /// Absent when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_anomaly: Option<String>,
 }
 
 impl BatchReport {
@@ -162,6 +173,8 @@ impl BatchReport {
             checks: Vec::new(),
             drift: None,
             table: None,
+            schema_changes: Vec::new(),
+            volume_anomaly: None,
         }
     }
 
@@ -179,6 +192,8 @@ impl BatchReport {
             checks: Vec::new(),
             drift: None,
             table: Some(table),
+            schema_changes: Vec::new(),
+            volume_anomaly: None,
         }
     }
 
@@ -211,7 +226,7 @@ impl BatchReport {
     pub fn failing_checks(&self) -> Vec<&str> {
         self.checks
             .iter()
-            .filter(|c| c.status != CheckStatus::Pass)
+            .filter(|c| c.status.is_problem())
             .map(|c| c.name.as_str())
             .collect()
     }
@@ -246,7 +261,7 @@ impl BatchReport {
             && !self
                 .checks
                 .iter()
-                .any(|c| c.severity == Severity::Error && c.status != CheckStatus::Pass);
+                .any(|c| c.severity == Severity::Error && c.status.is_problem());
         self
     }
 }
@@ -261,6 +276,17 @@ pub enum CheckStatus {
     Fail,
     /// Could not be evaluated (e.g. an unknown column); the message says why and where.
     Error,
+    /// Not judged: an `anomaly` check still learning its history (the
+    /// message says how much it has). Never fails the batch.
+    Skipped,
+}
+
+impl CheckStatus {
+    /// Whether the check found a problem (failed or errored): what fails a
+    /// batch at `error` severity.
+    pub fn is_problem(self) -> bool {
+        matches!(self, CheckStatus::Fail | CheckStatus::Error)
+    }
 }
 
 impl std::fmt::Display for CheckStatus {
@@ -269,6 +295,7 @@ impl std::fmt::Display for CheckStatus {
             CheckStatus::Pass => "pass",
             CheckStatus::Fail => "fail",
             CheckStatus::Error => "error",
+            CheckStatus::Skipped => "skipped",
         })
     }
 }
@@ -299,6 +326,32 @@ pub struct CheckResult {
     pub expected: serde_json::Value,
     /// A one-line explanation when the check fails or errors, or to note NaN/inf.
     pub message: Option<String>,
+}
+
+/// How a batch's columns differ from the previous batch's (name, type),
+/// in column-name order: added, removed, or of another type.
+pub fn schema_changes(previous: &[(String, String)], current: &[(String, String)]) -> Vec<String> {
+    let before: std::collections::BTreeMap<&str, &str> = previous
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let after: std::collections::BTreeMap<&str, &str> = current
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let names: std::collections::BTreeSet<&str> =
+        before.keys().chain(after.keys()).copied().collect();
+    names
+        .into_iter()
+        .filter_map(|name| match (before.get(name), after.get(name)) {
+            (None, Some(t)) => Some(format!("column `{name}` was added ({t})")),
+            (Some(_), None) => Some(format!("column `{name}` was removed")),
+            (Some(a), Some(b)) if a != b => {
+                Some(format!("column `{name}` changed type from {a} to {b}"))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// A JSON number for a float, or null for NaN and infinities (JSON has none).

@@ -31,11 +31,7 @@ pub fn render_table(report: &Report, color: bool) -> String {
     let (checks, failing) = report.reports.iter().fold((0, 0), |(n, f), r| {
         (
             n + r.checks.len(),
-            f + r
-                .checks
-                .iter()
-                .filter(|c| c.status != CheckStatus::Pass)
-                .count(),
+            f + r.checks.iter().filter(|c| c.status.is_problem()).count(),
         )
     });
     let _ = writeln!(
@@ -94,6 +90,7 @@ fn render_batch(out: &mut String, batch: &BatchReport, color: bool) {
         CheckStatus::Error => 0,
         CheckStatus::Fail => 1,
         CheckStatus::Pass => 2,
+        CheckStatus::Skipped => 3,
     });
     let rows: Vec<[String; 6]> = checks
         .iter()
@@ -129,7 +126,7 @@ fn render_batch(out: &mut String, batch: &BatchReport, color: bool) {
         &header,
         &rows,
         |i| match (checks[i].status, checks[i].severity) {
-            (CheckStatus::Pass, _) => GREEN,
+            (CheckStatus::Pass | CheckStatus::Skipped, _) => GREEN,
             (_, crate::rules::Severity::Warn) => YELLOW,
             _ => RED,
         },

@@ -309,6 +309,75 @@ impl Tolerance {
     }
 }
 
+/// What an `anomaly` check measures.
+#[derive(Debug, Clone)]
+pub enum AnomalyMetric {
+    /// Rows considered.
+    RowCount,
+    /// Null rows / rows considered.
+    NullFraction(String),
+    /// The column's mean.
+    Mean(String),
+    /// Distinct non-null values (HyperLogLog estimate).
+    DistinctCount(String),
+    /// The column's quantile (t-digest estimate).
+    Quantile(String, f64),
+    /// Another (row-level) check's failing fraction, by its name.
+    FailingFraction(String),
+    /// A numeric SQL aggregate (`min(x)`, `avg(arr_delay)`).
+    Aggregate(SqlText),
+}
+
+impl AnomalyMetric {
+    /// The metric as written canonically: what a history is of.
+    pub fn text(&self) -> String {
+        match self {
+            AnomalyMetric::RowCount => "row_count".to_string(),
+            AnomalyMetric::NullFraction(c) => format!("null_fraction({c})"),
+            AnomalyMetric::Mean(c) => format!("mean({c})"),
+            AnomalyMetric::DistinctCount(c) => format!("distinct_count({c})"),
+            AnomalyMetric::Quantile(c, q) => format!("quantile({c}, {q})"),
+            AnomalyMetric::FailingFraction(c) => format!("failing_fraction({c})"),
+            AnomalyMetric::Aggregate(sql) => sql.text.trim().to_string(),
+        }
+    }
+
+    /// The column of a single-column metric.
+    pub fn column(&self) -> Option<&str> {
+        match self {
+            AnomalyMetric::NullFraction(c)
+            | AnomalyMetric::Mean(c)
+            | AnomalyMetric::DistinctCount(c)
+            | AnomalyMetric::Quantile(c, _) => Some(c),
+            AnomalyMetric::RowCount
+            | AnomalyMetric::FailingFraction(_)
+            | AnomalyMetric::Aggregate(_) => None,
+        }
+    }
+}
+
+impl Check {
+    /// For an `anomaly` check: the definition its history belongs to — the
+    /// metric, its `where` and its event time. A history of another
+    /// definition is not this check's history.
+    pub fn anomaly_definition(&self) -> Option<String> {
+        let CheckKind::Anomaly {
+            metric, event_time, ..
+        } = &self.kind
+        else {
+            return None;
+        };
+        let mut text = metric.text();
+        if let Some(filter) = &self.filter {
+            text.push_str(&format!(" where {}", filter.text.trim()));
+        }
+        if let Some(column) = event_time {
+            text.push_str(&format!(" event_time {column}"));
+        }
+        Some(text)
+    }
+}
+
 /// A piece of user SQL and where it was written.
 #[derive(Debug, Clone)]
 pub struct SqlText {
@@ -399,6 +468,15 @@ pub enum CheckKind {
         /// The predicate.
         predicate: SqlText,
     },
+    /// A metric judged against its own history.
+    Anomaly {
+        /// What is measured.
+        metric: AnomalyMetric,
+        /// How it is judged.
+        settings: crate::anomaly::Settings,
+        /// The column whose newest value is the batch's event time.
+        event_time: Option<String>,
+    },
     /// An aggregate expression compared with bounds.
     Metric {
         /// The aggregate expression.
@@ -424,6 +502,7 @@ impl CheckKind {
             CheckKind::Freshness { .. } => "freshness",
             CheckKind::Expr { .. } => "expr",
             CheckKind::Metric { .. } => "metric",
+            CheckKind::Anomaly { .. } => "anomaly",
         }
     }
 
@@ -436,6 +515,7 @@ impl CheckKind {
             | CheckKind::Regex { column, .. }
             | CheckKind::Unique { column }
             | CheckKind::Freshness { column, .. } => Some(column),
+            CheckKind::Anomaly { metric, .. } => metric.column(),
             CheckKind::RowCount { .. }
             | CheckKind::Schema { .. }
             | CheckKind::Expr { .. }

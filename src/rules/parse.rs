@@ -9,11 +9,13 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 use globset::GlobBuilder;
 use serde_saphyr::{Location, Spanned};
 
-use super::spec::{CheckSpec, DriftSpec, ReferenceSpec, RuleFileSpec, SeveritySpec, TableSpec};
+use super::spec::{
+    AnomalySpec, CheckSpec, DriftSpec, ReferenceSpec, RuleFileSpec, SeveritySpec, TableSpec,
+};
 use super::{
-    BatchUnit, Check, CheckKind, Correction, DriftConfig, LogicalType, MAX_ROLLING_BATCHES,
-    Reference, Result, RuleError, RuleFile, Severity, SourceLocation, SqlText, TableConfig,
-    Tolerance, WebhookRef, parse_duration,
+    AnomalyMetric, BatchUnit, Check, CheckKind, Correction, DriftConfig, LogicalType,
+    MAX_ROLLING_BATCHES, Reference, Result, RuleError, RuleFile, Severity, SourceLocation, SqlText,
+    TableConfig, Tolerance, WebhookRef, parse_duration,
 };
 
 /// The glob used when a rule file has no `match`.
@@ -138,6 +140,34 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<RuleFile> {
             ));
         }
         checks.push(check);
+    }
+    for check in &checks {
+        if let CheckKind::Anomaly {
+            metric: AnomalyMetric::FailingFraction(target),
+            ..
+        } = &check.kind
+        {
+            match checks.iter().find(|c| &c.name == target) {
+                Some(c) if c.kind.is_row_level() => {}
+                Some(c) => {
+                    return Err(invalid(
+                        check.location.clone(),
+                        format!(
+                            "`failing_fraction({target})`: `{target}` is a `{}` check, which has no failing rows; name a row-level check",
+                            c.kind.name()
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(invalid(
+                        check.location.clone(),
+                        format!(
+                            "`failing_fraction({target})`: no check named `{target}` in this file"
+                        ),
+                    ));
+                }
+            }
+        }
     }
     let drift = match spec.drift {
         Some(section) => Some(validate_drift(path, section)?),
@@ -406,6 +436,7 @@ fn validate_check(
         expr,
         metric,
         between,
+        anomaly,
         name,
         severity,
         max_fraction,
@@ -425,6 +456,7 @@ fn validate_check(
         ("freshness", freshness.is_some()),
         ("expr", expr.is_some()),
         ("metric", metric.is_some()),
+        ("anomaly", anomaly.is_some()),
     ]
     .into_iter()
     .filter_map(|(k, present)| present.then_some(k))
@@ -434,7 +466,7 @@ fn validate_check(
             return Err(invalid(
                 location,
                 "a check needs one kind: not_null, range, accepted_values, regex, unique, \
-                 row_count, schema, freshness, expr or metric",
+                 row_count, schema, freshness, expr, metric or anomaly",
             ));
         }
         1 => {}
@@ -555,6 +587,8 @@ fn validate_check(
             min,
             max,
         }
+    } else if let Some(a) = anomaly {
+        validate_anomaly(path, a, &location)?
     } else {
         // Not reachable: exactly one kind was found above. Kept as an error,
         // not a panic, so a future kind added to the list but not here fails loudly but safely.
@@ -603,6 +637,10 @@ fn validate_check(
         }
         Some(n) => n,
         None => match kind.column() {
+            _ if matches!(kind, CheckKind::Anomaly { .. }) => match &kind {
+                CheckKind::Anomaly { metric, .. } => anomaly_name(metric, position),
+                _ => kind.name().to_string(),
+            },
             Some(column) => format!("{}_{}", kind.name(), column),
             None if matches!(kind, CheckKind::Expr { .. } | CheckKind::Metric { .. }) => {
                 format!("{}_{position}", kind.name())
@@ -625,6 +663,147 @@ fn validate_check(
         filter,
         description,
         location,
+    })
+}
+
+/// The default name of an `anomaly` check: `anomaly_row_count`,
+/// `anomaly_null_fraction_x`; `anomaly_<position>` for SQL.
+fn anomaly_name(metric: &AnomalyMetric, position: usize) -> String {
+    if matches!(metric, AnomalyMetric::Aggregate(_)) {
+        return format!("anomaly_{position}");
+    }
+    let slug: String = metric
+        .text()
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let parts: Vec<&str> = slug.split('_').filter(|p| !p.is_empty()).collect();
+    format!("anomaly_{}", parts.join("_"))
+}
+
+/// Validates the arguments of an `anomaly` check.
+fn validate_anomaly(
+    path: &Path,
+    spec: AnomalySpec,
+    location: &SourceLocation,
+) -> Result<CheckKind> {
+    let metric_at = at(path, spec.metric.referenced);
+    let text = spec.metric.value.trim().to_string();
+    let named = text
+        .split_once('(')
+        .filter(|_| text.ends_with(')'))
+        .map(|(name, rest)| (name.trim(), &rest[..rest.len() - 1]))
+        .filter(|(name, _)| {
+            matches!(
+                *name,
+                "null_fraction" | "mean" | "distinct_count" | "quantile" | "failing_fraction"
+            )
+        });
+    let metric = if text == "row_count" {
+        AnomalyMetric::RowCount
+    } else if let Some((name, args)) = named {
+        let args: Vec<String> = args
+            .split(',')
+            .map(|a| a.trim().trim_matches('"').to_string())
+            .collect();
+        let one = |args: &[String]| -> Result<String> {
+            match args {
+                [a] if !a.is_empty() => Ok(a.clone()),
+                _ => Err(invalid(
+                    metric_at.clone(),
+                    format!("`{name}` takes one argument: `{name}(column)`"),
+                )),
+            }
+        };
+        match name {
+            "null_fraction" => AnomalyMetric::NullFraction(one(&args)?),
+            "mean" => AnomalyMetric::Mean(one(&args)?),
+            "distinct_count" => AnomalyMetric::DistinctCount(one(&args)?),
+            "failing_fraction" => AnomalyMetric::FailingFraction(one(&args)?),
+            _ => {
+                let [column, q] = args.as_slice() else {
+                    return Err(invalid(
+                        metric_at,
+                        "`quantile` takes two arguments: `quantile(column, 0.95)`",
+                    ));
+                };
+                let q: f64 = q
+                    .parse()
+                    .ok()
+                    .filter(|q: &f64| *q > 0.0 && *q < 1.0)
+                    .ok_or_else(|| {
+                        invalid(
+                            metric_at.clone(),
+                            format!("`quantile`: the level must be a number in (0, 1), got `{q}`"),
+                        )
+                    })?;
+                if column.is_empty() {
+                    return Err(invalid(metric_at, "`quantile` needs a column"));
+                }
+                AnomalyMetric::Quantile(column.clone(), q)
+            }
+        }
+    } else {
+        AnomalyMetric::Aggregate(sql_text(path, spec.metric, "anomaly.metric")?)
+    };
+    let history = match spec.history {
+        Some(h) => {
+            let h_at = at(path, h.referenced);
+            crate::anomaly::HistoryLength::parse(&h.value)
+                .map_err(|e| invalid(h_at, format!("`history`: {e}")))?
+        }
+        None => crate::anomaly::DEFAULT_HISTORY,
+    };
+    let sensitivity = spec
+        .sensitivity
+        .unwrap_or(crate::anomaly::DEFAULT_SENSITIVITY);
+    if !(sensitivity > 0.0 && sensitivity < 0.5) {
+        return Err(invalid(
+            location.clone(),
+            format!(
+                "`sensitivity` is the expected false-alarm rate per batch and must be in (0, 0.5), got {sensitivity}"
+            ),
+        ));
+    }
+    let min_history = match spec.min_history {
+        Some(0) => {
+            return Err(invalid(
+                location.clone(),
+                "`min_history` must be at least 1",
+            ));
+        }
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        None => crate::anomaly::DEFAULT_MIN_HISTORY,
+    };
+    if let crate::anomaly::HistoryLength::Batches(n) = history
+        && min_history > n
+    {
+        return Err(invalid(
+            location.clone(),
+            format!("`min_history` ({min_history}) is more than the `history` ({n} batches)"),
+        ));
+    }
+    if let Some(c) = &spec.event_time
+        && c.trim().is_empty()
+    {
+        return Err(invalid(location.clone(), "`event_time` must name a column"));
+    }
+    Ok(CheckKind::Anomaly {
+        metric,
+        settings: crate::anomaly::Settings {
+            history,
+            seasonality: spec.seasonality.unwrap_or_default(),
+            sensitivity,
+            direction: spec.direction.unwrap_or_default(),
+            min_history,
+        },
+        event_time: spec.event_time,
     })
 }
 

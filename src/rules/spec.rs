@@ -178,7 +178,7 @@ pub enum CorrectionSpec {
 
 /// One check. Exactly one of the check kinds (`not_null`, `range`,
 /// `accepted_values`, `regex`, `unique`, `row_count`, `schema`, `freshness`,
-/// `expr`, `metric`) must be given, plus any of the common keys.
+/// `expr`, `metric`, `anomaly`) must be given, plus any of the common keys.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckSpec {
@@ -207,6 +207,9 @@ pub struct CheckSpec {
     pub metric: Option<Spanned<String>>,
     /// Bounds for `metric`: `[min, max]`, either may be null (`~`) for open.
     pub between: Option<[Option<f64>; 2]>,
+    /// Judges a metric of the batch against its own history (see
+    /// rules/README.md, "anomaly").
+    pub anomaly: Option<AnomalySpec>,
 
     /// A stable name for the check; default derived from its kind and column.
     pub name: Option<String>,
@@ -314,4 +317,33 @@ pub struct FreshnessSpec {
     pub column: String,
     /// The oldest the newest value may be, e.g. `36h`, `90m`, `2d`, `1h30m`.
     pub max_age: String,
+}
+
+/// Arguments of `anomaly`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnomalySpec {
+    /// What to judge: `row_count`, `null_fraction(col)`, `mean(col)`,
+    /// `distinct_count(col)`, `quantile(col, 0.95)`, `failing_fraction(check)`,
+    /// or any numeric SQL aggregate such as `min(x)` or `avg(arr_delay)`.
+    #[schemars(with = "String")]
+    pub metric: Spanned<String>,
+    /// How much history the band is learned from: `60 batches` (default) or
+    /// a duration such as `28d`.
+    #[schemars(with = "Option<String>")]
+    pub history: Option<Spanned<String>>,
+    /// `none` (default), `hourly` (same minute of the hour), `daily` (same
+    /// hour of the day) or `weekly` (same day of the week), in UTC.
+    pub seasonality: Option<crate::anomaly::Seasonality>,
+    /// The expected false-alarm rate per normal batch, in (0, 0.5); default 0.001.
+    pub sensitivity: Option<f64>,
+    /// `both` (default), `up` (only higher values are anomalies) or `down`.
+    pub direction: Option<crate::anomaly::Direction>,
+    /// Batches of history needed before the check judges (default 10);
+    /// until then it is `skipped`.
+    pub min_history: Option<u64>,
+    /// A timestamp or date column whose newest value is the batch's time
+    /// for seasonality and `history: <duration>`; default: the time the
+    /// batch is evaluated.
+    pub event_time: Option<String>,
 }

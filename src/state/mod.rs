@@ -91,6 +91,11 @@ const DATASET_REPORTS: TableDefinition<&str, ()> = TableDefinition::new("dataset
 const DATASETS: TableDefinition<&str, &[u8]> = TableDefinition::new("datasets");
 /// `dataset\0{seq:020}` → profile JSON: the rolling reference's batches.
 const ROLLING: TableDefinition<&str, &[u8]> = TableDefinition::new("rolling");
+/// `dataset\0check` → the `anomaly` check's series (JSON, [`crate::anomaly::Series`]).
+const ANOMALY: TableDefinition<&str, &[u8]> = TableDefinition::new("anomaly");
+/// dataset → its latest evaluated batch's columns and types (JSON), to tell
+/// the next batch's schema changes.
+const SCHEMAS: TableDefinition<&str, &[u8]> = TableDefinition::new("schemas");
 /// name → number (`next_seq`).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// dataset → the profile of its latest profiled batch (JSON), for reports.
@@ -168,6 +173,10 @@ pub struct Evaluated<'a> {
     pub webhooks: Option<WebhookStep<'a>>,
     /// The batch's profile, kept as the dataset's latest (for reports).
     pub profile: Option<&'a DatasetProfile>,
+    /// The `anomaly` series this batch extended (replacing the stored ones).
+    pub anomaly: &'a [crate::anomaly::history::Updated],
+    /// The batch's columns and types, kept as the dataset's latest schema.
+    pub schema: Option<&'a [(String, String)]>,
 }
 
 /// What [`Store::record_evaluation`] did.
@@ -248,6 +257,8 @@ impl Store {
             txn.open_table(META)?;
             txn.open_table(LATEST_PROFILES)?;
             txn.open_table(TABLE_CURSORS)?;
+            txn.open_table(ANOMALY)?;
+            txn.open_table(SCHEMAS)?;
             txn.open_table(outbox::DELIVERIES)?;
             txn.open_table(outbox::DUE)?;
             txn.open_table(outbox::POLICY)?;
@@ -521,6 +532,20 @@ impl Store {
                     cursors.insert(key.as_str(), table.version)?;
                 }
             }
+            if let Some(schema) = evaluated.schema {
+                let json = serde_json::to_vec(schema).map_err(|e| decode_err("a schema", e))?;
+                txn.open_table(SCHEMAS)?
+                    .insert(evaluated.dataset, json.as_slice())?;
+            }
+            if !evaluated.anomaly.is_empty() {
+                let mut table = txn.open_table(ANOMALY)?;
+                for updated in evaluated.anomaly {
+                    let json = serde_json::to_vec(&updated.series)
+                        .map_err(|e| decode_err("an anomaly series", e))?;
+                    let key = format!("{}\0{}", updated.dataset, updated.check);
+                    table.insert(key.as_str(), json.as_slice())?;
+                }
+            }
             if let Some(profile) = evaluated.profile {
                 let json = serde_json::to_vec(profile).map_err(|e| decode_err("a profile", e))?;
                 txn.open_table(LATEST_PROFILES)?
@@ -555,6 +580,39 @@ impl Store {
             out.push(self.decode("a rolling profile", v.value())?);
         }
         out.reverse();
+        Ok(out)
+    }
+
+    /// The columns and types of a dataset's latest evaluated batch.
+    pub fn latest_schema(&self, dataset: &str) -> Result<Option<Vec<(String, String)>>> {
+        let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(SCHEMAS).map_err(|e| self.err(e))?;
+        match table.get(dataset).map_err(|e| self.err(e))? {
+            Some(v) => Ok(Some(self.decode("a schema", v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The `anomaly` series of a dataset, by check name.
+    pub fn anomaly_series(&self, dataset: &str) -> Result<Vec<(String, crate::anomaly::Series)>> {
+        let txn = self.db()?.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(ANOMALY).map_err(|e| self.err(e))?;
+        let prefix = format!("{dataset}\0");
+        let end = format!("{dataset}\u{1}");
+        let mut out = Vec::new();
+        for entry in table
+            .range(prefix.as_str()..end.as_str())
+            .map_err(|e| self.err(e))?
+        {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            let check = k
+                .value()
+                .rsplit('\0')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            out.push((check, self.decode("an anomaly series", v.value())?));
+        }
         Ok(out)
     }
 
@@ -681,6 +739,8 @@ mod tests {
             .record(
                 &Evaluated {
                     version: v,
+                    anomaly: &[],
+                    schema: None,
                     dataset: "d",
                     outcome,
                     rows: 10,
@@ -801,6 +861,8 @@ mod tests {
                 .record(
                     &Evaluated {
                         version: &version("f", i),
+                        anomaly: &[],
+                        schema: None,
                         dataset: "d",
                         outcome: Outcome::Passed,
                         rows: i,

@@ -542,6 +542,7 @@ mod tests {
                 dataset_drift: false,
                 drift_share_at_least: None,
                 checks: vec!["c".into()],
+                schema_changed: false,
                 consecutive: 1,
             },
             cooldown: Duration::from_secs(0),
@@ -599,6 +600,8 @@ mod tests {
             .record_evaluation(
                 &Evaluated {
                     version: &version,
+                    anomaly: &[],
+                    schema: None,
                     dataset: "d",
                     outcome: Outcome::Failed,
                     rows: 5,

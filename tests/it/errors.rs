@@ -110,7 +110,7 @@ fn invalid_values() {
         ),
         (
             "dataset: x\nchecks:\n  - {}\n",
-            "rules/bad.yaml:3:5: a check needs one kind: not_null, range, accepted_values, regex, unique, row_count, schema, freshness, expr or metric",
+            "rules/bad.yaml:3:5: a check needs one kind: not_null, range, accepted_values, regex, unique, row_count, schema, freshness, expr, metric or anomaly",
         ),
     ];
     for (yaml, expected) in cases {

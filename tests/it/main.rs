@@ -4,6 +4,7 @@
 //! the real engine or the real `driftwatch` binary.
 
 mod agent;
+mod anomaly;
 mod baseline;
 mod checks;
 mod cli;

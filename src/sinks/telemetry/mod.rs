@@ -159,6 +159,11 @@ struct Instruments {
     check_status: Gauge<u64>,
     check_failing_rows: Gauge<u64>,
     check_failing_fraction: Gauge<f64>,
+    schema_changes: Counter<u64>,
+    volume_anomalies: Counter<u64>,
+    anomaly_observed: Gauge<f64>,
+    anomaly_low: Gauge<f64>,
+    anomaly_high: Gauge<f64>,
     drift_statistic: Gauge<f64>,
     drift_p_value: Gauge<f64>,
     drift_drifted: Gauge<u64>,
@@ -208,6 +213,12 @@ pub struct Telemetry {
     exporting: bool,
     /// Stream instruments, read from the sources' counters at collection.
     streams: std::sync::Mutex<Vec<StreamInstruments>>,
+    /// Each dataset's recent landing times, read by the lateness gauges
+    /// when metrics are collected (so "overdue" grows without a batch).
+    arrivals: Arc<
+        std::sync::Mutex<std::collections::BTreeMap<String, crate::anomaly::arrivals::Arrivals>>,
+    >,
+    _lateness: [ObservableGauge<f64>; 2],
 }
 
 /// The stream instruments (held so their callbacks stay registered).
@@ -382,6 +393,11 @@ impl Telemetry {
             check_status: gauge_u(&names::CHECK_STATUS),
             check_failing_rows: gauge_u(&names::CHECK_FAILING_ROWS),
             check_failing_fraction: gauge_f(&names::CHECK_FAILING_FRACTION),
+            schema_changes: counter(&names::SCHEMA_CHANGES),
+            volume_anomalies: counter(&names::VOLUME_ANOMALIES),
+            anomaly_observed: gauge_f(&names::ANOMALY_OBSERVED),
+            anomaly_low: gauge_f(&names::ANOMALY_EXPECTED_LOW),
+            anomaly_high: gauge_f(&names::ANOMALY_EXPECTED_HIGH),
             drift_statistic: gauge_f(&names::DRIFT_STATISTIC),
             drift_p_value: gauge_f(&names::DRIFT_P_VALUE),
             drift_drifted: gauge_u(&names::DRIFT_DRIFTED),
@@ -410,7 +426,43 @@ impl Telemetry {
             },
             webhook_deliveries: gauge_u(&names::WEBHOOK_DELIVERIES),
         };
+        let arrivals: Arc<
+            std::sync::Mutex<
+                std::collections::BTreeMap<String, crate::anomaly::arrivals::Arrivals>,
+            >,
+        > = Default::default();
+        let lateness = |i: &Instrument, overdue: bool| {
+            let arrivals = arrivals.clone();
+            meter
+                .f64_observable_gauge(i.name)
+                .with_unit(i.unit)
+                .with_description(i.description)
+                .with_callback(move |o| {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs_f64())
+                        .unwrap_or(0.0);
+                    let Ok(map) = arrivals.lock() else { return };
+                    for (dataset, a) in map.iter() {
+                        let value = if overdue {
+                            a.overdue(now)
+                        } else {
+                            a.interval()
+                        };
+                        if let Some(v) = value {
+                            o.observe(v, &[KeyValue::new(names::DATASET, dataset.clone())]);
+                        }
+                    }
+                })
+                .build()
+        };
+        let _lateness = [
+            lateness(&names::ARRIVAL_INTERVAL, false),
+            lateness(&names::OVERDUE, true),
+        ];
         Ok(Self {
+            arrivals,
+            _lateness,
             meter_provider,
             tracer_provider: tracers.build(),
             logger_provider: loggers.build(),
@@ -556,6 +608,27 @@ impl Telemetry {
         );
     }
 
+    /// Notes a batch's landing time (Unix seconds) for the lateness gauges.
+    pub fn record_arrival(&self, dataset: &str, landed: f64) {
+        if let Ok(mut map) = self.arrivals.lock() {
+            map.entry(dataset.to_string()).or_default().push(landed);
+        }
+    }
+
+    /// Counts a batch whose row count the volume signal found abnormal.
+    pub fn record_volume_anomaly(&self, dataset: &str) {
+        self.instruments
+            .volume_anomalies
+            .add(1, &[KeyValue::new(names::DATASET, dataset.to_string())]);
+    }
+
+    /// Counts a batch whose columns differ from its dataset's previous batch.
+    pub fn record_schema_change(&self, dataset: &str) {
+        self.instruments
+            .schema_changes
+            .add(1, &[KeyValue::new(names::DATASET, dataset.to_string())]);
+    }
+
     /// Sets whether the agent is degraded (cannot make progress).
     pub fn set_degraded(&self, degraded: bool) {
         self.instruments.degraded.record(u64::from(degraded), &[]);
@@ -661,6 +734,7 @@ impl Telemetry {
                 CheckStatus::Pass => 0,
                 CheckStatus::Fail => 1,
                 CheckStatus::Error => 2,
+                CheckStatus::Skipped => 3,
             };
             m.check_status.record(status, &attrs);
             if let Some(rows) = check.failing_rows {
@@ -668,6 +742,23 @@ impl Telemetry {
             }
             if let Some(fraction) = check.fraction {
                 m.check_failing_fraction.record(fraction, &attrs);
+            }
+            if check.kind == "anomaly" {
+                let attrs = [
+                    dataset.clone(),
+                    KeyValue::new(names::CHECK, check.name.clone()),
+                ];
+                let number =
+                    |key: &str| check.expected.get(key).and_then(serde_json::Value::as_f64);
+                if let Some(v) = check.observed.as_f64() {
+                    m.anomaly_observed.record(v, &attrs);
+                }
+                if let Some(low) = number("low") {
+                    m.anomaly_low.record(low, &attrs);
+                }
+                if let Some(high) = number("high") {
+                    m.anomaly_high.record(high, &attrs);
+                }
             }
         }
         if let Some(drift) = &report.drift {
@@ -775,11 +866,7 @@ impl Telemetry {
                 Vec::new(),
             );
         }
-        for check in report
-            .checks
-            .iter()
-            .filter(|c| c.status != CheckStatus::Pass)
-        {
+        for check in report.checks.iter().filter(|c| c.status.is_problem()) {
             emit(
                 "driftwatch.check.failed",
                 check.severity,

@@ -125,7 +125,63 @@ pub const CHECK_STATUS: Instrument = Instrument {
     kind: Kind::Gauge,
     unit: "{status}",
     attributes: &[DATASET, CHECK, SEVERITY],
-    description: "The check's status on the dataset's latest batch: 0 pass, 1 fail, 2 error.",
+    description: "The check's status on the dataset's latest batch: 0 pass, 1 fail, 2 error, 3 skipped (an `anomaly` check still learning).",
+};
+/// Batches whose columns differ from their dataset's previous batch.
+pub const SCHEMA_CHANGES: Instrument = Instrument {
+    name: "driftwatch.dataset.schema_changes",
+    kind: Kind::Counter,
+    unit: "{batch}",
+    attributes: &[DATASET],
+    description: "Batches whose columns differ from the dataset's previous batch (a column added, removed or of another type).",
+};
+/// Batches whose row count the volume signal found abnormal.
+pub const VOLUME_ANOMALIES: Instrument = Instrument {
+    name: "driftwatch.dataset.volume_anomalies",
+    kind: Kind::Counter,
+    unit: "{batch}",
+    attributes: &[DATASET],
+    description: "Batches whose row count is abnormal for the dataset (the `[health]` volume signal; such a batch is not failed for it).",
+};
+/// The learned interval between a dataset's batches.
+pub const ARRIVAL_INTERVAL: Instrument = Instrument {
+    name: "driftwatch.dataset.arrival_interval",
+    kind: Kind::Gauge,
+    unit: "s",
+    attributes: &[DATASET],
+    description: "The usual interval between the dataset's batches: the median gap between the landing times of its last 50 (from 3 batches on).",
+};
+/// How far a dataset is past its next expected batch.
+pub const OVERDUE: Instrument = Instrument {
+    name: "driftwatch.dataset.overdue",
+    kind: Kind::Gauge,
+    unit: "s",
+    attributes: &[DATASET],
+    description: "Seconds since the dataset's next batch was expected (its last landing time plus the learned interval); 0 while not due.",
+};
+/// An `anomaly` check's observed value.
+pub const ANOMALY_OBSERVED: Instrument = Instrument {
+    name: "driftwatch.anomaly.observed",
+    kind: Kind::Gauge,
+    unit: "{value}",
+    attributes: &[DATASET, CHECK],
+    description: "The metric an `anomaly` check judges, on the dataset's latest batch.",
+};
+/// The low edge of an `anomaly` check's expected band.
+pub const ANOMALY_EXPECTED_LOW: Instrument = Instrument {
+    name: "driftwatch.anomaly.expected_low",
+    kind: Kind::Gauge,
+    unit: "{value}",
+    attributes: &[DATASET, CHECK],
+    description: "The lowest normal value of an `anomaly` check's expected band for the latest batch (absent with `direction: up` or while learning).",
+};
+/// The high edge of an `anomaly` check's expected band.
+pub const ANOMALY_EXPECTED_HIGH: Instrument = Instrument {
+    name: "driftwatch.anomaly.expected_high",
+    kind: Kind::Gauge,
+    unit: "{value}",
+    attributes: &[DATASET, CHECK],
+    description: "The highest normal value of an `anomaly` check's expected band for the latest batch (absent with `direction: down` or while learning).",
 };
 /// A check's failing rows.
 pub const CHECK_FAILING_ROWS: Instrument = Instrument {
@@ -205,7 +261,7 @@ pub const BATCH_RETRIES: Instrument = Instrument {
     kind: Kind::Counter,
     unit: "{attempt}",
     attributes: &[DATASET, STAGE],
-    description: "Batches put back for another try because of the environment (I/O, descriptors, memory, a full disk), not the data, by stage: evaluate or record. Never recorded as a verdict.",
+    description: "Batches put back for another try because of the environment (I/O, descriptors, memory, a full disk), not the data, by stage: evaluate, record, reference (a rolling reference) or history (an anomaly or volume history, or the previous schema). Never recorded as a verdict.",
 };
 /// Whether the agent cannot make progress.
 pub const AGENT_DEGRADED: Instrument = Instrument {
@@ -297,6 +353,13 @@ pub const INSTRUMENTS: &[Instrument] = &[
     CHECK_STATUS,
     CHECK_FAILING_ROWS,
     CHECK_FAILING_FRACTION,
+    SCHEMA_CHANGES,
+    VOLUME_ANOMALIES,
+    ARRIVAL_INTERVAL,
+    OVERDUE,
+    ANOMALY_OBSERVED,
+    ANOMALY_EXPECTED_LOW,
+    ANOMALY_EXPECTED_HIGH,
     DRIFT_STATISTIC,
     DRIFT_P_VALUE,
     DRIFT_DRIFTED,

@@ -86,6 +86,10 @@ pub struct TriggerSection {
     /// Fire when one of these checks (by name, severity error) does not pass.
     #[serde(default)]
     pub checks: Vec<String>,
+    /// Fire when a batch's columns differ from the dataset's previous
+    /// batch (a column added, removed or of another type).
+    #[serde(default)]
+    pub schema_changed: bool,
     /// Matching batches in a row needed (default 1).
     pub consecutive: Option<u32>,
 }
@@ -241,10 +245,10 @@ fn resolve_one(
         ));
     }
     let t = &s.trigger;
-    if !t.dataset_drift && t.drift_share.is_none() && t.checks.is_empty() {
+    if !t.dataset_drift && t.drift_share.is_none() && t.checks.is_empty() && !t.schema_changed {
         return Err(err(
             "trigger",
-            "no condition: set dataset_drift = true, drift_share = X or checks = [...]".to_string(),
+            "no condition: set dataset_drift = true, drift_share = X, checks = [...] or schema_changed = true".to_string(),
         ));
     }
     if let Some(share) = t.drift_share
@@ -337,6 +341,7 @@ fn resolve_one(
             dataset_drift: t.dataset_drift,
             drift_share_at_least: t.drift_share,
             checks: t.checks.clone(),
+            schema_changed: t.schema_changed,
             consecutive,
         },
         cooldown,

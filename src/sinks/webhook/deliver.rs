@@ -351,6 +351,7 @@ mod tests {
                 dataset_drift: true,
                 drift_share_at_least: None,
                 checks: Vec::new(),
+                schema_changed: false,
                 consecutive: 1,
             },
             cooldown: Duration::from_secs(3600),

@@ -13,7 +13,7 @@
 use serde::Serialize;
 
 use super::policy::{BatchRef, Reason};
-use crate::report::{BatchReport, CheckStatus};
+use crate::report::BatchReport;
 
 /// Version of the event schema.
 pub const EVENT_VERSION: u32 = 1;
@@ -102,7 +102,7 @@ impl Event {
         let failing_checks = latest
             .checks
             .iter()
-            .filter(|c| c.status != CheckStatus::Pass)
+            .filter(|c| c.status.is_problem())
             .map(|c| FailingCheck {
                 name: c.name.clone(),
                 severity: match c.severity {

@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::{BatchReport, CheckStatus};
+use crate::report::BatchReport;
 use crate::rules::Severity;
 
 /// The conditions of a webhook.
@@ -25,6 +25,8 @@ pub struct Trigger {
     pub drift_share_at_least: Option<f64>,
     /// Fire when one of these error-severity checks does not pass.
     pub checks: Vec<String>,
+    /// Fire when the batch's columns differ from the previous batch's.
+    pub schema_changed: bool,
     /// Matching batches in a row needed (at least 1).
     pub consecutive: u32,
 }
@@ -104,12 +106,18 @@ pub fn matches(trigger: &Trigger, report: &BatchReport) -> Option<Reason> {
             });
         }
     }
+    if trigger.schema_changed && !report.schema_changes.is_empty() {
+        return Some(Reason {
+            kind: "schema_changed",
+            description: format!("schema changed: {}", report.schema_changes.join("; ")),
+        });
+    }
     let failing: Vec<&str> = report
         .checks
         .iter()
         .filter(|c| {
             c.severity == Severity::Error
-                && c.status != CheckStatus::Pass
+                && c.status.is_problem()
                 && trigger.checks.iter().any(|n| n == &c.name)
         })
         .map(|c| c.name.as_str())
@@ -163,7 +171,7 @@ pub fn decide(
 mod tests {
     use super::*;
     use crate::drift::compare::DriftReport;
-    use crate::report::CheckResult;
+    use crate::report::{CheckResult, CheckStatus};
 
     fn report(drifted: bool, share: f64, failing_check: Option<&str>) -> BatchReport {
         let mut r = BatchReport::failed("s".into(), "d".into(), "r".into(), String::new());
@@ -225,6 +233,7 @@ mod tests {
             dataset_drift: true,
             drift_share_at_least: Some(0.3),
             checks: vec!["unique_row_id".into(), "warned".into()],
+            schema_changed: false,
             consecutive,
         }
     }
