@@ -715,7 +715,7 @@ fn issue_16_table_key_errors_name_file_line_col() {
     );
     let e = error("dataset: t\ntable: { format: hudi, location: a }\n");
     assert!(
-        e.starts_with("rules/t.yaml:2:18: unknown variant `hudi`, expected `delta` or `iceberg`"),
+        e.starts_with("rules/t.yaml:2:18: unknown variant `hudi`, expected one of delta, iceberg"),
         "{e}"
     );
     // A relative location is the rule file's folder's.
@@ -764,7 +764,10 @@ fn issue_16_iceberg_table_written_by_pyiceberg_is_read_exactly() {
         assert_eq!(&got["partitions"], &want["partitions"], "v{version}");
         assert_eq!(got["table"]["format"], "iceberg");
         assert_eq!(got["table"]["version"], version.parse::<u64>().unwrap());
-        assert_eq!(&got["table"]["snapshot_id"], &want["snapshot_id"], "v{version}");
+        assert_eq!(
+            &got["table"]["snapshot_id"], &want["snapshot_id"],
+            "v{version}"
+        );
         assert_eq!(&got["table"]["operation"], &want["operation"], "v{version}");
         assert_eq!(
             got["table"]["skipped"].is_string(),
@@ -803,7 +806,10 @@ fn issue_16_iceberg_table_written_by_pyiceberg_is_read_exactly() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let location = std::fs::canonicalize(fixture).unwrap().display().to_string();
+    let location = std::fs::canonicalize(fixture)
+        .unwrap()
+        .display()
+        .to_string();
     assert_eq!(
         report["reports"][0]["error"],
         format!("{location}: the Iceberg table has no version 9")
@@ -835,7 +841,12 @@ fn issue_16_iceberg_table_written_by_pyiceberg_is_read_exactly() {
 /// snapshots not yet committed are what a writer leaves before its commit).
 fn iceberg_fixture_until(to: &Path, metadata: usize) {
     let from = Path::new("tests/fixtures/iceberg/python_table");
-    for dir in ["data/day=2024-05-01", "data/day=2024-05-02", "data/day=2024-05-03", "metadata"] {
+    for dir in [
+        "data/day=2024-05-01",
+        "data/day=2024-05-02",
+        "data/day=2024-05-03",
+        "metadata",
+    ] {
         std::fs::create_dir_all(to.join(dir)).unwrap();
         for entry in std::fs::read_dir(from.join(dir)).unwrap() {
             let entry = entry.unwrap();
@@ -931,14 +942,26 @@ fn issue_16_not_an_iceberg_table_is_a_one_line_error_for_check_and_the_agent() {
         "{location}: not an Iceberg table: no Iceberg metadata (`metadata/` with `*.metadata.json` files) in it"
     );
     let rules = lake.path("rules/flights.yaml");
-    let out = driftwatch(&["check", "--rules", rules.to_str().unwrap(), "--format", "json"]);
+    let out = driftwatch(&[
+        "check",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["reports"][0]["error"], message.as_str());
 
     // A metadata file that is not JSON: the metadata cannot be read.
     std::fs::write(lake.path("table/metadata/v1.metadata.json"), b"{ not json").unwrap();
-    let out = driftwatch(&["check", "--rules", rules.to_str().unwrap(), "--format", "json"]);
+    let out = driftwatch(&[
+        "check",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let error = report["reports"][0]["error"].as_str().unwrap();
