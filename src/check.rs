@@ -101,7 +101,7 @@ pub async fn run_check_with_profiles(
         // A table input: the files its version added, read through its log.
         let table = match &input.table {
             Some(t) => Some(
-                crate::sources::table::read_version(&t.location, t.version, false)
+                crate::sources::table::read_version(t.format, &t.location, t.version, false)
                     .await
                     .map_err(|e| e.to_string()),
             ),
@@ -133,10 +133,9 @@ pub async fn run_check_with_profiles(
                         version.source(),
                         rule_file.dataset.clone(),
                         rules_path,
-                        format!(
-                            "{}: unsupported Delta table: {}",
-                            version.table.location,
-                            version.unreadable.clone().unwrap_or_default()
+                        crate::sources::table::unsupported_message(
+                            &version.table,
+                            version.unreadable.as_deref().unwrap_or_default(),
                         ),
                     )
                     .with_table(Some(&version.table)),

@@ -50,14 +50,17 @@ pub struct Input {
     pub relative: PathBuf,
     /// Hive partition values from the relative path's folders.
     pub partitions: BTreeMap<String, String>,
-    /// Set when the input is a Delta table (a folder with `_delta_log/`):
-    /// its location and which version to read; `path` is the table's folder.
+    /// Set when the input is a table (a folder with `_delta_log/`, or with
+    /// Iceberg `metadata/`): its location and which version to read; `path`
+    /// is the table's folder.
     pub table: Option<TableInput>,
 }
 
 /// A table given to `check` or `baseline`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableInput {
+    /// The table's format.
+    pub format: crate::rules::TableFormat,
     /// The location as [`crate::sources::table::location_key`] writes it.
     pub location: String,
     /// The version (None: the latest).
@@ -70,8 +73,8 @@ impl Input {
         self.path.display().to_string()
     }
 
-    /// A table input for the table at `location`.
-    pub fn table(location: &Path, version: Option<u64>) -> Self {
+    /// A table input for the table of `format` at `location`.
+    pub fn table(location: &Path, format: crate::rules::TableFormat, version: Option<u64>) -> Self {
         Self {
             path: location.to_path_buf(),
             relative: location
@@ -80,6 +83,7 @@ impl Input {
                 .unwrap_or_else(|| location.to_path_buf()),
             partitions: BTreeMap::new(),
             table: Some(TableInput {
+                format,
                 location: crate::sources::table::location_key(location),
                 version,
             }),
@@ -87,9 +91,19 @@ impl Input {
     }
 }
 
-/// Whether `path` is a Delta table's folder (it holds `_delta_log/`).
-pub fn is_delta_table(path: &Path) -> bool {
-    path.join("_delta_log").is_dir()
+/// The format of the table whose folder `path` is: Delta when it holds
+/// `_delta_log/`, Iceberg when it holds `metadata/` with a
+/// `*.metadata.json` file; `None` for any other folder.
+pub fn table_format(path: &Path) -> Option<crate::rules::TableFormat> {
+    if path.join("_delta_log").is_dir() {
+        return Some(crate::rules::TableFormat::Delta);
+    }
+    let iceberg = std::fs::read_dir(path.join("metadata")).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".metadata.json"))
+    });
+    iceberg.then_some(crate::rules::TableFormat::Iceberg)
 }
 
 /// The tables the rule files name (`table:`), as inputs at `version`: what
@@ -98,7 +112,7 @@ pub fn tables_of(rules: &[RuleFile], version: Option<u64>) -> Vec<Input> {
     rules
         .iter()
         .filter_map(|r| r.table.as_ref())
-        .map(|t| Input::table(&t.location, version))
+        .map(|t| Input::table(&t.location, t.format, version))
         .collect()
 }
 
@@ -110,9 +124,10 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<Input>, InputError> {
             path: root.clone(),
             source,
         })?;
-        if meta.is_dir() && is_delta_table(root) {
+        let format = meta.is_dir().then(|| table_format(root)).flatten();
+        if let Some(format) = format {
             // A table is read through its log, never as loose files.
-            inputs.push(Input::table(root, None));
+            inputs.push(Input::table(root, format, None));
         } else if meta.is_dir() {
             let mut found = Vec::new();
             walk(root, &mut found)?;

@@ -244,15 +244,18 @@ pub fn status_from_store(store: &Store) -> Result<StatusDocument, StateError> {
         datasets: datasets_from_store(store, &Default::default(), &[])?,
         webhooks: store.delivery_counts()?,
         streams: Vec::new(),
-        // What the store knows: each table's recorded version (the format is
-        // the only one there is; the latest version needs the running agent).
+        // What the store knows: each table's recorded version (the format
+        // as the folder shows it now; the latest version needs the running
+        // agent).
         tables: store
             .table_cursors()?
             .into_iter()
             .map(
                 |(dataset, location, version)| crate::sources::table::TableStatus {
                     dataset,
-                    format: crate::rules::TableFormat::Delta.name().to_string(),
+                    format: crate::inputs::table_format(std::path::Path::new(&location))
+                        .map(|f| f.name().to_string())
+                        .unwrap_or_default(),
                     location,
                     recorded_version: Some(version),
                     ..Default::default()

@@ -103,7 +103,7 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
                     batch.version.path.clone(),
                     batch.dataset.clone(),
                     rules_path,
-                    format!("{}: unsupported Delta table: {reason}", batch.version.path),
+                    crate::sources::table::unsupported_message(table, &reason),
                 )
                 .with_table(Some(table)),
                 _ => BatchReport::skipped(

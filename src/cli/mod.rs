@@ -175,12 +175,13 @@ enum WebhooksCommand {
 #[derive(clap::Args)]
 struct BaselineArgs {
     /// Parquet files or folders (searched recursively for *.parquet), or
-    /// Delta table folders (read as of `--table-version`), or object-store
+    /// Delta or Iceberg table folders (read as of `--table-version`), or object-store
     /// URLs: an object or a prefix (`s3://bucket/flights/`). Default: the
     /// tables the rule files name (`table:`).
     paths: Vec<PathBuf>,
-    /// Profile Delta tables as of this version (every file live then;
-    /// default: the latest).
+    /// Profile tables as of this version (every file live then; default:
+    /// the latest). Delta: the commit number; Iceberg: the snapshot's
+    /// sequence number.
     #[arg(long)]
     table_version: Option<u64>,
     /// A rule file, or a folder of rule files matched by their `match` globs.
@@ -246,12 +247,13 @@ enum CheckFormat {
 #[derive(clap::Args)]
 struct CheckArgs {
     /// Parquet files or folders (searched recursively for *.parquet), or
-    /// Delta table folders (the files one version added), or object-store
+    /// Delta or Iceberg table folders (the files one version added), or object-store
     /// URLs: an object or a prefix (`s3://bucket/flights/`). Default: the
     /// tables the rule files name (`table:`).
     paths: Vec<PathBuf>,
-    /// Check this version of Delta tables (the files it added; default:
-    /// the latest version).
+    /// Check this version of tables (the files it added; default: the
+    /// latest version). Delta: the commit number; Iceberg: the snapshot's
+    /// sequence number.
     #[arg(long)]
     table_version: Option<u64>,
     /// A rule file, or a folder of rule files matched by their `match` globs.
@@ -426,7 +428,7 @@ async fn setup(
         let tables = inputs::tables_of(&rule_files, None);
         if tables.is_empty() {
             anyhow::bail!(
-                "no input: give Parquet files, folders or Delta tables, or rule files with `table:`"
+                "no input: give Parquet files, folders or Delta or Iceberg tables, or rule files with `table:`"
             );
         }
         tables
@@ -440,7 +442,7 @@ async fn setup(
             any = true;
         }
         if !any {
-            anyhow::bail!("`--table-version` needs a Delta table among the inputs");
+            anyhow::bail!("`--table-version` needs a Delta or Iceberg table among the inputs");
         }
     }
     let engine = Engine::new(&EngineOptions {
@@ -490,7 +492,14 @@ async fn baseline(args: BaselineArgs) -> Result<i32> {
         // A table: every file live at the version, as one batch.
         let table = match &input.table {
             Some(t) => {
-                match driftwatch::sources::table::read_version(&t.location, t.version, true).await {
+                match driftwatch::sources::table::read_version(
+                    t.format,
+                    &t.location,
+                    t.version,
+                    true,
+                )
+                .await
+                {
                     Ok(version) => Some(version),
                     Err(e) => {
                         eprintln!("error: {e}");
@@ -780,7 +789,7 @@ async fn check(args: CheckArgs) -> Result<i32> {
         for (input, i) in pairs {
             if input.table.is_some() {
                 anyhow::bail!(
-                    "{}: `--explain` does not read Delta tables yet; give one of its Parquet files",
+                    "{}: `--explain` does not read tables yet; give one of its Parquet files",
                     input.display()
                 );
             }

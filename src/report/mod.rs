@@ -72,16 +72,21 @@ pub struct BatchVersion {
     pub etag: Option<String>,
 }
 
-/// One version of a table (a Delta Lake commit): what a batch made of the
-/// data files that version added is named by.
+/// One version of a table (a Delta Lake commit, an Apache Iceberg
+/// snapshot): what a batch made of the data files that version added is
+/// named by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub struct TableRef {
-    /// The table format: `delta`.
+    /// The table format: `delta` or `iceberg`.
     pub format: String,
     /// The table's location as configured (a local path).
     pub location: String,
-    /// The table version (Delta: the commit number).
+    /// The table version (Delta: the commit number; Iceberg: the
+    /// snapshot's sequence number).
     pub version: u64,
+    /// The Iceberg snapshot id (absent for Delta).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<i64>,
     /// The commit's operation as its writer named it (`WRITE`, `MERGE`,
     /// `OPTIMIZE`, `VACUUM END`, …; `UNKNOWN` when the commit does not say).
     pub operation: String,

@@ -107,6 +107,8 @@ pub struct RuleFile {
 pub enum TableFormat {
     /// Delta Lake: a batch per table version (commit).
     Delta,
+    /// Apache Iceberg: a batch per snapshot (its sequence number is the version).
+    Iceberg,
 }
 
 impl TableFormat {
@@ -114,6 +116,31 @@ impl TableFormat {
     pub fn name(&self) -> &'static str {
         match self {
             TableFormat::Delta => "delta",
+            TableFormat::Iceberg => "iceberg",
+        }
+    }
+
+    /// "a Delta table", "an Iceberg table": as messages say it.
+    pub fn a_table(&self) -> &'static str {
+        match self {
+            TableFormat::Delta => "a Delta table",
+            TableFormat::Iceberg => "an Iceberg table",
+        }
+    }
+
+    /// What holds the table's versions, as messages name it.
+    pub fn log_name(&self) -> &'static str {
+        match self {
+            TableFormat::Delta => "Delta log",
+            TableFormat::Iceberg => "Iceberg metadata",
+        }
+    }
+
+    /// The format's name in messages (`Delta`, `Iceberg`).
+    pub fn title(&self) -> &'static str {
+        match self {
+            TableFormat::Delta => "Delta",
+            TableFormat::Iceberg => "Iceberg",
         }
     }
 }

@@ -50,10 +50,10 @@ pub struct RuleFileSpec {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TableSpec {
-    /// The table format: `delta` (Delta Lake).
+    /// The table format: `delta` (Delta Lake) or `iceberg` (Apache Iceberg).
     pub format: super::TableFormat,
-    /// The table's folder (the one holding `_delta_log/`): an absolute path,
-    /// or relative to this rule file's folder.
+    /// The table's folder (the one holding `_delta_log/`, or Iceberg's
+    /// `metadata/`): an absolute path, or relative to this rule file's folder.
     #[schemars(with = "String")]
     pub location: Spanned<String>,
     /// How often the agent looks for new versions, e.g. `30s` (default: the

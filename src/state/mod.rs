@@ -772,6 +772,7 @@ mod tests {
                 format: "delta".to_string(),
                 location: "/t".to_string(),
                 version,
+                snapshot_id: None,
                 operation: "WRITE".to_string(),
                 skipped: skipped.map(String::from),
             }),

@@ -1,7 +1,9 @@
 //! Delta Lake tables (issue 16): tables written by delta-rs itself (its
 //! record-batch writer, its commit path, vacuum and checkpoints), read by the
 //! real agent and `check`/`baseline` binaries; and a table written by the
-//! Python `deltalake` package (tests/fixtures/delta/).
+//! Python `deltalake` package (tests/fixtures/delta/). Apache Iceberg
+//! tables: one written by the Python `pyiceberg` package
+//! (tests/fixtures/iceberg/), revealed a few snapshots at a time.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -711,9 +713,9 @@ fn issue_16_table_key_errors_name_file_line_col() {
         error("dataset: t\nmatch: '*.parquet'\ntable: { format: delta, location: a }\n"),
         "rules/t.yaml:3:8: a rule file with `table` takes its batches from the table's versions: remove `match`"
     );
-    let e = error("dataset: t\ntable: { format: iceberg, location: a }\n");
+    let e = error("dataset: t\ntable: { format: hudi, location: a }\n");
     assert!(
-        e.starts_with("rules/t.yaml:2:18: unknown variant `iceberg`, expected one of delta"),
+        e.starts_with("rules/t.yaml:2:18: unknown variant `hudi`, expected one of delta, iceberg"),
         "{e}"
     );
     // A relative location is the rule file's folder's.
@@ -725,4 +727,272 @@ fn issue_16_table_key_errors_name_file_line_col() {
     let table = rules.table.unwrap();
     assert_eq!(table.location, Path::new("rules/../tables/t"));
     assert_eq!(table.poll_interval, Some(std::time::Duration::from_secs(5)));
+}
+
+/// tests/fixtures/iceberg/python_table: written once by `pyiceberg`
+/// (tests/fixtures/iceberg/generate.py): a table partitioned by day with
+/// an append, a two-partition append, an overwrite (a `delete` snapshot
+/// then an `append`) and a delete of a whole partition. Its metadata names
+/// the generator's scratch folder, which does not exist here: paths under
+/// the recorded location are read under the fixture's folder.
+#[test]
+fn issue_16_iceberg_table_written_by_pyiceberg_is_read_exactly() {
+    let fixture = Path::new("tests/fixtures/iceberg/python_table");
+    let rules = Path::new("tests/fixtures/iceberg/rules.yaml");
+    let check = |version: &str| -> Value {
+        let out = driftwatch(&[
+            "check",
+            fixture.to_str().unwrap(),
+            "--rules",
+            rules.to_str().unwrap(),
+            "--table-version",
+            version,
+            "--format",
+            "json",
+        ]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)))
+    };
+    let expected: Value =
+        serde_json::from_str(include_str!("../fixtures/iceberg/expected.json")).unwrap();
+    let expected = expected.as_object().unwrap();
+    assert_eq!(expected.len(), 5);
+    for (version, want) in expected {
+        let got = &check(version)["reports"][0];
+        assert_eq!(got["error"], Value::Null, "v{version}");
+        assert_eq!(&got["rows"], &want["rows"], "v{version}");
+        assert_eq!(&got["passed"], &want["passed"], "v{version}");
+        assert_eq!(&got["partitions"], &want["partitions"], "v{version}");
+        assert_eq!(got["table"]["format"], "iceberg");
+        assert_eq!(got["table"]["version"], version.parse::<u64>().unwrap());
+        assert_eq!(
+            &got["table"]["snapshot_id"], &want["snapshot_id"],
+            "v{version}"
+        );
+        assert_eq!(&got["table"]["operation"], &want["operation"], "v{version}");
+        assert_eq!(
+            got["table"]["skipped"].is_string(),
+            want["skipped"].as_bool().unwrap(),
+            "v{version}"
+        );
+        let failing: Vec<(&str, u64)> = got["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| Some((c["name"].as_str()?, c["failing_rows"].as_u64()?)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let want_failing: Vec<(&str, u64)> = want["failing"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_u64().unwrap()))
+            .collect();
+        assert_eq!(failing, want_failing, "v{version}");
+    }
+    assert_eq!(
+        check("3")["reports"][0]["table"]["skipped"],
+        "delete removed 1 file(s) and added none"
+    );
+    // No such sequence number: exit 2, one line.
+    let out = driftwatch(&[
+        "check",
+        fixture.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "--table-version",
+        "9",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let location = std::fs::canonicalize(fixture)
+        .unwrap()
+        .display()
+        .to_string();
+    assert_eq!(
+        report["reports"][0]["error"],
+        format!("{location}: the Iceberg table has no version 9")
+    );
+
+    // A baseline at version 4 is the whole table then: the 25 rows of the
+    // overwrite and the 40 of the second append.
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("v4.profile");
+    let out = driftwatch(&[
+        "baseline",
+        fixture.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "--table-version",
+        "4",
+        "--output",
+        profile.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
+    assert_eq!(written["rows"], 65);
+    assert_eq!(written["sources"][0], format!("{location}@v4"));
+}
+
+/// Copies the pyiceberg fixture to `to` with only its first `metadata`
+/// metadata files (00000-… to 0000{metadata-1}-…): the table as it was
+/// after that commit. Data and manifest files are all copied (files of
+/// snapshots not yet committed are what a writer leaves before its commit).
+fn iceberg_fixture_until(to: &Path, metadata: usize) {
+    let from = Path::new("tests/fixtures/iceberg/python_table");
+    for dir in [
+        "data/day=2024-05-01",
+        "data/day=2024-05-02",
+        "data/day=2024-05-03",
+        "metadata",
+    ] {
+        std::fs::create_dir_all(to.join(dir)).unwrap();
+        for entry in std::fs::read_dir(from.join(dir)).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().to_string();
+            let keep = match name.strip_suffix(".metadata.json") {
+                Some(stem) => stem[..5].parse::<usize>().unwrap() < metadata,
+                None => true,
+            };
+            if keep {
+                std::fs::copy(entry.path(), to.join(dir).join(&name)).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn issue_16_iceberg_snapshots_each_reported_once_in_order_across_restarts() {
+    let lake = Lake::new(&TABLE_RULES.replace("format: delta", "format: iceberg"));
+    let table = lake.path("table");
+    // The table before its first snapshot: nothing to report yet.
+    iceberg_fixture_until(&table, 1);
+    let location = std::fs::canonicalize(&table).unwrap().display().to_string();
+    let agent = Agent::start(&lake, &[]);
+    let status = wait_for("the empty table polled", || {
+        let status = agent.status();
+        (status["tables"][0]["format"] == "iceberg").then_some(status)
+    });
+    assert_eq!(status["tables"][0]["latest_version"], Value::Null);
+    assert_eq!(status["tables"][0]["error"], Value::Null);
+    // Snapshots 1 and 2 are committed while it runs.
+    iceberg_fixture_until(&table, 3);
+    wait_versions(&lake, &agent, 2);
+    agent.kill9();
+
+    // While the agent is down: the overwrite (snapshots 3 and 4, one commit).
+    iceberg_fixture_until(&table, 4);
+    let agent = Agent::start(&lake, &[]);
+    wait_versions(&lake, &agent, 4);
+    agent.kill9();
+
+    // Down again: the delete (snapshot 5).
+    iceberg_fixture_until(&table, 5);
+    let agent = Agent::start(&lake, &[]);
+    wait_versions(&lake, &agent, 5);
+
+    let at = |v: u64| format!("{location}@v{v}");
+    let expected: Vec<(u64, String, Option<u64>, String, String)> = vec![
+        (1, at(1), Some(40), "passed".into(), "append".into()),
+        (2, at(2), Some(40), "failed".into(), "append".into()),
+        (3, at(3), None, "skipped".into(), "delete".into()),
+        (4, at(4), Some(25), "passed".into(), "append".into()),
+        (5, at(5), None, "skipped".into(), "delete".into()),
+    ];
+    assert_eq!(table_results(&lake), expected, "{}", agent.log_text());
+    let results = lake.results();
+    let fixture: Value =
+        serde_json::from_str(include_str!("../fixtures/iceberg/expected.json")).unwrap();
+    for (i, result) in results.iter().enumerate() {
+        let version = (i + 1).to_string();
+        assert_eq!(result["agent"]["batch"]["kind"], "iceberg");
+        assert_eq!(
+            result["reports"][0]["table"]["snapshot_id"],
+            fixture[&version]["snapshot_id"]
+        );
+    }
+    assert_eq!(results[1]["agent"]["batch"]["parts"], 2);
+    assert_eq!(results[1]["reports"][0]["checks"][0]["failing_rows"], 3);
+    assert_eq!(results[1]["reports"][0]["checks"][1]["failing_rows"], 2);
+    assert_eq!(
+        results[4]["reports"][0]["table"]["skipped"],
+        "delete removed 1 file(s) and added none"
+    );
+    let status = agent.status();
+    assert_eq!(status["tables"][0]["latest_version"], 5);
+    assert_eq!(status["tables"][0]["recorded_version"], 5);
+    assert_eq!(status["datasets"][0]["evaluated"], 5);
+    assert_eq!(status["datasets"][0]["skipped"], 2);
+    assert_eq!(status["datasets"][0]["failed"], 1);
+    assert_eq!(status["datasets"][0]["rows"], 105);
+    assert_eq!(agent.terminate(), Some(0));
+}
+
+#[test]
+fn issue_16_not_an_iceberg_table_is_a_one_line_error_for_check_and_the_agent() {
+    let lake = Lake::new(&TABLE_RULES.replace("format: delta", "format: iceberg"));
+    std::fs::create_dir_all(lake.path("table/metadata")).unwrap();
+    std::fs::write(lake.path("table/metadata/notes.txt"), b"no table here").unwrap();
+    let location = std::fs::canonicalize(lake.path("table"))
+        .unwrap()
+        .display()
+        .to_string();
+    let message = format!(
+        "{location}: not an Iceberg table: no Iceberg metadata (`metadata/` with `*.metadata.json` files) in it"
+    );
+    let rules = lake.path("rules/flights.yaml");
+    let out = driftwatch(&[
+        "check",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["reports"][0]["error"], message.as_str());
+
+    // A metadata file that is not JSON: the metadata cannot be read.
+    std::fs::write(lake.path("table/metadata/v1.metadata.json"), b"{ not json").unwrap();
+    let out = driftwatch(&[
+        "check",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let error = report["reports"][0]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "{location}: cannot read the Iceberg metadata: {location}/metadata/v1.metadata.json: key must be a string"
+        )),
+        "{error}"
+    );
+    assert!(!error.contains('\n'));
+    std::fs::remove_file(lake.path("table/metadata/v1.metadata.json")).unwrap();
+
+    // The agent: an error on /status, retried, no crash; then the folder
+    // becomes a table and its snapshots are reported.
+    let agent = Agent::start_unready(&lake, &[]);
+    let status = wait_for("the table error on /status", || {
+        let status = agent.status();
+        status["tables"][0]["error"].is_string().then_some(status)
+    });
+    assert_eq!(status["tables"][0]["error"], message.as_str());
+    assert_eq!(status["agent"]["degraded"]["reason"], message.as_str());
+    iceberg_fixture_until(&lake.path("table"), 2);
+    wait_versions(&lake, &agent, 1);
+    let status = agent.status();
+    assert_eq!(status["tables"][0]["error"], Value::Null);
+    assert_eq!(status["tables"][0]["recorded_version"], 1);
+    assert_eq!(
+        agent
+            .log_text()
+            .matches("table cannot be read; tried again every poll")
+            .count(),
+        1
+    );
 }

@@ -15,7 +15,6 @@
 //! differ from the schema's) and deletion vectors (a file's deleted rows
 //! are only marked).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use deltalake_core::DeltaTableBuilder;
@@ -24,35 +23,10 @@ use deltalake_core::logstore::{LogStoreRef, get_actions};
 use futures::StreamExt;
 use url::Url;
 
-use super::TableError;
+use super::{DataFile, TableError, VersionChanges};
+use crate::rules::TableFormat;
 
-/// One data file of a table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DataFile {
-    /// Its local path.
-    pub path: PathBuf,
-    /// Bytes.
-    pub size: u64,
-    /// The table's partition values for it (a null value is left out).
-    pub partitions: BTreeMap<String, String>,
-}
-
-/// What one table version contributes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VersionChanges {
-    /// The version.
-    pub version: u64,
-    /// The commit's operation (`WRITE`, `MERGE`, `OPTIMIZE`, …).
-    pub operation: String,
-    /// The commit time, milliseconds since the Unix epoch (0 when unknown).
-    pub timestamp_ms: i64,
-    /// The data files it added with new data.
-    pub files: Vec<DataFile>,
-    /// Why the version is no batch; `None` when `files` is one.
-    pub skipped: Option<String>,
-    /// Why its files cannot be evaluated as they are (deletion vectors).
-    pub unreadable: Option<String>,
-}
+const FORMAT: TableFormat = TableFormat::Delta;
 
 /// An open Delta table.
 pub struct DeltaLog {
@@ -65,10 +39,12 @@ pub struct DeltaLog {
 /// the folder (ending in `/`, so relative file paths join under it).
 fn folder_url(location: &Path) -> Result<Url, TableError> {
     let absolute = std::path::absolute(location).map_err(|e| TableError::NotATable {
+        format: FORMAT,
         location: location.display().to_string(),
         reason: e.to_string(),
     })?;
     Url::from_directory_path(&absolute).map_err(|()| TableError::NotATable {
+        format: FORMAT,
         location: location.display().to_string(),
         reason: "cannot be named as a file URL".to_string(),
     })
@@ -88,6 +64,7 @@ impl DeltaLog {
     pub async fn open(location: &Path) -> Result<Self, TableError> {
         let name = location.display().to_string();
         let not_a_table = |reason: String| TableError::NotATable {
+            format: FORMAT,
             location: name.clone(),
             reason,
         };
@@ -123,6 +100,7 @@ impl DeltaLog {
 
     fn log_error(&self, e: impl std::fmt::Display) -> TableError {
         TableError::Log {
+            format: FORMAT,
             location: self.location.clone(),
             reason: one_line(e),
         }
@@ -163,6 +141,7 @@ impl DeltaLog {
         loaded.map_err(|e| match (version, &e) {
             (Some(v), deltalake_core::DeltaTableError::InvalidVersion(_)) => {
                 TableError::NoVersion {
+                    format: FORMAT,
                     location: self.location.clone(),
                     version: v,
                 }
@@ -181,6 +160,7 @@ impl DeltaLog {
             .filter(|u| u.scheme() == "file")
             .and_then(|u| u.to_file_path().ok())
             .ok_or_else(|| TableError::Unsupported {
+                format: FORMAT,
                 location: self.location.clone(),
                 reason: format!("data file `{path}` is not a local file"),
             })
@@ -189,6 +169,7 @@ impl DeltaLog {
     /// A file path the snapshot already percent-decoded, as a local path.
     fn decoded_local_path(&self, path: &str) -> Result<PathBuf, TableError> {
         let unsupported = || TableError::Unsupported {
+            format: FORMAT,
             location: self.location.clone(),
             reason: format!("data file `{path}` is not a local file"),
         };
@@ -215,6 +196,7 @@ impl DeltaLog {
         {
             None | Some("none") => Ok(()),
             Some(mode) => Err(TableError::Unsupported {
+                format: FORMAT,
                 location: self.location.clone(),
                 reason: format!("column mapping (`delta.columnMapping.mode = {mode}`)"),
             }),
@@ -232,6 +214,7 @@ impl DeltaLog {
             .map_err(|e| self.log_error(e))?
         else {
             return Ok(VersionChanges {
+                snapshot_id: None,
                 version,
                 operation: "UNKNOWN".to_string(),
                 timestamp_ms: 0,
@@ -288,6 +271,7 @@ impl DeltaLog {
         if operation == "DELETE" && !files.is_empty() {
             let rewritten = files.len();
             return Ok(VersionChanges {
+                snapshot_id: None,
                 version,
                 operation,
                 timestamp_ms,
@@ -309,6 +293,7 @@ impl DeltaLog {
         });
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(VersionChanges {
+            snapshot_id: None,
             version,
             operation,
             timestamp_ms,
@@ -333,6 +318,7 @@ impl DeltaLog {
             let view = view.map_err(|e| self.log_error(e))?;
             if view.deletion_vector_descriptor().is_some() {
                 return Err(TableError::Unsupported {
+                    format: FORMAT,
                     location: self.location.clone(),
                     reason: format!(
                         "data file `{}` has a deletion vector (rows deleted in place)",

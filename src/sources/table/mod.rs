@@ -1,9 +1,11 @@
-//! Table sources: rule files whose data is a Delta Lake table
-//! (`table: { format: delta, location: … }`) rather than files in a
-//! watched folder.
+//! Table sources: rule files whose data is a Delta Lake or Apache Iceberg
+//! table (`table: { format: delta | iceberg, location: … }`) rather than
+//! files in a watched folder.
 //!
-//! A table's unit of change is a *version* (a commit), so a batch is one
-//! version: the data files it added ([`delta`] decides which). The
+//! A table's unit of change is a *version* — a Delta commit, an Iceberg
+//! snapshot (numbered by its sequence number) — so a batch is one version:
+//! the data files it added ([`delta`] and [`iceberg`] decide which; the
+//! [`Table`] enum is all the watcher, `check` and `baseline` see of them). The
 //! [`TableWatcher`] polls each table's latest version every poll interval
 //! and sends the versions after the newest one the store has recorded for
 //! (dataset, table location), **one at a time and in order**: the next is
@@ -17,6 +19,7 @@
 //! on `/status` and one log line per episode; it is tried again every poll.
 
 pub mod delta;
+pub mod iceberg;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -26,48 +29,98 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
-use self::delta::{DataFile, DeltaLog, VersionChanges};
+use self::delta::DeltaLog;
+use self::iceberg::IcebergTable;
 use super::Batch;
 use super::lake::InFlight;
 use crate::report::{BatchVersion, TableRef};
-use crate::rules::{RuleFile, TableConfig};
+use crate::rules::{RuleFile, TableConfig, TableFormat};
 
 /// Table errors: the user's (not a table, an unsupported table feature, a
 /// version that does not exist) or the log's (unreadable now; tried again).
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
-    /// The location is not a Delta table.
-    #[error("{location}: not a Delta table: {reason}")]
+    /// The location is not a table of the format.
+    #[error("{location}: not {}: {reason}", .format.a_table())]
     NotATable {
+        /// The format the rule file (or the folder) says.
+        format: TableFormat,
         /// The location.
         location: String,
         /// One-line reason.
         reason: String,
     },
-    /// The transaction log could not be read.
-    #[error("{location}: cannot read the Delta log: {reason}")]
+    /// The transaction log (Delta) or the metadata (Iceberg) could not be read.
+    #[error("{location}: cannot read the {}: {reason}", .format.log_name())]
     Log {
+        /// The format.
+        format: TableFormat,
         /// The location.
         location: String,
         /// One-line reason.
         reason: String,
     },
     /// The table uses a feature whose files cannot be read as plain Parquet.
-    #[error("{location}: unsupported Delta table: {reason}")]
+    #[error("{location}: unsupported {} table: {reason}", .format.title())]
     Unsupported {
+        /// The format.
+        format: TableFormat,
         /// The location.
         location: String,
         /// One-line reason.
         reason: String,
     },
     /// The asked version is not in the table.
-    #[error("{location}: the Delta table has no version {version}")]
+    #[error("{location}: the {} table has no version {version}", .format.title())]
     NoVersion {
+        /// The format.
+        format: TableFormat,
         /// The location.
         location: String,
         /// The version asked for.
         version: u64,
     },
+    /// The table has no version yet (an Iceberg table created without data).
+    #[error("{location}: the {} table has no snapshot yet", .format.title())]
+    Empty {
+        /// The format.
+        format: TableFormat,
+        /// The location.
+        location: String,
+    },
+}
+
+/// One data file of a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFile {
+    /// Its local path.
+    pub path: PathBuf,
+    /// Bytes.
+    pub size: u64,
+    /// The table's partition values for it (a null value is left out).
+    pub partitions: BTreeMap<String, String>,
+}
+
+/// What one table version contributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionChanges {
+    /// The version (Delta: the commit number; Iceberg: the snapshot's
+    /// sequence number).
+    pub version: u64,
+    /// The Iceberg snapshot id; `None` for Delta.
+    pub snapshot_id: Option<i64>,
+    /// The commit's operation (Delta: `WRITE`, `MERGE`, `OPTIMIZE`, …;
+    /// Iceberg: `append`, `overwrite`, `delete`, `replace`).
+    pub operation: String,
+    /// The commit time, milliseconds since the Unix epoch (0 when unknown).
+    pub timestamp_ms: i64,
+    /// The data files it added with new data.
+    pub files: Vec<DataFile>,
+    /// Why the version is no batch; `None` when `files` is one.
+    pub skipped: Option<String>,
+    /// Why its files cannot be evaluated as they are (deletion vectors,
+    /// delete files added with data files, data files that are not Parquet).
+    pub unreadable: Option<String>,
 }
 
 /// A table version's data, as the worker needs it.
@@ -106,6 +159,7 @@ pub fn batch_of(
         format: format.to_string(),
         location: location.to_string(),
         version: changes.version,
+        snapshot_id: changes.snapshot_id,
         operation: changes.operation,
         skipped: changes.skipped,
     };
@@ -156,7 +210,7 @@ pub type CursorFn = Arc<dyn Fn(&str, &str) -> Result<Option<u64>, String> + Send
 pub struct TableStatus {
     /// The dataset (rule file) it feeds.
     pub dataset: String,
-    /// `delta`.
+    /// `delta` or `iceberg`.
     pub format: String,
     /// The location.
     pub location: String,
@@ -205,9 +259,112 @@ impl TableStats {
     }
 }
 
+/// An open table of either format: what the watcher, `check` and
+/// `baseline` ask of a table, whatever writes its versions.
+pub enum Table {
+    /// A Delta Lake table (delta-rs).
+    Delta(DeltaLog),
+    /// An Apache Iceberg table (its metadata files and Avro manifests).
+    Iceberg(IcebergTable),
+}
+
+impl Table {
+    /// Opens the table of `format` at `location`.
+    pub async fn open(format: TableFormat, location: &Path) -> Result<Self, TableError> {
+        Ok(match format {
+            TableFormat::Delta => Table::Delta(DeltaLog::open(location).await?),
+            TableFormat::Iceberg => Table::Iceberg(IcebergTable::open(location)?),
+        })
+    }
+
+    /// The newest version, read again from the table (`from`: a version
+    /// known to exist); `None` while the table has none (an Iceberg table
+    /// created without data).
+    pub async fn latest_version(&mut self, from: Option<u64>) -> Result<Option<u64>, TableError> {
+        match self {
+            Table::Delta(log) => log.latest_version(from).await.map(Some),
+            Table::Iceberg(table) => {
+                table.refresh()?;
+                Ok(table.latest_version())
+            }
+        }
+    }
+
+    /// What `version` added.
+    pub async fn changes(&self, version: u64) -> Result<VersionChanges, TableError> {
+        match self {
+            Table::Delta(log) => log.changes(version).await,
+            Table::Iceberg(table) => table.changes(version),
+        }
+    }
+
+    /// The version after `recorded` (Delta numbers its commits without
+    /// gaps; an Iceberg lineage may skip sequence numbers: snapshots of
+    /// other branches, expired ones).
+    pub async fn changes_after(&self, recorded: u64) -> Result<Option<VersionChanges>, TableError> {
+        match self {
+            Table::Delta(log) => log.changes(recorded + 1).await.map(Some),
+            Table::Iceberg(table) => match table.version_after(recorded) {
+                Some(next) => table.changes(next).map(Some),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// The first batch of a table never recorded: its first version when
+    /// the table still holds it; otherwise (cleaned-up Delta commits,
+    /// expired Iceberg snapshots) the whole table as of `latest`, named
+    /// `SNAPSHOT`.
+    pub async fn first_changes(&self, latest: u64) -> Result<VersionChanges, TableError> {
+        let first = match self {
+            Table::Delta(log) => log.has_commit(0).await?.then_some(0),
+            Table::Iceberg(table) => table.first_version(),
+        };
+        if let Some(first) = first {
+            return self.changes(first).await;
+        }
+        let (at, files) = self.snapshot(Some(latest)).await?;
+        Ok(VersionChanges {
+            snapshot_id: self.snapshot_id(at),
+            version: at,
+            operation: "SNAPSHOT".to_string(),
+            timestamp_ms: 0,
+            skipped: files
+                .is_empty()
+                .then(|| "the table holds no data files".to_string()),
+            files,
+            unreadable: None,
+        })
+    }
+
+    /// The data files live at `version` (None: the latest) and that version.
+    pub async fn snapshot(&self, version: Option<u64>) -> Result<(u64, Vec<DataFile>), TableError> {
+        match self {
+            Table::Delta(log) => log.snapshot(version).await,
+            Table::Iceberg(table) => table.snapshot(version),
+        }
+    }
+
+    /// The operation that wrote `version`.
+    pub async fn operation(&self, version: u64) -> Result<String, TableError> {
+        match self {
+            Table::Delta(log) => Ok(log.changes(version).await?.operation),
+            Table::Iceberg(table) => table.operation(version),
+        }
+    }
+
+    /// The Iceberg snapshot id of `version`; `None` for Delta.
+    pub fn snapshot_id(&self, version: u64) -> Option<i64> {
+        match self {
+            Table::Delta(_) => None,
+            Table::Iceberg(table) => table.snapshot_id(version),
+        }
+    }
+}
+
 /// One table being followed.
 struct Followed {
-    log: Option<DeltaLog>,
+    table: Option<Table>,
     latest: Option<u64>,
     next_poll: Instant,
 }
@@ -267,7 +424,7 @@ impl TableWatcher {
             for (rule_file, table, location) in &tables {
                 let key = (rule_file.dataset.clone(), location.clone());
                 let entry = followed.entry(key.clone()).or_insert_with(|| Followed {
-                    log: None,
+                    table: None,
                     latest: None,
                     next_poll: Instant::now(),
                 });
@@ -276,7 +433,7 @@ impl TableWatcher {
                     Ok(next) => {
                         // Only a table that opened has recovered (a tick
                         // between polls says nothing).
-                        if entry.log.is_some() {
+                        if entry.table.is_some() {
                             self.recovered(&key);
                         }
                         next
@@ -286,7 +443,7 @@ impl TableWatcher {
                         // Open again at the next poll (not at the next
                         // tick, even when behind): the folder may become a
                         // table, the log readable.
-                        entry.log = None;
+                        entry.table = None;
                         entry.latest = None;
                         entry.next_poll = Instant::now() + interval;
                         None
@@ -328,6 +485,7 @@ impl TableWatcher {
             return Ok(None);
         }
         let recorded = (self.cursor)(dataset, location).map_err(|reason| TableError::Log {
+            format: table.format,
             location: location.clone(),
             reason: format!("cannot read the state store: {reason}"),
         })?;
@@ -343,16 +501,16 @@ impl TableWatcher {
             }
             followed.next_poll = Instant::now() + interval;
         }
-        if followed.log.is_none() {
-            followed.log = Some(DeltaLog::open(Path::new(location)).await?);
+        if followed.table.is_none() {
+            followed.table = Some(Table::open(table.format, Path::new(location)).await?);
         }
-        let Some(log) = followed.log.as_ref() else {
+        let Some(open) = followed.table.as_mut() else {
             return Ok(None);
         };
         if caught_up {
-            let latest = log.latest_version(recorded).await?;
-            followed.latest = Some(latest);
-            self.stats.update(key, |s| s.latest_version = Some(latest));
+            let latest = open.latest_version(recorded).await?;
+            followed.latest = latest;
+            self.stats.update(key, |s| s.latest_version = latest);
         }
         let Some(latest) = followed.latest else {
             return Ok(None);
@@ -360,23 +518,13 @@ impl TableWatcher {
         let discovered = Instant::now();
         let changes = match recorded {
             Some(r) if r >= latest => return Ok(None),
-            Some(r) => log.changes(r + 1).await?,
-            // A table never recorded: from its first commit, or — when the
-            // log no longer holds it — from the whole table as of now.
-            None if log.has_commit(0).await? => log.changes(0).await?,
-            None => {
-                let (at, files) = log.snapshot(Some(latest)).await?;
-                VersionChanges {
-                    version: at,
-                    operation: "SNAPSHOT".to_string(),
-                    timestamp_ms: 0,
-                    skipped: files
-                        .is_empty()
-                        .then(|| "the table holds no data files".to_string()),
-                    files,
-                    unreadable: None,
-                }
-            }
+            Some(r) => match open.changes_after(r).await? {
+                Some(changes) => changes,
+                None => return Ok(None),
+            },
+            // A table never recorded: from its first version, or — when the
+            // table no longer holds it — from the whole table as of now.
+            None => open.first_changes(latest).await?,
         };
         Ok(Some(batch_of(
             dataset,
@@ -435,29 +583,36 @@ impl ReadVersion {
     }
 }
 
-/// Reads the Delta table at `location` at `version` (None: the latest):
-/// the files that version added (`whole: false`, what the agent's batch
-/// for it is), or every file live at it (`whole: true`, for baselines).
+/// Reads the table of `format` at `location` at `version` (None: the
+/// latest): the files that version added (`whole: false`, what the agent's
+/// batch for it is), or every file live at it (`whole: true`, for baselines).
 pub async fn read_version(
+    format: TableFormat,
     location: &str,
     version: Option<u64>,
     whole: bool,
 ) -> Result<ReadVersion, TableError> {
-    let log = DeltaLog::open(Path::new(location)).await?;
-    let latest = log.latest_version(None).await?;
+    let mut table = Table::open(format, Path::new(location)).await?;
+    let Some(latest) = table.latest_version(None).await? else {
+        return Err(TableError::Empty {
+            format,
+            location: location.to_string(),
+        });
+    };
     let version = version.unwrap_or(latest);
     if version > latest {
         return Err(TableError::NoVersion {
+            format,
             location: location.to_string(),
             version,
         });
     }
     let changes = if whole {
-        let (at, files) = log.snapshot(Some(version)).await?;
-        let operation = log.changes(at).await?.operation;
+        let (at, files) = table.snapshot(Some(version)).await?;
         VersionChanges {
+            snapshot_id: table.snapshot_id(at),
             version: at,
-            operation,
+            operation: table.operation(at).await?,
             timestamp_ms: 0,
             skipped: files
                 .is_empty()
@@ -466,13 +621,14 @@ pub async fn read_version(
             unreadable: None,
         }
     } else {
-        log.changes(version).await?
+        table.changes(version).await?
     };
     Ok(ReadVersion {
         table: TableRef {
-            format: crate::rules::TableFormat::Delta.name().to_string(),
+            format: format.name().to_string(),
             location: location.to_string(),
             version: changes.version,
+            snapshot_id: changes.snapshot_id,
             operation: changes.operation,
             skipped: changes.skipped,
         },
@@ -487,4 +643,13 @@ pub async fn read_version(
             .collect(),
         unreadable: changes.unreadable,
     })
+}
+
+/// How a version whose files cannot be read as they are is reported.
+pub fn unsupported_message(table: &TableRef, reason: &str) -> String {
+    let title = match table.format.as_str() {
+        "iceberg" => TableFormat::Iceberg.title(),
+        _ => TableFormat::Delta.title(),
+    };
+    format!("{}: unsupported {title} table: {reason}", table.location)
 }

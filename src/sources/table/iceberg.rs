@@ -1,0 +1,687 @@
+//! Apache Iceberg tables on a file system (Hadoop-style tables and tables
+//! a catalog keeps in a warehouse folder): the snapshots of the current
+//! lineage, what one snapshot added, and the files live at a snapshot.
+//!
+//! Why not the `iceberg` crate: every release of it (0.10.1 is the newest)
+//! needs arrow and parquet 58 while this project is on 59 (DataFusion 55);
+//! it would build a second arrow and an unpatched second parquet (99 more
+//! crates in the lock; figures in docs/agent.md, "Tables"). What a batch
+//! needs is small and fixed by the spec, so it is read here: the newest
+//! metadata file (JSON, through serde) → the snapshots → each snapshot's
+//! manifest list and manifests (Avro, through the `apache-avro` crate; no
+//! hand-written decoding) → their entries.
+//!
+//! A table's *version* is its snapshot's sequence number (format v2 and
+//! later; on a v1 table, which has none, the snapshot's position in the
+//! lineage, from 1). Snapshot ids are random, so they cannot order
+//! batches; they are reported next to the version.
+//!
+//! A snapshot's batch is the data files its manifests list as ADDED by it.
+//! `replace` (compaction) and `delete` snapshots bring no new rows and are
+//! skipped, as are snapshots that add nothing. Delete files (v2 position or
+//! equality deletes, v3 deletion vectors) are never ignored: a snapshot
+//! adding only delete files is skipped saying so; one adding delete files
+//! next to data files is an error report (the rows they delete cannot be
+//! applied to a plain Parquet scan); a baseline of a snapshot with live
+//! delete files is refused. Data files that are not Parquet (ORC, Avro) are
+//! an error report too.
+//!
+//! Paths in the metadata are absolute (`file:/…`). Those under the table's
+//! recorded `location` are read under the folder the table was found in,
+//! so a table that was copied or moved (the committed test fixture is one)
+//! reads its own files.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use apache_avro::types::Value as Avro;
+use serde::Deserialize;
+
+use super::{DataFile, TableError, VersionChanges};
+use crate::rules::TableFormat;
+
+const FORMAT: TableFormat = TableFormat::Iceberg;
+
+/// Manifest entry status: added by the snapshot that wrote the manifest.
+const ADDED: i64 = 1;
+/// Manifest entry status: removed by that snapshot.
+const DELETED: i64 = 2;
+/// Data file content: data (1 and 2 are position and equality deletes).
+const DATA: i64 = 0;
+
+/// The parts of a table metadata file this module reads.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct Metadata {
+    format_version: u8,
+    location: String,
+    #[serde(default)]
+    current_snapshot_id: Option<i64>,
+    #[serde(default)]
+    snapshots: Vec<Snapshot>,
+    #[serde(default)]
+    partition_specs: Vec<PartitionSpec>,
+    /// Format v1 tables may only have this (the one spec, id 0).
+    #[serde(default)]
+    partition_spec: Vec<PartitionField>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct Snapshot {
+    snapshot_id: i64,
+    #[serde(default)]
+    parent_snapshot_id: Option<i64>,
+    #[serde(default)]
+    sequence_number: Option<u64>,
+    #[serde(default)]
+    timestamp_ms: i64,
+    #[serde(default)]
+    manifest_list: Option<String>,
+    /// Format v1 snapshots without a manifest list name their manifests.
+    #[serde(default)]
+    manifests: Option<Vec<String>>,
+    #[serde(default)]
+    summary: BTreeMap<String, serde_json::Value>,
+}
+
+impl Snapshot {
+    fn operation(&self) -> String {
+        self.summary
+            .get("operation")
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown")
+            .to_string()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct PartitionSpec {
+    spec_id: i32,
+    #[serde(default)]
+    fields: Vec<PartitionField>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct PartitionField {
+    name: String,
+    transform: String,
+}
+
+/// A manifest as the manifest list names it.
+struct ManifestRef {
+    path: String,
+    /// 0: data files; 1: delete files.
+    content: i64,
+    spec_id: i32,
+    added_snapshot_id: Option<i64>,
+}
+
+/// One manifest entry.
+struct Entry {
+    status: i64,
+    snapshot_id: Option<i64>,
+    content: i64,
+    path: String,
+    format: String,
+    size: u64,
+    partition: BTreeMap<String, String>,
+}
+
+/// An open Iceberg table: its newest metadata, read again by [`Self::refresh`].
+pub struct IcebergTable {
+    location: String,
+    root: PathBuf,
+    metadata: Metadata,
+    /// The current snapshot's lineage, oldest first, with each version.
+    lineage: Vec<(u64, Snapshot)>,
+}
+
+/// An error as one line.
+fn one_line(e: impl std::fmt::Display) -> String {
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The version number in a metadata file's name: `v3.metadata.json`
+/// (Hadoop tables) or `00003-<uuid>.metadata.json` (catalogs).
+fn metadata_number(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".metadata.json")?;
+    let digits = stem.strip_prefix('v').unwrap_or(stem);
+    let digits = digits.split('-').next()?;
+    digits.parse().ok()
+}
+
+/// A path as the metadata writes it, without a `file:` scheme; `None` for
+/// another scheme (an object store).
+fn plain_path(path: &str) -> Option<&str> {
+    if let Some(rest) = path.strip_prefix("file:") {
+        // file:///a, file://host/a (only an empty host is local), file:/a
+        return match rest.strip_prefix("//") {
+            Some(after) => after.starts_with('/').then_some(after),
+            None => Some(rest),
+        };
+    }
+    (!path.contains("://")).then_some(path)
+}
+
+/// An Avro value without its union wrapper.
+fn bare(value: &Avro) -> &Avro {
+    match value {
+        Avro::Union(_, inner) => bare(inner),
+        other => other,
+    }
+}
+
+fn field<'a>(record: &'a Avro, name: &str) -> Option<&'a Avro> {
+    let Avro::Record(fields) = bare(record) else {
+        return None;
+    };
+    fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| bare(v))
+        .filter(|v| !matches!(v, Avro::Null))
+}
+
+fn long(value: Option<&Avro>) -> Option<i64> {
+    match value? {
+        Avro::Int(i) => Some(i64::from(*i)),
+        Avro::Long(l) => Some(*l),
+        _ => None,
+    }
+}
+
+fn string(value: Option<&Avro>) -> Option<String> {
+    match value? {
+        Avro::String(s) | Avro::Enum(_, s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// A partition value as reports show it (`None` for null and for types a
+/// folder name would not carry).
+fn partition_value(value: &Avro) -> Option<String> {
+    match bare(value) {
+        Avro::String(s) => Some(s.clone()),
+        Avro::Int(i) => Some(i.to_string()),
+        Avro::Long(l) => Some(l.to_string()),
+        Avro::Boolean(b) => Some(b.to_string()),
+        // Days since 1970-01-01 (719,163 days after 0001-01-01).
+        Avro::Date(days) => days
+            .checked_add(719_163)
+            .and_then(chrono::NaiveDate::from_num_days_from_ce_opt)
+            .map(|d| d.format("%Y-%m-%d").to_string()),
+        _ => None,
+    }
+}
+
+impl IcebergTable {
+    /// Opens the table at `location`: a folder whose `metadata/` holds at
+    /// least one `*.metadata.json` (the newest, or the one
+    /// `version-hint.text` names, is the current one).
+    pub fn open(location: &Path) -> Result<Self, TableError> {
+        let name = location.display().to_string();
+        let root = std::path::absolute(location).map_err(|e| TableError::NotATable {
+            format: FORMAT,
+            location: name.clone(),
+            reason: e.to_string(),
+        })?;
+        let metadata = read_metadata(&name, &root)?;
+        let mut table = Self {
+            location: name,
+            root,
+            metadata,
+            lineage: Vec::new(),
+        };
+        table.lineage = table.lineage()?;
+        Ok(table)
+    }
+
+    /// Reads the newest metadata file again (the agent's poll).
+    pub fn refresh(&mut self) -> Result<(), TableError> {
+        self.metadata = read_metadata(&self.location, &self.root)?;
+        self.lineage = self.lineage()?;
+        Ok(())
+    }
+
+    fn log_error(&self, reason: impl std::fmt::Display) -> TableError {
+        TableError::Log {
+            format: FORMAT,
+            location: self.location.clone(),
+            reason: one_line(reason),
+        }
+    }
+
+    fn unsupported(&self, reason: String) -> TableError {
+        TableError::Unsupported {
+            format: FORMAT,
+            location: self.location.clone(),
+            reason,
+        }
+    }
+
+    /// The current snapshot and its ancestors still in the metadata,
+    /// oldest first, each with its version.
+    fn lineage(&self) -> Result<Vec<(u64, Snapshot)>, TableError> {
+        let by_id: HashMap<i64, &Snapshot> = self
+            .metadata
+            .snapshots
+            .iter()
+            .map(|s| (s.snapshot_id, s))
+            .collect();
+        let mut chain = Vec::new();
+        // -1 is how v1 writers say "no current snapshot".
+        let mut next = self.metadata.current_snapshot_id.filter(|id| *id != -1);
+        while let Some(id) = next {
+            let Some(snapshot) = by_id.get(&id) else {
+                if chain.is_empty() {
+                    return Err(self.log_error(format!(
+                        "the current snapshot {id} is not among the table's snapshots"
+                    )));
+                }
+                break; // expired: the lineage the metadata still holds ends here
+            };
+            if chain.len() > by_id.len() {
+                return Err(self.log_error("the snapshots' parents form a cycle"));
+            }
+            chain.push((*snapshot).clone());
+            next = snapshot.parent_snapshot_id;
+        }
+        chain.reverse();
+        let numbered = self.metadata.format_version >= 2;
+        let mut lineage = Vec::with_capacity(chain.len());
+        for (position, snapshot) in chain.into_iter().enumerate() {
+            let version = match (numbered, snapshot.sequence_number) {
+                (true, Some(n)) => n,
+                (true, None) => {
+                    return Err(self.log_error(format!(
+                        "snapshot {} has no sequence number",
+                        snapshot.snapshot_id
+                    )));
+                }
+                (false, _) => position as u64 + 1,
+            };
+            if lineage.last().is_some_and(|(v, _)| *v >= version) {
+                return Err(self.log_error(format!(
+                    "snapshot {} has sequence number {version}, not after its parent's",
+                    snapshot.snapshot_id
+                )));
+            }
+            lineage.push((version, snapshot));
+        }
+        Ok(lineage)
+    }
+
+    /// The newest version; `None` while the table has no snapshot.
+    pub fn latest_version(&self) -> Option<u64> {
+        self.lineage.last().map(|(v, _)| *v)
+    }
+
+    /// The first version, when the metadata still holds the lineage from
+    /// the table's first snapshot (none of it expired).
+    pub fn first_version(&self) -> Option<u64> {
+        self.lineage
+            .first()
+            .filter(|(_, s)| s.parent_snapshot_id.is_none())
+            .map(|(v, _)| *v)
+    }
+
+    /// The version after `recorded` in the lineage.
+    pub fn version_after(&self, recorded: u64) -> Option<u64> {
+        self.lineage.iter().map(|(v, _)| *v).find(|v| *v > recorded)
+    }
+
+    /// The snapshot id of `version`.
+    pub fn snapshot_id(&self, version: u64) -> Option<i64> {
+        self.find(version).ok().map(|s| s.snapshot_id)
+    }
+
+    /// The operation of the snapshot of `version`.
+    pub fn operation(&self, version: u64) -> Result<String, TableError> {
+        Ok(self.find(version)?.operation())
+    }
+
+    fn find(&self, version: u64) -> Result<&Snapshot, TableError> {
+        self.lineage
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map(|(_, s)| s)
+            .ok_or_else(|| TableError::NoVersion {
+                format: FORMAT,
+                location: self.location.clone(),
+                version,
+            })
+    }
+
+    /// A path from the metadata as a local path: under the table's
+    /// recorded location, the same path under the folder it was found in.
+    fn local_path(&self, path: &str) -> Result<PathBuf, TableError> {
+        let not_local = || self.unsupported(format!("`{path}` is not a local file"));
+        let plain = plain_path(path).ok_or_else(not_local)?;
+        if let Some(recorded) = plain_path(&self.metadata.location) {
+            let recorded = recorded.trim_end_matches('/');
+            if let Some(rest) = plain.strip_prefix(recorded)
+                && let Some(rest) = rest.strip_prefix('/')
+            {
+                return Ok(self.root.join(rest));
+            }
+        }
+        let local = PathBuf::from(plain);
+        if local.is_absolute() {
+            Ok(local)
+        } else {
+            Err(not_local())
+        }
+    }
+
+    fn read_avro(&self, path: &str) -> Result<Vec<Avro>, TableError> {
+        let local = self.local_path(path)?;
+        let file = std::fs::File::open(&local)
+            .map_err(|e| self.log_error(format!("{}: {e}", local.display())))?;
+        let reader = apache_avro::Reader::new(std::io::BufReader::new(file))
+            .map_err(|e| self.log_error(format!("{}: {e}", local.display())))?;
+        reader
+            .map(|r| r.map_err(|e| self.log_error(format!("{}: {e}", local.display()))))
+            .collect()
+    }
+
+    /// The manifests of a snapshot.
+    fn manifests(&self, snapshot: &Snapshot) -> Result<Vec<ManifestRef>, TableError> {
+        let Some(list) = &snapshot.manifest_list else {
+            // v1 without a manifest list: data manifests of the default spec.
+            return Ok(snapshot
+                .manifests
+                .iter()
+                .flatten()
+                .map(|path| ManifestRef {
+                    path: path.clone(),
+                    content: DATA,
+                    spec_id: 0,
+                    added_snapshot_id: None,
+                })
+                .collect());
+        };
+        let mut manifests = Vec::new();
+        for record in self.read_avro(list)? {
+            let path = string(field(&record, "manifest_path")).ok_or_else(|| {
+                self.log_error(format!(
+                    "manifest list {list}: an entry has no manifest_path"
+                ))
+            })?;
+            manifests.push(ManifestRef {
+                path,
+                content: long(field(&record, "content")).unwrap_or(DATA),
+                spec_id: long(field(&record, "partition_spec_id"))
+                    .and_then(|id| i32::try_from(id).ok())
+                    .unwrap_or(0),
+                added_snapshot_id: long(field(&record, "added_snapshot_id")),
+            });
+        }
+        Ok(manifests)
+    }
+
+    /// The identity partition fields of a spec (what a folder name would
+    /// carry; other transforms — days, buckets — are no column's value).
+    fn identity_fields(&self, spec_id: i32) -> Vec<String> {
+        let fields = self
+            .metadata
+            .partition_specs
+            .iter()
+            .find(|s| s.spec_id == spec_id)
+            .map(|s| s.fields.clone())
+            .unwrap_or_else(|| self.metadata.partition_spec.clone());
+        fields
+            .into_iter()
+            .filter(|f| f.transform == "identity")
+            .map(|f| f.name)
+            .collect()
+    }
+
+    fn entries(&self, manifest: &ManifestRef) -> Result<Vec<Entry>, TableError> {
+        let identity = self.identity_fields(manifest.spec_id);
+        let mut entries = Vec::new();
+        for record in self.read_avro(&manifest.path)? {
+            let bad = |what: &str| {
+                self.log_error(format!(
+                    "manifest {}: an entry has no {what}",
+                    manifest.path
+                ))
+            };
+            let data_file = field(&record, "data_file").ok_or_else(|| bad("data_file"))?;
+            let partition = match field(data_file, "partition") {
+                Some(Avro::Record(values)) => values
+                    .iter()
+                    .filter(|(name, _)| identity.contains(name))
+                    .filter_map(|(name, value)| Some((name.clone(), partition_value(value)?)))
+                    .collect(),
+                _ => BTreeMap::new(),
+            };
+            entries.push(Entry {
+                status: long(field(&record, "status")).ok_or_else(|| bad("status"))?,
+                snapshot_id: long(field(&record, "snapshot_id")),
+                // v1 manifests have no content: data, or deletes by the manifest's kind.
+                content: long(field(data_file, "content")).unwrap_or(manifest.content),
+                path: string(field(data_file, "file_path")).ok_or_else(|| bad("file_path"))?,
+                format: string(field(data_file, "file_format")).unwrap_or_default(),
+                size: long(field(data_file, "file_size_in_bytes"))
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0),
+                partition,
+            });
+        }
+        Ok(entries)
+    }
+
+    fn data_file(&self, entry: &Entry) -> Result<DataFile, TableError> {
+        Ok(DataFile {
+            path: self.local_path(&entry.path)?,
+            size: entry.size,
+            partitions: entry.partition.clone(),
+        })
+    }
+
+    /// What the snapshot of `version` added.
+    pub fn changes(&self, version: u64) -> Result<VersionChanges, TableError> {
+        let snapshot = self.find(version)?;
+        let id = snapshot.snapshot_id;
+        let operation = snapshot.operation();
+        let mut files = Vec::new();
+        let mut delete_files = 0usize;
+        let mut removed = 0usize;
+        let mut not_parquet = None;
+        for manifest in self.manifests(snapshot)? {
+            // Entries a snapshot adds or removes are in manifests it wrote.
+            if manifest.added_snapshot_id.is_some_and(|added| added != id) {
+                continue;
+            }
+            for entry in self.entries(&manifest)? {
+                // A null snapshot id is inherited from the manifest.
+                if entry.snapshot_id.or(manifest.added_snapshot_id) != Some(id) {
+                    continue;
+                }
+                match (entry.status, entry.content) {
+                    (ADDED, DATA) => {
+                        if !entry.format.eq_ignore_ascii_case("parquet") {
+                            not_parquet.get_or_insert_with(|| {
+                                format!(
+                                    "data file `{}` is {}; only Parquet data files are read",
+                                    entry.path, entry.format
+                                )
+                            });
+                        }
+                        files.push(self.data_file(&entry)?);
+                    }
+                    (ADDED, _) => delete_files += 1,
+                    (DELETED, _) => removed += 1,
+                    _ => {}
+                }
+            }
+        }
+        let mut unreadable = not_parquet;
+        let skipped = if files.is_empty() {
+            Some(if delete_files > 0 {
+                format!(
+                    "{operation} added {delete_files} delete file(s) (rows deleted in place) and no data files"
+                )
+            } else if removed > 0 {
+                format!("{operation} removed {removed} file(s) and added none")
+            } else {
+                format!("{operation} added no data files")
+            })
+        } else if operation == "delete" {
+            // A copy-on-write delete rewrites files without the deleted
+            // rows: what it adds are rows evaluated before.
+            Some(format!(
+                "delete rewrote {} file(s) without the deleted rows: no new data",
+                files.len()
+            ))
+        } else if operation == "replace" {
+            Some(format!(
+                "replace rewrote {removed} file(s) into {} without new data",
+                files.len()
+            ))
+        } else {
+            if delete_files > 0 {
+                unreadable.get_or_insert_with(|| {
+                    format!(
+                        "snapshot {id} adds {delete_files} delete file(s) (rows deleted in place) with its data files; reading them as plain Parquet would count deleted rows"
+                    )
+                });
+            }
+            None
+        };
+        if skipped.is_some() {
+            files.clear();
+            unreadable = None;
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(VersionChanges {
+            version,
+            snapshot_id: Some(id),
+            operation,
+            timestamp_ms: snapshot.timestamp_ms,
+            files,
+            skipped,
+            unreadable,
+        })
+    }
+
+    /// The data files live at `version` (None: the latest) and that version.
+    pub fn snapshot(&self, version: Option<u64>) -> Result<(u64, Vec<DataFile>), TableError> {
+        let version = match version.or(self.latest_version()) {
+            Some(v) => v,
+            None => {
+                return Err(TableError::Empty {
+                    format: FORMAT,
+                    location: self.location.clone(),
+                });
+            }
+        };
+        let snapshot = self.find(version)?;
+        let mut files = Vec::new();
+        for manifest in self.manifests(snapshot)? {
+            for entry in self.entries(&manifest)? {
+                if entry.status == DELETED {
+                    continue;
+                }
+                if entry.content != DATA {
+                    return Err(self.unsupported(format!(
+                        "version {version} has live delete files (rows deleted in place), e.g. `{}`",
+                        entry.path
+                    )));
+                }
+                if !entry.format.eq_ignore_ascii_case("parquet") {
+                    return Err(self.unsupported(format!(
+                        "data file `{}` is {}; only Parquet data files are read",
+                        entry.path, entry.format
+                    )));
+                }
+                files.push(self.data_file(&entry)?);
+            }
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok((version, files))
+    }
+}
+
+/// Reads the table's current metadata file.
+fn read_metadata(location: &str, root: &Path) -> Result<Metadata, TableError> {
+    let not_a_table = |reason: String| TableError::NotATable {
+        format: FORMAT,
+        location: location.to_string(),
+        reason,
+    };
+    let meta = std::fs::metadata(root).map_err(|e| not_a_table(e.to_string()))?;
+    if !meta.is_dir() {
+        return Err(not_a_table("not a folder".to_string()));
+    }
+    let folder = root.join("metadata");
+    let missing = || {
+        not_a_table(
+            "no Iceberg metadata (`metadata/` with `*.metadata.json` files) in it".to_string(),
+        )
+    };
+    let listing = std::fs::read_dir(&folder).map_err(|_| missing())?;
+    // A Hadoop table's version-hint.text names the current version; it
+    // is written after the metadata file, so a hint naming a missing file
+    // is a fault, not a fallback to the listing.
+    let hint = std::fs::read_to_string(folder.join("version-hint.text")).ok();
+    let path = match hint.as_deref().map(str::trim).map(str::parse::<u64>) {
+        Some(Ok(n)) => folder.join(format!("v{n}.metadata.json")),
+        Some(Err(_)) | None => {
+            let mut newest: Option<(u64, String)> = None;
+            for entry in listing.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if let Some(n) = metadata_number(&name)
+                    && newest
+                        .as_ref()
+                        .is_none_or(|(m, other)| (n, &name) > (*m, other))
+                {
+                    newest = Some((n, name));
+                }
+            }
+            let (_, name) = newest.ok_or_else(missing)?;
+            folder.join(name)
+        }
+    };
+    let log_error = |reason: String| TableError::Log {
+        format: FORMAT,
+        location: location.to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| log_error(format!("{}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| log_error(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_16_metadata_file_names_give_their_version() {
+        assert_eq!(metadata_number("v12.metadata.json"), Some(12));
+        assert_eq!(
+            metadata_number("00003-6f1c2f43-9a52-4c53-a2d2-5b7d0e1d9d7a.metadata.json"),
+            Some(3)
+        );
+        assert_eq!(metadata_number("snap-1-1-abc.avro"), None);
+        assert_eq!(metadata_number("version-hint.text"), None);
+    }
+
+    #[test]
+    fn issue_16_file_urls_are_local_paths_and_other_schemes_are_not() {
+        assert_eq!(
+            plain_path("file:///w/t/data/a.parquet"),
+            Some("/w/t/data/a.parquet")
+        );
+        assert_eq!(plain_path("file:/w/t/a.parquet"), Some("/w/t/a.parquet"));
+        assert_eq!(plain_path("/w/t/a.parquet"), Some("/w/t/a.parquet"));
+        assert_eq!(plain_path("file://host/w/a.parquet"), None);
+        assert_eq!(plain_path("s3://bucket/t/a.parquet"), None);
+    }
+}
