@@ -7,6 +7,7 @@ mod agent;
 mod baseline;
 mod checks;
 mod cli;
+mod deploy;
 mod common;
 mod docs;
 mod drift;
