@@ -969,8 +969,9 @@ fn issue_20_container_image_runs_non_root_on_a_read_only_root_and_reports_a_batc
         name: name.clone(),
         image: tag.clone(),
     };
-    // The image from the binary under test (the Containerfile's `prebuilt`
-    // target on the base built from Debian packages; .ci/run caches it).
+    // The image from the binary under test (the Containerfile's
+    // `runtime-base` stage plus Containerfile.prebuilt, on the base built
+    // from Debian packages, which .ci/run caches).
     let built = run_bounded(
         Command::new(repo("examples/deploy/container/build-image"))
             .arg(env!("CARGO_BIN_EXE_driftwatch"))
