@@ -241,7 +241,7 @@ pub fn render_junit(report: &Report, name: &str, timestamp: &str) -> String {
                     let _ = writeln!(
                         out,
                         ">\n      <system-out>{}</system-out>\n    </testcase>",
-                        xml(&warning)
+                        xml_text(&warning)
                     );
                 }
                 Outcome::Failure { message, detail } => {
@@ -250,7 +250,7 @@ pub fn render_junit(report: &Report, name: &str, timestamp: &str) -> String {
                         ">\n      <failure message=\"{}\" type=\"{}\">{}</failure>\n    </testcase>",
                         xml(&message),
                         xml(case.kind),
-                        xml(&detail)
+                        xml_text(&detail)
                     );
                 }
                 Outcome::Error { message } => {
@@ -299,6 +299,12 @@ fn xml(text: &str) -> String {
         }
     }
     out
+}
+
+/// Character data: as [`xml`], with line breaks and tabs kept as they are
+/// (only attribute values need them as references).
+fn xml_text(text: &str) -> String {
+    xml(text).replace("&#10;", "\n").replace("&#9;", "\t")
 }
 
 /// Where each check (and each drift section) of the loaded rule files
