@@ -415,7 +415,7 @@ pub fn render_github(report: &Report, locations: &RuleLocations) -> String {
         out,
         "::notice title=driftwatch check::{}",
         escape_data(&format!(
-            "{} batch(es), {failed} failed; {} check(s): {} failed, {} could not be evaluated",
+            "{} batch(es), {failed} failed; {} verdict(s): {} failed, {} could not be evaluated",
             report.reports.len(),
             counts.tests,
             counts.failures,

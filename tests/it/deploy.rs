@@ -379,7 +379,7 @@ fn issue_20_github_annotations_have_the_exact_workflow_command_format() {
         format!(
             "::error file={file},line=3,col=5,title=t%3A check not_null_name failed::{data}: {}\n\
              ::warning file={file},line=4,col=5,title=t%3A check not_null_code failed::{data}: {}\n\
-             ::notice title=driftwatch check::1 batch(es), 1 failed; 3 check(s): 1 failed, 0 could not be evaluated\n",
+             ::notice title=driftwatch check::1 batch(es), 1 failed; 3 verdict(s): 1 failed, 0 could not be evaluated\n",
             message(0),
             message(1)
         )
