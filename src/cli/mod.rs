@@ -19,6 +19,7 @@ use driftwatch::report::{Report, html, render_table};
 use driftwatch::{demo, inputs, rules};
 
 mod agent_cmd;
+mod deploy_cmd;
 mod webhooks_cmd;
 
 /// Exit code for usage, rule and input errors.
@@ -27,7 +28,7 @@ pub(crate) const EXIT_USAGE: i32 = 2;
 #[derive(Parser)]
 #[command(
     name = "driftwatch",
-    version,
+    version = deploy_cmd::VERSION,
     about = "Data-quality rules and drift checks for Parquet batches, in one scan."
 )]
 struct Cli {
@@ -62,6 +63,13 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Print a shell completion script (bash, zsh or fish) to standard output.
+    Completions(deploy_cmd::CompletionsArgs),
+    /// Print the man page (roff) to standard output, or write one per command to a folder.
+    Man(deploy_cmd::ManArgs),
+    /// Ask a running agent's `/healthz` (or `/readyz`): exit 0 when it answers 200,
+    /// 1 otherwise. For container HEALTHCHECKs, where there is no curl.
+    Healthcheck(deploy_cmd::HealthcheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -242,6 +250,10 @@ enum CheckFormat {
     Json,
     /// A self-contained HTML file: summary, checks, drift and a chart per column.
     Html,
+    /// JUnit XML for CI test reporters: a test case per check per batch.
+    Junit,
+    /// GitHub Actions annotations (`::error file=…::`) for failing checks and rule errors.
+    Github,
 }
 
 #[derive(clap::Args)]
@@ -385,6 +397,11 @@ fn run(cli: Cli) -> Result<i32> {
             );
             Ok(0)
         }
+        Command::Completions(args) => {
+            deploy_cmd::completions(args, &mut <Cli as clap::CommandFactory>::command())
+        }
+        Command::Man(args) => deploy_cmd::man(args, <Cli as clap::CommandFactory>::command()),
+        Command::Healthcheck(args) => runtime()?.block_on(deploy_cmd::healthcheck(args)),
         Command::Config {
             command: ConfigCommand::Check { path },
         } => {
@@ -770,12 +787,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 async fn check(args: CheckArgs) -> Result<i32> {
-    let Setup {
-        rule_files,
-        single,
-        inputs,
-        engine,
-    } = setup(
+    let started = Utc::now();
+    let setup = setup(
         &args.rules,
         &args.paths,
         args.table_version,
@@ -783,7 +796,16 @@ async fn check(args: CheckArgs) -> Result<i32> {
         args.evaluation_timeout,
         args.config.as_deref(),
     )
-    .await?;
+    .await;
+    let Setup {
+        rule_files,
+        single,
+        inputs,
+        engine,
+    } = match setup {
+        Ok(setup) => setup,
+        Err(e) => return deploy_cmd::check_setup_error(e, args.format == CheckFormat::Github),
+    };
     if args.explain {
         let (pairs, _) = inputs::assign(&inputs, &rule_files, single);
         for (input, i) in pairs {
@@ -857,6 +879,8 @@ async fn check(args: CheckArgs) -> Result<i32> {
             .collect();
         let text = html::render_html(&report, &charts, "driftwatch check");
         write_output(&text, args.output.as_deref())?;
+    } else if let Some(text) = deploy_cmd::render_ci(&report, args.format, &rule_files, started) {
+        write_output(&text, args.output.as_deref())?;
     } else {
         emit(&report, args.format, args.output.as_deref())?;
     }
@@ -870,7 +894,7 @@ fn emit(report: &Report, format: CheckFormat, output: Option<&Path>) -> Result<(
     let color = output.is_none() && std::io::stdout().is_terminal();
     let text = match format {
         CheckFormat::Table => render_table(report, color),
-        CheckFormat::Json | CheckFormat::Html => {
+        CheckFormat::Json | CheckFormat::Html | CheckFormat::Junit | CheckFormat::Github => {
             let mut s = serde_json::to_string_pretty(report)?;
             s.push('\n');
             s

@@ -6,6 +6,7 @@
 //! [`REPORT_VERSION`] on any incompatible change. Fields that do not apply are
 //! written as `null`, never omitted, so consumers can rely on every key.
 
+pub mod ci;
 pub mod html;
 mod table;
 

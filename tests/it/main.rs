@@ -9,6 +9,7 @@ mod baseline;
 mod checks;
 mod cli;
 mod common;
+mod deploy;
 mod docs;
 mod drift;
 mod edge_cases;
