@@ -343,14 +343,22 @@ fn column_checks(column: &SchemaColumn, p: &ColumnProfile, out: &mut Vec<Suggest
             }
             if let (Some(min), Some(max)) = (n.min, n.max) {
                 let (lo, hi) = range_bounds(min, max, column.integer);
+                // Say how the bounds were found: a single value has no span.
+                let widened = if max > min {
+                    format!("widened by {}% of the span each side", RANGE_MARGIN * 100.0)
+                } else {
+                    format!(
+                        "one value, widened by {}% of its magnitude (at least 1) each side",
+                        RANGE_MARGIN * 100.0
+                    )
+                };
                 out.push(Suggestion {
                     name: format!("range_{name}"),
                     comment: format!(
-                        "observed {} to {} in {} non-null rows; widened by {}% of the span each side",
+                        "observed {} to {} in {} non-null rows; {widened}",
                         plain_number(min),
                         plain_number(max),
                         format_value(non_null as f64),
-                        RANGE_MARGIN * 100.0
                     ),
                     yaml: format!(
                         "- range:\n    column: {q}\n    min: {}\n    max: {}",
