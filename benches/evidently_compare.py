@@ -253,7 +253,9 @@ def diff(ev, dw):
         return fmt(a), ("0 %" if a == 0 else "∞")
     rel = a / abs(ev["score"])
     if rel < 1e-9:
-        return fmt(a), "< 10⁻⁹"
+        # Summation order (hash maps, partition merges) moves the last bits
+        # from run to run; printing them would make every rerun a diff.
+        return "rounding", "< 10⁻⁹"
     rel *= 100
     return fmt(a), (f"{rel:.2g} %" if rel < 10 else f"{rel:.0f} %")
 
@@ -273,7 +275,7 @@ def markdown(rows: list, meta: dict) -> str:
         "kept categories alone (a truncated distribution, JS 0.41–0.52 on `tailnum`), today's runs it on the heavy "
         "hitters plus one \"other\" bin per side, which scores lower. Numeric columns take the same path in both. "
         "**After** is the default (`max_categories` 65,536). Δ: |driftwatch after − Evidently|, and relative to "
-        "Evidently's score (— where the tests differ). Rows where before and after are equal show `=` under before.",
+        "Evidently's score (— where the tests differ; `rounding`: below 10⁻⁹ relative). Rows where before and after are equal show `=` under before.",
         "",
         "| data | column | Evidently test | Evidently score | Evidently drift | driftwatch before: test | score | drift "
         "| driftwatch after: test | score | drift | Δ after | rel. Δ after | rel. Δ before |",
