@@ -215,8 +215,13 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
     if (has_anomaly || volume.is_some()) && evaluation.environment.is_none() {
         let store = shared.store.clone();
         let dataset = batch.dataset.clone();
-        match tokio::task::spawn_blocking(move || store.anomaly_series(&dataset)).await {
-            Ok(Ok(series)) => {
+        // A failed read and a failed blocking task are the same fault here.
+        let read = tokio::task::spawn_blocking(move || store.anomaly_series(&dataset))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match read {
+            Ok(series) => {
                 let mut histories = crate::anomaly::history::Histories::from_series(
                     series
                         .into_iter()
@@ -239,15 +244,6 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
                 }
             }
             // The store could not be read: not a verdict on the batch.
-            Ok(Err(e)) => {
-                retry_later(
-                    shared,
-                    batch,
-                    "history",
-                    format!("cannot read the anomaly history: {e}"),
-                );
-                return;
-            }
             Err(e) => {
                 retry_later(
                     shared,
