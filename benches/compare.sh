@@ -13,6 +13,9 @@
 #
 #   benches/compare.sh [ROWS] [RUNS]     defaults: 10000000 rows, 5 runs
 #   SCALE="1000000 10000000 50000000" MEMORY_LIMIT=256MiB benches/compare.sh
+#   REAL=1 SCALE= benches/compare.sh     the real-derived file instead (issue 19):
+#       nycflights13's three months in ../shared/data/flights repeated to
+#       10,091,120 rows by benches/real_flights.py (ROWS is ignored)
 #
 # Data files (with a few planted failures, so the answers compared are non-zero
 # counts) are generated once by examples/gen_flights.rs into
@@ -43,10 +46,16 @@ data() { # rows -> path of a generated file
   [ -f "$path" ] || "$BIN/examples/gen_flights" "$path" "$1" 1000000 --defects >&2
   echo "$path"
 }
-DATA="$(data "$ROWS")"
+if [ -n "${REAL:-}" ]; then
+  DATA="$BENCH_DIR/flights-real-10M.parquet"
+  [ -f "$DATA" ] || "$VENV/bin/python" benches/real_flights.py "$DATA" >&2
+  ROWS=10091120
+else
+  DATA="$(data "$ROWS")"
+fi
 # The columns the 12 rules read, for the like-for-like bare scan.
 RULE_COLUMNS="row_id,carrier,dep_delay,distance,month,origin,tailnum"
-PROFILE="$BENCH_DIR/flights-$ROWS.profile"
+PROFILE="$BENCH_DIR/$(basename "$DATA" .parquet).profile"
 /usr/bin/time -f "%e %M" -o "$BENCH_DIR/baseline.time" \
   "$BIN/driftwatch" baseline "$DATA" --rules benches/perf12.yaml --output "$PROFILE" \
   --memory-limit "$MEMORY_LIMIT" >/dev/null

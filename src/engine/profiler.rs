@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::datatypes::{DataType, Field, FieldRef, Float64Type};
+use arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type};
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
@@ -19,7 +19,9 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility,
 };
 
-use crate::profile::{ColumnKind, ColumnProfile, SMALL_DOMAIN_LIMIT, canonical_bits};
+use crate::profile::{
+    ColumnKind, ColumnProfile, NumberCounts, SMALL_DOMAIN_LIMIT, canonical_bits, count_numbers,
+};
 use crate::rules::describe_arrow_type;
 
 /// Which kind of profile a column gets, if any: numbers (decimals included)
@@ -261,7 +263,7 @@ fn count_categories(array: &ArrayRef, profile: &mut ColumnProfile) -> Result<()>
     match array.data_type() {
         DataType::Utf8 => add(array.as_string::<i32>().iter(), &mut counts),
         DataType::LargeUtf8 => add(array.as_string::<i64>().iter(), &mut counts),
-        DataType::Utf8View => add(array.as_string_view().iter(), &mut counts),
+        DataType::Utf8View => count_views(array.as_string_view(), &mut counts),
         DataType::Dictionary(_, value) if value.as_ref() == &DataType::Utf8 => {
             let dict = array.as_any_dictionary();
             let keys = arrow::compute::cast(dict.keys(), &DataType::UInt32)?;
@@ -294,12 +296,36 @@ fn count_categories(array: &ArrayRef, profile: &mut ColumnProfile) -> Result<()>
     Ok(())
 }
 
+/// Counts a string-view column by its views. Equal views are equal
+/// strings (a view is the length with the string itself when it has at most
+/// 12 bytes, else the length, a prefix and where the bytes are — and the
+/// Parquet reader gives every row of one dictionary entry the same view), so
+/// rows are counted by the view as one 16-byte integer (no string hash, no
+/// byte comparison, no pointer to follow) and each distinct view's text is
+/// looked up once. Different views of the same text (the same string stored
+/// twice) add up in `counts`, which is keyed by text.
+fn count_views<'a>(strings: &'a arrow::array::StringViewArray, counts: &mut Counts<'a>) {
+    let views = strings.views();
+    let mut by_view: HashMap<u128, (u64, usize), foldhash::fast::FixedState> =
+        HashMap::default();
+    let mut add = |i: usize| {
+        by_view.entry(views[i]).or_insert((0, i)).0 += 1;
+    };
+    match strings.nulls() {
+        None => (0..strings.len()).for_each(&mut add),
+        Some(nulls) => nulls.valid_indices().for_each(&mut add),
+    }
+    for (n, first) in by_view.into_values() {
+        *counts.entry(strings.value(first)).or_insert(0) += n;
+    }
+}
+
 #[derive(Debug)]
 struct ProfileAccumulator {
     profile: ColumnProfile,
     /// Numbers counted (by canonical bits) while the column's distinct
     /// values may still fit the small domain; folded in value order.
-    numbers: HashMap<u64, u64, foldhash::fast::FixedState>,
+    numbers: NumberCounts,
     /// The last finite number seen, in row order (for `increasing`).
     last: Option<f64>,
     /// Whether the numbers seen so far increased row by row.
@@ -311,6 +337,79 @@ struct ProfileAccumulator {
 }
 
 impl ProfileAccumulator {
+    /// The small-domain path for plain integer columns (issue 19): while the
+    /// column still fits its small domain and the batch's values are within
+    /// ±2^53 (exact as `f64`), they are counted as integers — no conversion
+    /// to `f64`, and by offset in an array when their span is short (no hash
+    /// per value). Returns whether the batch was taken; otherwise the caller
+    /// takes the general path. Same counts, same order evidence.
+    fn count_whole_numbers(&mut self, array: &ArrayRef) -> Result<bool> {
+        const EXACT: i64 = 1 << 53;
+        let domain_holds = self
+            .profile
+            .numeric
+            .as_ref()
+            .is_some_and(|s| s.small_domain.is_some());
+        let plain_integer = matches!(
+            array.data_type(),
+            DataType::Int8
+                | DataType::Int16
+                | DataType::Int32
+                | DataType::Int64
+                | DataType::UInt8
+                | DataType::UInt16
+                | DataType::UInt32
+        );
+        if !domain_holds || !plain_integer {
+            return Ok(false);
+        }
+        let wide = arrow::compute::cast(array, &DataType::Int64)?;
+        let ints = wide.as_primitive::<Int64Type>();
+        let valid: std::borrow::Cow<'_, [i64]> = if ints.null_count() == 0 {
+            std::borrow::Cow::Borrowed(ints.values().as_ref())
+        } else {
+            std::borrow::Cow::Owned(ints.iter().flatten().collect())
+        };
+        let (Some(&lo), Some(&hi)) = (valid.iter().min(), valid.iter().max()) else {
+            // Only nulls.
+            self.profile.update_nulls(ints.null_count() as u64);
+            return Ok(true);
+        };
+        if lo <= -EXACT || hi >= EXACT {
+            return Ok(false);
+        }
+        self.profile.update_nulls(ints.null_count() as u64);
+        if self.increasing {
+            self.increasing =
+                ColumnProfile::observe_order(valid.iter().map(|&v| v as f64), &mut self.last);
+        }
+        let span = (hi - lo) as u64;
+        if span < 2 * valid.len() as u64 + 256 {
+            let mut slots = vec![0u32; span as usize + 1];
+            for &v in valid.iter() {
+                if let Some(slot) = slots.get_mut((v - lo) as usize) {
+                    *slot += 1;
+                }
+            }
+            for (offset, &n) in slots.iter().enumerate() {
+                if n > 0 {
+                    *self
+                        .numbers
+                        .entry(canonical_bits((lo + offset as i64) as f64))
+                        .or_insert(0) += u64::from(n);
+                }
+            }
+        } else {
+            for &v in valid.iter() {
+                *self.numbers.entry(canonical_bits(v as f64)).or_insert(0) += 1;
+            }
+        }
+        if self.numbers.len() > SMALL_DOMAIN_LIMIT {
+            self.fold_numbers();
+        }
+        Ok(true)
+    }
+
     fn fold_numbers(&mut self) {
         if !self.numbers.is_empty() {
             let counts = std::mem::take(&mut self.numbers);
@@ -331,6 +430,9 @@ impl Accumulator for ProfileAccumulator {
         };
         match self.profile.kind {
             ColumnKind::Numeric => {
+                if self.count_whole_numbers(array)? {
+                    return Ok(());
+                }
                 let cast = numeric_view(array)?;
                 let numbers = cast.as_primitive::<Float64Type>();
                 self.profile.update_nulls(numbers.null_count() as u64);
@@ -345,8 +447,11 @@ impl Accumulator for ProfileAccumulator {
                     .is_some_and(|s| s.small_domain.is_some());
                 if domain_holds {
                     // Count now, add each distinct value once when folded.
-                    for v in numbers.iter().flatten() {
-                        *self.numbers.entry(canonical_bits(v)).or_insert(0) += 1;
+                    if numbers.null_count() == 0 {
+                        count_numbers(numbers.values(), &mut self.numbers);
+                    } else {
+                        let valid: Vec<f64> = numbers.iter().flatten().collect();
+                        count_numbers(&valid, &mut self.numbers);
                     }
                     if self.numbers.len() > SMALL_DOMAIN_LIMIT {
                         self.fold_numbers();
@@ -457,7 +562,11 @@ mod tests {
     proptest! {
         #[test]
         fn batch_counts_equal_row_by_row_updates_for_every_string_layout(
-            values in proptest::collection::vec(proptest::option::of("[a-e]{0,2}"), 0..300)
+            // Up to 12 bytes a view holds its string inline; past it, not.
+            values in proptest::collection::vec(
+                proptest::option::of("[a-e]{0,2}|[a-c]{11,14}"),
+                0..300,
+            )
         ) {
             let expected = row_by_row(&values);
             let refs: Vec<Option<&str>> = values.iter().map(|v| v.as_deref()).collect();

@@ -268,6 +268,102 @@ fn format_duration(seconds: f64) -> String {
     format!("{rounded} {unit}")
 }
 
+/// Numbers counted by [`canonical_bits`]; a fixed-seed hasher keeps every
+/// run identical.
+pub type NumberCounts = std::collections::HashMap<u64, u64, foldhash::fast::FixedState>;
+
+/// Whole numbers below 2^52 in magnitude: `lo + offset` is exact.
+const EXACT_INTEGERS: f64 = 4_503_599_627_370_496.0;
+
+/// The counts of a batch of whole numbers in a short span, by offset from
+/// the smallest: `Some((lo, slots))` when every value is a whole number
+/// (so no NaN or infinity) and the span is at most about twice the batch's
+/// length — months, hours, delays, distances, clock times. Counting by
+/// offset needs no hash and no sort, and the slots are in value order.
+fn count_by_offset(values: &[f64]) -> Option<(f64, Vec<u32>)> {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    let mut whole = true;
+    for &v in values {
+        lo = lo.min(v);
+        hi = hi.max(v);
+        // A truncating conversion is one instruction (`trunc` is a libm
+        // call on baseline x86-64); NaN, infinities and fractions fail it.
+        whole &= (v as i64) as f64 == v;
+    }
+    let span_limit = (2 * values.len() + 256) as f64;
+    if !whole
+        || values.is_empty()
+        || values.len() >= u32::MAX as usize
+        || hi - lo >= span_limit
+        || lo <= -EXACT_INTEGERS
+        || hi >= EXACT_INTEGERS
+    {
+        return None;
+    }
+    let mut slots = vec![0u32; (hi - lo) as usize + 1];
+    for &v in values {
+        // In range by construction of `lo` and `hi`; `get_mut` keeps it
+        // panic-free anyway.
+        if let Some(slot) = slots.get_mut((v - lo) as usize) {
+            *slot += 1;
+        }
+    }
+    Some((lo, slots))
+}
+
+/// The value at `offset` from `lo` (exact, see [`count_by_offset`]), with
+/// `-0.0` written as `0.0`.
+fn offset_value(lo: f64, offset: usize) -> f64 {
+    let v = lo + offset as f64;
+    if v == 0.0 { 0.0 } else { v }
+}
+
+/// Counts `values` into `counts` by their [`canonical_bits`]: by offset
+/// (see [`count_by_offset`]) when the batch allows, each distinct value
+/// then hashed once; otherwise hashed value by value. Both give the same
+/// counts.
+pub fn count_numbers(values: &[f64], counts: &mut NumberCounts) {
+    if let Some((lo, slots)) = count_by_offset(values) {
+        for (offset, &n) in slots.iter().enumerate() {
+            if n > 0 {
+                *counts
+                    .entry(canonical_bits(offset_value(lo, offset)))
+                    .or_insert(0) += u64::from(n);
+            }
+        }
+        return;
+    }
+    for &v in values {
+        *counts.entry(canonical_bits(v)).or_insert(0) += 1;
+    }
+}
+
+/// A batch of finite numbers (`-0.0` written as `0.0`) as `(value, count)`
+/// runs in increasing order: counted by offset when the batch allows, run
+/// through as is when it arrives sorted (ids, event times), radix-sorted
+/// otherwise.
+fn sorted_runs(mut finite: Vec<f64>) -> Vec<(f64, u64)> {
+    if let Some((lo, slots)) = count_by_offset(&finite) {
+        return slots
+            .iter()
+            .enumerate()
+            .filter(|&(_, &n)| n > 0)
+            .map(|(offset, &n)| (offset_value(lo, offset), u64::from(n)))
+            .collect();
+    }
+    if !finite.is_sorted_by(|a, b| a.total_cmp(b).is_le()) {
+        quantiles::sort_total(&mut finite);
+    }
+    let mut runs: Vec<(f64, u64)> = Vec::with_capacity(finite.len());
+    for v in finite {
+        match runs.last_mut() {
+            Some((last, c)) if last.to_bits() == v.to_bits() => *c += 1,
+            _ => runs.push((v, 1)),
+        }
+    }
+    runs
+}
+
 /// The bits a number is counted under: `-0.0` as `0.0`, every NaN as one.
 pub fn canonical_bits(v: f64) -> u64 {
     if v == 0.0 {
@@ -365,17 +461,9 @@ impl ColumnProfile {
             return;
         };
         if stats.small_domain.is_some() {
-            let mut counts: std::collections::HashMap<u64, u64, foldhash::fast::FixedState> =
-                std::collections::HashMap::with_capacity_and_hasher(64, Default::default());
-            let mut overflow = false;
-            for &v in values {
-                *counts.entry(canonical_bits(v)).or_insert(0) += 1;
-                if counts.len() > SMALL_DOMAIN_LIMIT {
-                    overflow = true;
-                    break;
-                }
-            }
-            if !overflow {
+            let mut counts = NumberCounts::with_capacity_and_hasher(64, Default::default());
+            count_numbers(values, &mut counts);
+            if counts.len() <= SMALL_DOMAIN_LIMIT {
                 self.update_f64_counts(counts);
                 return;
             }
@@ -389,48 +477,58 @@ impl ColumnProfile {
         }
     }
 
-    /// A batch of a column past its small domain and exact values: extremes
-    /// and moments per batch (two passes, then Chan's merge — no division per
-    /// value), the sketch fed in bulk.
+    /// A batch of a column past its small domain and exact values, as sorted
+    /// runs (at most one sort, see [`sorted_runs`]), so
+    /// extremes are the ends, the distinct sketch hashes each distinct value
+    /// once (not every row), and the quantile sketch takes the batch as
+    /// sorted runs (see [`QuantileSketch::update_sorted_counts`]). Moments
+    /// per batch (two passes, then Chan's merge — no division per value).
     fn update_f64_wide(&mut self, values: &[f64]) {
         let Some(stats) = self.numeric.as_mut() else {
             return;
         };
         self.count += values.len() as u64;
-        let (mut n, mut sum) = (0u64, 0.0f64);
-        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        let mut finite: Vec<f64> = Vec::with_capacity(values.len());
+        let mut sum = 0.0f64;
         for &v in values {
-            self.distinct.update_f64(v);
-            if v.is_nan() {
-                stats.nan += 1;
-            } else if v == f64::INFINITY {
-                stats.pos_inf += 1;
-            } else if v == f64::NEG_INFINITY {
-                stats.neg_inf += 1;
-            } else {
-                n += 1;
+            if v.is_finite() {
+                let v = if v == 0.0 { 0.0 } else { v };
                 sum += v;
-                lo = lo.min(v);
-                hi = hi.max(v);
+                finite.push(v);
+            } else if v.is_nan() {
+                stats.nan += 1;
+            } else if v > 0.0 {
+                stats.pos_inf += 1;
+            } else {
+                stats.neg_inf += 1;
             }
         }
+        // The distinct sketch is idempotent: one update per special value.
+        for (seen, v) in [
+            (stats.nan, f64::NAN),
+            (stats.pos_inf, f64::INFINITY),
+            (stats.neg_inf, f64::NEG_INFINITY),
+        ] {
+            if seen > 0 {
+                self.distinct.update_f64(v);
+            }
+        }
+        let n = finite.len() as u64;
         if n == 0 {
             return;
         }
-        let lo = if lo == 0.0 { 0.0 } else { lo };
-        let hi = if hi == 0.0 { 0.0 } else { hi };
-        stats.min = Some(stats.min.map_or(lo, |m| m.min(lo)));
-        stats.max = Some(stats.max.map_or(hi, |m| m.max(hi)));
         let mean = sum / n as f64;
-        let m2: f64 = values
-            .iter()
-            .filter(|v| v.is_finite())
-            .map(|v| (v - mean) * (v - mean))
-            .sum();
+        let m2: f64 = finite.iter().map(|v| (v - mean) * (v - mean)).sum();
         stats.moments.merge(&Moments { n, mean, m2 });
-        stats
-            .sketch
-            .update_many(values.iter().copied().filter(|v| v.is_finite()));
+        let runs = sorted_runs(finite);
+        if let (Some(&(lo, _)), Some(&(hi, _))) = (runs.first(), runs.last()) {
+            stats.min = Some(stats.min.map_or(lo, |m| m.min(lo)));
+            stats.max = Some(stats.max.map_or(hi, |m| m.max(hi)));
+        }
+        for &(v, _) in &runs {
+            self.distinct.update_f64(v);
+        }
+        stats.sketch.update_sorted_counts(&runs);
     }
 
     /// Adds counted numbers, `(canonical_bits(value), count)` in any order:
@@ -1143,6 +1241,39 @@ mod tests {
                 let back = DatasetProfile::from_json(Path::new("mem"), &serde_json::to_string(&d).unwrap()).unwrap();
                 prop_assert_eq!(back.columns["x"].numeric.as_ref().unwrap().increasing, Some(whole_increasing));
             }
+        }
+
+        /// The array-counting fast path (issue 19) counts exactly what
+        /// hashing value by value counts: whole numbers in short and long
+        /// spans, signed zeros, fractions, NaN and infinities.
+        #[test]
+        fn issue_19_counting_by_offset_equals_counting_by_hash(
+            values in proptest::collection::vec(
+                prop_oneof![
+                    6 => (-50i32..50).prop_map(f64::from),
+                    1 => Just(-0.0),
+                    1 => Just(1e15),
+                    1 => Just(4_503_599_627_370_497.0),
+                    1 => Just(0.5),
+                    1 => Just(f64::NAN),
+                    1 => Just(f64::NEG_INFINITY),
+                ],
+                0..400,
+            ),
+            only_small in any::<bool>(),
+        ) {
+            let values: Vec<f64> = if only_small {
+                values.into_iter().filter(|v| v.abs() < 100.0).collect()
+            } else {
+                values
+            };
+            let mut fast = NumberCounts::default();
+            count_numbers(&values, &mut fast);
+            let mut slow = NumberCounts::default();
+            for &v in &values {
+                *slow.entry(canonical_bits(v)).or_insert(0) += 1;
+            }
+            prop_assert_eq!(fast, slow);
         }
 
         #[test]
