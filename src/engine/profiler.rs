@@ -306,8 +306,7 @@ fn count_categories(array: &ArrayRef, profile: &mut ColumnProfile) -> Result<()>
 /// twice) add up in `counts`, which is keyed by text.
 fn count_views<'a>(strings: &'a arrow::array::StringViewArray, counts: &mut Counts<'a>) {
     let views = strings.views();
-    let mut by_view: HashMap<u128, (u64, usize), foldhash::fast::FixedState> =
-        HashMap::default();
+    let mut by_view: HashMap<u128, (u64, usize), foldhash::fast::FixedState> = HashMap::default();
     let mut add = |i: usize| {
         by_view.entry(views[i]).or_insert((0, i)).0 += 1;
     };

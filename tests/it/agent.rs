@@ -705,14 +705,14 @@ fn issue_17_the_sequential_detector_lives_in_the_reports_across_restarts() {
     assert_eq!(
         statistics,
         [
-            (3.81, false),
-            (7.11, false),
-            (9.69, false),
-            (5.5, false),
-            (576.94, false),
-            (25887.48, true),
+            (3.92, false),
+            (7.05, false),
+            (9.84, false),
+            (5.55, false),
+            (610.03, false),
+            (27199.48, true),
             (6.69, false),
-            (55.81, false),
+            (56.78, false),
         ]
     );
 }
