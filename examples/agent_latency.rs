@@ -132,13 +132,33 @@ fn start_agent(bin: &Path, root: &Path, settle: &str) -> Result<Child> {
         .context("start the agent")?;
     let pid = child.id();
     let start = Instant::now();
-    while driftwatch::agent::read_agent_info(&state).is_none_or(|i| i.pid != pid) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Ready: its start-up listing is done (files landed before it are not
+    // what is measured).
+    loop {
+        let ready = driftwatch::agent::read_agent_info(&state)
+            .filter(|i| i.pid == pid)
+            .and_then(|i| i.listen.parse().ok())
+            .and_then(|addr| {
+                runtime
+                    .block_on(driftwatch::agent::http_get(
+                        addr,
+                        "/readyz",
+                        Duration::from_secs(5),
+                    ))
+                    .ok()
+            })
+            .is_some_and(|(code, _)| code == 200);
+        if ready {
+            return Ok(child);
+        }
         if start.elapsed() > Duration::from_secs(30) {
             bail!("the agent did not start");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(child)
 }
 
 /// Writes `n` files of `rows` rows into `dir`; their paths.
@@ -233,7 +253,7 @@ fn main() -> Result<()> {
     );
     let staged = stage(&root.join("staging"), args.latency_files, args.rows, 1)?;
     let many = stage(&root.join("staging-many"), args.many, args.rows, 10_000)?;
-    let eval = evaluation_ms(&staged[0], 20)?;
+    let eval = evaluation_ms(staged.first().or(many.first()).context("no files")?, 20)?;
     println!("evaluation time of one file in-process (median of 20): {eval:.1} ms");
 
     // 1. Latency, new folder vs existing folder, alternating.

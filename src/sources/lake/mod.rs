@@ -11,7 +11,11 @@
 //! A file is never read half-way: it becomes a *candidate* and is sent only
 //! when its Parquet footer parses **and** either a close-after-write or
 //! rename event was seen for exactly its current size and mtime, or its size
-//! and mtime stayed unchanged for the settle time. A candidate whose footer
+//! and mtime stayed unchanged for the settle time. A file first found by
+//! listing a folder that just appeared (a new Hive partition, its file renamed
+//! in before the folder's watch existed, so no event of its own) counts as
+//! hinted when its footer parses and a second look sees the same size and
+//! mtime: it does not wait the settle time. A candidate whose footer
 //! still does not parse after [`CORRUPT_AFTER_SETTLES`] settle times of
 //! silence is sent anyway, so a corrupt file is reported as an error rather
 //! than waited on forever.
@@ -433,16 +437,16 @@ fn add_listed_in_new_folder(
     candidates: &mut BTreeMap<BatchKey, Candidate>,
     key: BatchKey,
 ) {
-    if candidates.contains_key(&key) {
+    let candidate = candidates.entry(key.clone()).or_insert_with(Candidate::new);
+    if candidate.hinted.is_some() {
         return;
     }
-    let hinted = match (key.unit, options.roots.get(key.root)) {
-        (BatchUnit::File, Some(root)) => complete_on_sight(root, &key, &options.filter),
-        _ => None,
-    };
-    let mut candidate = Candidate::new();
-    candidate.hinted = hinted;
-    candidates.insert(key, candidate);
+    // Also a candidate already known without a hint: a full listing that
+    // ran just then (at start-up, every rescan) may have found the file
+    // before the folder's event came, and no rename event will follow.
+    if let (BatchUnit::File, Some(root)) = (key.unit, options.roots.get(key.root)) {
+        candidate.hinted = complete_on_sight(root, &key, &options.filter);
+    }
 }
 
 /// The version of a file batch whose footer parses and whose size and mtime
