@@ -160,7 +160,8 @@ impl ResultsLog {
         let mut last = None;
         for (seq, line) in lines {
             let pending = bytes.len() as u64;
-            if self.size + pending > 0 && self.size + pending + line.len() as u64 + 1 > self.max_size
+            if self.size + pending > 0
+                && self.size + pending + line.len() as u64 + 1 > self.max_size
             {
                 self.flush_group(&mut bytes, &mut last).map_err(io)?;
                 if self.size > 0 {

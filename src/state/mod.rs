@@ -428,11 +428,10 @@ impl Store {
         line: impl FnOnce(u64) -> String,
     ) -> Result<Recorded> {
         let mut line = Some(line);
-        let mut recorded = self.record_evaluations(
-            std::slice::from_ref(evaluated),
-            retention,
-            |_, seq| line.take().map(|f| f(seq)).unwrap_or_default(),
-        )?;
+        let mut recorded =
+            self.record_evaluations(std::slice::from_ref(evaluated), retention, |_, seq| {
+                line.take().map(|f| f(seq)).unwrap_or_default()
+            })?;
         recorded.pop().ok_or_else(|| StateError::Io {
             path: self.path.clone(),
             source: std::io::Error::other("internal: an evaluation was not recorded"),
@@ -471,9 +470,9 @@ impl Store {
         self.write(|txn| {
             let mut out = Vec::with_capacity(evaluated.len());
             for (i, (e, json)) in evaluated.iter().zip(&profile_json).enumerate() {
-                out.push(self.apply_evaluation(txn, e, json.as_deref(), retention, |seq| {
-                    line(i, seq)
-                })?);
+                out.push(
+                    self.apply_evaluation(txn, e, json.as_deref(), retention, |seq| line(i, seq))?,
+                );
             }
             Ok(out)
         })
@@ -515,8 +514,7 @@ impl Store {
             outcome: evaluated.outcome,
             evaluated_at: evaluated.evaluated_at,
         };
-        let bytes =
-            serde_json::to_vec(&record).map_err(|e| decode_err("a version record", e))?;
+        let bytes = serde_json::to_vec(&record).map_err(|e| decode_err("a version record", e))?;
         versions.insert(key.as_str(), bytes.as_slice())?;
 
         let mut reports = txn.open_table(REPORTS)?;
@@ -534,9 +532,7 @@ impl Store {
         if keys.len() > retention.reports_per_dataset {
             for old in &keys[..keys.len() - retention.reports_per_dataset] {
                 index.remove(old.as_str())?;
-                if let Some(old_seq) =
-                    old.rsplit('\0').next().and_then(|s| s.parse::<u64>().ok())
-                {
+                if let Some(old_seq) = old.rsplit('\0').next().and_then(|s| s.parse::<u64>().ok()) {
                     reports.remove(old_seq)?;
                 }
             }
@@ -544,8 +540,9 @@ impl Store {
 
         let mut datasets = txn.open_table(DATASETS)?;
         let mut counters: DatasetCounters = match datasets.get(evaluated.dataset)? {
-            Some(v) => serde_json::from_slice(v.value())
-                .map_err(|e| decode_err("dataset counters", e))?,
+            Some(v) => {
+                serde_json::from_slice(v.value()).map_err(|e| decode_err("dataset counters", e))?
+            }
             None => DatasetCounters::default(),
         };
         counters.evaluated += 1;

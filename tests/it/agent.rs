@@ -868,7 +868,11 @@ fn issue_19_files_renamed_into_brand_new_folders_do_not_wait_the_settle_time() {
         } else {
             format!("date=2026-12-0{}/hour=0{i}/part-0.parquet", i + 1)
         };
-        landed.push(land_in_new_folders(&lake, &rel, &bytes).display().to_string());
+        landed.push(
+            land_in_new_folders(&lake, &rel, &bytes)
+                .display()
+                .to_string(),
+        );
         wait_results(&lake, &agent, landed.len());
     }
     // And into a folder that exists by now.
@@ -911,7 +915,12 @@ fn issue_19_a_file_written_in_place_in_a_brand_new_folder_is_not_read_before_its
         std::thread::sleep(Duration::from_millis(150));
     }
     let r = wait_results(&lake, &agent, 1);
-    assert_eq!(r[0]["reports"][0]["error"], Value::Null, "{}", agent.log_text());
+    assert_eq!(
+        r[0]["reports"][0]["error"],
+        Value::Null,
+        "{}",
+        agent.log_text()
+    );
     assert_eq!(r[0]["reports"][0]["rows"], 3000);
     assert_eq!(r[0]["agent"]["batch"]["size"], bytes.len());
     // The next file shows that no half-read version was recorded.
