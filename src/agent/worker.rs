@@ -313,22 +313,23 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
     // detector, history or volume signal) is recorded while its worker goes
     // on to the next batch, so records pile up into group commits under
     // load instead of each waiting for its own disk syncs.
-    if _serial.is_none() && _volume_serial.is_none() {
-        if let Ok(permit) = shared.recording.clone().acquire_owned().await {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                match record(
-                    &shared, &batch, &rule_file, evaluation, rolling, &anomaly, started,
-                )
-                .await
-                {
-                    Err(reason) => retry_later(&shared, batch, "record", reason),
-                    Ok(()) => shared.forget(&key),
-                }
-                drop(permit);
-            });
-            return;
-        }
+    if _serial.is_none()
+        && _volume_serial.is_none()
+        && let Ok(permit) = shared.recording.clone().acquire_owned().await
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            match record(
+                &shared, &batch, &rule_file, evaluation, rolling, &anomaly, started,
+            )
+            .await
+            {
+                Err(reason) => retry_later(&shared, batch, "record", reason),
+                Ok(()) => shared.forget(&key),
+            }
+            drop(permit);
+        });
+        return;
     }
     match record(
         shared, &batch, &rule_file, evaluation, rolling, &anomaly, started,
