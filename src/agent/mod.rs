@@ -31,6 +31,7 @@ mod http;
 pub mod idle;
 pub mod ingest;
 pub mod pages;
+mod recorder;
 mod reload;
 mod serve;
 mod webhooks;
@@ -111,6 +112,11 @@ pub enum AgentError {
     },
 }
 
+/// Evaluations that may wait for their record while their workers evaluate
+/// the next batches: enough to fill a group commit under load, few enough
+/// that what they hold (a report each) stays small.
+const RECORDS_IN_FLIGHT: u32 = 64;
+
 /// A `Result` whose error is an [`AgentError`].
 pub type Result<T, E = AgentError> = std::result::Result<T, E>;
 
@@ -124,6 +130,11 @@ pub struct Shared {
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) store: Arc<Store>,
     pub(crate) results_log: Mutex<ResultsLog>,
+    /// Evaluations waiting for the next (group) commit.
+    pub(crate) recorder: recorder::Recorder,
+    /// Records under way after their worker moved on to the next batch
+    /// (one permit each; shutdown waits for all of them).
+    pub(crate) recording: Arc<tokio::sync::Semaphore>,
     pub(crate) engine: Arc<Engine>,
     pub(crate) eval_runtime: tokio::runtime::Handle,
     pub(crate) rules: watch::Receiver<Arc<Vec<RuleFile>>>,
@@ -512,6 +523,8 @@ pub async fn run(
         stop: stop_rx.clone(),
         store: store.clone(),
         results_log: Mutex::new(log),
+        recorder: recorder::Recorder::default(),
+        recording: Arc::new(tokio::sync::Semaphore::new(RECORDS_IN_FLIGHT as usize)),
         engine,
         eval_runtime: eval_runtime.handle().clone(),
         rules: rules_rx.clone(),
@@ -719,6 +732,8 @@ pub async fn run(
     for w in workers {
         let _ = w.await;
     }
+    // Evaluations that finished are recorded before the agent stops.
+    let _ = shared.recording.acquire_many(RECORDS_IN_FLIGHT).await;
     let _ = reload_task.await;
     let _ = housekeeping.await;
     let _ = log_repair.await;

@@ -11,11 +11,11 @@ use chrono::Utc;
 use super::Shared;
 use crate::engine::BatchInput;
 use crate::evaluate::{self, Reference, RollingWindow};
-use crate::report::{AgentRecord, BatchReport, REPORT_VERSION, Report};
+use crate::report::BatchReport;
 use crate::rules::{self, DriftConfig, RuleFile};
 use crate::sinks::telemetry::{BatchIdentity, BatchTimings};
 use crate::sources::Batch;
-use crate::state::{DeliveryState, Evaluated, Outcome, PolicyOutcome, Retention, WebhookStep};
+use crate::state::{DeliveryState, Outcome, PolicyOutcome};
 
 /// What the agent tells listeners (the demo, tests) after each evaluation.
 #[derive(Debug, Clone)]
@@ -309,6 +309,28 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
         crate::drift::sequential::apply(drift, *config, state, rows);
         evaluation.report = evaluation.report.with_passed_from_checks();
     }
+    // A batch whose dataset keeps no order (no rolling reference, sequential
+    // detector, history or volume signal) is recorded while its worker goes
+    // on to the next batch, so records pile up into group commits under
+    // load instead of each waiting for its own disk syncs.
+    if _serial.is_none()
+        && _volume_serial.is_none()
+        && let Ok(permit) = shared.recording.clone().acquire_owned().await
+    {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            match record(
+                &shared, &batch, &rule_file, evaluation, rolling, &anomaly, started,
+            )
+            .await
+            {
+                Err(reason) => retry_later(&shared, batch, "record", reason),
+                Ok(()) => shared.forget(&key),
+            }
+            drop(permit);
+        });
+        return;
+    }
     match record(
         shared, &batch, &rule_file, evaluation, rolling, &anomaly, started,
     )
@@ -514,13 +536,6 @@ async fn record(
     } else {
         Outcome::Failed
     };
-    let evaluated_at = Utc::now();
-    let rows = report.rows.unwrap_or(0);
-    let shared2 = shared.clone();
-    let version = batch.version.clone();
-    let dataset = batch.dataset.clone();
-    let report2 = report.clone();
-    let profile = evaluation.profile;
     let webhooks = {
         let configured = shared
             .settings
@@ -530,87 +545,26 @@ async fn record(
         let rules = shared.rules.borrow().clone();
         super::webhooks::watching(rule_file, &rules, &configured)
     };
-    let instance = shared.instance.clone();
-    let anomaly = anomaly.to_vec();
-    // The store commit and the log append happen under one lock so the log
-    // is always in seq order.
-    let written = tokio::task::spawn_blocking(move || {
-        let mut log = shared2
-            .results_log
-            .lock()
-            .map_err(|_| "results log lock poisoned".to_string())?;
-        let rolling_entry = match (&profile, rolling) {
-            (Some(p), Some(n)) if outcome != Outcome::Error && outcome != Outcome::Skipped => {
-                Some((p, n))
-            }
-            _ => None,
-        };
-        let mut line = String::new();
-        let evaluated_text = evaluated_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let recorded = shared2
-            .store
-            .record_evaluation(
-                &Evaluated {
-                    anomaly: &anomaly,
-                    schema: schema.as_deref(),
-                    version: &version,
-                    dataset: &dataset,
-                    outcome,
-                    rows,
-                    evaluated_at: evaluated_at.timestamp(),
-                    rolling: rolling_entry,
-                    profile: profile.as_ref().filter(|_| outcome != Outcome::Error),
-                    // A skipped table version is no batch for the policies either.
-                    webhooks: (!webhooks.is_empty() && outcome != Outcome::Skipped).then_some(WebhookStep {
-                        report: &report2,
-                        source: &version.path,
-                        evaluated_at: &evaluated_text,
-                        now_ms: evaluated_at.timestamp_millis(),
-                        instance: &instance,
-                        webhooks: &webhooks,
-                    }),
-                },
-                Retention {
-                    reports_per_dataset: shared2.reports_per_dataset,
-                },
-                |seq| {
-                    let document = Report {
-                        version: REPORT_VERSION,
-                        reports: vec![report2.clone()],
-                        unmatched: Vec::new(),
-                        agent: Some(AgentRecord {
-                            seq,
-                            evaluated_at: evaluated_text.clone(),
-                            batch: version.clone(),
-                        }),
-                    };
-                    line = serde_json::to_string(&document).unwrap_or_else(|e| {
-                        format!("{{\"version\":{REPORT_VERSION},\"error\":\"cannot serialize report: {e}\"}}")
-                    });
-                    line.clone()
-                },
-            )
-            .map_err(|e| e.to_string())?;
-        let mut log_error = None;
-        if recorded.new
-            && let Err(e) = log.append_report(recorded.seq, &line, |after| {
-                shared2.store.reports_after(after)
-            })
-        {
-            log_error = Some(e.to_string());
-        }
-        let caught_up = !log.is_behind();
-        Ok::<_, String>((recorded, log_error, caught_up))
-    })
-    .await;
+    let job = super::recorder::Job {
+        version: batch.version.clone(),
+        dataset: batch.dataset.clone(),
+        outcome,
+        rows: report.rows.unwrap_or(0),
+        evaluated_at: Utc::now(),
+        profile: evaluation.profile,
+        rolling,
+        schema,
+        anomaly: anomaly.to_vec(),
+        webhooks,
+        instance: shared.instance.clone(),
+        report: report.clone(),
+    };
+    let written = super::recorder::record(shared, job).await;
     let (recorded, log_error, caught_up) = match written {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            // Nothing was committed: the batch waits and is tried again.
-            // (A stream source hears nothing yet: the retry will tell it.)
-            return Err(format!("cannot record the evaluation: {e}"));
-        }
-        Err(e) => return Err(format!("recording task failed: {e}")),
+        Ok(r) => r,
+        // Nothing was committed: the batch waits and is tried again.
+        // (A stream source hears nothing yet: the retry will tell it.)
+        Err(e) => return Err(format!("cannot record the evaluation: {e}")),
     };
     // A stream source may now drop its copy of the window (or commit its offsets).
     if let Some(ack) = &batch.ack {

@@ -120,6 +120,91 @@ impl ResultsLog {
         Ok(())
     }
 
+    /// [`ResultsLog::append_report`] for several consecutive reports, with
+    /// one write and one flush to disk for all of them (the lines of one
+    /// group commit of the store).
+    pub fn append_reports<E: std::fmt::Display>(
+        &mut self,
+        lines: &[(u64, &str)],
+        stored_after: impl FnOnce(u64) -> Result<Vec<(u64, String)>, E>,
+    ) -> Result<(), ResultsLogError> {
+        if self.behind {
+            // The store holds these lines too: catching up writes them.
+            let missing = self.catch_up(stored_after)?;
+            let fresh: Vec<(u64, &str)> = lines
+                .iter()
+                .copied()
+                .filter(|(seq, _)| *seq > self.last)
+                .collect();
+            self.append_group(&fresh)?;
+            tracing::info!(
+                caught_up = missing,
+                last = self.last,
+                "results log caught up from the store after a failed write"
+            );
+            return Ok(());
+        }
+        self.append_group(lines)
+    }
+
+    /// Appends lines in order with one flush (more when a rotation falls
+    /// among them); on failure cuts back to the last flushed line and
+    /// marks the log behind.
+    fn append_group(&mut self, lines: &[(u64, &str)]) -> Result<(), ResultsLogError> {
+        let path = self.dir.join(RESULTS_LOG);
+        let io = |source| ResultsLogError {
+            path: path.clone(),
+            source,
+        };
+        let mut bytes = Vec::new();
+        let mut last = None;
+        for (seq, line) in lines {
+            let pending = bytes.len() as u64;
+            if self.size + pending > 0
+                && self.size + pending + line.len() as u64 + 1 > self.max_size
+            {
+                self.flush_group(&mut bytes, &mut last).map_err(io)?;
+                if self.size > 0 {
+                    self.rotate().map_err(|e| {
+                        self.behind = true;
+                        io(e)
+                    })?;
+                }
+            }
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.push(b'\n');
+            last = Some(*seq);
+        }
+        self.flush_group(&mut bytes, &mut last).map_err(io)
+    }
+
+    /// Writes and syncs `bytes` (lines up to seq `last`), then clears them.
+    fn flush_group(&mut self, bytes: &mut Vec<u8>, last: &mut Option<u64>) -> std::io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let written = self
+            .file
+            .write_all(bytes)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // As in `append`: never leave part of a line for the next one
+            // (a failed cut is repaired by the catch-up's reopen).
+            let _ = self
+                .file
+                .set_len(self.size)
+                .and_then(|()| self.file.sync_data());
+            self.behind = true;
+            return Err(e);
+        }
+        self.size += bytes.len() as u64;
+        if let Some(seq) = last.take() {
+            self.last = seq;
+        }
+        bytes.clear();
+        Ok(())
+    }
+
     /// When a write failed: cuts a torn tail and appends what the store
     /// holds after the last line (`stored_after`), so the log is whole
     /// again even if no new report comes. Returns the lines added.
@@ -332,5 +417,51 @@ mod tests {
                 .unwrap()
                 .ends_with(&format!("{}\n", line(6)))
         );
+    }
+
+    #[test]
+    fn issue_19_a_group_append_writes_what_single_appends_write_across_rotations() {
+        let size = line(1).len() as u64 + 1;
+        let never = |_: u64| -> Result<Vec<(u64, String)>, String> { panic!("not behind") };
+        let files = |dir: &Path| -> Vec<String> {
+            [RESULTS_LOG, "results.jsonl.1", "results.jsonl.2"]
+                .iter()
+                .map(|n| std::fs::read_to_string(dir.join(n)).unwrap_or_default())
+                .collect()
+        };
+        let single = tempfile::tempdir().unwrap();
+        let (mut log, _) = ResultsLog::open(single.path(), 2 * size, 2).unwrap();
+        for seq in 1..=7 {
+            log.append_report(seq, &line(seq), never).unwrap();
+        }
+        let grouped = tempfile::tempdir().unwrap();
+        let (mut log, _) = ResultsLog::open(grouped.path(), 2 * size, 2).unwrap();
+        let lines: Vec<(u64, String)> = (1..=7).map(|n| (n, line(n))).collect();
+        let (first, rest) = lines.split_at(1);
+        for group in [first, rest] {
+            let refs: Vec<(u64, &str)> = group.iter().map(|(n, l)| (*n, l.as_str())).collect();
+            log.append_reports(&refs, never).unwrap();
+        }
+        assert_eq!(log.last(), 7);
+        assert_eq!(files(grouped.path()), files(single.path()));
+        assert_eq!(files(grouped.path())[0], format!("{}\n", line(7)));
+        // Behind (a failed write): the group's lines come from the store
+        // once, not twice.
+        log.behind = true;
+        let mut asked = None;
+        log.append_reports(&[(8, &line(8)), (9, &line(9))], |after| {
+            asked = Some(after);
+            Ok::<_, String>(vec![(8, line(8))])
+        })
+        .unwrap();
+        assert_eq!(asked, Some(7));
+        assert_eq!(log.last(), 9);
+        let all: String = files(grouped.path())
+            .iter()
+            .rev()
+            .map(String::as_str)
+            .collect();
+        let want: String = (5..=9).map(|n| format!("{}\n", line(n))).collect();
+        assert_eq!(all, want);
     }
 }

@@ -427,17 +427,67 @@ impl Store {
         retention: Retention,
         line: impl FnOnce(u64) -> String,
     ) -> Result<Recorded> {
-        let key = version_key(evaluated.dataset, evaluated.version);
-        let profile_json = match evaluated.rolling {
-            Some((profile, _)) => {
-                Some(serde_json::to_vec(profile).map_err(|e| StateError::Decode {
-                    path: self.path.clone(),
-                    what: "a profile".to_string(),
-                    reason: e.to_string(),
-                })?)
+        let mut line = Some(line);
+        let mut recorded =
+            self.record_evaluations(std::slice::from_ref(evaluated), retention, |_, seq| {
+                line.take().map(|f| f(seq)).unwrap_or_default()
+            })?;
+        recorded.pop().ok_or_else(|| StateError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other("internal: an evaluation was not recorded"),
+        })
+    }
+
+    /// Records several evaluations in **one** write transaction — one
+    /// durable commit (one fsync) for the group — each exactly as
+    /// [`Store::record_evaluation`] would, in order: seqs are consecutive in
+    /// `evaluated`'s order, and `line(i, seq)` renders item `i`'s line.
+    /// All or nothing: when the transaction fails, none is recorded.
+    ///
+    /// Why: on a disk where a sync takes milliseconds, one commit per batch
+    /// caps the agent at a few hundred batches a second whatever the CPU;
+    /// grouping the evaluations that finish while a commit is under way
+    /// (see `agent::recorder`) amortises it without weakening the record.
+    pub fn record_evaluations(
+        &self,
+        evaluated: &[Evaluated<'_>],
+        retention: Retention,
+        mut line: impl FnMut(usize, u64) -> String,
+    ) -> Result<Vec<Recorded>> {
+        let mut profile_json = Vec::with_capacity(evaluated.len());
+        for e in evaluated {
+            profile_json.push(match e.rolling {
+                Some((profile, _)) => {
+                    Some(serde_json::to_vec(profile).map_err(|e| StateError::Decode {
+                        path: self.path.clone(),
+                        what: "a profile".to_string(),
+                        reason: e.to_string(),
+                    })?)
+                }
+                None => None,
+            });
+        }
+        self.write(|txn| {
+            let mut out = Vec::with_capacity(evaluated.len());
+            for (i, (e, json)) in evaluated.iter().zip(&profile_json).enumerate() {
+                out.push(
+                    self.apply_evaluation(txn, e, json.as_deref(), retention, |seq| line(i, seq))?,
+                );
             }
-            None => None,
-        };
+            Ok(out)
+        })
+    }
+
+    /// One evaluation's writes inside `txn` (see [`Store::record_evaluation`]).
+    fn apply_evaluation(
+        &self,
+        txn: &redb::WriteTransaction,
+        evaluated: &Evaluated<'_>,
+        profile_json: Option<&[u8]>,
+        retention: Retention,
+        line: impl FnOnce(u64) -> String,
+    ) -> std::result::Result<Recorded, redb::Error> {
+        let key = version_key(evaluated.dataset, evaluated.version);
         let path = self.path.clone();
         let decode_err = |what: &str, e: serde_json::Error| {
             redb::Error::Io(std::io::Error::other(format!(
@@ -445,121 +495,117 @@ impl Store {
                 path.display()
             )))
         };
-        self.write(|txn| {
-            let mut versions = txn.open_table(VERSIONS)?;
-            if let Some(existing) = versions.get(key.as_str())? {
-                let record: VersionRecord = serde_json::from_slice(existing.value())
-                    .map_err(|e| decode_err("a version record", e))?;
-                return Ok(Recorded {
-                    seq: record.seq,
-                    new: false,
-                    webhooks: Vec::new(),
-                });
-            }
-            let mut meta = txn.open_table(META)?;
-            let seq = meta.get("next_seq")?.map(|v| v.value()).unwrap_or(1);
-            meta.insert("next_seq", seq + 1)?;
-            let record = VersionRecord {
-                seq,
-                dataset: evaluated.dataset.to_string(),
-                outcome: evaluated.outcome,
-                evaluated_at: evaluated.evaluated_at,
-            };
-            let bytes =
-                serde_json::to_vec(&record).map_err(|e| decode_err("a version record", e))?;
-            versions.insert(key.as_str(), bytes.as_slice())?;
+        let mut versions = txn.open_table(VERSIONS)?;
+        if let Some(existing) = versions.get(key.as_str())? {
+            let record: VersionRecord = serde_json::from_slice(existing.value())
+                .map_err(|e| decode_err("a version record", e))?;
+            return Ok(Recorded {
+                seq: record.seq,
+                new: false,
+                webhooks: Vec::new(),
+            });
+        }
+        let mut meta = txn.open_table(META)?;
+        let seq = meta.get("next_seq")?.map(|v| v.value()).unwrap_or(1);
+        meta.insert("next_seq", seq + 1)?;
+        let record = VersionRecord {
+            seq,
+            dataset: evaluated.dataset.to_string(),
+            outcome: evaluated.outcome,
+            evaluated_at: evaluated.evaluated_at,
+        };
+        let bytes = serde_json::to_vec(&record).map_err(|e| decode_err("a version record", e))?;
+        versions.insert(key.as_str(), bytes.as_slice())?;
 
-            let mut reports = txn.open_table(REPORTS)?;
-            let text = line(seq);
-            reports.insert(seq, text.as_str())?;
-            let mut index = txn.open_table(DATASET_REPORTS)?;
-            index.insert(seq_key(evaluated.dataset, seq).as_str(), ())?;
-            // Keep the newest `reports_per_dataset` reports of this dataset.
-            let prefix = format!("{}\0", evaluated.dataset);
-            let end = format!("{}\u{1}", evaluated.dataset);
-            let keys: Vec<String> = index
+        let mut reports = txn.open_table(REPORTS)?;
+        let text = line(seq);
+        reports.insert(seq, text.as_str())?;
+        let mut index = txn.open_table(DATASET_REPORTS)?;
+        index.insert(seq_key(evaluated.dataset, seq).as_str(), ())?;
+        // Keep the newest `reports_per_dataset` reports of this dataset.
+        let prefix = format!("{}\0", evaluated.dataset);
+        let end = format!("{}\u{1}", evaluated.dataset);
+        let keys: Vec<String> = index
+            .range(prefix.as_str()..end.as_str())?
+            .map(|entry| entry.map(|(k, _)| k.value().to_string()))
+            .collect::<std::result::Result<_, _>>()?;
+        if keys.len() > retention.reports_per_dataset {
+            for old in &keys[..keys.len() - retention.reports_per_dataset] {
+                index.remove(old.as_str())?;
+                if let Some(old_seq) = old.rsplit('\0').next().and_then(|s| s.parse::<u64>().ok()) {
+                    reports.remove(old_seq)?;
+                }
+            }
+        }
+
+        let mut datasets = txn.open_table(DATASETS)?;
+        let mut counters: DatasetCounters = match datasets.get(evaluated.dataset)? {
+            Some(v) => {
+                serde_json::from_slice(v.value()).map_err(|e| decode_err("dataset counters", e))?
+            }
+            None => DatasetCounters::default(),
+        };
+        counters.evaluated += 1;
+        match evaluated.outcome {
+            Outcome::Passed => {}
+            Outcome::Failed => counters.failed += 1,
+            Outcome::Error => counters.errored += 1,
+            Outcome::Skipped => counters.skipped += 1,
+        }
+        counters.rows += evaluated.rows;
+        counters.last_seq = seq;
+        counters.last_evaluated_at = evaluated.evaluated_at;
+        let bytes = serde_json::to_vec(&counters).map_err(|e| decode_err("counters", e))?;
+        datasets.insert(evaluated.dataset, bytes.as_slice())?;
+
+        if let (Some((_, capacity)), Some(json)) = (evaluated.rolling, profile_json) {
+            let mut rolling = txn.open_table(ROLLING)?;
+            rolling.insert(seq_key(evaluated.dataset, seq).as_str(), json)?;
+            let keys: Vec<String> = rolling
                 .range(prefix.as_str()..end.as_str())?
                 .map(|entry| entry.map(|(k, _)| k.value().to_string()))
                 .collect::<std::result::Result<_, _>>()?;
-            if keys.len() > retention.reports_per_dataset {
-                for old in &keys[..keys.len() - retention.reports_per_dataset] {
-                    index.remove(old.as_str())?;
-                    if let Some(old_seq) =
-                        old.rsplit('\0').next().and_then(|s| s.parse::<u64>().ok())
-                    {
-                        reports.remove(old_seq)?;
-                    }
+            if keys.len() > capacity {
+                for old in &keys[..keys.len() - capacity] {
+                    rolling.remove(old.as_str())?;
                 }
             }
-
-            let mut datasets = txn.open_table(DATASETS)?;
-            let mut counters: DatasetCounters = match datasets.get(evaluated.dataset)? {
-                Some(v) => serde_json::from_slice(v.value())
-                    .map_err(|e| decode_err("dataset counters", e))?,
-                None => DatasetCounters::default(),
-            };
-            counters.evaluated += 1;
-            match evaluated.outcome {
-                Outcome::Passed => {}
-                Outcome::Failed => counters.failed += 1,
-                Outcome::Error => counters.errored += 1,
-                Outcome::Skipped => counters.skipped += 1,
+        }
+        if let Some(table) = &evaluated.version.table {
+            let mut cursors = txn.open_table(TABLE_CURSORS)?;
+            let key = cursor_key(evaluated.dataset, &table.location);
+            let newest = cursors.get(key.as_str())?.map(|v| v.value());
+            if newest.is_none_or(|n| n < table.version) {
+                cursors.insert(key.as_str(), table.version)?;
             }
-            counters.rows += evaluated.rows;
-            counters.last_seq = seq;
-            counters.last_evaluated_at = evaluated.evaluated_at;
-            let bytes = serde_json::to_vec(&counters).map_err(|e| decode_err("counters", e))?;
-            datasets.insert(evaluated.dataset, bytes.as_slice())?;
-
-            if let (Some((_, capacity)), Some(json)) = (evaluated.rolling, &profile_json) {
-                let mut rolling = txn.open_table(ROLLING)?;
-                rolling.insert(seq_key(evaluated.dataset, seq).as_str(), json.as_slice())?;
-                let keys: Vec<String> = rolling
-                    .range(prefix.as_str()..end.as_str())?
-                    .map(|entry| entry.map(|(k, _)| k.value().to_string()))
-                    .collect::<std::result::Result<_, _>>()?;
-                if keys.len() > capacity {
-                    for old in &keys[..keys.len() - capacity] {
-                        rolling.remove(old.as_str())?;
-                    }
-                }
+        }
+        if let Some(schema) = evaluated.schema {
+            let json = serde_json::to_vec(schema).map_err(|e| decode_err("a schema", e))?;
+            txn.open_table(SCHEMAS)?
+                .insert(evaluated.dataset, json.as_slice())?;
+        }
+        if !evaluated.anomaly.is_empty() {
+            let mut table = txn.open_table(ANOMALY)?;
+            for updated in evaluated.anomaly {
+                let json = serde_json::to_vec(&updated.series)
+                    .map_err(|e| decode_err("an anomaly series", e))?;
+                let key = format!("{}\0{}", updated.dataset, updated.check);
+                table.insert(key.as_str(), json.as_slice())?;
             }
-            if let Some(table) = &evaluated.version.table {
-                let mut cursors = txn.open_table(TABLE_CURSORS)?;
-                let key = cursor_key(evaluated.dataset, &table.location);
-                let newest = cursors.get(key.as_str())?.map(|v| v.value());
-                if newest.is_none_or(|n| n < table.version) {
-                    cursors.insert(key.as_str(), table.version)?;
-                }
-            }
-            if let Some(schema) = evaluated.schema {
-                let json = serde_json::to_vec(schema).map_err(|e| decode_err("a schema", e))?;
-                txn.open_table(SCHEMAS)?
-                    .insert(evaluated.dataset, json.as_slice())?;
-            }
-            if !evaluated.anomaly.is_empty() {
-                let mut table = txn.open_table(ANOMALY)?;
-                for updated in evaluated.anomaly {
-                    let json = serde_json::to_vec(&updated.series)
-                        .map_err(|e| decode_err("an anomaly series", e))?;
-                    let key = format!("{}\0{}", updated.dataset, updated.check);
-                    table.insert(key.as_str(), json.as_slice())?;
-                }
-            }
-            if let Some(profile) = evaluated.profile {
-                let json = serde_json::to_vec(profile).map_err(|e| decode_err("a profile", e))?;
-                txn.open_table(LATEST_PROFILES)?
-                    .insert(evaluated.dataset, json.as_slice())?;
-            }
-            let webhooks = match &evaluated.webhooks {
-                Some(step) => outbox::apply(txn, step, seq)?,
-                None => Vec::new(),
-            };
-            Ok(Recorded {
-                seq,
-                new: true,
-                webhooks,
-            })
+        }
+        if let Some(profile) = evaluated.profile {
+            let json = serde_json::to_vec(profile).map_err(|e| decode_err("a profile", e))?;
+            txn.open_table(LATEST_PROFILES)?
+                .insert(evaluated.dataset, json.as_slice())?;
+        }
+        let webhooks = match &evaluated.webhooks {
+            Some(step) => outbox::apply(txn, step, seq)?,
+            None => Vec::new(),
+        };
+        Ok(Recorded {
+            seq,
+            new: true,
+            webhooks,
         })
     }
 
@@ -849,6 +895,108 @@ mod tests {
         assert_eq!(store.prune_versions(101, |p| p == "a").unwrap(), 1);
         assert!(store.version("d", &version("b", 1)).unwrap().is_none());
         assert!(store.version("d", &version("a", 1)).unwrap().is_some());
+    }
+
+    #[test]
+    fn issue_19_grouped_commits_store_exactly_what_single_commits_store() {
+        // The same evaluations — two datasets, a repeat of a version inside
+        // the group, rolling profiles, retention — recorded one commit each
+        // and as one group: identical seqs, lines, counters and profiles.
+        let mut profiles = Vec::new();
+        for i in 0..6u64 {
+            let mut p = DatasetProfile::new("d");
+            p.rows = i;
+            profiles.push(p);
+        }
+        let versions: Vec<BatchVersion> = (0..6u64)
+            .map(|i| {
+                // The last is the second again (same dataset, same version).
+                let n = if i == 5 { 1 } else { i };
+                version(&format!("f{n}"), 10 + n)
+            })
+            .collect();
+        let evaluated: Vec<Evaluated<'_>> = (0..6)
+            .map(|i| Evaluated {
+                version: &versions[i],
+                anomaly: &[],
+                schema: None,
+                dataset: if i % 2 == 0 { "d" } else { "e" },
+                outcome: if i == 3 {
+                    Outcome::Failed
+                } else {
+                    Outcome::Passed
+                },
+                rows: i as u64,
+                evaluated_at: 100 + i as i64,
+                rolling: Some((&profiles[i], 2)),
+                webhooks: None,
+                profile: Some(&profiles[i]),
+            })
+            .collect();
+        let retention = Retention {
+            reports_per_dataset: 2,
+        };
+        let line = |i: usize, seq: u64| format!("{{\"i\":{i},\"seq\":{seq}}}");
+        let single_dir = tempfile::tempdir().unwrap();
+        let single = Store::open(single_dir.path()).unwrap();
+        let one_by_one: Vec<Recorded> = evaluated
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                single
+                    .record_evaluation(e, retention, |seq| line(i, seq))
+                    .unwrap()
+            })
+            .collect();
+        let grouped_dir = tempfile::tempdir().unwrap();
+        let grouped = Store::open(grouped_dir.path()).unwrap();
+        let together = grouped
+            .record_evaluations(&evaluated, retention, line)
+            .unwrap();
+        assert_eq!(together, one_by_one);
+        // Versions f0..f4, then f1 of `e` again (recorded earlier in the group).
+        assert_eq!(
+            together.iter().map(|r| (r.seq, r.new)).collect::<Vec<_>>(),
+            vec![
+                (1, true),
+                (2, true),
+                (3, true),
+                (4, true),
+                (5, true),
+                (2, false)
+            ]
+        );
+        for store in [&single, &grouped] {
+            assert_eq!(store.next_seq().unwrap(), 6);
+        }
+        assert_eq!(
+            grouped.reports_after(0).unwrap(),
+            single.reports_after(0).unwrap()
+        );
+        assert_eq!(grouped.datasets().unwrap(), single.datasets().unwrap());
+        for dataset in ["d", "e"] {
+            assert_eq!(
+                grouped.latest_reports(dataset, 10).unwrap(),
+                single.latest_reports(dataset, 10).unwrap()
+            );
+            let rows = |s: &Store| -> Vec<u64> {
+                s.rolling_profiles(dataset, 5)
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.rows)
+                    .collect()
+            };
+            assert_eq!(rows(&grouped), rows(&single));
+        }
+        assert_eq!(
+            grouped
+                .latest_reports("d", 10)
+                .unwrap()
+                .iter()
+                .map(|(s, _)| *s)
+                .collect::<Vec<_>>(),
+            vec![5, 3]
+        );
     }
 
     #[test]

@@ -838,3 +838,145 @@ drift:
     // Was 11.3 GB.
     assert!(rss < 1 << 30, "peak RSS {rss} bytes");
 }
+
+/// Stages `bytes` outside the lake, then makes the folders of `rel` and
+/// renames the file in at once — before the agent can have watched them.
+fn land_in_new_folders(lake: &Lake, rel: &str, bytes: &[u8]) -> PathBuf {
+    let target = lake.lake().join(rel);
+    let tmp = lake.path(&format!("staging/{}.tmp", rel.replace('/', "_")));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    std::fs::rename(&tmp, &target).unwrap();
+    target
+}
+
+#[test]
+fn issue_19_files_renamed_into_brand_new_folders_do_not_wait_the_settle_time() {
+    let lake = Lake::new(RULES);
+    // A settle time far beyond the test's deadline and no listing before
+    // it: a file is taken only if its folder's own listing (or its rename
+    // event) says it is complete.
+    std::fs::write(lake.path("driftwatch.toml"), "[lake]\nrescan = \"10m\"\n").unwrap();
+    let config = lake.path("driftwatch.toml").display().to_string();
+    let agent = Agent::start(&lake, &["--config", &config, "--settle", "10m"]);
+    let bytes = lake.bytes(800, 19, 0);
+    let mut landed = Vec::new();
+    for i in 0..6 {
+        // A new Hive partition, nested one level more every other file.
+        let rel = if i % 2 == 0 {
+            format!("date=2026-12-0{}/part-0.parquet", i + 1)
+        } else {
+            format!("date=2026-12-0{}/hour=0{i}/part-0.parquet", i + 1)
+        };
+        landed.push(
+            land_in_new_folders(&lake, &rel, &bytes)
+                .display()
+                .to_string(),
+        );
+        wait_results(&lake, &agent, landed.len());
+    }
+    // And into a folder that exists by now.
+    landed.push(
+        land_in_new_folders(&lake, "date=2026-12-01/part-1.parquet", &bytes)
+            .display()
+            .to_string(),
+    );
+    let r = wait_results(&lake, &agent, landed.len());
+    assert_eq!(sources(&r), landed);
+    for line in &r {
+        assert_eq!(line["reports"][0]["rows"], 800);
+        assert_eq!(line["reports"][0]["error"], Value::Null);
+    }
+    assert_eq!(
+        r[1]["reports"][0]["partitions"],
+        serde_json::json!({"date": "2026-12-02", "hour": "01"})
+    );
+}
+
+#[test]
+fn issue_19_a_file_written_in_place_in_a_brand_new_folder_is_not_read_before_its_footer() {
+    let lake = Lake::new(RULES);
+    // Only close-after-write events can complete the file in time.
+    let agent = Agent::start(&lake, &["--settle", "10m"]);
+    let bytes = lake.bytes(3000, 20, 0);
+    let folder = lake.lake().join("date=2026-12-04");
+    std::fs::create_dir(&folder).unwrap();
+    let path = folder.join("in-place.parquet");
+    let chunk = bytes.len().div_ceil(6);
+    for part in bytes.chunks(chunk) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut f, part).unwrap();
+        drop(f);
+        // The writer is slow: the folder's listings see it half-written.
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let r = wait_results(&lake, &agent, 1);
+    assert_eq!(
+        r[0]["reports"][0]["error"],
+        Value::Null,
+        "{}",
+        agent.log_text()
+    );
+    assert_eq!(r[0]["reports"][0]["rows"], 3000);
+    assert_eq!(r[0]["agent"]["batch"]["size"], bytes.len());
+    // The next file shows that no half-read version was recorded.
+    lake.land("date=2026-12-04/next.parquet", &lake.bytes(1000, 21, 0));
+    assert_eq!(wait_results(&lake, &agent, 2).len(), 2);
+    assert_eq!(lake.results().len(), 2);
+}
+
+#[test]
+fn issue_19_group_commits_under_a_backlog_stay_exactly_once_across_kill_9() {
+    let lake = Lake::new(RULES);
+    let files: Vec<Vec<u8>> = (0..15).map(|i| lake.bytes(400, 300 + i, 0)).collect();
+    let root = lake.lake();
+    let staging = lake.path("staging");
+    // Bursts of 15 files renamed in at once: a backlog, whose records the
+    // agent commits in groups, killed while it works through them.
+    let writer = std::thread::spawn(move || {
+        for burst in 0..4 {
+            for (i, bytes) in files.iter().enumerate() {
+                let tmp = staging.join(format!("b{burst}-{i}.tmp"));
+                std::fs::write(&tmp, bytes).unwrap();
+            }
+            for i in 0..files.len() {
+                let tmp = staging.join(format!("b{burst}-{i}.tmp"));
+                std::fs::rename(&tmp, root.join(format!("b{burst}-{i:02}.parquet"))).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(400));
+        }
+    });
+    for run_ms in [300u64, 700, 200, 500] {
+        let agent = Agent::start(&lake, &[]);
+        std::thread::sleep(Duration::from_millis(run_ms));
+        agent.kill9();
+    }
+    writer.join().unwrap();
+    let agent = Agent::start(&lake, &[]);
+    let r = wait_results(&lake, &agent, 60);
+    assert_eq!(agent.terminate(), Some(0));
+    let r = {
+        let after = lake.results();
+        assert_eq!(after.len(), r.len(), "nothing more after a clean stop");
+        after
+    };
+    assert_eq!(r.len(), 60);
+    let seqs: Vec<u64> = r
+        .iter()
+        .map(|x| x["agent"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=60).collect::<Vec<_>>());
+    let paths: std::collections::BTreeSet<&str> = r
+        .iter()
+        .map(|x| x["agent"]["batch"]["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths.len(), 60, "every file exactly once");
+    for x in &r {
+        assert_eq!(x["reports"][0]["error"], Value::Null);
+        assert_eq!(x["reports"][0]["rows"], 400);
+    }
+}

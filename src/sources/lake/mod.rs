@@ -11,7 +11,11 @@
 //! A file is never read half-way: it becomes a *candidate* and is sent only
 //! when its Parquet footer parses **and** either a close-after-write or
 //! rename event was seen for exactly its current size and mtime, or its size
-//! and mtime stayed unchanged for the settle time. A candidate whose footer
+//! and mtime stayed unchanged for the settle time. A file first found by
+//! listing a folder that just appeared (a new Hive partition, its file renamed
+//! in before the folder's watch existed, so no event of its own) counts as
+//! hinted when its footer parses and a second look sees the same size and
+//! mtime: it does not wait the settle time. A candidate whose footer
 //! still does not parse after [`CORRUPT_AFTER_SETTLES`] settle times of
 //! silence is sent anyway, so a corrupt file is reported as an error rather
 //! than waited on forever.
@@ -208,7 +212,7 @@ impl LakeSource {
                 let rules = self.rules.borrow().clone();
                 for (dir, _) in &new_dirs {
                     for key in keys_under(&options, &rules, dir) {
-                        candidates.entry(key).or_insert_with(Candidate::new);
+                        add_listed_in_new_folder(&options, &mut candidates, key);
                     }
                 }
             }
@@ -306,7 +310,13 @@ impl LakeSource {
             if !new_dirs.iter().any(|(d, _)| d == &path) {
                 new_dirs.push((path.clone(), Instant::now()));
             }
-            keys_under(options, rules, &path)
+            // List the new folder at once: what was moved into it before
+            // its watch existed raised no event and is found only here.
+            let keys = keys_under(options, rules, &path);
+            for key in &keys {
+                add_listed_in_new_folder(options, candidates, key.clone());
+            }
+            keys
         } else if options.filter.accepts(relative) {
             scan::batches_of(index, relative, rules)
         } else {
@@ -410,6 +420,45 @@ impl LakeSource {
 
 /// How long, at least, a new folder is listed again on every tick.
 const NEW_DIR_WATCH: Duration = Duration::from_secs(2);
+
+/// Adds a file batch found by listing a folder that just appeared.
+///
+/// Why it need not wait the settle time: a file in a new folder that raised
+/// no event of its own was complete before the folder's watch existed —
+/// renamed in, or closed — (a file still being written raises a
+/// close-after-write event later, the watch being there by then). So it is
+/// taken as if its close/rename event had been seen when its footer parses
+/// and its size and mtime are the same on an immediate second look. A file
+/// whose footer does not parse yet stays an ordinary candidate (event or
+/// settle time). Only batches not already candidates are probed: one known
+/// from its own events keeps what they said.
+fn add_listed_in_new_folder(
+    options: &LakeOptions,
+    candidates: &mut BTreeMap<BatchKey, Candidate>,
+    key: BatchKey,
+) {
+    let candidate = candidates.entry(key.clone()).or_insert_with(Candidate::new);
+    if candidate.hinted.is_some() {
+        return;
+    }
+    // Also a candidate already known without a hint: a full listing that
+    // ran just then (at start-up, every rescan) may have found the file
+    // before the folder's event came, and no rename event will follow.
+    if let (BatchUnit::File, Some(root)) = (key.unit, options.roots.get(key.root)) {
+        candidate.hinted = complete_on_sight(root, &key, &options.filter);
+    }
+}
+
+/// The version of a file batch whose footer parses and whose size and mtime
+/// do not change across the footer read (see [`add_listed_in_new_folder`]).
+fn complete_on_sight(root: &Path, key: &BatchKey, filter: &Filter) -> Option<BatchVersion> {
+    let before = scan::observe(root, key, filter)?;
+    if !before.files.iter().all(|f| scan::footer_parses(f)) {
+        return None;
+    }
+    let after = scan::observe(root, key, filter)?;
+    (after.version == before.version).then_some(after.version)
+}
 
 /// The batches of the data files under `dir` (inside a watched folder).
 fn keys_under(options: &LakeOptions, rules: &[RuleFile], dir: &Path) -> Vec<BatchKey> {

@@ -1,0 +1,344 @@
+//! The agent's landing latency and many-small-files throughput (issue 19),
+//! measured on the real binary as a user runs it:
+//!
+//! 1. latency — files of `--rows` rows (default 27,000 × 20 columns) are
+//!    renamed one at a time into the watched lake, alternately into a Hive
+//!    partition folder created just before (`flights/date=…/part-0.parquet`,
+//!    the folder made right before the rename) and into a folder that already
+//!    exists; for each, the time from the rename to its report's
+//!    `evaluated_at` in the results log. Median and p99 per kind, beside the
+//!    evaluation time of one such file measured in-process (the floor is
+//!    median ≤ 50 ms + evaluation time, p99 ≤ 250 ms + evaluation time);
+//! 2. many small files — `--many` files of `--rows` rows are renamed into an
+//!    existing folder all at once (a backlog); files/s and rows/s from the
+//!    first rename to the last report, and the agent's peak RSS (VmHWM).
+//!
+//! The rule file has the demo's first 9 checks (schema, row_count, unique,
+//! not_null ×2, range ×2, accepted_values ×2) and runs with the default
+//! settle time (2 s), so a file that waits for it shows.
+//!
+//! ```text
+//! cargo build --release --bin driftwatch --example agent_latency
+//! target/release/examples/agent_latency [--latency-files 60] [--many 500] [--rows 27000] [--settle 2s]
+//! ```
+//! Linux only (reads /proc). See `benches/agent_latency.sh`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use driftwatch::demo::{FlightsSpec, write_flights};
+
+/// The demo rules' first 9 checks (no freshness: generated times are old).
+pub const NINE_CHECKS: &str = r#"dataset: flights
+match: "flights/**/*.parquet"
+checks:
+  - schema:
+      columns: { row_id: int64, dep_delay: int64, carrier: utf8, time_hour: timestamp(UTC) }
+      allow_extra: true
+  - row_count: { min: 1000, max: 5000000 }
+  - unique: row_id
+  - not_null: carrier
+  - not_null: dep_delay
+    max_fraction: 0.05
+    severity: warn
+  - range: { column: distance, min: 17, max: 4983 }
+  - range: { column: dep_delay, min: -30, max: 600 }
+    max_fraction: 0.001
+  - accepted_values: { column: origin, values: [EWR, JFK, LGA] }
+  - accepted_values:
+      column: carrier
+      values: [9E, AA, AS, B6, DL, EV, F9, FL, HA, MQ, OO, UA, US, VX, WN, YV]
+"#;
+
+struct Args {
+    latency_files: usize,
+    many: usize,
+    rows: u64,
+    settle: String,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        latency_files: 60,
+        many: 500,
+        rows: 27_000,
+        settle: "2s".to_string(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--latency-files" => a.latency_files = value.parse()?,
+            "--many" => a.many = value.parse()?,
+            "--rows" => a.rows = value.parse()?,
+            "--settle" => a.settle = value,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    Ok(a)
+}
+
+fn proc_field(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn line_count(state: &Path) -> usize {
+    std::fs::read(state.join("results.jsonl"))
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
+}
+
+fn wait_count(state: &Path, n: usize, limit: Duration) -> Result<()> {
+    let start = Instant::now();
+    while line_count(state) < n {
+        if start.elapsed() > limit {
+            bail!("fewer than {n} reports after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}
+
+fn reports(state: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(state.join("results.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn start_agent(bin: &Path, root: &Path, settle: &str) -> Result<Child> {
+    let state = root.join("state");
+    let child = Command::new(bin)
+        .args(["run", "--watch"])
+        .arg(root.join("lake"))
+        .arg("--rules")
+        .arg(root.join("rules"))
+        .arg("--state")
+        .arg(&state)
+        .args(["--listen", "127.0.0.1:0", "--settle", settle])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start the agent")?;
+    let pid = child.id();
+    let start = Instant::now();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Ready: its start-up listing is done (files landed before it are not
+    // what is measured).
+    loop {
+        let ready = driftwatch::agent::read_agent_info(&state)
+            .filter(|i| i.pid == pid)
+            .and_then(|i| i.listen.parse().ok())
+            .and_then(|addr| {
+                runtime
+                    .block_on(driftwatch::agent::http_get(
+                        addr,
+                        "/readyz",
+                        Duration::from_secs(5),
+                    ))
+                    .ok()
+            })
+            .is_some_and(|(code, _)| code == 200);
+        if ready {
+            return Ok(child);
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            bail!("the agent did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Writes `n` files of `rows` rows into `dir`; their paths.
+fn stage(dir: &Path, n: usize, rows: u64, seed: u64) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    (0..n)
+        .map(|i| {
+            let path = dir.join(format!("s{i:05}.parquet"));
+            write_flights(
+                &path,
+                &FlightsSpec {
+                    rows,
+                    row_group_rows: 8_192,
+                    seed: seed + i as u64,
+                    first_row_id: 1 + (i as u64 * rows) as i64,
+                    ..FlightsSpec::default()
+                },
+            )?;
+            Ok(path)
+        })
+        .collect()
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Milliseconds from each rename to its report's `evaluated_at`.
+fn latencies(state: &Path, renamed: &[(String, SystemTime)]) -> Result<Vec<f64>> {
+    let all = reports(state);
+    let mut out = Vec::new();
+    for (source, at) in renamed {
+        let line = all
+            .iter()
+            .find(|r| r["reports"][0]["source"] == source.as_str())
+            .with_context(|| format!("no report for {source}"))?;
+        let evaluated: chrono::DateTime<chrono::Utc> = line["agent"]["evaluated_at"]
+            .as_str()
+            .context("evaluated_at")?
+            .parse()?;
+        let at: chrono::DateTime<chrono::Utc> = (*at).into();
+        out.push((evaluated - at).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+    }
+    out.sort_by(f64::total_cmp);
+    Ok(out)
+}
+
+/// The median in-process evaluation time of `file` (engine only: footer,
+/// planning, scan, verdicts), over `runs` runs after one warm-up.
+fn evaluation_ms(file: &Path, runs: usize) -> Result<f64> {
+    let rules = driftwatch::rules::parse_rule_file(Path::new("flights.yaml"), NINE_CHECKS)?;
+    let engine = driftwatch::engine::Engine::new(&driftwatch::engine::EngineOptions::default())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut times = Vec::new();
+    for i in 0..=runs {
+        let started = Instant::now();
+        let report = runtime.block_on(engine.evaluate(file, "f", &rules, chrono::Utc::now()));
+        if let Some(e) = report.error {
+            bail!("evaluation failed: {e}");
+        }
+        if i > 0 {
+            times.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(quantile(&times, 0.5))
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let exe = std::env::current_exe()?;
+    let bin: PathBuf = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("driftwatch"))
+        .context("locate the driftwatch binary")?;
+    let tmp = tempfile::tempdir_in(std::env::var_os("BENCH_DIR").unwrap_or("/var/tmp".into()))?;
+    let root = tmp.path();
+    for d in ["lake/flights/existing", "rules"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    std::fs::write(root.join("rules/flights.yaml"), NINE_CHECKS)?;
+
+    println!(
+        "staging {} + {} files of {} rows × 20 columns…",
+        args.latency_files, args.many, args.rows
+    );
+    let staged = stage(&root.join("staging"), args.latency_files, args.rows, 1)?;
+    let many = stage(&root.join("staging-many"), args.many, args.rows, 10_000)?;
+    let eval = evaluation_ms(staged.first().or(many.first()).context("no files")?, 20)?;
+    println!("evaluation time of one file in-process (median of 20): {eval:.1} ms");
+
+    // 1. Latency, new folder vs existing folder, alternating.
+    if args.latency_files > 0 {
+        let mut agent = start_agent(&bin, root, &args.settle)?;
+        let state = root.join("state");
+        let (mut fresh, mut existing) = (Vec::new(), Vec::new());
+        for (i, path) in staged.iter().enumerate() {
+            let (target, list) = if i % 2 == 0 {
+                let folder = root.join(format!("lake/flights/date=2026-12-04-{i:03}"));
+                std::fs::create_dir(&folder)?;
+                (folder.join("part-0.parquet"), &mut fresh)
+            } else {
+                (
+                    root.join(format!("lake/flights/existing/part-{i:03}.parquet")),
+                    &mut existing,
+                )
+            };
+            let at = SystemTime::now();
+            std::fs::rename(path, &target)?;
+            list.push((target.display().to_string(), at));
+            wait_count(&state, i + 1, Duration::from_secs(60))?;
+            // A pipeline's files do not land back to back.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for (label, renamed) in [("new folder", &fresh), ("existing folder", &existing)] {
+            let ms = latencies(&state, renamed)?;
+            println!(
+                "landing → verdict, rename into {label:<15}: median {:>6.1} ms, p99 {:>6.1} ms, max {:>6.1} ms ({} files; floors: median ≤ {:.0} ms, p99 ≤ {:.0} ms)",
+                quantile(&ms, 0.5),
+                quantile(&ms, 0.99),
+                quantile(&ms, 1.0),
+                ms.len(),
+                50.0 + eval,
+                250.0 + eval,
+            );
+        }
+        agent.kill()?;
+        agent.wait()?;
+    }
+
+    // 2. Many small files, landed at once into an existing folder.
+    if args.many > 0 {
+        let many_root = root.join("many");
+        for d in ["lake/flights/day", "rules"] {
+            std::fs::create_dir_all(many_root.join(d))?;
+        }
+        std::fs::write(many_root.join("rules/flights.yaml"), NINE_CHECKS)?;
+        let mut agent = start_agent(&bin, &many_root, &args.settle)?;
+        let pid = agent.id();
+        let state = many_root.join("state");
+        let started = Instant::now();
+        for (i, path) in many.iter().enumerate() {
+            std::fs::rename(
+                path,
+                many_root.join(format!("lake/flights/day/part-{i:05}.parquet")),
+            )?;
+        }
+        let mut peak_rss = 0;
+        while line_count(&state) < args.many {
+            peak_rss = peak_rss.max(proc_field(pid, "VmRSS:").unwrap_or(0));
+            if started.elapsed() > Duration::from_secs(600) {
+                bail!("fewer than {} reports after 600 s", args.many);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let hwm = proc_field(pid, "VmHWM:").unwrap_or(0);
+        let passed = reports(&state)
+            .iter()
+            .filter(|r| r["reports"][0]["passed"] == true)
+            .count();
+        println!(
+            "many small files: {} files of {} rows in {:.2} s: {:.0} files/s, {:.2} M rows/s; agent peak RSS {} MiB (VmHWM; sampled VmRSS max {} MiB); {} passed (floor: ≥ 300 files/s, ≤ 128 MiB)",
+            args.many,
+            args.rows,
+            elapsed,
+            args.many as f64 / elapsed,
+            (args.many as u64 * args.rows) as f64 / elapsed / 1e6,
+            hwm / 1024,
+            peak_rss / 1024,
+            passed,
+        );
+        agent.kill()?;
+        agent.wait()?;
+    }
+    Ok(())
+}
