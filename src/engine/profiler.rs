@@ -20,7 +20,7 @@ use datafusion::logical_expr::{
 };
 
 use crate::profile::{
-    ColumnKind, ColumnProfile, NumberCounts, SMALL_DOMAIN_LIMIT, canonical_bits, count_numbers,
+    ColumnKind, ColumnProfile, NumberCounts, SMALL_DOMAIN_LIMIT, count_integers, count_numbers,
 };
 use crate::rules::describe_arrow_type;
 
@@ -382,27 +382,7 @@ impl ProfileAccumulator {
             self.increasing =
                 ColumnProfile::observe_order(valid.iter().map(|&v| v as f64), &mut self.last);
         }
-        let span = (hi - lo) as u64;
-        if span < 2 * valid.len() as u64 + 256 {
-            let mut slots = vec![0u32; span as usize + 1];
-            for &v in valid.iter() {
-                if let Some(slot) = slots.get_mut((v - lo) as usize) {
-                    *slot += 1;
-                }
-            }
-            for (offset, &n) in slots.iter().enumerate() {
-                if n > 0 {
-                    *self
-                        .numbers
-                        .entry(canonical_bits((lo + offset as i64) as f64))
-                        .or_insert(0) += u64::from(n);
-                }
-            }
-        } else {
-            for &v in valid.iter() {
-                *self.numbers.entry(canonical_bits(v as f64)).or_insert(0) += 1;
-            }
-        }
+        count_integers(&valid, lo, hi, &mut self.numbers);
         if self.numbers.len() > SMALL_DOMAIN_LIMIT {
             self.fold_numbers();
         }

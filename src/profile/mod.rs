@@ -290,11 +290,10 @@ fn count_by_offset(values: &[f64]) -> Option<(f64, Vec<u32>)> {
         // call on baseline x86-64); NaN, infinities and fractions fail it.
         whole &= (v as i64) as f64 == v;
     }
-    let span_limit = (2 * values.len() + 256) as f64;
     if !whole
         || values.is_empty()
         || values.len() >= u32::MAX as usize
-        || hi - lo >= span_limit
+        || hi - lo >= offset_span_limit(values.len()) as f64
         || lo <= -EXACT_INTEGERS
         || hi >= EXACT_INTEGERS
     {
@@ -311,6 +310,46 @@ fn count_by_offset(values: &[f64]) -> Option<(f64, Vec<u32>)> {
     Some((lo, slots))
 }
 
+/// The widest span (`hi - lo`) a batch of `len` values is counted by offset
+/// over: past it the array of counts would cost more than hashing.
+fn offset_span_limit(len: usize) -> u64 {
+    2 * len as u64 + 256
+}
+
+/// Adds counts by offset from `lo` (see [`count_by_offset`]) to `counts`,
+/// each distinct value hashed once.
+fn add_offset_counts(lo: f64, slots: &[u32], counts: &mut NumberCounts) {
+    for (offset, &n) in slots.iter().enumerate() {
+        if n > 0 {
+            *counts
+                .entry(canonical_bits(offset_value(lo, offset)))
+                .or_insert(0) += u64::from(n);
+        }
+    }
+}
+
+/// Counts integers into `counts` by the [`canonical_bits`] of their `f64`
+/// value, given their smallest `lo` and largest `hi`, both within ±2^53
+/// (so every value is exact as `f64`): by offset in an array when the span
+/// is short, else one hash per value. The same counts as [`count_numbers`]
+/// of the values as `f64`, without converting the batch.
+pub fn count_integers(values: &[i64], lo: i64, hi: i64, counts: &mut NumberCounts) {
+    let span = hi.abs_diff(lo);
+    if span < offset_span_limit(values.len()) && values.len() < u32::MAX as usize {
+        let mut slots = vec![0u32; span as usize + 1];
+        for &v in values {
+            if let Some(slot) = slots.get_mut(v.abs_diff(lo) as usize) {
+                *slot += 1;
+            }
+        }
+        add_offset_counts(lo as f64, &slots, counts);
+        return;
+    }
+    for &v in values {
+        *counts.entry(canonical_bits(v as f64)).or_insert(0) += 1;
+    }
+}
+
 /// The value at `offset` from `lo` (exact, see [`count_by_offset`]), with
 /// `-0.0` written as `0.0`.
 fn offset_value(lo: f64, offset: usize) -> f64 {
@@ -324,13 +363,7 @@ fn offset_value(lo: f64, offset: usize) -> f64 {
 /// counts.
 pub fn count_numbers(values: &[f64], counts: &mut NumberCounts) {
     if let Some((lo, slots)) = count_by_offset(values) {
-        for (offset, &n) in slots.iter().enumerate() {
-            if n > 0 {
-                *counts
-                    .entry(canonical_bits(offset_value(lo, offset)))
-                    .or_insert(0) += u64::from(n);
-            }
-        }
+        add_offset_counts(lo, &slots, counts);
         return;
     }
     for &v in values {
