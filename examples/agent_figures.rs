@@ -23,7 +23,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+#[path = "common/mod.rs"]
+mod common;
+
 use anyhow::{Context, Result, bail};
+use common::{line_count, proc_field, reports, wait_count};
 use driftwatch::demo::{DEMO_RULES, FlightsSpec, write_flights};
 
 struct Args {
@@ -57,17 +61,6 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-fn proc_field(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// utime + stime in clock ticks.
 fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -76,45 +69,19 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
-fn lines(state: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(state.join("results.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 fn wait_lines(state: &Path, n: usize, limit: Duration) -> Result<Vec<serde_json::Value>> {
     let start = Instant::now();
     loop {
         // Count newlines (cheap) and parse only once there are enough.
-        let count = std::fs::read(state.join("results.jsonl"))
-            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-            .unwrap_or(0);
+        let count = line_count(state);
         if count >= n {
-            return Ok(lines(state));
+            return Ok(reports(state));
         }
         if start.elapsed() > limit {
             bail!("only {count} of {n} reports after {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Like `wait_lines` without parsing: only the count.
-fn wait_count(state: &Path, n: usize, limit: Duration) -> Result<()> {
-    let start = Instant::now();
-    while std::fs::read(state.join("results.jsonl"))
-        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-        .unwrap_or(0)
-        < n
-    {
-        if start.elapsed() > limit {
-            bail!("fewer than {n} reports after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 fn start_agent(bin: &Path, root: &Path, extra: &[&str]) -> Result<Child> {
@@ -198,7 +165,7 @@ fn main() -> Result<()> {
         // One file at a time, as a pipeline lands them: wait for its report.
         wait_lines(&root.join("state"), i + 1, Duration::from_secs(60))?;
     }
-    let reports = lines(&root.join("state"));
+    let reports = common::reports(&root.join("state"));
     let mut latencies: Vec<f64> = Vec::new();
     for (source, at) in &renamed {
         let line = reports
@@ -326,7 +293,12 @@ fn main() -> Result<()> {
             let tmp = out_root.join("staging/t.tmp");
             std::fs::copy(&sample, &tmp)?;
             std::fs::rename(&tmp, out_root.join(format!("lake/flights/o{i:05}.parquet")))?;
-            wait_count(&out_root.join("state"), i + 1, Duration::from_secs(60))?;
+            wait_count(
+                &out_root.join("state"),
+                i + 1,
+                Duration::from_secs(60),
+                Duration::from_millis(20),
+            )?;
             if (i + 1) % (args.outage_files / 3).max(1) == 0 {
                 samples.push((i + 1, proc_field(pid, "VmRSS:").unwrap_or(0) / 1024));
             }

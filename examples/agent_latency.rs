@@ -27,30 +27,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, Result, bail};
-use driftwatch::demo::{FlightsSpec, write_flights};
+#[path = "common/mod.rs"]
+mod common;
 
-/// The demo rules' first 9 checks (no freshness: generated times are old).
-pub const NINE_CHECKS: &str = r#"dataset: flights
-match: "flights/**/*.parquet"
-checks:
-  - schema:
-      columns: { row_id: int64, dep_delay: int64, carrier: utf8, time_hour: timestamp(UTC) }
-      allow_extra: true
-  - row_count: { min: 1000, max: 5000000 }
-  - unique: row_id
-  - not_null: carrier
-  - not_null: dep_delay
-    max_fraction: 0.05
-    severity: warn
-  - range: { column: distance, min: 17, max: 4983 }
-  - range: { column: dep_delay, min: -30, max: 600 }
-    max_fraction: 0.001
-  - accepted_values: { column: origin, values: [EWR, JFK, LGA] }
-  - accepted_values:
-      column: carrier
-      values: [9E, AA, AS, B6, DL, EV, F9, FL, HA, MQ, OO, UA, US, VX, WN, YV]
-"#;
+use anyhow::{Context, Result, bail};
+use common::{line_count, proc_field, reports, wait_count};
+use driftwatch::demo::{DEMO_RULES, FlightsSpec, write_flights};
+
+/// The demo rules' first 9 checks: everything before its `regex` check
+/// (the checks after it include freshness, which generated times fail).
+fn nine_checks() -> &'static str {
+    let end = DEMO_RULES.find("  - regex:").unwrap_or(DEMO_RULES.len());
+    &DEMO_RULES[..end]
+}
 
 struct Args {
     latency_files: usize,
@@ -78,42 +67,6 @@ fn parse_args() -> Result<Args> {
         }
     }
     Ok(a)
-}
-
-fn proc_field(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn line_count(state: &Path) -> usize {
-    std::fs::read(state.join("results.jsonl"))
-        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-        .unwrap_or(0)
-}
-
-fn wait_count(state: &Path, n: usize, limit: Duration) -> Result<()> {
-    let start = Instant::now();
-    while line_count(state) < n {
-        if start.elapsed() > limit {
-            bail!("fewer than {n} reports after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    Ok(())
-}
-
-fn reports(state: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(state.join("results.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
 }
 
 fn start_agent(bin: &Path, root: &Path, settle: &str) -> Result<Child> {
@@ -212,7 +165,7 @@ fn latencies(state: &Path, renamed: &[(String, SystemTime)]) -> Result<Vec<f64>>
 /// The median in-process evaluation time of `file` (engine only: footer,
 /// planning, scan, verdicts), over `runs` runs after one warm-up.
 fn evaluation_ms(file: &Path, runs: usize) -> Result<f64> {
-    let rules = driftwatch::rules::parse_rule_file(Path::new("flights.yaml"), NINE_CHECKS)?;
+    let rules = driftwatch::rules::parse_rule_file(Path::new("flights.yaml"), nine_checks())?;
     let engine = driftwatch::engine::Engine::new(&driftwatch::engine::EngineOptions::default())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -245,7 +198,7 @@ fn main() -> Result<()> {
     for d in ["lake/flights/existing", "rules"] {
         std::fs::create_dir_all(root.join(d))?;
     }
-    std::fs::write(root.join("rules/flights.yaml"), NINE_CHECKS)?;
+    std::fs::write(root.join("rules/flights.yaml"), nine_checks())?;
 
     println!(
         "staging {} + {} files of {} rows × 20 columns…",
@@ -275,7 +228,12 @@ fn main() -> Result<()> {
             let at = SystemTime::now();
             std::fs::rename(path, &target)?;
             list.push((target.display().to_string(), at));
-            wait_count(&state, i + 1, Duration::from_secs(60))?;
+            wait_count(
+                &state,
+                i + 1,
+                Duration::from_secs(60),
+                Duration::from_millis(2),
+            )?;
             // A pipeline's files do not land back to back.
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -301,7 +259,7 @@ fn main() -> Result<()> {
         for d in ["lake/flights/day", "rules"] {
             std::fs::create_dir_all(many_root.join(d))?;
         }
-        std::fs::write(many_root.join("rules/flights.yaml"), NINE_CHECKS)?;
+        std::fs::write(many_root.join("rules/flights.yaml"), nine_checks())?;
         let mut agent = start_agent(&bin, &many_root, &args.settle)?;
         let pid = agent.id();
         let state = many_root.join("state");
