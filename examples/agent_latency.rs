@@ -163,26 +163,42 @@ fn latencies(state: &Path, renamed: &[(String, SystemTime)]) -> Result<Vec<f64>>
 }
 
 /// The median in-process evaluation time of `file` (engine only: footer,
-/// planning, scan, verdicts), over `runs` runs after one warm-up.
-fn evaluation_ms(file: &Path, runs: usize) -> Result<f64> {
+/// planning, scan, verdicts), over `runs` runs after one warm-up, with the
+/// medians of its two parts: opening and planning (guard, footer, schema,
+/// compiling the rules, the physical plan) and the scan.
+fn evaluation_ms(file: &Path, runs: usize) -> Result<(f64, f64, f64)> {
     let rules = driftwatch::rules::parse_rule_file(Path::new("flights.yaml"), nine_checks())?;
     let engine = driftwatch::engine::Engine::new(&driftwatch::engine::EngineOptions::default())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let mut times = Vec::new();
+    let (mut total, mut planning, mut scan) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..=runs {
         let started = Instant::now();
-        let report = runtime.block_on(engine.evaluate(file, "f", &rules, chrono::Utc::now()));
-        if let Some(e) = report.error {
+        let evaluation = runtime.block_on(engine.evaluate_with_profiles(
+            file,
+            "f",
+            &rules,
+            chrono::Utc::now(),
+            &driftwatch::engine::ProfileRequest::None,
+        ));
+        if let Some(e) = evaluation.report.error {
             bail!("evaluation failed: {e}");
         }
         if i > 0 {
-            times.push(started.elapsed().as_secs_f64() * 1000.0);
+            total.push(started.elapsed().as_secs_f64() * 1000.0);
+            planning.push(evaluation.timings.read.as_secs_f64() * 1000.0);
+            scan.push(evaluation.timings.scan.as_secs_f64() * 1000.0);
         }
     }
-    times.sort_by(f64::total_cmp);
-    Ok(quantile(&times, 0.5))
+    for v in [&mut total, &mut planning, &mut scan] {
+        v.sort_by(f64::total_cmp);
+    }
+    Ok((
+        quantile(&total, 0.5),
+        quantile(&planning, 0.5),
+        quantile(&scan, 0.5),
+    ))
 }
 
 fn main() -> Result<()> {
@@ -206,8 +222,12 @@ fn main() -> Result<()> {
     );
     let staged = stage(&root.join("staging"), args.latency_files, args.rows, 1)?;
     let many = stage(&root.join("staging-many"), args.many, args.rows, 10_000)?;
-    let eval = evaluation_ms(staged.first().or(many.first()).context("no files")?, 20)?;
-    println!("evaluation time of one file in-process (median of 20): {eval:.1} ms");
+    let (eval, planning, scan) =
+        evaluation_ms(staged.first().or(many.first()).context("no files")?, 20)?;
+    println!(
+        "evaluation time of one file in-process (median of 20): {eval:.1} ms \
+         (opening and planning {planning:.1} ms, scan {scan:.1} ms)"
+    );
 
     // 1. Latency, new folder vs existing folder, alternating.
     if args.latency_files > 0 {

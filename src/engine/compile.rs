@@ -92,7 +92,7 @@ pub struct SchemaVerdict {
 }
 
 /// The compiled form of a rule file for one batch schema.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct CompiledRules {
     /// Distinct output expressions, each possibly containing aggregates.
     pub outputs: Vec<Expr>,

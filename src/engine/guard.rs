@@ -33,6 +33,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
+use parquet::file::metadata::ParquetMetaData;
+
 /// Deeper nesting than this is refused (the parquet crate's skipper stops at
 /// 64 as well; Parquet's own structures nest about 6 deep).
 const MAX_DEPTH: u32 = 64;
@@ -372,7 +374,7 @@ fn chunk_range(chunk: &parquet::file::metadata::ColumnChunkMetaData) -> Result<(
 pub fn check_batch(path: &Path) -> Result<()> {
     let meta = std::fs::symlink_metadata(path)?;
     if !meta.is_dir() {
-        return check_file(path);
+        return check_file(path).map(|_| ());
     }
     let mut folders = vec![path.to_path_buf()];
     while let Some(folder) = folders.pop() {
@@ -383,7 +385,7 @@ pub fn check_batch(path: &Path) -> Result<()> {
             if kind.is_dir() {
                 folders.push(p);
             } else if kind.is_file() && p.extension().is_some_and(|e| e == "parquet") {
-                check_file(&p)?;
+                let _footer = check_file(&p)?;
             }
         }
     }
@@ -394,14 +396,17 @@ pub fn check_batch(path: &Path) -> Result<()> {
 /// the footer, then (once the footer is known to be safe to decode) every
 /// column chunk's column and offset index and every page header. Reads the
 /// footer, the indexes and the page headers, never the pages.
-pub fn check_file(path: &Path) -> Result<()> {
+///
+/// Returns the footer as the parquet crate decoded it (None when it does
+/// not decode: the crate reports that itself when the file is read), so a
+/// caller that needs the file's schema does not parse the footer again.
+pub fn check_file(path: &Path) -> Result<Option<ParquetMetaData>> {
     let mut file = File::open(path)?;
     check_footer(&mut file)?;
     let Ok(metadata) =
         parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&file)
     else {
-        // The parquet crate reports this itself when the file is read.
-        return Ok(());
+        return Ok(None);
     };
     let len = file.metadata()?.len();
     // Every byte range the footer names must lie inside the file: readers
@@ -529,7 +534,7 @@ pub fn check_file(path: &Path) -> Result<()> {
             walk_struct(&mut header, "a page header", &mut |_, _| {})?;
         }
     }
-    Ok(())
+    Ok(Some(metadata))
 }
 
 #[cfg(test)]

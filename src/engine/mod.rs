@@ -10,6 +10,7 @@
 mod compile;
 mod duplicates;
 pub mod guard;
+mod plans;
 mod profiler;
 mod verdict;
 
@@ -295,6 +296,8 @@ pub struct Engine {
     ctx: SessionContext,
     timeout: std::time::Duration,
     object_store: crate::location::ObjectStoreOptions,
+    /// Plans kept per shape of batch (see [`plans`]).
+    plans: plans::PlanCache,
 }
 
 /// The planned form of one evaluation, before execution.
@@ -303,6 +306,14 @@ struct Planned {
     compiled: CompiledRules,
     /// The batch's own columns (not partition values) and their types.
     schema: Vec<(String, String)>,
+}
+
+/// A batch that is one small local file (see [`Engine::plan`]).
+struct SmallFile {
+    /// The file as DataFusion's object store names it.
+    meta: object_store::ObjectMeta,
+    /// Its footer, when the parquet crate decodes it.
+    footer: Option<parquet::file::metadata::ParquetMetaData>,
 }
 
 const AGG_PREFIX: &str = "__driftwatch_agg_";
@@ -352,6 +363,7 @@ impl Engine {
                 .evaluation_timeout
                 .unwrap_or(DEFAULT_EVALUATION_TIMEOUT),
             object_store: options.object_store.clone(),
+            plans: plans::PlanCache::default(),
         })
     }
 
@@ -554,7 +566,9 @@ impl Engine {
             .to_string())
     }
 
-    async fn open(&self, path: &Path) -> Result<DataFrame> {
+    /// Opens the batch at `path`; `guard_checked` when [`guard`] has
+    /// already passed it.
+    async fn open(&self, path: &Path, guard_checked: bool) -> Result<DataFrame> {
         if let Some(url) = crate::location::ObjectUrl::from_path(path) {
             return self.open_object(path, url).await;
         }
@@ -572,7 +586,9 @@ impl Engine {
         }
         // Thrift the parquet crate would spend unbounded time skipping is
         // refused before it sees the file (see `guard`).
-        guarded(path, guard::check_batch(path))?;
+        if !guard_checked {
+            guarded(path, guard::check_batch(path))?;
+        }
         // A file: any extension (the caller decided it is a batch). A folder
         // of part files: its `*.parquet` files, which leaves out `_SUCCESS`,
         // `.crc` and other writer leftovers.
@@ -626,7 +642,7 @@ impl Engine {
                 }
                 Err(e) => return Err(read_error(&file.path, &DataFusionError::IoError(e))),
             }
-            guarded(&file.path, guard::check_file(&file.path))?;
+            guarded(&file.path, guard::check_file(&file.path).map(|_| ()))?;
             let absolute = std::path::absolute(&file.path)
                 .map_err(|e| read_error(&file.path, &DataFusionError::IoError(e)))?;
             let url = url::Url::from_file_path(&absolute).map_err(|()| EngineError::Input {
@@ -735,12 +751,13 @@ impl Engine {
     async fn open_with_partitions(
         &self,
         input: &BatchInput<'_>,
+        guard_checked: bool,
     ) -> Result<(DataFrame, DFSchema, Vec<String>)> {
         let (path, partitions) = (input.path, input.partitions);
         if !input.files.is_empty() {
             return self.open_files(path, input.files).await;
         }
-        let mut df = self.open(path).await?;
+        let mut df = self.open(path, guard_checked).await?;
         let data_schema = df.schema().clone();
         let mut added = Vec::new();
         for (key, value) in partitions {
@@ -758,14 +775,102 @@ impl Engine {
         Ok((df, data_schema, added))
     }
 
+    /// Plans the evaluation: from a kept plan when the batch has the shape
+    /// of one planned before (see [`plans`]), afresh otherwise.
     async fn plan(
         &self,
         input: &BatchInput<'_>,
         rules: &RuleFile,
         request: &ProfileRequest,
     ) -> Result<Planned> {
+        let Some(file) = self.small_local_file(input)? else {
+            return self.plan_afresh(input, rules, request, false).await;
+        };
+        let key = file
+            .footer
+            .as_ref()
+            .and_then(|footer| plans::PlanKey::new(rules, request, input.partitions, footer));
+        if let Some(template) = key.as_ref().and_then(|k| self.plans.get(k)) {
+            let physical = template
+                .rebind(file.meta)
+                .map_err(|e| EngineError::Internal {
+                    path: input.path.display().to_string(),
+                    reason: compile::one_line(&e.strip_backtrace()),
+                })?;
+            return Ok(Planned {
+                physical,
+                compiled: template.compiled.clone(),
+                schema: template.schema.clone(),
+            });
+        }
+        let planned = self.plan_afresh(input, rules, request, true).await?;
+        if let Some(key) = key
+            && let Some(template) =
+                plans::Template::of(&planned.physical, &planned.compiled, &planned.schema)
+        {
+            self.plans.insert(key, template);
+        }
+        Ok(planned)
+    }
+
+    /// The batch when it is one local file that DataFusion reads as one
+    /// partition (below the size it splits files from), checked by
+    /// [`guard`], with its footer; None for anything else.
+    fn small_local_file(&self, input: &BatchInput<'_>) -> Result<Option<SmallFile>> {
         let path = input.path;
-        let (df, data_schema, partition_columns) = self.open_with_partitions(input).await?;
+        if !input.files.is_empty() || crate::location::ObjectUrl::from_path(path).is_some() {
+            return Ok(None);
+        }
+        let Ok(meta) = std::fs::metadata(path) else {
+            return Ok(None);
+        };
+        let options = self.ctx.state().config().options().optimizer.clone();
+        let split_from = if options.repartition_file_scans {
+            options.repartition_file_min_size as u64
+        } else {
+            u64::MAX
+        };
+        if !meta.is_file() || meta.len() == 0 || meta.len() >= split_from {
+            return Ok(None);
+        }
+        let Some(url) = std::path::absolute(path)
+            .ok()
+            .and_then(|a| url::Url::from_file_path(a).ok())
+        else {
+            return Ok(None);
+        };
+        let Ok(location) = object_store::path::Path::from_url_path(url.path()) else {
+            return Ok(None);
+        };
+        let footer = match guard::check_file(path) {
+            Ok(footer) => footer,
+            Err(e) => return guarded(path, Err(e)).map(|()| None),
+        };
+        Ok(Some(SmallFile {
+            meta: object_store::ObjectMeta {
+                location,
+                last_modified: meta
+                    .modified()
+                    .map(DateTime::<Utc>::from)
+                    .unwrap_or_default(),
+                size: meta.len(),
+                e_tag: None,
+                version: None,
+            },
+            footer,
+        }))
+    }
+
+    async fn plan_afresh(
+        &self,
+        input: &BatchInput<'_>,
+        rules: &RuleFile,
+        request: &ProfileRequest,
+        guard_checked: bool,
+    ) -> Result<Planned> {
+        let path = input.path;
+        let (df, data_schema, partition_columns) =
+            self.open_with_partitions(input, guard_checked).await?;
         let columns: Vec<(String, String)> = data_schema
             .fields()
             .iter()
