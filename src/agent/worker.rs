@@ -47,6 +47,14 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
         shared.forget(&key);
         return;
     };
+    // The batch has arrived: its landing time enters the dataset's arrivals
+    // now, before it is evaluated, so a later batch evaluated alongside it
+    // is judged late or not against it (a backlog's batches are dequeued in
+    // order but may finish out of order). A skipped table version is no
+    // batch; its commit still says the table lives.
+    shared
+        .telemetry
+        .record_arrival(&batch.dataset, landed(&batch));
     // A rolling reference must see its dataset's batches one at a time.
     let rolling = match &rule_file.drift {
         Some(DriftConfig {
@@ -371,6 +379,12 @@ async fn sequential_state(
         .unwrap_or_default())
 }
 
+/// When a batch landed (Unix seconds): its version's modification time (a
+/// table version's commit time).
+fn landed(batch: &Batch) -> f64 {
+    batch.version.modified_ns as f64 / 1e9
+}
+
 /// Puts a batch that met an environment fault back in the queue after a
 /// backoff, without recording anything: the fault says nothing about the
 /// batch. It stays in flight meanwhile, so discovery does not queue it twice.
@@ -525,7 +539,13 @@ async fn record(
     // Too costly (a timeout) or too big (memory) is a verdict on the
     // rules' cost or the pool's size, not on the file: it is not quarantined.
     let keep_in_place = evaluation.timed_out || evaluation.out_of_memory;
-    let report = evaluation.report;
+    let mut report = evaluation.report;
+    // Judged against the landings before this one only: a retried record
+    // gets the same answer.
+    report.lateness = shared
+        .telemetry
+        .arrivals()
+        .lateness(&batch.dataset, landed(batch));
     let schema = evaluation.schema;
     let outcome = if report.is_skipped() {
         Outcome::Skipped
@@ -587,10 +607,6 @@ async fn record(
         .activity
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     log_outcome(seq, &report, rule_file, latency_ms);
-    // A skipped table version is no batch; its commit still says the table lives.
-    shared
-        .telemetry
-        .record_arrival(&report.dataset, batch.version.modified_ns as f64 / 1e9);
     if !report.schema_changes.is_empty() {
         tracing::warn!(
             seq,
@@ -610,6 +626,17 @@ async fn record(
             "abnormal volume for the dataset"
         );
         shared.telemetry.record_volume_anomaly(&report.dataset);
+    }
+    if let Some(late) = &report.lateness {
+        tracing::warn!(
+            seq,
+            dataset = %report.dataset,
+            source = %crate::report::escape_control(&report.source),
+            gap_s = late.gap_seconds,
+            expected_s = late.expected_seconds,
+            "batch landed late for the dataset"
+        );
+        shared.telemetry.record_late_batch(&report.dataset);
     }
     announce_webhooks(shared, &report.dataset, seq, &policies);
     // A table's files are the table's: never moved.
