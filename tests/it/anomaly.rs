@@ -733,7 +733,14 @@ fn issue_18_a_late_batch_is_a_report_field_a_log_record_a_metric_and_a_webhook_t
         log.contains("dataset overdue: no batch since well past its usual interval")
             .then_some(log)
     });
-    assert!(log.contains("expected_s=3600"), "{log}");
+    let record = log
+        .lines()
+        .find(|l| l.contains("dataset overdue"))
+        .unwrap();
+    assert!(
+        record.contains("expected_s") && record.contains("3600.0"),
+        "{record}"
+    );
     land_at(&lake, "h4.parquet", 4, at(6));
     let r = wait_results(&lake, &agent, 5);
     assert_eq!(
@@ -757,7 +764,14 @@ fn issue_18_a_late_batch_is_a_report_field_a_log_record_a_metric_and_a_webhook_t
         log.contains("batch landed late for the dataset")
             .then_some(log)
     });
-    assert!(log.contains("gap_s=10800"), "{log}");
+    let record = log
+        .lines()
+        .find(|l| l.contains("batch landed late for the dataset"))
+        .unwrap();
+    assert!(
+        record.contains("gap_s") && record.contains("10800.0") && record.contains("h4.parquet"),
+        "{record}"
+    );
     let (_, metrics) = agent.get("/metrics");
     assert!(
         metrics.contains("driftwatch_dataset_late_batches_total{dataset=\"volumes\"} 1"),
