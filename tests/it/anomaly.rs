@@ -546,6 +546,45 @@ fn issue_18_rules_suggest_writes_a_file_that_passes_on_its_data_and_catches_plan
 }
 
 #[test]
+fn issue_18_rules_suggest_leaves_out_a_check_its_data_fails_and_the_rest_pass() {
+    // 200,000 ids with one repeated: too many to count exactly in the
+    // profile, so the sketch makes `unique` a candidate; the verification
+    // scan finds the repeat and leaves it out, saying why, and the file
+    // written passes on its data without another scan deciding it.
+    let dir = tempfile::tempdir().unwrap();
+    let n = 200_000i64;
+    let ids: Vec<i64> = (0..n).map(|i| if i == n - 1 { 7 } else { i }).collect();
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
+        vec![Arc::new(arrow::array::Int64Array::from(ids)) as ArrayRef],
+    )
+    .unwrap();
+    let data = dir.path().join("ids.parquet");
+    write_parquet(&data, &batch, 65_536);
+    let rules = dir.path().join("ids.yaml");
+    let out = driftwatch(&[
+        "rules",
+        "suggest",
+        data.to_str().unwrap(),
+        "--output",
+        rules.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let yaml = std::fs::read_to_string(&rules).unwrap();
+    assert!(!yaml.contains("- unique:"), "{yaml}");
+    assert!(
+        yaml.contains(&format!(
+            "  # not suggested: `unique_id` fails on this data ({}: 1 of 200000 rows (0.0005%) violate the check)",
+            data.display()
+        )),
+        "{yaml}"
+    );
+    assert!(yaml.contains("  # observed 0 to 199998 in 200,000 non-null rows"), "{yaml}");
+    let out = driftwatch(&["check", data.to_str().unwrap(), "--rules", rules.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+}
+
+#[test]
 fn issue_18_a_schema_change_is_a_report_field_a_log_record_a_metric_and_a_webhook_trigger() {
     use crate::webhooks::{Receiver, generic_webhook, start_agent};
     let receiver = Receiver::start("127.0.0.1:0");
