@@ -163,6 +163,13 @@ pub struct Shared {
     /// Evaluations recorded so far (the idle memory release watches it).
     pub(crate) activity: AtomicU64,
     dataset_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The volume signal's series of each dataset judged without its
+    /// batches serialized (no rolling reference, sequential detector or
+    /// `anomaly` check): the newest, ahead of the store by the batches queued
+    /// for recording, so the next batch is judged without waiting for their
+    /// commit. Loaded from the store on first use; dropped when a record
+    /// fails (the store is then the truth again).
+    pub(crate) volume_series: Mutex<HashMap<String, crate::anomaly::Series>>,
     /// The stream sources.
     pub(crate) streams: Vec<StreamHandle>,
     /// Ingest bodies decoded at once (each holds its body and its rows in
@@ -547,6 +554,7 @@ pub async fn run(
         webhook_wake: tokio::sync::Notify::new(),
         activity: AtomicU64::new(0),
         dataset_locks: Mutex::new(HashMap::new()),
+        volume_series: Mutex::new(HashMap::new()),
         streams,
         ingest_slots: tokio::sync::Semaphore::new(cores.max(2)),
         body_budget: tokio::sync::Semaphore::new(ingest::budget_permits(

@@ -843,6 +843,47 @@ fn issue_18_a_late_batch_is_a_report_field_a_log_record_a_metric_and_a_webhook_t
     assert_eq!(receiver.requests().len(), 1);
 }
 
+#[test]
+fn issue_18_the_volume_signal_keeps_every_point_of_a_backlog_evaluated_in_parallel() {
+    // 24 batches renamed in at once are evaluated side by side; the volume
+    // signal judges them one at a time from its in-memory series and their
+    // records are committed in that order, so the store ends with all 24
+    // points: an abnormal batch after a restart is judged against 24.
+    let sizes: Vec<usize> = (0..24).map(|i| 950 + (i * 37 % 11) * 10).collect();
+    let lake = Lake::new("dataset: volumes\nchecks:\n  - row_count: { min: 1 }\n");
+    let agent = Agent::start(&lake, &["--concurrency", "4"]);
+    let staging = lake.path("staging");
+    let staged: Vec<PathBuf> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, rows)| write_day(&staging, i as i64, *rows))
+        .collect();
+    for (i, path) in staged.iter().enumerate() {
+        std::fs::rename(path, lake.lake().join(format!("b{i:02}.parquet"))).unwrap();
+    }
+    let results = wait_results(&lake, &agent, 24);
+    assert!(
+        results
+            .iter()
+            .all(|r| r["reports"][0].get("volume_anomaly").is_none()),
+        "{results:?}"
+    );
+    // Before the restart, from memory: all 24 judged.
+    let path = write_day(&staging, 30, 100);
+    lake.land("low1.parquet", &std::fs::read(&path).unwrap());
+    let r = wait_results(&lake, &agent, 25);
+    let reason = r[24]["reports"][0]["volume_anomaly"].as_str().unwrap_or_default();
+    assert!(reason.ends_with("(24 batches of history)"), "{}", r[24]);
+    assert_eq!(agent.terminate(), Some(0));
+    // After it, from the store.
+    let agent = Agent::start(&lake, &[]);
+    let path = write_day(&staging, 31, 100);
+    lake.land("low2.parquet", &std::fs::read(&path).unwrap());
+    let r = wait_results(&lake, &agent, 26);
+    let reason = r[25]["reports"][0]["volume_anomaly"].as_str().unwrap_or_default();
+    assert!(reason.ends_with("(24 batches of history)"), "{}", r[25]);
+}
+
 /// Lands `sizes` as batches `v00.parquet`, … one after the other.
 fn land_sizes(lake: &Lake, agent: &Agent, sizes: &[usize]) -> Vec<Value> {
     let staging = lake.path("staging");
