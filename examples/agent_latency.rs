@@ -293,7 +293,13 @@ fn main() -> Result<()> {
         let mut by_setting: Vec<(Option<bool>, Vec<f64>)> = Vec::new();
         for run in 0..args.runs.max(1) {
             let volume = (!settings.is_empty()).then(|| settings[run % settings.len()]);
-            let files_per_s = many_small_files(&bin, &root.join(format!("many-{run}")), &many, &args, volume)?;
+            let files_per_s = many_small_files(
+                &bin,
+                &root.join(format!("many-{run}")),
+                &many,
+                &args,
+                volume,
+            )?;
             match by_setting.iter_mut().find(|(v, _)| *v == volume) {
                 Some((_, list)) => list.push(files_per_s),
                 None => by_setting.push((volume, vec![files_per_s])),
@@ -310,7 +316,10 @@ fn main() -> Result<()> {
                     "many small files, {label}: median {:.0} files/s over {} runs (each: {})",
                     quantile(&list, 0.5),
                     list.len(),
-                    list.iter().map(|f| format!("{f:.0}")).collect::<Vec<_>>().join(", ")
+                    list.iter()
+                        .map(|f| format!("{f:.0}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
         }

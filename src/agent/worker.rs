@@ -219,8 +219,7 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
     let volume = shared
         .volume_sensitivity
         .filter(|_| evaluation.environment.is_none() && evaluation.report.error.is_none());
-    if (has_anomaly || (volume.is_some() && _serial.is_some()))
-        && evaluation.environment.is_none()
+    if (has_anomaly || (volume.is_some() && _serial.is_some())) && evaluation.environment.is_none()
     {
         let store = shared.store.clone();
         let dataset = batch.dataset.clone();

@@ -256,7 +256,10 @@ fn issue_18_under_a_trend_false_alarms_stay_within_twice_the_rate_and_the_band_w
         );
         assert!(rate <= 0.02, "slope {slope}: false-alarm rate {rate}");
         if slope >= 0.5 {
-            assert!(rate <= 0.01, "slope {slope}: the band did not widen: {rate}");
+            assert!(
+                rate <= 0.01,
+                "slope {slope}: the band did not widen: {rate}"
+            );
         }
         assert_eq!(caught, [caught_20, caught_30], "slope {slope}");
     }
@@ -290,7 +293,10 @@ fn issue_18_under_a_trend_false_alarms_stay_within_twice_the_rate_and_the_band_w
         }
         let rate = flagged as f64 / judged as f64;
         eprintln!("weekly, growing {weekly} a week: false-alarm rate {rate} over {judged} batches");
-        assert!(rate <= at_most, "growing {weekly} a week: false-alarm rate {rate}");
+        assert!(
+            rate <= at_most,
+            "growing {weekly} a week: false-alarm rate {rate}"
+        );
     }
 }
 

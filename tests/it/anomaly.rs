@@ -296,7 +296,11 @@ fn issue_18_a_check_cannot_take_the_volume_signals_series_name() {
     );
     let out = driftwatch(&["rules", "check", rules.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains(&expected), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&expected),
+        "{}",
+        text(&out.stderr)
+    );
     let data = write_day(dir.path(), 0, 10);
     let out = driftwatch(&[
         "check",
@@ -305,7 +309,11 @@ fn issue_18_a_check_cannot_take_the_volume_signals_series_name() {
         rules.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains(&expected), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&expected),
+        "{}",
+        text(&out.stderr)
+    );
     // Any other name is the check's own series.
     std::fs::write(
         &rules,
@@ -579,8 +587,16 @@ fn issue_18_rules_suggest_leaves_out_a_check_its_data_fails_and_the_rest_pass() 
         )),
         "{yaml}"
     );
-    assert!(yaml.contains("  # observed 0 to 199998 in 200,000 non-null rows"), "{yaml}");
-    let out = driftwatch(&["check", data.to_str().unwrap(), "--rules", rules.to_str().unwrap()]);
+    assert!(
+        yaml.contains("  # observed 0 to 199998 in 200,000 non-null rows"),
+        "{yaml}"
+    );
+    let out = driftwatch(&[
+        "check",
+        data.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
 }
 
@@ -761,8 +777,7 @@ fn issue_18_a_late_batch_is_a_report_field_a_log_record_a_metric_and_a_webhook_t
     }
     let r = lake.results();
     assert!(
-        r.iter()
-            .all(|r| r["reports"][0].get("lateness").is_none()),
+        r.iter().all(|r| r["reports"][0].get("lateness").is_none()),
         "{r:?}"
     );
     // Nothing for seven hours after an hourly rhythm: the dataset is
@@ -772,10 +787,7 @@ fn issue_18_a_late_batch_is_a_report_field_a_log_record_a_metric_and_a_webhook_t
         log.contains("dataset overdue: no batch since well past its usual interval")
             .then_some(log)
     });
-    let record = log
-        .lines()
-        .find(|l| l.contains("dataset overdue"))
-        .unwrap();
+    let record = log.lines().find(|l| l.contains("dataset overdue")).unwrap();
     assert!(
         record.contains("expected_s") && record.contains("3600.0"),
         "{record}"
@@ -872,7 +884,9 @@ fn issue_18_the_volume_signal_keeps_every_point_of_a_backlog_evaluated_in_parall
     let path = write_day(&staging, 30, 100);
     lake.land("low1.parquet", &std::fs::read(&path).unwrap());
     let r = wait_results(&lake, &agent, 25);
-    let reason = r[24]["reports"][0]["volume_anomaly"].as_str().unwrap_or_default();
+    let reason = r[24]["reports"][0]["volume_anomaly"]
+        .as_str()
+        .unwrap_or_default();
     assert!(reason.ends_with("(24 batches of history)"), "{}", r[24]);
     assert_eq!(agent.terminate(), Some(0));
     // After it, from the store.
@@ -880,7 +894,9 @@ fn issue_18_the_volume_signal_keeps_every_point_of_a_backlog_evaluated_in_parall
     let path = write_day(&staging, 31, 100);
     lake.land("low2.parquet", &std::fs::read(&path).unwrap());
     let r = wait_results(&lake, &agent, 26);
-    let reason = r[25]["reports"][0]["volume_anomaly"].as_str().unwrap_or_default();
+    let reason = r[25]["reports"][0]["volume_anomaly"]
+        .as_str()
+        .unwrap_or_default();
     assert!(reason.ends_with("(24 batches of history)"), "{}", r[25]);
 }
 
