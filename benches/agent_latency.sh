@@ -13,7 +13,10 @@
 # waits for it shows in the latency. The machine's load is printed first:
 # the figures are wall-clock.
 #
-#   benches/agent_latency.sh [LATENCY_FILES] [MANY]     defaults: 60, 500
+#   benches/agent_latency.sh [LATENCY_FILES] [MANY] [FLAGS...]     defaults: 60, 500
+#   benches/agent_latency.sh 0 500 --runs 6 --volume alternate
+#       the volume signal's cost: many-small-files runs alternating
+#       `[health] volume_anomaly` on and off, medians per setting
 #
 # Files are staged under ${BENCH_DIR:-/var/tmp} (about 1.3 MB each).
 set -euo pipefail
@@ -25,5 +28,5 @@ export BENCH_DIR="${BENCH_DIR:-/var/tmp}"
 cargo build --release --quiet --bin driftwatch --example agent_latency
 echo "load: $(uptime)"
 "$CARGO_TARGET_DIR/release/examples/agent_latency" \
-  --latency-files "$LATENCY_FILES" --many "$MANY" --rows 27000
+  --latency-files "$LATENCY_FILES" --many "$MANY" --rows 27000 "${@:3}"
 echo "load: $(uptime)"

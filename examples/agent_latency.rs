@@ -20,7 +20,13 @@
 //! ```text
 //! cargo build --release --bin driftwatch --example agent_latency
 //! target/release/examples/agent_latency [--latency-files 60] [--many 500] [--rows 27000] [--settle 2s]
+//!     [--runs 1] [--volume default|on|off|alternate] [--driftwatch PATH]
 //! ```
+//! `--runs N` repeats the many-small-files run N times on the same staged
+//! files (hard links); `--volume` sets `[health] volume_anomaly` for it
+//! (`alternate`: on, off, on, … — the volume signal's cost measured in one
+//! sitting) and prints the median files/s per setting; `--driftwatch` runs
+//! another binary than the one beside this example.
 //! Linux only (reads /proc). See `benches/agent_latency.sh`.
 
 use std::path::{Path, PathBuf};
@@ -46,6 +52,10 @@ struct Args {
     many: usize,
     rows: u64,
     settle: String,
+    runs: usize,
+    /// `None`: the agent's default; else alternate between these settings.
+    volume: Option<Vec<bool>>,
+    driftwatch: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -54,6 +64,9 @@ fn parse_args() -> Result<Args> {
         many: 500,
         rows: 27_000,
         settle: "2s".to_string(),
+        runs: 1,
+        volume: None,
+        driftwatch: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -63,16 +76,34 @@ fn parse_args() -> Result<Args> {
             "--many" => a.many = value.parse()?,
             "--rows" => a.rows = value.parse()?,
             "--settle" => a.settle = value,
+            "--runs" => a.runs = value.parse()?,
+            "--driftwatch" => a.driftwatch = Some(value.into()),
+            "--volume" => {
+                a.volume = match value.as_str() {
+                    "default" => None,
+                    "on" => Some(vec![true]),
+                    "off" => Some(vec![false]),
+                    "alternate" => Some(vec![true, false]),
+                    other => bail!("--volume {other}: write default, on, off or alternate"),
+                }
+            }
             other => bail!("unknown flag {other}"),
         }
     }
     Ok(a)
 }
 
-fn start_agent(bin: &Path, root: &Path, settle: &str) -> Result<Child> {
+fn start_agent(bin: &Path, root: &Path, settle: &str, volume: Option<bool>) -> Result<Child> {
     let state = root.join("state");
-    let child = Command::new(bin)
-        .args(["run", "--watch"])
+    let mut command = Command::new(bin);
+    command.arg("run");
+    if let Some(on) = volume {
+        let config = root.join("driftwatch.toml");
+        std::fs::write(&config, format!("[health]\nvolume_anomaly = {on}\n"))?;
+        command.arg("--config").arg(config);
+    }
+    let child = command
+        .arg("--watch")
         .arg(root.join("lake"))
         .arg("--rules")
         .arg(root.join("rules"))
@@ -204,11 +235,14 @@ fn evaluation_ms(file: &Path, runs: usize) -> Result<(f64, f64, f64)> {
 fn main() -> Result<()> {
     let args = parse_args()?;
     let exe = std::env::current_exe()?;
-    let bin: PathBuf = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("driftwatch"))
-        .context("locate the driftwatch binary")?;
+    let bin: PathBuf = match &args.driftwatch {
+        Some(path) => path.clone(),
+        None => exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|d| d.join("driftwatch"))
+            .context("locate the driftwatch binary")?,
+    };
     let tmp = tempfile::tempdir_in(std::env::var_os("BENCH_DIR").unwrap_or("/var/tmp".into()))?;
     let root = tmp.path();
     for d in ["lake/flights/existing", "rules"] {
@@ -231,7 +265,7 @@ fn main() -> Result<()> {
 
     // 1. Latency, new folder vs existing folder, alternating.
     if args.latency_files > 0 {
-        let mut agent = start_agent(&bin, root, &args.settle)?;
+        let mut agent = start_agent(&bin, root, &args.settle, None)?;
         let state = root.join("state");
         let (mut fresh, mut existing) = (Vec::new(), Vec::new());
         for (i, path) in staged.iter().enumerate() {
@@ -275,48 +309,105 @@ fn main() -> Result<()> {
 
     // 2. Many small files, landed at once into an existing folder.
     if args.many > 0 {
-        let many_root = root.join("many");
-        for d in ["lake/flights/day", "rules"] {
-            std::fs::create_dir_all(many_root.join(d))?;
-        }
-        std::fs::write(many_root.join("rules/flights.yaml"), nine_checks())?;
-        let mut agent = start_agent(&bin, &many_root, &args.settle)?;
-        let pid = agent.id();
-        let state = many_root.join("state");
-        let started = Instant::now();
-        for (i, path) in many.iter().enumerate() {
-            std::fs::rename(
-                path,
-                many_root.join(format!("lake/flights/day/part-{i:05}.parquet")),
+        let settings = args.volume.clone().unwrap_or_default();
+        let mut by_setting: Vec<(Option<bool>, Vec<f64>)> = Vec::new();
+        for run in 0..args.runs.max(1) {
+            let volume = (!settings.is_empty()).then(|| settings[run % settings.len()]);
+            let files_per_s = many_small_files(
+                &bin,
+                &root.join(format!("many-{run}")),
+                &many,
+                &args,
+                volume,
             )?;
-        }
-        let mut peak_rss = 0;
-        while line_count(&state) < args.many {
-            peak_rss = peak_rss.max(proc_field(pid, "VmRSS:").unwrap_or(0));
-            if started.elapsed() > Duration::from_secs(600) {
-                bail!("fewer than {} reports after 600 s", args.many);
+            match by_setting.iter_mut().find(|(v, _)| *v == volume) {
+                Some((_, list)) => list.push(files_per_s),
+                None => by_setting.push((volume, vec![files_per_s])),
             }
-            std::thread::sleep(Duration::from_millis(5));
         }
-        let elapsed = started.elapsed().as_secs_f64();
-        let hwm = proc_field(pid, "VmHWM:").unwrap_or(0);
-        let passed = reports(&state)
-            .iter()
-            .filter(|r| r["reports"][0]["passed"] == true)
-            .count();
-        println!(
-            "many small files: {} files of {} rows in {:.2} s: {:.0} files/s, {:.2} M rows/s; agent peak RSS {} MiB (VmHWM; sampled VmRSS max {} MiB); {} passed (floor: ≥ 300 files/s, ≤ 128 MiB)",
-            args.many,
-            args.rows,
-            elapsed,
-            args.many as f64 / elapsed,
-            (args.many as u64 * args.rows) as f64 / elapsed / 1e6,
-            hwm / 1024,
-            peak_rss / 1024,
-            passed,
-        );
-        agent.kill()?;
-        agent.wait()?;
+        if args.runs > 1 {
+            for (volume, mut list) in by_setting {
+                list.sort_by(f64::total_cmp);
+                let label = match volume {
+                    None => "default".to_string(),
+                    Some(on) => format!("volume_anomaly = {on}"),
+                };
+                println!(
+                    "many small files, {label}: median {:.0} files/s over {} runs (each: {})",
+                    quantile(&list, 0.5),
+                    list.len(),
+                    list.iter()
+                        .map(|f| format!("{f:.0}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
     }
     Ok(())
+}
+
+/// One many-small-files run: `staged` hard-linked into a fresh lake under
+/// `many_root` at once; prints the run's figures and returns its files/s.
+fn many_small_files(
+    bin: &Path,
+    many_root: &Path,
+    staged: &[PathBuf],
+    args: &Args,
+    volume: Option<bool>,
+) -> Result<f64> {
+    for d in ["lake/flights/day", "rules", "staging"] {
+        std::fs::create_dir_all(many_root.join(d))?;
+    }
+    std::fs::write(many_root.join("rules/flights.yaml"), nine_checks())?;
+    // Links made before the agent starts, renamed in after: the same files
+    // (and modification times) for every run.
+    let mut links = Vec::with_capacity(staged.len());
+    for (i, path) in staged.iter().enumerate() {
+        let link = many_root.join(format!("staging/s{i:05}.parquet"));
+        std::fs::hard_link(path, &link)?;
+        links.push(link);
+    }
+    let mut agent = start_agent(bin, many_root, &args.settle, volume)?;
+    let pid = agent.id();
+    let state = many_root.join("state");
+    let started = Instant::now();
+    for (i, path) in links.iter().enumerate() {
+        std::fs::rename(
+            path,
+            many_root.join(format!("lake/flights/day/part-{i:05}.parquet")),
+        )?;
+    }
+    let mut peak_rss = 0;
+    while line_count(&state) < args.many {
+        peak_rss = peak_rss.max(proc_field(pid, "VmRSS:").unwrap_or(0));
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("fewer than {} reports after 600 s", args.many);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let hwm = proc_field(pid, "VmHWM:").unwrap_or(0);
+    let passed = reports(&state)
+        .iter()
+        .filter(|r| r["reports"][0]["passed"] == true)
+        .count();
+    let label = match volume {
+        None => String::new(),
+        Some(on) => format!(" [volume_anomaly = {on}]"),
+    };
+    println!(
+        "many small files{label}: {} files of {} rows in {:.2} s: {:.0} files/s, {:.2} M rows/s; agent peak RSS {} MiB (VmHWM; sampled VmRSS max {} MiB); {} passed (floor: ≥ 300 files/s, ≤ 128 MiB)",
+        args.many,
+        args.rows,
+        elapsed,
+        args.many as f64 / elapsed,
+        (args.many as u64 * args.rows) as f64 / elapsed / 1e6,
+        hwm / 1024,
+        peak_rss / 1024,
+        passed,
+    );
+    agent.kill()?;
+    agent.wait()?;
+    Ok(args.many as f64 / elapsed)
 }

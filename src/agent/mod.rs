@@ -163,6 +163,13 @@ pub struct Shared {
     /// Evaluations recorded so far (the idle memory release watches it).
     pub(crate) activity: AtomicU64,
     dataset_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The volume signal's series of each dataset judged without its
+    /// batches serialized (no rolling reference, sequential detector or
+    /// `anomaly` check): the newest, ahead of the store by the batches queued
+    /// for recording, so the next batch is judged without waiting for their
+    /// commit. Loaded from the store on first use; dropped when a record
+    /// fails (the store is then the truth again).
+    pub(crate) volume_series: Mutex<HashMap<String, crate::anomaly::Series>>,
     /// The stream sources.
     pub(crate) streams: Vec<StreamHandle>,
     /// Ingest bodies decoded at once (each holds its body and its rows in
@@ -547,6 +554,7 @@ pub async fn run(
         webhook_wake: tokio::sync::Notify::new(),
         activity: AtomicU64::new(0),
         dataset_locks: Mutex::new(HashMap::new()),
+        volume_series: Mutex::new(HashMap::new()),
         streams,
         ingest_slots: tokio::sync::Semaphore::new(cores.max(2)),
         body_budget: tokio::sync::Semaphore::new(ingest::budget_permits(
@@ -673,6 +681,7 @@ pub async fn run(
     let log_repair = tokio::spawn(repair_results_log(shared.clone(), stop_rx.clone()));
     let deliveries = tokio::spawn(webhooks::run(shared.clone(), stop_rx.clone()));
     let releaser = tokio::spawn(release_when_idle(shared.clone(), stop_rx.clone()));
+    let overdue = tokio::spawn(watch_overdue(shared.clone(), stop_rx.clone()));
     let mut flusher_stop = stop_rx.clone();
     let flusher = tokio::spawn(telemetry.clone().run_flusher(async move {
         let _ = flusher_stop.wait_for(|s| *s).await;
@@ -739,6 +748,7 @@ pub async fn run(
     let _ = log_repair.await;
     let _ = deliveries.await;
     let _ = releaser.await;
+    let _ = overdue.await;
     for server in servers {
         let _ = server.await;
     }
@@ -786,6 +796,47 @@ async fn release_when_idle(shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
             if let Ok(bytes) = tokio::task::spawn_blocking(idle::release).await {
                 tracing::debug!(paged_out = bytes, "idle: memory returned to the system");
             }
+        }
+    }
+}
+
+/// Logs, once a second at most, each dataset that became overdue: nothing
+/// landed for more than [`LATE_MARGIN`](crate::anomaly::arrivals::LATE_MARGIN)
+/// of its learned interval past its next expected batch. Once per episode:
+/// the dataset's next landing ends it (that batch carries `lateness`). The
+/// `driftwatch_dataset_overdue_seconds` gauge says the same continuously.
+async fn watch_overdue(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    // Dataset → the last landing time it was announced overdue after.
+    let mut announced: HashMap<String, f64> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        let now = Utc::now().timestamp_micros() as f64 / 1e6;
+        let mut newly = Vec::new();
+        shared.telemetry.arrivals().each(|dataset, arrivals| {
+            if let (true, Some(last), Some(interval)) = (
+                arrivals.is_overdue(now),
+                arrivals.last(),
+                arrivals.interval(),
+            ) && announced.get(dataset) != Some(&last)
+            {
+                newly.push((dataset.to_string(), last, interval, now - last));
+            }
+        });
+        for (dataset, last, interval, since) in newly {
+            let last_at = DateTime::<Utc>::from_timestamp_micros((last * 1e6) as i64)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default();
+            tracing::warn!(
+                dataset = %dataset,
+                last_batch_at = %last_at,
+                since_s = since.round(),
+                expected_s = interval,
+                "dataset overdue: no batch since well past its usual interval"
+            );
+            announced.insert(dataset, last);
         }
     }
 }

@@ -122,7 +122,15 @@ impl Job {
 /// Records `job` (with whatever else is queued by then) and returns what
 /// that did. The store commit and the log append happen under the results
 /// log's lock, so the log is always in seq order.
-pub(crate) async fn record(shared: &Arc<Shared>, job: Job) -> Outcomes {
+///
+/// Queues `job` now (jobs are committed in the order they are queued) and
+/// returns where the answer will come; await it with [`answer`]. Split so
+/// that a caller can release a lock once its job is in line, before the
+/// commit.
+pub(crate) fn enqueue(
+    shared: &Arc<Shared>,
+    job: Job,
+) -> Result<oneshot::Receiver<Outcomes>, String> {
     let (tx, rx) = oneshot::channel();
     shared
         .recorder
@@ -137,7 +145,13 @@ pub(crate) async fn record(shared: &Arc<Shared>, job: Job) -> Outcomes {
         let shared2 = shared.clone();
         tokio::task::spawn_blocking(move || commit_queued(&shared2));
     }
-    rx.await
+    Ok(rx)
+}
+
+/// The answer to a job [`enqueue`]d.
+pub(crate) async fn answer(queued: Result<oneshot::Receiver<Outcomes>, String>) -> Outcomes {
+    queued?
+        .await
         .map_err(|_| "the recording pass ended without an answer".to_string())?
 }
 

@@ -47,6 +47,14 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
         shared.forget(&key);
         return;
     };
+    // The batch has arrived: its landing time enters the dataset's arrivals
+    // now, before it is evaluated, so a later batch evaluated alongside it
+    // is judged late or not against it (a backlog's batches are dequeued in
+    // order but may finish out of order). A skipped table version is no
+    // batch; its commit still says the table lives.
+    shared
+        .telemetry
+        .record_arrival(&batch.dataset, landed(&batch));
     // A rolling reference must see its dataset's batches one at a time.
     let rolling = match &rule_file.drift {
         Some(DriftConfig {
@@ -122,6 +130,7 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
                 rolling,
                 &[],
                 started,
+                None,
             )
             .await
             {
@@ -202,17 +211,16 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
     };
     let mut evaluation = evaluation;
     let mut anomaly = Vec::new();
-    // The volume signal judges every batch against the ones before it:
-    // judging and recording are serialized per dataset (the evaluation
-    // itself ran in parallel), unless the whole batch already is.
+    // The volume signal judges every batch against the ones before it. A
+    // dataset whose batches are serialized anyway judges it from the store
+    // with its `anomaly` checks; any other judges it from the in-memory
+    // series (`Shared::volume_series`) further down, under the dataset's
+    // lock for as long as it takes to judge and queue the record only.
     let volume = shared
         .volume_sensitivity
         .filter(|_| evaluation.environment.is_none() && evaluation.report.error.is_none());
-    let _volume_serial = match (volume, &_serial) {
-        (Some(_), None) => Some(dataset_lock.lock().await),
-        _ => None,
-    };
-    if (has_anomaly || volume.is_some()) && evaluation.environment.is_none() {
+    if (has_anomaly || (volume.is_some() && _serial.is_some())) && evaluation.environment.is_none()
+    {
         let store = shared.store.clone();
         let dataset = batch.dataset.clone();
         // A failed read and a failed blocking task are the same fault here.
@@ -234,13 +242,19 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
                         &mut histories,
                     );
                 }
-                if let Some(sensitivity) = volume {
-                    anomaly.extend(crate::anomaly::history::judge_volume(
+                if let (Some(sensitivity), Some(_)) = (volume, &_serial) {
+                    let judged = crate::anomaly::history::judge_volume(
                         &mut evaluation.report,
                         &mut histories,
                         sensitivity,
                         Utc::now().timestamp(),
-                    ));
+                    );
+                    // Kept current for when the dataset's batches stop being
+                    // serialized (a rule reload).
+                    if let (Some(u), Ok(mut cache)) = (&judged, shared.volume_series.lock()) {
+                        cache.insert(batch.dataset.clone(), u.series.clone());
+                    }
+                    anomaly.extend(judged);
                 }
             }
             // The store could not be read: not a verdict on the batch.
@@ -302,6 +316,46 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
             tries + 1
         ));
     }
+    // The volume signal of a dataset whose batches are not serialized:
+    // judged last (nothing after it can send the batch back for a retry
+    // before its record is queued), under the dataset's lock until the
+    // record is queued, so batches are judged and committed in one order.
+    let volume_serial = match (volume, &_serial) {
+        (Some(sensitivity), None) => {
+            let guard = dataset_lock.clone().lock_owned().await;
+            match volume_from_cache(shared, &batch.dataset).await {
+                Ok(series) => {
+                    let mut histories = crate::anomaly::history::Histories::from_series([(
+                        batch.dataset.clone(),
+                        crate::anomaly::history::VOLUME_SERIES.to_string(),
+                        series,
+                    )]);
+                    let judged = crate::anomaly::history::judge_volume(
+                        &mut evaluation.report,
+                        &mut histories,
+                        sensitivity,
+                        Utc::now().timestamp(),
+                    );
+                    if let (Some(u), Ok(mut cache)) = (&judged, shared.volume_series.lock()) {
+                        cache.insert(batch.dataset.clone(), u.series.clone());
+                    }
+                    anomaly.extend(judged);
+                    Some(guard)
+                }
+                Err(e) => {
+                    drop(guard);
+                    retry_later(
+                        shared,
+                        batch,
+                        "history",
+                        format!("cannot read the volume history: {e}"),
+                    );
+                    return;
+                }
+            }
+        }
+        _ => None,
+    };
     if let (Some((config, state)), Some(drift)) =
         (&sequential_state, evaluation.report.drift.as_mut())
     {
@@ -314,13 +368,19 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
     // on to the next batch, so records pile up into group commits under
     // load instead of each waiting for its own disk syncs.
     if _serial.is_none()
-        && _volume_serial.is_none()
         && let Ok(permit) = shared.recording.clone().acquire_owned().await
     {
         let shared = shared.clone();
         tokio::spawn(async move {
             match record(
-                &shared, &batch, &rule_file, evaluation, rolling, &anomaly, started,
+                &shared,
+                &batch,
+                &rule_file,
+                evaluation,
+                rolling,
+                &anomaly,
+                started,
+                volume_serial,
             )
             .await
             {
@@ -332,13 +392,48 @@ pub async fn process(shared: &Arc<Shared>, batch: Batch) {
         return;
     }
     match record(
-        shared, &batch, &rule_file, evaluation, rolling, &anomaly, started,
+        shared,
+        &batch,
+        &rule_file,
+        evaluation,
+        rolling,
+        &anomaly,
+        started,
+        volume_serial,
     )
     .await
     {
         Err(reason) => retry_later(shared, batch, "record", reason),
         Ok(()) => shared.forget(&key),
     }
+}
+
+/// The dataset's volume series as the next batch is to be judged against:
+/// the in-memory one, else the store's (its first batch since the agent
+/// started, or since a record failed). `Err` when the store cannot be read.
+async fn volume_from_cache(
+    shared: &Arc<Shared>,
+    dataset: &str,
+) -> Result<crate::anomaly::Series, String> {
+    if let Some(series) = shared
+        .volume_series
+        .lock()
+        .ok()
+        .and_then(|cache| cache.get(dataset).cloned())
+    {
+        return Ok(series);
+    }
+    let store = shared.store.clone();
+    let name = dataset.to_string();
+    let stored = tokio::task::spawn_blocking(move || store.anomaly_series(&name))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(stored
+        .into_iter()
+        .find(|(check, _)| check == crate::anomaly::history::VOLUME_SERIES)
+        .map(|(_, series)| series)
+        .unwrap_or_default())
 }
 
 /// Reports searched for the dataset's last sequential detector state: a
@@ -369,6 +464,12 @@ async fn sequential_state(
         })
         .map(|section| crate::drift::sequential::carried_state(&section))
         .unwrap_or_default())
+}
+
+/// When a batch landed (Unix seconds): its version's modification time (a
+/// table version's commit time).
+fn landed(batch: &Batch) -> f64 {
+    batch.version.modified_ns as f64 / 1e9
 }
 
 /// Puts a batch that met an environment fault back in the queue after a
@@ -511,6 +612,11 @@ async fn resolve_reference(
 /// `Err` is an environment fault before the store committed: the batch is
 /// to be tried again. A failed results-log write after the commit is not:
 /// the log catches up from the store before its next line.
+///
+/// `serial`, when given, is the dataset's lock held since its volume signal
+/// was judged: released as soon as the record is queued (records are
+/// committed in queue order), before the commit is awaited.
+#[allow(clippy::too_many_arguments)]
 async fn record(
     shared: &Arc<Shared>,
     batch: &Batch,
@@ -519,13 +625,20 @@ async fn record(
     rolling: Option<usize>,
     anomaly: &[crate::anomaly::history::Updated],
     started: SystemTime,
+    serial: Option<tokio::sync::OwnedMutexGuard<()>>,
 ) -> Result<(), String> {
     let sinks_started = std::time::Instant::now();
     let timings = evaluation.timings;
     // Too costly (a timeout) or too big (memory) is a verdict on the
     // rules' cost or the pool's size, not on the file: it is not quarantined.
     let keep_in_place = evaluation.timed_out || evaluation.out_of_memory;
-    let report = evaluation.report;
+    let mut report = evaluation.report;
+    // Judged against the landings before this one only: a retried record
+    // gets the same answer.
+    report.lateness = shared
+        .telemetry
+        .arrivals()
+        .lateness(&batch.dataset, landed(batch));
     let schema = evaluation.schema;
     let outcome = if report.is_skipped() {
         Outcome::Skipped
@@ -559,12 +672,22 @@ async fn record(
         instance: shared.instance.clone(),
         report: report.clone(),
     };
-    let written = super::recorder::record(shared, job).await;
+    let queued = super::recorder::enqueue(shared, job);
+    let volume_judged = serial.is_some();
+    drop(serial);
+    let written = super::recorder::answer(queued).await;
     let (recorded, log_error, caught_up) = match written {
         Ok(r) => r,
         // Nothing was committed: the batch waits and is tried again.
-        // (A stream source hears nothing yet: the retry will tell it.)
-        Err(e) => return Err(format!("cannot record the evaluation: {e}")),
+        // (A stream source hears nothing yet: the retry will tell it.) Its
+        // volume point is in the in-memory series only: the store's is the
+        // truth again, so the retry does not count the batch twice.
+        Err(e) => {
+            if volume_judged && let Ok(mut cache) = shared.volume_series.lock() {
+                cache.remove(&batch.dataset);
+            }
+            return Err(format!("cannot record the evaluation: {e}"));
+        }
     };
     // A stream source may now drop its copy of the window (or commit its offsets).
     if let Some(ack) = &batch.ack {
@@ -587,10 +710,6 @@ async fn record(
         .activity
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     log_outcome(seq, &report, rule_file, latency_ms);
-    // A skipped table version is no batch; its commit still says the table lives.
-    shared
-        .telemetry
-        .record_arrival(&report.dataset, batch.version.modified_ns as f64 / 1e9);
     if !report.schema_changes.is_empty() {
         tracing::warn!(
             seq,
@@ -610,6 +729,17 @@ async fn record(
             "abnormal volume for the dataset"
         );
         shared.telemetry.record_volume_anomaly(&report.dataset);
+    }
+    if let Some(late) = &report.lateness {
+        tracing::warn!(
+            seq,
+            dataset = %report.dataset,
+            source = %crate::report::escape_control(&report.source),
+            gap_s = late.gap_seconds,
+            expected_s = late.expected_seconds,
+            "batch landed late for the dataset"
+        );
+        shared.telemetry.record_late_batch(&report.dataset);
     }
     announce_webhooks(shared, &report.dataset, seq, &policies);
     // A table's files are the table's: never moved.

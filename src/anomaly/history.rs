@@ -200,8 +200,12 @@ fn names(datasets: &[&str]) -> String {
         .join(", ")
 }
 
-/// The series name of the `[health]` volume signal (no check name starts
-/// with `@` in practice; rule files name checks after their kind).
+/// The first character of the agent's own series names; rule files cannot
+/// give a check a name starting with it (a parse error), so a check's
+/// history never shares a series with a signal's.
+pub const RESERVED_PREFIX: char = '@';
+
+/// The series name of the `[health]` volume signal (see [`RESERVED_PREFIX`]).
 pub const VOLUME_SERIES: &str = "@volume";
 
 /// The volume signal's settings: the `anomaly` method on `row_count`, weekly

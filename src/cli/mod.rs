@@ -719,9 +719,14 @@ async fn suggest_rules(
     let rule_path = output
         .clone()
         .unwrap_or_else(|| PathBuf::from("suggested.yaml"));
-    // Verify: every suggested check must pass on the data it came from.
+    // Verify: every suggested check must pass on the data it came from. One
+    // scan is enough: a check's verdict does not depend on the other checks
+    // of its file (and no suggested check refers to another), so dropping
+    // the ones that failed leaves the others' verdicts as they were, and a
+    // drifting input only turns the drift section to a warning. (A second
+    // verification scan cost a third of the run on the 10 M-row file.)
     let mut text = suggestions.render();
-    for _ in 0..3 {
+    {
         let candidate = rules::parse_rule_file(&rule_path, &text)
             .with_context(|| "internal error: the suggested rule file does not parse")?;
         let report = driftwatch::check::run_check(
@@ -748,14 +753,13 @@ async fn suggest_rules(
                 ));
             }
         }
-        if failures.is_empty() && (drifted.is_none() || suggestions.drift_warn.is_some()) {
-            break;
+        if !failures.is_empty() || drifted.is_some() {
+            suggestions.drop_failing(&failures);
+            if drifted.is_some() {
+                suggestions.drift_warn = drifted;
+            }
+            text = suggestions.render();
         }
-        suggestions.drop_failing(&failures);
-        if drifted.is_some() {
-            suggestions.drift_warn = drifted;
-        }
-        text = suggestions.render();
     }
     match &output {
         Some(path) => {

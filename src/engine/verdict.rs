@@ -58,6 +58,7 @@ pub fn build_report(
         table: None,
         schema_changes: Vec::new(),
         volume_anomaly: None,
+        lateness: None,
     }
     .with_passed_from_checks()
 }

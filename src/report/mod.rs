@@ -163,6 +163,23 @@ pub struct BatchReport {
     /// Absent when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_anomaly: Option<String>,
+    /// The agent only: the batch landed late for its dataset (the gap since
+    /// the previous batch's landing exceeds the learned interval by more than
+    /// [`crate::anomaly::arrivals::LATE_MARGIN`] of it). Absent when it did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lateness: Option<Lateness>,
+}
+
+/// How late a batch landed for its dataset (the agent's lateness signal).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Lateness {
+    /// Seconds between the dataset's previous landing and this batch's.
+    pub gap_seconds: f64,
+    /// The learned interval between the dataset's batches (the median gap).
+    pub expected_seconds: f64,
+    /// Always true: the field is present for late batches only, and says so
+    /// for consumers that test a flag.
+    pub late: bool,
 }
 
 impl BatchReport {
@@ -181,6 +198,7 @@ impl BatchReport {
             table: None,
             schema_changes: Vec::new(),
             volume_anomaly: None,
+            lateness: None,
         }
     }
 
@@ -200,6 +218,7 @@ impl BatchReport {
             table: Some(table),
             schema_changes: Vec::new(),
             volume_anomaly: None,
+            lateness: None,
         }
     }
 

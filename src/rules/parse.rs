@@ -635,6 +635,17 @@ fn validate_check(
         Some(n) if n.trim().is_empty() => {
             return Err(invalid(location, "`name` must not be empty"));
         }
+        // The agent keeps its own series beside the checks' (the volume
+        // signal's `@volume`), under names no check can take.
+        Some(n) if n.starts_with(crate::anomaly::history::RESERVED_PREFIX) => {
+            return Err(invalid(
+                location,
+                format!(
+                    "check name `{n}`: names starting with `{}` are reserved for driftwatch's own signals",
+                    crate::anomaly::history::RESERVED_PREFIX
+                ),
+            ));
+        }
         Some(n) => n,
         None => match kind.column() {
             _ if matches!(kind, CheckKind::Anomaly { .. }) => match &kind {

@@ -212,6 +212,7 @@ pub struct CheckSpec {
     pub anomaly: Option<AnomalySpec>,
 
     /// A stable name for the check; default derived from its kind and column.
+    /// Names starting with `@` are reserved for the agent's own signals.
     pub name: Option<String>,
     /// `error` (default) fails the batch; `warn` is reported but never fails it.
     pub severity: Option<SeveritySpec>,

@@ -543,6 +543,7 @@ mod tests {
                 drift_share_at_least: None,
                 checks: vec!["c".into()],
                 schema_changed: false,
+                late: false,
                 consecutive: 1,
             },
             cooldown: Duration::from_secs(0),

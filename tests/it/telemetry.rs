@@ -624,11 +624,12 @@ fn prometheus_scrapes_the_agent_and_answers_queries_for_the_drift_metric() {
             || instrument.name.starts_with("driftwatch.anomaly.")
             || instrument.name == names::SCHEMA_CHANGES.name
             || instrument.name == names::VOLUME_ANOMALIES.name
+            || instrument.name == names::LATE_BATCHES.name
             || instrument.name == names::ARRIVAL_INTERVAL.name
             || instrument.name == names::OVERDUE.name
         {
-            // No batch errored, was retried or changed schema here, two
-            // batches teach no arrival interval, no webhook, stream or
+            // No batch errored, was retried, changed schema or landed late
+            // here, two batches teach no arrival interval, no webhook, stream or
             // anomaly check is configured (tests/it/webhooks.rs,
             // tests/it/streams.rs, tests/it/hardening.rs and
             // tests/it/anomaly.rs read those).

@@ -161,6 +161,7 @@ struct Instruments {
     check_failing_fraction: Gauge<f64>,
     schema_changes: Counter<u64>,
     volume_anomalies: Counter<u64>,
+    late_batches: Counter<u64>,
     anomaly_observed: Gauge<f64>,
     anomaly_low: Gauge<f64>,
     anomaly_high: Gauge<f64>,
@@ -215,9 +216,7 @@ pub struct Telemetry {
     streams: std::sync::Mutex<Vec<StreamInstruments>>,
     /// Each dataset's recent landing times, read by the lateness gauges
     /// when metrics are collected (so "overdue" grows without a batch).
-    arrivals: Arc<
-        std::sync::Mutex<std::collections::BTreeMap<String, crate::anomaly::arrivals::Arrivals>>,
-    >,
+    arrivals: Arc<crate::anomaly::arrivals::Book>,
     _lateness: [ObservableGauge<f64>; 2],
 }
 
@@ -395,6 +394,7 @@ impl Telemetry {
             check_failing_fraction: gauge_f(&names::CHECK_FAILING_FRACTION),
             schema_changes: counter(&names::SCHEMA_CHANGES),
             volume_anomalies: counter(&names::VOLUME_ANOMALIES),
+            late_batches: counter(&names::LATE_BATCHES),
             anomaly_observed: gauge_f(&names::ANOMALY_OBSERVED),
             anomaly_low: gauge_f(&names::ANOMALY_EXPECTED_LOW),
             anomaly_high: gauge_f(&names::ANOMALY_EXPECTED_HIGH),
@@ -426,11 +426,7 @@ impl Telemetry {
             },
             webhook_deliveries: gauge_u(&names::WEBHOOK_DELIVERIES),
         };
-        let arrivals: Arc<
-            std::sync::Mutex<
-                std::collections::BTreeMap<String, crate::anomaly::arrivals::Arrivals>,
-            >,
-        > = Default::default();
+        let arrivals: Arc<crate::anomaly::arrivals::Book> = Default::default();
         let lateness = |i: &Instrument, overdue: bool| {
             let arrivals = arrivals.clone();
             meter
@@ -442,17 +438,16 @@ impl Telemetry {
                         .duration_since(std::time::UNIX_EPOCH)
                         .map(|d| d.as_secs_f64())
                         .unwrap_or(0.0);
-                    let Ok(map) = arrivals.lock() else { return };
-                    for (dataset, a) in map.iter() {
+                    arrivals.each(|dataset, a| {
                         let value = if overdue {
                             a.overdue(now)
                         } else {
                             a.interval()
                         };
                         if let Some(v) = value {
-                            o.observe(v, &[KeyValue::new(names::DATASET, dataset.clone())]);
+                            o.observe(v, &[KeyValue::new(names::DATASET, dataset.to_string())]);
                         }
-                    }
+                    });
                 })
                 .build()
         };
@@ -610,9 +605,21 @@ impl Telemetry {
 
     /// Notes a batch's landing time (Unix seconds) for the lateness gauges.
     pub fn record_arrival(&self, dataset: &str, landed: f64) {
-        if let Ok(mut map) = self.arrivals.lock() {
-            map.entry(dataset.to_string()).or_default().push(landed);
-        }
+        self.arrivals.push(dataset, landed);
+    }
+
+    /// Every dataset's landing times, as the lateness gauges read them (the
+    /// agent judges a batch's lateness and watches for overdue datasets
+    /// from the same book).
+    pub fn arrivals(&self) -> &crate::anomaly::arrivals::Book {
+        &self.arrivals
+    }
+
+    /// Counts a batch that landed late for its dataset.
+    pub fn record_late_batch(&self, dataset: &str) {
+        self.instruments
+            .late_batches
+            .add(1, &[KeyValue::new(names::DATASET, dataset.to_string())]);
     }
 
     /// Counts a batch whose row count the volume signal found abnormal.

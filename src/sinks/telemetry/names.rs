@@ -143,6 +143,14 @@ pub const VOLUME_ANOMALIES: Instrument = Instrument {
     attributes: &[DATASET],
     description: "Batches whose row count is abnormal for the dataset (the `[health]` volume signal; such a batch is not failed for it).",
 };
+/// Batches that landed late for their dataset.
+pub const LATE_BATCHES: Instrument = Instrument {
+    name: "driftwatch.dataset.late_batches",
+    kind: Kind::Counter,
+    unit: "{batch}",
+    attributes: &[DATASET],
+    description: "Batches that landed late: the gap since the dataset's previous batch exceeded the learned interval by more than half of it.",
+};
 /// The learned interval between a dataset's batches.
 pub const ARRIVAL_INTERVAL: Instrument = Instrument {
     name: "driftwatch.dataset.arrival_interval",
@@ -355,6 +363,7 @@ pub const INSTRUMENTS: &[Instrument] = &[
     CHECK_FAILING_FRACTION,
     SCHEMA_CHANGES,
     VOLUME_ANOMALIES,
+    LATE_BATCHES,
     ARRIVAL_INTERVAL,
     OVERDUE,
     ANOMALY_OBSERVED,

@@ -90,6 +90,11 @@ pub struct TriggerSection {
     /// batch (a column added, removed or of another type).
     #[serde(default)]
     pub schema_changed: bool,
+    /// Fire when a batch landed late for its dataset: the gap since the
+    /// previous batch exceeded the learned interval by more than half of it
+    /// (the report's `lateness`).
+    #[serde(default)]
+    pub late: bool,
     /// Matching batches in a row needed (default 1).
     pub consecutive: Option<u32>,
 }
@@ -245,10 +250,15 @@ fn resolve_one(
         ));
     }
     let t = &s.trigger;
-    if !t.dataset_drift && t.drift_share.is_none() && t.checks.is_empty() && !t.schema_changed {
+    if !t.dataset_drift
+        && t.drift_share.is_none()
+        && t.checks.is_empty()
+        && !t.schema_changed
+        && !t.late
+    {
         return Err(err(
             "trigger",
-            "no condition: set dataset_drift = true, drift_share = X, checks = [...] or schema_changed = true".to_string(),
+            "no condition: set dataset_drift = true, drift_share = X, checks = [...], schema_changed = true or late = true".to_string(),
         ));
     }
     if let Some(share) = t.drift_share
@@ -342,6 +352,7 @@ fn resolve_one(
             drift_share_at_least: t.drift_share,
             checks: t.checks.clone(),
             schema_changed: t.schema_changed,
+            late: t.late,
             consecutive,
         },
         cooldown,

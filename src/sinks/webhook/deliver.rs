@@ -352,6 +352,7 @@ mod tests {
                 drift_share_at_least: None,
                 checks: Vec::new(),
                 schema_changed: false,
+                late: false,
                 consecutive: 1,
             },
             cooldown: Duration::from_secs(3600),

@@ -27,6 +27,8 @@ pub struct Trigger {
     pub checks: Vec<String>,
     /// Fire when the batch's columns differ from the previous batch's.
     pub schema_changed: bool,
+    /// Fire when the batch landed late for its dataset.
+    pub late: bool,
     /// Matching batches in a row needed (at least 1).
     pub consecutive: u32,
 }
@@ -58,7 +60,8 @@ pub struct BatchRef {
 /// Why a webhook fired.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Reason {
-    /// `dataset_drift`, `drift_share` or `checks_failing` (the first that held, in that order).
+    /// `dataset_drift`, `drift_share`, `schema_changed`, `late` or
+    /// `checks_failing` (the first that held, in that order).
     pub kind: &'static str,
     /// One line for people.
     pub description: String,
@@ -112,6 +115,16 @@ pub fn matches(trigger: &Trigger, report: &BatchReport) -> Option<Reason> {
             description: format!("schema changed: {}", report.schema_changes.join("; ")),
         });
     }
+    if let (true, Some(late)) = (trigger.late, &report.lateness) {
+        return Some(Reason {
+            kind: "late",
+            description: format!(
+                "batch landed late: {} since the dataset's previous batch, expected about every {}",
+                seconds(late.gap_seconds),
+                seconds(late.expected_seconds)
+            ),
+        });
+    }
     let failing: Vec<&str> = report
         .checks
         .iter()
@@ -126,6 +139,12 @@ pub fn matches(trigger: &Trigger, report: &BatchReport) -> Option<Reason> {
         kind: "checks_failing",
         description: format!("checks not passing: {}", failing.join(", ")),
     })
+}
+
+/// Seconds in the largest exact units (`2h`, `1h30m`), as durations are
+/// written in config.
+fn seconds(s: f64) -> String {
+    crate::rules::format_duration(std::time::Duration::from_secs(s.max(0.0).round() as u64))
 }
 
 /// Updates `state` with one evaluated batch and decides. `now` and
@@ -234,6 +253,7 @@ mod tests {
             drift_share_at_least: Some(0.3),
             checks: vec!["unique_row_id".into(), "warned".into()],
             schema_changed: false,
+            late: false,
             consecutive,
         }
     }
@@ -257,6 +277,28 @@ mod tests {
         );
         // Warn-severity checks never trigger, whatever the list says.
         assert!(matches(&t, &report(false, 0.1, Some("warned"))).is_none());
+        assert!(matches(&t, &report(false, 0.1, None)).is_none());
+    }
+
+    #[test]
+    fn issue_18_a_late_batch_matches_a_late_trigger_only() {
+        let mut late = report(false, 0.1, None);
+        late.lateness = Some(crate::report::Lateness {
+            gap_seconds: 7_200.0,
+            expected_seconds: 3_600.0,
+            late: true,
+        });
+        assert!(matches(&trigger(1), &late).is_none());
+        let t = Trigger {
+            late: true,
+            ..trigger(1)
+        };
+        let reason = matches(&t, &late).unwrap();
+        assert_eq!(reason.kind, "late");
+        assert_eq!(
+            reason.description,
+            "batch landed late: 2h since the dataset's previous batch, expected about every 1h"
+        );
         assert!(matches(&t, &report(false, 0.1, None)).is_none());
     }
 
