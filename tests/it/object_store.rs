@@ -168,6 +168,41 @@ impl S3Server {
     }
 }
 
+/// A test object store a table or lake can be uploaded to: how a
+/// `driftwatch` process reaches it, and a real client's PUT.
+pub(crate) trait TestStore {
+    /// The URL scheme of its locations (`s3`, `az`).
+    fn scheme(&self) -> &'static str;
+    /// The environment a `driftwatch` process reaches it with.
+    fn process_env(&self) -> Vec<(&'static str, String)>;
+    /// Uploads `bytes` as `key` of the bucket `lake`.
+    fn upload(&self, key: &str, bytes: &[u8]);
+}
+
+impl TestStore for S3Server {
+    fn scheme(&self) -> &'static str {
+        "s3"
+    }
+    fn process_env(&self) -> Vec<(&'static str, String)> {
+        self.env()
+    }
+    fn upload(&self, key: &str, bytes: &[u8]) {
+        self.put(key, bytes)
+    }
+}
+
+impl TestStore for Azurite {
+    fn scheme(&self) -> &'static str {
+        "az"
+    }
+    fn process_env(&self) -> Vec<(&'static str, String)> {
+        self.env()
+    }
+    fn upload(&self, key: &str, bytes: &[u8]) {
+        self.put(key, bytes)
+    }
+}
+
 /// A key as the store has it (`Path::from` would percent-encode `[`, `#`…
 /// into the key itself).
 fn key_path(key: &str) -> object_store::path::Path {
@@ -612,7 +647,7 @@ fn azurite_binary() -> PathBuf {
 
 /// An Azurite blob service on a free loopback port (no telemetry), with
 /// the container `lake`, killed on drop.
-struct Azurite {
+pub(crate) struct Azurite {
     child: Child,
     addr: SocketAddr,
     log: PathBuf,
@@ -621,7 +656,7 @@ struct Azurite {
 }
 
 impl Azurite {
-    fn start() -> Azurite {
+    pub(crate) fn start() -> Azurite {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("azurite.log");
         let port = free_port();
