@@ -245,6 +245,15 @@ async fn expand_object(
         (Err(_), Some(e)) => return Err(e),
         (Err(source), None) => return Err(InputError::Object { source }),
     };
+    // Like a local path that does not exist.
+    if named && listed.is_empty() {
+        return Err(InputError::Object {
+            source: crate::location::LocationError::Invalid {
+                url: url.to_string(),
+                reason: "no such object or prefix".to_string(),
+            },
+        });
+    }
     // A table is read through its log, never as loose objects.
     if let Some(format) = object_table_format(&prefix, &listed) {
         return Ok(vec![Input::table(
