@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::agent::{Agent, Lake, wait_for};
 use crate::common::{driftwatch, text};
-use crate::object_store::{Azurite, BUCKET, S3Server, TestStore, driftwatch_env};
+use crate::object_store::{Azurite, BUCKET, FakeGcs, S3Server, TestStore, driftwatch_env};
 
 /// Where a test's table lives: a local folder, or a prefix of the bucket
 /// `lake` on a test object store (`s3://lake/<prefix>`, `az://lake/<prefix>`).
@@ -917,6 +917,15 @@ fn issue_16_delta_table_on_s3_is_read_exactly() {
     assert_delta_fixture_read_exactly(&site.location(), &site.env());
 }
 
+/// And on Google Cloud Storage (fake-gcs-server).
+#[test]
+fn issue_16_delta_table_on_gcs_is_read_exactly() {
+    let gcs = FakeGcs::start();
+    let site = Site::Store(&gcs, "tables/delta");
+    site.copy_tree(Path::new(DELTA_FIXTURE), |_| true);
+    assert_delta_fixture_read_exactly(&site.location(), &site.env());
+}
+
 /// And on Azure Blob Storage (Azurite).
 #[test]
 fn issue_16_delta_table_on_azure_is_read_exactly() {
@@ -1094,6 +1103,16 @@ fn issue_16_iceberg_table_on_s3_is_read_exactly() {
     assert_iceberg_fixture_read_exactly(&location, &location, &site.env());
 }
 
+/// And on Google Cloud Storage (fake-gcs-server).
+#[test]
+fn issue_16_iceberg_table_on_gcs_is_read_exactly() {
+    let gcs = FakeGcs::start();
+    let site = Site::Store(&gcs, "warehouse/events");
+    site.copy_tree(Path::new(ICEBERG_FIXTURE), |_| true);
+    let location = site.location();
+    assert_iceberg_fixture_read_exactly(&location, &location, &site.env());
+}
+
 /// Writes the pyiceberg fixture to `site` with only its first `metadata`
 /// metadata files (00000-… to 0000{metadata-1}-…): the table as it was
 /// after that commit. Data and manifest files are all written (files of
@@ -1209,6 +1228,13 @@ fn issue_16_iceberg_snapshots_on_azure_each_reported_once_across_restarts() {
     let azurite = Azurite::start();
     let lake = Lake::new(TABLE_RULES);
     iceberg_snapshots_each_reported_once(&lake, &Site::Store(&azurite, "warehouse/events"));
+}
+
+#[test]
+fn issue_16_iceberg_snapshots_on_gcs_each_reported_once_across_restarts() {
+    let gcs = FakeGcs::start();
+    let lake = Lake::new(TABLE_RULES);
+    iceberg_snapshots_each_reported_once(&lake, &Site::Store(&gcs, "warehouse/events"));
 }
 
 /// Writes the Python-written Delta fixture to `site` with only its first
