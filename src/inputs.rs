@@ -101,9 +101,9 @@ pub fn table_format(path: &Path) -> Option<crate::rules::TableFormat> {
         return Some(crate::rules::TableFormat::Delta);
     }
     let iceberg = std::fs::read_dir(path.join("metadata")).is_ok_and(|entries| {
-        entries
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().ends_with(".metadata.json"))
+        entries.flatten().any(|e| {
+            crate::sources::table::iceberg::is_metadata_file(&e.file_name().to_string_lossy())
+        })
     });
     iceberg.then_some(crate::rules::TableFormat::Iceberg)
 }
@@ -123,7 +123,7 @@ fn object_table_format(
         return Some(crate::rules::TableFormat::Delta);
     }
     under("metadata/")
-        .any(|name| !name.contains('/') && name.ends_with(".metadata.json"))
+        .any(|name| !name.contains('/') && crate::sources::table::iceberg::is_metadata_file(name))
         .then_some(crate::rules::TableFormat::Iceberg)
 }
 

@@ -1113,6 +1113,79 @@ fn issue_16_iceberg_table_on_gcs_is_read_exactly() {
     assert_iceberg_fixture_read_exactly(&location, &location, &site.env());
 }
 
+/// The pyiceberg fixture copied to `to` with each metadata file
+/// gzip-compressed and renamed by `rename` (given the file's number and
+/// its name without `.metadata.json`).
+fn iceberg_fixture_gzipped(to: &Path, rename: impl Fn(usize, &str) -> String) {
+    use std::io::Write;
+    Site::Local(to.to_path_buf()).copy_tree(Path::new(ICEBERG_FIXTURE), |_| true);
+    for entry in std::fs::read_dir(to.join("metadata")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let Some(stem) = name.strip_suffix(".metadata.json") else {
+            continue;
+        };
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&std::fs::read(&path).unwrap()).unwrap();
+        let number: usize = stem[..5].parse().unwrap();
+        std::fs::write(
+            to.join("metadata").join(rename(number, stem)),
+            gz.finish().unwrap(),
+        )
+        .unwrap();
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+/// Variants of the pyiceberg fixture whose metadata files are
+/// gzip-compressed, as Iceberg writers name them with
+/// `write.metadata.compression-codec=gzip` (`*.gz.metadata.json`), as older
+/// ones did (`*.metadata.json.gz`), and a Hadoop table (`version-hint.text`
+/// naming `vN.gz.metadata.json`): read exactly as the plain fixture.
+#[test]
+fn issue_16_iceberg_gzip_metadata_files_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let variants: [(&str, fn(usize, &str) -> String); 3] = [
+        ("catalog-gz", |_, stem| format!("{stem}.gz.metadata.json")),
+        ("catalog-json-gz", |_, stem| {
+            format!("{stem}.metadata.json.gz")
+        }),
+        ("hadoop-gz", |n, _| format!("v{}.gz.metadata.json", n + 1)),
+    ];
+    for (name, rename) in variants {
+        let table = dir.path().join(name);
+        iceberg_fixture_gzipped(&table, rename);
+        if name == "hadoop-gz" {
+            std::fs::write(table.join("metadata/version-hint.text"), "5").unwrap();
+        }
+        let location = std::fs::canonicalize(&table).unwrap().display().to_string();
+        assert_iceberg_fixture_read_exactly(&location, &location, &[]);
+    }
+    // A file named gzip that is not: a one-line metadata error.
+    let table = dir.path().join("catalog-gz");
+    let newest = table.join("metadata/00004-3616421f-debc-45ef-ac07-fbb645ac0019.gz.metadata.json");
+    std::fs::write(&newest, b"{ plain json }").unwrap();
+    let out = driftwatch(&[
+        "check",
+        table.to_str().unwrap(),
+        "--rules",
+        "tests/fixtures/iceberg/rules.yaml",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let location = std::fs::canonicalize(&table).unwrap().display().to_string();
+    let error = report["reports"][0]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "{location}: cannot read the Iceberg metadata: {}: not gzip: ",
+            std::fs::canonicalize(&newest).unwrap().display()
+        )),
+        "{error}"
+    );
+}
+
 /// Writes the pyiceberg fixture to `site` with only its first `metadata`
 /// metadata files (00000-… to 0000{metadata-1}-…): the table as it was
 /// after that commit. Data and manifest files are all written (files of

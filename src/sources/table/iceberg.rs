@@ -7,7 +7,8 @@
 //! it would build a second arrow and an unpatched second parquet (99 more
 //! crates in the lock; figures in docs/agent.md, "Tables"). What a batch
 //! needs is small and fixed by the spec, so it is read here: the newest
-//! metadata file (JSON, through serde) → the snapshots → each snapshot's
+//! metadata file (JSON, through serde; gzip-compressed ones through
+//! `flate2`) → the snapshots → each snapshot's
 //! manifest list and manifests (Avro, through the `apache-avro` crate; no
 //! hand-written decoding) → their entries.
 //!
@@ -154,10 +155,55 @@ fn one_line(e: impl std::fmt::Display) -> String {
         .join(" ")
 }
 
+/// A metadata file's name without its suffix, and whether it is
+/// gzip-compressed: `*.metadata.json`, `*.gz.metadata.json` (what Iceberg
+/// writers produce with `write.metadata.compression-codec=gzip`) or the
+/// older `*.metadata.json.gz`.
+fn metadata_stem(name: &str) -> Option<(&str, bool)> {
+    if let Some(stem) = name.strip_suffix(".gz.metadata.json") {
+        return Some((stem, true));
+    }
+    if let Some(stem) = name.strip_suffix(".metadata.json.gz") {
+        return Some((stem, true));
+    }
+    name.strip_suffix(".metadata.json")
+        .map(|stem| (stem, false))
+}
+
+/// Whether `name` is a metadata file's (compressed or not).
+pub fn is_metadata_file(name: &str) -> bool {
+    metadata_stem(name).is_some()
+}
+
+/// The largest a metadata file may grow to when decompressed: far above any
+/// real table's, low enough that a hostile file cannot take the memory.
+const MAX_METADATA_BYTES: u64 = 256 << 20;
+
+/// A metadata file's JSON bytes: gunzipped when its name says gzip.
+fn metadata_json(name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    if !metadata_stem(name).is_some_and(|(_, gz)| gz) {
+        return Ok(bytes);
+    }
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(bytes.as_slice())
+        .take(MAX_METADATA_BYTES + 1)
+        .read_to_end(&mut json)
+        .map_err(|e| format!("not gzip: {e}"))?;
+    if json.len() as u64 > MAX_METADATA_BYTES {
+        return Err(format!(
+            "decompresses to more than {} MiB",
+            MAX_METADATA_BYTES >> 20
+        ));
+    }
+    Ok(json)
+}
+
 /// The version number in a metadata file's name: `v3.metadata.json`
-/// (Hadoop tables) or `00003-<uuid>.metadata.json` (catalogs).
+/// (Hadoop tables) or `00003-<uuid>.metadata.json` (catalogs), either
+/// possibly gzip-compressed (`v3.gz.metadata.json`).
 fn metadata_number(name: &str) -> Option<u64> {
-    let stem = name.strip_suffix(".metadata.json")?;
+    let (stem, _) = metadata_stem(name)?;
     let digits = stem.strip_prefix('v').unwrap_or(stem);
     let digits = digits.split('-').next()?;
     digits.parse().ok()
@@ -666,8 +712,26 @@ async fn read_metadata(location: &str, files: &TableFiles) -> Result<Metadata, T
         .read(FORMAT, location, &files.join("metadata/version-hint.text"))
         .await?
         .map(|bytes| String::from_utf8_lossy(&bytes).to_string());
-    let name = match hint.as_deref().map(str::trim).map(str::parse::<u64>) {
-        Some(Ok(n)) => format!("v{n}.metadata.json"),
+    let (name, text) = match hint.as_deref().map(str::trim).map(str::parse::<u64>) {
+        Some(Ok(n)) => {
+            // Plain or gzip-compressed, as the writer was configured.
+            let mut found = None;
+            for name in [
+                format!("v{n}.metadata.json"),
+                format!("v{n}.gz.metadata.json"),
+                format!("v{n}.metadata.json.gz"),
+            ] {
+                let path = files.join(&format!("metadata/{name}"));
+                if let Some(bytes) = files.read(FORMAT, location, &path).await? {
+                    found = Some((name, bytes));
+                    break;
+                }
+            }
+            found.ok_or_else(|| {
+                let path = files.join(&format!("metadata/v{n}.metadata.json"));
+                log_error(format!("{}: no such file", path.display()))
+            })?
+        }
         Some(Err(_)) | None => {
             let mut newest: Option<(u64, String)> = None;
             for name in files.names(location, "metadata").await? {
@@ -679,14 +743,18 @@ async fn read_metadata(location: &str, files: &TableFiles) -> Result<Metadata, T
                     newest = Some((n, name));
                 }
             }
-            newest.ok_or_else(missing)?.1
+            let name = newest.ok_or_else(missing)?.1;
+            let path = files.join(&format!("metadata/{name}"));
+            let bytes = files
+                .read(FORMAT, location, &path)
+                .await?
+                .ok_or_else(|| log_error(format!("{}: no such file", path.display())))?;
+            (name, bytes)
         }
     };
     let path = files.join(&format!("metadata/{name}"));
-    let text = files
-        .read(FORMAT, location, &path)
-        .await?
-        .ok_or_else(|| log_error(format!("{}: no such file", path.display())))?;
+    let text =
+        metadata_json(&name, text).map_err(|e| log_error(format!("{}: {e}", path.display())))?;
     serde_json::from_slice(&text).map_err(|e| log_error(format!("{}: {e}", path.display())))
 }
 
@@ -701,6 +769,9 @@ mod tests {
             metadata_number("00003-6f1c2f43-9a52-4c53-a2d2-5b7d0e1d9d7a.metadata.json"),
             Some(3)
         );
+        assert_eq!(metadata_number("v7.gz.metadata.json"), Some(7));
+        assert_eq!(metadata_number("00012-6f1c2f43.gz.metadata.json"), Some(12));
+        assert_eq!(metadata_number("00013-6f1c2f43.metadata.json.gz"), Some(13));
         assert_eq!(metadata_number("snap-1-1-abc.avro"), None);
         assert_eq!(metadata_number("version-hint.text"), None);
     }
