@@ -101,9 +101,15 @@ pub async fn run_check_with_profiles(
         // A table input: the files its version added, read through its log.
         let table = match &input.table {
             Some(t) => Some(
-                crate::sources::table::read_version(t.format, &t.location, t.version, false)
-                    .await
-                    .map_err(|e| e.to_string()),
+                crate::sources::table::read_version(
+                    t.format,
+                    &t.location,
+                    t.version,
+                    false,
+                    engine.object_store(),
+                )
+                .await
+                .map_err(|e| e.to_string()),
             ),
             None => None,
         };

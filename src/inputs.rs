@@ -11,7 +11,9 @@
 //! A PATH may also be an object-store URL ([`crate::location`]): an object
 //! (`s3://bucket/day=1/part-0.parquet`) is taken as given, a prefix
 //! (`s3://bucket/flights/`) is listed for `*.parquet` keys with the same
-//! leftovers skipped, and the input's path is the object's URL.
+//! leftovers skipped, and the input's path is the object's URL. A prefix
+//! holding a Delta or Iceberg table (`_delta_log/`, `metadata/*.metadata.json`)
+//! is that table, as a local folder would be.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -99,11 +101,30 @@ pub fn table_format(path: &Path) -> Option<crate::rules::TableFormat> {
         return Some(crate::rules::TableFormat::Delta);
     }
     let iceberg = std::fs::read_dir(path.join("metadata")).is_ok_and(|entries| {
-        entries
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().ends_with(".metadata.json"))
+        entries.flatten().any(|e| {
+            crate::sources::table::iceberg::is_metadata_file(&e.file_name().to_string_lossy())
+        })
     });
     iceberg.then_some(crate::rules::TableFormat::Iceberg)
+}
+
+/// The format of the table whose prefix is `prefix`, from the keys listed
+/// under it: as [`table_format`] tells a folder.
+fn object_table_format(
+    prefix: &str,
+    listed: &[crate::location::Listed],
+) -> Option<crate::rules::TableFormat> {
+    let under = |folder: &'static str| {
+        listed
+            .iter()
+            .filter_map(move |l| l.key.strip_prefix(prefix)?.strip_prefix(folder))
+    };
+    if under("_delta_log/").next().is_some() {
+        return Some(crate::rules::TableFormat::Delta);
+    }
+    under("metadata/")
+        .any(|name| !name.contains('/') && crate::sources::table::iceberg::is_metadata_file(name))
+        .then_some(crate::rules::TableFormat::Iceberg)
 }
 
 /// The tables the rule files name (`table:`), as inputs at `version`: what
@@ -187,6 +208,7 @@ async fn expand_object(
     let store = crate::location::build_store(url, options)
         .map_err(|source| InputError::Object { source })?;
     let named = !url.key.is_empty() && !url.key.ends_with('/');
+    let mut head_error = None;
     if named {
         let key = crate::location::key_path(&url.key);
         match store.head(&key).await {
@@ -201,8 +223,12 @@ async fn expand_object(
             }
             // Not an object: perhaps a prefix.
             Err(object_store::Error::NotFound { .. }) => {}
+            // Some S3-compatible servers answer a HEAD of a prefix's name
+            // with an error rather than 404 (s3s-fs: 500, its folder is
+            // no file): the listing decides, and its error or emptiness
+            // gives this one.
             Err(e) => {
-                return Err(InputError::Object {
+                head_error = Some(InputError::Object {
                     source: crate::location::LocationError::List {
                         url: url.to_string(),
                         reason: crate::location::error_line(&e, options),
@@ -212,9 +238,13 @@ async fn expand_object(
         }
     }
     let prefix = url.prefix();
-    let listed = crate::location::list(store.as_ref(), url, None, options)
-        .await
-        .map_err(|source| InputError::Object { source })?;
+    let listed = crate::location::list(store.as_ref(), url, None, options).await;
+    let listed = match (listed, head_error) {
+        (Ok(listed), Some(e)) if listed.is_empty() => return Err(e),
+        (Ok(listed), _) => listed,
+        (Err(_), Some(e)) => return Err(e),
+        (Err(source), None) => return Err(InputError::Object { source }),
+    };
     // Like a local path that does not exist.
     if named && listed.is_empty() {
         return Err(InputError::Object {
@@ -223,6 +253,14 @@ async fn expand_object(
                 reason: "no such object or prefix".to_string(),
             },
         });
+    }
+    // A table is read through its log, never as loose objects.
+    if let Some(format) = object_table_format(&prefix, &listed) {
+        return Ok(vec![Input::table(
+            &url.with_key(url.key.trim_end_matches('/')).to_path(),
+            format,
+            None,
+        )]);
     }
     let mut found: Vec<(PathBuf, String)> = listed
         .into_iter()

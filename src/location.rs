@@ -12,7 +12,8 @@
 //!
 //! This module also owns building the stores ([`build_store`]): credentials
 //! come from the environment variables each cloud's SDKs read (via
-//! `object_store`'s `from_env`), endpoint and addressing from
+//! `object_store`'s `from_env`; for GCS `GOOGLE_APPLICATION_CREDENTIALS`
+//! and the application default credentials), endpoint and addressing from
 //! `[lake.object_store]` ([`ObjectStoreOptions`]). Secrets never leave here:
 //! [`redact`] removes every credential value known to the process from a
 //! message before it is logged, shown on `/status` or put in a report.
@@ -180,8 +181,12 @@ pub struct ObjectStoreOptions {
     /// Environment variable holding the access key id, instead of `AWS_ACCESS_KEY_ID`.
     pub access_key_id_env: Option<String>,
     /// Environment variable holding the secret key, instead of `AWS_SECRET_ACCESS_KEY`
-    /// (S3) or `AZURE_STORAGE_ACCOUNT_KEY` (Azure).
+    /// (S3) or `AZURE_STORAGE_ACCOUNT_KEY` (Azure); for GCS, one holding a
+    /// service account key (JSON).
     pub secret_access_key_env: Option<String>,
+    /// Unsigned requests (public buckets, local emulators): no credentials
+    /// are looked for.
+    pub anonymous: Option<bool>,
     /// Retries of one request (default [`DEFAULT_MAX_RETRIES`]).
     pub max_retries: Option<usize>,
     /// Longest time one request is retried (default [`DEFAULT_RETRY_TIMEOUT`]).
@@ -285,6 +290,9 @@ pub fn build_store(
             if let Some(secret) = env(&options.secret_access_key_env) {
                 builder = builder.with_secret_access_key(secret);
             }
+            if let Some(anonymous) = options.anonymous {
+                builder = builder.with_skip_signature(anonymous);
+            }
             Ok(Arc::new(builder.build().map_err(setup)?))
         }
         Scheme::Azure => {
@@ -303,14 +311,38 @@ pub fn build_store(
             if let Some(key) = env(&options.secret_access_key_env) {
                 builder = builder.with_access_key(key);
             }
+            if let Some(anonymous) = options.anonymous {
+                builder = builder.with_skip_signature(anonymous);
+            }
             Ok(Arc::new(builder.build().map_err(setup)?))
         }
-        Scheme::Gcs => Err(LocationError::Setup {
-            url: url.to_string(),
-            reason:
-                "Google Cloud Storage is not built into this driftwatch yet (s3:// and az:// are)"
-                    .to_string(),
-        }),
+        Scheme::Gcs => {
+            use object_store::ClientConfigKey;
+            use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+            // `GOOGLE_APPLICATION_CREDENTIALS`, `GOOGLE_SERVICE_ACCOUNT*`,
+            // `GOOGLE_BASE_URL`, … from the environment; otherwise the
+            // application default credentials (gcloud's file, then the
+            // instance metadata server).
+            let mut builder = GoogleCloudStorageBuilder::from_env()
+                .with_url(base)
+                .with_retry(retry);
+            if let Some(endpoint) = &options.endpoint {
+                builder = builder.with_base_url(endpoint.trim_end_matches('/'));
+            }
+            if let Some(allow) = options.allow_http {
+                builder = builder.with_config(
+                    GoogleConfigKey::Client(ClientConfigKey::AllowHttp),
+                    allow.to_string(),
+                );
+            }
+            if let Some(key) = env(&options.secret_access_key_env) {
+                builder = builder.with_service_account_key(key);
+            }
+            if let Some(anonymous) = options.anonymous {
+                builder = builder.with_skip_signature(anonymous);
+            }
+            Ok(Arc::new(builder.build().map_err(setup)?))
+        }
     }
 }
 

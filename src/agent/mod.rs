@@ -639,6 +639,7 @@ pub async fn run(
         in_flight: shared.in_flight.clone(),
         stats: shared.tables.clone(),
         poll_interval: settings.poll_interval,
+        object_store: settings.object_store.clone(),
     };
     let table_task = tokio::spawn(tables.run(queue_tx.clone(), stop_rx.clone()));
     let objects_task = tokio::spawn(objects.run(queue_tx.clone(), stop_rx.clone()));

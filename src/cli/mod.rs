@@ -514,6 +514,7 @@ async fn baseline(args: BaselineArgs) -> Result<i32> {
                     &t.location,
                     t.version,
                     true,
+                    engine.object_store(),
                 )
                 .await
                 {

@@ -161,22 +161,23 @@ pub struct LakeSection {
     /// Move files whose evaluation errors (corrupt, unreadable) into this
     /// folder, keeping their path relative to the watched folder. Default: leave them.
     pub quarantine: Option<PathBuf>,
-    /// How to reach watched object-store prefixes (`s3://…`, `az://…`).
+    /// How to reach watched object-store prefixes (`s3://…`, `az://…`, `gs://…`).
     /// Credentials are never written here: they come from the environment
     /// variables each cloud's SDKs read.
     #[serde(default)]
     pub object_store: ObjectStoreSection,
 }
 
-/// `[lake.object_store]`: the client for `s3://` and `az://` locations, over
-/// what the standard environment variables say (`AWS_ENDPOINT_URL`,
-/// `AWS_REGION`, `AWS_ALLOW_HTTP`, `AZURE_STORAGE_ACCOUNT_NAME`, …).
+/// `[lake.object_store]`: the client for `s3://`, `az://` and `gs://`
+/// locations, over what the standard environment variables say
+/// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ALLOW_HTTP`,
+/// `AZURE_STORAGE_ACCOUNT_NAME`, `GOOGLE_APPLICATION_CREDENTIALS`, …).
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectStoreSection {
     /// Endpoint URL of an S3-compatible server (MinIO, Ceph, a local test
-    /// server) or of Azurite, e.g. `http://127.0.0.1:9000`. Default: the
-    /// cloud's own (or `AWS_ENDPOINT_URL`).
+    /// server), of Azurite or of a GCS emulator, e.g. `http://127.0.0.1:9000`.
+    /// Default: the cloud's own (or `AWS_ENDPOINT_URL`, `GOOGLE_BASE_URL`).
     pub endpoint: Option<String>,
     /// S3 region, e.g. `eu-west-1` (or `AWS_REGION`; default `us-east-1`).
     pub region: Option<String>,
@@ -194,6 +195,9 @@ pub struct ObjectStoreSection {
     /// (Azure: the account key), when not the standard one. Its value is
     /// kept out of every message.
     pub secret_access_key_env: Option<String>,
+    /// Send requests unsigned, looking for no credentials: public buckets
+    /// and local emulators (fake-gcs-server, which checks none). Default `false`.
+    pub anonymous: Option<bool>,
     /// Retries of one request to the store before it counts as failed (default 4).
     pub max_retries: Option<usize>,
     /// Longest time one request is retried, e.g. `30s` (default).
@@ -220,6 +224,7 @@ impl ObjectStoreSection {
             virtual_hosted_style: self.virtual_hosted_style,
             access_key_id_env: self.access_key_id_env.clone(),
             secret_access_key_env: self.secret_access_key_env.clone(),
+            anonymous: self.anonymous,
             max_retries: self.max_retries,
             retry_timeout,
         })

@@ -150,7 +150,9 @@ impl TableFormat {
 pub struct TableConfig {
     /// The format.
     pub format: TableFormat,
-    /// The table's folder, resolved against the rule file's folder.
+    /// The table's folder, resolved against the rule file's folder, or its
+    /// object-store URL carried as a path (`s3://bucket/tables/events`,
+    /// see [`crate::location`]).
     pub location: PathBuf,
     /// The agent's poll interval for this table (None: `lake.poll_interval`).
     pub poll_interval: Option<Duration>,

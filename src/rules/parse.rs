@@ -219,24 +219,32 @@ fn validate_table(path: &Path, spec: TableSpec) -> Result<TableConfig> {
     if written.is_empty() {
         return Err(invalid(at_location, "`table.location` must not be empty"));
     }
-    // Object-store locations come with object-store support; a URL must not
-    // be taken for a relative folder named `s3:`.
-    if let Some((scheme, _)) = written.split_once("://")
-        && scheme != "file"
-    {
-        return Err(invalid(
-            at_location,
-            format!(
-                "`table.location`: `{scheme}://` tables are not supported yet; give a local folder"
-            ),
-        ));
-    }
-    let written = written.strip_prefix("file://").unwrap_or(written);
-    let location = PathBuf::from(written);
-    let location = if location.is_absolute() {
-        location
-    } else {
-        path.parent().unwrap_or(Path::new("")).join(location)
+    // An object-store URL (`s3://bucket/prefix/table`, `az://…`, `gs://…`)
+    // is carried as its text, like an object batch's path
+    // (`crate::location`); any other scheme must not be taken for a
+    // relative folder named `hdfs:`.
+    let location = match crate::location::ObjectUrl::parse(written) {
+        Some(Ok(url)) => url.with_key(url.key.trim_end_matches('/')).to_path(),
+        Some(Err(e)) => return Err(invalid(at_location, format!("`table.location`: {e}"))),
+        None => {
+            if let Some((scheme, _)) = written.split_once("://")
+                && scheme != "file"
+            {
+                return Err(invalid(
+                    at_location,
+                    format!(
+                        "`table.location`: `{scheme}://` is not a supported location; give a local folder or an s3://, az://, abfss:// or gs:// URL"
+                    ),
+                ));
+            }
+            let written = written.strip_prefix("file://").unwrap_or(written);
+            let location = PathBuf::from(written);
+            if location.is_absolute() {
+                location
+            } else {
+                path.parent().unwrap_or(Path::new("")).join(location)
+            }
+        }
     };
     let poll_interval = match spec.poll_interval {
         Some(interval) => {

@@ -53,7 +53,9 @@ pub struct TableSpec {
     /// The table format: `delta` (Delta Lake) or `iceberg` (Apache Iceberg).
     pub format: super::TableFormat,
     /// The table's folder (the one holding `_delta_log/`, or Iceberg's
-    /// `metadata/`): an absolute path, or relative to this rule file's folder.
+    /// `metadata/`): an absolute path, or relative to this rule file's folder;
+    /// or its object-store URL (`s3://bucket/prefix/table`, `az://…`,
+    /// `abfss://…`, `gs://…`), reached with `[lake.object_store]`.
     #[schemars(with = "String")]
     pub location: Spanned<String>,
     /// How often the agent looks for new versions, e.g. `30s` (default: the

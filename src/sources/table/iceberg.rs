@@ -7,7 +7,8 @@
 //! it would build a second arrow and an unpatched second parquet (99 more
 //! crates in the lock; figures in docs/agent.md, "Tables"). What a batch
 //! needs is small and fixed by the spec, so it is read here: the newest
-//! metadata file (JSON, through serde) → the snapshots → each snapshot's
+//! metadata file (JSON, through serde; gzip-compressed ones through
+//! `flate2`) → the snapshots → each snapshot's
 //! manifest list and manifests (Avro, through the `apache-avro` crate; no
 //! hand-written decoding) → their entries.
 //!
@@ -26,10 +27,16 @@
 //! delete files is refused. Data files that are not Parquet (ORC, Avro) are
 //! an error report too.
 //!
-//! Paths in the metadata are absolute (`file:/…`). Those under the table's
-//! recorded `location` are read under the folder the table was found in,
-//! so a table that was copied or moved (the committed test fixture is one)
+//! Paths in the metadata are absolute (`file:/…`, `s3://…`). Those under
+//! the table's recorded `location` are read under the location the table
+//! was found at, so a table that was copied or moved (the committed test
+//! fixture is one, and so is a local table uploaded to an object store)
 //! reads its own files.
+//!
+//! On an object store ([`TableFiles`]) the metadata and manifests are read
+//! with GETs through the lake's client, `metadata/` is listed with one
+//! delimiter LIST (per 1,000 names) when there is no `version-hint.text`,
+//! and data files are named by their URLs for the engine's ranged reads.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -37,7 +44,9 @@ use std::path::{Path, PathBuf};
 use apache_avro::types::Value as Avro;
 use serde::Deserialize;
 
+use super::files::TableFiles;
 use super::{DataFile, TableError, VersionChanges};
+use crate::location::{ObjectStoreOptions, ObjectUrl};
 use crate::rules::TableFormat;
 
 const FORMAT: TableFormat = TableFormat::Iceberg;
@@ -132,7 +141,7 @@ struct Entry {
 /// An open Iceberg table: its newest metadata, read again by [`Self::refresh`].
 pub struct IcebergTable {
     location: String,
-    root: PathBuf,
+    files: TableFiles,
     metadata: Metadata,
     /// The current snapshot's lineage, oldest first, with each version.
     lineage: Vec<(u64, Snapshot)>,
@@ -146,10 +155,55 @@ fn one_line(e: impl std::fmt::Display) -> String {
         .join(" ")
 }
 
+/// A metadata file's name without its suffix, and whether it is
+/// gzip-compressed: `*.metadata.json`, `*.gz.metadata.json` (what Iceberg
+/// writers produce with `write.metadata.compression-codec=gzip`) or the
+/// older `*.metadata.json.gz`.
+fn metadata_stem(name: &str) -> Option<(&str, bool)> {
+    if let Some(stem) = name.strip_suffix(".gz.metadata.json") {
+        return Some((stem, true));
+    }
+    if let Some(stem) = name.strip_suffix(".metadata.json.gz") {
+        return Some((stem, true));
+    }
+    name.strip_suffix(".metadata.json")
+        .map(|stem| (stem, false))
+}
+
+/// Whether `name` is a metadata file's (compressed or not).
+pub fn is_metadata_file(name: &str) -> bool {
+    metadata_stem(name).is_some()
+}
+
+/// The largest a metadata file may grow to when decompressed: far above any
+/// real table's, low enough that a hostile file cannot take the memory.
+const MAX_METADATA_BYTES: u64 = 256 << 20;
+
+/// A metadata file's JSON bytes: gunzipped when its name says gzip.
+fn metadata_json(name: &str, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    if !metadata_stem(name).is_some_and(|(_, gz)| gz) {
+        return Ok(bytes);
+    }
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(bytes.as_slice())
+        .take(MAX_METADATA_BYTES + 1)
+        .read_to_end(&mut json)
+        .map_err(|e| format!("not gzip: {e}"))?;
+    if json.len() as u64 > MAX_METADATA_BYTES {
+        return Err(format!(
+            "decompresses to more than {} MiB",
+            MAX_METADATA_BYTES >> 20
+        ));
+    }
+    Ok(json)
+}
+
 /// The version number in a metadata file's name: `v3.metadata.json`
-/// (Hadoop tables) or `00003-<uuid>.metadata.json` (catalogs).
+/// (Hadoop tables) or `00003-<uuid>.metadata.json` (catalogs), either
+/// possibly gzip-compressed (`v3.gz.metadata.json`).
 fn metadata_number(name: &str) -> Option<u64> {
-    let stem = name.strip_suffix(".metadata.json")?;
+    let (stem, _) = metadata_stem(name)?;
     let digits = stem.strip_prefix('v').unwrap_or(stem);
     let digits = digits.split('-').next()?;
     digits.parse().ok()
@@ -223,17 +277,13 @@ impl IcebergTable {
     /// Opens the table at `location`: a folder whose `metadata/` holds at
     /// least one `*.metadata.json` (the newest, or the one
     /// `version-hint.text` names, is the current one).
-    pub fn open(location: &Path) -> Result<Self, TableError> {
+    pub async fn open(location: &Path, options: &ObjectStoreOptions) -> Result<Self, TableError> {
         let name = location.display().to_string();
-        let root = std::path::absolute(location).map_err(|e| TableError::NotATable {
-            format: FORMAT,
-            location: name.clone(),
-            reason: e.to_string(),
-        })?;
-        let metadata = read_metadata(&name, &root)?;
+        let files = TableFiles::open(FORMAT, location, options)?;
+        let metadata = read_metadata(&name, &files).await?;
         let mut table = Self {
             location: name,
-            root,
+            files,
             metadata,
             lineage: Vec::new(),
         };
@@ -242,8 +292,8 @@ impl IcebergTable {
     }
 
     /// Reads the newest metadata file again (the agent's poll).
-    pub fn refresh(&mut self) -> Result<(), TableError> {
-        self.metadata = read_metadata(&self.location, &self.root)?;
+    pub async fn refresh(&mut self) -> Result<(), TableError> {
+        self.metadata = read_metadata(&self.location, &self.files).await?;
         self.lineage = self.lineage()?;
         Ok(())
     }
@@ -357,40 +407,63 @@ impl IcebergTable {
             })
     }
 
-    /// A path from the metadata as a local path: under the table's
-    /// recorded location, the same path under the folder it was found in.
-    fn local_path(&self, path: &str) -> Result<PathBuf, TableError> {
-        let not_local = || self.unsupported(format!("`{path}` is not a local file"));
-        let plain = plain_path(path).ok_or_else(not_local)?;
-        if let Some(recorded) = plain_path(&self.metadata.location) {
-            let recorded = recorded.trim_end_matches('/');
-            if let Some(rest) = plain.strip_prefix(recorded)
-                && let Some(rest) = rest.strip_prefix('/')
-            {
-                return Ok(self.root.join(rest));
-            }
+    /// A path from the metadata as the path of a file to read: under the
+    /// table's recorded location, the same path under the location it was
+    /// found at; otherwise a local absolute path (local tables) or an
+    /// object in the table's bucket (object-store tables).
+    fn file_path(&self, path: &str) -> Result<PathBuf, TableError> {
+        let elsewhere = || self.unsupported(format!("`{path}` is not in the table's store"));
+        let recorded = self.metadata.location.trim_end_matches('/');
+        let under = |whole: &str, root: &str| {
+            whole
+                .strip_prefix(root)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .map(str::to_string)
+        };
+        let relative = match (plain_path(path), plain_path(recorded)) {
+            (Some(plain), Some(recorded)) => under(plain, recorded),
+            _ => under(path, recorded),
+        };
+        if let Some(relative) = relative {
+            return Ok(self.files.join(&relative));
         }
-        let local = PathBuf::from(plain);
-        if local.is_absolute() {
-            Ok(local)
-        } else {
-            Err(not_local())
+        match self.files.object_url() {
+            None => {
+                let local = PathBuf::from(plain_path(path).ok_or_else(elsewhere)?);
+                if local.is_absolute() {
+                    Ok(local)
+                } else {
+                    Err(elsewhere())
+                }
+            }
+            Some(table) => match ObjectUrl::parse(path) {
+                Some(Ok(object))
+                    if object.scheme == table.scheme && object.bucket == table.bucket =>
+                {
+                    Ok(object.to_path())
+                }
+                _ => Err(elsewhere()),
+            },
         }
     }
 
-    fn read_avro(&self, path: &str) -> Result<Vec<Avro>, TableError> {
-        let local = self.local_path(path)?;
-        let file = std::fs::File::open(&local)
-            .map_err(|e| self.log_error(format!("{}: {e}", local.display())))?;
-        let reader = apache_avro::Reader::new(std::io::BufReader::new(file))
-            .map_err(|e| self.log_error(format!("{}: {e}", local.display())))?;
+    async fn read_avro(&self, path: &str) -> Result<Vec<Avro>, TableError> {
+        let file = self.file_path(path)?;
+        let shown = file.display();
+        let bytes = self
+            .files
+            .read(FORMAT, &self.location, &file)
+            .await?
+            .ok_or_else(|| self.log_error(format!("{shown}: no such file")))?;
+        let reader = apache_avro::Reader::new(std::io::Cursor::new(bytes))
+            .map_err(|e| self.log_error(format!("{shown}: {e}")))?;
         reader
-            .map(|r| r.map_err(|e| self.log_error(format!("{}: {e}", local.display()))))
+            .map(|r| r.map_err(|e| self.log_error(format!("{shown}: {e}"))))
             .collect()
     }
 
     /// The manifests of a snapshot.
-    fn manifests(&self, snapshot: &Snapshot) -> Result<Vec<ManifestRef>, TableError> {
+    async fn manifests(&self, snapshot: &Snapshot) -> Result<Vec<ManifestRef>, TableError> {
         let Some(list) = &snapshot.manifest_list else {
             // v1 without a manifest list: data manifests of the default spec.
             return Ok(snapshot
@@ -406,7 +479,7 @@ impl IcebergTable {
                 .collect());
         };
         let mut manifests = Vec::new();
-        for record in self.read_avro(list)? {
+        for record in self.read_avro(list).await? {
             let path = string(field(&record, "manifest_path")).ok_or_else(|| {
                 self.log_error(format!(
                     "manifest list {list}: an entry has no manifest_path"
@@ -441,10 +514,10 @@ impl IcebergTable {
             .collect()
     }
 
-    fn entries(&self, manifest: &ManifestRef) -> Result<Vec<Entry>, TableError> {
+    async fn entries(&self, manifest: &ManifestRef) -> Result<Vec<Entry>, TableError> {
         let identity = self.identity_fields(manifest.spec_id);
         let mut entries = Vec::new();
-        for record in self.read_avro(&manifest.path)? {
+        for record in self.read_avro(&manifest.path).await? {
             let bad = |what: &str| {
                 self.log_error(format!(
                     "manifest {}: an entry has no {what}",
@@ -478,14 +551,14 @@ impl IcebergTable {
 
     fn data_file(&self, entry: &Entry) -> Result<DataFile, TableError> {
         Ok(DataFile {
-            path: self.local_path(&entry.path)?,
+            path: self.file_path(&entry.path)?,
             size: entry.size,
             partitions: entry.partition.clone(),
         })
     }
 
     /// What the snapshot of `version` added.
-    pub fn changes(&self, version: u64) -> Result<VersionChanges, TableError> {
+    pub async fn changes(&self, version: u64) -> Result<VersionChanges, TableError> {
         let snapshot = self.find(version)?;
         let id = snapshot.snapshot_id;
         let operation = snapshot.operation();
@@ -493,12 +566,12 @@ impl IcebergTable {
         let mut delete_files = 0usize;
         let mut removed = 0usize;
         let mut not_parquet = None;
-        for manifest in self.manifests(snapshot)? {
+        for manifest in self.manifests(snapshot).await? {
             // Entries a snapshot adds or removes are in manifests it wrote.
             if manifest.added_snapshot_id.is_some_and(|added| added != id) {
                 continue;
             }
-            for entry in self.entries(&manifest)? {
+            for entry in self.entries(&manifest).await? {
                 // A null snapshot id is inherited from the manifest.
                 if entry.snapshot_id.or(manifest.added_snapshot_id) != Some(id) {
                     continue;
@@ -571,7 +644,7 @@ impl IcebergTable {
     }
 
     /// The data files live at `version` (None: the latest) and that version.
-    pub fn snapshot(&self, version: Option<u64>) -> Result<(u64, Vec<DataFile>), TableError> {
+    pub async fn snapshot(&self, version: Option<u64>) -> Result<(u64, Vec<DataFile>), TableError> {
         let version = match version.or(self.latest_version()) {
             Some(v) => v,
             None => {
@@ -583,8 +656,8 @@ impl IcebergTable {
         };
         let snapshot = self.find(version)?;
         let mut files = Vec::new();
-        for manifest in self.manifests(snapshot)? {
-            for entry in self.entries(&manifest)? {
+        for manifest in self.manifests(snapshot).await? {
+            for entry in self.entries(&manifest).await? {
                 if entry.status == DELETED {
                     continue;
                 }
@@ -609,33 +682,59 @@ impl IcebergTable {
 }
 
 /// Reads the table's current metadata file.
-fn read_metadata(location: &str, root: &Path) -> Result<Metadata, TableError> {
+async fn read_metadata(location: &str, files: &TableFiles) -> Result<Metadata, TableError> {
     let not_a_table = |reason: String| TableError::NotATable {
         format: FORMAT,
         location: location.to_string(),
         reason,
     };
-    let meta = std::fs::metadata(root).map_err(|e| not_a_table(e.to_string()))?;
-    if !meta.is_dir() {
-        return Err(not_a_table("not a folder".to_string()));
+    if let TableFiles::Local(root) = files {
+        let meta = std::fs::metadata(root).map_err(|e| not_a_table(e.to_string()))?;
+        if !meta.is_dir() {
+            return Err(not_a_table("not a folder".to_string()));
+        }
     }
-    let folder = root.join("metadata");
     let missing = || {
         not_a_table(
             "no Iceberg metadata (`metadata/` with `*.metadata.json` files) in it".to_string(),
         )
     };
-    let listing = std::fs::read_dir(&folder).map_err(|_| missing())?;
+    let log_error = |reason: String| TableError::Log {
+        format: FORMAT,
+        location: location.to_string(),
+        reason,
+    };
     // A Hadoop table's version-hint.text names the current version; it
     // is written after the metadata file, so a hint naming a missing file
-    // is a fault, not a fallback to the listing.
-    let hint = std::fs::read_to_string(folder.join("version-hint.text")).ok();
-    let path = match hint.as_deref().map(str::trim).map(str::parse::<u64>) {
-        Some(Ok(n)) => folder.join(format!("v{n}.metadata.json")),
+    // is a fault, not a fallback to the listing. (On an object store it
+    // saves the LIST of `metadata/` at every poll.)
+    let hint = files
+        .read(FORMAT, location, &files.join("metadata/version-hint.text"))
+        .await?
+        .map(|bytes| String::from_utf8_lossy(&bytes).to_string());
+    let (name, text) = match hint.as_deref().map(str::trim).map(str::parse::<u64>) {
+        Some(Ok(n)) => {
+            // Plain or gzip-compressed, as the writer was configured.
+            let mut found = None;
+            for name in [
+                format!("v{n}.metadata.json"),
+                format!("v{n}.gz.metadata.json"),
+                format!("v{n}.metadata.json.gz"),
+            ] {
+                let path = files.join(&format!("metadata/{name}"));
+                if let Some(bytes) = files.read(FORMAT, location, &path).await? {
+                    found = Some((name, bytes));
+                    break;
+                }
+            }
+            found.ok_or_else(|| {
+                let path = files.join(&format!("metadata/v{n}.metadata.json"));
+                log_error(format!("{}: no such file", path.display()))
+            })?
+        }
         Some(Err(_)) | None => {
             let mut newest: Option<(u64, String)> = None;
-            for entry in listing.flatten() {
-                let name = entry.file_name().to_string_lossy().to_string();
+            for name in files.names(location, "metadata").await? {
                 if let Some(n) = metadata_number(&name)
                     && newest
                         .as_ref()
@@ -644,18 +743,19 @@ fn read_metadata(location: &str, root: &Path) -> Result<Metadata, TableError> {
                     newest = Some((n, name));
                 }
             }
-            let (_, name) = newest.ok_or_else(missing)?;
-            folder.join(name)
+            let name = newest.ok_or_else(missing)?.1;
+            let path = files.join(&format!("metadata/{name}"));
+            let bytes = files
+                .read(FORMAT, location, &path)
+                .await?
+                .ok_or_else(|| log_error(format!("{}: no such file", path.display())))?;
+            (name, bytes)
         }
     };
-    let log_error = |reason: String| TableError::Log {
-        format: FORMAT,
-        location: location.to_string(),
-        reason,
-    };
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| log_error(format!("{}: {e}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| log_error(format!("{}: {e}", path.display())))
+    let path = files.join(&format!("metadata/{name}"));
+    let text =
+        metadata_json(&name, text).map_err(|e| log_error(format!("{}: {e}", path.display())))?;
+    serde_json::from_slice(&text).map_err(|e| log_error(format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -669,6 +769,9 @@ mod tests {
             metadata_number("00003-6f1c2f43-9a52-4c53-a2d2-5b7d0e1d9d7a.metadata.json"),
             Some(3)
         );
+        assert_eq!(metadata_number("v7.gz.metadata.json"), Some(7));
+        assert_eq!(metadata_number("00012-6f1c2f43.gz.metadata.json"), Some(12));
+        assert_eq!(metadata_number("00013-6f1c2f43.metadata.json.gz"), Some(13));
         assert_eq!(metadata_number("snap-1-1-abc.avro"), None);
         assert_eq!(metadata_number("version-hint.text"), None);
     }

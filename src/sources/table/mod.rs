@@ -19,6 +19,7 @@
 //! on `/status` and one log line per episode; it is tried again every poll.
 
 pub mod delta;
+pub mod files;
 pub mod iceberg;
 
 use std::collections::{BTreeMap, HashMap};
@@ -33,6 +34,7 @@ use self::delta::DeltaLog;
 use self::iceberg::IcebergTable;
 use super::Batch;
 use super::lake::InFlight;
+use crate::location::ObjectStoreOptions;
 use crate::report::{BatchVersion, TableRef};
 use crate::rules::{RuleFile, TableConfig, TableFormat};
 
@@ -79,6 +81,16 @@ pub enum TableError {
         location: String,
         /// The version asked for.
         version: u64,
+    },
+    /// The object store holding the table cannot be read now (refused
+    /// credentials, an unreachable endpoint, a missing bucket): the
+    /// environment's fault, tried again every poll.
+    #[error("{location}: cannot read objects: {reason}")]
+    Store {
+        /// The location.
+        location: String,
+        /// One-line reason, secrets removed.
+        reason: String,
     },
     /// The table has no version yet (an Iceberg table created without data).
     #[error("{location}: the {} table has no snapshot yet", .format.title())]
@@ -133,8 +145,12 @@ pub struct TableBatch {
 }
 
 /// How a table location is written in reports and keys: absolute, links
-/// resolved where it exists — one spelling however it was configured.
+/// resolved where it exists — one spelling however it was configured; an
+/// object-store URL as written, without a trailing `/`.
 pub fn location_key(location: &Path) -> String {
+    if let Some(Ok(url)) = crate::location::ObjectUrl::from_path(location) {
+        return url.with_key(url.key.trim_end_matches('/')).to_string();
+    }
     std::fs::canonicalize(location)
         .or_else(|_| std::path::absolute(location))
         .unwrap_or_else(|_| location.to_path_buf())
@@ -269,11 +285,16 @@ pub enum Table {
 }
 
 impl Table {
-    /// Opens the table of `format` at `location`.
-    pub async fn open(format: TableFormat, location: &Path) -> Result<Self, TableError> {
+    /// Opens the table of `format` at `location` (a local folder, or an
+    /// object-store URL carried as a path, reached with `options`).
+    pub async fn open(
+        format: TableFormat,
+        location: &Path,
+        options: &ObjectStoreOptions,
+    ) -> Result<Self, TableError> {
         Ok(match format {
-            TableFormat::Delta => Table::Delta(DeltaLog::open(location).await?),
-            TableFormat::Iceberg => Table::Iceberg(IcebergTable::open(location)?),
+            TableFormat::Delta => Table::Delta(DeltaLog::open(location, options).await?),
+            TableFormat::Iceberg => Table::Iceberg(IcebergTable::open(location, options).await?),
         })
     }
 
@@ -284,7 +305,7 @@ impl Table {
         match self {
             Table::Delta(log) => log.latest_version(from).await.map(Some),
             Table::Iceberg(table) => {
-                table.refresh()?;
+                table.refresh().await?;
                 Ok(table.latest_version())
             }
         }
@@ -294,7 +315,7 @@ impl Table {
     pub async fn changes(&self, version: u64) -> Result<VersionChanges, TableError> {
         match self {
             Table::Delta(log) => log.changes(version).await,
-            Table::Iceberg(table) => table.changes(version),
+            Table::Iceberg(table) => table.changes(version).await,
         }
     }
 
@@ -305,7 +326,7 @@ impl Table {
         match self {
             Table::Delta(log) => log.changes(recorded + 1).await.map(Some),
             Table::Iceberg(table) => match table.version_after(recorded) {
-                Some(next) => table.changes(next).map(Some),
+                Some(next) => table.changes(next).await.map(Some),
                 None => Ok(None),
             },
         }
@@ -341,7 +362,7 @@ impl Table {
     pub async fn snapshot(&self, version: Option<u64>) -> Result<(u64, Vec<DataFile>), TableError> {
         match self {
             Table::Delta(log) => log.snapshot(version).await,
-            Table::Iceberg(table) => table.snapshot(version),
+            Table::Iceberg(table) => table.snapshot(version).await,
         }
     }
 
@@ -381,6 +402,8 @@ pub struct TableWatcher {
     pub stats: Arc<TableStats>,
     /// Poll interval of tables that do not set their own (`lake.poll_interval`).
     pub poll_interval: Duration,
+    /// How clients for tables on object stores are built (`[lake.object_store]`).
+    pub object_store: ObjectStoreOptions,
 }
 
 /// How often the loop looks whether a sent version is recorded (and the
@@ -502,7 +525,8 @@ impl TableWatcher {
             followed.next_poll = Instant::now() + interval;
         }
         if followed.table.is_none() {
-            followed.table = Some(Table::open(table.format, Path::new(location)).await?);
+            followed.table =
+                Some(Table::open(table.format, Path::new(location), &self.object_store).await?);
         }
         let Some(open) = followed.table.as_mut() else {
             return Ok(None);
@@ -591,8 +615,9 @@ pub async fn read_version(
     location: &str,
     version: Option<u64>,
     whole: bool,
+    options: &ObjectStoreOptions,
 ) -> Result<ReadVersion, TableError> {
-    let mut table = Table::open(format, Path::new(location)).await?;
+    let mut table = Table::open(format, Path::new(location), options).await?;
     let Some(latest) = table.latest_version(None).await? else {
         return Err(TableError::Empty {
             format,
