@@ -997,7 +997,6 @@ impl FakeGcs {
     }
 
     fn put(&self, key: &str, bytes: &[u8]) {
-        use object_store::ObjectStoreExt;
         // Uploaded with the JSON API's media upload (what gsutil and the
         // client libraries use): fake-gcs-server answers object_store's
         // XML-API PUT with 400 "invalid uploadType". driftwatch only reads,

@@ -1145,7 +1145,8 @@ fn iceberg_fixture_gzipped(to: &Path, rename: impl Fn(usize, &str) -> String) {
 #[test]
 fn issue_16_iceberg_gzip_metadata_files_are_read() {
     let dir = tempfile::tempdir().unwrap();
-    let variants: [(&str, fn(usize, &str) -> String); 3] = [
+    type Rename = fn(usize, &str) -> String;
+    let variants: [(&str, Rename); 3] = [
         ("catalog-gz", |_, stem| format!("{stem}.gz.metadata.json")),
         ("catalog-json-gz", |_, stem| {
             format!("{stem}.metadata.json.gz")

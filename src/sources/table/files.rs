@@ -27,6 +27,9 @@ use crate::location::{ObjectStoreOptions, ObjectUrl};
 use crate::rules::TableFormat;
 
 /// A table's location, opened.
+// One value per watched table, made once: the size of the larger variant
+// costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub enum TableFiles {
     /// A local folder (absolute).
