@@ -586,6 +586,49 @@ fn issue_17_sequential_check_carries_evidence_across_inputs_and_bounds_false_ala
         "{table}"
     );
 
+    // The HTML report shows each window's detector: w5's alarm and w6's
+    // restart, with the e-value, R and the threshold.
+    let html = lake.path("sequential.html");
+    let out = driftwatch(&[
+        "check",
+        lake.path("data").to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "--reference",
+        reference.to_str().unwrap(),
+        "--format",
+        "html",
+        "--output",
+        html.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let page = std::fs::read_to_string(&html).unwrap();
+    let heading = "<h3>Sequential detector</h3><p class=\"note\">shiryaev_roberts: drift when \
+                   R ≥ c = 2000; P(any false alarm within 100 windows) ≤ 0.05</p>";
+    assert_eq!(page.matches(heading).count(), 8, "{page}");
+    for row in [
+        "<tr><td>x</td><td class=\"num\">3.9192</td><td class=\"num\">3.9192</td><td class=\"num\">2000</td><td class=\"pass\">no</td></tr>",
+        "<tr><td>x</td><td class=\"num\">44.5141</td><td class=\"num\">27199.4796</td><td class=\"num\">2000</td><td class=\"fail\">yes</td></tr>",
+        "<tr><td>x</td><td class=\"num\">6.693</td><td class=\"num\">6.693</td><td class=\"num\">2000</td><td class=\"pass\">no</td></tr>",
+    ] {
+        assert!(page.contains(row), "{row} not in {page}");
+    }
+    let doc = roxmltree::Document::parse_with_options(
+        &page,
+        roxmltree::ParsingOptions {
+            allow_dtd: true,
+            ..Default::default()
+        },
+    )
+    .expect("the report is well-formed");
+    let alarms = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("sequential"))
+        .flat_map(|t| t.descendants().filter(|n| n.has_tag_name("tr")))
+        .filter(|tr| tr.children().any(|td| td.text() == Some("yes")))
+        .count();
+    assert_eq!(alarms, 1);
+
     // Too small a reference for 100,000 windows of 200 rows: said so.
     let rules = lake.rules(
         "long.yaml",
