@@ -567,8 +567,8 @@ fn single_value(p: &ColumnProfile) -> Option<String> {
 
 /// ID-like evidence of one side: at least [`ID_LIKE_MIN_VALUES`] values, at
 /// least [`ID_LIKE_DISTINCT_RATIO`] of them distinct, and for numbers
-/// increasing row by row (a continuous measurement is distinct too, but
-/// not a sequence).
+/// either increasing row by row or of an integer type (a continuous
+/// measurement is distinct too, but neither a sequence nor integers).
 fn id_evidence(p: &ColumnProfile) -> Option<String> {
     let n = values_counted(p);
     if n < ID_LIKE_MIN_VALUES {
@@ -586,16 +586,36 @@ fn id_evidence(p: &ColumnProfile) -> Option<String> {
     };
     match p.kind {
         ColumnKind::Numeric => {
-            if p.numeric.as_ref()?.increasing != Some(true) {
-                return None;
+            if p.numeric.as_ref()?.increasing == Some(true) {
+                Some(format!(
+                    "{:.1} % distinct ({counted}), increasing row by row",
+                    ratio * 100.0
+                ))
+            } else if is_integer_type(&p.data_type) {
+                // Shuffled row ids and random numeric ids: the same
+                // distinct-share rule as string ids (an integer measurement
+                // ≥ 95 % distinct is skipped too; `force` tests it).
+                Some(format!(
+                    "{:.1} % distinct ({counted}), integer-typed ({}), not ordered",
+                    ratio * 100.0,
+                    p.data_type
+                ))
+            } else {
+                None
             }
-            Some(format!(
-                "{:.1} % distinct ({counted}), increasing row by row",
-                ratio * 100.0
-            ))
         }
         ColumnKind::Categorical => Some(format!("{:.1} % distinct ({counted})", ratio * 100.0)),
     }
+}
+
+/// Whether the column's type is a plain integer (`int8` … `uint64`):
+/// temporal columns are integers on their epoch scale but distinct event
+/// times are not identifiers, and floats and decimals are measurements.
+fn is_integer_type(data_type: &str) -> bool {
+    matches!(
+        data_type,
+        "int8" | "int16" | "int32" | "int64" | "uint8" | "uint16" | "uint32" | "uint64"
+    )
 }
 
 /// What moved between the two profiles, in the column's units.

@@ -218,6 +218,38 @@ fn render_batch(out: &mut String, b: &BatchReport, profiles: Option<Profiles<'_>
             }
             out.push_str("</p>");
         }
+        // With `sequential`, the verdicts are the detectors', not the
+        // p-values': show each column's evidence next to the threshold.
+        if let Some(s) = &d.sequential {
+            let _ = write!(
+                out,
+                "<h3>Sequential detector</h3><p class=\"note\">{}: drift when R ≥ c = {}; \
+                 P(any false alarm within {} windows) ≤ {}</p><table class=\"sequential\"><thead>\
+                 <tr><th>column</th><th>e-value</th><th>R</th><th>threshold c</th><th>alarm</th>\
+                 </tr></thead><tbody>",
+                escape(&s.method),
+                number(Some(s.threshold)),
+                s.windows,
+                number(Some(s.false_alarm)),
+            );
+            for (name, c) in &s.columns {
+                let _ = write!(
+                    out,
+                    "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
+                     <td class=\"num\">{}</td><td class=\"{}\">{}</td></tr>",
+                    escape(name),
+                    number(Some(c.e_value)),
+                    number(Some(c.statistic)),
+                    number(Some(s.threshold)),
+                    if c.alarm { "fail" } else { "pass" },
+                    if c.alarm { "yes" } else { "no" },
+                );
+            }
+            out.push_str("</tbody></table>");
+            if let Some(message) = &s.message {
+                let _ = write!(out, "<p class=\"note\">{}</p>", escape(message));
+            }
+        }
         if let Some(p) = profiles {
             out.push_str("<h3>Reference vs batch</h3><div class=\"charts\">");
             for c in &columns {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use serde_json::Value;
 
@@ -586,6 +586,49 @@ fn issue_17_sequential_check_carries_evidence_across_inputs_and_bounds_false_ala
         "{table}"
     );
 
+    // The HTML report shows each window's detector: w5's alarm and w6's
+    // restart, with the e-value, R and the threshold.
+    let html = lake.path("sequential.html");
+    let out = driftwatch(&[
+        "check",
+        lake.path("data").to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "--reference",
+        reference.to_str().unwrap(),
+        "--format",
+        "html",
+        "--output",
+        html.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let page = std::fs::read_to_string(&html).unwrap();
+    let heading = "<h3>Sequential detector</h3><p class=\"note\">shiryaev_roberts: drift when \
+                   R ≥ c = 2000; P(any false alarm within 100 windows) ≤ 0.05</p>";
+    assert_eq!(page.matches(heading).count(), 8, "{page}");
+    for row in [
+        "<tr><td>x</td><td class=\"num\">3.9192</td><td class=\"num\">3.9192</td><td class=\"num\">2000</td><td class=\"pass\">no</td></tr>",
+        "<tr><td>x</td><td class=\"num\">44.5141</td><td class=\"num\">27199.4796</td><td class=\"num\">2000</td><td class=\"fail\">yes</td></tr>",
+        "<tr><td>x</td><td class=\"num\">6.693</td><td class=\"num\">6.693</td><td class=\"num\">2000</td><td class=\"pass\">no</td></tr>",
+    ] {
+        assert!(page.contains(row), "{row} not in {page}");
+    }
+    let doc = roxmltree::Document::parse_with_options(
+        &page,
+        roxmltree::ParsingOptions {
+            allow_dtd: true,
+            ..Default::default()
+        },
+    )
+    .expect("the report is well-formed");
+    let alarms = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("sequential"))
+        .flat_map(|t| t.descendants().filter(|n| n.has_tag_name("tr")))
+        .filter(|tr| tr.children().any(|td| td.text() == Some("yes")))
+        .count();
+    assert_eq!(alarms, 1);
+
     // Too small a reference for 100,000 windows of 200 rows: said so.
     let rules = lake.rules(
         "long.yaml",
@@ -913,6 +956,84 @@ fn issue_17_timestamps_dates_booleans_and_decimals_are_tested_and_binary_is_list
         "{}",
         text(&out.stdout)
     );
+}
+
+/// Integer columns of rows `start..start + n` that are not in row order:
+/// `row_id` (unique, shuffled), `random_id` (unique random 64-bit numbers,
+/// UUID-like), `near_id` (90 % distinct: every 10th row repeats the row
+/// before) and `minutes` (an integer measurement, 25 % distinct).
+fn unordered_integers(start: i64, n: i64) -> RecordBatch {
+    let shuffled = |i: i64| start + (i * 7919) % n;
+    // SplitMix64's finaliser: a bijection, so distinct rows give distinct
+    // numbers that look random.
+    let mix = |i: i64| {
+        let mut z = (i as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let near = |i: i64| if i % 10 == 9 { i - 1 } else { i };
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("row_id", DataType::Int64, false),
+            Field::new("random_id", DataType::UInt64, false),
+            Field::new("near_id", DataType::Int64, false),
+            Field::new("minutes", DataType::Int64, false),
+        ])),
+        vec![
+            Arc::new(Int64Array::from((0..n).map(shuffled).collect::<Vec<_>>())),
+            Arc::new(UInt64Array::from(
+                (0..n).map(|i| mix(shuffled(i))).collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from(
+                (0..n)
+                    .map(|i| start + near((i * 7919) % n))
+                    .collect::<Vec<_>>(),
+            )),
+            Arc::new(Int64Array::from(
+                (0..n)
+                    .map(|i| (shuffled(i) * 37) % (n / 4))
+                    .collect::<Vec<_>>(),
+            )),
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn issue_17_unordered_integer_ids_are_id_like_but_near_ids_and_measurements_are_tested() {
+    let lake = Lake::new();
+    let reference = lake.write("ref.parquet", &unordered_integers(0, 40_000));
+    let current = lake.write("cur.parquet", &unordered_integers(40_000, 40_000));
+    let rules = lake.rules("t.yaml", "dataset: t\ndrift: {}\n");
+    let profile = baseline(&lake, &reference, &rules);
+    let (_, report, stderr) = check(&current, &rules, Some(&profile));
+    // 40,000 values per side: past the exact values, so the distinct
+    // counts are HyperLogLog estimates (≈ 1.6 % standard error).
+    for name in ["row_id", "random_id"] {
+        let c = column(&report, name);
+        assert_eq!(c["skipped"], "id-like", "{stderr}{c:#}");
+        assert_eq!(c["test"], Value::Null, "{c:#}");
+    }
+    assert_eq!(
+        column(&report, "row_id")["message"],
+        "skipped: id-like — reference 98.8 % distinct (≈ 39535 distinct (HLL estimate) of \
+         40000 values), integer-typed (int64), not ordered; batch 100.0 % distinct (≈ 40479 \
+         distinct (HLL estimate) of 40000 values), integer-typed (int64), not ordered; set \
+         `overrides.row_id.force: true` to test it"
+    );
+    let random = column(&report, "random_id")["message"].as_str().unwrap();
+    assert!(
+        random.contains("integer-typed (uint64), not ordered"),
+        "{random}"
+    );
+    // 90 % distinct is below the 95 % an id needs, and a measurement with
+    // repeated values is far below: both tested.
+    for name in ["near_id", "minutes"] {
+        let c = column(&report, name);
+        assert_eq!(c["skipped"], Value::Null, "{c:#}");
+        assert_eq!(c["test"], "wasserstein", "{c:#}");
+    }
 }
 
 /// Flights-shaped rows `start..start + n`: `row_id` (unique, increasing),
