@@ -118,6 +118,53 @@ fn issue_18_false_alarm_rate_with_weekly_seasonality_and_missing_batches() {
 }
 
 #[test]
+fn issue_18_false_alarm_rate_with_four_batches_per_weekly_slot() {
+    // Stop 24's gap: daily batches, weekly seasonality over 28 days, none
+    // missing, so every slot holds exactly 4 batches (the case where residuals
+    // from a 4-value median tie). 4 % level-proportional noise, 300 seeds.
+    // Tolerance: ≤ 1.5·α at α = 1 %, ≤ 2·α at the volume signal's 0.01 %.
+    for (alpha, high) in [(0.01, 0.015), (0.0001, 0.0002)] {
+        let settings = Settings {
+            sensitivity: alpha,
+            seasonality: Seasonality::Weekly,
+            history: HistoryLength::Duration(Duration::from_secs(28 * 86_400)),
+            ..Settings::default()
+        };
+        let (mut flagged, mut judged) = (0, 0);
+        for seed in 0..300 {
+            let mut rng = SplitMix(7_000 + seed);
+            let points: Vec<(i64, f64)> = (0..400)
+                .map(|day| {
+                    (
+                        START + day * DAY + 6 * 3_600,
+                        weekly_volume(&mut rng, day, 0.04),
+                    )
+                })
+                .collect();
+            let (f, j) = anomalies(&run(&settings, &points).1);
+            flagged += f;
+            judged += j;
+        }
+        let rate = flagged as f64 / judged as f64;
+        eprintln!("weekly, 4 per slot, α = {alpha}: false-alarm rate {rate} over {judged} batches");
+        assert!(judged > 300 * 370, "{judged}");
+        assert!(rate <= high, "α = {alpha}: false-alarm rate {rate}");
+    }
+}
+
+#[test]
+fn median_without_one_value_equals_the_median_of_the_rest() {
+    use proptest::prelude::*;
+    proptest!(|(mut values in proptest::collection::vec(-1e6f64..1e6, 2..40), pick in 0usize..40)| {
+        values.sort_by(f64::total_cmp);
+        let skip = pick % values.len();
+        let mut rest = values.clone();
+        rest.remove(skip);
+        prop_assert_eq!(median_of_sorted_without(&values, skip), median(&mut rest));
+    });
+}
+
+#[test]
 fn issue_18_a_30_percent_volume_drop_on_a_seasonal_series_is_caught_in_the_batch() {
     // 70 days of the weekday/weekend pattern (4 % noise), then one day at
     // 70 % of its normal volume: flagged `below` in that very batch, in every
@@ -221,14 +268,14 @@ fn issue_18_under_a_trend_false_alarms_stay_within_twice_the_rate_and_the_band_w
         sensitivity: 0.01,
         ..Settings::default()
     };
-    // (slope, least seeds of 200 in which a 20 % / 30 % drop is caught)
+    // (slope, seeds of 200 in which a 20 % / 30 % drop is caught)
     for (slope, caught_20, caught_30) in [
         (0.0, 199, 200),
-        (0.02, 200, 200),
-        (0.05, 199, 200),
-        (0.1, 141, 200),
-        (0.5, 0, 199),
-        (2.0, 0, 22),
+        (0.02, 199, 200),
+        (0.05, 200, 200),
+        (0.1, 136, 200),
+        (0.5, 0, 189),
+        (2.0, 0, 18),
     ] {
         let (mut flagged, mut judged) = (0, 0);
         let mut caught = [0usize; 2];
@@ -307,7 +354,7 @@ fn issue_18_a_single_outlier_moves_the_band_by_at_most_the_stated_amount() {
     // scale by rank only, so the band moves by one rank step of the median
     // and the MAD, whatever the spike's size. Over 200 seeds, the 40 bands
     // judged with a full 60-batch window holding the spike differ from the
-    // spike-free series' by at most 0.25σ in the centre and 1.25σ at the edges
+    // spike-free series' by at most 0.25σ in the centre and 1σ at the edges
     // (measured figures in rules/README.md). A mean ± 3·sd band would move
     // its centre by 1.7σ and its edges by more than 10σ.
     let settings = Settings::default();
@@ -331,7 +378,7 @@ fn issue_18_a_single_outlier_moves_the_band_by_at_most_the_stated_amount() {
     }
     eprintln!("worst centre move {worst_center}, worst edge move {worst_edge} (σ = 50)");
     assert!(worst_center <= 0.25 * 50.0, "centre moved {worst_center}");
-    assert!(worst_edge <= 1.25 * 50.0, "edge moved {worst_edge}");
+    assert!(worst_edge <= 50.0, "edge moved {worst_edge}");
 }
 
 #[test]

@@ -22,14 +22,15 @@
 //!   the period: the same minute of the hour, hour of the day, day of the
 //!   week (UTC) of the batch's event time.
 //! * **Band.** centre = median of the slot's reference values; scale =
-//!   1.4826 × the median absolute residual of all reference batches from
-//!   their own slot's median (pooled over slots, so a slot needs few
+//!   1.4826 × the median absolute leave-one-out residual of all reference
+//!   batches (each against the median of its slot's other batches, divided
+//!   by that median's own error; pooled over slots, so a slot needs few
 //!   batches; 1.4826 × MAD estimates σ for normal noise). With seasonality
 //!   the residuals are pooled relative to their slot's median and scaled
 //!   back by the centre (noise proportional to the level, as in volumes). The band is
 //!   centre ± k × scale with k = z(1 − α/2) (z(1 − α) for one direction)
 //!   widened for the estimation error of the centre and the scale:
-//!   k = t_{ν}(…) × √(1 + π/(2·n_slot)), ν = 0.37·(n − 1), where α is
+//!   k = t_{ν}(…) × √(1 + π/(2·n_slot)), ν = 0.37·(n − s) (s slots), where α is
 //!   `sensitivity`: the expected false-alarm rate per normal batch under
 //!   normal noise. A scale of 0 (a metric that never moved) falls back to the
 //!   mean absolute residual; if that is 0 too the band is the constant.
@@ -341,6 +342,37 @@ pub fn multiplier(settings: &Settings, n: usize, n_slot: usize) -> f64 {
     t * (1.0 + std::f64::consts::FRAC_PI_2 / n_slot.max(1) as f64).sqrt()
 }
 
+/// Variance of the median of `m` independent standard normal values
+/// (`tests/fixtures/median_variance.py` computes the table exactly by
+/// integration; beyond it π/(2(m + 1)), within 2 % at m = 40).
+fn median_variance(m: usize) -> f64 {
+    const TABLE: [f64; 40] = [
+        1.00000000, 0.50000000, 0.44867110, 0.29819962, 0.28683366, 0.21474267, 0.21044686,
+        0.16818086, 0.16610128, 0.13832644, 0.13716243, 0.11751619, 0.11679900, 0.10216784,
+        0.10169465, 0.09037521, 0.09004658, 0.08102851, 0.08079098, 0.07343703, 0.07325975,
+        0.06714811, 0.06701230, 0.06185261, 0.06174626, 0.05733213, 0.05724729, 0.05342799,
+        0.05335923, 0.05002209, 0.04996558, 0.04702470, 0.04697769, 0.04436644, 0.04432692,
+        0.04199280, 0.04195926, 0.03986038, 0.03983166, 0.03793416,
+    ];
+    match m {
+        0 => f64::INFINITY,
+        1..=40 => TABLE[m - 1],
+        _ => std::f64::consts::FRAC_PI_2 / (m as f64 + 1.0),
+    }
+}
+
+/// The median of sorted `values` without the one at `skip` (at least one
+/// value must remain).
+fn median_of_sorted_without(values: &[f64], skip: usize) -> f64 {
+    let n = values.len() - 1;
+    let at = |i: usize| values[if i < skip { i } else { i + 1 }];
+    if n % 2 == 1 {
+        at(n / 2)
+    } else {
+        (at(n / 2 - 1) + at(n / 2)) / 2.0
+    }
+}
+
 /// `1234567.0` → `1,234,567`; from 100 on rounded to a whole number
 /// (a band edge of 837.5189 rows reads as 838); below, up to 4 decimals.
 pub fn format_value(v: f64) -> String {
@@ -457,7 +489,7 @@ impl Series {
             };
         }
         let center = median(&mut in_slot);
-        // Residuals from each slot's own median, pooled over slots. With
+        // Residuals within each slot, pooled over slots. With
         // seasonality the noise is taken as proportional to the level
         // (volumes: weekdays vary more in rows than Sundays), so residuals are
         // pooled relative to their slot's median; absolute when a median is 0.
@@ -467,41 +499,50 @@ impl Series {
         // anomaly of any size moves the scale by one rank at most — while
         // leaving anomalies out would shrink it (a truncated sample) and
         // raise the false-alarm rate.
+        // (normal values, anomalous values) per slot.
         let mut by_slot: std::collections::BTreeMap<u32, (Vec<f64>, Vec<f64>)> = Default::default();
         for (s, value, normal) in &window {
             let entry = by_slot.entry(*s).or_default();
-            entry.1.push(*value);
             if *normal {
                 entry.0.push(*value);
+            } else {
+                entry.1.push(*value);
             }
         }
-        let mut slots: Vec<(f64, usize, Vec<f64>)> = by_slot
+        let mut slots: Vec<(f64, Vec<f64>, Vec<f64>)> = by_slot
             .into_values()
-            // A lone value's residual is 0 by construction.
+            // A lone value has no other value to be compared with.
             .filter(|(normal, _)| normal.len() >= 2)
-            .map(|(mut normal, all)| (median(&mut normal), normal.len(), all))
+            .map(|(mut normal, anomalous)| {
+                normal.sort_by(f64::total_cmp);
+                (median(&mut normal.clone()), normal, anomalous)
+            })
             .collect();
         let relative = settings.seasonality != Seasonality::None
             && center != 0.0
             && slots.iter().all(|(m, _, _)| *m != 0.0);
         let mut residuals = Vec::with_capacity(n);
-        for (m, normal, values) in &mut slots {
+        for (m, normal, anomalous) in &mut slots {
             let unit = if relative { m.abs() } else { 1.0 };
-            // Residuals from a sample's own median are too small: with an
-            // odd number of normal values one is 0 by construction (left
-            // out), and the rest are scaled by √(n/(n−1)) (exact for a mean;
-            // close for a median).
-            let k = *normal as f64;
-            let widen = (k / (k - 1.0)).sqrt();
-            let mut own: Vec<f64> = values
-                .iter()
-                .map(|x| (*x - *m).abs() / unit * widen)
-                .collect();
-            if *normal % 2 == 1 {
-                own.sort_by(f64::total_cmp);
-                own.remove(0);
+            // Leave-one-out residuals: each normal value against the median of
+            // its slot's *other* normal values (an anomalous one against all
+            // of them), divided by √(1 + c) where c·σ² is that median's own
+            // variance, so every residual is ≈ N(0, σ²) whatever the slot's
+            // size. Residuals from a slot's own median are not: with 4 values
+            // its two middle residuals tie at half their gap, and the pooled
+            // MAD fell between clusters (2.4× the stated false-alarm rate;
+            // issue 18, stop 24).
+            let k = normal.len();
+            let loo = 1.0 / (1.0 + median_variance(k - 1)).sqrt();
+            for i in 0..k {
+                let x = normal[i];
+                let others = median_of_sorted_without(normal, i);
+                residuals.push((x - others).abs() / unit * loo);
             }
-            residuals.extend(own);
+            let all = 1.0 / (1.0 + median_variance(k)).sqrt();
+            for x in anomalous.iter() {
+                residuals.push((*x - *m).abs() / unit * all);
+            }
         }
         let mut scale = 1.4826 * median(&mut residuals.clone());
         if scale.is_nan() || scale <= 0.0 {
@@ -514,7 +555,11 @@ impl Series {
         if !scale.is_finite() {
             scale = 0.0;
         }
-        let k = multiplier(settings, residuals.len().max(n_slot), n_slot);
+        // Each slot's medians take one degree of freedom from its residuals.
+        let independent = residuals
+            .len()
+            .saturating_sub(slots.len().saturating_sub(1));
+        let k = multiplier(settings, independent.max(n_slot), n_slot);
         let width = if scale > 0.0 { k * scale } else { 0.0 };
         let (low, high) = match settings.direction {
             Direction::Both => (center - width, center + width),
