@@ -577,6 +577,14 @@ impl Accumulator for DuplicatesAccumulator {
     fn evaluate(&mut self) -> Result<ScalarValue> {
         // Rows seen directly (single-stage plans) form one more run.
         self.seal()?;
+        // One run (a small file's one partition): its keys are distinct, so
+        // nothing repeats across runs — no merge to walk.
+        if self.runs.len() <= 1 {
+            self.runs.clear();
+            return Ok(ScalarValue::Int64(Some(
+                i64::try_from(self.duplicates).unwrap_or(i64::MAX),
+            )));
+        }
         let fixed = self.encoding != Encoding::Rows;
         let mut cursors: Vec<Cursor> = self
             .runs

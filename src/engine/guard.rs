@@ -79,7 +79,9 @@ impl Source for Slice<'_> {
 }
 
 /// A byte range of a file, read through a buffer (page headers are small and
-/// many; the pages between them are skipped with a seek).
+/// many; the pages between them are skipped with a seek). The buffer is 1 KiB:
+/// a header is usually under 200 bytes, and each is read afresh after a seek,
+/// so an 8 KiB buffer copied ~40× what the walk used (issue 19).
 struct Range {
     reader: BufReader<File>,
     left: u64,
@@ -463,7 +465,7 @@ pub fn check_file(path: &Path) -> Result<Option<ParquetMetaData>> {
         let mut file = file.try_clone()?;
         file.seek(SeekFrom::Start(start))?;
         Ok(Range {
-            reader: BufReader::with_capacity(8 << 10, file),
+            reader: BufReader::with_capacity(1 << 10, file),
             left: end.min(len).saturating_sub(start),
         })
     };
