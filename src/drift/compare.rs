@@ -89,6 +89,13 @@ pub struct ColumnDrift {
     /// 1970-01-01T00:00:00Z`); null for plain numbers and categories.
     #[serde(default)]
     pub unit: Option<String>,
+    /// How the p-value of `chisquare_homogeneity` / `g_test` was computed:
+    /// `asymptotic` (χ²), or — when expected counts are too small for it
+    /// (Cochran's rule) — `fisher_exact` (2×2), `exact_conditional` or
+    /// `monte_carlo` (2×k), or `asymptotic_over_budget`. Absent for other
+    /// tests (issue 17).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value_method: Option<super::PValueMethod>,
     /// Whether this column counts in the drifted share.
     #[serde(skip)]
     pub tested: bool,
@@ -385,6 +392,7 @@ fn untested(name: &str, column_type: &str, drifted: bool, message: String) -> Co
         skipped: None,
         effect: None,
         unit: None,
+        p_value_method: None,
         tested: drifted,
     }
 }
@@ -493,10 +501,12 @@ fn column_drift(
         skipped: None,
         effect: effect(reference, current),
         unit: crate::profile::epoch_unit(&reference.data_type).map(|u| u.describe().to_string()),
+        p_value_method: None,
         tested: true,
     };
     match run_test(test_kind, reference, current) {
-        Ok((outcome, note)) => {
+        Ok((outcome, note, method)) => {
+            result.p_value_method = method;
             result.drifted = is_drift(test_kind, &outcome, threshold);
             result.p_value = outcome.p_value;
             if outcome.statistic.is_finite() {
@@ -974,7 +984,9 @@ fn samples(p: &ColumnProfile) -> Option<Vec<f64>> {
     Some(v)
 }
 
-type Outcome = Result<(TestOutcome, Option<String>), String>;
+/// A test's outcome, its note for the report, and (homogeneity tests) how
+/// its p-value was computed.
+type Outcome = Result<(TestOutcome, Option<String>, Option<super::PValueMethod>), String>;
 
 fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) -> Outcome {
     let err = |e: super::DriftError| e.to_string();
@@ -986,7 +998,7 @@ fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) 
                 } else {
                     super::wasserstein(&r, &c).map_err(err)?
                 };
-                return Ok((outcome, None));
+                return Ok((outcome, None, None));
             }
             let (Some((pa, ea)), Some((pb, eb))) = (points(reference), points(current)) else {
                 return Err("no numeric values".to_string());
@@ -1016,6 +1028,7 @@ fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) 
                             "sketched: D within ±{bound:.4} of the exact value; asymptotic p-value"
                         )
                     }),
+                    None,
                 ))
             } else {
                 let w: f64 = cdfs
@@ -1034,6 +1047,7 @@ fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) 
                         p_value: None,
                     },
                     (bound > 0.0).then(|| format!("sketched: CDFs within ±{bound:.4} in rank")),
+                    None,
                 ))
             }
         }
@@ -1044,14 +1058,25 @@ fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) 
                     kind.name()
                 ));
             };
-            let outcome = match kind {
-                TestKind::Chisquare => chisquare(&rc, &cc),
-                TestKind::ChisquareHomogeneity => super::chisquare_homogeneity(&rc, &cc),
-                TestKind::GTest => super::g_test(&rc, &cc),
-                _ => z_test(&rc, &cc),
+            let (outcome, method) = match kind {
+                TestKind::Chisquare => chisquare(&rc, &cc).map(|o| (o, None)),
+                TestKind::ChisquareHomogeneity => {
+                    super::chisquare_homogeneity_with_method(&rc, &cc).map(|(o, m)| (o, Some(m)))
+                }
+                TestKind::GTest => super::g_test_with_method(&rc, &cc).map(|(o, m)| (o, Some(m))),
+                _ => z_test(&rc, &cc).map(|o| (o, None)),
             }
             .map_err(err)?;
-            Ok((outcome, missing.map(|m| sketched_note(kind, m))))
+            let sketched = missing.map(|m| sketched_note(kind, m));
+            // Only a p-value that is not the plain χ² one is worth a note.
+            let small = method
+                .filter(|m| *m != super::PValueMethod::Asymptotic)
+                .map(|m| m.describe().to_string());
+            let note = match (sketched, small) {
+                (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+                (a, b) => a.or(b),
+            };
+            Ok((outcome, note, method))
         }
         TestKind::Jensenshannon
         | TestKind::Psi
@@ -1066,7 +1091,7 @@ fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) 
                 TestKind::Hellinger => hellinger,
                 _ => tvd,
             };
-            Ok((f(&rb, &cb).map_err(err)?, note))
+            Ok((f(&rb, &cb).map_err(err)?, note, None))
         }
         TestKind::Anderson
         | TestKind::CramerVonMises
@@ -1091,7 +1116,7 @@ fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) 
                 _ => super::wasserstein(&r, &c),
             }
             .map_err(err)?;
-            Ok((outcome, None))
+            Ok((outcome, None, None))
         }
     }
 }
@@ -1213,6 +1238,7 @@ mod tests {
             skipped: None,
             effect: None,
             unit: None,
+            p_value_method: None,
             tested: true,
         };
         let mut r = vec![mk(0.01), mk(0.04), mk(0.03), mk(0.5)];
@@ -1243,7 +1269,7 @@ mod tests {
         let (pa, pb) = (numeric(&a), numeric(&b));
         assert!(pa.numeric.as_ref().unwrap().exact_values.is_none());
         assert!(pa.numeric.as_ref().unwrap().small_domain.is_none());
-        let (outcome, note) = run_test(TestKind::Ks, &pa, &pb).unwrap();
+        let (outcome, note, _) = run_test(TestKind::Ks, &pa, &pb).unwrap();
         let mut sa = a.clone();
         sa.sort_by(f64::total_cmp);
         let mut sb = b.clone();
@@ -1269,7 +1295,7 @@ mod tests {
         let (pa, pb) = (numeric(&a), numeric(&b));
         assert!(pa.numeric.as_ref().unwrap().exact_values.is_none());
         assert!(pa.numeric.as_ref().unwrap().small_domain.is_some());
-        let (outcome, note) = run_test(TestKind::Ks, &pa, &pb).unwrap();
+        let (outcome, note, _) = run_test(TestKind::Ks, &pa, &pb).unwrap();
         let mut sa = a.clone();
         sa.sort_by(f64::total_cmp);
         let mut sb = b.clone();
@@ -1286,7 +1312,7 @@ mod tests {
     fn exact_path_equals_the_sample_test() {
         let a: Vec<f64> = (0..500).map(|i| f64::from(i) * 0.37 % 50.0).collect();
         let b: Vec<f64> = (0..400).map(|i| f64::from(i) * 0.41 % 55.0).collect();
-        let (outcome, note) = run_test(TestKind::Ks, &numeric(&a), &numeric(&b)).unwrap();
+        let (outcome, note, _) = run_test(TestKind::Ks, &numeric(&a), &numeric(&b)).unwrap();
         let (mut sa, mut sb) = (a.clone(), b.clone());
         sa.sort_by(f64::total_cmp);
         sb.sort_by(f64::total_cmp);
