@@ -241,6 +241,14 @@ fn issue_17_profiles_stored_without_tails_still_load_and_take_the_plain_sketch()
         json["numeric"]["tails"].is_object(),
         "new profiles store tails"
     );
+    // What they cost: 128 distinct values per tail here (the worst case).
+    let tails = &json["numeric"]["tails"];
+    let runs = |side: &str| tails[side].as_array().map_or(0, Vec::len);
+    assert_eq!((runs("low"), runs("high")), (128, 128));
+    let bytes = serde_json::to_string(tails).map_or(0, |t| t.len());
+    let whole = serde_json::to_string(&pa).map_or(0, |t| t.len());
+    eprintln!("exact tails: {bytes} bytes of {whole} bytes of column profile JSON");
+    assert!(bytes < 12_000, "{bytes}");
     if let Some(numeric) = json["numeric"].as_object_mut() {
         numeric.remove("tails");
     }

@@ -17,7 +17,8 @@
 use serde::{Deserialize, Serialize};
 
 /// Extreme values kept per tail. 128 per tail costs at most 256 `(value,
-/// count)` runs (≈ 8 KB of profile JSON per numeric column) and was the
+/// count)` runs (5.8 KB of profile JSON for 256 distinct doubles, 12 % of a
+/// sketched column's profile) and was the
 /// measured sweet spot on Pareto at 10⁵–10⁶ values (docs/drift.md).
 pub const DEFAULT_TAIL_K: u64 = 128;
 
