@@ -9,23 +9,7 @@
 use super::{TestKind, align_counts, chisquare, chisquare_homogeneity, g_test, is_drift};
 use std::collections::BTreeMap;
 
-/// SplitMix64: a seeded, dependency-free generator (the same draws on every
-/// machine).
-pub(crate) struct SplitMix(pub(crate) u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    pub(crate) fn uniform(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+pub(crate) use super::exact::SplitMix;
 
 /// Category counts of `n` draws from `cdf` (cumulative probabilities).
 fn draw(rng: &mut SplitMix, cdf: &[f64], n: usize) -> BTreeMap<usize, u64> {

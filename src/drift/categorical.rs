@@ -1,7 +1,7 @@
 //! Tests over category counts: Evidently's `chisquare` and two-proportion
 //! `z`, the two-sample homogeneity tests [`chisquare_homogeneity`] and
 //! [`g_test`] (issue 17: sound where Evidently's goodness-of-fit `chisquare`
-//! is not), plus [`align_counts`], which turns two category→count maps into
+//! is not, with exact p-values for tiny counts from [`super::exact`]), plus [`align_counts`], which turns two category→count maps into
 //! the aligned count vectors every categorical and binned test takes.
 //!
 //! Counts rather than raw values: the engine gets category frequencies from
@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use statrs::distribution::{ChiSquared, ContinuousCDF, Normal};
 
+use super::exact::{PValueMethod, Statistic, small_sample};
 use super::{DriftError, Result, Side, TestOutcome};
 
 /// Aligns two category→count maps over the union of their keys, sorted (a
@@ -140,8 +141,29 @@ pub fn z_test(reference: &[u64], current: &[u64]) -> Result<TestOutcome> {
 /// With fewer than two categories seen there is nothing to test: statistic 0,
 /// p-value 1. (No Yates correction: scipy applies it only to 2×2 tables,
 /// where it makes the test conservative.)
+///
+/// **Small samples** (issue 17): when an expected count breaks Cochran's
+/// rule ([`needs_exact`]: any below 1, or more than 20 % below 5) the
+/// p-value is conditional on the margins instead — Fisher's exact test for
+/// 2×2, exact enumeration or a seeded Monte Carlo permutation test for 2×k
+/// (see [`super::exact`]); [`chisquare_homogeneity_with_method`] says which.
+/// The statistic is unchanged.
 pub fn chisquare_homogeneity(reference: &[u64], current: &[u64]) -> Result<TestOutcome> {
-    contingency(reference, current, |o, e| (o - e).powi(2) / e)
+    Ok(chisquare_homogeneity_with_method(reference, current)?.0)
+}
+
+/// [`chisquare_homogeneity`] and how its p-value was computed.
+pub fn chisquare_homogeneity_with_method(
+    reference: &[u64],
+    current: &[u64],
+) -> Result<(TestOutcome, PValueMethod)> {
+    let asymptotic = contingency(reference, current, |o, e| (o - e).powi(2) / e)?;
+    Ok(small_sample(
+        Statistic::Pearson,
+        reference,
+        current,
+        asymptotic,
+    ))
 }
 
 /// The G-test (log-likelihood ratio) of homogeneity of two samples, with
@@ -156,7 +178,25 @@ pub fn chisquare_homogeneity(reference: &[u64], current: &[u64]) -> Result<TestO
 /// n = 50 per side it alarmed on 6.2 % of identical-distribution pairs in
 /// the calibration simulation; with the correction it is within α ± 1 %
 /// (Sokal & Rohlf, *Biometry*, 3rd ed., box 17.6). q → 1 as n grows.
+///
+/// Small samples take the same conditional p-values as
+/// [`chisquare_homogeneity`], ordering tables by G;
+/// [`g_test_with_method`] says which path was taken.
 pub fn g_test(reference: &[u64], current: &[u64]) -> Result<TestOutcome> {
+    Ok(g_test_with_method(reference, current)?.0)
+}
+
+/// [`g_test`] and how its p-value was computed.
+pub fn g_test_with_method(
+    reference: &[u64],
+    current: &[u64],
+) -> Result<(TestOutcome, PValueMethod)> {
+    let asymptotic = g_asymptotic(reference, current)?;
+    Ok(small_sample(Statistic::G, reference, current, asymptotic))
+}
+
+/// The G-test with Williams' correction and its χ²(k − 1) p-value.
+fn g_asymptotic(reference: &[u64], current: &[u64]) -> Result<TestOutcome> {
     let g = contingency(reference, current, |o, e| {
         if o == 0.0 {
             0.0

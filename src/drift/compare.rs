@@ -89,6 +89,13 @@ pub struct ColumnDrift {
     /// 1970-01-01T00:00:00Z`); null for plain numbers and categories.
     #[serde(default)]
     pub unit: Option<String>,
+    /// How the p-value of `chisquare_homogeneity` / `g_test` was computed:
+    /// `asymptotic` (χ²), or — when expected counts are too small for it
+    /// (Cochran's rule) — `fisher_exact` (2×2), `exact_conditional` or
+    /// `monte_carlo` (2×k), or `asymptotic_over_budget`. Absent for other
+    /// tests (issue 17).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p_value_method: Option<super::PValueMethod>,
     /// Whether this column counts in the drifted share.
     #[serde(skip)]
     pub tested: bool,
@@ -385,6 +392,7 @@ fn untested(name: &str, column_type: &str, drifted: bool, message: String) -> Co
         skipped: None,
         effect: None,
         unit: None,
+        p_value_method: None,
         tested: drifted,
     }
 }
@@ -493,10 +501,12 @@ fn column_drift(
         skipped: None,
         effect: effect(reference, current),
         unit: crate::profile::epoch_unit(&reference.data_type).map(|u| u.describe().to_string()),
+        p_value_method: None,
         tested: true,
     };
     match run_test(test_kind, reference, current) {
-        Ok((outcome, note)) => {
+        Ok((outcome, note, method)) => {
+            result.p_value_method = method;
             result.drifted = is_drift(test_kind, &outcome, threshold);
             result.p_value = outcome.p_value;
             if outcome.statistic.is_finite() {
@@ -939,6 +949,105 @@ fn points(p: &ColumnProfile) -> Option<(Points, f64)> {
     Some((s.weighted_points(), error))
 }
 
+/// A side's points for the sketched Wasserstein distance and what they
+/// guarantee.
+pub(crate) struct WassersteinSide {
+    /// Bound on ∫|F̂ − F| dx for this side, in the column's units.
+    pub(crate) bound: f64,
+    /// Whether the exact tails were used.
+    pub(crate) tails: bool,
+}
+
+/// The points the sketched `wasserstein` integrates for one side (issue 17).
+///
+/// Plain sketch: every CDF value is within ε (the sketch's rank-error
+/// bound), so ∫|F̂ − F| ≤ ε · (max − min). With the profile's exact tails
+/// (the k smallest values, up to `lo`, and the k largest, from `hi`): the
+/// values below `lo` and above `hi` are exact points, and the sketch's items
+/// in [lo, hi] are rescaled to the exact mass there. The CDF is then exact
+/// outside [lo, hi) and within 4ε inside it (2ε for the sketch mass between
+/// two points, 2ε for the rescaling), so ∫|F̂ − F| ≤ 4ε · (hi − lo). Each
+/// side takes whichever bound is smaller: on a light-tailed column (normal)
+/// `max − min` is under 4 (hi − lo) and the plain sketch stays; on a heavy
+/// tail (Pareto α = 1.5 at 10⁵ values, hi ≈ 85 and max ≈ 2,000) the tails
+/// win. Exact values and small domains have no error.
+pub(crate) fn wasserstein_points(p: &ColumnProfile) -> Option<(Points, WassersteinSide)> {
+    let exact = |points| {
+        Some((
+            points,
+            WassersteinSide {
+                bound: 0.0,
+                tails: false,
+            },
+        ))
+    };
+    if let Some(values) = samples(p) {
+        return exact(values.into_iter().map(|x| (x, 1.0)).collect());
+    }
+    let s = p.numeric.as_ref()?;
+    if s.small_domain.is_some() {
+        return exact(s.weighted_points());
+    }
+    let eps = s.sketch.rank_error_bound();
+    let plain = (s.min, s.max);
+    let (Some(min), Some(max)) = plain else {
+        return exact(s.weighted_points());
+    };
+    let plain = Some((
+        s.weighted_points(),
+        WassersteinSide {
+            bound: eps * (max - min),
+            tails: false,
+        },
+    ));
+    let Some(t) = s.tails.as_ref() else {
+        return plain;
+    };
+    let (Some(&(lo, _)), Some(&(hi, _))) = (t.low.last(), t.high.first()) else {
+        return plain;
+    };
+    let tail_bound = 4.0 * eps * (hi - lo);
+    if lo >= hi || tail_bound >= eps * (max - min) {
+        return plain;
+    }
+    let below: Vec<(f64, f64)> = t
+        .low
+        .iter()
+        .filter(|r| r.0 < lo)
+        .map(|&(v, c)| (v, c as f64))
+        .collect();
+    let above: Vec<(f64, f64)> = t
+        .high
+        .iter()
+        .filter(|r| r.0 > hi)
+        .map(|&(v, c)| (v, c as f64))
+        .collect();
+    let middle: Vec<(f64, f64)> = s
+        .sketch
+        .weighted_items()
+        .into_iter()
+        .filter(|&(v, _)| v >= lo && v <= hi)
+        .map(|(v, w)| (v, w as f64))
+        .collect();
+    let sketched_mass: f64 = middle.iter().map(|p| p.1).sum();
+    let outside: f64 = below.iter().chain(&above).map(|p| p.1).sum();
+    let mass = s.sketch.n() as f64 - outside;
+    if sketched_mass <= 0.0 || mass <= 0.0 {
+        return plain;
+    }
+    let scale = mass / sketched_mass;
+    let mut points = below;
+    points.extend(middle.into_iter().map(|(v, w)| (v, w * scale)));
+    points.extend(above);
+    Some((
+        points,
+        WassersteinSide {
+            bound: tail_bound,
+            tails: true,
+        },
+    ))
+}
+
 /// Empirical CDFs of two weighted point sets evaluated on their merged support:
 /// returns (x, F_a(x), F_b(x)) for each distinct x.
 fn merged_cdfs(a: &[(f64, f64)], b: &[(f64, f64)]) -> Vec<(f64, f64, f64)> {
@@ -974,7 +1083,9 @@ fn samples(p: &ColumnProfile) -> Option<Vec<f64>> {
     Some(v)
 }
 
-type Outcome = Result<(TestOutcome, Option<String>), String>;
+/// A test's outcome, its note for the report, and (homogeneity tests) how
+/// its p-value was computed.
+type Outcome = Result<(TestOutcome, Option<String>, Option<super::PValueMethod>), String>;
 
 fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) -> Outcome {
     let err = |e: super::DriftError| e.to_string();
@@ -986,7 +1097,7 @@ fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) 
                 } else {
                     super::wasserstein(&r, &c).map_err(err)?
                 };
-                return Ok((outcome, None));
+                return Ok((outcome, None, None));
             }
             let (Some((pa, ea)), Some((pb, eb))) = (points(reference), points(current)) else {
                 return Err("no numeric values".to_string());
@@ -1016,8 +1127,17 @@ fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) 
                             "sketched: D within ±{bound:.4} of the exact value; asymptotic p-value"
                         )
                     }),
+                    None,
                 ))
             } else {
+                // The distance gets its own points: exact tails where they
+                // tighten the bound (heavy tails), see `wasserstein_points`.
+                let (Some((pa, ba)), Some((pb, bb))) =
+                    (wasserstein_points(reference), wasserstein_points(current))
+                else {
+                    return Err("no numeric values".to_string());
+                };
+                let cdfs = merged_cdfs(&pa, &pb);
                 let w: f64 = cdfs
                     .windows(2)
                     .map(|w| (w[0].1 - w[0].2).abs() * (w[1].0 - w[0].0))
@@ -1028,12 +1148,20 @@ fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) 
                     .and_then(|s| s.moments.std_population())
                     .unwrap_or(0.0)
                     .max(0.001);
+                let bound = (ba.bound + bb.bound) / std;
+                let tails = ba.tails || bb.tails;
                 Ok((
                     TestOutcome {
                         statistic: w / std,
                         p_value: None,
                     },
-                    (bound > 0.0).then(|| format!("sketched: CDFs within ±{bound:.4} in rank")),
+                    (bound > 0.0).then(|| {
+                        format!(
+                            "sketched: within ±{bound:.4} of the exact distance{}",
+                            if tails { " (exact tails)" } else { "" }
+                        )
+                    }),
+                    None,
                 ))
             }
         }
@@ -1044,14 +1172,25 @@ fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) 
                     kind.name()
                 ));
             };
-            let outcome = match kind {
-                TestKind::Chisquare => chisquare(&rc, &cc),
-                TestKind::ChisquareHomogeneity => super::chisquare_homogeneity(&rc, &cc),
-                TestKind::GTest => super::g_test(&rc, &cc),
-                _ => z_test(&rc, &cc),
+            let (outcome, method) = match kind {
+                TestKind::Chisquare => chisquare(&rc, &cc).map(|o| (o, None)),
+                TestKind::ChisquareHomogeneity => {
+                    super::chisquare_homogeneity_with_method(&rc, &cc).map(|(o, m)| (o, Some(m)))
+                }
+                TestKind::GTest => super::g_test_with_method(&rc, &cc).map(|(o, m)| (o, Some(m))),
+                _ => z_test(&rc, &cc).map(|o| (o, None)),
             }
             .map_err(err)?;
-            Ok((outcome, missing.map(|m| sketched_note(kind, m))))
+            let sketched = missing.map(|m| sketched_note(kind, m));
+            // Only a p-value that is not the plain χ² one is worth a note.
+            let small = method
+                .filter(|m| *m != super::PValueMethod::Asymptotic)
+                .map(|m| m.describe().to_string());
+            let note = match (sketched, small) {
+                (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+                (a, b) => a.or(b),
+            };
+            Ok((outcome, note, method))
         }
         TestKind::Jensenshannon
         | TestKind::Psi
@@ -1066,7 +1205,7 @@ fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) 
                 TestKind::Hellinger => hellinger,
                 _ => tvd,
             };
-            Ok((f(&rb, &cb).map_err(err)?, note))
+            Ok((f(&rb, &cb).map_err(err)?, note, None))
         }
         TestKind::Anderson
         | TestKind::CramerVonMises
@@ -1091,7 +1230,7 @@ fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) 
                 _ => super::wasserstein(&r, &c),
             }
             .map_err(err)?;
-            Ok((outcome, None))
+            Ok((outcome, None, None))
         }
     }
 }
@@ -1213,6 +1352,7 @@ mod tests {
             skipped: None,
             effect: None,
             unit: None,
+            p_value_method: None,
             tested: true,
         };
         let mut r = vec![mk(0.01), mk(0.04), mk(0.03), mk(0.5)];
@@ -1243,7 +1383,7 @@ mod tests {
         let (pa, pb) = (numeric(&a), numeric(&b));
         assert!(pa.numeric.as_ref().unwrap().exact_values.is_none());
         assert!(pa.numeric.as_ref().unwrap().small_domain.is_none());
-        let (outcome, note) = run_test(TestKind::Ks, &pa, &pb).unwrap();
+        let (outcome, note, _) = run_test(TestKind::Ks, &pa, &pb).unwrap();
         let mut sa = a.clone();
         sa.sort_by(f64::total_cmp);
         let mut sb = b.clone();
@@ -1269,7 +1409,7 @@ mod tests {
         let (pa, pb) = (numeric(&a), numeric(&b));
         assert!(pa.numeric.as_ref().unwrap().exact_values.is_none());
         assert!(pa.numeric.as_ref().unwrap().small_domain.is_some());
-        let (outcome, note) = run_test(TestKind::Ks, &pa, &pb).unwrap();
+        let (outcome, note, _) = run_test(TestKind::Ks, &pa, &pb).unwrap();
         let mut sa = a.clone();
         sa.sort_by(f64::total_cmp);
         let mut sb = b.clone();
@@ -1286,7 +1426,7 @@ mod tests {
     fn exact_path_equals_the_sample_test() {
         let a: Vec<f64> = (0..500).map(|i| f64::from(i) * 0.37 % 50.0).collect();
         let b: Vec<f64> = (0..400).map(|i| f64::from(i) * 0.41 % 55.0).collect();
-        let (outcome, note) = run_test(TestKind::Ks, &numeric(&a), &numeric(&b)).unwrap();
+        let (outcome, note, _) = run_test(TestKind::Ks, &numeric(&a), &numeric(&b)).unwrap();
         let (mut sa, mut sb) = (a.clone(), b.clone());
         sa.sort_by(f64::total_cmp);
         sb.sort_by(f64::total_cmp);

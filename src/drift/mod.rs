@@ -16,6 +16,8 @@
 //! - [`categorical`]: `chisquare` and the two-proportion `z` test over aligned
 //!   counts, the two-sample homogeneity tests `chisquare_homogeneity` and
 //!   `g_test`, plus the helper that aligns two category→count maps.
+//! - [`exact`]: Fisher's exact, exact conditional and seeded Monte Carlo
+//!   p-values for those two tests when expected counts are tiny.
 //! - [`binned`]: distances over aligned bins (`jensenshannon`, `psi`,
 //!   `kl_div`, `hellinger`, `tvd`) with Evidently's empty-bin smoothing.
 //! - [`distance`]: `wasserstein` (normed) and `energy` over raw samples.
@@ -47,6 +49,7 @@ pub mod categorical;
 pub mod compare;
 pub mod cvm;
 pub mod distance;
+pub mod exact;
 pub mod ks;
 pub mod location;
 pub mod sequential;
@@ -61,14 +64,20 @@ mod properties;
 mod scipy_reference;
 #[cfg(test)]
 mod sketch_bounds;
+#[cfg(test)]
+mod small_counts_reference;
 
 use serde::{Deserialize, Serialize};
 
 pub use anderson::anderson;
 pub use binned::{categorical_bins, fill_zeroes, hellinger, jensenshannon, kl_div, psi, tvd};
-pub use categorical::{align_counts, chisquare, chisquare_homogeneity, g_test, z_test};
+pub use categorical::{
+    align_counts, chisquare, chisquare_homogeneity, chisquare_homogeneity_with_method, g_test,
+    g_test_with_method, z_test,
+};
 pub use cvm::cramer_von_mises;
 pub use distance::{energy, wasserstein};
+pub use exact::{PValueMethod, needs_exact};
 pub use ks::{kolmogorov_two_sided_sf, ks};
 pub use location::{mannw, t_test};
 

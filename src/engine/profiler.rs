@@ -492,6 +492,9 @@ impl Accumulator for ProfileAccumulator {
             s.exact_values.as_ref().map_or(0, |v| v.capacity() * 8)
                 + s.small_domain.as_ref().map_or(0, |v| v.capacity() * 16)
                 + s.sketch.retained() * 8
+                + s.tails
+                    .as_ref()
+                    .map_or(0, |t| (t.low.capacity() + t.high.capacity()) * 16)
         });
         let now = std::mem::size_of_val(self)
             + self.numbers.capacity() * 24

@@ -18,6 +18,7 @@ mod distinct;
 mod frequencies;
 mod moments;
 mod quantiles;
+mod tails;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ pub use frequencies::{
 };
 pub use moments::Moments;
 pub use quantiles::QuantileSketch;
+pub use tails::{DEFAULT_TAIL_K, Tails};
 
 /// Finite values kept exactly per column before only the sketch remains.
 /// Matches scipy's limit for exact two-sample KS p-values.
@@ -139,6 +141,13 @@ pub struct NumericStats {
     /// unknown (profiles of format version 1, or built value by value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub increasing: Option<bool>,
+    /// The [`DEFAULT_TAIL_K`] smallest and largest finite values, exact
+    /// (issue 17): the sketched Wasserstein distance uses them on heavy
+    /// tails. Null in profiles written before they existed (format version
+    /// 1 and early version 2 files; the field is additive, so the version is
+    /// unchanged): those take the plain sketch path, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tails: Option<Tails>,
 }
 
 impl NumericStats {
@@ -421,6 +430,7 @@ impl Default for NumericStats {
             small_domain: Some(Vec::new()),
             sketch: QuantileSketch::default(),
             increasing: None,
+            tails: Some(Tails::new(DEFAULT_TAIL_K)),
         }
     }
 }
@@ -561,6 +571,9 @@ impl ColumnProfile {
         for &(v, _) in &runs {
             self.distinct.update_f64(v);
         }
+        if let Some(tails) = stats.tails.as_mut() {
+            tails.add_sorted_runs(&runs);
+        }
         stats.sketch.update_sorted_counts(&runs);
     }
 
@@ -609,6 +622,9 @@ impl ColumnProfile {
         stats.min = Some(stats.min.map_or(value, |m| m.min(value)));
         stats.max = Some(stats.max.map_or(value, |m| m.max(value)));
         stats.moments.update_weighted(value, n);
+        if let Some(tails) = stats.tails.as_mut() {
+            tails.add(value, n);
+        }
         if let Some(exact) = stats.exact_values.as_mut() {
             if exact.len() + n as usize <= EXACT_LIMIT {
                 exact.extend(std::iter::repeat_n(value, n as usize));
@@ -716,6 +732,14 @@ impl ColumnProfile {
             a.min = min_opt(a.min, b.min, f64::min);
             a.max = min_opt(a.max, b.max, f64::max);
             a.moments.merge(&b.moments);
+            // Tails are known only when both parts kept them.
+            a.tails = match (a.tails.take(), b.tails.as_ref()) {
+                (Some(mut x), Some(y)) => {
+                    x.merge(y);
+                    Some(x)
+                }
+                _ => None,
+            };
             a.exact_values = match (a.exact_values.take(), b.exact_values.as_ref()) {
                 (Some(x), Some(y)) if x.len() + y.len() <= EXACT_LIMIT => {
                     let mut y = y.clone();

@@ -191,12 +191,13 @@ fn render_batch(out: &mut String, b: &BatchReport, profiles: Option<Profiles<'_>
         for c in &columns {
             let _ = write!(
                 out,
-                "<tr><td>{}</td><td>{}</td><td title=\"{}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td title=\"{}\">{}</td><td class=\"num\">{}</td><td class=\"num\"{}>{}</td><td class=\"num\">{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
                 escape(&c.column),
                 c.test.map_or("—", |t| t.name()),
                 escape(c.message.as_deref().unwrap_or("")),
                 c.path.map_or("—", |p| p.name()),
                 number(c.statistic),
+                small_sample_title(c),
                 number(c.p_value),
                 number(c.threshold),
                 if c.drifted { "fail" } else { "pass" },
@@ -927,4 +928,15 @@ fn line_chart(column: &str, series: &[(u64, f64)], threshold: Option<f64>, what:
         escape(&caption)
     );
     s
+}
+
+/// A ` title="…"` naming the p-value's small-sample method (Fisher's exact,
+/// exact conditional, Monte Carlo; issue 17), empty for a χ² p-value.
+fn small_sample_title(c: &crate::drift::compare::ColumnDrift) -> String {
+    match c.p_value_method {
+        Some(m) if m != crate::drift::PValueMethod::Asymptotic => {
+            format!(" title=\"{}\"", escape(m.describe()))
+        }
+        _ => String::new(),
+    }
 }

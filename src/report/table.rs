@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use super::{BatchReport, CheckResult, CheckStatus, DriftReport, Report};
+use crate::drift::PValueMethod;
 use crate::drift::compare::DistributionPath;
 
 const RED: &str = "\x1b[31m";
@@ -217,10 +218,13 @@ fn render_drift(out: &mut String, drift: &DriftReport, color: bool) {
         |i| if columns[i].drifted { RED } else { GREEN },
         |i| {
             let c = columns[i];
-            let message =
-                (c.drifted || c.test.is_none() || c.path == Some(DistributionPath::Sketched))
-                    .then(|| c.message.clone())
-                    .flatten();
+            let message = (c.drifted
+                || c.test.is_none()
+                || c.path == Some(DistributionPath::Sketched)
+                || c.p_value_method
+                    .is_some_and(|m| m != PValueMethod::Asymptotic))
+            .then(|| c.message.clone())
+            .flatten();
             // What moved, in the data's units, for drifted columns.
             let effect = c
                 .effect

@@ -1140,3 +1140,86 @@ fn issue_17_id_like_and_constant_columns_are_skipped_with_evidence_unless_forced
         (Some("wasserstein"), Some(true))
     );
 }
+
+/// Issue 17: tiny counts take Fisher's exact test (2×2) or the exact
+/// conditional test (2×k) through the real binary, and the JSON and the
+/// table say so; values from scipy (tests/fixtures/drift/small_counts.json).
+#[test]
+fn issue_17_tiny_counts_take_fishers_exact_or_the_exact_conditional_test() {
+    let lake = Lake::new();
+    // 2×2 [[8, 2], [1, 5]]: scipy.stats.fisher_exact p = 0.034965034965034975.
+    let reference = lake.write("ref.parquet", &batch(10, 0.0, &[("a", 8), ("b", 2)], false));
+    let current = lake.write("cur.parquet", &batch(6, 0.0, &[("a", 1), ("b", 5)], false));
+    let rules = lake.rules(
+        "t.yaml",
+        "dataset: t\ndrift:\n  columns: [cat]\n  overrides:\n    cat: { test: g_test }\n",
+    );
+    let profile = baseline(&lake, &reference, &rules);
+    let (code, report, stderr) = check(&current, &rules, Some(&profile));
+    let cat = column(&report, "cat");
+    assert_eq!(cat["p_value_method"], "fisher_exact", "{cat:#}");
+    assert!((cat["p_value"].as_f64().unwrap() - 0.034965034965034975).abs() <= 1e-12);
+    assert_eq!(cat["drifted"], true);
+    assert!(
+        cat["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Fisher's exact p-value"),
+        "{cat:#}"
+    );
+    assert_eq!(code, 1, "{stderr}");
+    // 2×3 [[5, 3, 2], [1, 4, 6]]: exact conditional p = 0.1047868540128602
+    // (Pearson), the table says which p-value it is.
+    let reference = lake.write(
+        "ref.parquet",
+        &batch(10, 0.0, &[("a", 5), ("b", 3), ("c", 2)], false),
+    );
+    let current = lake.write(
+        "cur.parquet",
+        &batch(11, 0.0, &[("a", 1), ("b", 4), ("c", 6)], false),
+    );
+    let rules = lake.rules(
+        "t.yaml",
+        "dataset: t\ndrift:\n  columns: [cat]\n  overrides:\n    cat: { test: chisquare_homogeneity }\n",
+    );
+    let profile = baseline(&lake, &reference, &rules);
+    let (code, report, stderr) = check(&current, &rules, Some(&profile));
+    let cat = column(&report, "cat");
+    assert_eq!(cat["p_value_method"], "exact_conditional", "{cat:#}");
+    assert!((cat["p_value"].as_f64().unwrap() - 0.1047868540128602).abs() <= 1e-9);
+    assert_eq!(
+        (cat["drifted"].as_bool(), code),
+        (Some(false), 0),
+        "{stderr}"
+    );
+    let out = driftwatch(&[
+        "check",
+        current.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "--reference",
+        profile.to_str().unwrap(),
+    ]);
+    let table = text(&out.stdout);
+    assert!(table.contains("exact conditional p-value"), "{table}");
+    // The HTML report names the method on the p-value cell.
+    let html_path = lake.path("report.html");
+    let out = driftwatch(&[
+        "check",
+        current.to_str().unwrap(),
+        "--rules",
+        rules.to_str().unwrap(),
+        "--reference",
+        profile.to_str().unwrap(),
+        "--format",
+        "html",
+        "--output",
+        html_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(
+        html.contains("<td class=\"num\" title=\"exact conditional p-value over every table with these margins"),
+        "{html}"
+    );
+}
