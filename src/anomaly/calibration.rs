@@ -38,6 +38,22 @@ fn anomalies(judgements: &[Judgement]) -> (usize, usize) {
     (flagged, judged)
 }
 
+/// The false-alarm rate over `seeds` series made by `points` from each
+/// seed's generator, and how many batches were judged.
+fn false_alarm_rate(
+    settings: &Settings,
+    seeds: std::ops::Range<u64>,
+    mut points: impl FnMut(&mut SplitMix) -> Vec<(i64, f64)>,
+) -> (f64, usize) {
+    let (mut flagged, mut judged) = (0, 0);
+    for seed in seeds {
+        let (f, j) = anomalies(&run(settings, &points(&mut SplitMix(seed))).1);
+        flagged += f;
+        judged += j;
+    }
+    (flagged as f64 / judged as f64, judged)
+}
+
 /// Weekday/weekend daily volumes: 10,000 Monday–Friday, 3,000 at weekends,
 /// with `noise` relative standard deviation.
 fn weekly_volume(rng: &mut SplitMix, day: i64, noise: f64) -> f64 {
@@ -60,17 +76,11 @@ fn issue_18_false_alarm_rate_on_stable_noise_is_within_the_sensitivity() {
             sensitivity: alpha,
             ..Settings::default()
         };
-        let (mut flagged, mut judged) = (0, 0);
-        for seed in 0..200 {
-            let mut rng = SplitMix(seed);
-            let points: Vec<(i64, f64)> = (0..300)
-                .map(|i| (START + i * 3_600, 1_000.0 + 50.0 * normal(&mut rng)))
-                .collect();
-            let (f, j) = anomalies(&run(&settings, &points).1);
-            flagged += f;
-            judged += j;
-        }
-        let rate = flagged as f64 / judged as f64;
+        let (rate, judged) = false_alarm_rate(&settings, 0..200, |rng| {
+            (0..300)
+                .map(|i| (START + i * 3_600, 1_000.0 + 50.0 * normal(rng)))
+                .collect()
+        });
         eprintln!("stable noise, α = {alpha}: false-alarm rate {rate} over {judged} batches");
         assert_eq!(judged, 200 * 290);
         assert!(
@@ -95,22 +105,17 @@ fn issue_18_false_alarm_rate_with_weekly_seasonality_and_missing_batches() {
             history,
             ..Settings::default()
         };
-        let (mut flagged, mut judged) = (0, 0);
-        for seed in 0..300 {
-            let mut rng = SplitMix(1_000 + seed);
+        let (rate, judged) = false_alarm_rate(&settings, 1_000..1_300, |rng| {
             let mut points = Vec::new();
             for day in 0..400 {
-                let v = weekly_volume(&mut rng, day, 0.04);
+                let v = weekly_volume(rng, day, 0.04);
                 if rng.uniform() < 0.2 {
                     continue; // missing batch
                 }
                 points.push((START + day * DAY + 6 * 3_600, v));
             }
-            let (f, j) = anomalies(&run(&settings, &points).1);
-            flagged += f;
-            judged += j;
-        }
-        let rate = flagged as f64 / judged as f64;
+            points
+        });
         eprintln!("weekly, {history:?}: false-alarm rate {rate} over {judged} batches");
         assert!(judged > 300 * 220, "{judged}");
         assert!(rate <= 0.015, "{history:?}: false-alarm rate {rate}");
@@ -130,22 +135,11 @@ fn issue_18_false_alarm_rate_with_four_batches_per_weekly_slot() {
             history: HistoryLength::Duration(Duration::from_secs(28 * 86_400)),
             ..Settings::default()
         };
-        let (mut flagged, mut judged) = (0, 0);
-        for seed in 0..300 {
-            let mut rng = SplitMix(7_000 + seed);
-            let points: Vec<(i64, f64)> = (0..400)
-                .map(|day| {
-                    (
-                        START + day * DAY + 6 * 3_600,
-                        weekly_volume(&mut rng, day, 0.04),
-                    )
-                })
-                .collect();
-            let (f, j) = anomalies(&run(&settings, &points).1);
-            flagged += f;
-            judged += j;
-        }
-        let rate = flagged as f64 / judged as f64;
+        let (rate, judged) = false_alarm_rate(&settings, 7_000..7_300, |rng| {
+            (0..400)
+                .map(|day| (START + day * DAY + 6 * 3_600, weekly_volume(rng, day, 0.04)))
+                .collect()
+        });
         eprintln!("weekly, 4 per slot, α = {alpha}: false-alarm rate {rate} over {judged} batches");
         assert!(judged > 300 * 370, "{judged}");
         assert!(rate <= high, "α = {alpha}: false-alarm rate {rate}");
@@ -322,23 +316,17 @@ fn issue_18_under_a_trend_false_alarms_stay_within_twice_the_rate_and_the_band_w
         ..Settings::default()
     };
     for (weekly, at_most) in [(0.0025, 0.015), (0.01, 0.03)] {
-        let (mut flagged, mut judged) = (0, 0);
-        for seed in 0..100 {
-            let mut rng = SplitMix(70_000 + seed);
-            let points: Vec<(i64, f64)> = (0..400)
+        let (rate, judged) = false_alarm_rate(&settings, 70_000..70_100, |rng| {
+            (0..400)
                 .map(|day| {
                     let growth = (1.0f64 + weekly).powf(day as f64 / 7.0);
                     (
                         START + day * DAY + 6 * 3_600,
-                        (weekly_volume(&mut rng, day, 0.04) * growth).round(),
+                        (weekly_volume(rng, day, 0.04) * growth).round(),
                     )
                 })
-                .collect();
-            let (f, j) = anomalies(&run(&settings, &points).1);
-            flagged += f;
-            judged += j;
-        }
-        let rate = flagged as f64 / judged as f64;
+                .collect()
+        });
         eprintln!("weekly, growing {weekly} a week: false-alarm rate {rate} over {judged} batches");
         assert!(
             rate <= at_most,

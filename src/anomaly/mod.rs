@@ -509,20 +509,21 @@ impl Series {
                 entry.1.push(*value);
             }
         }
-        let mut slots: Vec<(f64, Vec<f64>, Vec<f64>)> = by_slot
+        let slots: Vec<(f64, Vec<f64>, Vec<f64>)> = by_slot
             .into_values()
             // A lone value has no other value to be compared with.
             .filter(|(normal, _)| normal.len() >= 2)
             .map(|(mut normal, anomalous)| {
+                let m = median(&mut normal);
                 normal.sort_by(f64::total_cmp);
-                (median(&mut normal.clone()), normal, anomalous)
+                (m, normal, anomalous)
             })
             .collect();
         let relative = settings.seasonality != Seasonality::None
             && center != 0.0
             && slots.iter().all(|(m, _, _)| *m != 0.0);
         let mut residuals = Vec::with_capacity(n);
-        for (m, normal, anomalous) in &mut slots {
+        for (m, normal, anomalous) in &slots {
             let unit = if relative { m.abs() } else { 1.0 };
             // Leave-one-out residuals: each normal value against the median of
             // its slot's *other* normal values (an anomalous one against all

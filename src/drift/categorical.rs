@@ -157,7 +157,7 @@ pub fn chisquare_homogeneity_with_method(
     reference: &[u64],
     current: &[u64],
 ) -> Result<(TestOutcome, PValueMethod)> {
-    let asymptotic = contingency(reference, current, |o, e| (o - e).powi(2) / e)?;
+    let asymptotic = contingency(reference, current, pearson_cell)?;
     Ok(small_sample(
         Statistic::Pearson,
         reference,
@@ -197,13 +197,7 @@ pub fn g_test_with_method(
 
 /// The G-test with Williams' correction and its χ²(k − 1) p-value.
 fn g_asymptotic(reference: &[u64], current: &[u64]) -> Result<TestOutcome> {
-    let g = contingency(reference, current, |o, e| {
-        if o == 0.0 {
-            0.0
-        } else {
-            2.0 * o * (o / e).ln()
-        }
-    })?;
+    let g = contingency(reference, current, g_cell)?;
     let (n_ref, n_cur) = totals(reference, current)?;
     let total = n_ref + n_cur;
     let columns: Vec<f64> = reference
@@ -223,6 +217,20 @@ fn g_asymptotic(reference: &[u64], current: &[u64]) -> Result<TestOutcome> {
         .map(|d| d.sf(stat))
         .unwrap_or(1.0);
     Ok(TestOutcome::test(stat, sanitize_p(p)))
+}
+
+/// One cell's term of Pearson's χ²: (O − E)² / E.
+pub(super) fn pearson_cell(o: f64, e: f64) -> f64 {
+    (o - e).powi(2) / e
+}
+
+/// One cell's term of the G statistic: 2·O·ln(O / E), 0 for an empty cell.
+pub(super) fn g_cell(o: f64, e: f64) -> f64 {
+    if o == 0.0 {
+        0.0
+    } else {
+        2.0 * o * (o / e).ln()
+    }
 }
 
 /// A 2×k homogeneity test: `cell(observed, expected)` summed over the cells

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use statrs::function::factorial::ln_binomial;
 
 use super::TestOutcome;
+use super::categorical::{g_cell, pearson_cell};
 
 /// Tables (with the observed margins) at most for the exact 2×k path
 /// (k ≥ 3); past it the Monte Carlo path runs instead. The tables are
@@ -164,17 +165,9 @@ impl Table {
         let (e1, e2) = self.expected(j);
         let (o1, o2) = (x as f64, (self.columns[j] - x) as f64);
         match statistic {
-            Statistic::Pearson => (o1 - e1).powi(2) / e1 + (o2 - e2).powi(2) / e2,
+            Statistic::Pearson => pearson_cell(o1, e1) + pearson_cell(o2, e2),
             Statistic::G => g_cell(o1, e1) + g_cell(o2, e2),
         }
-    }
-}
-
-fn g_cell(o: f64, e: f64) -> f64 {
-    if o == 0.0 {
-        0.0
-    } else {
-        2.0 * o * (o / e).ln()
     }
 }
 
@@ -184,24 +177,31 @@ fn g_cell(o: f64, e: f64) -> f64 {
 /// this is "every expected count ≥ 5". Only categories seen on either side
 /// count. Fewer than two categories: nothing to test, no exact path.
 pub fn needs_exact(reference: &[u64], current: &[u64]) -> bool {
-    let t = Table::new(reference, current);
-    if t.columns.len() < 2 || t.n_row == 0 {
-        return false;
-    }
-    let mut small = 0usize;
-    for j in 0..t.columns.len() {
-        let (e1, e2) = t.expected(j);
-        for e in [e1, e2] {
-            if e < 1.0 {
-                return true;
-            }
-            if e < 5.0 {
-                small += 1;
+    Table::new(reference, current).needs_exact()
+}
+
+impl Table {
+    /// [`needs_exact`] of this table.
+    fn needs_exact(&self) -> bool {
+        let t = self;
+        if t.columns.len() < 2 || t.n_row == 0 {
+            return false;
+        }
+        let mut small = 0usize;
+        for j in 0..t.columns.len() {
+            let (e1, e2) = t.expected(j);
+            for e in [e1, e2] {
+                if e < 1.0 {
+                    return true;
+                }
+                if e < 5.0 {
+                    small += 1;
+                }
             }
         }
+        // More than 20 % of the 2k cells: 5·small > 2k.
+        5 * small > 2 * t.columns.len()
     }
-    // More than 20 % of the 2k cells: 5·small > 2k.
-    5 * small > 2 * t.columns.len()
 }
 
 /// Replaces the asymptotic p-value of `asymptotic` (the test's outcome over
@@ -213,10 +213,10 @@ pub(crate) fn small_sample(
     current: &[u64],
     asymptotic: TestOutcome,
 ) -> (TestOutcome, PValueMethod) {
-    if !needs_exact(reference, current) {
+    let t = Table::new(reference, current);
+    if !t.needs_exact() {
         return (asymptotic, PValueMethod::Asymptotic);
     }
-    let t = Table::new(reference, current);
     let (p, method) = if t.columns.len() == 2 {
         (fisher_2x2(&t), PValueMethod::FisherExact)
     } else if let Some(p) = enumerate(&t, statistic) {

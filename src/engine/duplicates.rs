@@ -445,6 +445,11 @@ fn duplicates_across<K: Ord + Clone>(
     cursors: &mut [Cursor],
     next: impl Fn(&mut Cursor) -> Result<Option<K>>,
 ) -> Result<u64> {
+    // One run (a small file's one partition) is distinct by itself: nothing
+    // can repeat across runs, so there is no merge to walk (issue 19).
+    if cursors.len() <= 1 {
+        return Ok(0);
+    }
     let mut heap = BinaryHeap::with_capacity(cursors.len());
     for (i, c) in cursors.iter_mut().enumerate() {
         if let Some(k) = next(c)? {
@@ -577,14 +582,6 @@ impl Accumulator for DuplicatesAccumulator {
     fn evaluate(&mut self) -> Result<ScalarValue> {
         // Rows seen directly (single-stage plans) form one more run.
         self.seal()?;
-        // One run (a small file's one partition): its keys are distinct, so
-        // nothing repeats across runs — no merge to walk.
-        if self.runs.len() <= 1 {
-            self.runs.clear();
-            return Ok(ScalarValue::Int64(Some(
-                i64::try_from(self.duplicates).unwrap_or(i64::MAX),
-            )));
-        }
         let fixed = self.encoding != Encoding::Rows;
         let mut cursors: Vec<Cursor> = self
             .runs
