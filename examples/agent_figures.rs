@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 mod common;
 
 use anyhow::{Context, Result, bail};
-use common::{line_count, proc_field, reports, wait_count};
+use common::{LineCounter, cpu_seconds, proc_field, reports, wait_count};
 use driftwatch::demo::{DEMO_RULES, FlightsSpec, write_flights};
 
 struct Args {
@@ -61,19 +61,12 @@ fn parse_args() -> Result<Args> {
     Ok(a)
 }
 
-/// utime + stime in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
 fn wait_lines(state: &Path, n: usize, limit: Duration) -> Result<Vec<serde_json::Value>> {
     let start = Instant::now();
+    let mut counter = LineCounter::new(state);
     loop {
         // Count newlines (cheap) and parse only once there are enough.
-        let count = line_count(state);
+        let count = counter.count();
         if count >= n {
             return Ok(reports(state));
         }
@@ -193,12 +186,10 @@ fn main() -> Result<()> {
     // 2. Idle.
     std::thread::sleep(Duration::from_secs(8));
     let rss_quiet = proc_field(pid, "VmRSS:").unwrap_or(0);
-    let ticks0 = cpu_ticks(pid).unwrap_or(0);
+    let cpu0 = cpu_seconds(pid).unwrap_or(0.0);
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(60));
-    let ticks1 = cpu_ticks(pid).unwrap_or(0);
-    let hz = 100.0; // USER_HZ on Linux
-    let cpu = (ticks1 - ticks0) as f64 / hz / t0.elapsed().as_secs_f64() * 100.0;
+    let cpu = (cpu_seconds(pid).unwrap_or(0.0) - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
     println!(
         "idle after {} files: RSS {} KiB 8 s into the quiet, {} KiB 68 s in; CPU {:.2} % of one core over 60 s",
         args.files,

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 mod common;
 
 use anyhow::{Context, Result, bail};
-use common::{line_count, proc_field, reports, wait_count};
+use common::{LineCounter, cpu_seconds, proc_field, reports, wait_count};
 use driftwatch::demo::{DEMO_RULES, FlightsSpec, write_flights};
 
 /// The demo rules' first 9 checks: everything before its `regex` check
@@ -371,6 +371,8 @@ fn many_small_files(
     let mut agent = start_agent(bin, many_root, &args.settle, volume)?;
     let pid = agent.id();
     let state = many_root.join("state");
+    let mut recorded = LineCounter::new(&state);
+    let cpu_before = cpu_seconds(pid).unwrap_or(0.0);
     let started = Instant::now();
     for (i, path) in links.iter().enumerate() {
         std::fs::rename(
@@ -379,7 +381,7 @@ fn many_small_files(
         )?;
     }
     let mut peak_rss = 0;
-    while line_count(&state) < args.many {
+    while recorded.count() < args.many {
         peak_rss = peak_rss.max(proc_field(pid, "VmRSS:").unwrap_or(0));
         if started.elapsed() > Duration::from_secs(600) {
             bail!("fewer than {} reports after 600 s", args.many);
@@ -387,6 +389,9 @@ fn many_small_files(
         std::thread::sleep(Duration::from_millis(5));
     }
     let elapsed = started.elapsed().as_secs_f64();
+    // How busy the agent kept the cores: 2.0 on 2 cores is CPU-bound; less
+    // means its workers waited for something other than the CPU.
+    let cores_busy = (cpu_seconds(pid).unwrap_or(0.0) - cpu_before) / elapsed;
     let hwm = proc_field(pid, "VmHWM:").unwrap_or(0);
     let passed = reports(&state)
         .iter()
@@ -397,12 +402,14 @@ fn many_small_files(
         Some(on) => format!(" [volume_anomaly = {on}]"),
     };
     println!(
-        "many small files{label}: {} files of {} rows in {:.2} s: {:.0} files/s, {:.2} M rows/s; agent peak RSS {} MiB (VmHWM; sampled VmRSS max {} MiB); {} passed (floor: ≥ 300 files/s, ≤ 128 MiB)",
+        "many small files{label}: {} files of {} rows in {:.2} s: {:.0} files/s, {:.2} M rows/s; agent CPU {:.2} cores busy, {:.2} ms a file; agent peak RSS {} MiB (VmHWM; sampled VmRSS max {} MiB); {} passed (floor: ≥ 300 files/s, ≤ 128 MiB)",
         args.many,
         args.rows,
         elapsed,
         args.many as f64 / elapsed,
         (args.many as u64 * args.rows) as f64 / elapsed / 1e6,
+        cores_busy,
+        cores_busy * elapsed * 1000.0 / args.many as f64,
         hwm / 1024,
         peak_rss / 1024,
         passed,
