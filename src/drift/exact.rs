@@ -406,26 +406,35 @@ fn monte_carlo(t: &Table, statistic: Statistic) -> f64 {
     let k = t.columns.len();
     let observed: f64 = (0..k).map(|j| t.cell(statistic, j, t.row[j])).sum();
     let threshold = observed - TIE_TOLERANCE * observed.abs();
-    let mut rng = SplitMix(MONTE_CARLO_SEED);
     let ln = LnBinomial::new(t.n);
-    let mut hits = 0usize;
-    for _ in 0..MONTE_CARLO_TABLES {
-        let (mut pool, mut left, mut stat) = (t.n, t.n_row, 0.0);
-        for j in 0..k {
-            let col = t.columns[j];
+    // Column by column across all the tables, not table by table: column
+    // j's draws in every table read `ln m!` near the same few entries (the
+    // pool left at j, minus a draw count that varies by a few), which stay
+    // in cache. Table by table, each table swept the whole `ln m!` table (8
+    // MB at its largest); a quarter of perf's samples sat on one load of it.
+    // Measured: 13–17 % less time at k = 2,000, 7 % at 500. Table i's draw for column j is still the stream's
+    // (i·(k − 1) + j)-th, and its statistic adds the same cells in the same
+    // order, so the p-value is the same to the bit (tested against the
+    // table-by-table loop).
+    let draws_per_table = (k - 1) as u64;
+    let mut left = vec![t.n_row; MONTE_CARLO_TABLES];
+    let mut stat = vec![0.0f64; MONTE_CARLO_TABLES];
+    let mut pool = t.n;
+    for (j, &col) in t.columns.iter().enumerate() {
+        for (i, (left, stat)) in left.iter_mut().zip(stat.iter_mut()).enumerate() {
             let x = if j + 1 == k {
-                left
+                *left
             } else {
-                hypergeometric(&ln, rng.uniform(), pool, col, left)
+                let draw = i as u64 * draws_per_table + j as u64;
+                let u = SplitMix::at(MONTE_CARLO_SEED, draw).uniform();
+                hypergeometric(&ln, u, pool, col, *left)
             };
-            stat += t.cell(statistic, j, x);
-            pool -= col;
-            left -= x;
+            *stat += t.cell(statistic, j, x);
+            *left -= x;
         }
-        if stat >= threshold {
-            hits += 1;
-        }
+        pool -= col;
     }
+    let hits = stat.iter().filter(|&&s| s >= threshold).count();
     (1 + hits) as f64 / (1 + MONTE_CARLO_TABLES) as f64
 }
 
@@ -519,9 +528,19 @@ impl LnBinomial {
 /// machine), shared with the calibration simulation.
 pub(crate) struct SplitMix(pub(crate) u64);
 
+/// SplitMix64's increment: its state after `i` draws is `seed + i·GAMMA`.
+const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
 impl SplitMix {
+    /// The generator seeded with `seed`, positioned so that its next draw
+    /// is the stream's `i`-th (from 0): `SplitMix::at(s, 0)` is
+    /// `SplitMix(s)`.
+    fn at(seed: u64, i: u64) -> Self {
+        SplitMix(seed.wrapping_add(i.wrapping_mul(GAMMA)))
+    }
+
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        self.0 = self.0.wrapping_add(GAMMA);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -610,6 +629,77 @@ mod tests {
                 prop_assert_eq!(count_tables(&t), Some(tables as f64));
                 let got = enumerate(&t, st).unwrap_or(f64::NAN);
                 prop_assert!((got - want.min(1.0)).abs() <= 1e-12, "{got} vs {want}");
+            }
+        }
+    }
+
+    /// The Monte Carlo test as first written, one table at a time from one
+    /// running generator: what [`monte_carlo`]'s column-by-column loop must
+    /// reproduce to the bit.
+    fn monte_carlo_table_by_table(t: &Table, statistic: Statistic) -> f64 {
+        let k = t.columns.len();
+        let observed: f64 = (0..k).map(|j| t.cell(statistic, j, t.row[j])).sum();
+        let threshold = observed - TIE_TOLERANCE * observed.abs();
+        let mut rng = SplitMix(MONTE_CARLO_SEED);
+        let ln = LnBinomial::new(t.n);
+        let mut hits = 0usize;
+        for _ in 0..MONTE_CARLO_TABLES {
+            let (mut pool, mut left, mut stat) = (t.n, t.n_row, 0.0);
+            for j in 0..k {
+                let col = t.columns[j];
+                let x = if j + 1 == k {
+                    left
+                } else {
+                    hypergeometric(&ln, rng.uniform(), pool, col, left)
+                };
+                stat += t.cell(statistic, j, x);
+                pool -= col;
+                left -= x;
+            }
+            if stat >= threshold {
+                hits += 1;
+            }
+        }
+        (1 + hits) as f64 / (1 + MONTE_CARLO_TABLES) as f64
+    }
+
+    #[test]
+    fn splitmix_at_i_is_the_streams_ith_draw() {
+        let mut running = SplitMix(MONTE_CARLO_SEED);
+        for i in 0..1_000u64 {
+            let want = running.next();
+            assert_eq!(SplitMix::at(MONTE_CARLO_SEED, i).next(), want, "draw {i}");
+        }
+    }
+
+    #[test]
+    fn issue_17_monte_carlo_by_column_equals_table_by_table_on_a_wide_table() {
+        // 200 categories, a large reference and a batch of about two values
+        // a category (the shape that reaches Monte Carlo in practice).
+        let reference: Vec<u64> = (0..200u64).map(|j| 900 + (j * 37) % 250).collect();
+        let current: Vec<u64> = (0..200u64).map(|j| (j * 7919) % 5).collect();
+        let t = Table::new(&reference, &current);
+        for st in [Statistic::Pearson, Statistic::G] {
+            let want = monte_carlo_table_by_table(&t, st);
+            assert_eq!(monte_carlo(&t, st).to_bits(), want.to_bits(), "{st:?}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(12))]
+
+        /// Column by column, the same draws and the same p-value to the bit.
+        #[test]
+        fn issue_17_monte_carlo_by_column_equals_table_by_table(
+            r in prop::collection::vec(0u64..400, 3..40),
+            c in prop::collection::vec(0u64..6, 3..40),
+        ) {
+            let k = r.len().min(c.len());
+            let t = Table::new(&r[..k], &c[..k]);
+            prop_assume!(t.columns.len() >= 3 && t.n_row > 0);
+            for st in [Statistic::Pearson, Statistic::G] {
+                let want = monte_carlo_table_by_table(&t, st);
+                prop_assert_eq!(monte_carlo(&t, st).to_bits(), want.to_bits());
             }
         }
     }
