@@ -19,9 +19,7 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, Signature, Volatility,
 };
 
-use crate::profile::{
-    ColumnKind, ColumnProfile, NumberCounts, SMALL_DOMAIN_LIMIT, count_integers, count_numbers,
-};
+use crate::profile::{ColumnKind, ColumnProfile, NumberCounts, count_integers, count_numbers};
 use crate::rules::describe_arrow_type;
 
 /// Which kind of profile a column gets, if any: numbers (decimals included)
@@ -220,18 +218,13 @@ impl AggregateUDFImpl for Profiler {
             .ok_or_else(|| {
                 DataFusionError::Internal(format!("{} takes one argument", self.name()))
             })?;
-        Ok(Box::new(ProfileAccumulator {
-            profile: ColumnProfile::with_category_limit(
+        Ok(Box::new(ProfileAccumulator::new(
+            ColumnProfile::with_category_limit(
                 self.kind(),
                 describe_arrow_type(&data_type),
                 self.category_limit,
             ),
-            numbers: HashMap::default(),
-            last: None,
-            increasing: true,
-            peak: Default::default(),
-            partials: Vec::new(),
-        }))
+        )))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
@@ -247,31 +240,75 @@ impl AggregateUDFImpl for Profiler {
 /// (no allocation per row); a fixed-seed hasher keeps every run identical.
 type Counts<'a> = HashMap<&'a str, u64, foldhash::fast::FixedState>;
 
-/// Adds one batch of a categorical column to `profile`: values are counted
-/// first (one hash per row) and each distinct value is added once with its
-/// count; the frequency summary is reduced at most once per batch.
-/// Dictionary columns are counted by key, without touching their strings
-/// per row.
-fn count_categories(array: &ArrayRef, profile: &mut ColumnProfile) -> Result<()> {
+/// The string layouts [`tally_categories`] reads as they are; other
+/// categorical types (booleans, other dictionaries) are cast to text first.
+fn is_plain_text(data_type: &DataType) -> bool {
+    match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(_, value) => value.as_ref() == &DataType::Utf8,
+        _ => false,
+    }
+}
+
+/// Adds one batch of a categorical column to `profile`: its nulls at once,
+/// its values counted (one hash per row) into `kept` while the accumulator
+/// keeps counts across batches, else into this batch's own counts, each
+/// distinct value then added to the profile once with its count (the
+/// frequency summary reduced at most once per batch).
+fn count_categories(
+    array: &ArrayRef,
+    profile: &mut ColumnProfile,
+    kept: Option<&mut CategoryCounts>,
+) -> Result<()> {
     profile.update_nulls(array.logical_null_count() as u64);
-    fn add<'a>(values: impl Iterator<Item = Option<&'a str>>, counts: &mut Counts<'a>) {
-        for v in values.flatten() {
-            *counts.entry(v).or_insert(0) += 1;
+    let cast;
+    let array = if is_plain_text(array.data_type()) {
+        array
+    } else {
+        // Booleans and other dictionaries: their text form.
+        cast = arrow::compute::cast(array, &DataType::Utf8)?;
+        &cast
+    };
+    match kept {
+        Some(kept) if array.data_type() == &DataType::Utf8View => {
+            kept.add_views(array.as_string_view());
+            Ok(())
+        }
+        Some(kept) => tally_categories(array, |value, n| kept.add(value, n)),
+        None => {
+            let mut counts = Counts::default();
+            tally_categories(array, |value, n| *counts.entry(value).or_insert(0) += n)?;
+            profile.update_str_count_map(counts);
+            Ok(())
         }
     }
-    let mut counts = Counts::default();
+}
+
+/// Calls `each(value, count)` for the non-null values of a text column
+/// ([`is_plain_text`]), at least once per distinct value (the same value
+/// may come more than once; callers add the counts up). Dictionary columns
+/// are counted by key, without touching their strings per row.
+fn tally_categories<'a>(array: &'a ArrayRef, mut each: impl FnMut(&'a str, u64)) -> Result<()> {
     match array.data_type() {
-        DataType::Utf8 => add(array.as_string::<i32>().iter(), &mut counts),
-        DataType::LargeUtf8 => add(array.as_string::<i64>().iter(), &mut counts),
-        DataType::Utf8View => count_views(array.as_string_view(), &mut counts),
-        DataType::Dictionary(_, value) if value.as_ref() == &DataType::Utf8 => {
+        DataType::Utf8 => array
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .for_each(|v| each(v, 1)),
+        DataType::LargeUtf8 => array
+            .as_string::<i64>()
+            .iter()
+            .flatten()
+            .for_each(|v| each(v, 1)),
+        DataType::Utf8View => count_views(array.as_string_view(), &mut each),
+        DataType::Dictionary(_, _) => {
             let dict = array.as_any_dictionary();
             let keys = arrow::compute::cast(dict.keys(), &DataType::UInt32)?;
             let keys = keys.as_primitive::<arrow::datatypes::UInt32Type>();
             let values = dict.values().as_string::<i32>();
             let mut per_key = vec![0u64; values.len()];
-            // A null key is a null row (counted above); a valid key pointing
-            // at a null value is one too, and is skipped with it.
+            // A null key is a null row (counted by the caller); a valid key
+            // pointing at a null value is one too, and is skipped with it.
             for k in keys.iter().flatten() {
                 if let Some(c) = per_key.get_mut(k as usize) {
                     *c += 1;
@@ -279,20 +316,16 @@ fn count_categories(array: &ArrayRef, profile: &mut ColumnProfile) -> Result<()>
             }
             for (i, &n) in per_key.iter().enumerate() {
                 if n > 0 && values.is_valid(i) {
-                    *counts.entry(values.value(i)).or_insert(0) += n;
+                    each(values.value(i), n);
                 }
             }
         }
-        _ => {
-            // Booleans and other dictionaries: their text form.
-            let cast = arrow::compute::cast(array, &DataType::Utf8)?;
-            let mut owned: Counts = Counts::default();
-            add(cast.as_string::<i32>().iter(), &mut owned);
-            profile.update_str_count_map(owned);
-            return Ok(());
+        other => {
+            return Err(DataFusionError::Internal(format!(
+                "counting categories of {other} without casting them to text"
+            )));
         }
     }
-    profile.update_str_count_map(counts);
     Ok(())
 }
 
@@ -302,9 +335,12 @@ fn count_categories(array: &ArrayRef, profile: &mut ColumnProfile) -> Result<()>
 /// Parquet reader gives every row of one dictionary entry the same view), so
 /// rows are counted by the view as one 16-byte integer (no string hash, no
 /// byte comparison, no pointer to follow) and each distinct view's text is
-/// looked up once. Different views of the same text (the same string stored
-/// twice) add up in `counts`, which is keyed by text.
-fn count_views<'a>(strings: &'a arrow::array::StringViewArray, counts: &mut Counts<'a>) {
+/// passed on once. Different views of the same text (the same string stored
+/// twice) are passed on apart; callers add them up.
+fn count_views<'a>(
+    strings: &'a arrow::array::StringViewArray,
+    each: &mut impl FnMut(&'a str, u64),
+) {
     let views = strings.views();
     let mut by_view: HashMap<u128, (u64, usize), foldhash::fast::FixedState> = HashMap::default();
     let mut add = |i: usize| {
@@ -315,16 +351,127 @@ fn count_views<'a>(strings: &'a arrow::array::StringViewArray, counts: &mut Coun
         Some(nulls) => nulls.valid_indices().for_each(&mut add),
     }
     for (n, first) in by_view.into_values() {
-        *counts.entry(strings.value(first)).or_insert(0) += n;
+        each(strings.value(first), n);
+    }
+}
+
+/// Distinct numbers a scan partition counts exactly across batches before
+/// it folds them into its profile and sketches batch by batch (issue 19):
+/// up to about 0.6 MiB of counts per profiled column and partition. A
+/// column with a few thousand distinct values (clock times, flight numbers,
+/// hours since a date) is then counted — one array slot or one hash per
+/// row — instead of sorted and sketched in every batch, and its sketch is
+/// built once, from the exact counts in value order.
+pub const COUNTED_NUMBERS_LIMIT: usize = 16_384;
+
+/// Exact category counts a scan partition keeps across batches (issue 19),
+/// keyed by the value as written, while there are at most the column's
+/// category limit of them and their bytes stay within
+/// [`crate::profile::MAX_KEPT_CATEGORY_BYTES`] — the bounds within which
+/// the profile's frequencies are exact anyway. Folding them into the
+/// profile once (per partition) instead of once per batch spares the
+/// frequency summary's and the distinct sketch's per-batch work on every
+/// value of every batch; the profile is the same.
+///
+/// Strings of up to 12 bytes read as views (the Parquet reader's layout)
+/// are counted by their view, which holds the whole string: one 16-byte
+/// key hashed per row into a map that lives as long as the scan, so a
+/// column of a few thousand tail numbers costs no per-batch map and no
+/// per-batch lookup of each distinct string. Longer strings are counted by
+/// view within the batch, then by text.
+#[derive(Debug, Default)]
+struct CategoryCounts {
+    counts: HashMap<Box<str>, u64, foldhash::fast::FixedState>,
+    /// Counts of inline views (strings of at most 12 bytes).
+    inline: HashMap<u128, u64, foldhash::fast::FixedState>,
+    /// Bytes of the values kept.
+    bytes: usize,
+}
+
+/// The longest string an Arrow view holds inline.
+const INLINE_VIEW_BYTES: u32 = 12;
+
+/// The string an inline view holds: its bytes after the 4-byte length.
+fn inline_text(view: u128) -> Option<String> {
+    let len = (view as u32).min(INLINE_VIEW_BYTES) as usize;
+    let bytes = view.to_le_bytes();
+    let text = bytes.get(4..4 + len)?;
+    Some(String::from_utf8_lossy(text).into_owned())
+}
+
+impl CategoryCounts {
+    fn add(&mut self, value: &str, n: u64) {
+        if let Some(count) = self.counts.get_mut(value) {
+            *count += n;
+        } else {
+            self.bytes += value.len();
+            self.counts.insert(value.into(), n);
+        }
+    }
+
+    /// Counts a string-view column's non-null values (see [`CategoryCounts`]).
+    fn add_views(&mut self, strings: &arrow::array::StringViewArray) {
+        let views = strings.views();
+        let mut long: HashMap<u128, (u64, usize), foldhash::fast::FixedState> = HashMap::default();
+        let (inline, bytes) = (&mut self.inline, &mut self.bytes);
+        let mut add = |i: usize| {
+            let view = views[i];
+            let len = view as u32;
+            if len <= INLINE_VIEW_BYTES {
+                inline
+                    .entry(view)
+                    .and_modify(|n| *n += 1)
+                    .or_insert_with(|| {
+                        *bytes += len as usize;
+                        1
+                    });
+            } else {
+                long.entry(view).or_insert((0, i)).0 += 1;
+            }
+        };
+        match strings.nulls() {
+            None => (0..strings.len()).for_each(&mut add),
+            Some(nulls) => nulls.valid_indices().for_each(&mut add),
+        }
+        for (n, first) in long.into_values() {
+            self.add(strings.value(first), n);
+        }
+    }
+
+    /// Whether the counts passed their bounds (see [`CategoryCounts`]).
+    fn over(&self, limit: usize) -> bool {
+        self.counts.len() + self.inline.len() > limit
+            || self.bytes > crate::profile::MAX_KEPT_CATEGORY_BYTES
+    }
+
+    /// Adds the counts to `profile` and empties them.
+    fn fold_into(&mut self, profile: &mut ColumnProfile) {
+        for (view, n) in std::mem::take(&mut self.inline) {
+            if let Some(text) = inline_text(view) {
+                self.add(&text, n);
+            }
+        }
+        if self.counts.is_empty() {
+            return;
+        }
+        let counts = std::mem::take(&mut self.counts);
+        self.bytes = 0;
+        let borrowed: Counts<'_> = counts.iter().map(|(v, &n)| (v.as_ref(), n)).collect();
+        profile.update_str_count_map(borrowed);
     }
 }
 
 #[derive(Debug)]
 struct ProfileAccumulator {
     profile: ColumnProfile,
-    /// Numbers counted (by canonical bits) while the column's distinct
-    /// values may still fit the small domain; folded in value order.
+    /// Whether values are still counted across batches (`numbers` or
+    /// `categories`, within their bounds) rather than added batch by batch.
+    counting: bool,
+    /// Numbers counted (by canonical bits) while there are at most
+    /// [`COUNTED_NUMBERS_LIMIT`]; folded in value order.
     numbers: NumberCounts,
+    /// Categories counted while within their bounds (see [`CategoryCounts`]).
+    categories: CategoryCounts,
     /// The last finite number seen, in row order (for `increasing`).
     last: Option<f64>,
     /// Whether the numbers seen so far increased row by row.
@@ -336,7 +483,21 @@ struct ProfileAccumulator {
 }
 
 impl ProfileAccumulator {
-    /// The small-domain path for plain integer columns (issue 19): while the
+    /// An accumulator adding to `profile`.
+    fn new(profile: ColumnProfile) -> Self {
+        Self {
+            profile,
+            counting: true,
+            numbers: NumberCounts::default(),
+            categories: CategoryCounts::default(),
+            last: None,
+            increasing: true,
+            peak: Default::default(),
+            partials: Vec::new(),
+        }
+    }
+
+    /// The counting path for plain integer columns (issue 19): while the
     /// column still fits its small domain and the batch's values are within
     /// ±2^53 (exact as `f64`), they are counted as integers — no conversion
     /// to `f64`, and by offset in an array when their span is short (no hash
@@ -344,11 +505,6 @@ impl ProfileAccumulator {
     /// takes the general path. Same counts, same order evidence.
     fn count_whole_numbers(&mut self, array: &ArrayRef) -> Result<bool> {
         const EXACT: i64 = 1 << 53;
-        let domain_holds = self
-            .profile
-            .numeric
-            .as_ref()
-            .is_some_and(|s| s.small_domain.is_some());
         let plain_integer = matches!(
             array.data_type(),
             DataType::Int8
@@ -359,17 +515,20 @@ impl ProfileAccumulator {
                 | DataType::UInt16
                 | DataType::UInt32
         );
-        if !domain_holds || !plain_integer {
+        if !self.counting || !plain_integer {
             return Ok(false);
         }
         let wide = arrow::compute::cast(array, &DataType::Int64)?;
         let ints = wide.as_primitive::<Int64Type>();
-        let valid: std::borrow::Cow<'_, [i64]> = if ints.null_count() == 0 {
-            std::borrow::Cow::Borrowed(ints.values().as_ref())
-        } else {
-            std::borrow::Cow::Owned(ints.iter().flatten().collect())
+        let values = ints.values();
+        let valid: std::borrow::Cow<'_, [i64]> = match ints.nulls() {
+            Some(nulls) if nulls.null_count() > 0 => nulls
+                .valid_indices()
+                .filter_map(|i| values.get(i).copied())
+                .collect(),
+            _ => std::borrow::Cow::Borrowed(values.as_ref()),
         };
-        let (Some(&lo), Some(&hi)) = (valid.iter().min(), valid.iter().max()) else {
+        let Some((lo, hi)) = min_max(&valid) else {
             // Only nulls.
             self.profile.update_nulls(ints.null_count() as u64);
             return Ok(true);
@@ -379,22 +538,51 @@ impl ProfileAccumulator {
         }
         self.profile.update_nulls(ints.null_count() as u64);
         if self.increasing {
-            self.increasing =
-                ColumnProfile::observe_order(valid.iter().map(|&v| v as f64), &mut self.last);
+            // Whole numbers within ±2^53 order as their `f64`s do.
+            let (first, last) = (valid.first().copied(), valid.last().copied());
+            let continues = match (self.last, first) {
+                (Some(before), Some(first)) => first as f64 >= before,
+                _ => true,
+            };
+            self.increasing = continues && valid.is_sorted();
+            self.last = last.map(|v| v as f64).or(self.last);
         }
         count_integers(&valid, lo, hi, &mut self.numbers);
-        if self.numbers.len() > SMALL_DOMAIN_LIMIT {
-            self.fold_numbers();
-        }
+        self.bound_counts();
         Ok(true)
     }
 
-    fn fold_numbers(&mut self) {
+    /// Past their bounds, folds the counts into the profile and adds later
+    /// batches batch by batch.
+    fn bound_counts(&mut self) {
+        let over = match self.profile.kind {
+            ColumnKind::Numeric => self.numbers.len() > COUNTED_NUMBERS_LIMIT,
+            ColumnKind::Categorical => self.categories.over(self.profile.frequencies.limit),
+        };
+        if over {
+            self.fold_counts();
+            self.counting = false;
+        }
+    }
+
+    /// Adds what was counted to the profile (numbers in value order).
+    fn fold_counts(&mut self) {
         if !self.numbers.is_empty() {
             let counts = std::mem::take(&mut self.numbers);
             self.profile.update_f64_counts(counts);
         }
+        self.categories.fold_into(&mut self.profile);
     }
+}
+
+/// The smallest and largest of `values`, in one pass.
+fn min_max(values: &[i64]) -> Option<(i64, i64)> {
+    let first = *values.first()?;
+    Some(
+        values
+            .iter()
+            .fold((first, first), |(lo, hi), &v| (lo.min(v), hi.max(v))),
+    )
 }
 
 fn to_bytes(profile: &ColumnProfile) -> Result<Vec<u8>> {
@@ -419,12 +607,7 @@ impl Accumulator for ProfileAccumulator {
                     self.increasing =
                         ColumnProfile::observe_order(numbers.iter().flatten(), &mut self.last);
                 }
-                let domain_holds = self
-                    .profile
-                    .numeric
-                    .as_ref()
-                    .is_some_and(|s| s.small_domain.is_some());
-                if domain_holds {
+                if self.counting {
                     // Count now, add each distinct value once when folded.
                     if numbers.null_count() == 0 {
                         count_numbers(numbers.values(), &mut self.numbers);
@@ -432,9 +615,7 @@ impl Accumulator for ProfileAccumulator {
                         let valid: Vec<f64> = numbers.iter().flatten().collect();
                         count_numbers(&valid, &mut self.numbers);
                     }
-                    if self.numbers.len() > SMALL_DOMAIN_LIMIT {
-                        self.fold_numbers();
-                    }
+                    self.bound_counts();
                 } else if numbers.null_count() == 0 {
                     self.profile.update_f64_batch(numbers.values());
                 } else {
@@ -442,13 +623,17 @@ impl Accumulator for ProfileAccumulator {
                     self.profile.update_f64_batch(&valid);
                 }
             }
-            ColumnKind::Categorical => count_categories(array, &mut self.profile)?,
+            ColumnKind::Categorical => {
+                let kept = self.counting.then_some(&mut self.categories);
+                count_categories(array, &mut self.profile, kept)?;
+                self.bound_counts();
+            }
         }
         Ok(())
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        self.fold_numbers();
+        self.fold_counts();
         self.profile.set_increasing(self.increasing);
         self.profile.finish();
         Ok(vec![ScalarValue::LargeBinary(Some(to_bytes(
@@ -470,7 +655,7 @@ impl Accumulator for ProfileAccumulator {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        self.fold_numbers();
+        self.fold_counts();
         self.profile.set_increasing(self.increasing);
         self.profile.finish();
         let mut partials = std::mem::take(&mut self.partials);
@@ -498,6 +683,9 @@ impl Accumulator for ProfileAccumulator {
         });
         let now = std::mem::size_of_val(self)
             + self.numbers.capacity() * 24
+            + self.categories.counts.capacity() * 40
+            + self.categories.inline.capacity() * 32
+            + self.categories.bytes
             + numeric
             + self.profile.frequencies.items.len() * 80
             + self.profile.frequencies.kept_bytes()
@@ -535,10 +723,28 @@ mod tests {
         p
     }
 
-    fn counted(array: ArrayRef) -> ColumnProfile {
-        let mut p = ColumnProfile::new(ColumnKind::Categorical, "utf8");
-        count_categories(&array, &mut p).unwrap();
-        p
+    /// The batch counted into a profile directly, and counted across
+    /// batches then folded in.
+    fn counted(array: ArrayRef) -> [ColumnProfile; 2] {
+        let mut direct = ColumnProfile::new(ColumnKind::Categorical, "utf8");
+        count_categories(&array, &mut direct, None).unwrap();
+        let mut folded = ColumnProfile::new(ColumnKind::Categorical, "utf8");
+        let mut kept = CategoryCounts::default();
+        count_categories(&array, &mut folded, Some(&mut kept)).unwrap();
+        kept.fold_into(&mut folded);
+        [direct, folded]
+    }
+
+    /// A profile through the accumulator, `values` in batches of `batch`.
+    fn accumulated(profile: ColumnProfile, batches: Vec<ArrayRef>) -> ColumnProfile {
+        let mut acc = ProfileAccumulator::new(profile);
+        for array in batches {
+            acc.update_batch(&[array]).unwrap();
+        }
+        let ScalarValue::LargeBinary(Some(bytes)) = acc.evaluate().unwrap() else {
+            panic!("a profile")
+        };
+        serde_json::from_slice(&bytes).unwrap()
     }
 
     proptest! {
@@ -559,11 +765,58 @@ mod tests {
                 Arc::new(refs.iter().copied().collect::<DictionaryArray<Int32Type>>()),
             ];
             for array in layouts {
-                let got = counted(array.clone());
-                prop_assert_eq!(got.count, expected.count, "{}", array.data_type());
-                prop_assert_eq!(got.nulls, expected.nulls);
+                for got in counted(array.clone()) {
+                    prop_assert_eq!(got.count, expected.count, "{}", array.data_type());
+                    prop_assert_eq!(got.nulls, expected.nulls);
+                    prop_assert_eq!(&got.frequencies, &expected.frequencies);
+                    prop_assert_eq!(got.distinct.estimate(), expected.distinct.estimate());
+                }
+            }
+        }
+
+        /// Issue 19: categories counted across batches give the profile of
+        /// row-by-row updates while within the category limit; past it (the
+        /// counts folded in, later batches added batch by batch) the counts
+        /// add up and every kept frequency is within its error bound.
+        #[test]
+        fn issue_19_categories_counted_across_batches_match_row_by_row(
+            values in proptest::collection::vec(proptest::option::of("[a-z]{1,2}"), 0..2000),
+            batch in 1usize..300,
+            limit in prop_oneof![Just(crate::profile::DEFAULT_CATEGORY_LIMIT), 2usize..40],
+        ) {
+            let mut expected = ColumnProfile::with_category_limit(ColumnKind::Categorical, "utf8", limit);
+            for v in &values {
+                match v {
+                    Some(s) => expected.update_str(s),
+                    None => expected.update_null(),
+                }
+            }
+            let batches: Vec<ArrayRef> = values
+                .chunks(batch)
+                .map(|c| Arc::new(StringViewArray::from(c.to_vec())) as ArrayRef)
+                .collect();
+            let got = accumulated(
+                ColumnProfile::with_category_limit(ColumnKind::Categorical, "utf8", limit),
+                batches,
+            );
+            prop_assert_eq!((got.count, got.nulls), (expected.count, expected.nulls));
+            prop_assert_eq!(got.frequencies.n, expected.frequencies.n);
+            // HLL's estimate follows the order values arrive in (here hash
+            // order, not row order), within its error.
+            let (g, e) = (got.distinct.estimate(), expected.distinct.estimate());
+            prop_assert!((g - e).abs() <= 0.02 * e, "{g} vs {e}");
+            if expected.frequencies.exact {
                 prop_assert_eq!(&got.frequencies, &expected.frequencies);
-                prop_assert_eq!(got.distinct.estimate(), expected.distinct.estimate());
+            } else {
+                let mut truth: HashMap<&str, u64> = HashMap::new();
+                for v in values.iter().flatten() {
+                    *truth.entry(v.as_str()).or_insert(0) += 1;
+                }
+                let bound = got.frequencies.error_bound();
+                for (value, &count) in &got.frequencies.items {
+                    let true_count = truth[value.as_str()];
+                    prop_assert!(count <= true_count && true_count - count <= bound, "{value}: {count} of {true_count}, bound {bound}");
+                }
             }
         }
     }
@@ -579,7 +832,18 @@ mod tests {
                 0..5000,
             ),
             batch in 1usize..900,
+            sorted in any::<bool>(),
         ) {
+            let mut values = values;
+            if sorted {
+                // Nulls stay where they are; the numbers between them increase.
+                let mut numbers: Vec<i64> = values.iter().flatten().copied().collect();
+                numbers.sort_unstable();
+                let mut numbers = numbers.into_iter();
+                for v in values.iter_mut().flatten() {
+                    *v = numbers.next().unwrap_or_default();
+                }
+            }
             let mut expected = ColumnProfile::new(ColumnKind::Numeric, "int64");
             for v in &values {
                 match v {
@@ -588,22 +852,11 @@ mod tests {
                 }
             }
             expected.finish();
-            let mut acc = ProfileAccumulator {
-                profile: ColumnProfile::new(ColumnKind::Numeric, "int64"),
-                numbers: HashMap::default(),
-                last: None,
-                increasing: true,
-                partials: Vec::new(),
-                peak: Default::default(),
-            };
-            for chunk in values.chunks(batch) {
-                let array: ArrayRef = Arc::new(arrow::array::Int64Array::from(chunk.to_vec()));
-                acc.update_batch(&[array]).unwrap();
-            }
-            let ScalarValue::LargeBinary(Some(bytes)) = acc.evaluate().unwrap() else {
-                panic!("a profile")
-            };
-            let got: ColumnProfile = serde_json::from_slice(&bytes).unwrap();
+            let batches = values
+                .chunks(batch)
+                .map(|c| Arc::new(arrow::array::Int64Array::from(c.to_vec())) as ArrayRef)
+                .collect();
+            let got = accumulated(ColumnProfile::new(ColumnKind::Numeric, "int64"), batches);
             prop_assert_eq!((got.count, got.nulls), (expected.count, expected.nulls));
             let (g, e) = (got.numeric.as_ref().unwrap(), expected.numeric.as_ref().unwrap());
             prop_assert_eq!((g.min, g.max), (e.min, e.max));
@@ -612,6 +865,72 @@ mod tests {
             prop_assert_eq!(g.moments.n, e.moments.n);
             prop_assert!((g.moments.mean - e.moments.mean).abs() <= 1e-9 * e.moments.mean.abs().max(1.0));
             prop_assert_eq!(g.quantiles().n(), e.quantiles().n());
+            let increasing = ColumnProfile::observe_order(
+                values.iter().flatten().map(|&v| v as f64),
+                &mut None,
+            );
+            prop_assert_eq!(g.increasing, Some(increasing));
+            prop_assert_eq!(increasing, sorted || values.iter().flatten().is_sorted());
+        }
+    }
+
+    /// Issue 19: numbers are counted across batches up to
+    /// [`COUNTED_NUMBERS_LIMIT`] distinct values, then folded in once and
+    /// added batch by batch; whole numbers and fractions, either way the
+    /// profile describes the same numbers as row-by-row updates.
+    #[test]
+    fn issue_19_numbers_counted_past_the_limit_fold_once() {
+        let limit = COUNTED_NUMBERS_LIMIT as i64;
+        for (batches, fractions) in [(2, false), (4, false), (2, true), (4, true)] {
+            // Each batch: limit/2 + 1 consecutive multiples of 7 (or 7/4),
+            // its first the previous batch's last: the limit is passed in
+            // the second batch, and later batches are added batch by batch.
+            let mut expected = ColumnProfile::new(ColumnKind::Numeric, "float64");
+            let arrays: Vec<ArrayRef> = (0..batches)
+                .map(|b| {
+                    let values: Vec<f64> = (0..=limit / 2)
+                        .map(|i| {
+                            let v = (b * (limit / 2) + i) as f64 * 7.0;
+                            if fractions { v / 4.0 } else { v }
+                        })
+                        .collect();
+                    values.iter().for_each(|&v| expected.update_f64(v));
+                    if fractions {
+                        Arc::new(arrow::array::Float64Array::from(values)) as ArrayRef
+                    } else {
+                        let ints: Vec<i64> = values.iter().map(|&v| v as i64).collect();
+                        Arc::new(arrow::array::Int64Array::from(ints)) as ArrayRef
+                    }
+                })
+                .collect();
+            expected.finish();
+            let got = accumulated(ColumnProfile::new(ColumnKind::Numeric, "float64"), arrays);
+            let (g, e) = (
+                got.numeric.as_ref().unwrap(),
+                expected.numeric.as_ref().unwrap(),
+            );
+            assert_eq!(got.count, expected.count);
+            assert_eq!((g.min, g.max), (e.min, e.max));
+            assert_eq!(
+                (g.exact_values.is_none(), g.small_domain.is_none()),
+                (true, true)
+            );
+            assert_eq!(g.moments.n, e.moments.n);
+            assert!((g.moments.mean - e.moments.mean).abs() <= 1e-9 * e.moments.mean);
+            assert_eq!(g.tails, e.tails);
+            let sketch = g.quantiles();
+            assert_eq!(sketch.n(), e.moments.n);
+            // Every value once: the median's rank error is within the bound.
+            let median = sketch.quantile(0.5).unwrap();
+            let (lo, hi) = (g.min.unwrap(), g.max.unwrap());
+            let rank = (median - lo) / (hi - lo);
+            assert!(
+                (rank - 0.5).abs() <= sketch.rank_error_bound() + 1e-3,
+                "{rank}"
+            );
+            let (estimate, _) = got.distinct_values();
+            let n = e.moments.n as f64;
+            assert!((estimate - n).abs() <= 0.05 * n, "{estimate} of {n}");
         }
     }
 
@@ -683,19 +1002,21 @@ mod tests {
         let keys = arrow::array::Int32Array::from(vec![Some(0), Some(1), None, Some(2), Some(0)]);
         let dict: ArrayRef =
             Arc::new(DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values)).unwrap());
-        let p = counted(dict);
-        assert_eq!((p.count, p.nulls), (5, 2));
-        assert_eq!(p.frequencies.items.get("x"), Some(&2));
-        assert_eq!(p.frequencies.items.get("y"), Some(&1));
+        for p in counted(dict.clone()) {
+            assert_eq!((p.count, p.nulls), (5, 2));
+            assert_eq!(p.frequencies.items.get("x"), Some(&2));
+            assert_eq!(p.frequencies.items.get("y"), Some(&1));
+        }
         let bools: ArrayRef = Arc::new(BooleanArray::from(vec![
             Some(true),
             None,
             Some(true),
             Some(false),
         ]));
-        let p = counted(bools);
-        assert_eq!((p.count, p.nulls), (4, 1));
-        assert_eq!(p.frequencies.items.get("true"), Some(&2));
-        assert_eq!(p.frequencies.items.get("false"), Some(&1));
+        for p in counted(bools.clone()) {
+            assert_eq!((p.count, p.nulls), (4, 1));
+            assert_eq!(p.frequencies.items.get("true"), Some(&2));
+            assert_eq!(p.frequencies.items.get("false"), Some(&1));
+        }
     }
 }

@@ -721,14 +721,14 @@ fn issue_17_the_sequential_detector_lives_in_the_reports_across_restarts() {
     assert_eq!(
         statistics,
         [
-            (3.92, false),
-            (7.05, false),
-            (9.84, false),
-            (5.55, false),
-            (610.03, false),
-            (27199.48, true),
-            (6.69, false),
-            (56.78, false),
+            (3.83, false),
+            (6.88, false),
+            (9.6, false),
+            (5.41, false),
+            (592.19, false),
+            (25916.35, true),
+            (6.73, false),
+            (57.3, false),
         ]
     );
 }
