@@ -12,6 +12,7 @@ mod duplicates;
 pub mod guard;
 mod plans;
 mod profiler;
+mod ranges;
 mod verdict;
 
 use std::collections::{BTreeMap, HashMap};
@@ -1037,7 +1038,8 @@ impl Engine {
             .aggregate(Vec::<Expr>::new(), aliased)?
             .project(projections)?
             .build()?;
-        self.ctx.state().create_physical_plan(&plan).await
+        let physical = self.ctx.state().create_physical_plan(&plan).await?;
+        Ok(ranges::balance(physical, &self.ctx).await)
     }
 
     async fn execute(&self, path: &Path, planned: &Planned) -> Result<Vec<ScalarValue>> {

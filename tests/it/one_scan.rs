@@ -121,6 +121,9 @@ async fn parallel_plans_agree_with_single_partition_plans() {
         .unwrap();
     assert!(plan.contains("AggregateExec: mode=Partial"), "{plan}");
     assert!(plan.contains("file_groups={4 groups"), "{plan}");
+    // Issue 19: the file's twelve row groups of 5,000 rows are shared three
+    // to a partition, each range starting at a row group's first page.
+    assert_eq!(groups_per_range(&data, &plan), vec![3, 3, 3, 3], "{plan}");
 
     let now = crate::common::now();
     let request = ProfileRequest::AllSupported;
@@ -170,6 +173,30 @@ async fn parallel_plans_agree_with_single_partition_plans() {
             );
         }
     }
+}
+
+/// How many of `data`'s row groups start in each byte range of the plan's
+/// scan (`path:start..end` in DataFusion's plan text).
+fn groups_per_range(data: &Path, plan: &str) -> Vec<usize> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(std::fs::File::open(data).unwrap()).unwrap();
+    let starts: Vec<i64> = reader
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|g| {
+            let c = g.column(0);
+            c.dictionary_page_offset().unwrap_or(c.data_page_offset())
+        })
+        .collect();
+    let ranges = regex::Regex::new(r"\.parquet:(\d+)\.\.(\d+)").unwrap();
+    ranges
+        .captures_iter(plan)
+        .map(|c| {
+            let (from, to): (i64, i64) = (c[1].parse().unwrap(), c[2].parse().unwrap());
+            starts.iter().filter(|&&s| s >= from && s < to).count()
+        })
+        .collect()
 }
 
 /// Issue 7: the benchmark's 12 rules (benches/perf12.yaml) give identical
