@@ -107,7 +107,7 @@ line("(c) DuckDB, the 12 rules as one query", duck, duck_mem)
 line("bare DataFusion count(col), 20 cols", bare, bare_mem)
 line("bare DataFusion count(col), 7 rule cols", bare7, bare7_mem)
 dj = json.load(open(f"{d}/duckdb.out"))
-print(f"ratios: a/c = {check/duck:.2f}x   b/c = {drift/duck:.2f}x   a/bare(7 cols) = {check/bare7:.2f}x   "
+print(f"ratios: a/c = {check/duck:.2f}x   b/c = {drift/duck:.2f}x   a/bare(7 cols) = {check/bare7:.2f}x   b/bare(20 cols) = {drift/bare:.2f}x   "
       f"(DuckDB {dj['duckdb']}, {dj['threads']} threads, query alone {dj['query_seconds']:.2f} s)")
 base_t, base_m = map(float, open(f"{d}/baseline.time").read().split()[-2:])
 print(f"baseline: {base_t:.2f} s, peak RSS {base_m/1024:.0f} MiB; profile {os.path.getsize(profile)/1e6:.2f} MB")

@@ -397,12 +397,12 @@ type ViewCounts = HashMap<u128, (u64, usize), foldhash::fast::FixedState>;
 /// The longest string an Arrow view holds inline.
 const INLINE_VIEW_BYTES: u32 = 12;
 
-/// The string an inline view holds: its bytes after the 4-byte length.
-fn inline_text(view: u128) -> Option<String> {
-    let len = (view as u32).min(INLINE_VIEW_BYTES) as usize;
-    let bytes = view.to_le_bytes();
-    let text = bytes.get(4..4 + len)?;
-    Some(String::from_utf8_lossy(text).into_owned())
+/// The string an inline view holds (its little-endian bytes): the bytes
+/// after the 4-byte length. Views come from UTF-8 arrays; bytes that are
+/// not UTF-8 (a bug elsewhere) are skipped rather than guessed at.
+fn inline_str(view: &[u8; 16]) -> Option<&str> {
+    let len = (u32::from_le_bytes([view[0], view[1], view[2], view[3]])).min(INLINE_VIEW_BYTES);
+    std::str::from_utf8(view.get(4..4 + len as usize)?).ok()
 }
 
 impl CategoryCounts {
@@ -471,19 +471,34 @@ impl CategoryCounts {
     }
 
     /// Adds the counts to `profile` and empties them.
+    ///
+    /// The maps keep their capacity: a column past its bounds fills them
+    /// again (see [`ProfileAccumulator::bound_counts`]).
     fn fold_into(&mut self, profile: &mut ColumnProfile) {
-        for (view, n) in std::mem::take(&mut self.inline) {
-            if let Some(text) = inline_text(view) {
-                self.add(&text, n);
-            }
-        }
-        if self.counts.is_empty() {
+        if self.inline.is_empty() && self.counts.is_empty() {
             return;
         }
-        let counts = std::mem::take(&mut self.counts);
+        // Inline values are read in place from their views' bytes: no
+        // string is allocated per distinct value (on a column of many
+        // distinct values, every row's value passes here once).
+        let inline: Vec<([u8; 16], u64)> = self
+            .inline
+            .drain()
+            .map(|(view, n)| (view.to_le_bytes(), n))
+            .collect();
+        let mut all: Counts<'_> =
+            HashMap::with_capacity_and_hasher(inline.len() + self.counts.len(), Default::default());
+        for (bytes, n) in &inline {
+            if let Some(text) = inline_str(bytes) {
+                *all.entry(text).or_insert(0) += n;
+            }
+        }
+        for (value, &n) in &self.counts {
+            *all.entry(value.as_ref()).or_insert(0) += n;
+        }
+        profile.update_str_count_map(all);
+        self.counts.clear();
         self.bytes = 0;
-        let borrowed: Counts<'_> = counts.iter().map(|(v, &n)| (v.as_ref(), n)).collect();
-        profile.update_str_count_map(borrowed);
     }
 }
 
@@ -580,14 +595,28 @@ impl ProfileAccumulator {
 
     /// Past their bounds, folds the counts into the profile and adds later
     /// batches batch by batch.
+    ///
+    /// Categories are never added batch by batch: full counts are folded in
+    /// and counting starts again (issue 19). On a column of many distinct
+    /// values (half a million tail numbers in ten million rows) the
+    /// frequency summary is then merged once per category limit of new
+    /// values instead of once per batch — each merge walks all the kept
+    /// values and sorts new ones into them, which cost 3.3 s of CPU on that
+    /// column when done per 8,192-row batch. The summary stays a merge of
+    /// exact counts of consecutive rows, so its error bound holds as before.
     fn bound_counts(&mut self) {
-        let over = match self.profile.kind {
-            ColumnKind::Numeric => self.numbers.len() > COUNTED_NUMBERS_LIMIT,
-            ColumnKind::Categorical => self.categories.over(self.profile.frequencies.limit),
-        };
-        if over {
-            self.fold_counts();
-            self.counting = false;
+        match self.profile.kind {
+            ColumnKind::Numeric => {
+                if self.numbers.len() > COUNTED_NUMBERS_LIMIT {
+                    self.fold_counts();
+                    self.counting = false;
+                }
+            }
+            ColumnKind::Categorical => {
+                if self.categories.over(self.profile.frequencies.limit) {
+                    self.categories.fold_into(&mut self.profile);
+                }
+            }
         }
     }
 
@@ -803,11 +832,12 @@ mod tests {
 
         /// Issue 19: categories counted across batches give the profile of
         /// row-by-row updates while within the category limit; past it (the
-        /// counts folded in, later batches added batch by batch) the counts
-        /// add up and every kept frequency is within its error bound.
+        /// counts folded in each time they fill, and counted again) the
+        /// counts add up and every kept frequency is within its error bound.
         #[test]
         fn issue_19_categories_counted_across_batches_match_row_by_row(
-            values in proptest::collection::vec(proptest::option::of("[a-z]{1,2}"), 0..2000),
+            // Inline (up to 12 bytes) and longer values.
+            values in proptest::collection::vec(proptest::option::of("[a-z]{1,2}|[a-b]{12,13}"), 0..2000),
             batch in 1usize..300,
             limit in prop_oneof![Just(crate::profile::DEFAULT_CATEGORY_LIMIT), 2usize..40],
         ) {
@@ -818,9 +848,18 @@ mod tests {
                     None => expected.update_null(),
                 }
             }
+            // Views and plain strings by turns: one value can be counted
+            // both by its view and by its text before a fold.
             let batches: Vec<ArrayRef> = values
                 .chunks(batch)
-                .map(|c| Arc::new(StringViewArray::from(c.to_vec())) as ArrayRef)
+                .enumerate()
+                .map(|(i, c)| {
+                    if i % 3 == 2 {
+                        Arc::new(StringArray::from(c.to_vec())) as ArrayRef
+                    } else {
+                        Arc::new(StringViewArray::from(c.to_vec())) as ArrayRef
+                    }
+                })
                 .collect();
             let got = accumulated(
                 ColumnProfile::with_category_limit(ColumnKind::Categorical, "utf8", limit),
@@ -829,9 +868,12 @@ mod tests {
             prop_assert_eq!((got.count, got.nulls), (expected.count, expected.nulls));
             prop_assert_eq!(got.frequencies.n, expected.frequencies.n);
             // HLL's estimate follows the order values arrive in (here hash
-            // order, not row order), within its error.
-            let (g, e) = (got.distinct.estimate(), expected.distinct.estimate());
-            prop_assert!((g - e).abs() <= 0.02 * e, "{g} vs {e}");
+            // order, not row order, a value again after each fold): both
+            // are within three standard errors (3 x 1.6 %) of the truth.
+            let truth = values.iter().flatten().collect::<std::collections::HashSet<_>>().len() as f64;
+            for estimate in [got.distinct.estimate(), expected.distinct.estimate()] {
+                prop_assert!((estimate - truth).abs() <= 0.048 * truth, "{estimate} vs {truth}");
+            }
             if expected.frequencies.exact {
                 prop_assert_eq!(&got.frequencies, &expected.frequencies);
             } else {
