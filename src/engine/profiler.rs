@@ -251,10 +251,10 @@ fn is_plain_text(data_type: &DataType) -> bool {
 }
 
 /// Adds one batch of a categorical column to `profile`: its nulls at once,
-/// its values counted (one hash per row) into `kept` while the accumulator
-/// keeps counts across batches, else into this batch's own counts, each
-/// distinct value then added to the profile once with its count (the
-/// frequency summary reduced at most once per batch).
+/// its values counted (one hash per row) into `kept` when the caller keeps
+/// counts across batches (the accumulator always does), else into this
+/// batch's own counts, each distinct value then added to the profile once
+/// with its count (the frequency summary reduced at most once per batch).
 fn count_categories(
     array: &ArrayRef,
     profile: &mut ColumnProfile,
@@ -505,8 +505,9 @@ impl CategoryCounts {
 #[derive(Debug)]
 struct ProfileAccumulator {
     profile: ColumnProfile,
-    /// Whether values are still counted across batches (`numbers` or
-    /// `categories`, within their bounds) rather than added batch by batch.
+    /// Whether numbers are still counted across batches (within
+    /// [`COUNTED_NUMBERS_LIMIT`]) rather than added batch by batch.
+    /// Categories always are (see [`ProfileAccumulator::bound_counts`]).
     counting: bool,
     /// Numbers counted (by canonical bits) while there are at most
     /// [`COUNTED_NUMBERS_LIMIT`]; folded in value order.
@@ -593,8 +594,8 @@ impl ProfileAccumulator {
         Ok(true)
     }
 
-    /// Past their bounds, folds the counts into the profile and adds later
-    /// batches batch by batch.
+    /// Past their bounds, folds the counts into the profile: numbers are
+    /// then added batch by batch.
     ///
     /// Categories are never added batch by batch: full counts are folded in
     /// and counting starts again (issue 19). On a column of many distinct
@@ -679,8 +680,7 @@ impl Accumulator for ProfileAccumulator {
                 }
             }
             ColumnKind::Categorical => {
-                let kept = self.counting.then_some(&mut self.categories);
-                count_categories(array, &mut self.profile, kept)?;
+                count_categories(array, &mut self.profile, Some(&mut self.categories))?;
                 self.bound_counts();
             }
         }
