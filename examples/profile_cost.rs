@@ -17,9 +17,11 @@ use driftwatch::rules::parse_rule_file;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let path = args
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("usage: profile_cost FILE.parquet [--runs N]"))?;
+    let path = args.next().ok_or_else(|| {
+        anyhow::anyhow!(
+            "usage: profile_cost FILE.parquet [--runs N] [--partitions N] [--columns a,b]"
+        )
+    })?;
     let mut runs = 3usize;
     let mut partitions = 1usize;
     let mut only: Option<Vec<String>> = None;
@@ -58,42 +60,32 @@ async fn main() -> anyhow::Result<()> {
         "{:<16} {:>10} {:>10} {:>10}",
         "column", "decode ms", "profile ms", "extra ms"
     );
+    let bare = parse_rule_file(
+        Path::new("none.yaml"),
+        "dataset: d\nchecks:\n  - row_count: { min: 0 }\n",
+    )?;
     for column in &columns {
         let counting = parse_rule_file(
             Path::new("count.yaml"),
             &format!("dataset: d\nchecks:\n  - not_null: {column}\n    max_fraction: 1\n"),
         )?;
-        let bare = parse_rule_file(
-            Path::new("none.yaml"),
-            "dataset: d\nchecks:\n  - row_count: { min: 0 }\n",
-        )?;
+        let timed = |rules, request| {
+            let (engine, path) = (&engine, &path);
+            async move {
+                let started = Instant::now();
+                let e = engine
+                    .evaluate_with_profiles(Path::new(path), path, rules, now, request)
+                    .await;
+                anyhow::ensure!(e.report.error.is_none(), "{:?}", e.report.error);
+                Ok(started.elapsed())
+            }
+        };
+        let one_column = ProfileRequest::Columns(vec![column.clone()]);
         let mut decode = Vec::new();
         let mut profile = Vec::new();
         for _ in 0..runs {
-            let started = Instant::now();
-            let e = engine
-                .evaluate_with_profiles(
-                    Path::new(&path),
-                    &path,
-                    &counting,
-                    now,
-                    &ProfileRequest::None,
-                )
-                .await;
-            anyhow::ensure!(e.report.error.is_none(), "{:?}", e.report.error);
-            decode.push(started.elapsed());
-            let started = Instant::now();
-            let e = engine
-                .evaluate_with_profiles(
-                    Path::new(&path),
-                    &path,
-                    &bare,
-                    now,
-                    &ProfileRequest::Columns(vec![column.clone()]),
-                )
-                .await;
-            anyhow::ensure!(e.report.error.is_none(), "{:?}", e.report.error);
-            profile.push(started.elapsed());
+            decode.push(timed(&counting, &ProfileRequest::None).await?);
+            profile.push(timed(&bare, &one_column).await?);
         }
         decode.sort();
         profile.sort();

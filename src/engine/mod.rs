@@ -929,8 +929,11 @@ impl Engine {
         let mut compiled = compile_all(rules);
         match self.physical(&scan, &compiled.outputs).await {
             Ok(physical) => {
+                // Ranges are balanced for the plan that runs only, so a
+                // large file's footer is not read again for every check
+                // planned alone below.
                 return Ok(Planned {
-                    physical,
+                    physical: ranges::balance(physical, &self.ctx).await,
                     compiled,
                     schema: columns,
                 });
@@ -991,7 +994,7 @@ impl Engine {
             })
             .collect();
         Ok(Planned {
-            physical,
+            physical: ranges::balance(physical, &self.ctx).await,
             schema: columns,
             compiled: CompiledRules {
                 outputs: rebuilt.outputs,
@@ -1038,8 +1041,7 @@ impl Engine {
             .aggregate(Vec::<Expr>::new(), aliased)?
             .project(projections)?
             .build()?;
-        let physical = self.ctx.state().create_physical_plan(&plan).await?;
-        Ok(ranges::balance(physical, &self.ctx).await)
+        self.ctx.state().create_physical_plan(&plan).await
     }
 
     async fn execute(&self, path: &Path, planned: &Planned) -> Result<Vec<ScalarValue>> {

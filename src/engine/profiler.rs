@@ -236,8 +236,9 @@ impl AggregateUDFImpl for Profiler {
     }
 }
 
-/// One batch's categorical value counts, borrowed from the batch's arrays
-/// (no allocation per row); a fixed-seed hasher keeps every run identical.
+/// Categorical value counts by borrowed text, as the profile takes them
+/// ([`CategoryCounts::fold_into`]); a fixed-seed hasher keeps every run
+/// identical.
 type Counts<'a> = HashMap<&'a str, u64, foldhash::fast::FixedState>;
 
 /// The string layouts [`tally_categories`] reads as they are; other
@@ -250,15 +251,15 @@ fn is_plain_text(data_type: &DataType) -> bool {
     }
 }
 
-/// Adds one batch of a categorical column to `profile`: its nulls at once,
-/// its values counted (one hash per row) into `kept` when the caller keeps
-/// counts across batches (the accumulator always does), else into this
-/// batch's own counts, each distinct value then added to the profile once
-/// with its count (the frequency summary reduced at most once per batch).
+/// Adds one batch of a categorical column: its nulls to `profile` at once,
+/// its values counted (one hash per row) into `kept`, the counts the
+/// accumulator keeps across batches and folds into the profile (see
+/// [`CategoryCounts`]). String views are counted by view
+/// ([`CategoryCounts::add_views`]), other layouts by [`tally_categories`].
 fn count_categories(
     array: &ArrayRef,
     profile: &mut ColumnProfile,
-    kept: Option<&mut CategoryCounts>,
+    kept: &mut CategoryCounts,
 ) -> Result<()> {
     profile.update_nulls(array.logical_null_count() as u64);
     let cast;
@@ -269,19 +270,11 @@ fn count_categories(
         cast = arrow::compute::cast(array, &DataType::Utf8)?;
         &cast
     };
-    match kept {
-        Some(kept) if array.data_type() == &DataType::Utf8View => {
-            kept.add_views(array.as_string_view());
-            Ok(())
-        }
-        Some(kept) => tally_categories(array, |value, n| kept.add(value, n)),
-        None => {
-            let mut counts = Counts::default();
-            tally_categories(array, |value, n| *counts.entry(value).or_insert(0) += n)?;
-            profile.update_str_count_map(counts);
-            Ok(())
-        }
+    if array.data_type() == &DataType::Utf8View {
+        kept.add_views(array.as_string_view());
+        return Ok(());
     }
+    tally_categories(array, |value, n| kept.add(value, n))
 }
 
 /// Calls `each(value, count)` for the non-null values of a text column
@@ -300,7 +293,13 @@ fn tally_categories<'a>(array: &'a ArrayRef, mut each: impl FnMut(&'a str, u64))
             .iter()
             .flatten()
             .for_each(|v| each(v, 1)),
-        DataType::Utf8View => count_views(array.as_string_view(), &mut each),
+        // Views are counted by view where it matters (see
+        // `CategoryCounts::add_views`); here, value by value.
+        DataType::Utf8View => array
+            .as_string_view()
+            .iter()
+            .flatten()
+            .for_each(|v| each(v, 1)),
         DataType::Dictionary(_, _) => {
             let dict = array.as_any_dictionary();
             let keys = arrow::compute::cast(dict.keys(), &DataType::UInt32)?;
@@ -329,32 +328,6 @@ fn tally_categories<'a>(array: &'a ArrayRef, mut each: impl FnMut(&'a str, u64))
     Ok(())
 }
 
-/// Counts a string-view column by its views. Equal views are equal
-/// strings (a view is the length with the string itself when it has at most
-/// 12 bytes, else the length, a prefix and where the bytes are — and the
-/// Parquet reader gives every row of one dictionary entry the same view), so
-/// rows are counted by the view as one 16-byte integer (no string hash, no
-/// byte comparison, no pointer to follow) and each distinct view's text is
-/// passed on once. Different views of the same text (the same string stored
-/// twice) are passed on apart; callers add them up.
-fn count_views<'a>(
-    strings: &'a arrow::array::StringViewArray,
-    each: &mut impl FnMut(&'a str, u64),
-) {
-    let views = strings.views();
-    let mut by_view: HashMap<u128, (u64, usize), foldhash::fast::FixedState> = HashMap::default();
-    let mut add = |i: usize| {
-        by_view.entry(views[i]).or_insert((0, i)).0 += 1;
-    };
-    match strings.nulls() {
-        None => (0..strings.len()).for_each(&mut add),
-        Some(nulls) => nulls.valid_indices().for_each(&mut add),
-    }
-    for (n, first) in by_view.into_values() {
-        each(strings.value(first), n);
-    }
-}
-
 /// Distinct numbers a scan partition counts exactly across batches before
 /// it folds them into its profile and sketches batch by batch (issue 19):
 /// up to about 0.6 MiB of counts per profiled column and partition. A
@@ -369,9 +342,10 @@ pub const COUNTED_NUMBERS_LIMIT: usize = 16_384;
 /// category limit of them and their bytes stay within
 /// [`crate::profile::MAX_KEPT_CATEGORY_BYTES`] — the bounds within which
 /// the profile's frequencies are exact anyway. Folding them into the
-/// profile once (per partition) instead of once per batch spares the
-/// frequency summary's and the distinct sketch's per-batch work on every
-/// value of every batch; the profile is the same.
+/// profile once they fill (or once per partition) instead of once per
+/// batch spares the frequency summary's and the distinct sketch's
+/// per-batch work on every value of every batch; within the bounds the
+/// profile is the same.
 ///
 /// Strings of up to 12 bytes read as views (the Parquet reader's layout)
 /// are counted by their view, which holds the whole string: one 16-byte
@@ -680,7 +654,7 @@ impl Accumulator for ProfileAccumulator {
                 }
             }
             ColumnKind::Categorical => {
-                count_categories(array, &mut self.profile, Some(&mut self.categories))?;
+                count_categories(array, &mut self.profile, &mut self.categories)?;
                 self.bound_counts();
             }
         }
@@ -779,16 +753,13 @@ mod tests {
         p
     }
 
-    /// The batch counted into a profile directly, and counted across
-    /// batches then folded in.
-    fn counted(array: ArrayRef) -> [ColumnProfile; 2] {
-        let mut direct = ColumnProfile::new(ColumnKind::Categorical, "utf8");
-        count_categories(&array, &mut direct, None).unwrap();
+    /// The batch counted, then folded into a profile.
+    fn counted(array: ArrayRef) -> ColumnProfile {
         let mut folded = ColumnProfile::new(ColumnKind::Categorical, "utf8");
         let mut kept = CategoryCounts::default();
-        count_categories(&array, &mut folded, Some(&mut kept)).unwrap();
+        count_categories(&array, &mut folded, &mut kept).unwrap();
         kept.fold_into(&mut folded);
-        [direct, folded]
+        folded
     }
 
     /// A profile through the accumulator, `values` in batches of `batch`.
@@ -821,12 +792,11 @@ mod tests {
                 Arc::new(refs.iter().copied().collect::<DictionaryArray<Int32Type>>()),
             ];
             for array in layouts {
-                for got in counted(array.clone()) {
-                    prop_assert_eq!(got.count, expected.count, "{}", array.data_type());
-                    prop_assert_eq!(got.nulls, expected.nulls);
-                    prop_assert_eq!(&got.frequencies, &expected.frequencies);
-                    prop_assert_eq!(got.distinct.estimate(), expected.distinct.estimate());
-                }
+                let got = counted(array.clone());
+                prop_assert_eq!(got.count, expected.count, "{}", array.data_type());
+                prop_assert_eq!(got.nulls, expected.nulls);
+                prop_assert_eq!(&got.frequencies, &expected.frequencies);
+                prop_assert_eq!(got.distinct.estimate(), expected.distinct.estimate());
             }
         }
 
@@ -1071,21 +1041,19 @@ mod tests {
         let keys = arrow::array::Int32Array::from(vec![Some(0), Some(1), None, Some(2), Some(0)]);
         let dict: ArrayRef =
             Arc::new(DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values)).unwrap());
-        for p in counted(dict.clone()) {
-            assert_eq!((p.count, p.nulls), (5, 2));
-            assert_eq!(p.frequencies.items.get("x"), Some(&2));
-            assert_eq!(p.frequencies.items.get("y"), Some(&1));
-        }
+        let p = counted(dict);
+        assert_eq!((p.count, p.nulls), (5, 2));
+        assert_eq!(p.frequencies.items.get("x"), Some(&2));
+        assert_eq!(p.frequencies.items.get("y"), Some(&1));
         let bools: ArrayRef = Arc::new(BooleanArray::from(vec![
             Some(true),
             None,
             Some(true),
             Some(false),
         ]));
-        for p in counted(bools.clone()) {
-            assert_eq!((p.count, p.nulls), (4, 1));
-            assert_eq!(p.frequencies.items.get("true"), Some(&2));
-            assert_eq!(p.frequencies.items.get("false"), Some(&1));
-        }
+        let p = counted(bools);
+        assert_eq!((p.count, p.nulls), (4, 1));
+        assert_eq!(p.frequencies.items.get("true"), Some(&2));
+        assert_eq!(p.frequencies.items.get("false"), Some(&1));
     }
 }
