@@ -202,6 +202,25 @@ impl Frequencies {
     /// result equals inserting every count and then reducing; while it stays
     /// within the limit it equals adding values one by one.
     pub fn add_count_map<S: BuildHasher>(&mut self, batch: HashMap<&str, u64, S>) {
+        let n = batch.values().sum();
+        self.add_summary_map(batch, n, true);
+    }
+
+    /// Merges a Misra–Gries summary of `n` values (Agarwal et al.): `batch`
+    /// holds its counters — exact counts when `exact`, otherwise lower
+    /// bounds, each at most `(n − Σ counters) / (limit + 1)` below the truth
+    /// for a summary reduced as this one is (see the module doc). A
+    /// caller that counts a long stretch of rows in its own map and reduces
+    /// it in place when it fills (the profiler, issue 19) passes it here
+    /// once; the merged summary's error bound then holds as for any merge.
+    pub fn add_summary_map<S: BuildHasher>(
+        &mut self,
+        batch: HashMap<&str, u64, S>,
+        n: u64,
+        exact: bool,
+    ) {
+        self.n += n;
+        self.exact &= exact;
         if batch.keys().any(|k| k.len() > MAX_VALUE_BYTES) {
             // Rare: long values are counted under their cut form, so values
             // sharing a prefix are one key.
@@ -221,7 +240,6 @@ impl Frequencies {
     /// [`Frequencies::add_count_map`] of values already in their kept form.
     fn add_kept_count_map<S: BuildHasher>(&mut self, mut batch: HashMap<&str, u64, S>) {
         batch.retain(|_, c| *c > 0);
-        self.n += batch.values().sum::<u64>();
         // Add the counts of values already kept: walk the smaller side (a
         // batch of a few values against 65,536 kept ones looks each up in
         // the sorted map instead of every kept value up in the batch).

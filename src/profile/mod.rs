@@ -29,6 +29,7 @@ pub use distinct::DistinctSketch;
 pub use frequencies::{
     DEFAULT_LIMIT as DEFAULT_CATEGORY_LIMIT, Frequencies,
     MAX_KEPT_BYTES as MAX_KEPT_CATEGORY_BYTES, MAX_LIMIT as MAX_CATEGORY_LIMIT,
+    kept_value as kept_category_value,
 };
 pub use moments::Moments;
 pub use quantiles::QuantileSketch;
@@ -764,6 +765,28 @@ impl ColumnProfile {
             }
         }
         self.frequencies.add_count_map(batch);
+    }
+
+    /// Adds a Misra–Gries summary of `n` non-null values counted elsewhere
+    /// (see [`Frequencies::add_summary_map`]): its counters, exact counts
+    /// when `exact`. Values the summary dropped must already be in the
+    /// distinct sketch; the counters' values are added to it here.
+    pub fn update_str_summary<S: std::hash::BuildHasher>(
+        &mut self,
+        batch: std::collections::HashMap<&str, u64, S>,
+        n: u64,
+        exact: bool,
+    ) {
+        if self.kind != ColumnKind::Categorical {
+            return;
+        }
+        self.count += n;
+        for (value, c) in &batch {
+            if *c > 0 {
+                self.distinct.update_str(value);
+            }
+        }
+        self.frequencies.add_summary_map(batch, n, exact);
     }
 
     /// Merges another profile of the same column.
