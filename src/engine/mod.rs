@@ -14,6 +14,7 @@ mod plans;
 mod profiler;
 mod ranges;
 mod verdict;
+mod view_counts;
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;

@@ -271,7 +271,7 @@ fn count_categories(
         &cast
     };
     if array.data_type() == &DataType::Utf8View {
-        kept.add_views(array.as_string_view());
+        kept.add_views(array.as_string_view(), profile);
         return Ok(());
     }
     tally_categories(array, |value, n| kept.add(value, n))
@@ -370,7 +370,10 @@ pub const COUNTED_NUMBERS_LIMIT: usize = 16_384;
 struct CategoryCounts {
     counts: HashMap<Box<str>, u64, foldhash::fast::FixedState>,
     /// Counts of inline views (strings of at most 12 bytes).
-    inline: InlineCounts,
+    inline: super::view_counts::ViewCounts,
+    /// A batch's inline views, gathered to be counted together (kept, to
+    /// reuse).
+    batch: Vec<u128>,
     /// Bytes of the values in `counts`.
     bytes: usize,
     /// Non-null values counted since the last fold.
@@ -382,11 +385,8 @@ struct CategoryCounts {
     scratch: Vec<u64>,
 }
 
-/// Rows by inline view (see [`CategoryCounts`]).
-type InlineCounts = HashMap<u128, u64, foldhash::fast::FixedState>;
-
-/// Rows by view within one batch, with the first row of each view.
-type ViewCounts = HashMap<u128, (u64, usize), foldhash::fast::FixedState>;
+/// Rows by long view within one batch, with the first row of each view.
+type LongViews = HashMap<u128, (u64, usize), foldhash::fast::FixedState>;
 
 /// The longest string an Arrow view holds inline.
 const INLINE_VIEW_BYTES: u32 = 12;
@@ -415,7 +415,7 @@ impl CategoryCounts {
         // ones under the form the summary keeps.
         if value.len() <= INLINE_VIEW_BYTES as usize {
             let view = arrow::array::builder::make_view(value.as_bytes(), 0, 0);
-            *self.inline.entry(view).or_insert(0) += n;
+            self.inline.add(view, n);
             return;
         }
         let value = crate::profile::kept_category_value(value);
@@ -427,20 +427,21 @@ impl CategoryCounts {
         }
     }
 
-    /// Counts a string-view column's non-null values (see [`CategoryCounts`]).
-    fn add_views(&mut self, strings: &arrow::array::StringViewArray) {
+    /// Counts a string-view column's non-null values (see [`CategoryCounts`]):
+    /// inline views gathered and counted together (their slots prefetched,
+    /// see [`super::view_counts`]), long ones by view within the batch,
+    /// then by text.
+    fn add_views(&mut self, strings: &arrow::array::StringViewArray, profile: &mut ColumnProfile) {
         let views = strings.views();
-        let mut inline = std::mem::take(&mut self.inline);
-        let mut long = ViewCounts::default();
-        let mut rows = 0u64;
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.clear();
+        let mut long = LongViews::default();
         #[inline(always)]
-        fn add(inline: &mut InlineCounts, long: &mut ViewCounts, view: u128, i: usize) -> u64 {
+        fn add(batch: &mut Vec<u128>, long: &mut LongViews, view: u128, i: usize) {
             if view as u32 <= INLINE_VIEW_BYTES {
-                *inline.entry(view).or_insert(0) += 1;
-                1
+                batch.push(view);
             } else {
                 long.entry(view).or_insert((0, i)).0 += 1;
-                0
             }
         }
         // Loops written out: through a closure called from two places the
@@ -448,31 +449,38 @@ impl CategoryCounts {
         match strings.nulls() {
             None => {
                 for (i, &view) in views.iter().enumerate() {
-                    rows += add(&mut inline, &mut long, view, i);
+                    add(&mut batch, &mut long, view, i);
                 }
             }
             Some(nulls) => {
                 for i in nulls.valid_indices() {
                     if let Some(&view) = views.get(i) {
-                        rows += add(&mut inline, &mut long, view, i);
+                        add(&mut batch, &mut long, view, i);
                     }
                 }
             }
         }
-        self.inline = inline;
-        self.rows += rows;
+        // Reduced first if the batch could take the counters past their
+        // bound, so the table stays at the size the bound needs.
+        let limit = profile.frequencies.limit;
+        if self.counts.len() + self.inline.len() + batch.len() > Self::reduce_at(limit) {
+            self.reduce(limit, &mut profile.distinct);
+        }
+        self.inline.add_each(&batch);
+        self.rows += batch.len() as u64;
+        self.batch = batch;
         for (n, first) in long.into_values() {
             self.add(strings.value(first), n);
         }
     }
 
-    /// Counters held before they are reduced, for a category `limit`: the
-    /// slots a hash map sized for `limit` entries has anyway (7/8 of the
-    /// next power of two above them), so waiting costs no memory, and at
-    /// least `limit / 2` new values between two reductions.
+    /// Counters held before they are reduced, for a category `limit`:
+    /// half as many again, so a reduction (a pass over the table) comes
+    /// once per `limit / 2` or so new values, and the table stays at the
+    /// size its 3/4 load needs (131,072 slots, 3 MiB, at the default
+    /// limit). Batches are checked before they are counted.
     fn reduce_at(limit: usize) -> usize {
-        let slots = (limit.saturating_add(1)).saturating_mul(8) / 7;
-        (slots.next_power_of_two() / 8 * 7).max(limit + limit / 2 + 1)
+        limit.saturating_add(limit / 2)
     }
 
     /// Keeps the counts within their bounds (see [`CategoryCounts`]):
@@ -494,7 +502,7 @@ impl CategoryCounts {
     fn reduce(&mut self, limit: usize, distinct: &mut crate::profile::DistinctSketch) {
         let mut all = std::mem::take(&mut self.scratch);
         all.clear();
-        all.extend(self.inline.values().copied());
+        self.inline.push_counts(&mut all);
         all.extend(self.counts.values().copied());
         if all.len() > limit {
             let cut = *all.select_nth_unstable_by(limit, |a, b| b.cmp(a)).1;
@@ -535,9 +543,10 @@ impl CategoryCounts {
         // string is allocated per distinct value.
         let inline: Vec<([u8; 16], u64)> = self
             .inline
-            .drain()
+            .iter()
             .map(|(view, n)| (view.to_le_bytes(), n))
             .collect();
+        self.inline.clear();
         let mut all: Counts<'_> =
             HashMap::with_capacity_and_hasher(inline.len() + self.counts.len(), Default::default());
         for (bytes, n) in &inline {
@@ -789,7 +798,8 @@ impl Accumulator for ProfileAccumulator {
         let now = std::mem::size_of_val(self)
             + self.numbers.capacity() * 24
             + self.categories.counts.capacity() * 40
-            + self.categories.inline.capacity() * 32
+            + self.categories.inline.allocated_bytes()
+            + self.categories.batch.capacity() * 16
             + self.categories.bytes
             + self.categories.inline.len() * INLINE_VIEW_BYTES as usize
             + numeric
