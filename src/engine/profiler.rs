@@ -353,11 +353,10 @@ pub const COUNTED_NUMBERS_LIMIT: usize = 16_384;
 /// ([`crate::profile::kept_category_value`]).
 ///
 /// **Past the limit** (half a million tail numbers in ten million rows) the
-/// counters are reduced where they are, once the maps hold
-/// [`CategoryCounts::reduce_at`] of them (the slots the map already has
-/// for the limit): subtract the (limit+1)-th largest count from every
-/// counter and drop those left at zero, adding each dropped value to the
-/// distinct sketch. That is the summary's own Misra–Gries step (every
+/// counters are reduced where they are, once they would pass
+/// [`CategoryCounts::reduce_at`] (1.5 × the limit): subtract the
+/// (limit+1)-th largest count from every counter and drop those left at
+/// zero, adding each dropped value to the distinct sketch. That is the summary's own Misra–Gries step (every
 /// counter stays within `(n − Σ counters) / (limit + 1)` below its true
 /// count), so the profile's error bound holds as before; done in place it
 /// costs a pass over the counts per few ten thousand new values, where
