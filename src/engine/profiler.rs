@@ -461,10 +461,7 @@ impl CategoryCounts {
         }
         // Reduced first if the batch could take the counters past their
         // bound, so the table stays at the size the bound needs.
-        let limit = profile.frequencies.limit;
-        if self.counts.len() + self.inline.len() + batch.len() > Self::reduce_at(limit) {
-            self.reduce(limit, &mut profile.distinct);
-        }
+        self.reduce_before(batch.len(), profile);
         self.inline.add_each(&batch);
         self.rows += batch.len() as u64;
         self.batch = batch;
@@ -486,12 +483,18 @@ impl CategoryCounts {
     /// reduces the counters past the limit, folds long values into
     /// `profile` past their byte budget.
     fn bound(&mut self, profile: &mut ColumnProfile) {
-        let limit = profile.frequencies.limit;
-        if self.counts.len() + self.inline.len() > Self::reduce_at(limit) {
-            self.reduce(limit, &mut profile.distinct);
-        }
+        self.reduce_before(0, profile);
         if self.bytes > crate::profile::MAX_KEPT_CATEGORY_BYTES {
             self.fold_into(profile);
+        }
+    }
+
+    /// Reduces the counters if `incoming` new ones could take them past
+    /// [`CategoryCounts::reduce_at`].
+    fn reduce_before(&mut self, incoming: usize, profile: &mut ColumnProfile) {
+        let limit = profile.frequencies.limit;
+        if self.counts.len() + self.inline.len() + incoming > Self::reduce_at(limit) {
+            self.reduce(limit, &mut profile.distinct);
         }
     }
 

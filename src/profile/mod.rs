@@ -755,16 +755,8 @@ impl ColumnProfile {
         &mut self,
         batch: std::collections::HashMap<&str, u64, S>,
     ) {
-        if self.kind != ColumnKind::Categorical {
-            return;
-        }
-        for (value, n) in &batch {
-            if *n > 0 {
-                self.count += n;
-                self.distinct.update_str(value);
-            }
-        }
-        self.frequencies.add_count_map(batch);
+        let n = batch.values().sum();
+        self.update_str_summary(batch, n, true);
     }
 
     /// Adds a Misra–Gries summary of `n` non-null values counted elsewhere
