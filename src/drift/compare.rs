@@ -40,6 +40,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::interpolated::{self, Cdf, Point};
 use super::{
     ColumnKind as TestColumnKind, TestKind, TestOutcome, chisquare, default_test,
     default_threshold, hellinger, is_drift, jensenshannon, kl_div, kolmogorov_two_sided_sf, psi,
@@ -949,103 +950,113 @@ fn points(p: &ColumnProfile) -> Option<(Points, f64)> {
     Some((s.weighted_points(), error))
 }
 
-/// A side's points for the sketched Wasserstein distance and what they
-/// guarantee.
+/// A side's CDF for the sketched Wasserstein distance and what it
+/// guarantees.
 pub(crate) struct WassersteinSide {
-    /// Bound on ∫|F̂ − F| dx for this side, in the column's units.
+    /// The side's piecewise-linear CDF.
+    pub(crate) cdf: Cdf,
+    /// Bound on ∫|L − F| dx for this side, in the column's units.
     pub(crate) bound: f64,
     /// Whether the exact tails were used.
     pub(crate) tails: bool,
 }
 
-/// The points the sketched `wasserstein` integrates for one side (issue 17).
+/// A sketch's items as points standing for the values around them (see
+/// `interpolated`), optionally only those in `[lo, hi]`, weights scaled.
+fn sketch_points(
+    sketch: &crate::profile::QuantileSketch,
+    within: Option<(f64, f64)>,
+) -> Vec<Point> {
+    sketch
+        .weighted_items()
+        .into_iter()
+        .filter(|&(v, _)| within.is_none_or(|(lo, hi)| v >= lo && v <= hi))
+        .map(|(v, w)| Point::spread(v, w as f64))
+        .collect()
+}
+
+/// The CDF the sketched `wasserstein` integrates for one side (issue 17).
 ///
-/// Plain sketch: every CDF value is within ε (the sketch's rank-error
+/// Plain sketch: every step-CDF value is within ε (the sketch's rank-error
 /// bound), so ∫|F̂ − F| ≤ ε · (max − min). With the profile's exact tails
 /// (the k smallest values, up to `lo`, and the k largest, from `hi`): the
 /// values below `lo` and above `hi` are exact points, and the sketch's items
-/// in [lo, hi] are rescaled to the exact mass there. The CDF is then exact
-/// outside [lo, hi) and within 4ε inside it (2ε for the sketch mass between
-/// two points, 2ε for the rescaling), so ∫|F̂ − F| ≤ 4ε · (hi − lo). Each
-/// side takes whichever bound is smaller: on a light-tailed column (normal)
-/// `max − min` is under 4 (hi − lo) and the plain sketch stays; on a heavy
-/// tail (Pareto α = 1.5 at 10⁵ values, hi ≈ 85 and max ≈ 2,000) the tails
-/// win. Exact values and small domains have no error.
-pub(crate) fn wasserstein_points(p: &ColumnProfile) -> Option<(Points, WassersteinSide)> {
-    let exact = |points| {
-        Some((
-            points,
-            WassersteinSide {
-                bound: 0.0,
-                tails: false,
-            },
-        ))
+/// in [lo, hi] are rescaled to the exact mass there. The step CDF is then
+/// exact outside [lo, hi) and within 4ε inside it (2ε for the sketch mass
+/// between two points, 2ε for the rescaling), so ∫|F̂ − F| ≤ 4ε · (hi − lo).
+/// Each side takes whichever bound is smaller: on a light-tailed column
+/// (normal) `max − min` is under 4 (hi − lo) and the plain sketch stays; on a
+/// heavy tail (Pareto α = 1.5 at 10⁵ values, hi ≈ 85 and max ≈ 2,000) the
+/// tails win. Either way the sketch's items are spread over the gaps around
+/// them rather than stacked at their values (`interpolated`), which adds
+/// [`Cdf::spread_bound`] to the bound. Exact values and small domains have
+/// no error.
+pub(crate) fn wasserstein_points(p: &ColumnProfile) -> Option<WassersteinSide> {
+    let exact = |points: Vec<Point>| {
+        Some(WassersteinSide {
+            cdf: Cdf::new(&points)?,
+            bound: 0.0,
+            tails: false,
+        })
+    };
+    let weighted = |points: Vec<(f64, f64)>| {
+        points
+            .into_iter()
+            .map(|(v, w)| Point::exact(v, w))
+            .collect::<Vec<_>>()
     };
     if let Some(values) = samples(p) {
-        return exact(values.into_iter().map(|x| (x, 1.0)).collect());
+        return exact(values.into_iter().map(|x| Point::exact(x, 1.0)).collect());
     }
     let s = p.numeric.as_ref()?;
     if s.small_domain.is_some() {
-        return exact(s.weighted_points());
+        return exact(weighted(s.weighted_points()));
     }
     let eps = s.sketch.rank_error_bound();
-    let plain = (s.min, s.max);
-    let (Some(min), Some(max)) = plain else {
-        return exact(s.weighted_points());
+    let (Some(min), Some(max)) = (s.min, s.max) else {
+        return exact(weighted(s.weighted_points()));
     };
-    let plain = Some((
-        s.weighted_points(),
-        WassersteinSide {
-            bound: eps * (max - min),
+    let plain = || {
+        let cdf = Cdf::new(&sketch_points(&s.sketch, None))?;
+        Some(WassersteinSide {
+            bound: eps * (max - min) + cdf.spread_bound(),
+            cdf,
             tails: false,
-        },
-    ));
+        })
+    };
     let Some(t) = s.tails.as_ref() else {
-        return plain;
+        return plain();
     };
     let (Some(&(lo, _)), Some(&(hi, _))) = (t.low.last(), t.high.first()) else {
-        return plain;
+        return plain();
     };
     let tail_bound = 4.0 * eps * (hi - lo);
     if lo >= hi || tail_bound >= eps * (max - min) {
-        return plain;
+        return plain();
     }
-    let below: Vec<(f64, f64)> = t
-        .low
-        .iter()
-        .filter(|r| r.0 < lo)
-        .map(|&(v, c)| (v, c as f64))
-        .collect();
-    let above: Vec<(f64, f64)> = t
-        .high
-        .iter()
-        .filter(|r| r.0 > hi)
-        .map(|&(v, c)| (v, c as f64))
-        .collect();
-    let middle: Vec<(f64, f64)> = s
-        .sketch
-        .weighted_items()
-        .into_iter()
-        .filter(|&(v, _)| v >= lo && v <= hi)
-        .map(|(v, w)| (v, w as f64))
-        .collect();
-    let sketched_mass: f64 = middle.iter().map(|p| p.1).sum();
-    let outside: f64 = below.iter().chain(&above).map(|p| p.1).sum();
+    let below = t.low.iter().filter(|r| r.0 < lo);
+    let above = t.high.iter().filter(|r| r.0 > hi);
+    let middle = sketch_points(&s.sketch, Some((lo, hi)));
+    let sketched_mass: f64 = middle.iter().map(|p| p.weight).sum();
+    let outside: f64 = below.clone().chain(above.clone()).map(|r| r.1 as f64).sum();
     let mass = s.sketch.n() as f64 - outside;
     if sketched_mass <= 0.0 || mass <= 0.0 {
-        return plain;
+        return plain();
     }
     let scale = mass / sketched_mass;
-    let mut points = below;
-    points.extend(middle.into_iter().map(|(v, w)| (v, w * scale)));
-    points.extend(above);
-    Some((
-        points,
-        WassersteinSide {
-            bound: tail_bound,
-            tails: true,
-        },
-    ))
+    let mut points: Vec<Point> = below.map(|&(v, c)| Point::exact(v, c as f64)).collect();
+    points.extend(
+        middle
+            .into_iter()
+            .map(|p| Point::spread(p.value, p.weight * scale)),
+    );
+    points.extend(above.map(|&(v, c)| Point::exact(v, c as f64)));
+    let cdf = Cdf::new(&points)?;
+    Some(WassersteinSide {
+        bound: tail_bound + cdf.spread_bound(),
+        cdf,
+        tails: true,
+    })
 }
 
 /// Empirical CDFs of two weighted point sets evaluated on their merged support:
@@ -1132,16 +1143,12 @@ fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) 
             } else {
                 // The distance gets its own points: exact tails where they
                 // tighten the bound (heavy tails), see `wasserstein_points`.
-                let (Some((pa, ba)), Some((pb, bb))) =
+                let (Some(ba), Some(bb)) =
                     (wasserstein_points(reference), wasserstein_points(current))
                 else {
                     return Err("no numeric values".to_string());
                 };
-                let cdfs = merged_cdfs(&pa, &pb);
-                let w: f64 = cdfs
-                    .windows(2)
-                    .map(|w| (w[0].1 - w[0].2).abs() * (w[1].0 - w[0].0))
-                    .sum();
+                let w = interpolated::gap_integral(&ba.cdf, &bb.cdf);
                 let std = reference
                     .numeric
                     .as_ref()

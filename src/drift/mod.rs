@@ -25,6 +25,9 @@
 //! - [`cvm`]: `cramer_von_mises`, exact for small samples as scipy.
 //! - [`compare`]: a batch profile against a reference profile: test choice,
 //!   exact or sketched path, multiple-testing correction, dataset drift.
+//! - `interpolated`: piecewise-linear CDFs for the sketched `wasserstein`
+//!   (a sketch item's weight spread over the gaps around it) and their
+//!   added error bound.
 //! - [`anderson`]: two-sample Anderson–Darling with scipy's interpolated,
 //!   capped p-value.
 //! - [`sequential`]: a Shiryaev–Roberts e-detector per column that bounds
@@ -50,6 +53,7 @@ pub mod compare;
 pub mod cvm;
 pub mod distance;
 pub mod exact;
+mod interpolated;
 pub mod ks;
 pub mod location;
 pub mod sequential;

@@ -91,9 +91,8 @@ fn w_bound(pa: &ColumnProfile, pb: &ColumnProfile) -> (f64, bool) {
         .and_then(|s| s.moments.std_population())
         .unwrap_or(0.0)
         .max(0.001);
-    let side = |p: &ColumnProfile| {
-        wasserstein_points(p).map_or((f64::NAN, false), |(_, s)| (s.bound, s.tails))
-    };
+    let side =
+        |p: &ColumnProfile| wasserstein_points(p).map_or((f64::NAN, false), |s| (s.bound, s.tails));
     let ((a, ta), (b, tb)) = (side(pa), side(pb));
     ((a + b) / sigma, ta || tb)
 }
@@ -255,7 +254,7 @@ fn issue_17_profiles_stored_without_tails_still_load_and_take_the_plain_sketch()
     let old: ColumnProfile =
         serde_json::from_value(json).unwrap_or_else(|e| panic!("old profile: {e}"));
     assert_eq!(old.numeric.as_ref().and_then(|s| s.tails.as_ref()), None);
-    assert_eq!(wasserstein_points(&old).map(|(_, s)| s.tails), Some(false));
+    assert_eq!(wasserstein_points(&old).map(|s| s.tails), Some(false));
     let mut merged = old.clone();
     merged.merge(&pb, "x").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(merged.numeric.as_ref().and_then(|s| s.tails.as_ref()), None);
@@ -270,4 +269,36 @@ fn issue_17_profiles_stored_without_tails_still_load_and_take_the_plain_sketch()
         "pareto 1.5 → 1.3: exact {exact:.5}, plain sketch {plain:.5}, exact tails {tails:.5}"
     );
     assert!((tails - exact).abs() * 3.0 < (plain - exact).abs());
+}
+
+/// Issue 17: on two samples of one distribution the exact distance is
+/// sampling noise, and the sketched one used to be mostly sketch error
+/// (normal, 10⁵ per side: 21 % above the exact value on average over 12
+/// seeds with k = 1,024 and step CDFs). With k = 4,096 and the items spread
+/// over their gaps (`interpolated`) it is within a few percent, so the
+/// number a user checks against a raw-data tool agrees where it is small
+/// too. Means and the worst seed are asserted; the figures are printed.
+#[test]
+fn issue_17_sketched_distance_of_identical_distributions_is_close_to_the_exact_one() {
+    // Measured: mean 3.8 / 4.1 / 3.0 %, worst seed 9.0 / 8.5 / 14.3 %.
+    for name in ["normal", "mixture", "pareto"] {
+        let mut errors = Vec::new();
+        for seed in 0..8u64 {
+            let mut a = sample_n(name, 0.0, 1000 + seed, N);
+            let mut b = sample_n(name, 0.0, 5000 + seed, N);
+            let sketched = run(&profile(&a), &profile(&b), TestKind::Wasserstein);
+            a.sort_by(f64::total_cmp);
+            b.sort_by(f64::total_cmp);
+            let exact = wasserstein(&a, &b).map_or(f64::NAN, |o| o.statistic);
+            errors.push((sketched - exact).abs() / exact);
+            eprintln!("{name} seed {seed}: exact {exact:.5} sketched {sketched:.5}");
+        }
+        let mean = errors.iter().sum::<f64>() / errors.len() as f64;
+        let worst = errors.iter().copied().fold(0.0, f64::max);
+        eprintln!("{name}: relative error mean {mean:.4}, worst {worst:.4}");
+        assert!(
+            mean <= 0.05 && worst <= 0.15,
+            "{name}: mean {mean}, worst {worst}"
+        );
+    }
 }

@@ -14,7 +14,7 @@
 //! stream's weight, so there are at most `n / (k·2^h)` of them. Summed over the
 //! `H = ceil(log2(n/k))` levels that can compact, the absolute rank error is at
 //! most `H · n / k`, i.e. a normalized rank error
-//! `ε ≤ ceil(log2(n / k)) / k` — with the default `k = 1024` that is ≤ 1.4 %
+//! `ε ≤ ceil(log2(n / k)) / k` — with the default `k = 4096` that is ≤ 0.3 %
 //! at ten million values and 0 while `n ≤ k` (no compaction: exact). In
 //! practice errors of alternating compactions cancel and observed errors are
 //! far smaller; [`QuantileSketch::rank_error_bound`] returns the bound for the
@@ -29,7 +29,14 @@
 use serde::{Deserialize, Serialize};
 
 /// Default items per level.
-pub const DEFAULT_K: usize = 1024;
+///
+/// 4,096 since issue 17 (1,024 before): the sketched Wasserstein distance of
+/// two samples of one distribution is mostly sketch error at 1,024 (21 % above
+/// the exact value on normal samples of 10⁵, 90 % at 10⁶, means over 12
+/// seeds), 3 % and 16 % at 4,096; the bound tightens 5.6× at 10⁵. Cost: a
+/// sketched column's profile holds up to `k` items per level (≈ 100 KB more
+/// JSON per sketched column); scan time unchanged within noise.
+pub const DEFAULT_K: usize = 4096;
 
 /// A mergeable quantile sketch over finite `f64` values (callers count NaN and
 /// infinities separately and never insert them).
@@ -149,9 +156,12 @@ impl QuantileSketch {
     }
 
     /// Merges another sketch into this one. Sketches with different `k` merge
-    /// into the larger `k`.
+    /// into the smaller `k`: the items of the coarser one were compacted at
+    /// its `k`, so only that `k` gives a rank-error bound that holds for the
+    /// merge (a profile stored before the default grew to 4,096 merges with
+    /// a new one at 1,024).
     pub fn merge(&mut self, other: &QuantileSketch) {
-        self.k = self.k.max(other.k);
+        self.k = self.k.min(other.k);
         while self.levels.len() < other.levels.len() {
             self.levels.push(Vec::new());
             self.compactions.push(0);
@@ -495,6 +505,34 @@ mod tests {
             expected.sort_by(f64::total_cmp);
             let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             prop_assert_eq!(bits(&ours), bits(&expected));
+        }
+    }
+
+    /// Issue 17: the default k grew from 1,024 to 4,096, and profiles
+    /// stored before merge with new ones (rolling references). The merge
+    /// takes the smaller k, whichever side it is on, and its bound holds.
+    #[test]
+    fn issue_17_sketches_of_different_k_merge_into_the_smaller_k_within_its_bound() {
+        let values: Vec<f64> = (0..20_000u64)
+            .map(|i| ((i * 7919) % 20_011) as f64)
+            .collect();
+        let (a, b) = values.split_at(8_000);
+        let (mut coarse, mut fine) = (QuantileSketch::new(16), QuantileSketch::new(64));
+        a.iter().for_each(|&v| coarse.update(v));
+        b.iter().for_each(|&v| fine.update(v));
+        let mut ab = coarse.clone();
+        ab.merge(&fine);
+        let mut ba = fine.clone();
+        ba.merge(&coarse);
+        assert_eq!((ab.k(), ba.k()), (16, 16));
+        assert_eq!(ab, ba);
+        let mut sorted = values.clone();
+        sorted.sort_by(f64::total_cmp);
+        let bound =
+            2.0 * ab.rank_error_bound() + coarse.rank_error_bound() + fine.rank_error_bound();
+        for &x in sorted.iter().step_by(101) {
+            let err = (ab.cdf(x) - exact_cdf(&sorted, x)).abs();
+            assert!(err <= bound, "err {err} bound {bound}");
         }
     }
 
