@@ -4,9 +4,11 @@
 //! not `w` values *at* it. Integrating the gap between two sketches' step
 //! CDFs treats every item as a point mass, so two sketches of the same
 //! distribution, whose items fall at different places, differ by up to an
-//! item's weight between every pair of items: on identical normal samples
-//! of 10⁵ values that discretisation was most of the sketched distance
-//! (0.0065 against an exact 0.0049). Here each sketch item's weight is
+//! item's weight between every pair of items, and that adds to the
+//! distance (identical normal samples of 10⁵ values, 8 seeds, k = 4,096: the
+//! mean error against the exact distance is 5.0 % with steps, 3.8 % with
+//! spread items; at k = 1,024 one seed went from 0.00647 to 0.00606 against
+//! an exact 0.00487). Here each sketch item's weight is
 //! spread linearly from the middle of the gap before it to the middle of the
 //! gap after it — the CDF runs through each item's centre rank and is
 //! linear in between — while exact points (exact values, small-domain

@@ -49,6 +49,8 @@ fn sample_n(name: &str, shift: f64, seed: u64, n: usize) -> Vec<f64> {
                         50.0 + 5.0 * normal(&mut rng)
                     }
                 }
+                // Log-normal, σ = 1.5 (benches/evidently_compare.py's).
+                "lognormal" => (1.5 * normal(&mut rng)).exp(),
                 // Many ties: a log-normal rounded to 2 decimals.
                 "ties" => ((3.0 * normal(&mut rng)).exp() * 100.0).round() / 100.0,
                 _ => 7.0,
@@ -280,8 +282,17 @@ fn issue_17_profiles_stored_without_tails_still_load_and_take_the_plain_sketch()
 /// too. Means and the worst seed are asserted; the figures are printed.
 #[test]
 fn issue_17_sketched_distance_of_identical_distributions_is_close_to_the_exact_one() {
-    // Measured: mean 3.8 / 4.1 / 3.0 %, worst seed 9.0 / 8.5 / 14.3 %.
-    for name in ["normal", "mixture", "pareto"] {
+    // Measured: mean 3.8 / 4.1 / 3.0 / 12.1 %, worst seed 9.0 / 8.5 / 14.3 /
+    // 37.7 %. The log-normal (σ = 1.5) is the worst case left: its error
+    // sits between the 99th percentile and the 128th largest value, where
+    // the sketch's items are few and the exact tails do not reach yet
+    // (1,024 tail values: 5.5 % mean, but `check` 15 % slower; docs/drift.md).
+    for (name, mean_limit, worst_limit) in [
+        ("normal", 0.05, 0.15),
+        ("mixture", 0.05, 0.15),
+        ("pareto", 0.05, 0.15),
+        ("lognormal", 0.15, 0.40),
+    ] {
         let mut errors = Vec::new();
         for seed in 0..8u64 {
             let mut a = sample_n(name, 0.0, 1000 + seed, N);
@@ -297,7 +308,7 @@ fn issue_17_sketched_distance_of_identical_distributions_is_close_to_the_exact_o
         let worst = errors.iter().copied().fold(0.0, f64::max);
         eprintln!("{name}: relative error mean {mean:.4}, worst {worst:.4}");
         assert!(
-            mean <= 0.05 && worst <= 0.15,
+            mean <= mean_limit && worst <= worst_limit,
             "{name}: mean {mean}, worst {worst}"
         );
     }
