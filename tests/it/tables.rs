@@ -1091,6 +1091,45 @@ fn issue_16_iceberg_table_written_by_pyiceberg_is_read_exactly() {
     assert_iceberg_fixture_read_exactly(ICEBERG_FIXTURE, &location, &[]);
 }
 
+/// Issue 16: a table partitioned by every non-identity transform (hour,
+/// day, month, year, bucket, truncate), written by pyiceberg. Reports give
+/// the partition values the snapshot's files share as Iceberg writes them
+/// in paths (expected.json holds pyiceberg's own `to_human_string` of the
+/// manifests' values). Only identity fields are column values a scan may
+/// add; these never are. Before, only identity fields were reported and
+/// these snapshots showed `{}`.
+#[test]
+fn issue_16_iceberg_transform_partitions_are_reported_as_iceberg_writes_them() {
+    let rules = Path::new("tests/fixtures/iceberg_transforms/rules.yaml");
+    let expected: Value =
+        serde_json::from_str(include_str!("../fixtures/iceberg_transforms/expected.json")).unwrap();
+    let expected = expected.as_object().unwrap();
+    assert_eq!(expected.len(), 2);
+    for (version, want) in expected {
+        let out = driftwatch(&[
+            "check",
+            "tests/fixtures/iceberg_transforms/python_table",
+            "--rules",
+            rules.to_str().unwrap(),
+            "--table-version",
+            version,
+            "--format",
+            "json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let got = &report["reports"][0];
+        assert_eq!(got["error"], Value::Null, "v{version}");
+        assert_eq!(&got["rows"], &want["rows"], "v{version}");
+        assert_eq!(&got["partitions"], &want["partitions"], "v{version}");
+        assert_eq!(got["passed"], true, "v{version}");
+    }
+    // Version 1's one file has all six fields; version 2's four files share
+    // four of them (two hours of ts1, two carriers' buckets).
+    assert_eq!(expected["1"]["partitions"].as_object().unwrap().len(), 6);
+    assert_eq!(expected["2"]["partitions"].as_object().unwrap().len(), 4);
+}
+
 /// The same table uploaded to a real S3 server: its metadata, manifests
 /// and data files read through the object store, paths under the recorded
 /// (local) location read under the table's URL.

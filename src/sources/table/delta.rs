@@ -22,6 +22,7 @@
 //! `file://` and `memory://` without its cloud crates, so the object-store
 //! schemes are registered once with its default (read-only here) log store.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
 
@@ -374,14 +375,16 @@ impl DeltaLog {
                             add.path
                         ));
                     }
+                    let partitions: BTreeMap<String, String> = add
+                        .partition_values
+                        .into_iter()
+                        .filter_map(|(k, v)| v.map(|v| (k, v)))
+                        .collect();
                     files.push(DataFile {
                         path: self.local_path(&add.path)?,
                         size: u64::try_from(add.size).unwrap_or(0),
-                        partitions: add
-                            .partition_values
-                            .into_iter()
-                            .filter_map(|(k, v)| v.map(|v| (k, v)))
-                            .collect(),
+                        partition_values: partitions.clone(),
+                        partitions,
                     });
                 }
                 Action::Add(_) => rearranged += 1,
@@ -450,14 +453,16 @@ impl DeltaLog {
                     ),
                 });
             }
+            let partitions: BTreeMap<String, String> = view
+                .partition_values_map()
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect();
             files.push(DataFile {
                 path: self.decoded_local_path(&view.path())?,
                 size: u64::try_from(view.size()).unwrap_or(0),
-                partitions: view
-                    .partition_values_map()
-                    .into_iter()
-                    .filter_map(|(k, v)| v.map(|v| (k, v)))
-                    .collect(),
+                partition_values: partitions.clone(),
+                partitions,
             });
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));

@@ -136,6 +136,8 @@ struct Entry {
     format: String,
     size: u64,
     partition: BTreeMap<String, String>,
+    /// Every partition field's value in Iceberg's human form.
+    values: BTreeMap<String, String>,
 }
 
 /// An open Iceberg table: its newest metadata, read again by [`Self::refresh`].
@@ -269,6 +271,39 @@ fn partition_value(value: &Avro) -> Option<String> {
             .checked_add(719_163)
             .and_then(chrono::NaiveDate::from_num_days_from_ce_opt)
             .map(|d| d.format("%Y-%m-%d").to_string()),
+        _ => None,
+    }
+}
+
+/// A partition field's value as Iceberg writes it in paths
+/// (`Transform.toHumanString`; pyiceberg's `to_human_string`): identity and
+/// `truncate[W]` values as they are, `bucket[N]` as its number, `year` as
+/// `2024`, `month` as `2024-05`, `day` as `2024-05-01`, `hour` as
+/// `2024-05-01-13`. `None` for null, `void` and what no transform gives.
+fn human_partition_value(transform: &str, value: &Avro) -> Option<String> {
+    let int = || match bare(value) {
+        Avro::Int(i) | Avro::Date(i) => Some(i64::from(*i)),
+        Avro::Long(l) => Some(*l),
+        _ => None,
+    };
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
+    match transform {
+        "identity" => partition_value(value),
+        t if t.starts_with("truncate[") => partition_value(value),
+        t if t.starts_with("bucket[") => int().map(|b| b.to_string()),
+        "year" => int()
+            .and_then(|y| y.checked_add(1970))
+            .map(|y| format!("{y:04}")),
+        "month" => {
+            int().map(|m| format!("{:04}-{:02}", 1970 + m.div_euclid(12), m.rem_euclid(12) + 1))
+        }
+        "day" => epoch
+            .checked_add_signed(chrono::TimeDelta::try_days(int()?)?)
+            .map(|d| d.format("%Y-%m-%d").to_string()),
+        "hour" => epoch
+            .and_hms_opt(0, 0, 0)?
+            .checked_add_signed(chrono::TimeDelta::try_hours(int()?)?)
+            .map(|t| t.format("%Y-%m-%d-%H").to_string()),
         _ => None,
     }
 }
@@ -497,25 +532,18 @@ impl IcebergTable {
         Ok(manifests)
     }
 
-    /// The identity partition fields of a spec (what a folder name would
-    /// carry; other transforms — days, buckets — are no column's value).
-    fn identity_fields(&self, spec_id: i32) -> Vec<String> {
-        let fields = self
-            .metadata
+    /// A spec's partition fields with their transforms.
+    fn spec_fields(&self, spec_id: i32) -> Vec<PartitionField> {
+        self.metadata
             .partition_specs
             .iter()
             .find(|s| s.spec_id == spec_id)
             .map(|s| s.fields.clone())
-            .unwrap_or_else(|| self.metadata.partition_spec.clone());
-        fields
-            .into_iter()
-            .filter(|f| f.transform == "identity")
-            .map(|f| f.name)
-            .collect()
+            .unwrap_or_else(|| self.metadata.partition_spec.clone())
     }
 
     async fn entries(&self, manifest: &ManifestRef) -> Result<Vec<Entry>, TableError> {
-        let identity = self.identity_fields(manifest.spec_id);
+        let fields = self.spec_fields(manifest.spec_id);
         let mut entries = Vec::new();
         for record in self.read_avro(&manifest.path).await? {
             let bad = |what: &str| {
@@ -525,14 +553,24 @@ impl IcebergTable {
                 ))
             };
             let data_file = field(&record, "data_file").ok_or_else(|| bad("data_file"))?;
-            let partition = match field(data_file, "partition") {
-                Some(Avro::Record(values)) => values
-                    .iter()
-                    .filter(|(name, _)| identity.contains(name))
-                    .filter_map(|(name, value)| Some((name.clone(), partition_value(value)?)))
-                    .collect(),
-                _ => BTreeMap::new(),
-            };
+            // Every field's value in Iceberg's human form for reports; only
+            // identity fields are column values (what a folder name would
+            // carry; a day or a bucket is no column's value).
+            let (mut partition, mut values) = (BTreeMap::new(), BTreeMap::new());
+            if let Some(Avro::Record(record)) = field(data_file, "partition") {
+                for (name, value) in record {
+                    let Some(f) = fields.iter().find(|f| &f.name == name) else {
+                        continue;
+                    };
+                    let Some(human) = human_partition_value(&f.transform, value) else {
+                        continue;
+                    };
+                    if f.transform == "identity" {
+                        partition.insert(name.clone(), human.clone());
+                    }
+                    values.insert(name.clone(), human);
+                }
+            }
             entries.push(Entry {
                 status: long(field(&record, "status")).ok_or_else(|| bad("status"))?,
                 snapshot_id: long(field(&record, "snapshot_id")),
@@ -544,6 +582,7 @@ impl IcebergTable {
                     .and_then(|n| u64::try_from(n).ok())
                     .unwrap_or(0),
                 partition,
+                values,
             });
         }
         Ok(entries)
@@ -554,6 +593,7 @@ impl IcebergTable {
             path: self.file_path(&entry.path)?,
             size: entry.size,
             partitions: entry.partition.clone(),
+            partition_values: entry.values.clone(),
         })
     }
 
@@ -761,6 +801,44 @@ async fn read_metadata(location: &str, files: &TableFiles) -> Result<Metadata, T
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 16: non-identity partition fields as Iceberg writes them in
+    /// paths (the integration test checks them against pyiceberg's own
+    /// `to_human_string` on a table it wrote).
+    #[test]
+    fn issue_16_partition_transforms_read_as_iceberg_writes_them() {
+        let h = |t: &str, v: Avro| human_partition_value(t, &v);
+        assert_eq!(h("year", Avro::Int(54)).as_deref(), Some("2024"));
+        assert_eq!(
+            h("month", Avro::Int(54 * 12 + 4)).as_deref(),
+            Some("2024-05")
+        );
+        assert_eq!(h("month", Avro::Int(-1)).as_deref(), Some("1969-12"));
+        assert_eq!(h("day", Avro::Date(19_844)).as_deref(), Some("2024-05-01"));
+        assert_eq!(h("day", Avro::Int(-1)).as_deref(), Some("1969-12-31"));
+        assert_eq!(
+            h("hour", Avro::Int(19_844 * 24 + 13)).as_deref(),
+            Some("2024-05-01-13")
+        );
+        assert_eq!(h("bucket[16]", Avro::Int(7)).as_deref(), Some("7"));
+        assert_eq!(
+            h("truncate[2]", Avro::String("UA".into())).as_deref(),
+            Some("UA")
+        );
+        assert_eq!(h("truncate[10]", Avro::Long(120)).as_deref(), Some("120"));
+        assert_eq!(
+            h("identity", Avro::String("x".into())).as_deref(),
+            Some("x")
+        );
+        // Null (a union's null branch), void and unknown transforms: no value.
+        assert_eq!(h("day", Avro::Union(0, Box::new(Avro::Null))), None);
+        assert_eq!(h("void", Avro::Int(1)), None);
+        assert_eq!(h("zorder", Avro::Int(1)), None);
+        // Out of chrono's range: no value, no panic.
+        assert_eq!(h("hour", Avro::Long(i64::MAX)), None);
+        assert_eq!(h("year", Avro::Long(i64::MAX)), None);
+        assert!(h("month", Avro::Long(i64::MIN)).is_some());
+    }
 
     #[test]
     fn issue_16_metadata_file_names_give_their_version() {

@@ -109,8 +109,15 @@ pub struct DataFile {
     pub path: PathBuf,
     /// Bytes.
     pub size: u64,
-    /// The table's partition values for it (a null value is left out).
+    /// The table's partition values for it that are column values (a null
+    /// value is left out): a scan adds them as columns where the file
+    /// lacks them, as for Hive folders.
     pub partitions: BTreeMap<String, String>,
+    /// Every partition field's value as the table format writes it in
+    /// paths, for reports: Delta's partition columns; Iceberg's fields with
+    /// their transforms applied (`ts_day` = `2024-05-01`, `id_bucket` = `3`),
+    /// which are no column's value and are never scanned as one.
+    pub partition_values: BTreeMap<String, String>,
 }
 
 /// What one table version contributes.
@@ -205,15 +212,16 @@ pub fn batch_of(
     }
 }
 
-/// The partition values every file shares (what the report shows).
+/// The partition values every file shares (what the report shows), in the
+/// table format's own form ([`DataFile::partition_values`]).
 pub fn common_partitions(files: &[DataFile]) -> BTreeMap<String, String> {
     let Some(first) = files.first() else {
         return BTreeMap::new();
     };
     first
-        .partitions
+        .partition_values
         .iter()
-        .filter(|(k, v)| files.iter().all(|f| f.partitions.get(*k) == Some(*v)))
+        .filter(|(k, v)| files.iter().all(|f| f.partition_values.get(*k) == Some(*v)))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
