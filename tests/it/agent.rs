@@ -721,14 +721,14 @@ fn issue_17_the_sequential_detector_lives_in_the_reports_across_restarts() {
     assert_eq!(
         statistics,
         [
-            (3.83, false),
-            (6.88, false),
-            (9.6, false),
+            (3.89, false),
+            (7.01, false),
+            (9.61, false),
             (5.41, false),
-            (592.19, false),
-            (25916.35, true),
-            (6.73, false),
-            (57.3, false),
+            (573.17, false),
+            (24852.37, true),
+            (6.47, false),
+            (53.4, false),
         ]
     );
 }
