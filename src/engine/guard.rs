@@ -672,6 +672,36 @@ mod tests {
         );
     }
 
+    /// A dictionary page whose header claims billions of values in a
+    /// 2,390-byte file: the crate sized the dictionary from the claim and
+    /// allocated gigabytes (the `parquet_read` fuzz target's OOM of
+    /// 2026-12-05). The patched crate (vendor/parquet, PATCHES.md 4) reads
+    /// it as an error, with the guard passing it as before.
+    #[test]
+    fn issue_15_fuzz_a_dictionary_page_claiming_huge_num_values_is_an_error_not_an_allocation() {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus/parquet_read/oom-dictionary-page-claiming-huge-num-values");
+        assert!(
+            check_file(&path).is_ok(),
+            "the guard models the footer only"
+        );
+        let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap())
+            .expect("the footer is valid");
+        let errors: Vec<String> = builder
+            .build()
+            .unwrap()
+            .filter_map(|b| b.err().map(|e| e.to_string()))
+            .take(1)
+            .collect();
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].contains("dictionary page claims") && errors[0].contains("values in"),
+            "{}",
+            errors[0]
+        );
+    }
+
     #[test]
     fn issue_15_fuzz_the_patched_parquet_crate_alone_ends_on_both_hangs() {
         // Without the guard: the parquet crate itself (vendor/parquet,

@@ -180,6 +180,17 @@ impl<T: DataType> ColumnValueDecoder for ColumnValueDecoderImpl<T> {
         }
 
         if encoding == Encoding::RLE_DICTIONARY {
+            // driftwatch patch (see vendor/parquet/PATCHES.md): the page
+            // header's value count sizes the dictionary before any value is
+            // read; a plain value takes at least one bit, so a count the
+            // page's bytes cannot hold is corrupt, not an allocation.
+            if (num_values as u64) > (buf.len() as u64).saturating_mul(8) {
+                return Err(general_err!(
+                    "dictionary page claims {} values in {} bytes",
+                    num_values,
+                    buf.len()
+                ));
+            }
             let mut dictionary = PlainDecoder::<T>::new(self.descr.type_length());
             dictionary.set_data(buf, num_values as usize)?;
 
