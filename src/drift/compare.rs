@@ -991,7 +991,7 @@ fn sketch_points(
 /// them rather than stacked at their values (`interpolated`), which adds
 /// [`Cdf::spread_bound`] to the bound. Exact values and small domains have
 /// no error.
-pub(crate) fn wasserstein_points(p: &ColumnProfile) -> Option<WassersteinSide> {
+pub(crate) fn wasserstein_side(p: &ColumnProfile) -> Option<WassersteinSide> {
     let exact = |points: Vec<Point>| {
         Some(WassersteinSide {
             cdf: Cdf::new(&points)?,
@@ -1142,9 +1142,8 @@ fn run_test(kind: TestKind, reference: &ColumnProfile, current: &ColumnProfile) 
                 ))
             } else {
                 // The distance gets its own points: exact tails where they
-                // tighten the bound (heavy tails), see `wasserstein_points`.
-                let (Some(ba), Some(bb)) =
-                    (wasserstein_points(reference), wasserstein_points(current))
+                // tighten the bound (heavy tails), see `wasserstein_side`.
+                let (Some(ba), Some(bb)) = (wasserstein_side(reference), wasserstein_side(current))
                 else {
                     return Err("no numeric values".to_string());
                 };

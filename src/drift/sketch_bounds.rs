@@ -8,7 +8,7 @@
 //! docs/drift.md quotes.
 
 use super::calibration::SplitMix;
-use super::compare::{compare, wasserstein_points};
+use super::compare::{compare, wasserstein_side};
 use super::{TestKind, ks, wasserstein};
 use crate::profile::{ColumnKind, ColumnProfile, DatasetProfile};
 use crate::rules::DriftConfig;
@@ -84,7 +84,7 @@ fn run(reference: &ColumnProfile, current: &ColumnProfile, kind: TestKind) -> f6
 }
 
 /// The sketched normed Wasserstein's bound for a pair of profiles: the sum
-/// of each side's bound on ∫|F̂ − F| (see `compare::wasserstein_points`)
+/// of each side's bound on ∫|F̂ − F| (see `compare::wasserstein_side`)
 /// over the reference's σ; and whether exact tails were used.
 fn w_bound(pa: &ColumnProfile, pb: &ColumnProfile) -> (f64, bool) {
     let sigma = pa
@@ -94,7 +94,7 @@ fn w_bound(pa: &ColumnProfile, pb: &ColumnProfile) -> (f64, bool) {
         .unwrap_or(0.0)
         .max(0.001);
     let side =
-        |p: &ColumnProfile| wasserstein_points(p).map_or((f64::NAN, false), |s| (s.bound, s.tails));
+        |p: &ColumnProfile| wasserstein_side(p).map_or((f64::NAN, false), |s| (s.bound, s.tails));
     let ((a, ta), (b, tb)) = (side(pa), side(pb));
     ((a + b) / sigma, ta || tb)
 }
@@ -256,7 +256,7 @@ fn issue_17_profiles_stored_without_tails_still_load_and_take_the_plain_sketch()
     let old: ColumnProfile =
         serde_json::from_value(json).unwrap_or_else(|e| panic!("old profile: {e}"));
     assert_eq!(old.numeric.as_ref().and_then(|s| s.tails.as_ref()), None);
-    assert_eq!(wasserstein_points(&old).map(|s| s.tails), Some(false));
+    assert_eq!(wasserstein_side(&old).map(|s| s.tails), Some(false));
     let mut merged = old.clone();
     merged.merge(&pb, "x").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(merged.numeric.as_ref().and_then(|s| s.tails.as_ref()), None);

@@ -560,16 +560,7 @@ fn issue_16_delta_table_with_checkpoint_and_cleaned_log_is_read_through_the_chec
     assert_eq!(batch["table"]["operation"], "WRITE");
 
     // A version whose commit was cleaned up cannot be a batch: said so.
-    let out = driftwatch(&[
-        "check",
-        table_dir.to_str().unwrap(),
-        "--rules",
-        rules.to_str().unwrap(),
-        "--table-version",
-        "2",
-        "--format",
-        "json",
-    ]);
+    let out = check_table_version(table_dir.to_str().unwrap(), &rules, "2", &[]);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         report["reports"][0]["table"]["skipped"],
@@ -847,24 +838,34 @@ fn issue_16_tables_on_s3_that_cannot_be_read_are_one_line_errors_retried() {
 /// The Python-written Delta fixture (tests/fixtures/delta/python_table).
 const DELTA_FIXTURE: &str = "tests/fixtures/delta/python_table";
 
+/// `driftwatch check INPUT --rules RULES --table-version VERSION --format json`.
+fn check_table_version(
+    input: &str,
+    rules: &Path,
+    version: &str,
+    env: &[(&'static str, String)],
+) -> std::process::Output {
+    driftwatch_env(
+        &[
+            "check",
+            input,
+            "--rules",
+            rules.to_str().unwrap(),
+            "--table-version",
+            version,
+            "--format",
+            "json",
+        ],
+        env,
+    )
+}
+
 /// Checks every version of the Delta fixture at `input` (its folder, or a
 /// copy's URL) against tests/fixtures/delta/expected.json.
 fn assert_delta_fixture_read_exactly(input: &str, env: &[(&'static str, String)]) {
     let rules = Path::new("tests/fixtures/delta/rules.yaml");
     let check = |version: &str| -> Value {
-        let out = driftwatch_env(
-            &[
-                "check",
-                input,
-                "--rules",
-                rules.to_str().unwrap(),
-                "--table-version",
-                version,
-                "--format",
-                "json",
-            ],
-            env,
-        );
+        let out = check_table_version(input, rules, version, env);
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)))
     };
     let expected = include_str!("../fixtures/delta/expected.json");
@@ -983,21 +984,7 @@ fn assert_iceberg_fixture_read_exactly(
     env: &[(&'static str, String)],
 ) {
     let rules = Path::new("tests/fixtures/iceberg/rules.yaml");
-    let run = |version: &str| {
-        driftwatch_env(
-            &[
-                "check",
-                input,
-                "--rules",
-                rules.to_str().unwrap(),
-                "--table-version",
-                version,
-                "--format",
-                "json",
-            ],
-            env,
-        )
-    };
+    let run = |version: &str| check_table_version(input, rules, version, env);
     let check = |version: &str| -> Value {
         let out = run(version);
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stderr)))
@@ -1106,16 +1093,12 @@ fn issue_16_iceberg_transform_partitions_are_reported_as_iceberg_writes_them() {
     let expected = expected.as_object().unwrap();
     assert_eq!(expected.len(), 2);
     for (version, want) in expected {
-        let out = driftwatch(&[
-            "check",
+        let out = check_table_version(
             "tests/fixtures/iceberg_transforms/python_table",
-            "--rules",
-            rules.to_str().unwrap(),
-            "--table-version",
+            rules,
             version,
-            "--format",
-            "json",
-        ]);
+            &[],
+        );
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
         let report: Value = serde_json::from_slice(&out.stdout).unwrap();
         let got = &report["reports"][0];

@@ -375,16 +375,15 @@ impl DeltaLog {
                             add.path
                         ));
                     }
-                    let partitions: BTreeMap<String, String> = add
-                        .partition_values
-                        .into_iter()
-                        .filter_map(|(k, v)| v.map(|v| (k, v)))
-                        .collect();
                     files.push(DataFile {
                         path: self.local_path(&add.path)?,
                         size: u64::try_from(add.size).unwrap_or(0),
-                        partition_values: partitions.clone(),
-                        partitions,
+                        partitions: add
+                            .partition_values
+                            .into_iter()
+                            .filter_map(|(k, v)| v.map(|v| (k, v)))
+                            .collect(),
+                        transformed: BTreeMap::new(),
                     });
                 }
                 Action::Add(_) => rearranged += 1,
@@ -453,16 +452,15 @@ impl DeltaLog {
                     ),
                 });
             }
-            let partitions: BTreeMap<String, String> = view
-                .partition_values_map()
-                .into_iter()
-                .filter_map(|(k, v)| v.map(|v| (k, v)))
-                .collect();
             files.push(DataFile {
                 path: self.decoded_local_path(&view.path())?,
                 size: u64::try_from(view.size()).unwrap_or(0),
-                partition_values: partitions.clone(),
-                partitions,
+                partitions: view
+                    .partition_values_map()
+                    .into_iter()
+                    .filter_map(|(k, v)| v.map(|v| (k, v)))
+                    .collect(),
+                transformed: BTreeMap::new(),
             });
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));

@@ -135,9 +135,10 @@ struct Entry {
     path: String,
     format: String,
     size: u64,
+    /// Identity fields' values (column values).
     partition: BTreeMap<String, String>,
-    /// Every partition field's value in Iceberg's human form.
-    values: BTreeMap<String, String>,
+    /// Other fields' values in Iceberg's human form (reports only).
+    transformed: BTreeMap<String, String>,
 }
 
 /// An open Iceberg table: its newest metadata, read again by [`Self::refresh`].
@@ -553,10 +554,10 @@ impl IcebergTable {
                 ))
             };
             let data_file = field(&record, "data_file").ok_or_else(|| bad("data_file"))?;
-            // Every field's value in Iceberg's human form for reports; only
-            // identity fields are column values (what a folder name would
-            // carry; a day or a bucket is no column's value).
-            let (mut partition, mut values) = (BTreeMap::new(), BTreeMap::new());
+            // Every field's value in Iceberg's human form; only identity
+            // fields are column values (what a folder name would carry; a
+            // day or a bucket is no column's value).
+            let (mut partition, mut transformed) = (BTreeMap::new(), BTreeMap::new());
             if let Some(Avro::Record(record)) = field(data_file, "partition") {
                 for (name, value) in record {
                     let Some(f) = fields.iter().find(|f| &f.name == name) else {
@@ -565,10 +566,12 @@ impl IcebergTable {
                     let Some(human) = human_partition_value(&f.transform, value) else {
                         continue;
                     };
-                    if f.transform == "identity" {
-                        partition.insert(name.clone(), human.clone());
-                    }
-                    values.insert(name.clone(), human);
+                    let map = if f.transform == "identity" {
+                        &mut partition
+                    } else {
+                        &mut transformed
+                    };
+                    map.insert(name.clone(), human);
                 }
             }
             entries.push(Entry {
@@ -582,7 +585,7 @@ impl IcebergTable {
                     .and_then(|n| u64::try_from(n).ok())
                     .unwrap_or(0),
                 partition,
-                values,
+                transformed,
             });
         }
         Ok(entries)
@@ -593,7 +596,7 @@ impl IcebergTable {
             path: self.file_path(&entry.path)?,
             size: entry.size,
             partitions: entry.partition.clone(),
-            partition_values: entry.values.clone(),
+            transformed: entry.transformed.clone(),
         })
     }
 

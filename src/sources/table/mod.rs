@@ -113,11 +113,11 @@ pub struct DataFile {
     /// value is left out): a scan adds them as columns where the file
     /// lacks them, as for Hive folders.
     pub partitions: BTreeMap<String, String>,
-    /// Every partition field's value as the table format writes it in
-    /// paths, for reports: Delta's partition columns; Iceberg's fields with
-    /// their transforms applied (`ts_day` = `2024-05-01`, `id_bucket` = `3`),
-    /// which are no column's value and are never scanned as one.
-    pub partition_values: BTreeMap<String, String>,
+    /// Partition values that are no column's value, for reports only:
+    /// Iceberg's fields with a transform applied, as Iceberg writes them in
+    /// paths (`ts_day` = `2024-05-01`, `id_bucket` = `3`); never scanned as
+    /// columns. Empty for Delta, whose partitions are all columns.
+    pub transformed: BTreeMap<String, String>,
 }
 
 /// What one table version contributes.
@@ -212,16 +212,20 @@ pub fn batch_of(
     }
 }
 
-/// The partition values every file shares (what the report shows), in the
-/// table format's own form ([`DataFile::partition_values`]).
+/// The partition values every file shares (what the report shows): its
+/// column values and its transformed values ([`DataFile::transformed`]).
 pub fn common_partitions(files: &[DataFile]) -> BTreeMap<String, String> {
     let Some(first) = files.first() else {
         return BTreeMap::new();
     };
+    fn value<'a>(f: &'a DataFile, k: &str) -> Option<&'a String> {
+        f.partitions.get(k).or_else(|| f.transformed.get(k))
+    }
     first
-        .partition_values
+        .partitions
         .iter()
-        .filter(|(k, v)| files.iter().all(|f| f.partition_values.get(*k) == Some(*v)))
+        .chain(&first.transformed)
+        .filter(|(k, v)| files.iter().all(|f| value(f, k) == Some(*v)))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
