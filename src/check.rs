@@ -104,6 +104,7 @@ pub async fn run_check_with_profiles(
                 crate::sources::table::read_version(
                     t.format,
                     &t.location,
+                    t.catalog.as_ref(),
                     t.version,
                     false,
                     engine.object_store(),

@@ -67,6 +67,8 @@ pub struct TableInput {
     pub location: String,
     /// The version (None: the latest).
     pub version: Option<u64>,
+    /// The REST catalog that keeps the table (rule files' `table.catalog`).
+    pub catalog: Option<crate::rules::CatalogConfig>,
 }
 
 impl Input {
@@ -88,6 +90,7 @@ impl Input {
                 format,
                 location: crate::sources::table::location_key(location),
                 version,
+                catalog: None,
             }),
         }
     }
@@ -133,7 +136,13 @@ pub fn tables_of(rules: &[RuleFile], version: Option<u64>) -> Vec<Input> {
     rules
         .iter()
         .filter_map(|r| r.table.as_ref())
-        .map(|t| Input::table(&t.location, t.format, version))
+        .map(|t| {
+            let mut input = Input::table(&t.location, t.format, version);
+            if let Some(table) = input.table.as_mut() {
+                table.catalog = t.catalog.clone();
+            }
+            input
+        })
         .collect()
 }
 

@@ -512,6 +512,7 @@ async fn baseline(args: BaselineArgs) -> Result<i32> {
                 match driftwatch::sources::table::read_version(
                     t.format,
                     &t.location,
+                    t.catalog.as_ref(),
                     t.version,
                     true,
                     engine.object_store(),

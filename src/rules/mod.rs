@@ -156,8 +156,79 @@ pub struct TableConfig {
     pub location: PathBuf,
     /// The agent's poll interval for this table (None: `lake.poll_interval`).
     pub poll_interval: Option<Duration>,
-    /// Where `location` is written.
+    /// Where `location` (or `catalog`) is written.
     pub at: SourceLocation,
+    /// Set for an Iceberg table a REST catalog keeps; `location` is then
+    /// [`CatalogConfig::key`], the table's REST resource URL.
+    pub catalog: Option<CatalogConfig>,
+}
+
+/// A table in an Iceberg REST catalog (`table.catalog`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogConfig {
+    /// The catalog's base URL, without a trailing `/`.
+    pub uri: String,
+    /// The path prefix after `/v1/`, when the rule file gives one.
+    pub prefix: Option<String>,
+    /// The warehouse asked of `/v1/config`.
+    pub warehouse: Option<String>,
+    /// The namespace's levels (at least one).
+    pub namespace: Vec<String>,
+    /// The table's name.
+    pub table: String,
+    /// Where the bearer token comes from (None: no `Authorization`).
+    pub token: Option<CatalogToken>,
+}
+
+/// Where a catalog's bearer token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogToken {
+    /// An environment variable's value.
+    Env(String),
+    /// A file's content (trimmed), read at every request.
+    File(PathBuf),
+}
+
+impl CatalogConfig {
+    /// The table's REST resource URL as the rule file configures it
+    /// (`{uri}/v1/{prefix}/namespaces/{ns}/tables/{table}`, levels joined
+    /// by `%1F` as the REST spec says, `?warehouse=` when one is given):
+    /// how reports, `/status` and the state store name the table. A prefix
+    /// only the catalog's `/v1/config` gives is left out, so the name does
+    /// not change with the catalog's answer.
+    pub fn key(&self) -> String {
+        self.table_url(self.prefix.as_deref(), true)
+    }
+
+    /// The table's REST resource URL under `prefix`, with `?warehouse=`
+    /// when `with_warehouse`.
+    pub fn table_url(&self, prefix: Option<&str>, with_warehouse: bool) -> String {
+        use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+        // A path segment: everything but unreserved characters encoded.
+        const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~');
+        let segment = |s: &str| utf8_percent_encode(s, SEGMENT).to_string();
+        let namespace: Vec<String> = self.namespace.iter().map(|l| segment(l)).collect();
+        let mut url = format!("{}/v1/", self.uri);
+        if let Some(prefix) = prefix.filter(|p| !p.is_empty()) {
+            // A prefix may hold several segments (`catalogs/main`).
+            let parts: Vec<String> = prefix.split('/').map(segment).collect();
+            url.push_str(&parts.join("/"));
+            url.push('/');
+        }
+        url.push_str(&format!(
+            "namespaces/{}/tables/{}",
+            namespace.join("%1F"),
+            segment(&self.table)
+        ));
+        if with_warehouse && let Some(warehouse) = &self.warehouse {
+            url.push_str(&format!("?warehouse={}", segment(warehouse)));
+        }
+        url
+    }
 }
 
 /// A webhook named by a rule file.

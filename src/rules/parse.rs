@@ -10,12 +10,14 @@ use globset::GlobBuilder;
 use serde_saphyr::{Location, Spanned};
 
 use super::spec::{
-    AnomalySpec, CheckSpec, DriftSpec, ReferenceSpec, RuleFileSpec, SeveritySpec, TableSpec,
+    AnomalySpec, CatalogSpec, CheckSpec, DriftSpec, NamespaceSpec, ReferenceSpec, RuleFileSpec,
+    SeveritySpec, TableSpec,
 };
 use super::{
-    AnomalyMetric, BatchUnit, Check, CheckKind, Correction, DriftConfig, LogicalType,
-    MAX_ROLLING_BATCHES, Reference, Result, RuleError, RuleFile, Severity, SourceLocation, SqlText,
-    TableConfig, Tolerance, WebhookRef, parse_duration,
+    AnomalyMetric, BatchUnit, CatalogConfig, CatalogToken, Check, CheckKind, Correction,
+    DriftConfig, LogicalType, MAX_ROLLING_BATCHES, Reference, Result, RuleError, RuleFile,
+    Severity, SourceLocation, SqlText, TableConfig, TableFormat, Tolerance, WebhookRef,
+    parse_duration,
 };
 
 /// The glob used when a rule file has no `match`.
@@ -189,7 +191,7 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<RuleFile> {
                     "a rule file with `table` takes its batches from the table's versions: remove `batch`",
                 ));
             }
-            Some(validate_table(path, section.value)?)
+            Some(validate_table(path, at, section.value)?)
         }
         None => None,
     };
@@ -213,9 +215,57 @@ pub fn parse_rule_file(path: &Path, text: &str) -> Result<RuleFile> {
     })
 }
 
-fn validate_table(path: &Path, spec: TableSpec) -> Result<TableConfig> {
-    let at_location = at(path, spec.location.referenced);
-    let written = spec.location.value.trim();
+fn validate_table(path: &Path, at_table: SourceLocation, spec: TableSpec) -> Result<TableConfig> {
+    let poll_interval = match spec.poll_interval {
+        Some(interval) => {
+            let at_interval = at(path, interval.referenced);
+            // An interval like the agent's own (`500ms`, `30s`, `5m`).
+            let value = crate::config::parse_interval(&interval.value)
+                .map_err(|e| invalid(at_interval.clone(), format!("`table.poll_interval`: {e}")))?;
+            if value.is_zero() {
+                return Err(invalid(
+                    at_interval,
+                    "`table.poll_interval` must be more than zero",
+                ));
+            }
+            Some(value)
+        }
+        None => None,
+    };
+    let spanned = match (spec.location, spec.catalog) {
+        (Some(_), Some(catalog)) => {
+            return Err(invalid(
+                at(path, catalog.referenced),
+                "give `table.location` or `table.catalog`, not both",
+            ));
+        }
+        (None, Some(catalog)) => {
+            let at_catalog = at(path, catalog.referenced);
+            if spec.format != TableFormat::Iceberg {
+                return Err(invalid(
+                    at_catalog,
+                    "`table.catalog` is an Iceberg REST catalog: it needs `format: iceberg`",
+                ));
+            }
+            let catalog = validate_catalog(path, catalog.value)?;
+            return Ok(TableConfig {
+                format: spec.format,
+                location: PathBuf::from(catalog.key()),
+                poll_interval,
+                at: at_catalog,
+                catalog: Some(catalog),
+            });
+        }
+        (None, None) => {
+            return Err(invalid(
+                at_table,
+                "`table` needs `location` (a folder or an object-store URL) or `catalog` (an Iceberg REST catalog)",
+            ));
+        }
+        (Some(location), None) => location,
+    };
+    let at_location = at(path, spanned.referenced);
+    let written = spanned.value.trim();
     if written.is_empty() {
         return Err(invalid(at_location, "`table.location` must not be empty"));
     }
@@ -246,27 +296,89 @@ fn validate_table(path: &Path, spec: TableSpec) -> Result<TableConfig> {
             }
         }
     };
-    let poll_interval = match spec.poll_interval {
-        Some(interval) => {
-            let at_interval = at(path, interval.referenced);
-            // An interval like the agent's own (`500ms`, `30s`, `5m`).
-            let value = crate::config::parse_interval(&interval.value)
-                .map_err(|e| invalid(at_interval.clone(), format!("`table.poll_interval`: {e}")))?;
-            if value.is_zero() {
-                return Err(invalid(
-                    at_interval,
-                    "`table.poll_interval` must be more than zero",
-                ));
-            }
-            Some(value)
-        }
-        None => None,
-    };
     Ok(TableConfig {
         format: spec.format,
         location,
         poll_interval,
         at: at_location,
+        catalog: None,
+    })
+}
+
+/// The validated `table.catalog` section.
+fn validate_catalog(path: &Path, spec: CatalogSpec) -> Result<CatalogConfig> {
+    let at_uri = at(path, spec.uri.referenced);
+    let uri = spec.uri.value.trim().trim_end_matches('/').to_string();
+    match url::Url::parse(&uri) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(invalid(
+                    at_uri,
+                    "`table.catalog.uri` must not have a query or a fragment",
+                ));
+            }
+            if !url.username().is_empty() || url.password().is_some() {
+                // A secret in a rule file would be in reports and logs.
+                return Err(invalid(
+                    at_uri,
+                    "`table.catalog.uri` must not hold credentials: give `token_env` or `token_file`",
+                ));
+            }
+        }
+        Ok(_) => {
+            return Err(invalid(
+                at_uri,
+                "`table.catalog.uri` must be an http:// or https:// URL",
+            ));
+        }
+        Err(e) => return Err(invalid(at_uri, format!("`table.catalog.uri`: {e}"))),
+    }
+    let at_namespace = at(path, spec.namespace.referenced);
+    let namespace = match spec.namespace.value {
+        NamespaceSpec::One(level) => vec![level],
+        NamespaceSpec::Levels(levels) => levels,
+    };
+    if namespace.is_empty() || namespace.iter().any(|l| l.trim().is_empty()) {
+        return Err(invalid(
+            at_namespace,
+            "`table.catalog.namespace` needs at least one level, none of them empty",
+        ));
+    }
+    let table = spec.table.value.trim().to_string();
+    if table.is_empty() {
+        return Err(invalid(
+            at(path, spec.table.referenced),
+            "`table.catalog.table` must not be empty",
+        ));
+    }
+    let token = match (spec.token_env, spec.token_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                at_uri,
+                "give `table.catalog.token_env` or `token_file`, not both",
+            ));
+        }
+        (Some(name), None) => Some(CatalogToken::Env(name)),
+        (None, Some(file)) => {
+            let file = PathBuf::from(file);
+            Some(CatalogToken::File(if file.is_absolute() {
+                file
+            } else {
+                path.parent().unwrap_or(Path::new("")).join(file)
+            }))
+        }
+        (None, None) => None,
+    };
+    Ok(CatalogConfig {
+        uri,
+        prefix: spec
+            .prefix
+            .map(|p| p.trim_matches('/').to_string())
+            .filter(|p| !p.is_empty()),
+        warehouse: spec.warehouse,
+        namespace,
+        table,
+        token,
     })
 }
 

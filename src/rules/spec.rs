@@ -56,12 +56,88 @@ pub struct TableSpec {
     /// `metadata/`): an absolute path, or relative to this rule file's folder;
     /// or its object-store URL (`s3://bucket/prefix/table`, `az://…`,
     /// `abfss://…`, `gs://…`), reached with `[lake.object_store]`.
-    #[schemars(with = "String")]
-    pub location: Spanned<String>,
+    /// Give `location` or `catalog`, not both.
+    #[schemars(with = "Option<String>")]
+    pub location: Option<Spanned<String>>,
+    /// An Iceberg table an Iceberg REST catalog keeps (Polaris, Unity
+    /// Catalog, Gravitino, Lakekeeper, Nessie, …): the catalog says where
+    /// its current metadata is. Instead of `location`; `format: iceberg` only.
+    #[schemars(with = "Option<CatalogSpec>")]
+    pub catalog: Option<Spanned<CatalogSpec>>,
     /// How often the agent looks for new versions, e.g. `30s` (default: the
     /// agent's `lake.poll_interval`).
     #[schemars(with = "Option<String>")]
     pub poll_interval: Option<Spanned<String>>,
+}
+
+/// `table.catalog`: an Iceberg REST catalog and the table in it.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogSpec {
+    /// The catalog's base URL (`http://` or `https://`), the part before
+    /// `/v1/…` in its REST paths, e.g. `https://polaris.example.com/api/catalog`.
+    #[schemars(with = "String")]
+    pub uri: Spanned<String>,
+    /// The path prefix after `/v1/` (a catalog's name or environment). Default:
+    /// what the catalog's `/v1/config` says (`overrides.prefix`), else none.
+    pub prefix: Option<String>,
+    /// The warehouse to ask `/v1/config` for (sent as `?warehouse=`).
+    pub warehouse: Option<String>,
+    /// The table's namespace: a name, or a list of levels (`[sales, eu]`).
+    #[schemars(with = "NamespaceSpec")]
+    pub namespace: Spanned<NamespaceSpec>,
+    /// The table's name in the namespace.
+    #[schemars(with = "String")]
+    pub table: Spanned<String>,
+    /// An environment variable holding a bearer token for the catalog.
+    pub token_env: Option<String>,
+    /// A file holding a bearer token, read again at every request (a
+    /// mounted secret that is rotated in place).
+    pub token_file: Option<String>,
+}
+
+/// A namespace: one level, or a list of levels.
+#[derive(Debug, JsonSchema)]
+#[serde(untagged)]
+pub enum NamespaceSpec {
+    /// A single-level namespace.
+    One(String),
+    /// A multi-level namespace, outermost first.
+    Levels(Vec<String>),
+}
+
+// By hand rather than `untagged`: an untagged enum's error says only "did
+// not match any variant", and YAML 1.1 plain scalars such as `n` or `on`
+// arrive as booleans, which are names here.
+impl<'de> Deserialize<'de> for NamespaceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = NamespaceSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a namespace name or a list of its levels")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(NamespaceSpec::One(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Err(E::custom(format!(
+                    "`{v}` reads as a boolean: quote the namespace's name"
+                )))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut levels = Vec::new();
+                while let Some(level) = seq.next_element::<String>()? {
+                    levels.push(level);
+                }
+                Ok(NamespaceSpec::Levels(levels))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// The `drift:` section.

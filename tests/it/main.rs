@@ -19,6 +19,7 @@ mod golden;
 mod hardening;
 mod html;
 mod http_api;
+mod iceberg_rest;
 mod kafka;
 mod object_store;
 mod one_scan;

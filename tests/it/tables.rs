@@ -326,7 +326,7 @@ impl Writer {
 
 /// The results log's reports for the table, in log order: (seq, source,
 /// rows, outcome, operation).
-fn table_results(lake: &Lake) -> Vec<(u64, String, Option<u64>, String, String)> {
+pub(crate) fn table_results(lake: &Lake) -> Vec<(u64, String, Option<u64>, String, String)> {
     lake.results()
         .iter()
         .map(|r| {
@@ -351,7 +351,7 @@ fn table_results(lake: &Lake) -> Vec<(u64, String, Option<u64>, String, String)>
         .collect()
 }
 
-fn wait_versions(lake: &Lake, agent: &Agent, n: usize) {
+pub(crate) fn wait_versions(lake: &Lake, agent: &Agent, n: usize) {
     wait_for(&format!("{n} table versions recorded"), || {
         (lake.results().len() >= n).then_some(())
     });

@@ -33,6 +33,10 @@
 //! fixture is one, and so is a local table uploaded to an object store)
 //! reads its own files.
 //!
+//! A table a REST catalog keeps ([`IcebergTable::open_catalog`]) takes its
+//! metadata from the catalog's answer ([`super::catalog`]) instead of the
+//! newest file in `metadata/`; everything after that is the same.
+//!
 //! On an object store ([`TableFiles`]) the metadata and manifests are read
 //! with GETs through the lake's client, `metadata/` is listed with one
 //! delimiter LIST (per 1,000 names) when there is no `version-hint.text`,
@@ -44,10 +48,11 @@ use std::path::{Path, PathBuf};
 use apache_avro::types::Value as Avro;
 use serde::Deserialize;
 
+use super::catalog::RestCatalog;
 use super::files::TableFiles;
 use super::{DataFile, TableError, VersionChanges};
 use crate::location::{ObjectStoreOptions, ObjectUrl};
-use crate::rules::TableFormat;
+use crate::rules::{CatalogConfig, TableFormat};
 
 const FORMAT: TableFormat = TableFormat::Iceberg;
 
@@ -148,6 +153,21 @@ pub struct IcebergTable {
     metadata: Metadata,
     /// The current snapshot's lineage, oldest first, with each version.
     lineage: Vec<(u64, Snapshot)>,
+    /// The REST catalog that says where the current metadata is; `None`
+    /// for a table found in a folder (its newest metadata file is current).
+    catalog: Option<Box<CatalogTable>>,
+}
+
+/// A catalog-managed table's catalog, and how its files are reached.
+struct CatalogTable {
+    catalog: RestCatalog,
+    options: ObjectStoreOptions,
+}
+
+/// `LoadTableResult`: what a REST catalog answers for a table.
+#[derive(Debug, Deserialize)]
+struct LoadTable {
+    metadata: Metadata,
 }
 
 /// An error as one line.
@@ -322,14 +342,52 @@ impl IcebergTable {
             files,
             metadata,
             lineage: Vec::new(),
+            catalog: None,
         };
         table.lineage = table.lineage()?;
         Ok(table)
     }
 
-    /// Reads the newest metadata file again (the agent's poll).
+    /// Opens the table a REST catalog keeps: the catalog's answer is its
+    /// metadata, and its files are read from the metadata's `location` (a
+    /// local folder or an object-store prefix, reached with `options`).
+    /// Reports name the table by [`CatalogConfig::key`].
+    pub async fn open_catalog(
+        config: &CatalogConfig,
+        options: &ObjectStoreOptions,
+    ) -> Result<Self, TableError> {
+        let catalog = RestCatalog::connect(config).await?;
+        let name = config.key();
+        let metadata = load_from_catalog(&name, &catalog).await?;
+        let files = catalog_files(&name, &metadata.location, options)?;
+        let mut table = Self {
+            location: name,
+            files,
+            metadata,
+            lineage: Vec::new(),
+            catalog: Some(Box::new(CatalogTable {
+                catalog,
+                options: options.clone(),
+            })),
+        };
+        table.lineage = table.lineage()?;
+        Ok(table)
+    }
+
+    /// Reads the current metadata again (the agent's poll): the newest
+    /// metadata file, or the catalog's answer.
     pub async fn refresh(&mut self) -> Result<(), TableError> {
-        self.metadata = read_metadata(&self.location, &self.files).await?;
+        match self.catalog.as_deref() {
+            None => self.metadata = read_metadata(&self.location, &self.files).await?,
+            Some(CatalogTable { catalog, options }) => {
+                let metadata = load_from_catalog(&self.location, catalog).await?;
+                // A table the catalog moved is read where it is now.
+                if metadata.location != self.metadata.location {
+                    self.files = catalog_files(&self.location, &metadata.location, options)?;
+                }
+                self.metadata = metadata;
+            }
+        }
         self.lineage = self.lineage()?;
         Ok(())
     }
@@ -722,6 +780,50 @@ impl IcebergTable {
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok((version, files))
     }
+}
+
+/// The current metadata of the table `catalog` keeps (`name`: how
+/// messages name it).
+async fn load_from_catalog(name: &str, catalog: &RestCatalog) -> Result<Metadata, TableError> {
+    let answer = catalog.load_table().await?;
+    let loaded: LoadTable = serde_json::from_slice(&answer).map_err(|e| TableError::Log {
+        format: FORMAT,
+        location: name.to_string(),
+        reason: one_line(format!("the catalog's table answer: {e}")),
+    })?;
+    Ok(loaded.metadata)
+}
+
+/// Where a catalog table's files are: its metadata's `location`
+/// (`file:/…`, a plain path, or an object-store URL).
+fn catalog_files(
+    name: &str,
+    location: &str,
+    options: &ObjectStoreOptions,
+) -> Result<TableFiles, TableError> {
+    let root = match plain_path(location) {
+        Some(path) if Path::new(path).is_absolute() => PathBuf::from(path),
+        _ => match ObjectUrl::parse(location) {
+            Some(Ok(url)) => url.with_key(url.key.trim_end_matches('/')).to_path(),
+            Some(Err(e)) => {
+                return Err(TableError::Unsupported {
+                    format: FORMAT,
+                    location: name.to_string(),
+                    reason: one_line(format!("the table's location `{location}`: {e}")),
+                });
+            }
+            None => {
+                return Err(TableError::Unsupported {
+                    format: FORMAT,
+                    location: name.to_string(),
+                    reason: format!(
+                        "the table's location `{location}` is not a local folder or an s3://, az://, abfss:// or gs:// URL"
+                    ),
+                });
+            }
+        },
+    };
+    TableFiles::open(FORMAT, &root, options)
 }
 
 /// Reads the table's current metadata file.

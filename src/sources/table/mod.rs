@@ -1,6 +1,7 @@
 //! Table sources: rule files whose data is a Delta Lake or Apache Iceberg
-//! table (`table: { format: delta | iceberg, location: … }`) rather than
-//! files in a watched folder.
+//! table (`table: { format: delta | iceberg, location: … }`, or an Iceberg
+//! table a REST catalog keeps: `catalog: { uri, namespace, table, … }`)
+//! rather than files in a watched folder.
 //!
 //! A table's unit of change is a *version* — a Delta commit, an Iceberg
 //! snapshot (numbered by its sequence number) — so a batch is one version:
@@ -18,6 +19,7 @@
 //! A location that is not a table (or a log that cannot be read) is an error
 //! on `/status` and one log line per episode; it is tried again every poll.
 
+pub mod catalog;
 pub mod delta;
 pub mod files;
 pub mod iceberg;
@@ -36,7 +38,7 @@ use super::Batch;
 use super::lake::InFlight;
 use crate::location::ObjectStoreOptions;
 use crate::report::{BatchVersion, TableRef};
-use crate::rules::{RuleFile, TableConfig, TableFormat};
+use crate::rules::{CatalogConfig, RuleFile, TableConfig, TableFormat};
 
 /// Table errors: the user's (not a table, an unsupported table feature, a
 /// version that does not exist) or the log's (unreadable now; tried again).
@@ -153,8 +155,15 @@ pub struct TableBatch {
 
 /// How a table location is written in reports and keys: absolute, links
 /// resolved where it exists — one spelling however it was configured; an
-/// object-store URL as written, without a trailing `/`.
+/// object-store URL as written, without a trailing `/`; a REST catalog's
+/// table as its resource URL ([`CatalogConfig::key`]).
 pub fn location_key(location: &Path) -> String {
+    // A REST catalog's table: its resource URL as the rule file gives it.
+    if let Some(url) = location.to_str()
+        && (url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return url.to_string();
+    }
     if let Some(Ok(url)) = crate::location::ObjectUrl::from_path(location) {
         return url.with_key(url.key.trim_end_matches('/')).to_string();
     }
@@ -299,14 +308,22 @@ pub enum Table {
 impl Table {
     /// Opens the table of `format` at `location` (a local folder, or an
     /// object-store URL carried as a path, reached with `options`).
+    /// A table a REST catalog keeps is opened through `catalog` instead
+    /// (`location` is then its [`CatalogConfig::key`]).
     pub async fn open(
         format: TableFormat,
         location: &Path,
+        catalog: Option<&CatalogConfig>,
         options: &ObjectStoreOptions,
     ) -> Result<Self, TableError> {
-        Ok(match format {
-            TableFormat::Delta => Table::Delta(DeltaLog::open(location, options).await?),
-            TableFormat::Iceberg => Table::Iceberg(IcebergTable::open(location, options).await?),
+        Ok(match (format, catalog) {
+            (TableFormat::Iceberg, Some(catalog)) => {
+                Table::Iceberg(IcebergTable::open_catalog(catalog, options).await?)
+            }
+            (TableFormat::Delta, _) => Table::Delta(DeltaLog::open(location, options).await?),
+            (TableFormat::Iceberg, None) => {
+                Table::Iceberg(IcebergTable::open(location, options).await?)
+            }
         })
     }
 
@@ -537,8 +554,15 @@ impl TableWatcher {
             followed.next_poll = Instant::now() + interval;
         }
         if followed.table.is_none() {
-            followed.table =
-                Some(Table::open(table.format, Path::new(location), &self.object_store).await?);
+            followed.table = Some(
+                Table::open(
+                    table.format,
+                    Path::new(location),
+                    table.catalog.as_ref(),
+                    &self.object_store,
+                )
+                .await?,
+            );
         }
         let Some(open) = followed.table.as_mut() else {
             return Ok(None);
@@ -625,11 +649,12 @@ impl ReadVersion {
 pub async fn read_version(
     format: TableFormat,
     location: &str,
+    catalog: Option<&CatalogConfig>,
     version: Option<u64>,
     whole: bool,
     options: &ObjectStoreOptions,
 ) -> Result<ReadVersion, TableError> {
-    let mut table = Table::open(format, Path::new(location), options).await?;
+    let mut table = Table::open(format, Path::new(location), catalog, options).await?;
     let Some(latest) = table.latest_version(None).await? else {
         return Err(TableError::Empty {
             format,
