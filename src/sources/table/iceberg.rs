@@ -78,6 +78,68 @@ struct Metadata {
     /// Format v1 tables may only have this (the one spec, id 0).
     #[serde(default)]
     partition_spec: Vec<PartitionField>,
+    /// The table's schemas (format v2 and later; v1 may list them too).
+    #[serde(default)]
+    schemas: Vec<SchemaDef>,
+    /// Format v1 tables' one schema.
+    #[serde(default)]
+    schema: Option<SchemaDef>,
+}
+
+/// A schema: its fields (the parts read here: ids and types, for the
+/// partition values' human forms).
+#[derive(Debug, Deserialize)]
+struct SchemaDef {
+    #[serde(default)]
+    fields: Vec<FieldDef>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FieldDef {
+    id: i64,
+    /// A primitive type's name (`timestamptz`, `decimal(9,2)`), or a nested
+    /// type's object (`{"type": "struct", "fields": […]}`).
+    #[serde(rename = "type")]
+    kind: serde_json::Value,
+}
+
+impl Metadata {
+    /// The primitive type name of the field `id` in any of the table's
+    /// schemas (nested struct fields included); `None` when no schema has it.
+    fn field_type(&self, id: i64) -> Option<&str> {
+        fn find(fields: &[serde_json::Value], id: i64, depth: usize) -> Option<&str> {
+            // Nesting is bounded: a hostile document cannot recurse deeply.
+            if depth > 32 {
+                return None;
+            }
+            for field in fields {
+                if field.get("id").and_then(|v| v.as_i64()) == Some(id) {
+                    return field.get("type").and_then(|t| t.as_str());
+                }
+                if let Some(nested) = field
+                    .get("type")
+                    .and_then(|t| t.get("fields"))
+                    .and_then(|f| f.as_array())
+                    && let Some(found) = find(nested, id, depth + 1)
+                {
+                    return Some(found);
+                }
+            }
+            None
+        }
+        self.schemas.iter().chain(&self.schema).find_map(|schema| {
+            schema.fields.iter().find_map(|field| {
+                if field.id == id {
+                    return field.kind.as_str();
+                }
+                field
+                    .kind
+                    .get("fields")
+                    .and_then(|f| f.as_array())
+                    .and_then(|nested| find(nested, id, 1))
+            })
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -118,9 +180,13 @@ struct PartitionSpec {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 struct PartitionField {
     name: String,
     transform: String,
+    /// The source column's field id (its type gives the value's form).
+    #[serde(default)]
+    source_id: Option<i64>,
 }
 
 /// A manifest as the manifest list names it.
@@ -279,29 +345,185 @@ fn string(value: Option<&Avro>) -> Option<String> {
     }
 }
 
-/// A partition value as reports show it (`None` for null and for types a
-/// folder name would not carry).
-fn partition_value(value: &Avro) -> Option<String> {
+/// An identity (or `truncate[W]`) partition value as Iceberg writes it in
+/// paths (`Transform.toHumanString`; pyiceberg's `to_human_string`, the
+/// reference of the tests), given the source column's type (`None` when
+/// the schema does not say): dates `2024-05-01`, times `13:45:00` (with
+/// `.ffffff` when there are microseconds), timestamps `2024-05-01T13:00:00`
+/// (`+00:00` for `timestamptz`), decimals at their scale (`12.30`), floats
+/// as Python prints them (`0.10000000149011612` for a float32 0.1), UUIDs
+/// hyphenated, binary and fixed values in base64. `None` for null and for
+/// what no form is known for.
+fn partition_value(value: &Avro, source_type: Option<&str>) -> Option<String> {
+    let kind = source_type.unwrap_or("");
     match bare(value) {
-        Avro::String(s) => Some(s.clone()),
-        Avro::Int(i) => Some(i.to_string()),
-        Avro::Long(l) => Some(l.to_string()),
+        Avro::String(s) | Avro::Enum(_, s) => Some(s.clone()),
         Avro::Boolean(b) => Some(b.to_string()),
-        // Days since 1970-01-01 (719,163 days after 0001-01-01).
-        Avro::Date(days) => days
-            .checked_add(719_163)
-            .and_then(chrono::NaiveDate::from_num_days_from_ce_opt)
-            .map(|d| d.format("%Y-%m-%d").to_string()),
+        Avro::Int(i) => integer_value(i64::from(*i), kind),
+        Avro::Long(l) => integer_value(*l, kind),
+        Avro::Date(days) => human_day(i64::from(*days)),
+        Avro::TimeMicros(micros) => human_time(*micros),
+        Avro::TimeMillis(millis) => human_time(i64::from(*millis) * 1_000),
+        Avro::TimestampMicros(micros) | Avro::LocalTimestampMicros(micros) => {
+            human_timestamp(*micros, kind == "timestamptz")
+        }
+        Avro::TimestampMillis(millis) | Avro::LocalTimestampMillis(millis) => {
+            human_timestamp(millis.checked_mul(1_000)?, kind == "timestamptz")
+        }
+        Avro::Float(f) => Some(python_float(f64::from(*f))),
+        Avro::Double(d) => Some(python_float(*d)),
+        Avro::Uuid(u) => Some(u.hyphenated().to_string()),
+        Avro::Decimal(d) => {
+            let bytes = <Vec<u8>>::try_from(d).ok()?;
+            human_decimal(&bytes, decimal_scale(kind)?)
+        }
+        Avro::Bytes(bytes) | Avro::Fixed(_, bytes) => {
+            if kind == "uuid" {
+                uuid::Uuid::from_slice(bytes)
+                    .ok()
+                    .map(|u| u.hyphenated().to_string())
+            } else if kind.starts_with("decimal") {
+                human_decimal(bytes, decimal_scale(kind)?)
+            } else {
+                use base64::Engine as _;
+                Some(base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+        }
         _ => None,
     }
 }
 
+/// An integer partition value: a date, time or timestamp when the source
+/// column is one (a manifest may carry them without Avro logical types).
+fn integer_value(value: i64, kind: &str) -> Option<String> {
+    match kind {
+        "date" => human_day(value),
+        "time" => human_time(value),
+        "timestamp" => human_timestamp(value, false),
+        "timestamptz" => human_timestamp(value, true),
+        _ => Some(value.to_string()),
+    }
+}
+
+/// Days since 1970-01-01 as `2024-05-01`.
+fn human_day(days: i64) -> Option<String> {
+    chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?
+        .checked_add_signed(chrono::TimeDelta::try_days(days)?)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+}
+
+/// Microseconds since midnight as Python's `time.isoformat()`.
+fn human_time(micros: i64) -> Option<String> {
+    let seconds = u32::try_from(micros.div_euclid(1_000_000)).ok()?;
+    let fraction = u32::try_from(micros.rem_euclid(1_000_000)).ok()?;
+    let time = chrono::NaiveTime::from_num_seconds_from_midnight_opt(seconds, fraction * 1_000)?;
+    Some(with_micros(time.format("%H:%M:%S").to_string(), fraction))
+}
+
+/// Microseconds since the epoch as Python's `datetime.isoformat()`
+/// (`+00:00` for a `timestamptz`). Python's years are 1 to 9999.
+fn human_timestamp(micros: i64, utc: bool) -> Option<String> {
+    let at = chrono::DateTime::from_timestamp_micros(micros)?.naive_utc();
+    if !(1..=9999).contains(&chrono::Datelike::year(&at)) {
+        return None;
+    }
+    let fraction = u32::try_from(micros.rem_euclid(1_000_000)).ok()?;
+    let text = with_micros(at.format("%Y-%m-%dT%H:%M:%S").to_string(), fraction);
+    Some(if utc { format!("{text}+00:00") } else { text })
+}
+
+/// `text` with `.ffffff` when there are microseconds (Python's isoformat).
+fn with_micros(text: String, micros: u32) -> String {
+    if micros == 0 {
+        text
+    } else {
+        format!("{text}.{micros:06}")
+    }
+}
+
+/// The scale of a `decimal(P,S)` type name.
+fn decimal_scale(kind: &str) -> Option<u32> {
+    let inner = kind.strip_prefix("decimal(")?.strip_suffix(')')?;
+    inner.split(',').nth(1)?.trim().parse().ok()
+}
+
+/// A decimal's unscaled big-endian two's-complement bytes at `scale`, as
+/// Python's `str(Decimal)` writes it (what pyiceberg shows): `12.30`,
+/// `-0.05`; exponent form (`1E-7`) when the adjusted exponent is below -6.
+fn human_decimal(bytes: &[u8], scale: u32) -> Option<String> {
+    if bytes.len() > 16 || scale > 38 {
+        return None;
+    }
+    let unscaled = if bytes.is_empty() {
+        0
+    } else {
+        let fill = if bytes[0] & 0x80 != 0 { 0xff } else { 0 };
+        let mut wide = [fill; 16];
+        wide[16 - bytes.len()..].copy_from_slice(bytes);
+        i128::from_be_bytes(wide)
+    };
+    let sign = if unscaled < 0 { "-" } else { "" };
+    let digits = unscaled.unsigned_abs().to_string();
+    let scale = scale as usize;
+    let adjusted = digits.len() as i64 - 1 - scale as i64;
+    if adjusted < -6 {
+        let (first, rest) = digits.split_at(1);
+        let rest = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
+        return Some(format!("{sign}{first}{rest}E{adjusted}"));
+    }
+    if scale == 0 {
+        return Some(format!("{sign}{digits}"));
+    }
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (int, frac) = padded.split_at(padded.len() - scale);
+    Some(format!("{sign}{int}.{frac}"))
+}
+
+/// A double as Python's `repr` writes it: the shortest digits that read
+/// back the same, fixed notation for exponents from -4 to 15 (with `.0`
+/// for integers), `1e+20` / `1.5e-07` form beyond; `nan`, `inf`, `-inf`.
+fn python_float(value: f64) -> String {
+    if value.is_nan() {
+        return "nan".to_string();
+    }
+    if value.is_infinite() {
+        return if value > 0.0 { "inf" } else { "-inf" }.to_string();
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits: `1.5e-7`.
+    let scientific = format!("{value:e}");
+    let Some((mantissa, exponent)) = scientific.split_once('e') else {
+        return scientific;
+    };
+    let Ok(exponent) = exponent.parse::<i32>() else {
+        return scientific;
+    };
+    if (-4..16).contains(&exponent) {
+        let text = format!("{value}");
+        return if text.contains('.') {
+            text
+        } else {
+            format!("{text}.0")
+        };
+    }
+    let sign = if exponent < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exponent.abs())
+}
+
 /// A partition field's value as Iceberg writes it in paths
 /// (`Transform.toHumanString`; pyiceberg's `to_human_string`): identity and
-/// `truncate[W]` values as they are, `bucket[N]` as its number, `year` as
-/// `2024`, `month` as `2024-05`, `day` as `2024-05-01`, `hour` as
-/// `2024-05-01-13`. `None` for null, `void` and what no transform gives.
-fn human_partition_value(transform: &str, value: &Avro) -> Option<String> {
+/// `truncate[W]` values as [`partition_value`] gives them, `bucket[N]` as
+/// its number, `year` as `2024`, `month` as `2024-05`, `day` as
+/// `2024-05-01`, `hour` as `2024-05-01-13`. `None` for null, `void` and
+/// what no transform gives.
+fn human_partition_value(
+    transform: &str,
+    value: &Avro,
+    source_type: Option<&str>,
+) -> Option<String> {
     let int = || match bare(value) {
         Avro::Int(i) | Avro::Date(i) => Some(i64::from(*i)),
         Avro::Long(l) => Some(*l),
@@ -309,8 +531,8 @@ fn human_partition_value(transform: &str, value: &Avro) -> Option<String> {
     };
     let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
     match transform {
-        "identity" => partition_value(value),
-        t if t.starts_with("truncate[") => partition_value(value),
+        "identity" => partition_value(value, source_type),
+        t if t.starts_with("truncate[") => partition_value(value, source_type),
         t if t.starts_with("bucket[") => int().map(|b| b.to_string()),
         "year" => int()
             .and_then(|y| y.checked_add(1970))
@@ -318,9 +540,7 @@ fn human_partition_value(transform: &str, value: &Avro) -> Option<String> {
         "month" => {
             int().map(|m| format!("{:04}-{:02}", 1970 + m.div_euclid(12), m.rem_euclid(12) + 1))
         }
-        "day" => epoch
-            .checked_add_signed(chrono::TimeDelta::try_days(int()?)?)
-            .map(|d| d.format("%Y-%m-%d").to_string()),
+        "day" => human_day(int()?),
         "hour" => epoch
             .and_hms_opt(0, 0, 0)?
             .checked_add_signed(chrono::TimeDelta::try_hours(int()?)?)
@@ -621,7 +841,9 @@ impl IcebergTable {
                     let Some(f) = fields.iter().find(|f| &f.name == name) else {
                         continue;
                     };
-                    let Some(human) = human_partition_value(&f.transform, value) else {
+                    let source_type = f.source_id.and_then(|id| self.metadata.field_type(id));
+                    let Some(human) = human_partition_value(&f.transform, value, source_type)
+                    else {
                         continue;
                     };
                     let map = if f.transform == "identity" {
@@ -912,7 +1134,7 @@ mod tests {
     /// `to_human_string` on a table it wrote).
     #[test]
     fn issue_16_partition_transforms_read_as_iceberg_writes_them() {
-        let h = |t: &str, v: Avro| human_partition_value(t, &v);
+        let h = |t: &str, v: Avro| human_partition_value(t, &v, None);
         assert_eq!(h("year", Avro::Int(54)).as_deref(), Some("2024"));
         assert_eq!(
             h("month", Avro::Int(54 * 12 + 4)).as_deref(),
@@ -943,6 +1165,96 @@ mod tests {
         assert_eq!(h("hour", Avro::Long(i64::MAX)), None);
         assert_eq!(h("year", Avro::Long(i64::MAX)), None);
         assert!(h("month", Avro::Long(i64::MIN)).is_some());
+    }
+
+    /// Identity values in the forms pyiceberg's `to_human_string` gives
+    /// (the integration test checks them on a table pyiceberg wrote).
+    #[test]
+    fn issue_16_identity_values_read_as_iceberg_writes_them() {
+        let v = |value: Avro, kind: &str| partition_value(&value, Some(kind));
+        assert_eq!(v(Avro::Double(0.0001), "double").as_deref(), Some("0.0001"));
+        assert_eq!(v(Avro::Double(0.00001), "double").as_deref(), Some("1e-05"));
+        assert_eq!(
+            v(Avro::Double(1.5e-7), "double").as_deref(),
+            Some("1.5e-07")
+        );
+        assert_eq!(
+            v(Avro::Double(1e15), "double").as_deref(),
+            Some("1000000000000000.0")
+        );
+        assert_eq!(v(Avro::Double(1e16), "double").as_deref(), Some("1e+16"));
+        assert_eq!(v(Avro::Double(-0.0), "double").as_deref(), Some("-0.0"));
+        assert_eq!(v(Avro::Double(f64::NAN), "double").as_deref(), Some("nan"));
+        assert_eq!(
+            v(Avro::Float(0.1), "float").as_deref(),
+            Some("0.10000000149011612")
+        );
+        let decimal = |bytes: &[u8], kind: &str| v(Avro::Fixed(bytes.len(), bytes.to_vec()), kind);
+        assert_eq!(
+            decimal(&[0x04, 0xCE], "decimal(9, 2)").as_deref(),
+            Some("12.30")
+        );
+        assert_eq!(decimal(&[0xFB], "decimal(9,2)").as_deref(), Some("-0.05"));
+        assert_eq!(decimal(&[0x01], "decimal(9,7)").as_deref(), Some("1E-7"));
+        assert_eq!(decimal(&[0x00], "decimal(9,7)").as_deref(), Some("0E-7"));
+        assert_eq!(decimal(&[0x00], "decimal(9,2)").as_deref(), Some("0.00"));
+        assert_eq!(decimal(&[0x7B], "decimal(9,0)").as_deref(), Some("123"));
+        assert_eq!(decimal(&[0; 17], "decimal(38,2)"), None);
+        // Not a decimal, not a uuid: base64.
+        assert_eq!(decimal(b"abcd", "fixed[4]").as_deref(), Some("YWJjZA=="));
+        assert_eq!(
+            v(Avro::Fixed(16, vec![0xAB; 16]), "uuid").as_deref(),
+            Some("abababab-abab-abab-abab-abababababab")
+        );
+        assert_eq!(
+            v(Avro::TimestampMicros(-1), "timestamp").as_deref(),
+            Some("1969-12-31T23:59:59.999999")
+        );
+        assert_eq!(
+            v(Avro::TimestampMicros(0), "timestamptz").as_deref(),
+            Some("1970-01-01T00:00:00+00:00")
+        );
+        // Raw longs of a timestamp column (no Avro logical type).
+        assert_eq!(
+            v(Avro::Long(1_714_568_400_000_000), "timestamp").as_deref(),
+            Some("2024-05-01T13:00:00")
+        );
+        assert_eq!(
+            v(Avro::TimeMicros(49_500_000_000), "time").as_deref(),
+            Some("13:45:00")
+        );
+        assert_eq!(
+            v(Avro::TimeMicros(123), "time").as_deref(),
+            Some("00:00:00.000123")
+        );
+        // Out of range: no value, no panic.
+        assert_eq!(v(Avro::TimeMicros(-1), "time"), None);
+        assert_eq!(v(Avro::TimeMicros(i64::MAX), "time"), None);
+        assert_eq!(v(Avro::TimestampMicros(i64::MIN), "timestamp"), None);
+        assert_eq!(v(Avro::TimestampMillis(i64::MAX), "timestamp"), None);
+        // A decimal without its scale cannot be shown.
+        assert_eq!(v(Avro::Bytes(vec![1]), "decimal"), None);
+    }
+
+    proptest::proptest! {
+        /// A decimal's text reads back as its unscaled value and scale.
+        #[test]
+        fn issue_16_decimal_text_reads_back(unscaled in proptest::num::i64::ANY, scale in 0u32..=6) {
+            let bytes = i128::from(unscaled).to_be_bytes();
+            let text = human_decimal(&bytes, scale).unwrap();
+            let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+            proptest::prop_assert_eq!(frac.len(), scale as usize);
+            let digits: i128 = format!("{int}{frac}").parse().unwrap();
+            proptest::prop_assert_eq!(digits, i128::from(unscaled));
+        }
+
+        /// A double's text reads back as the same double.
+        #[test]
+        fn issue_16_double_text_reads_back(value in proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO) {
+            let text = python_float(value);
+            let back: f64 = text.parse().unwrap();
+            proptest::prop_assert_eq!(back.to_bits(), value.to_bits());
+        }
     }
 
     #[test]
