@@ -1,8 +1,9 @@
 //! Writes the fuzz targets' seed corpora (`fuzz/corpus/<target>/`) and
 //! dictionaries' companions from the real writers: Arrow IPC streams, NDJSON
 //! bodies, rule files, config files, profiles (one profiled by the engine),
-//! a WAL segment written by `SegmentWriter`, and small Parquet files in every
-//! codec the engine reads. Deterministic; see docs/fuzzing.md.
+//! a WAL segment written by `SegmentWriter`, small Parquet files in every
+//! codec the engine reads, and the files of the pyiceberg-written Iceberg
+//! fixtures. Deterministic; see docs/fuzzing.md.
 //!
 //! ```text
 //! cargo run --example fuzz_seeds [-- OUT_DIR]   # default: fuzz/corpus
@@ -36,6 +37,7 @@ fn main() -> anyhow::Result<()> {
     copy_all(&parquet_files, &out.join("parquet_read"))?;
     profiles(&out.join("profile_json"), &parquet_files[0])?;
     wal(&out.join("wal_recover"))?;
+    iceberg(&out.join("iceberg_table"))?;
     println!("seeds written under {}", out.display());
     Ok(())
 }
@@ -446,5 +448,59 @@ fn wal(to: &Path) -> anyhow::Result<()> {
         rest = &rest[8 + len..];
     }
     std::fs::write(to.join("segment_bodies"), &fixed)?;
+    Ok(())
+}
+
+/// The Iceberg fixtures' files (written by pyiceberg, tests/fixtures/iceberg*),
+/// each behind the byte that tells the `iceberg_table` target what it is:
+/// 0 a metadata file, 1 a gzip-compressed one, 2 an Avro manifest list or
+/// manifest. Per fixture: its newest metadata file and its first manifest
+/// list and manifest (by name).
+fn iceberg(to: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    dir(to)?;
+    let seed = |name: String, kind: u8, bytes: &[u8]| -> anyhow::Result<()> {
+        let mut data = vec![kind];
+        data.extend_from_slice(bytes);
+        std::fs::write(to.join(name), data)?;
+        Ok(())
+    };
+    for fixture in ["iceberg", "iceberg_transforms", "iceberg_types"] {
+        let folder = PathBuf::from(format!("tests/fixtures/{fixture}/python_table/metadata"));
+        let mut names: Vec<String> = std::fs::read_dir(&folder)?
+            .map(|e| Ok(e?.file_name().to_string_lossy().to_string()))
+            .collect::<anyhow::Result<_>>()?;
+        names.sort();
+        let first = |keep: &dyn Fn(&str) -> bool| {
+            names
+                .iter()
+                .find(|n| keep(n))
+                .ok_or_else(|| anyhow::anyhow!("{fixture}: no such file"))
+        };
+        let metadata = names
+            .iter()
+            .rfind(|n| n.ends_with(".metadata.json"))
+            .ok_or_else(|| anyhow::anyhow!("{fixture}: no metadata file"))?;
+        let json = std::fs::read(folder.join(metadata))?;
+        seed(format!("{fixture}-metadata.json"), 0, &json)?;
+        if fixture == "iceberg" {
+            // flate2's header has no time stamp: the same bytes every run.
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(&json)?;
+            seed(format!("{fixture}-metadata.json.gz"), 1, &gz.finish()?)?;
+        }
+        let list = first(&|n| n.starts_with("snap-") && n.ends_with(".avro"))?;
+        seed(
+            format!("{fixture}-manifest-list.avro"),
+            2,
+            &std::fs::read(folder.join(list))?,
+        )?;
+        let manifest = first(&|n| !n.starts_with("snap-") && n.ends_with(".avro"))?;
+        seed(
+            format!("{fixture}-manifest.avro"),
+            2,
+            &std::fs::read(folder.join(manifest))?,
+        )?;
+    }
     Ok(())
 }

@@ -1192,6 +1192,42 @@ fn iceberg_fixture_gzipped(to: &Path, rename: impl Fn(usize, &str) -> String) {
     }
 }
 
+/// A table file beyond the 256 MiB budget (here a metadata file grown to
+/// 300 MiB of zeros, sparse on disk) is a one-line metadata error found
+/// from its size, before any of it is read.
+#[test]
+fn issue_16_iceberg_files_beyond_the_budget_are_errors_not_allocations() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("table");
+    Site::Local(table.clone()).copy_tree(Path::new(ICEBERG_FIXTURE), |_| true);
+    let newest = table.join("metadata/00004-3616421f-debc-45ef-ac07-fbb645ac0019.metadata.json");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&newest)
+        .unwrap()
+        .set_len(300 << 20)
+        .unwrap();
+    let out = driftwatch(&[
+        "check",
+        table.to_str().unwrap(),
+        "--rules",
+        "tests/fixtures/iceberg/rules.yaml",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let location = std::fs::canonicalize(&table).unwrap().display().to_string();
+    assert_eq!(
+        report["reports"][0]["error"],
+        format!(
+            "{location}: cannot read the Iceberg metadata: {}: 314572800 bytes, more than the 256 MiB a table's metadata file may have",
+            std::fs::canonicalize(&newest).unwrap().display()
+        )
+        .as_str()
+    );
+}
+
 /// Variants of the pyiceberg fixture whose metadata files are
 /// gzip-compressed, as Iceberg writers name them with
 /// `write.metadata.compression-codec=gzip` (`*.gz.metadata.json`), as older

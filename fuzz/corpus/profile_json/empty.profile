@@ -1,6 +1,6 @@
 {
   "format": "driftwatch-profile",
-  "version": 1,
+  "version": 2,
   "dataset": "empty",
   "rows": 0,
   "sources": [],

@@ -11,6 +11,8 @@
 //! carried as a path, which the engine scans through the store registered
 //! for its bucket with ranged reads (nothing is downloaded whole).
 //!
+//! Every file read whole is at most [`MAX_TABLE_FILE_BYTES`].
+//!
 //! Errors keep the lake's split: an object that is not there is the
 //! table's answer (`None`); anything else the store says
 //! (refused credentials, an unreachable endpoint, a missing bucket) is
@@ -25,6 +27,12 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use super::TableError;
 use crate::location::{ObjectStoreOptions, ObjectUrl};
 use crate::rules::TableFormat;
+
+/// The largest table file (Iceberg metadata JSON, manifest list, manifest,
+/// version hint) read whole: far above any real table's (metadata files of
+/// long histories reach tens of MiB, manifests a few), low enough that a
+/// hostile or broken file cannot take the memory.
+pub const MAX_TABLE_FILE_BYTES: u64 = 256 << 20;
 
 /// A table's location, opened.
 // One value per watched table, made once: the size of the larger variant
@@ -133,23 +141,51 @@ impl TableFiles {
     }
 
     /// Reads the file at `path` (one [`Self::join`] gave) whole; `None`
-    /// when it is not there.
+    /// when it is not there. A file larger than [`MAX_TABLE_FILE_BYTES`] is
+    /// an error before any of it is read.
     pub async fn read(
         &self,
         format: TableFormat,
         location: &str,
         path: &Path,
     ) -> Result<Option<Vec<u8>>, TableError> {
+        let too_large = |size: u64| TableError::Log {
+            format,
+            location: location.to_string(),
+            reason: format!(
+                "{}: {size} bytes, more than the {} MiB a table's metadata file may have",
+                path.display(),
+                MAX_TABLE_FILE_BYTES >> 20
+            ),
+        };
         match self {
-            TableFiles::Local(_) => match std::fs::read(path) {
-                Ok(bytes) => Ok(Some(bytes)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(TableError::Log {
-                    format,
-                    location: location.to_string(),
-                    reason: format!("{}: {e}", path.display()),
-                }),
-            },
+            TableFiles::Local(_) => {
+                let read = std::fs::File::open(path).and_then(|file| {
+                    let size = file.metadata()?.len();
+                    if size > MAX_TABLE_FILE_BYTES {
+                        return Ok(Err(size));
+                    }
+                    let mut bytes = Vec::with_capacity(size as usize);
+                    std::io::Read::read_to_end(
+                        &mut std::io::Read::take(file, MAX_TABLE_FILE_BYTES + 1),
+                        &mut bytes,
+                    )?;
+                    Ok(match bytes.len() as u64 {
+                        n if n > MAX_TABLE_FILE_BYTES => Err(n),
+                        _ => Ok(bytes),
+                    })
+                });
+                match read {
+                    Ok(Ok(bytes)) => Ok(Some(bytes)),
+                    Ok(Err(size)) => Err(too_large(size)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(TableError::Log {
+                        format,
+                        location: location.to_string(),
+                        reason: format!("{}: {e}", path.display()),
+                    }),
+                }
+            }
             TableFiles::Object { store, .. } => {
                 let Some(Ok(object)) = ObjectUrl::from_path(path) else {
                     return Ok(None);
@@ -160,6 +196,9 @@ impl TableFiles {
                     Err(object_store::Error::NotFound { .. }) => return Ok(None),
                     Err(e) => return Err(self.store_error(location, &e)),
                 };
+                if got.meta.size > MAX_TABLE_FILE_BYTES {
+                    return Err(too_large(got.meta.size));
+                }
                 match got.bytes().await {
                     Ok(bytes) => Ok(Some(bytes.to_vec())),
                     Err(object_store::Error::NotFound { .. }) => Ok(None),

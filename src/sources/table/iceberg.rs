@@ -761,7 +761,14 @@ impl IcebergTable {
         }
     }
 
-    async fn read_avro(&self, path: &str) -> Result<Vec<Avro>, TableError> {
+    /// Reads the Avro file at `path` (a manifest list or a manifest) and
+    /// hands each record to `visit`, one at a time: a large manifest is
+    /// never held decoded whole.
+    async fn read_avro(
+        &self,
+        path: &str,
+        mut visit: impl FnMut(&Avro) -> Result<(), String>,
+    ) -> Result<(), TableError> {
         let file = self.file_path(path)?;
         let shown = file.display();
         let bytes = self
@@ -769,11 +776,7 @@ impl IcebergTable {
             .read(FORMAT, &self.location, &file)
             .await?
             .ok_or_else(|| self.log_error(format!("{shown}: no such file")))?;
-        let reader = apache_avro::Reader::new(std::io::Cursor::new(bytes))
-            .map_err(|e| self.log_error(format!("{shown}: {e}")))?;
-        reader
-            .map(|r| r.map_err(|e| self.log_error(format!("{shown}: {e}"))))
-            .collect()
+        decode_avro(&bytes, &mut visit).map_err(|e| self.log_error(format!("{shown}: {e}")))
     }
 
     /// The manifests of a snapshot.
@@ -793,81 +796,27 @@ impl IcebergTable {
                 .collect());
         };
         let mut manifests = Vec::new();
-        for record in self.read_avro(list).await? {
-            let path = string(field(&record, "manifest_path")).ok_or_else(|| {
-                self.log_error(format!(
-                    "manifest list {list}: an entry has no manifest_path"
-                ))
-            })?;
-            manifests.push(ManifestRef {
-                path,
-                content: long(field(&record, "content")).unwrap_or(DATA),
-                spec_id: long(field(&record, "partition_spec_id"))
-                    .and_then(|id| i32::try_from(id).ok())
-                    .unwrap_or(0),
-                added_snapshot_id: long(field(&record, "added_snapshot_id")),
-            });
-        }
+        self.read_avro(list, |record| {
+            manifests.push(manifest_ref(record)?);
+            Ok(())
+        })
+        .await?;
         Ok(manifests)
     }
 
     /// A spec's partition fields with their transforms.
     fn spec_fields(&self, spec_id: i32) -> Vec<PartitionField> {
-        self.metadata
-            .partition_specs
-            .iter()
-            .find(|s| s.spec_id == spec_id)
-            .map(|s| s.fields.clone())
-            .unwrap_or_else(|| self.metadata.partition_spec.clone())
+        spec_fields(&self.metadata, spec_id)
     }
 
     async fn entries(&self, manifest: &ManifestRef) -> Result<Vec<Entry>, TableError> {
         let fields = self.spec_fields(manifest.spec_id);
         let mut entries = Vec::new();
-        for record in self.read_avro(&manifest.path).await? {
-            let bad = |what: &str| {
-                self.log_error(format!(
-                    "manifest {}: an entry has no {what}",
-                    manifest.path
-                ))
-            };
-            let data_file = field(&record, "data_file").ok_or_else(|| bad("data_file"))?;
-            // Every field's value in Iceberg's human form; only identity
-            // fields are column values (what a folder name would carry; a
-            // day or a bucket is no column's value).
-            let (mut partition, mut transformed) = (BTreeMap::new(), BTreeMap::new());
-            if let Some(Avro::Record(record)) = field(data_file, "partition") {
-                for (name, value) in record {
-                    let Some(f) = fields.iter().find(|f| &f.name == name) else {
-                        continue;
-                    };
-                    let source_type = f.source_id.and_then(|id| self.metadata.field_type(id));
-                    let Some(human) = human_partition_value(&f.transform, value, source_type)
-                    else {
-                        continue;
-                    };
-                    let map = if f.transform == "identity" {
-                        &mut partition
-                    } else {
-                        &mut transformed
-                    };
-                    map.insert(name.clone(), human);
-                }
-            }
-            entries.push(Entry {
-                status: long(field(&record, "status")).ok_or_else(|| bad("status"))?,
-                snapshot_id: long(field(&record, "snapshot_id")),
-                // v1 manifests have no content: data, or deletes by the manifest's kind.
-                content: long(field(data_file, "content")).unwrap_or(manifest.content),
-                path: string(field(data_file, "file_path")).ok_or_else(|| bad("file_path"))?,
-                format: string(field(data_file, "file_format")).unwrap_or_default(),
-                size: long(field(data_file, "file_size_in_bytes"))
-                    .and_then(|n| u64::try_from(n).ok())
-                    .unwrap_or(0),
-                partition,
-                transformed,
-            });
-        }
+        self.read_avro(&manifest.path, |record| {
+            entries.push(entry(&self.metadata, &fields, manifest.content, record)?);
+            Ok(())
+        })
+        .await?;
         Ok(entries)
     }
 
@@ -1001,6 +950,161 @@ impl IcebergTable {
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok((version, files))
+    }
+}
+
+/// The most one Avro value (a string, a block decompressed) may allocate
+/// while manifests are decoded: far above any real manifest's, low enough
+/// that a hostile length or a decompression bomb cannot take the memory
+/// (apache-avro's own default is 512 MiB).
+const MAX_AVRO_ALLOCATION: usize = 64 << 20;
+
+/// Decodes an Avro object container file, record by record.
+fn decode_avro(
+    bytes: &[u8],
+    visit: &mut dyn FnMut(&Avro) -> Result<(), String>,
+) -> Result<(), String> {
+    // A process-wide setting, taken by the first call; later calls with the
+    // same value change nothing.
+    apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION);
+    let reader = apache_avro::Reader::new(bytes).map_err(one_line)?;
+    for record in reader {
+        visit(&record.map_err(one_line)?)?;
+    }
+    Ok(())
+}
+
+/// A manifest list's record as the manifest it names.
+fn manifest_ref(record: &Avro) -> Result<ManifestRef, String> {
+    let path = string(field(record, "manifest_path"))
+        .ok_or("a manifest list entry has no manifest_path")?;
+    Ok(ManifestRef {
+        path,
+        content: long(field(record, "content")).unwrap_or(DATA),
+        spec_id: long(field(record, "partition_spec_id"))
+            .and_then(|id| i32::try_from(id).ok())
+            .unwrap_or(0),
+        added_snapshot_id: long(field(record, "added_snapshot_id")),
+    })
+}
+
+/// A partition spec's fields (the v1 `partition-spec` when no spec has the id).
+fn spec_fields(metadata: &Metadata, spec_id: i32) -> Vec<PartitionField> {
+    metadata
+        .partition_specs
+        .iter()
+        .find(|s| s.spec_id == spec_id)
+        .map(|s| s.fields.clone())
+        .unwrap_or_else(|| metadata.partition_spec.clone())
+}
+
+/// A manifest's record as its entry (`fields`: the manifest's partition
+/// spec; `content`: the manifest's, for v1 entries that have none).
+fn entry(
+    metadata: &Metadata,
+    fields: &[PartitionField],
+    content: i64,
+    record: &Avro,
+) -> Result<Entry, String> {
+    let bad = |what: &str| format!("a manifest entry has no {what}");
+    let data_file = field(record, "data_file").ok_or_else(|| bad("data_file"))?;
+    // Every field's value in Iceberg's human form; only identity fields are
+    // column values (what a folder name would carry; a day or a bucket is
+    // no column's value).
+    let (mut partition, mut transformed) = (BTreeMap::new(), BTreeMap::new());
+    if let Some(Avro::Record(values)) = field(data_file, "partition") {
+        for (name, value) in values {
+            let Some(f) = fields.iter().find(|f| &f.name == name) else {
+                continue;
+            };
+            let source_type = f.source_id.and_then(|id| metadata.field_type(id));
+            let Some(human) = human_partition_value(&f.transform, value, source_type) else {
+                continue;
+            };
+            let map = if f.transform == "identity" {
+                &mut partition
+            } else {
+                &mut transformed
+            };
+            map.insert(name.clone(), human);
+        }
+    }
+    Ok(Entry {
+        status: long(field(record, "status")).ok_or_else(|| bad("status"))?,
+        snapshot_id: long(field(record, "snapshot_id")),
+        // v1 manifests have no content: data, or deletes by the manifest's kind.
+        content: long(field(data_file, "content")).unwrap_or(content),
+        path: string(field(data_file, "file_path")).ok_or_else(|| bad("file_path"))?,
+        format: string(field(data_file, "file_format")).unwrap_or_default(),
+        size: long(field(data_file, "file_size_in_bytes"))
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0),
+        partition,
+        transformed,
+    })
+}
+
+/// Fuzzing entry points (`fuzz/fuzz_targets/iceberg_table.rs`): the
+/// parsers a hostile table's files reach, without a file system. Always
+/// built (the `fuzzing` feature changes no code), never a user's API.
+#[doc(hidden)]
+pub mod fuzz {
+    use super::*;
+
+    /// A metadata file's bytes (gzip-compressed when `gzip`), then what is
+    /// derived from it: the lineage, the versions, every spec field's type.
+    pub fn metadata(bytes: &[u8], gzip: bool) {
+        let name = if gzip {
+            "v1.gz.metadata.json"
+        } else {
+            "v1.metadata.json"
+        };
+        let Ok(json) = metadata_json(name, bytes.to_vec()) else {
+            return;
+        };
+        let Ok(metadata) = serde_json::from_slice::<Metadata>(&json) else {
+            return;
+        };
+        for spec in &metadata.partition_specs {
+            for field in &spec.fields {
+                let _ = field.source_id.map(|id| metadata.field_type(id));
+            }
+        }
+        let table = IcebergTable {
+            location: "fuzz".to_string(),
+            files: TableFiles::Local(PathBuf::from("/nonexistent-fuzz-table")),
+            metadata,
+            lineage: Vec::new(),
+            catalog: None,
+        };
+        if let Ok(lineage) = table.lineage() {
+            for (version, snapshot) in &lineage {
+                let _ = (version, snapshot.operation());
+            }
+        }
+    }
+
+    /// An Avro file read as a manifest list, and as a manifest of a table
+    /// with every identity and transform partition the fixtures have.
+    pub fn avro(bytes: &[u8]) {
+        const METADATA: &str = r#"{"format-version": 2, "location": "/t",
+            "schemas": [{"fields": [{"id": 1, "name": "d", "type": "decimal(9,2)"},
+                {"id": 2, "name": "ts", "type": "timestamptz"}, {"id": 3, "name": "u", "type": "uuid"}]}],
+            "partition-specs": [{"spec-id": 0, "fields": [
+                {"name": "d", "transform": "identity", "source-id": 1},
+                {"name": "ts", "transform": "identity", "source-id": 2},
+                {"name": "u", "transform": "identity", "source-id": 3},
+                {"name": "ts_hour", "transform": "hour", "source-id": 2},
+                {"name": "d_trunc", "transform": "truncate[10]", "source-id": 1}]}]}"#;
+        let Ok(metadata) = serde_json::from_str::<Metadata>(METADATA) else {
+            return;
+        };
+        let fields = spec_fields(&metadata, 0);
+        let _ = decode_avro(bytes, &mut |record| {
+            let _ = manifest_ref(record);
+            let _ = entry(&metadata, &fields, DATA, record);
+            Ok(())
+        });
     }
 }
 
