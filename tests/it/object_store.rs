@@ -1230,3 +1230,105 @@ fn issue_16_between_full_listings_only_the_newest_partition_is_listed() {
         lists.last().unwrap()
     );
 }
+
+/// AWS named profiles reach S3 as the SDKs' chain does (issue 16's
+/// `AWS_PROFILE`): static keys with the profile's region and endpoint; a
+/// `credential_process` (run once, its keys cached); a profile with a wrong
+/// secret and one that does not exist are one-line errors with no secret.
+#[test]
+fn issue_16_aws_profiles_reach_s3_with_keys_or_a_credential_process() {
+    let server = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    server.put("flights/part-0.parquet", &flights(dir.path(), 100, 1, 0));
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(&rules, RULES).unwrap();
+    let calls = dir.path().join("process-calls");
+    let process = dir.path().join("credentials.sh");
+    std::fs::write(
+        &process,
+        format!(
+            "#!/bin/sh\necho run >> '{}'\nprintf '{{\"Version\": 1, \"AccessKeyId\": \"{ACCESS_KEY}\", \"SecretAccessKey\": \"{SECRET_KEY}\", \"Expiration\": \"2099-01-01T00:00:00Z\"}}'\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    let wrong_secret = "profile-wrong-secret-5c4b3a29";
+    let credentials = dir.path().join("credentials");
+    std::fs::write(
+        &credentials,
+        format!(
+            "[ci]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n\
+             [wrong]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {wrong_secret}\n"
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("config");
+    std::fs::write(
+        &config,
+        format!(
+            "[profile ci]\nregion = us-east-1\nendpoint_url = {endpoint}\n\
+             [profile wrong]\nregion = us-east-1\nendpoint_url = {endpoint}\n\
+             [profile proc]\nregion = us-east-1\nendpoint_url = {endpoint}\ncredential_process = sh '{}'\n",
+            process.display(),
+            endpoint = server.endpoint()
+        ),
+    )
+    .unwrap();
+    let env = |profile: &str| -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_PROFILE", profile.to_string()),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE",
+                credentials.display().to_string(),
+            ),
+            ("AWS_CONFIG_FILE", config.display().to_string()),
+            ("AWS_ALLOW_HTTP", "true".to_string()),
+        ]
+    };
+    let check = |profile: &str| {
+        let out = driftwatch_env(
+            &[
+                "check",
+                "s3://lake/flights/",
+                "--rules",
+                rules.to_str().unwrap(),
+                "--format",
+                "json",
+            ],
+            &env(profile),
+        );
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    for profile in ["ci", "proc"] {
+        let (code, stdout, stderr) = check(profile);
+        assert_eq!(code, Some(0), "{profile}: {stderr}");
+        let report: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(report["reports"][0]["rows"], 100, "{profile}");
+        assert_eq!(
+            report["reports"][0]["source"],
+            "s3://lake/flights/part-0.parquet"
+        );
+    }
+    // The process ran for this `check` and its keys were cached for every
+    // request after the first (a LIST, a HEAD and ranged GETs).
+    assert_eq!(std::fs::read_to_string(&calls).unwrap(), "run\n");
+
+    let (code, _, stderr) = check("wrong");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: s3://lake/flights/: cannot list objects: "),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(wrong_secret) && !stderr.contains(SECRET_KEY),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = check("nope");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "error: s3://lake/flights/: cannot set up the object store client: AWS_PROFILE `nope`: no such profile in the AWS config or credentials file"
+    );
+}

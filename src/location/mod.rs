@@ -13,10 +13,13 @@
 //! This module also owns building the stores ([`build_store`]): credentials
 //! come from the environment variables each cloud's SDKs read (via
 //! `object_store`'s `from_env`; for GCS `GOOGLE_APPLICATION_CREDENTIALS`
-//! and the application default credentials), endpoint and addressing from
+//! and the application default credentials; for S3 also AWS named profiles,
+//! [`aws_profile`]), endpoint and addressing from
 //! `[lake.object_store]` ([`ObjectStoreOptions`]). Secrets never leave here:
 //! [`redact`] removes every credential value known to the process from a
 //! message before it is logged, shown on `/status` or put in a report.
+
+pub mod aws_profile;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -231,6 +234,12 @@ pub fn redact(text: &str, options: &ObjectStoreOptions) -> String {
             out = out.replace(&value, "***");
         }
     }
+    // Secrets read from AWS profiles and credential processes.
+    for value in aws_profile::secrets() {
+        if value.len() >= 8 {
+            out = out.replace(&value, "***");
+        }
+    }
     out
 }
 
@@ -272,6 +281,59 @@ pub fn build_store(
             let mut builder = object_store::aws::AmazonS3Builder::from_env()
                 .with_url(base)
                 .with_retry(retry);
+            // A named profile (AWS_PROFILE, ~/.aws/…) when no keys are
+            // given explicitly: the SDKs' order, before web identity and
+            // instance metadata (which object_store finds itself).
+            let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+            let explicit_keys =
+                var("AWS_ACCESS_KEY_ID").is_some() || env(&options.access_key_id_env).is_some();
+            if !explicit_keys && options.anonymous != Some(true) {
+                let profile = aws_profile::load(&var).map_err(|reason| LocationError::Setup {
+                    url: url.to_string(),
+                    reason,
+                })?;
+                if let Some(profile) = profile {
+                    if var("AWS_REGION").is_none()
+                        && var("AWS_DEFAULT_REGION").is_none()
+                        && let Some(region) = &profile.region
+                    {
+                        builder = builder.with_region(region);
+                    }
+                    if var("AWS_ENDPOINT_URL").is_none()
+                        && var("AWS_ENDPOINT").is_none()
+                        && let Some(endpoint) = &profile.endpoint_url
+                    {
+                        builder = builder.with_endpoint(endpoint);
+                    }
+                    match (profile.keys, profile.credential_process) {
+                        (Some((id, secret, token)), _) => {
+                            builder = builder
+                                .with_access_key_id(id)
+                                .with_secret_access_key(secret);
+                            if let Some(token) = token {
+                                builder = builder.with_token(token);
+                            }
+                        }
+                        (None, Some(command)) => {
+                            builder = builder.with_credentials(Arc::new(
+                                aws_profile::ProcessCredentials::new(command, profile.name),
+                            ));
+                        }
+                        (None, None) => {
+                            // Only a profile the user named is an error; an
+                            // unusable `default` leaves the other sources.
+                            if let Some(reason) = profile.unsupported
+                                && var("AWS_PROFILE").is_some()
+                            {
+                                return Err(LocationError::Setup {
+                                    url: url.to_string(),
+                                    reason,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
             if let Some(endpoint) = &options.endpoint {
                 builder = builder.with_endpoint(endpoint);
             }
