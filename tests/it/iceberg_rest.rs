@@ -108,11 +108,17 @@ impl RestCatalogServer {
         // The environment `dev`: the REST prefix, and where its tables live.
         let warehouse = server.dir.path().join("warehouse");
         std::fs::create_dir_all(&warehouse).unwrap();
-        let body = serde_json::json!({
-            "name": "dev",
-            "storage": { "scheme": "file", "root": format!("file://{}", warehouse.display()) },
-        });
-        let url = format!("{}/api/v1/environments", server.uri());
+        server.create_environment(
+            "dev",
+            serde_json::json!({ "scheme": "file", "root": format!("file://{}", warehouse.display()) }),
+        );
+        server
+    }
+
+    /// Creates the environment (REST prefix) `name` with `storage`.
+    pub(crate) fn create_environment(&self, name: &str, storage: Value) {
+        let body = serde_json::json!({ "name": name, "storage": storage });
+        let url = format!("{}/api/v1/environments", self.uri());
         let status = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -129,7 +135,6 @@ impl RestCatalogServer {
                     .status()
             });
         assert!(status.is_success(), "create the environment: {status}");
-        server
     }
 
     pub(crate) fn uri(&self) -> String {
@@ -139,6 +144,19 @@ impl RestCatalogServer {
     /// One pyiceberg commit (`create`, `append`, `overwrite`, `delete`) on
     /// `bronze.<table>`; the table's newest snapshot afterwards.
     pub(crate) fn write(&self, action: &str, table: &str, arg: Option<&str>) -> Value {
+        self.write_in("dev", &serde_json::json!({}), action, table, arg)
+    }
+
+    /// [`Self::write`] in the environment `prefix`, with extra catalog
+    /// `properties` for the writer (an S3 warehouse's endpoint and keys).
+    pub(crate) fn write_in(
+        &self,
+        prefix: &str,
+        properties: &Value,
+        action: &str,
+        table: &str,
+        arg: Option<&str>,
+    ) -> Value {
         let mut command = Command::new(self.bin.join("python"));
         command
             .arg(concat!(
@@ -147,11 +165,12 @@ impl RestCatalogServer {
             ))
             .args([
                 &self.uri(),
-                "dev",
+                prefix,
                 &token(),
                 action,
                 &format!("bronze.{table}"),
-            ]);
+            ])
+            .env("WRITER_PROPERTIES", properties.to_string());
         if let Some(arg) = arg {
             command.arg(arg);
         }
@@ -602,4 +621,82 @@ fn issue_16_catalog_key_errors_name_file_line_col() {
         catalog.token,
         Some(driftwatch::rules::CatalogToken::File("rules/tok".into()))
     );
+}
+
+/// A catalog whose warehouse is on S3 (the s3s-fs server): the catalog's
+/// answer names `s3://lake/warehouse/…` files, read through the lake's S3
+/// client (the environment's keys and endpoint) with ranged reads, exactly
+/// as a table found by its URL.
+#[test]
+fn issue_16_rest_catalog_table_on_s3_is_read_through_the_lakes_store() {
+    let s3 = crate::object_store::S3Server::start();
+    let server = RestCatalogServer::start();
+    let keys = serde_json::json!({
+        "s3.endpoint": s3.endpoint(),
+        "s3.access-key-id": crate::object_store::ACCESS_KEY,
+        "s3.secret-access-key": crate::object_store::SECRET_KEY,
+        "s3.region": "us-east-1",
+    });
+    server.create_environment(
+        "lakeside",
+        serde_json::json!({ "scheme": "s3", "root": "s3://lake/warehouse", "options": keys }),
+    );
+    let mut properties = keys.clone();
+    properties["py-io-impl"] = "pyiceberg.io.fsspec.FsspecFileIO".into();
+    let write = |action: &str, arg: Option<&str>| {
+        server.write_in("lakeside", &properties, action, "flights", arg)
+    };
+    write("create", None);
+    write("append", Some(r#"[["UA", 1.0], ["AA", 2.0]]"#));
+    write(
+        "append",
+        Some(r#"[["DL", -3.0], ["B6", 4.0], [null, 5.0]]"#),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        catalog_rules(&server.uri(), "flights", &format!("token_env: {TOKEN_ENV}"))
+            .replace("prefix: dev", "prefix: lakeside"),
+    )
+    .unwrap();
+    let mut env = s3.env();
+    env.extend(env_token());
+    let check = |env: &[(&'static str, String)]| {
+        let out = driftwatch_env(
+            &[
+                "check",
+                "--rules",
+                rules.to_str().unwrap(),
+                "--format",
+                "json",
+            ],
+            env,
+        );
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), report["reports"][0].clone())
+    };
+    let (code, report) = check(&env);
+    assert_eq!(code, Some(1), "{report}");
+    let key = format!(
+        "{}/v1/lakeside/namespaces/bronze/tables/flights",
+        server.uri()
+    );
+    assert_eq!(report["source"], format!("{key}@v2").as_str());
+    assert_eq!(report["rows"], 3);
+    assert_eq!(report["checks"][0]["failing_rows"], 1);
+    assert_eq!(report["checks"][1]["failing_rows"], 1);
+    // The data files were read from the S3 server (its request log names them).
+    assert!(
+        s3.log_text().contains("warehouse/managed/bronze/flights-"),
+        "no request for the table's files on the S3 server"
+    );
+    // Without the lake's S3 keys the files cannot be read: an environment
+    // error naming the table, never a verdict.
+    let (code, report) = check(&env_token());
+    assert_eq!(code, Some(2), "{report}");
+    let error = report["error"].as_str().unwrap();
+    assert!(error.starts_with(&format!("{key}: ")), "{error}");
+    assert!(!error.contains(crate::object_store::SECRET_KEY), "{error}");
 }
