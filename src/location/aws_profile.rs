@@ -11,8 +11,9 @@
 //! A profile gives static keys (`aws_access_key_id`, `aws_secret_access_key`,
 //! `aws_session_token`; the credentials file over the config file), or a
 //! `credential_process` (run through `sh -c`, its JSON answer cached for the
-//! whole process until five minutes before its `Expiration`), and `region`
-//! and `endpoint_url`.
+//! whole process until five minutes before its `Expiration`, or halfway
+//! through a shorter life; a failed run keeps keys not yet expired), and
+//! `region` and `endpoint_url`.
 //! Profiles that assume a role (`role_arn`) or use IAM Identity Center
 //! (`sso_*`) are refused with a message when `AWS_PROFILE` names them: their
 //! keys come from STS calls this client does not make.
@@ -202,7 +203,15 @@ pub fn parse(text: &str) -> BTreeMap<String, BTreeMap<String, String>> {
 /// Keys a credential process gave, by command, until they are about to
 /// expire: shared by every store the process builds (one per bucket, and
 /// `check` builds one to list and one to scan), so the command runs once.
-type ProcessCache = HashMap<String, (Arc<AwsCredential>, Option<DateTime<Utc>>)>;
+type ProcessCache = HashMap<String, Cached>;
+
+/// A credential process's keys: when to run it again, when they expire.
+#[derive(Debug)]
+struct Cached {
+    credential: Arc<AwsCredential>,
+    refresh_at: Option<DateTime<Utc>>,
+    expires: Option<DateTime<Utc>>,
+}
 static PROCESS_CACHE: LazyLock<tokio::sync::Mutex<ProcessCache>> =
     LazyLock::new(|| tokio::sync::Mutex::new(HashMap::new()));
 
@@ -221,7 +230,8 @@ impl ProcessCredentials {
     }
 
     async fn run(&self) -> Result<(AwsCredential, Option<DateTime<Utc>>), String> {
-        let child = tokio::process::Command::new("sh")
+        use tokio::io::AsyncReadExt;
+        let mut child = tokio::process::Command::new("sh")
             .arg("-c")
             .arg(&self.command)
             .stdin(std::process::Stdio::null())
@@ -230,13 +240,29 @@ impl ProcessCredentials {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot start it: {e}"))?;
-        let out = tokio::time::timeout(PROCESS_TIMEOUT, child.wait_with_output())
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err("cannot read its output".to_string());
+        };
+        // Both streams are read within the budget (a process printing
+        // without end is cut, not buffered), then it must exit.
+        let budget = MAX_PROCESS_OUTPUT as u64 + 1;
+        let run = async {
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let (mut stdout, mut stderr) = (stdout.take(budget), stderr.take(budget));
+            let (read_out, read_err) =
+                tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
+            read_out.and(read_err)?;
+            let status = child.wait().await?;
+            Ok::<_, std::io::Error>((status, out, err))
+        };
+        let (status, stdout, stderr) = tokio::time::timeout(PROCESS_TIMEOUT, run)
             .await
             .map_err(|_| format!("it ran longer than {} s", PROCESS_TIMEOUT.as_secs()))?
             .map_err(|e| format!("cannot run it: {e}"))?;
-        if !out.status.success() {
-            // stderr's first line says why; stdout may hold secrets.
-            let said = String::from_utf8_lossy(&out.stderr);
+        if !status.success() {
+            // stderr's first line says why (redacted before it is cut);
+            // stdout may hold secrets and is never quoted.
+            let said = super::redact(&String::from_utf8_lossy(&stderr), &Default::default());
             let first: String = said
                 .lines()
                 .next()
@@ -244,15 +270,15 @@ impl ProcessCredentials {
                 .chars()
                 .take(200)
                 .collect();
-            return Err(format!("it exited with {}: {first}", out.status));
+            return Err(format!("it exited with {status}: {first}"));
         }
-        if out.stdout.len() > MAX_PROCESS_OUTPUT {
+        if stdout.len() > MAX_PROCESS_OUTPUT {
             return Err(format!(
                 "it printed more than {} KiB",
                 MAX_PROCESS_OUTPUT >> 10
             ));
         }
-        parse_process_output(&out.stdout)
+        parse_process_output(&stdout)
     }
 }
 
@@ -316,25 +342,49 @@ impl CredentialProvider for ProcessCredentials {
         // Held while the process runs: concurrent requests wait for its
         // keys instead of each running it.
         let mut cache = PROCESS_CACHE.lock().await;
-        if let Some((credential, expires)) = cache.get(&self.command)
-            && expires.is_none_or(|at| Utc::now() + REFRESH_BEFORE < at)
+        let now = Utc::now();
+        if let Some(cached) = cache.get(&self.command)
+            && cached.refresh_at.is_none_or(|at| now < at)
         {
-            return Ok(credential.clone());
+            return Ok(cached.credential.clone());
         }
-        let (credential, expires) =
-            self.run()
-                .await
-                .map_err(|reason| object_store::Error::Generic {
-                    store: "S3",
-                    source: format!(
-                        "the credential_process of AWS profile `{}`: {reason}",
-                        self.profile
-                    )
-                    .into(),
-                })?;
-        let credential = Arc::new(credential);
-        cache.insert(self.command.clone(), (credential.clone(), expires));
-        Ok(credential)
+        match self.run().await {
+            Ok((credential, expires)) => {
+                let credential = Arc::new(credential);
+                // Refreshed five minutes before expiry, or halfway through a
+                // shorter life (so short-lived keys are not fetched anew for
+                // every request).
+                let refresh_at = expires.map(|at| {
+                    let life = at - now;
+                    at - REFRESH_BEFORE.min(life / 2)
+                });
+                cache.insert(
+                    self.command.clone(),
+                    Cached {
+                        credential: credential.clone(),
+                        refresh_at,
+                        expires,
+                    },
+                );
+                Ok(credential)
+            }
+            // A failed refresh keeps keys that have not expired yet.
+            Err(_)
+                if cache
+                    .get(&self.command)
+                    .is_some_and(|c| c.expires.is_some_and(|at| now < at)) =>
+            {
+                Ok(cache[&self.command].credential.clone())
+            }
+            Err(reason) => Err(object_store::Error::Generic {
+                store: "S3",
+                source: format!(
+                    "the credential_process of AWS profile `{}`: {reason}",
+                    self.profile
+                )
+                .into(),
+            }),
+        }
     }
 }
 

@@ -281,13 +281,15 @@ pub fn build_store(
             let mut builder = object_store::aws::AmazonS3Builder::from_env()
                 .with_url(base)
                 .with_retry(retry);
-            // A named profile (AWS_PROFILE, ~/.aws/…) when no keys are
-            // given explicitly: the SDKs' order, before web identity and
-            // instance metadata (which object_store finds itself).
+            // The named profile (AWS_PROFILE, ~/.aws/…): its region and
+            // endpoint whenever the environment gives none (the SDKs resolve
+            // them apart from credentials); its keys when none are exported —
+            // the SDKs' order, before web identity and instance metadata
+            // (which object_store finds itself).
             let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
             let explicit_keys =
                 var("AWS_ACCESS_KEY_ID").is_some() || env(&options.access_key_id_env).is_some();
-            if !explicit_keys && options.anonymous != Some(true) {
+            if options.anonymous != Some(true) {
                 let profile = aws_profile::load(&var).map_err(|reason| LocationError::Setup {
                     url: url.to_string(),
                     reason,
@@ -305,7 +307,19 @@ pub fn build_store(
                     {
                         builder = builder.with_endpoint(endpoint);
                     }
+                    // A role the user named is never silently replaced by
+                    // the profile's base keys (the SDKs would assume it).
+                    if let Some(reason) = &profile.unsupported
+                        && var("AWS_PROFILE").is_some()
+                        && !explicit_keys
+                    {
+                        return Err(LocationError::Setup {
+                            url: url.to_string(),
+                            reason: reason.clone(),
+                        });
+                    }
                     match (profile.keys, profile.credential_process) {
+                        _ if explicit_keys => {}
                         (Some((id, secret, token)), _) => {
                             builder = builder
                                 .with_access_key_id(id)
@@ -319,18 +333,8 @@ pub fn build_store(
                                 aws_profile::ProcessCredentials::new(command, profile.name),
                             ));
                         }
-                        (None, None) => {
-                            // Only a profile the user named is an error; an
-                            // unusable `default` leaves the other sources.
-                            if let Some(reason) = profile.unsupported
-                                && var("AWS_PROFILE").is_some()
-                            {
-                                return Err(LocationError::Setup {
-                                    url: url.to_string(),
-                                    reason,
-                                });
-                            }
-                        }
+                        // An unusable `default` leaves the other sources.
+                        (None, None) => {}
                     }
                 }
             }

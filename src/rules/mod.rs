@@ -197,12 +197,14 @@ impl CatalogConfig {
     /// only the catalog's `/v1/config` gives is left out, so the name does
     /// not change with the catalog's answer.
     pub fn key(&self) -> String {
-        self.table_url(self.prefix.as_deref(), true)
+        self.table_url(self.prefix.as_deref(), "%1F", true)
     }
 
-    /// The table's REST resource URL under `prefix`, with `?warehouse=`
-    /// when `with_warehouse`.
-    pub fn table_url(&self, prefix: Option<&str>, with_warehouse: bool) -> String {
+    /// The table's REST resource URL under `prefix`, namespace levels
+    /// joined by `separator` (already percent-encoded, as a catalog's
+    /// `namespace-separator` is given), with `?warehouse=` when
+    /// `with_warehouse`.
+    pub fn table_url(&self, prefix: Option<&str>, separator: &str, with_warehouse: bool) -> String {
         use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
         // A path segment: everything but unreserved characters encoded.
         const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -221,7 +223,7 @@ impl CatalogConfig {
         }
         url.push_str(&format!(
             "namespaces/{}/tables/{}",
-            namespace.join("%1F"),
+            namespace.join(separator),
             segment(&self.table)
         ));
         if with_warehouse && let Some(warehouse) = &self.warehouse {

@@ -78,8 +78,9 @@ pub struct CatalogSpec {
     /// `/v1/…` in its REST paths, e.g. `https://polaris.example.com/api/catalog`.
     #[schemars(with = "String")]
     pub uri: Spanned<String>,
-    /// The path prefix after `/v1/` (a catalog's name or environment). Default:
-    /// what the catalog's `/v1/config` says (`overrides.prefix`), else none.
+    /// The path prefix after `/v1/` (a catalog's name or environment). The
+    /// catalog's `/v1/config` `overrides.prefix` wins over it and its
+    /// `defaults.prefix` is the default, as the REST spec orders them.
     pub prefix: Option<String>,
     /// The warehouse to ask `/v1/config` for (sent as `?warehouse=`).
     pub warehouse: Option<String>,

@@ -700,3 +700,42 @@ fn issue_16_rest_catalog_table_on_s3_is_read_through_the_lakes_store() {
     assert!(error.starts_with(&format!("{key}: ")), "{error}");
     assert!(!error.contains(crate::object_store::SECRET_KEY), "{error}");
 }
+
+/// A table dropped and created again under the same name starts its
+/// sequence numbers anew, below the versions already recorded: the agent
+/// says so on `/status` (degraded, retried) instead of skipping the new
+/// table's versions in silence.
+#[test]
+fn issue_16_a_replaced_catalog_table_is_an_error_not_silently_skipped() {
+    let server = RestCatalogServer::start();
+    server.write("create", "flights", None);
+    server.write("append", "flights", Some(r#"[["UA", 1.0]]"#));
+    server.write("append", "flights", Some(r#"[["AA", 2.0]]"#));
+    let lake = Lake::new(&catalog_rules(
+        &server.uri(),
+        "flights",
+        &format!("token_env: {TOKEN_ENV}"),
+    ));
+    let env = env_token();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let agent = Agent::start_with_env(&lake, &[], &env);
+    wait_versions(&lake, &agent, 2);
+    server.write("drop", "flights", None);
+    server.write("create", "flights", None);
+    server.write("append", "flights", Some(r#"[["DL", 3.0]]"#));
+    let status = wait_for("the replaced table on /status", || {
+        let status = agent.status();
+        status["tables"][0]["error"].is_string().then_some(status)
+    });
+    let key = format!("{}/v1/dev/namespaces/bronze/tables/flights", server.uri());
+    assert_eq!(
+        status["tables"][0]["error"],
+        format!(
+            "{key}: cannot read the Iceberg metadata: the table's versions end at 1, before version 2 already recorded for it: it was replaced (dropped and created again, or another table now has this location); its versions are not evaluated until the dataset's recorded state is removed or the rule file names it as another dataset"
+        )
+        .as_str()
+    );
+    assert!(status["agent"]["degraded"]["reason"].is_string());
+    assert_eq!(lake.results().len(), 2);
+    assert_eq!(agent.terminate(), Some(0));
+}

@@ -7,7 +7,8 @@
 //! metadata files the catalog rejected; only the catalog's
 //! `metadata-location` is the truth. So this module speaks the REST
 //! protocol's read side — `GET /v1/config` once per open (its
-//! `overrides.prefix` is the prefix when the rule file gives none), then
+//! `overrides.prefix` over the rule file's `prefix` over its
+//! `defaults.prefix`, as the spec orders them; `namespace-separator` too), then
 //! `GET /v1/{prefix}/namespaces/{ns}/tables/{table}` at every poll, whose
 //! answer holds the table's whole metadata — and [`super::iceberg`] reads the
 //! snapshots' manifests and data files from the table's `location` through
@@ -17,11 +18,12 @@
 //! connect, 30 s per request, at most 256 MiB per answer, no redirects (a
 //! bearer token is never sent on to another host).
 //!
-//! Errors keep the tables' split. Refused credentials (401, 403), an
+//! Errors keep the tables' split. Refused credentials (401, 403, 419), an
 //! unreachable catalog, a missing token, 429 and 5xx answers are
 //! [`TableError::Store`]: the environment's, retried every poll and never a
-//! verdict. A 404 is [`TableError::NotATable`] (tried again too: the table
-//! may be created). An answer that is not the protocol's is
+//! verdict. A 404 for the table is [`TableError::NotATable`] (tried again
+//! too: the table may be created); for `/v1/config` it is the environment's
+//! (a wrong `uri` or warehouse). An answer that is not the protocol's is
 //! [`TableError::Log`]. No message carries the token.
 
 use std::time::Duration;
@@ -109,25 +111,36 @@ impl RestCatalog {
                 .finish();
             config_url = format!("{config_url}?{query}");
         }
-        let answer = catalog.get(&config_url).await?;
+        let answer = catalog.get(&config_url, false).await?;
         let answer: ConfigAnswer = serde_json::from_slice(&answer)
             .map_err(|e| catalog.log_error(format!("GET /v1/config: not its answer: {e}")))?;
-        // The rule file's prefix wins; then the catalog's override, then
-        // its default (the spec's precedence: overrides over defaults).
-        let prefix = catalog
+        // The spec's precedence: the server's overrides over the client's
+        // configuration over the server's defaults (Lakekeeper, e.g.,
+        // overrides the prefix with the warehouse's id).
+        let setting = |key: &str, given: Option<&String>| {
+            answer
+                .overrides
+                .get(key)
+                .or(given)
+                .or_else(|| answer.defaults.get(key))
+                .cloned()
+        };
+        let prefix = setting("prefix", catalog.config.prefix.as_ref());
+        // Multi-level namespaces: `%1F` unless the catalog says otherwise
+        // (Iceberg 1.10's `namespace-separator`, given URL-encoded).
+        let separator = setting("namespace-separator", None)
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "%1F".to_string());
+        catalog.table_url = catalog
             .config
-            .prefix
-            .clone()
-            .or_else(|| answer.overrides.get("prefix").cloned())
-            .or_else(|| answer.defaults.get("prefix").cloned());
-        catalog.table_url = catalog.config.table_url(prefix.as_deref(), false);
+            .table_url(prefix.as_deref(), &separator, false);
         Ok(catalog)
     }
 
     /// The table's current state: `LoadTableResult`'s JSON bytes (its
     /// `metadata-location` and whole `metadata`).
     pub async fn load_table(&self) -> Result<Vec<u8>, TableError> {
-        self.get(&self.table_url).await
+        self.get(&self.table_url, true).await
     }
 
     /// The bearer token, read now (a token file may have been rotated).
@@ -173,8 +186,10 @@ impl RestCatalog {
         }
     }
 
-    /// GETs `url`: the answer's bytes on 200, a [`TableError`] otherwise.
-    async fn get(&self, url: &str) -> Result<Vec<u8>, TableError> {
+    /// GETs `url`: the answer's bytes on 200, a [`TableError`] otherwise
+    /// (`is_table`: `url` is the table's, so a 404 means no such table;
+    /// elsewhere it means a wrong `uri` or warehouse).
+    async fn get(&self, url: &str, is_table: bool) -> Result<Vec<u8>, TableError> {
         let token = self.token()?;
         // Messages name the path, never the host's credentials (none are
         // allowed in `uri`) nor the token.
@@ -236,12 +251,17 @@ impl RestCatalog {
         if status.is_success() {
             return Ok(body);
         }
-        let said = error_message(&body).map(redact);
+        // Redacted before it is cut, so no part of a token survives a cut.
+        let said = error_message(&body, &redact);
         let said = said.map(|s| format!(": {s}")).unwrap_or_default();
         let code = status.as_u16();
         Err(match code {
-            401 | 403 => store_error(format!(
+            // 419: the spec's "authentication timeout" (an expired token).
+            401 | 403 | 419 => store_error(format!(
                 "GET {shown}: the catalog refused the credentials (HTTP {code}){said}"
+            )),
+            404 if !is_table => store_error(format!(
+                "GET {shown}: the catalog answered HTTP 404 (a wrong `uri` or warehouse?){said}"
             )),
             404 => TableError::NotATable {
                 format: FORMAT,
@@ -262,9 +282,9 @@ impl RestCatalog {
     }
 }
 
-/// A REST error answer's type and message as one short line; `None` when
-/// the body is not one.
-fn error_message(body: &[u8]) -> Option<String> {
+/// A REST error answer's type and message as one short line, `redact`ed
+/// before it is cut; `None` when the body is not one.
+fn error_message(body: &[u8], redact: &dyn Fn(String) -> String) -> Option<String> {
     let answer: ErrorAnswer = serde_json::from_slice(body).ok()?;
     let text = match (
         answer.error.kind.is_empty(),
@@ -275,6 +295,7 @@ fn error_message(body: &[u8]) -> Option<String> {
         (true, false) => answer.error.message,
         (false, false) => format!("{} {}", answer.error.kind, answer.error.message),
     };
+    let text = redact(text);
     let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
     Some(if line.chars().count() > MAX_MESSAGE_CHARS {
         let cut: String = line.chars().take(MAX_MESSAGE_CHARS).collect();
@@ -306,18 +327,30 @@ mod tests {
 
     #[test]
     fn issue_16_catalog_error_answers_read_as_one_short_line() {
+        let same = |s: String| s;
         let body = br#"{"error":{"message":"Table does not exist:\n bronze.x","type":"NoSuchTableException","code":404}}"#;
         assert_eq!(
-            error_message(body).as_deref(),
+            error_message(body, &same).as_deref(),
             Some("NoSuchTableException Table does not exist: bronze.x")
         );
-        assert_eq!(error_message(b"<html>502</html>"), None);
-        assert_eq!(error_message(br#"{"error":{}}"#), None);
+        assert_eq!(error_message(b"<html>502</html>", &same), None);
+        assert_eq!(error_message(br#"{"error":{}}"#, &same), None);
+        // A token the catalog echoes is redacted before the cut, so no
+        // prefix of it survives.
+        let token = format!("tok{}", "t".repeat(400));
+        let echoed = format!(
+            r#"{{"error":{{"message":"{}{token}","type":"E","code":401}}}}"#,
+            "x".repeat(250)
+        );
+        let hide = |s: String| s.replace(&token, "<token>");
+        let line = error_message(echoed.as_bytes(), &hide).unwrap();
+        assert!(line.ends_with("<token>"), "{line}");
+        assert!(!line.contains("tokttt"), "{line}");
         let long = format!(
             r#"{{"error":{{"message":"{}","type":"E","code":500}}}}"#,
             "x".repeat(1000)
         );
-        let line = error_message(long.as_bytes()).unwrap();
+        let line = error_message(long.as_bytes(), &same).unwrap();
         assert_eq!(line.chars().count(), MAX_MESSAGE_CHARS + 1);
         assert!(line.ends_with('…'));
     }

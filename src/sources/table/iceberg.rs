@@ -71,6 +71,9 @@ struct Metadata {
     location: String,
     #[serde(default)]
     current_snapshot_id: Option<i64>,
+    /// The highest sequence number the table has given (v2 and later).
+    #[serde(default)]
+    last_sequence_number: Option<u64>,
     #[serde(default)]
     snapshots: Vec<Snapshot>,
     #[serde(default)]
@@ -84,12 +87,18 @@ struct Metadata {
     /// Format v1 tables' one schema.
     #[serde(default)]
     schema: Option<SchemaDef>,
+    /// The current schema's id (v2; v1 tables may give it too).
+    #[serde(default)]
+    current_schema_id: Option<i64>,
 }
 
 /// A schema: its fields (the parts read here: ids and types, for the
 /// partition values' human forms).
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 struct SchemaDef {
+    #[serde(default)]
+    schema_id: Option<i64>,
     #[serde(default)]
     fields: Vec<FieldDef>,
 }
@@ -127,18 +136,31 @@ impl Metadata {
             }
             None
         }
-        self.schemas.iter().chain(&self.schema).find_map(|schema| {
-            schema.fields.iter().find_map(|field| {
-                if field.id == id {
-                    return field.kind.as_str();
-                }
-                field
-                    .kind
-                    .get("fields")
-                    .and_then(|f| f.as_array())
-                    .and_then(|nested| find(nested, id, 1))
+        // The current schema first (a field's type may have been widened
+        // since), then the older ones.
+        let current = self
+            .schemas
+            .iter()
+            .filter(|s| s.schema_id.is_some() && s.schema_id == self.current_schema_id);
+        let others = self
+            .schemas
+            .iter()
+            .filter(|s| s.schema_id.is_none() || s.schema_id != self.current_schema_id);
+        current
+            .chain(others)
+            .chain(&self.schema)
+            .find_map(|schema| {
+                schema.fields.iter().find_map(|field| {
+                    if field.id == id {
+                        return field.kind.as_str();
+                    }
+                    field
+                        .kind
+                        .get("fields")
+                        .and_then(|f| f.as_array())
+                        .and_then(|nested| find(nested, id, 1))
+                })
             })
-        })
     }
 }
 
@@ -680,6 +702,15 @@ impl IcebergTable {
         Ok(lineage)
     }
 
+    /// The highest sequence number the table has given (format v2 and
+    /// later): it only grows, whatever snapshot is current.
+    pub fn last_sequence_number(&self) -> Option<u64> {
+        if self.metadata.format_version < 2 {
+            return None;
+        }
+        self.metadata.last_sequence_number
+    }
+
     /// The newest version; `None` while the table has no snapshot.
     pub fn latest_version(&self) -> Option<u64> {
         self.lineage.last().map(|(v, _)| *v)
@@ -805,7 +836,7 @@ impl IcebergTable {
     }
 
     /// A spec's partition fields with their transforms.
-    fn spec_fields(&self, spec_id: i32) -> Vec<PartitionField> {
+    fn spec_fields(&self, spec_id: i32) -> Vec<SpecField> {
         spec_fields(&self.metadata, spec_id)
     }
 
@@ -813,7 +844,7 @@ impl IcebergTable {
         let fields = self.spec_fields(manifest.spec_id);
         let mut entries = Vec::new();
         self.read_avro(&manifest.path, |record| {
-            entries.push(entry(&self.metadata, &fields, manifest.content, record)?);
+            entries.push(entry(&fields, manifest.content, record)?);
             Ok(())
         })
         .await?;
@@ -988,24 +1019,36 @@ fn manifest_ref(record: &Avro) -> Result<ManifestRef, String> {
     })
 }
 
-/// A partition spec's fields (the v1 `partition-spec` when no spec has the id).
-fn spec_fields(metadata: &Metadata, spec_id: i32) -> Vec<PartitionField> {
+/// A partition field with its source column's type, looked up once per
+/// manifest (not per entry).
+struct SpecField {
+    field: PartitionField,
+    source_type: Option<String>,
+}
+
+/// A partition spec's fields (the v1 `partition-spec` when no spec has the
+/// id), each with its source column's type.
+fn spec_fields(metadata: &Metadata, spec_id: i32) -> Vec<SpecField> {
     metadata
         .partition_specs
         .iter()
         .find(|s| s.spec_id == spec_id)
         .map(|s| s.fields.clone())
         .unwrap_or_else(|| metadata.partition_spec.clone())
+        .into_iter()
+        .map(|field| SpecField {
+            source_type: field
+                .source_id
+                .and_then(|id| metadata.field_type(id))
+                .map(str::to_string),
+            field,
+        })
+        .collect()
 }
 
 /// A manifest's record as its entry (`fields`: the manifest's partition
 /// spec; `content`: the manifest's, for v1 entries that have none).
-fn entry(
-    metadata: &Metadata,
-    fields: &[PartitionField],
-    content: i64,
-    record: &Avro,
-) -> Result<Entry, String> {
+fn entry(fields: &[SpecField], content: i64, record: &Avro) -> Result<Entry, String> {
     let bad = |what: &str| format!("a manifest entry has no {what}");
     let data_file = field(record, "data_file").ok_or_else(|| bad("data_file"))?;
     // Every field's value in Iceberg's human form; only identity fields are
@@ -1014,11 +1057,13 @@ fn entry(
     let (mut partition, mut transformed) = (BTreeMap::new(), BTreeMap::new());
     if let Some(Avro::Record(values)) = field(data_file, "partition") {
         for (name, value) in values {
-            let Some(f) = fields.iter().find(|f| &f.name == name) else {
+            let Some(spec) = fields.iter().find(|f| &f.field.name == name) else {
                 continue;
             };
-            let source_type = f.source_id.and_then(|id| metadata.field_type(id));
-            let Some(human) = human_partition_value(&f.transform, value, source_type) else {
+            let f = &spec.field;
+            let Some(human) =
+                human_partition_value(&f.transform, value, spec.source_type.as_deref())
+            else {
                 continue;
             };
             let map = if f.transform == "identity" {
@@ -1102,7 +1147,7 @@ pub mod fuzz {
         let fields = spec_fields(&metadata, 0);
         let _ = decode_avro(bytes, &mut |record| {
             let _ = manifest_ref(record);
-            let _ = entry(&metadata, &fields, DATA, record);
+            let _ = entry(&fields, DATA, record);
             Ok(())
         });
     }

@@ -403,6 +403,24 @@ impl Table {
         }
     }
 
+    /// Why the table cannot be the one whose versions up to `recorded`
+    /// were evaluated (`latest`: its newest version now): a Delta table's
+    /// versions never go back; an Iceberg table's sequence numbers never do
+    /// either, even when a rollback makes an older snapshot current (so the
+    /// metadata's `last-sequence-number`, not the current snapshot, is
+    /// compared). `None` when it can be.
+    pub fn replaced(&self, recorded: u64, latest: Option<u64>) -> Option<String> {
+        let end = match self {
+            Table::Delta(_) => latest?,
+            Table::Iceberg(table) => table.last_sequence_number()?,
+        };
+        (end < recorded).then(|| {
+            format!(
+                "the table's versions end at {end}, before version {recorded} already recorded for it: it was replaced (dropped and created again, or another table now has this location); its versions are not evaluated until the dataset's recorded state is removed or the rule file names it as another dataset"
+            )
+        })
+    }
+
     /// The Iceberg snapshot id of `version`; `None` for Delta.
     pub fn snapshot_id(&self, version: u64) -> Option<i64> {
         match self {
@@ -571,6 +589,17 @@ impl TableWatcher {
             let latest = open.latest_version(recorded).await?;
             followed.latest = latest;
             self.stats.update(key, |s| s.latest_version = latest);
+            // A table whose versions never reached the cursor is another
+            // table now: said on /status, never silently skipped.
+            if let Some(recorded) = recorded
+                && let Some(reason) = open.replaced(recorded, latest)
+            {
+                return Err(TableError::Log {
+                    format: table.format,
+                    location: location.clone(),
+                    reason,
+                });
+            }
         }
         let Some(latest) = followed.latest else {
             return Ok(None);
