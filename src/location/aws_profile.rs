@@ -86,10 +86,13 @@ pub fn load(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Profile>, Str
     let named = env("AWS_PROFILE").filter(|p| !p.is_empty());
     let name = named.clone().unwrap_or_else(|| "default".to_string());
     let home = env("HOME").map(PathBuf::from);
-    let file = |var: &str, default: &str| {
-        env(var)
-            .map(PathBuf::from)
-            .or_else(|| home.as_ref().map(|h| h.join(".aws").join(default)))
+    // `~/…` in the variables is the home folder, as the SDKs read it.
+    let file = |var: &str, default: &str| match env(var) {
+        Some(path) => Some(match (path.strip_prefix("~/"), &home) {
+            (Some(rest), Some(home)) => home.join(rest),
+            _ => PathBuf::from(path),
+        }),
+        None => home.as_ref().map(|h| h.join(".aws").join(default)),
     };
     let credentials = read(file("AWS_SHARED_CREDENTIALS_FILE", "credentials"))?;
     let config = read(file("AWS_CONFIG_FILE", "config"))?;
@@ -460,6 +463,17 @@ mod tests {
         assert_eq!(
             load(&files(Some("nope"))).unwrap_err(),
             "AWS_PROFILE `nope`: no such profile in the AWS config or credentials file"
+        );
+        // `~/` in the variables is the home folder.
+        let home = env_of(&[
+            ("HOME", dir.path().display().to_string()),
+            ("AWS_SHARED_CREDENTIALS_FILE", "~/credentials".to_string()),
+            ("AWS_CONFIG_FILE", "~/config".to_string()),
+            ("AWS_PROFILE", "ci".to_string()),
+        ]);
+        assert_eq!(
+            load(&home).unwrap().unwrap().region.as_deref(),
+            Some("us-east-2")
         );
         // No files, no AWS_PROFILE: nothing to read, no error.
         let none = env_of(&[("HOME", dir.path().join("absent").display().to_string())]);

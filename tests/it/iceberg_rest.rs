@@ -534,6 +534,27 @@ fn issue_16_rest_catalog_errors_are_one_line_without_the_token_and_retried() {
     assert_eq!(status["tables"][0]["error"], Value::Null);
     assert_eq!(status["tables"][0]["recorded_version"], 1);
     assert_eq!(lake.results()[0]["reports"][0]["rows"], 1);
+
+    // A reload that changes how the catalog is reached (here a token
+    // variable the agent does not have) opens the table again with the new
+    // settings, though the open table was working.
+    std::fs::write(
+        lake.path("rules/flights.yaml"),
+        catalog_rules(&uri, "flights", "token_env: DW_TEST_UNSET_TOKEN"),
+    )
+    .unwrap();
+    let status = wait_for("the reloaded catalog settings in use", || {
+        let status = agent.status();
+        status["tables"][0]["error"].is_string().then_some(status)
+    });
+    assert_eq!(
+        status["tables"][0]["error"],
+        format!(
+            "{}: cannot read objects: the catalog token's environment variable `DW_TEST_UNSET_TOKEN` is not set",
+            key("flights")
+        )
+        .as_str()
+    );
     assert_eq!(agent.terminate(), Some(0));
 }
 
@@ -723,18 +744,17 @@ fn issue_16_a_replaced_catalog_table_is_an_error_not_silently_skipped() {
     server.write("drop", "flights", None);
     server.write("create", "flights", None);
     server.write("append", "flights", Some(r#"[["DL", 3.0]]"#));
+    // Polls between the drop and the append see no table, then the new
+    // table without a snapshot (its versions end at 0): the error settles
+    // on the table as it now is.
+    let key = format!("{}/v1/dev/namespaces/bronze/tables/flights", server.uri());
+    let expected = format!(
+        "{key}: cannot read the Iceberg metadata: the table's versions end at 1, before version 2 already recorded for it: it was replaced (dropped and created again, or another table now has this location); its versions are not evaluated until the dataset's recorded state is removed or the rule file names it as another dataset"
+    );
     let status = wait_for("the replaced table on /status", || {
         let status = agent.status();
-        status["tables"][0]["error"].is_string().then_some(status)
+        (status["tables"][0]["error"] == expected.as_str()).then_some(status)
     });
-    let key = format!("{}/v1/dev/namespaces/bronze/tables/flights", server.uri());
-    assert_eq!(
-        status["tables"][0]["error"],
-        format!(
-            "{key}: cannot read the Iceberg metadata: the table's versions end at 1, before version 2 already recorded for it: it was replaced (dropped and created again, or another table now has this location); its versions are not evaluated until the dataset's recorded state is removed or the rule file names it as another dataset"
-        )
-        .as_str()
-    );
     assert!(status["agent"]["degraded"]["reason"].is_string());
     assert_eq!(lake.results().len(), 2);
     assert_eq!(agent.terminate(), Some(0));

@@ -433,6 +433,10 @@ impl Table {
 /// One table being followed.
 struct Followed {
     table: Option<Table>,
+    /// The catalog settings `table` was opened with: a rule-file reload
+    /// that changes them (another token variable, prefix or warehouse)
+    /// opens the table again.
+    catalog: Option<CatalogConfig>,
     latest: Option<u64>,
     next_poll: Instant,
 }
@@ -495,9 +499,14 @@ impl TableWatcher {
                 let key = (rule_file.dataset.clone(), location.clone());
                 let entry = followed.entry(key.clone()).or_insert_with(|| Followed {
                     table: None,
+                    catalog: table.catalog.clone(),
                     latest: None,
                     next_poll: Instant::now(),
                 });
+                if entry.catalog != table.catalog {
+                    entry.table = None;
+                    entry.catalog = table.catalog.clone();
+                }
                 let interval = table.poll_interval.unwrap_or(self.poll_interval);
                 let next = match self.next_batch(&key, table, entry, interval).await {
                     Ok(next) => {
