@@ -146,6 +146,60 @@ pub fn load(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Profile>, Str
     }))
 }
 
+/// `builder` with the named profile applied (see [`load`]): its region and
+/// endpoint whenever the environment gives none (the SDKs resolve them apart
+/// from credentials); its keys or credential process when no keys are
+/// exported (`explicit_keys`: given by another variable) — the SDKs' order,
+/// before web identity and instance metadata, which `object_store` finds
+/// itself. A role the user named is an error, never silently replaced by the
+/// profile's base keys (the SDKs would assume it).
+pub fn apply(
+    mut builder: object_store::aws::AmazonS3Builder,
+    explicit_keys: bool,
+) -> Result<object_store::aws::AmazonS3Builder, String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let explicit_keys = explicit_keys || var("AWS_ACCESS_KEY_ID").is_some();
+    let Some(profile) = load(&var)? else {
+        return Ok(builder);
+    };
+    if var("AWS_REGION").is_none()
+        && var("AWS_DEFAULT_REGION").is_none()
+        && let Some(region) = &profile.region
+    {
+        builder = builder.with_region(region);
+    }
+    if var("AWS_ENDPOINT_URL").is_none()
+        && var("AWS_ENDPOINT").is_none()
+        && let Some(endpoint) = &profile.endpoint_url
+    {
+        builder = builder.with_endpoint(endpoint);
+    }
+    if explicit_keys {
+        return Ok(builder);
+    }
+    if let Some(reason) = profile.unsupported
+        && var("AWS_PROFILE").is_some()
+    {
+        return Err(reason);
+    }
+    Ok(match (profile.keys, profile.credential_process) {
+        (Some((id, secret, token)), _) => {
+            builder = builder
+                .with_access_key_id(id)
+                .with_secret_access_key(secret);
+            match token {
+                Some(token) => builder.with_token(token),
+                None => builder,
+            }
+        }
+        (None, Some(command)) => {
+            builder.with_credentials(Arc::new(ProcessCredentials::new(command, profile.name)))
+        }
+        // An unusable `default` leaves the other sources.
+        (None, None) => builder,
+    })
+}
+
 /// A file's sections, or none when it does not exist.
 fn read(path: Option<PathBuf>) -> Result<BTreeMap<String, BTreeMap<String, String>>, String> {
     use std::io::Read;

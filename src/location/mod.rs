@@ -281,62 +281,16 @@ pub fn build_store(
             let mut builder = object_store::aws::AmazonS3Builder::from_env()
                 .with_url(base)
                 .with_retry(retry);
-            // The named profile (AWS_PROFILE, ~/.aws/…): its region and
-            // endpoint whenever the environment gives none (the SDKs resolve
-            // them apart from credentials); its keys when none are exported —
-            // the SDKs' order, before web identity and instance metadata
-            // (which object_store finds itself).
-            let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-            let explicit_keys =
-                var("AWS_ACCESS_KEY_ID").is_some() || env(&options.access_key_id_env).is_some();
+            // The named profile (AWS_PROFILE, ~/.aws/…), under what the
+            // environment and `options` set explicitly.
             if options.anonymous != Some(true) {
-                let profile = aws_profile::load(&var).map_err(|reason| LocationError::Setup {
-                    url: url.to_string(),
-                    reason,
+                let explicit_keys = env(&options.access_key_id_env).is_some();
+                builder = aws_profile::apply(builder, explicit_keys).map_err(|reason| {
+                    LocationError::Setup {
+                        url: url.to_string(),
+                        reason,
+                    }
                 })?;
-                if let Some(profile) = profile {
-                    if var("AWS_REGION").is_none()
-                        && var("AWS_DEFAULT_REGION").is_none()
-                        && let Some(region) = &profile.region
-                    {
-                        builder = builder.with_region(region);
-                    }
-                    if var("AWS_ENDPOINT_URL").is_none()
-                        && var("AWS_ENDPOINT").is_none()
-                        && let Some(endpoint) = &profile.endpoint_url
-                    {
-                        builder = builder.with_endpoint(endpoint);
-                    }
-                    // A role the user named is never silently replaced by
-                    // the profile's base keys (the SDKs would assume it).
-                    if let Some(reason) = &profile.unsupported
-                        && var("AWS_PROFILE").is_some()
-                        && !explicit_keys
-                    {
-                        return Err(LocationError::Setup {
-                            url: url.to_string(),
-                            reason: reason.clone(),
-                        });
-                    }
-                    match (profile.keys, profile.credential_process) {
-                        _ if explicit_keys => {}
-                        (Some((id, secret, token)), _) => {
-                            builder = builder
-                                .with_access_key_id(id)
-                                .with_secret_access_key(secret);
-                            if let Some(token) = token {
-                                builder = builder.with_token(token);
-                            }
-                        }
-                        (None, Some(command)) => {
-                            builder = builder.with_credentials(Arc::new(
-                                aws_profile::ProcessCredentials::new(command, profile.name),
-                            ));
-                        }
-                        // An unusable `default` leaves the other sources.
-                        (None, None) => {}
-                    }
-                }
             }
             if let Some(endpoint) = &options.endpoint {
                 builder = builder.with_endpoint(endpoint);

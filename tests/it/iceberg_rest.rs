@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::agent::{Agent, Lake, wait_for};
 use crate::object_store::{driftwatch_env, free_port};
-use crate::tables::{table_results, wait_versions};
+use crate::tables::{env_refs, table_results, wait_versions};
 
 /// Where `.ci/run` installs the virtualenv (lakana-server, pyiceberg).
 const VENV_CACHE: &str = ".cache/driftwatch-tools/iceberg-rest-1/bin";
@@ -252,7 +252,7 @@ fn issue_16_rest_catalog_snapshots_each_reported_once_across_restarts() {
     ));
     let key = format!("{}/v1/dev/namespaces/bronze/tables/flights", server.uri());
     let env = env_token();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = env_refs(&env);
     let agent = Agent::start_with_env(&lake, &[], &env);
     let status = wait_for("the empty table polled", || {
         let status = agent.status();
@@ -738,7 +738,7 @@ fn issue_16_a_replaced_catalog_table_is_an_error_not_silently_skipped() {
         &format!("token_env: {TOKEN_ENV}"),
     ));
     let env = env_token();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = env_refs(&env);
     let agent = Agent::start_with_env(&lake, &[], &env);
     wait_versions(&lake, &agent, 2);
     server.write("drop", "flights", None);

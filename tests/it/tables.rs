@@ -84,7 +84,7 @@ impl Site<'_> {
     }
 }
 
-fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+pub(crate) fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
@@ -1063,23 +1063,18 @@ fn assert_iceberg_fixture_read_exactly(
     assert_eq!(written["sources"][0], format!("{location}@v4"));
 }
 
-/// Identity partitions of every primitive type (tests/fixtures/iceberg_types,
-/// written by pyiceberg): each value in the report as pyiceberg's own
-/// `to_human_string` gives it — timestamps with and without a zone and
-/// with microseconds, decimals at their scale, floats as Python prints
-/// them, UUIDs, binary and fixed values in base64. (Before, every type but
-/// string, int, long, boolean and date was left out.)
-#[test]
-fn issue_16_iceberg_identity_partitions_of_every_type_are_reported_as_iceberg_writes_them() {
-    let rules = Path::new("tests/fixtures/iceberg_types/rules.yaml");
-    let expected: Value =
-        serde_json::from_str(include_str!("../fixtures/iceberg_types/expected.json")).unwrap();
+/// Checks both snapshots of the pyiceberg-written fixture `fixture`
+/// (tests/fixtures/FIXTURE/python_table, its rules.yaml) against `expected`
+/// (its expected.json: per version, the rows and the partition values
+/// pyiceberg's `to_human_string` gives): each passes with exactly those.
+fn assert_partitions_as_pyiceberg_says(fixture: &str, expected: &Value) {
+    let rules = PathBuf::from(format!("tests/fixtures/{fixture}/rules.yaml"));
     let expected = expected.as_object().unwrap();
     assert_eq!(expected.len(), 2);
     for (version, want) in expected {
         let out = check_table_version(
-            "tests/fixtures/iceberg_types/python_table",
-            rules,
+            &format!("tests/fixtures/{fixture}/python_table"),
+            &rules,
             version,
             &[],
         );
@@ -1091,6 +1086,19 @@ fn issue_16_iceberg_identity_partitions_of_every_type_are_reported_as_iceberg_wr
         assert_eq!(&got["partitions"], &want["partitions"], "v{version}");
         assert_eq!(got["passed"], true, "v{version}");
     }
+}
+
+/// Identity partitions of every primitive type (tests/fixtures/iceberg_types,
+/// written by pyiceberg): each value in the report as pyiceberg's own
+/// `to_human_string` gives it — timestamps with and without a zone and
+/// with microseconds, decimals at their scale, floats as Python prints
+/// them, UUIDs, binary and fixed values in base64. (Before, every type but
+/// string, int, long, boolean and date was left out.)
+#[test]
+fn issue_16_iceberg_identity_partitions_of_every_type_are_reported_as_iceberg_writes_them() {
+    let expected: Value =
+        serde_json::from_str(include_str!("../fixtures/iceberg_types/expected.json")).unwrap();
+    assert_partitions_as_pyiceberg_says("iceberg_types", &expected);
     // All fourteen fields, in both snapshots.
     assert_eq!(expected["1"]["partitions"].as_object().unwrap().len(), 14);
     assert_eq!(expected["2"]["partitions"].as_object().unwrap().len(), 14);
@@ -1120,26 +1128,9 @@ fn issue_16_iceberg_table_written_by_pyiceberg_is_read_exactly() {
 /// these snapshots showed `{}`.
 #[test]
 fn issue_16_iceberg_transform_partitions_are_reported_as_iceberg_writes_them() {
-    let rules = Path::new("tests/fixtures/iceberg_transforms/rules.yaml");
     let expected: Value =
         serde_json::from_str(include_str!("../fixtures/iceberg_transforms/expected.json")).unwrap();
-    let expected = expected.as_object().unwrap();
-    assert_eq!(expected.len(), 2);
-    for (version, want) in expected {
-        let out = check_table_version(
-            "tests/fixtures/iceberg_transforms/python_table",
-            rules,
-            version,
-            &[],
-        );
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let got = &report["reports"][0];
-        assert_eq!(got["error"], Value::Null, "v{version}");
-        assert_eq!(&got["rows"], &want["rows"], "v{version}");
-        assert_eq!(&got["partitions"], &want["partitions"], "v{version}");
-        assert_eq!(got["passed"], true, "v{version}");
-    }
+    assert_partitions_as_pyiceberg_says("iceberg_transforms", &expected);
     // Version 1's one file has all six fields; version 2's four files share
     // four of them (two hours of ts1, two carriers' buckets).
     assert_eq!(expected["1"]["partitions"].as_object().unwrap().len(), 6);

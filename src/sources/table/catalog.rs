@@ -96,7 +96,10 @@ impl RestCatalog {
             .build()
             .map_err(|e| TableError::Store {
                 location: key.clone(),
-                reason: format!("cannot build the catalog client: {}", error_chain(&e)),
+                reason: format!(
+                    "cannot build the catalog client: {}",
+                    crate::location::error_line(&e, &Default::default())
+                ),
             })?;
         let mut catalog = Self {
             config: config.clone(),
@@ -218,7 +221,7 @@ impl RestCatalog {
         let mut response = request.send().await.map_err(|e| {
             store_error(format!(
                 "GET {shown}: cannot reach the catalog: {}",
-                error_chain(&e)
+                crate::location::error_line(&e, &Default::default())
             ))
         })?;
         let status = response.status();
@@ -236,7 +239,7 @@ impl RestCatalog {
             let chunk = response.chunk().await.map_err(|e| {
                 store_error(format!(
                     "GET {shown}: the answer broke off: {}",
-                    error_chain(&e)
+                    crate::location::error_line(&e, &Default::default())
                 ))
             })?;
             let Some(chunk) = chunk else { break };
@@ -303,22 +306,6 @@ fn error_message(body: &[u8], redact: &dyn Fn(String) -> String) -> Option<Strin
     } else {
         line
     })
-}
-
-/// An error and its sources on one line (reqwest's own message alone says
-/// only "error sending request").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let next = e.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = e.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -93,74 +93,44 @@ struct Metadata {
 }
 
 /// A schema: its fields (the parts read here: ids and types, for the
-/// partition values' human forms).
+/// partition values' human forms). Fields stay JSON: a primitive type is a
+/// name (`timestamptz`, `decimal(9,2)`), a nested one an object with its own
+/// `fields`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 struct SchemaDef {
     #[serde(default)]
     schema_id: Option<i64>,
     #[serde(default)]
-    fields: Vec<FieldDef>,
-}
-
-#[derive(Debug, Deserialize)]
-struct FieldDef {
-    id: i64,
-    /// A primitive type's name (`timestamptz`, `decimal(9,2)`), or a nested
-    /// type's object (`{"type": "struct", "fields": […]}`).
-    #[serde(rename = "type")]
-    kind: serde_json::Value,
+    fields: Vec<serde_json::Value>,
 }
 
 impl Metadata {
-    /// The primitive type name of the field `id` in any of the table's
-    /// schemas (nested struct fields included); `None` when no schema has it.
+    /// The primitive type name of the field `id` in the table's schemas
+    /// (nested struct fields included), the current schema first (a
+    /// field's type may have been widened since); `None` when none has it.
     fn field_type(&self, id: i64) -> Option<&str> {
         fn find(fields: &[serde_json::Value], id: i64, depth: usize) -> Option<&str> {
             // Nesting is bounded: a hostile document cannot recurse deeply.
             if depth > 32 {
                 return None;
             }
-            for field in fields {
+            fields.iter().find_map(|field| {
+                let kind = field.get("type")?;
                 if field.get("id").and_then(|v| v.as_i64()) == Some(id) {
-                    return field.get("type").and_then(|t| t.as_str());
+                    return kind.as_str();
                 }
-                if let Some(nested) = field
-                    .get("type")
-                    .and_then(|t| t.get("fields"))
-                    .and_then(|f| f.as_array())
-                    && let Some(found) = find(nested, id, depth + 1)
-                {
-                    return Some(found);
-                }
-            }
-            None
+                find(kind.get("fields")?.as_array()?, id, depth + 1)
+            })
         }
-        // The current schema first (a field's type may have been widened
-        // since), then the older ones.
-        let current = self
-            .schemas
-            .iter()
-            .filter(|s| s.schema_id.is_some() && s.schema_id == self.current_schema_id);
-        let others = self
-            .schemas
-            .iter()
-            .filter(|s| s.schema_id.is_none() || s.schema_id != self.current_schema_id);
+        let is_current =
+            |s: &&SchemaDef| s.schema_id.is_some() && s.schema_id == self.current_schema_id;
+        let current = self.schemas.iter().filter(is_current);
+        let others = self.schemas.iter().filter(|s| !is_current(s));
         current
             .chain(others)
             .chain(&self.schema)
-            .find_map(|schema| {
-                schema.fields.iter().find_map(|field| {
-                    if field.id == id {
-                        return field.kind.as_str();
-                    }
-                    field
-                        .kind
-                        .get("fields")
-                        .and_then(|f| f.as_array())
-                        .and_then(|nested| find(nested, id, 1))
-                })
-            })
+            .find_map(|schema| find(&schema.fields, id, 0))
     }
 }
 
@@ -835,13 +805,8 @@ impl IcebergTable {
         Ok(manifests)
     }
 
-    /// A spec's partition fields with their transforms.
-    fn spec_fields(&self, spec_id: i32) -> Vec<SpecField> {
-        spec_fields(&self.metadata, spec_id)
-    }
-
     async fn entries(&self, manifest: &ManifestRef) -> Result<Vec<Entry>, TableError> {
-        let fields = self.spec_fields(manifest.spec_id);
+        let fields = spec_fields(&self.metadata, manifest.spec_id);
         let mut entries = Vec::new();
         self.read_avro(&manifest.path, |record| {
             entries.push(entry(&fields, manifest.content, record)?);
